@@ -1,0 +1,114 @@
+"""Cameras: where frames come from, where the camera stands, and the zones drawn on its view."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from pydantic import Field, field_validator, model_validator
+
+from nonsite.config.base import Section
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class ZoneKind(StrEnum):
+    """What a zone means; it decides which rule watches it."""
+
+    sidewalk = "sidewalk"
+    no_parking = "no_parking"
+    no_vending = "no_vending"
+    no_stray_dogs = "no_stray_dogs"
+    vending_allowed = "vending_allowed"
+    dogs_allowed = "dogs_allowed"
+
+
+#: Zone kind -> the rule that raises violations inside it.
+RULE_OF_ZONE: dict[ZoneKind, str] = {
+    ZoneKind.sidewalk: "sidewalk_parking",
+    ZoneKind.no_parking: "sidewalk_parking",
+    ZoneKind.no_vending: "street_vending",
+    ZoneKind.no_stray_dogs: "stray_dog",
+}
+
+#: Allow-zone kind -> the rule it exempts.
+EXEMPTS: dict[ZoneKind, str] = {
+    ZoneKind.vending_allowed: "street_vending",
+    ZoneKind.dogs_allowed: "stray_dog",
+}
+
+
+class ZoneConfig(Section):
+    id: str = Field(pattern=_ID, description="Zone id, unique within its camera (letters, digits, '-', '_', '.').")
+    name: str = Field("", description="Human name shown to operators, e.g. '东侧人行道'.")
+    kind: ZoneKind = Field(
+        description="sidewalk / no_parking (parking rule), no_vending (vending rule), no_stray_dogs "
+        "(stray-dog rule), vending_allowed / dogs_allowed (exempt areas)."
+    )
+    polygon: list[tuple[float, float]] = Field(
+        description="Polygon corners as [x, y] in normalized image coordinates (0..1, origin top-left); "
+        "at least three points."
+    )
+    dwell_s: float | None = Field(
+        None, gt=0, description="Dwell threshold for this zone in seconds; overrides the rule's default."
+    )
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(v) < 3:
+            raise ValueError(f"a zone polygon needs at least 3 points, got {len(v)}; add corners as [x, y]")
+        for x, y in v:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError(
+                    f"point [{x}, {y}] is outside 0..1; polygons use normalized coordinates "
+                    "(divide pixels by the image width/height)"
+                )
+        return v
+
+
+class LocationConfig(Section):
+    address: str = Field("", description="Street address of the camera, printed on evidence and cases.")
+    lat: float | None = Field(None, ge=-90, le=90, description="Latitude of the camera (WGS84).")
+    lon: float | None = Field(None, ge=-180, le=180, description="Longitude of the camera (WGS84).")
+
+
+class SourceConfig(Section):
+    url: str = Field(
+        description="rtsp://, http(s):// (MJPEG), file path or file:// URL, or device:N. "
+        "Put passwords in the environment: ${CAM_PASSWORD} is expanded at load time and never logged."
+    )
+    transport: str = Field("tcp", pattern="^(tcp|udp)$", description="RTSP transport: tcp (default) or udp.")
+    loop: bool = Field(False, description="Files only: start again at the end instead of finishing.")
+    realtime: bool = Field(
+        False, description="Files only: pace frames at the file's own frame rate instead of as fast as possible."
+    )
+    open_timeout_s: float = Field(10.0, gt=0, description="Give up opening the stream after this many seconds.")
+    read_timeout_s: float = Field(10.0, gt=0, description="A read that waits longer than this is a stall.")
+
+
+class CameraConfig(Section):
+    id: str = Field(pattern=_ID, description="Camera id, unique; the Kafka key and evidence prefix.")
+    name: str = Field("", description="Human name shown to operators.")
+    enabled: bool = Field(True, description="Set false to keep the camera in the file but not run it.")
+    source: SourceConfig = Field(description="Where the frames come from.")
+    fps: float = Field(5.0, gt=0, le=60, description="Frames per second sampled for detection.")
+    location: LocationConfig = Field(default_factory=LocationConfig, description="Where the camera stands.")
+    zones: list[ZoneConfig] = Field(default_factory=list, description="Zones drawn on this camera's view.")
+
+    @model_validator(mode="after")
+    def _unique_zones(self) -> CameraConfig:
+        seen: set[str] = set()
+        for z in self.zones:
+            if z.id in seen:
+                raise ValueError(f"zone id '{z.id}' appears twice in camera '{self.id}'; zone ids must be unique")
+            seen.add(z.id)
+        return self
+
+
+_CRED = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL (``rtsp://admin:secret@host`` -> ``rtsp://admin:***@host``)."""
+    return _CRED.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)

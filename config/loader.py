@@ -1,0 +1,131 @@
+"""Load one YAML file into :class:`NonsiteConfig`, reporting a bad value by file, line, key and fix."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from nonsite.config.root import NonsiteConfig
+
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is the one-line message shown to the user (exit code 2)."""
+
+
+def _node_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map every key path of a composed YAML document to its 1-based line."""
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            lines.update(_node_lines(v, (*path, k.value)))
+            lines[(*path, k.value)] = k.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            lines.update(_node_lines(v, (*path, i)))
+    return lines
+
+
+def _loc(path: tuple[Any, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _expand(value: Any, path: tuple[Any, ...], problems: list[tuple[tuple[Any, ...], str]]) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(v, (*path, k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, (*path, i), problems) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m["name"], m["default"]
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            problems.append((path, f"environment variable {name} is not set; export {name}=... before running"))
+            return ""
+
+        return _VAR.sub(sub, value)
+    return value
+
+
+def _fix_for(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key; check its spelling against docs/config.schema.json or remove it"
+    if kind == "missing":
+        return "required key is missing; add it"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "literal_error" or kind == "enum":
+        return msg
+    return msg
+
+
+def load_config(path: str | os.PathLike[str]) -> NonsiteConfig:
+    """Read, expand ``${VAR}`` / ``${VAR:-default}`` and validate a config file.
+
+    Raises :class:`ConfigError` with ``file:line: key: problem`` lines; never a traceback for bad input.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found; pass an existing YAML file with --config")
+    text = p.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}:1: the file must be a mapping of sections (cameras:, detector:, ...)")
+    lines = _node_lines(node) if node is not None else {}
+
+    def line_of(loc: tuple[Any, ...]) -> int:
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in lines:
+                return lines[loc[:n]]
+        return 1
+
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    data = _expand(raw, (), problems)
+    if problems:
+        loc, msg = problems[0]
+        raise ConfigError(f"{p}:{line_of(loc)}: {_loc(loc)}: {msg}")
+    try:
+        cfg = NonsiteConfig.model_validate(data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            # pydantic reports tuple items as list indexes past the field; keep the key path we know.
+            msgs.append(f"{p}:{line_of(loc)}: {_loc(loc)}: {_fix_for(err)}")
+        raise ConfigError("\n".join(msgs)) from None
+    return _resolve_paths(cfg, p.parent.resolve())
+
+
+def _resolve_paths(cfg: NonsiteConfig, base: Path) -> NonsiteConfig:
+    data_dir = os.environ.get("NONSITE_DATA_DIR") or cfg.data_dir
+    cfg.data_dir = str((base / data_dir).resolve()) if not os.path.isabs(data_dir) else data_dir
+    for cam in cfg.cameras:
+        url = cam.source.url
+        if "://" not in url and not url.startswith("device:"):
+            cam.source.url = str((base / url).resolve()) if not os.path.isabs(url) else url
+    return cfg
+
+
+def config_schema() -> dict[str, Any]:
+    """JSON schema of the configuration file (published as docs/config.schema.json)."""
+    return NonsiteConfig.model_json_schema()

@@ -1,0 +1,47 @@
+"""The whole configuration file."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from nonsite.config.base import Section
+from nonsite.config.cameras import CameraConfig
+from nonsite.config.detector import DetectorConfig, TrackerConfig
+from nonsite.config.rules import RulesConfig
+from nonsite.config.services import BusConfig, CasesConfig, ConsoleConfig, EvidenceConfig
+
+
+class NonsiteConfig(Section):
+    data_dir: str = Field(
+        "data", description="Where a run writes everything (bus log, evidence, database). "
+        "NONSITE_DATA_DIR overrides it; relative paths are relative to the config file."
+    )
+    timezone: str = Field("Asia/Shanghai", description="The city's time zone for display; storage is UTC.")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Detector backend.")
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Multi-object tracker.")
+    rules: RulesConfig = Field(default_factory=RulesConfig, description="Violation rules.")
+    cameras: list[CameraConfig] = Field(default_factory=list, description="The cameras this node runs.")
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Evidence capture and store.")
+    bus: BusConfig = Field(default_factory=BusConfig, description="Event bus.")
+    cases: CasesConfig = Field(default_factory=CasesConfig, description="Case database.")
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="Operators' web console.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{v}'; use an IANA name such as Asia/Shanghai") from None
+        return v
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> NonsiteConfig:
+        seen: set[str] = set()
+        for c in self.cameras:
+            if c.id in seen:
+                raise ValueError(f"camera id '{c.id}' appears twice; camera ids must be unique")
+            seen.add(c.id)
+        return self

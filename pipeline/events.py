@@ -1,0 +1,132 @@
+"""Event contracts that cross the bus (importable without detection code: pydantic only).
+
+Topics:
+- ``nonsite.violations``: :class:`ViolationEvent`, published by an edge worker after its blobs are stored.
+- ``nonsite.evidence``: :class:`EvidenceSealed`, published by the sealer after the manifest is signed.
+- ``nonsite.cases``: :class:`CaseDecision`, published when a case changes status.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+TOPIC_VIOLATIONS = "nonsite.violations"
+TOPIC_EVIDENCE = "nonsite.evidence"
+TOPIC_CASES = "nonsite.cases"
+TOPIC_DEAD_LETTER = "nonsite.dead-letter"
+
+VIOLATION_TYPES = ("sidewalk_parking", "street_vending", "stray_dog")
+
+
+def _utc(v: datetime) -> datetime:
+    if v.tzinfo is None:
+        raise ValueError("timestamps must carry a time zone (UTC)")
+    return v.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EvidenceItem(_Event):
+    """One stored artifact of an evidence package."""
+
+    role: str = Field(
+        description="onset | confirm (overview stills, originals), onset_annotated | confirm_annotated, "
+        "closeup, clip, manifest, signature"
+    )
+    key: str = Field(description="Key of the blob in the evidence store.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the blob's bytes.")
+    bytes: int = Field(ge=0, description="Size of the blob.")
+    content_type: str = Field(description="MIME type, e.g. image/jpeg or video/mp4.")
+
+
+class BoxRecord(_Event):
+    """A box drawn on a still, in pixels of that still."""
+
+    xyxy: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in pixels.")
+    class_name: str = Field(description="Detector class name.")
+    confidence: float = Field(ge=0, le=1, description="Detector confidence.")
+    track_id: int | None = Field(None, description="Tracker id, when tracked.")
+
+
+class ModelInfo(_Event):
+    name: str = Field(description="Registry name of the detector weights.")
+    version: str = Field(description="Version of the weights.")
+    sha256: str = Field(description="sha256 of the weights file.")
+    backend: str = Field("", description="Backend that ran it (onnx, ultralytics, ...).")
+
+
+class Location(_Event):
+    address: str = Field("", description="Street address of the camera.")
+    lat: float | None = Field(None, description="Latitude (WGS84).")
+    lon: float | None = Field(None, description="Longitude (WGS84).")
+
+
+class ViolationEvent(_Event):
+    """Published to ``nonsite.violations`` (key = camera id) once the edge has stored the blobs."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Schema version of this event.")
+    event_id: str = Field(default_factory=new_event_id, description="UUID; the idempotency key.")
+    type: str = Field(description="sidewalk_parking | street_vending | stray_dog | a custom rule name.")
+    camera_id: str = Field(description="Camera that saw it.")
+    camera_name: str = Field("", description="Human name of the camera.")
+    zone_id: str = Field(description="Zone the violation happened in.")
+    zone_name: str = Field("", description="Human name of the zone.")
+    started_at: UtcDatetime = Field(description="Onset of the violating condition (UTC).")
+    confirmed_at: UtcDatetime = Field(description="When the dwell was reached (UTC).")
+    track_ids: list[int] = Field(description="Tracker ids of the objects involved.")
+    boxes: dict[str, list[BoxRecord]] = Field(description="Boxes per still role (onset, confirm).")
+    confidence: float = Field(ge=0, le=1, description="Mean detector confidence of the main object.")
+    dwell_s: float = Field(ge=0, description="Seconds from onset to confirmation.")
+    model: ModelInfo = Field(description="Detector that produced it.")
+    rule_config_hash: str = Field(description="sha256 of the rule and zone configuration in force.")
+    evidence: list[EvidenceItem] = Field(description="The stored blobs of the package.")
+    location: Location = Field(default_factory=Location, description="Where the camera stands.")
+    published_at: UtcDatetime = Field(default_factory=utcnow, description="When the edge published it.")
+
+
+class EvidenceSealed(_Event):
+    """Published to ``nonsite.evidence`` once the sealer verified the blobs and signed the manifest."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Schema version of this event.")
+    event_id: str = Field(description="The violation's event id.")
+    violation: ViolationEvent = Field(description="The violation event as received.")
+    manifest_key: str = Field(description="Store key of manifest.json.")
+    manifest_sha256: str = Field(description="sha256 of manifest.json.")
+    signature_key: str = Field(description="Store key of the detached Ed25519 signature over manifest.json.")
+    public_key_fingerprint: str = Field(description="sha256 of the raw Ed25519 public key that verifies it.")
+    sealed_at: UtcDatetime = Field(default_factory=utcnow, description="When it was sealed.")
+    problems: list[str] = Field(
+        default_factory=list, description="Blobs that were missing or did not match their sha256 when sealed."
+    )
+
+
+class CaseDecision(_Event):
+    """Published to ``nonsite.cases`` when a case changes status."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Schema version of this event.")
+    case_number: str = Field(description="Case number.")
+    event_id: str = Field(description="Violation event id.")
+    status: str = Field(description="New status.")
+    previous_status: str = Field(description="Status before.")
+    actor: str = Field(description="User who acted.")
+    reason: str = Field("", description="Reason or comment.")
+    at: UtcDatetime = Field(default_factory=utcnow, description="When.")
