@@ -28,9 +28,19 @@ class DetectorConfig(Section):
 
 class TrackerConfig(Section):
     track_activation_threshold: float = Field(
-        0.25, gt=0, lt=1, description="ByteTrack: confidence needed to start a track."
+        0.4, gt=0, lt=1, description="ByteTrack: confidence a detection needs to start a new track."
+    )
+    high_confidence: float = Field(
+        0.4, gt=0, lt=1,
+        description="ByteTrack: detections at or above this are matched first (and may start tracks); "
+        "weaker ones only extend existing tracks.",
+    )
+    minimum_consecutive_frames: int = Field(
+        2, ge=1, le=10, description="Frames a new track must be seen in a row before it gets an id."
     )
     lost_track_s: float = Field(
         3.0, gt=0, description="Seconds a lost track is kept so it can resume with the same id after occlusion."
     )
-    matching_threshold: float = Field(0.8, gt=0, le=1, description="ByteTrack: IoU matching threshold.")
+    minimum_iou: float = Field(
+        0.1, gt=0, lt=1, description="ByteTrack: least IoU between a track's prediction and a detection to match."
+    )

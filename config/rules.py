@@ -15,7 +15,8 @@ class RuleCommon(Section):
         2.0, ge=0, description="A condition interrupted for at most this long (missed detections) continues."
     )
     cooldown_s: float = Field(
-        300.0, ge=0, description="After an alert, the same zone and rule stay quiet for this many seconds."
+        0.0, ge=0, description="After an alert, the same rule stays quiet in that zone for this many seconds "
+        "(each object still alerts at most once per episode)."
     )
 
 
@@ -34,6 +35,10 @@ class SidewalkParkingRule(RuleCommon):
 
 class StreetVendingRule(RuleCommon):
     dwell_s: float = Field(120.0, gt=0, description="Seconds a vendor must stay with the stall in the zone.")
+    cooldown_s: float = Field(
+        600.0, ge=0, description="After an alert, no new vending alert in that zone for this many seconds "
+        "(several people at one stall are one case)."
+    )
     person_class: str = Field("person", description="Detector class name of a person.")
     stall_classes: list[str] = Field(
         default_factory=lambda: ["umbrella", "dining table", "chair", "bench", "suitcase", "stall", "vendor_cart"],
@@ -49,6 +54,9 @@ class StreetVendingRule(RuleCommon):
 
 class StrayDogRule(RuleCommon):
     dwell_s: float = Field(30.0, gt=0, description="Seconds a dog must be seen with nobody near it.")
+    cooldown_s: float = Field(
+        300.0, ge=0, description="After an alert, no new stray-dog alert in that zone for this many seconds."
+    )
     dog_class: str = Field("dog", description="Detector class name of a dog.")
     person_class: str = Field("person", description="Detector class name of a person.")
     person_distance: float = Field(

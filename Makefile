@@ -1,0 +1,55 @@
+# nonsite — the two commands a newcomer needs: `make run` (the demo, end to end) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SHARED := $(abspath ../shared)
+# Weights and media are resolved by path, never committed: ../shared beside the repo when present.
+export NONSITE_MODELS_DIR ?= $(if $(wildcard $(SHARED)/models),$(SHARED)/models,)
+export NONSITE_MEDIA_DIR ?= $(if $(wildcard $(SHARED)/media),$(SHARED)/media,)
+# Extra pip arguments for torch (e.g. a CPU wheel index on machines with internet).
+TORCH_PIP_ARGS ?=
+CONFIG ?= examples/demo.yaml
+DEBIAN_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+
+.PHONY: setup run run-once test lint fmt bench schema system-deps clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q -c constraints.txt $(TORCH_PIP_ARGS) torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[torch,dev]'
+	@touch $@
+
+run: setup
+	$(PY) -m nonsite run --config $(CONFIG)
+
+run-once: setup
+	$(PY) -m nonsite run --config $(CONFIG) --exit-when-done
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check .
+
+fmt: setup
+	$(PY) -m ruff check --fix .
+
+schema: setup
+	$(PY) -m nonsite config schema --out docs/config.schema.json
+
+# Debian packages the integration tests use (a real RTSP server). Needs root; CI runs it.
+system-deps:
+	@if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" 2>/dev/null \
+	   || ! command -v gst-inspect-1.0 >/dev/null || ! gst-inspect-1.0 x264enc >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
+	fi
+
+clean:
+	rm -rf data build *.egg-info .pytest_cache .ruff_cache

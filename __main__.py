@@ -1,0 +1,5 @@
+import sys
+
+from nonsite.cli import main
+
+sys.exit(main())

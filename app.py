@@ -1,0 +1,190 @@
+"""The embedded mode in one process: edge workers, evidence sealer, case drafter and the console.
+
+Same code path as the distributed roles: the sealer and drafter are bus consumers here too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nonsite.config import NonsiteConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    violations: dict[str, int] = field(default_factory=dict)
+    packages_sealed: int = 0
+    case_drafts: int = 0
+    cameras_failed: dict[str, str] = field(default_factory=dict)
+    console_url: str | None = None
+
+    def lines(self) -> list[str]:
+        types = ("sidewalk_parking", "street_vending", "stray_dog")
+        out = ["violations: " + ", ".join(f"{t} {self.violations.get(t, 0)}" for t in types)]
+        out.append(f"evidence packages sealed: {self.packages_sealed}")
+        out.append(f"case drafts: {self.case_drafts}")
+        for cam, err in sorted(self.cameras_failed.items()):
+            out.append(f"camera {cam} FAILED: {err}")
+        if self.console_url:
+            out.append(f"console: {self.console_url}")
+        return out
+
+
+class ConsoleServer:
+    """uvicorn in a thread; ``url`` once it listens."""
+
+    def __init__(self, app: object, host: str, port: int) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, name="console", daemon=True)
+
+    def start(self, timeout_s: float = 15.0) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the console did not start (is the port in use? set console.port)")
+            time.sleep(0.05)
+        sock = self.server.servers[0].sockets[0].getsockname()
+        return f"http://{sock[0]}:{sock[1]}/"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+class Embedded:
+    """Everything a node of the embedded mode runs, opened over one data directory."""
+
+    def __init__(self, cfg: NonsiteConfig) -> None:
+        from nonsite.cases.db import open_db
+        from nonsite.evidence import open_store, signing_key_path
+        from nonsite.evidence.signing import Signer
+        from nonsite.pipeline.bus import open_bus
+
+        self.cfg = cfg
+        self.data = Path(cfg.data_dir)
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.store = open_store(cfg.evidence, self.data)
+        self.bus = open_bus(cfg.bus.kind, self.data)
+        self.signer = Signer.load_or_create(signing_key_path(cfg.evidence, self.data))
+        self.db_url = cfg.cases.database_url or f"sqlite:///{self.data / 'cases.db'}"
+        self.sessions = open_db(self.db_url)
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.console: ConsoleServer | None = None
+
+    def start_consumers(self) -> None:
+        from nonsite.cases.drafter import run_drafter
+        from nonsite.evidence.sealer import run_sealer
+
+        self.threads = [
+            threading.Thread(target=run_sealer, args=(self.bus, self.store, self.signer, self.stop),
+                             name="sealer", daemon=True),
+            threading.Thread(target=run_drafter, args=(self.bus, self.sessions, self.cfg.cases.number_prefix,
+                                                       self.stop), name="drafter", daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def start_console(self) -> str:
+        from nonsite.console.app import create_app
+
+        app = create_app(session_factory=self.sessions, store=self.store, timezone=self.cfg.timezone,
+                         language=self.cfg.console.language, public_key_pem=self.signer.public_key_pem().encode())
+        self.console = ConsoleServer(app, self.cfg.console.host, self.cfg.console.port)
+        return self.console.start()
+
+    def drained(self) -> bool:
+        from nonsite.pipeline.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
+
+        lag = getattr(self.bus, "lag", None)
+        if lag is None:
+            return True
+        return lag(TOPIC_VIOLATIONS, "nonsite-sealer") == 0 and lag(TOPIC_EVIDENCE, "nonsite-drafter") == 0
+
+    def wait_drained(self, timeout_s: float = 120.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.drained():
+                return True
+            time.sleep(0.1)
+        return False
+
+    def counts(self) -> tuple[int, int]:
+        from sqlalchemy import func, select
+
+        from nonsite.cases.db import Case
+
+        sealed = sum(1 for k in self.store.list("events/") if k.endswith("/manifest.json"))
+        with self.sessions() as s:
+            cases = s.scalar(select(func.count()).select_from(Case)) or 0
+        return sealed, int(cases)
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        if self.console:
+            self.console.stop()
+        self.bus.close()
+
+
+def run(
+    cfg: NonsiteConfig,
+    *,
+    exit_when_done: bool = False,
+    serve: bool = True,
+    progress: Callable[[str], None] = print,
+    wait_forever: Callable[[], None] | None = None,
+) -> RunSummary:
+    """Run the cameras of ``cfg`` end to end; serve the console until Ctrl-C unless ``exit_when_done``."""
+    from nonsite.models import create_detector
+    from nonsite.pipeline.edge import EdgeRunner
+
+    detector = create_detector(cfg.detector)
+    node = Embedded(cfg)
+    summary = RunSummary()
+    try:
+        node.start_consumers()
+        if serve and not exit_when_done:
+            summary.console_url = node.start_console()
+            progress(f"console: {summary.console_url}")
+        progress(f"detector: {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
+                 f"{len([c for c in cfg.cameras if c.enabled])} cameras, data in {node.data}")
+        edge = EdgeRunner(cfg, detector, node.store, node.bus, progress=progress)
+        stats = edge.run(node.stop)
+        for r in edge.runs:
+            progress(edge.describe(r))
+            if r.error:
+                summary.cameras_failed[r.camera.id] = r.error
+        for s in stats.values():
+            for k, v in s.published.items():
+                summary.violations[k] = summary.violations.get(k, 0) + v
+        if not node.wait_drained():
+            progress("warning: the sealer/drafter did not catch up within 120 s")
+        summary.packages_sealed, summary.case_drafts = node.counts()
+        for line in summary.lines():
+            progress(line)
+        if not exit_when_done and summary.console_url:
+            progress("serving the console; press Ctrl-C to stop")
+            (wait_forever or _sleep_forever)()
+    finally:
+        node.close()
+    return summary
+
+
+def _sleep_forever() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass

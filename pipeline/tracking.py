@@ -1,0 +1,34 @@
+"""Multi-object tracking with ByteTrack (Roboflow's maintained `trackers` package)."""
+
+from __future__ import annotations
+
+import warnings
+
+import supervision as sv
+from trackers import ByteTrackTracker
+
+from nonsite.config.detector import TrackerConfig
+
+
+class Tracker:
+    """Gives detections stable ids across frames; timing comes from frame timestamps, so a camera
+    sampled at 5 fps and one at 2 fps keep tracks for the same number of seconds."""
+
+    def __init__(self, cfg: TrackerConfig, fps: float) -> None:
+        self._bt = ByteTrackTracker(
+            lost_track_buffer=max(1, round(cfg.lost_track_s * fps)),
+            frame_rate=fps,
+            track_activation_threshold=cfg.track_activation_threshold,
+            high_conf_det_threshold=cfg.high_confidence,
+            minimum_consecutive_frames=cfg.minimum_consecutive_frames,
+            minimum_iou_threshold=cfg.minimum_iou,
+        )
+
+    def update(self, detections: sv.Detections, ts: float) -> sv.Detections:
+        """Tracked detections of this frame (``tracker_id`` -1 for ones not yet tracked)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = self._bt.update(detections, timestamp=ts)
+        if out.tracker_id is None:
+            out.tracker_id = sv.Detections.empty().tracker_id
+        return out

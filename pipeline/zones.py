@@ -1,0 +1,28 @@
+"""Zones: polygons in normalized coordinates, tested at an object's ground-contact point."""
+
+from __future__ import annotations
+
+import numpy as np
+import supervision as sv
+
+from nonsite.config.cameras import EXEMPTS, RULE_OF_ZONE, ZoneConfig
+
+
+class Zone:
+    """A zone of one camera, scaled to that camera's frame size."""
+
+    def __init__(self, cfg: ZoneConfig, frame_wh: tuple[int, int]) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.rule = RULE_OF_ZONE.get(cfg.kind)
+        self.exempts = EXEMPTS.get(cfg.kind)
+        w, h = frame_wh
+        self.polygon_px = np.round(np.asarray(cfg.polygon, dtype=float) * [w, h]).astype(np.int64)
+        self._zone = sv.PolygonZone(self.polygon_px, triggering_anchors=(sv.Position.BOTTOM_CENTER,))
+
+    def contains(self, d: sv.Detections) -> np.ndarray:
+        """Mask of detections whose bottom-centre point lies in the polygon."""
+        if len(d) == 0:
+            return np.zeros(0, dtype=bool)
+        return np.asarray(self._zone.trigger(d), dtype=bool)
+
