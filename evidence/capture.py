@@ -1,0 +1,361 @@
+"""Edge side of evidence: write a violation's blobs (stills, annotated copies, close-up, clip) to the store.
+
+Called by the pipeline worker before it publishes the :class:`~nonsite.pipeline.events.ViolationEvent`
+that names these blobs by key and sha256 (claim-check). The sealer later adds ``manifest.json`` and
+``manifest.sig`` to the same prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import statistics
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import av
+import cv2
+import numpy as np
+
+from nonsite.evidence.package import ROLE_FILES, package_prefix
+from nonsite.evidence.store import Store
+from nonsite.pipeline.events import BoxRecord, EvidenceItem
+
+log = logging.getLogger(__name__)
+
+JPEG = "image/jpeg"
+MP4 = "video/mp4"
+CLOSEUP_MIN_SIDE = 256
+CLOSEUP_MARGIN = 0.3  # of the box's width/height, on each side
+STILLS_CLIP_FRAME_S = 1.0  # each still's duration when the clip falls back to the two stills
+
+
+@dataclass
+class Still:
+    ts: float  # epoch seconds UTC
+    image: np.ndarray  # BGR original, stored untouched
+    boxes: list[BoxRecord] = field(default_factory=list)  # pixels of this image
+
+
+@dataclass
+class CameraMeta:
+    id: str
+    name: str = ""
+    address: str = ""
+
+
+def ascii_text(s: str) -> str:
+    """``s`` made ASCII for cv2.putText (non-ASCII characters become ``\\uXXXX`` escapes)."""
+    return s.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _bgr(image: np.ndarray, what: str) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.size == 0:
+        raise ValueError(f"{what} is not an image (expected a non-empty numpy array)")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{what} has dtype {image.dtype}; expected uint8 BGR")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    raise ValueError(f"{what} has shape {image.shape}; expected HxWx3 BGR")
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise ValueError(f"OpenCV could not JPEG-encode an image of shape {image.shape}")
+    return buf.tobytes()
+
+
+def _zone(timezone: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{timezone}'; use an IANA name such as Asia/Shanghai") from None
+
+
+def local_time_text(ts: float, tz: ZoneInfo) -> str:
+    """``2024-05-01 14:03:22.123 UTC+08:00`` for epoch seconds ``ts`` in ``tz``."""
+    t = datetime.fromtimestamp(ts, UTC).astimezone(tz)
+    off = t.strftime("%z")  # +0800
+    return f"{t.strftime('%Y-%m-%d %H:%M:%S')}.{t.microsecond // 1000:03d} UTC{off[:3]}:{off[3:]}"
+
+
+# Distinct BGR colours, picked per class name so the same class keeps its colour across stills.
+_PALETTE = [
+    (0, 0, 255), (255, 128, 0), (0, 200, 0), (255, 0, 255), (0, 165, 255),
+    (255, 255, 0), (128, 0, 255), (0, 255, 128), (80, 80, 255), (255, 80, 80),
+]
+_ZONE_COLOUR = (0, 255, 255)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _colour(name: str) -> tuple[int, int, int]:
+    return _PALETTE[zlib.crc32(name.encode("utf-8")) % len(_PALETTE)]
+
+
+def _label(img: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int], scale: float, th: int) -> None:
+    (tw, tht), base = cv2.getTextSize(text, _FONT, scale, th)
+    h, w = img.shape[:2]
+    x = max(0, min(x, w - tw - 4))
+    top = y - tht - base - 4
+    if top < 0:  # no room above the box: put the label inside it
+        top = min(max(0, y), max(0, h - tht - base - 4))
+    cv2.rectangle(img, (x, top), (x + tw + 4, top + tht + base + 4), colour, -1)
+    luminance = 0.114 * colour[0] + 0.587 * colour[1] + 0.299 * colour[2]
+    ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
+    cv2.putText(img, text, (x + 2, top + tht + 2), _FONT, scale, ink, max(1, th // 2 + 1), cv2.LINE_AA)
+
+
+def _banner(width: int, fields: list[str], scale: float, th: int) -> np.ndarray:
+    """A black strip as wide as the image carrying ``fields`` packed into as few lines as fit."""
+    sep = "  |  "
+    pad = max(4, int(8 * scale))
+    max_w = width - 2 * pad
+    lines: list[str] = []
+    cur = ""
+    for f in fields:
+        cand = f if not cur else cur + sep + f
+        if cv2.getTextSize(cand, _FONT, scale, th)[0][0] <= max_w or not cur:
+            cur = cand
+        else:
+            lines.append(cur)
+            cur = f
+    if cur:
+        lines.append(cur)
+    # A single field wider than the image (a very long id) is cut, keeping its start.
+    fitted = []
+    for line in lines:
+        while len(line) > 4 and cv2.getTextSize(line, _FONT, scale, th)[0][0] > max_w:
+            line = line[:-2] + "~"
+        fitted.append(line)
+    (_, lh), base = cv2.getTextSize("Ag", _FONT, scale, th)
+    step = lh + base + pad
+    strip = np.zeros((pad + step * len(fitted), width, 3), np.uint8)
+    for i, line in enumerate(fitted):
+        cv2.putText(strip, line, (pad, pad + lh + i * step), _FONT, scale, (255, 255, 255), th, cv2.LINE_AA)
+    return strip
+
+
+def annotate(
+    image: np.ndarray,
+    boxes: list[BoxRecord],
+    zone_polygon: list[tuple[float, float]] | None,
+    banner_fields: list[str],
+) -> np.ndarray:
+    """A copy of ``image`` with the zone outline, labelled boxes, and a text banner added below it.
+
+    The banner is a strip under the picture, so no pixel of the scene is covered and box coordinates
+    stay valid on the annotated copy.
+    """
+    img = image.copy()
+    h, w = img.shape[:2]
+    th = max(1, round(min(h, w) / 360))
+    scale = float(np.clip(min(h, w) / 900, 0.4, 1.4))
+    if zone_polygon and len(zone_polygon) >= 2:
+        pts = np.array(
+            [(round(float(np.clip(x, 0, 1)) * (w - 1)), round(float(np.clip(y, 0, 1)) * (h - 1)))
+             for x, y in zone_polygon],
+            np.int32,
+        )
+        cv2.polylines(img, [pts.reshape(-1, 1, 2)], True, _ZONE_COLOUR, th + 1, cv2.LINE_AA)
+    for b in boxes:
+        x1, y1, x2, y2 = (int(round(v)) for v in b.xyxy)
+        x1, x2 = sorted((int(np.clip(x1, 0, w - 1)), int(np.clip(x2, 0, w - 1))))
+        y1, y2 = sorted((int(np.clip(y1, 0, h - 1)), int(np.clip(y2, 0, h - 1))))
+        colour = _colour(b.class_name)
+        cv2.rectangle(img, (x1, y1), (x2, y2), colour, th + 1)
+        text = ascii_text(b.class_name)
+        if b.track_id is not None:
+            text += f" #{b.track_id}"
+        text += f" {b.confidence:.2f}"
+        _label(img, text, x1, y1, colour, scale, th)
+    strip = _banner(w, [ascii_text(f) for f in banner_fields], float(np.clip(w / 1100, 0.4, 1.2)), th)
+    return np.vstack([img, strip])
+
+
+def closeup_crop(image: np.ndarray, xyxy: tuple[float, float, float, float]) -> np.ndarray:
+    """The region ``xyxy`` of ``image`` with a margin, upscaled to ``CLOSEUP_MIN_SIDE`` on its short side when
+    smaller."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    x1, x2 = sorted((x1, x2))
+    y1, y2 = sorted((y1, y2))
+    mx = max(12.0, (x2 - x1) * CLOSEUP_MARGIN)
+    my = max(12.0, (y2 - y1) * CLOSEUP_MARGIN)
+    cx1, cy1 = int(max(0, np.floor(x1 - mx))), int(max(0, np.floor(y1 - my)))
+    cx2, cy2 = int(min(w, np.ceil(x2 + mx))), int(min(h, np.ceil(y2 + my)))
+    if cx2 - cx1 < 2 or cy2 - cy1 < 2:
+        raise ValueError(f"close-up box {tuple(xyxy)} lies outside the {w}x{h} confirm still")
+    crop = image[cy1:cy2, cx1:cx2]
+    short = min(crop.shape[:2])
+    if short < CLOSEUP_MIN_SIDE:
+        f = CLOSEUP_MIN_SIDE / short
+        crop = cv2.resize(crop, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(crop)
+
+
+def _even(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``img`` resized to ``size`` (w, h of the first frame) then padded to even dimensions (yuv420p)."""
+    w, h = size
+    if (img.shape[1], img.shape[0]) != (w, h):
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    if w % 2 or h % 2:
+        img = cv2.copyMakeBorder(img, 0, h % 2, 0, w % 2, cv2.BORDER_REPLICATE)
+    return img
+
+
+def encode_clip(frames: Iterator[tuple[float, np.ndarray]] | list[tuple[float, np.ndarray]],
+                last_frame_s: float | None = None) -> bytes:
+    """H.264 (yuv420p) MP4 of BGR ``frames`` given as (epoch seconds, image) in time order.
+
+    Presentation times follow the timestamps (millisecond time base, variable frame rate); the moov atom is
+    placed first (faststart) so browsers start playing before the whole file arrives.
+    """
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("a clip needs at least one frame")
+    t0, img0 = first
+    size = (img0.shape[1], img0.shape[0])
+    tb = Fraction(1, 1000)
+    with tempfile.TemporaryDirectory(prefix="nonsite-clip-") as tmp:
+        path = os.path.join(tmp, "clip.mp4")
+        container = av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"})
+        try:
+            stream = container.add_stream("libx264", rate=30, options={"crf": "21", "preset": "veryfast"})
+            stream.width = size[0] + size[0] % 2
+            stream.height = size[1] + size[1] % 2
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.time_base = tb
+            stream.time_base = tb
+            durations: dict[int, int] = {}
+            intervals: list[int] = []
+            last_pts: int | None = None
+
+            def mux(packets: list[av.Packet]) -> None:
+                for p in packets:
+                    if p.pts is not None and p.pts in durations:
+                        p.duration = durations[p.pts]
+                    container.mux(p)
+
+            def push(ts: float, img: np.ndarray) -> None:
+                nonlocal last_pts
+                pts = int(round((ts - t0) * 1000))
+                if last_pts is not None:
+                    pts = max(pts, last_pts + 1)  # strictly increasing even for equal timestamps
+                    durations[last_pts] = pts - last_pts
+                    intervals.append(pts - last_pts)
+                frame = av.VideoFrame.from_ndarray(_even(img, size), format="bgr24")
+                frame.pts = pts
+                frame.time_base = tb
+                last_pts = pts
+                mux(stream.encode(frame))
+
+            push(t0, img0)
+            for ts, img in it:
+                push(ts, img)
+            assert last_pts is not None
+            if last_frame_s is not None:
+                durations[last_pts] = max(1, int(round(last_frame_s * 1000)))
+            else:
+                durations[last_pts] = int(statistics.median(intervals)) if intervals else 1000
+            mux(stream.encode(None))
+        finally:
+            container.close()
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def _decoded_clip(clip: list[tuple[float, bytes]]) -> Iterator[tuple[float, np.ndarray]]:
+    """Decode the JPEG frames one by one (never the whole clip in memory), in time order; skip corrupt ones."""
+    for ts, data in sorted(clip, key=lambda c: c[0]):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            log.warning("skipping a clip frame at ts=%.3f that does not decode as JPEG (%d bytes)", ts, len(data))
+            continue
+        yield ts, img
+
+
+def write_package_blobs(
+    store: Store,
+    *,
+    event_id: str,
+    violation_type: str,
+    camera: CameraMeta,
+    zone_id: str,
+    zone_polygon: list[tuple[float, float]] | None,
+    onset: Still,
+    confirm: Still,
+    closeup_xyxy: tuple[float, float, float, float],
+    clip: list[tuple[float, bytes]],
+    sequence: int,
+    timezone: str,
+    jpeg_quality: int = 92,
+) -> list[EvidenceItem]:
+    """Write the event's blobs under ``events/<event_id>/`` and describe them.
+
+    Blobs: ``onset.jpg`` / ``confirm.jpg`` (the untouched frames, JPEG), ``onset_annotated.jpg`` /
+    ``confirm_annotated.jpg`` (boxes, zone outline and a banner with local time, camera, zone, type and
+    sequence number), ``closeup.jpg`` (crop of the confirm frame) and ``clip.mp4`` (H.264; the two stills
+    as a 2-frame clip when ``clip`` holds no decodable frame).
+    """
+    prefix = package_prefix(event_id)
+    tz = _zone(timezone)
+    onset_img = _bgr(onset.image, "the onset still")
+    confirm_img = _bgr(confirm.image, "the confirm still")
+    items: list[EvidenceItem] = []
+
+    def put(role: str, data: bytes, content_type: str) -> None:
+        key = prefix + ROLE_FILES[role]
+        store.put(key, data, content_type)
+        items.append(
+            EvidenceItem(
+                role=role, key=key, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), content_type=content_type
+            )
+        )
+
+    # Build everything that can fail on bad input before writing anything.
+    closeup = closeup_crop(confirm_img, closeup_xyxy)
+
+    def fields(still: Still, label: str) -> list[str]:
+        return [
+            local_time_text(still.ts, tz),
+            f"CAM {camera.id}",
+            f"ZONE {zone_id}",
+            violation_type.upper(),
+            f"SEQ {sequence:06d}",
+            label,
+        ]
+
+    put("onset", encode_jpeg(onset_img, jpeg_quality), JPEG)
+    put("confirm", encode_jpeg(confirm_img, jpeg_quality), JPEG)
+    put("onset_annotated",
+        encode_jpeg(annotate(onset_img, onset.boxes, zone_polygon, fields(onset, "ONSET")), jpeg_quality), JPEG)
+    put("confirm_annotated",
+        encode_jpeg(annotate(confirm_img, confirm.boxes, zone_polygon, fields(confirm, "CONFIRM")), jpeg_quality),
+        JPEG)
+    put("closeup", encode_jpeg(closeup, jpeg_quality), JPEG)
+
+    decoded = _decoded_clip(clip)
+    first = next(decoded, None)
+    if first is not None:
+        def frames() -> Iterator[tuple[float, np.ndarray]]:
+            yield first
+            yield from decoded
+        video = encode_clip(frames())
+    else:
+        if clip:
+            log.warning("event %s: no clip frame decodes; writing the two stills as the clip", event_id)
+        video = encode_clip([(0.0, onset_img), (STILLS_CLIP_FRAME_S, confirm_img)], last_frame_s=STILLS_CLIP_FRAME_S)
+    put("clip", video, MP4)
+    return items

@@ -1,0 +1,290 @@
+"""The evidence sealer: a consumer of ``nonsite.violations`` that re-hashes each event's blobs, writes a
+signed ``manifest.json`` into the package, and announces it on ``nonsite.evidence``.
+
+At-least-once and idempotent by event id: a redelivered event whose package already carries a valid
+manifest is answered from that manifest, nothing is rewritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+from typing import Any
+
+from pydantic import ValidationError
+
+from nonsite.evidence.manifest import build_manifest, canonical_json, parse_manifest, parse_time
+from nonsite.evidence.package import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    manifest_key,
+    name_in_package,
+    package_prefix,
+    signature_key,
+)
+from nonsite.evidence.signing import Signer, verify_signature
+from nonsite.evidence.store import Store, StoreError
+from nonsite.pipeline.bus.base import Bus, Consumer, Message
+from nonsite.pipeline.events import (
+    TOPIC_DEAD_LETTER,
+    TOPIC_EVIDENCE,
+    TOPIC_VIOLATIONS,
+    EvidenceSealed,
+    ViolationEvent,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "nonsite-sealer"
+_RETRY_MIN_S = 0.5
+_RETRY_MAX_S = 30.0
+_MAX_OTHER_FAILURES = 5
+
+
+class PoisonMessage(Exception):
+    """The message can never be sealed (bad JSON, bad schema, unusable keys): it goes to the dead-letter topic."""
+
+
+def _check_event(event: ViolationEvent) -> None:
+    prefix = package_prefix(event.event_id)  # ValueError for an id that cannot name a package
+    reserved = {prefix + MANIFEST_NAME, prefix + SIGNATURE_NAME}
+    seen: set[str] = set()
+    for item in event.evidence:
+        if item.key in reserved:
+            raise ValueError(f"evidence item {item.role!r} uses the reserved key {item.key!r}")
+        if item.key in seen:
+            raise ValueError(f"evidence key {item.key!r} is listed twice")
+        seen.add(item.key)
+
+
+def _existing_seal(store: Store, signer: Signer, event: ViolationEvent) -> EvidenceSealed | None:
+    """The result of an earlier seal of this event, when its manifest is there and verifies."""
+    mkey, skey = manifest_key(event.event_id), signature_key(event.event_id)
+    try:
+        data = store.get(mkey)
+        sig = store.get(skey)
+    except KeyError:
+        return None
+    if not verify_signature(signer.public_key_pem(), data, sig):
+        log.warning("event %s: the existing manifest does not verify with this sealer's key; sealing again",
+                    event.event_id)
+        return None
+    try:
+        manifest = parse_manifest(data)
+        if manifest["event_id"] != event.event_id:
+            return None
+        sealed_at = parse_time(manifest["sealed_at"])
+        problems = [str(p) for p in manifest.get("sealing_problems", [])]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return EvidenceSealed(
+        event_id=event.event_id,
+        violation=event,
+        manifest_key=mkey,
+        manifest_sha256=hashlib.sha256(data).hexdigest(),
+        signature_key=skey,
+        public_key_fingerprint=signer.fingerprint(),
+        sealed_at=sealed_at,
+        problems=problems,
+    )
+
+
+def check_blobs(store: Store, event: ViolationEvent) -> list[str]:
+    """Re-hash every blob ``event`` lists; one line per blob that is missing or differs."""
+    problems: list[str] = []
+    for item in event.evidence:
+        name = name_in_package(item.key, event.event_id)
+        try:
+            data = store.get(item.key)
+        except KeyError:
+            problems.append(f"{name}: missing")
+            continue
+        got = hashlib.sha256(data).hexdigest()
+        if got != item.sha256:
+            problems.append(f"{name}: sha256 differs (expected {item.sha256}, got {got})")
+        elif len(data) != item.bytes:
+            problems.append(f"{name}: size differs (expected {item.bytes} bytes, got {len(data)})")
+    return problems
+
+
+def seal(store: Store, signer: Signer, event: ViolationEvent) -> EvidenceSealed:
+    """Verify the event's blobs, write ``manifest.json`` and ``manifest.sig`` into its package, and describe it.
+
+    Idempotent: when a manifest for this event already exists and verifies, its result is returned unchanged.
+    Raises ValueError for an event that cannot be sealed (bad id, reserved or duplicate keys) and StoreError
+    when the store fails (retry later).
+    """
+    _check_event(event)
+    existing = _existing_seal(store, signer, event)
+    if existing is not None:
+        return existing
+    problems = check_blobs(store, event)
+    if problems:
+        log.warning("event %s sealed with problems: %s", event.event_id, "; ".join(problems))
+    sealed_at = utcnow()
+    manifest = build_manifest(
+        event, sealed_at=sealed_at, public_key_fingerprint=signer.fingerprint(), problems=problems
+    )
+    data = canonical_json(manifest)
+    mkey, skey = manifest_key(event.event_id), signature_key(event.event_id)
+    # Manifest first, then its signature: a crash between the two leaves an unsigned manifest, which the
+    # redelivered event seals again.
+    store.put(mkey, data, "application/json")
+    store.put(skey, signer.sign(data), "application/octet-stream")
+    return EvidenceSealed(
+        event_id=event.event_id,
+        violation=event,
+        manifest_key=mkey,
+        manifest_sha256=hashlib.sha256(data).hexdigest(),
+        signature_key=skey,
+        public_key_fingerprint=signer.fingerprint(),
+        sealed_at=sealed_at,
+        problems=problems,
+    )
+
+
+def _parse(message: Message) -> ViolationEvent:
+    try:
+        event = ViolationEvent.model_validate_json(message.value)
+    except ValidationError as e:
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "message"
+        raise PoisonMessage(
+            f"not a valid ViolationEvent ({e.error_count()} error(s); first: {where}: {first.get('msg', e)})"
+        ) from None
+    try:
+        _check_event(event)
+    except ValueError as e:
+        raise PoisonMessage(str(e)) from None
+    return event
+
+
+def dead_letter_value(message: Message, reason: str, group: str) -> bytes:
+    """The dead-letter record: why, where it came from, and the original value (text, or base64)."""
+    record: dict[str, Any] = {
+        "reason": reason,
+        "topic": message.topic,
+        "offset": message.offset,
+        "key": message.key,
+        "consumer_group": group,
+        "at": utcnow().isoformat(),
+    }
+    try:
+        record["value"] = message.value.decode("utf-8")
+    except UnicodeDecodeError:
+        record["value_base64"] = base64.b64encode(message.value).decode("ascii")
+    return json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def _handle(bus: Bus, store: Store, signer: Signer, message: Message, group: str) -> bool:
+    """Seal one message and publish the result (or dead-letter it). True when sealed.
+
+    Transient failures (store or bus down) raise; the caller must not commit then.
+    """
+    try:
+        event = _parse(message)
+    except PoisonMessage as e:
+        log.warning("dead-lettering %s offset %d: %s", message.topic, message.offset, e)
+        bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, str(e), group))
+        return False
+    try:
+        sealed = seal(store, signer, event)
+    except ValueError as e:  # cannot be sealed, ever
+        log.warning("dead-lettering event %s: %s", event.event_id, e)
+        bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, str(e), group))
+        return False
+    bus.publish(TOPIC_EVIDENCE, event.camera_id, sealed.model_dump_json().encode("utf-8"))
+    log.info("sealed event %s (%d artifact(s), %d problem(s))", event.event_id, len(event.evidence),
+             len(sealed.problems))
+    return True
+
+
+def _handle_with_retry(
+    bus: Bus, store: Store, signer: Signer, message: Message, group: str, stop: threading.Event
+) -> bool:
+    """Handle ``message`` until it is sealed or dead-lettered (True), or ``stop`` is set first (False).
+
+    Store failures are retried for as long as they last (an outage must not dead-letter every event);
+    any other error is retried a few times, then the message is dead-lettered with the error as reason.
+    """
+    delay = _RETRY_MIN_S
+    other_failures = 0
+    while True:
+        try:
+            _handle(bus, store, signer, message, group)
+            return True
+        except (StoreError, OSError) as e:
+            log.error("sealing %s offset %d failed (%s); retrying in %.1f s", message.topic, message.offset, e, delay)
+        except Exception as e:
+            other_failures += 1
+            reason = f"sealer error: {type(e).__name__}: {e}"
+            log.error("handling %s offset %d failed (%s), attempt %d", message.topic, message.offset, reason,
+                      other_failures)
+            if other_failures >= _MAX_OTHER_FAILURES:
+                try:
+                    bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, reason, group))
+                    return True
+                except Exception as e2:  # the bus itself is down: keep the message and keep trying
+                    log.error("cannot publish to %s either (%s); retrying in %.1f s", TOPIC_DEAD_LETTER, e2, delay)
+        if stop.wait(delay):
+            return False
+        delay = min(delay * 2, _RETRY_MAX_S)
+
+
+def _commit_with_retry(consumer: Consumer, message: Message, stop: threading.Event) -> bool:
+    delay = _RETRY_MIN_S
+    while True:
+        try:
+            consumer.commit(message)
+            return True
+        except Exception as e:  # a redelivery after this is harmless: sealing is idempotent
+            log.error("committing %s offset %d failed (%s); retrying in %.1f s", message.topic, message.offset,
+                      e, delay)
+        if stop.wait(delay):
+            return False
+        delay = min(delay * 2, _RETRY_MAX_S)
+
+
+def run_sealer(
+    bus: Bus, store: Store, signer: Signer, stop: threading.Event, group: str = DEFAULT_GROUP
+) -> None:
+    """Consume ``nonsite.violations`` until ``stop`` is set.
+
+    A poisoned message is dead-lettered and committed; a store or bus failure is retried with backoff
+    (without committing, so nothing is lost if the process stops meanwhile).
+    """
+    consumer: Consumer = bus.consumer(TOPIC_VIOLATIONS, group)
+    try:
+        while not stop.is_set():
+            for message in consumer.poll(max_records=50, timeout_s=0.5):
+                if not _handle_with_retry(bus, store, signer, message, group, stop):
+                    return  # stopped while retrying; not committed, so redelivered on the next start
+                if not _commit_with_retry(consumer, message, stop):
+                    return
+                if stop.is_set():
+                    return
+    finally:
+        consumer.close()
+
+
+def seal_pending(bus: Bus, store: Store, signer: Signer, group: str = DEFAULT_GROUP) -> int:
+    """Seal everything waiting on ``nonsite.violations`` once, then return the number of events sealed.
+
+    Poisoned messages are dead-lettered and committed; a store or bus failure raises (uncommitted).
+    """
+    consumer = bus.consumer(TOPIC_VIOLATIONS, group)
+    sealed = 0
+    try:
+        while True:
+            messages = consumer.poll(max_records=100, timeout_s=0.1)
+            if not messages:
+                return sealed
+            for message in messages:
+                sealed += _handle(bus, store, signer, message, group)
+                consumer.commit(message)
+    finally:
+        consumer.close()
