@@ -85,6 +85,18 @@ class SourceConfig(Section):
     )
     open_timeout_s: float = Field(10.0, gt=0, description="Give up opening the stream after this many seconds.")
     read_timeout_s: float = Field(10.0, gt=0, description="A read that waits longer than this is a stall.")
+    reconnect_initial_s: float = Field(
+        0.5, gt=0, description="Live sources: first wait before reopening a lost stream; doubles per failure."
+    )
+    reconnect_max_s: float = Field(
+        30.0, gt=0, description="Live sources: longest wait between reconnect attempts (backoff cap)."
+    )
+    decode_threads: int = Field(
+        1, ge=0, le=64,
+        description="Live sources: FFmpeg decoding threads for this camera. 1 keeps latency lowest; raise it "
+        "for 4K/H.265 streams one core cannot decode in time; 0 = one per CPU core (frame threading "
+        "delays each frame by threads-1 frames).",
+    )
 
 
 class CameraConfig(Section):
