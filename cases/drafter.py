@@ -1,0 +1,243 @@
+"""The case drafter: one case draft per sealed evidence package (consumer of ``nonsite.evidence``).
+
+Idempotent by event id (at-least-once delivery may bring the same event twice, and two drafters may
+race on it: the unique constraint on ``cases.event_id`` settles it). The bus position is committed
+only after the database commit, so a crash in between redelivers the event and drafts nothing twice.
+A message that is not valid JSON or not an :class:`EvidenceSealed` goes to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from nonsite.cases.db import AuditEntry, Case, CaseStatus, allocate_number, utcnow, write_session
+from nonsite.pipeline.bus import Bus, Consumer, Message
+from nonsite.pipeline.events import TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, EvidenceSealed
+
+__all__ = ["DRAFTER_ACTOR", "DraftError", "draft_case", "draft_pending", "run_drafter"]
+
+log = logging.getLogger(__name__)
+
+DRAFTER_ACTOR = "system:drafter"
+_TRANSIENT = (OperationalError, InterfaceError)
+#: Evidence roles that make a good thumbnail for the queue, best first.
+THUMBNAIL_ROLES = ("closeup", "confirm_annotated", "confirm", "onset_annotated", "onset")
+
+
+class DraftError(ValueError):
+    """A sealed event that cannot become a case (it goes to the dead-letter topic)."""
+
+
+def _thumbnail_key(sealed: EvidenceSealed) -> str | None:
+    by_role = {item.role: item.key for item in sealed.violation.evidence}
+    return next((by_role[r] for r in THUMBNAIL_ROLES if r in by_role), None)
+
+
+def _existing(session_factory: sessionmaker[Session], event_id: str) -> Case | None:
+    with session_factory() as session:
+        return session.scalar(select(Case).where(Case.event_id == event_id))
+
+
+def draft_case(
+    session_factory: sessionmaker[Session],
+    sealed: EvidenceSealed,
+    number_prefix: str,
+    *,
+    timezone: str = "Asia/Shanghai",
+    now: datetime | None = None,
+) -> tuple[Case, bool]:
+    """The case of ``sealed`` and whether this call created it (False: it existed already).
+
+    The number's year is the filing year in the city's ``timezone``; the sequence is allocated in the
+    same transaction as the insert, so numbers have no gaps and no duplicates.
+    """
+    if sealed.event_id != sealed.violation.event_id:
+        raise DraftError(
+            f"sealed event id {sealed.event_id!r} differs from its violation's {sealed.violation.event_id!r}"
+        )
+    found = _existing(session_factory, sealed.event_id)
+    if found is not None:
+        return found, False
+    v = sealed.violation
+    created = (now or utcnow()).astimezone(UTC)
+    year = created.astimezone(ZoneInfo(timezone)).year
+    try:
+        with write_session(session_factory) as session:
+            again = session.scalar(select(Case).where(Case.event_id == sealed.event_id))
+            if again is not None:
+                return again, False
+            case = Case(
+                number=allocate_number(session, number_prefix, year),
+                event_id=sealed.event_id,
+                type=v.type,
+                camera_id=v.camera_id,
+                camera_name=v.camera_name,
+                zone_id=v.zone_id,
+                zone_name=v.zone_name,
+                address=v.location.address,
+                lat=v.location.lat,
+                lon=v.location.lon,
+                started_at=v.started_at,
+                confirmed_at=v.confirmed_at,
+                dwell_s=v.dwell_s,
+                confidence=v.confidence,
+                track_ids=list(v.track_ids),
+                evidence=[item.model_dump(mode="json") for item in v.evidence],
+                manifest_key=sealed.manifest_key,
+                manifest_sha256=sealed.manifest_sha256,
+                signature_key=sealed.signature_key,
+                seal_problems=list(sealed.problems),
+                thumbnail_key=_thumbnail_key(sealed),
+                violation=v.model_dump(mode="json"),
+                status=CaseStatus.DRAFT,
+                created_at=created,
+                updated_at=created,
+            )
+            session.add(case)
+            session.flush()
+            session.add(
+                AuditEntry(
+                    case_id=case.id, at=created, actor=DRAFTER_ACTOR, action="created",
+                    before_status=None, after_status=CaseStatus.DRAFT.value,
+                    detail={"event_id": sealed.event_id, "manifest_sha256": sealed.manifest_sha256,
+                            "seal_problems": len(sealed.problems)},
+                )
+            )
+    except IntegrityError:
+        # Another drafter inserted the same event between our check and our insert.
+        found = _existing(session_factory, sealed.event_id)
+        if found is None:
+            raise
+        return found, False
+    log.info("drafted case %s for event %s (%s, camera %s)", case.number, case.event_id, case.type, case.camera_id)
+    return case, True
+
+
+def dead_letter_value(message: Message, reason: str, group: str) -> bytes:
+    """The dead-letter record (same shape as the sealer's): why, where from, the original value."""
+    record: dict[str, Any] = {
+        "reason": reason,
+        "topic": message.topic,
+        "offset": message.offset,
+        "key": message.key,
+        "consumer_group": group,
+        "at": utcnow().isoformat(),
+    }
+    try:
+        record["value"] = message.value.decode("utf-8")
+    except UnicodeDecodeError:
+        record["value_base64"] = base64.b64encode(message.value).decode("ascii")
+    return json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def _dead_letter(bus: Bus, message: Message, group: str, reason: str) -> None:
+    bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, reason, group))
+    log.warning("dead-lettered %s offset %d: %s", message.topic, message.offset, reason)
+
+
+def _parse(message: Message) -> EvidenceSealed:
+    try:
+        return EvidenceSealed.model_validate_json(message.value)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "message"
+        if first.get("type") == "json_invalid":
+            raise DraftError(f"not valid JSON: {first.get('msg', exc)}") from None
+        raise DraftError(
+            f"not an EvidenceSealed event ({exc.error_count()} problem(s)); first at {where}: {first.get('msg')}"
+        ) from None
+
+
+def _handle(
+    bus: Bus, session_factory: sessionmaker[Session], number_prefix: str, message: Message, group: str,
+    timezone: str,
+) -> bool:
+    """Draft the case of one message (True if a case was created); poison goes to the dead letter."""
+    try:
+        sealed = _parse(message)
+        _, created = draft_case(session_factory, sealed, number_prefix, timezone=timezone)
+        return created
+    except _TRANSIENT:
+        raise
+    except DraftError as exc:
+        _dead_letter(bus, message, group, str(exc))
+    except Exception as exc:  # a permanent database refusal of this one event must not stop the others
+        log.exception("could not draft a case from %s offset %d", message.topic, message.offset)
+        _dead_letter(bus, message, group, f"could not draft a case: {type(exc).__name__}: {exc}")
+    return False
+
+
+def draft_pending(
+    bus: Bus,
+    session_factory: sessionmaker[Session],
+    number_prefix: str,
+    *,
+    group: str = "nonsite-drafter",
+    timezone: str = "Asia/Shanghai",
+    poll_timeout_s: float = 0.0,
+) -> int:
+    """Drain ``nonsite.evidence`` once (until a poll comes back empty); returns the cases created.
+
+    A transient database error propagates, with the failing message left uncommitted (redelivered).
+    """
+    consumer = bus.consumer(TOPIC_EVIDENCE, group)
+    created = 0
+    try:
+        while True:
+            batch = consumer.poll(max_records=100, timeout_s=poll_timeout_s)
+            if not batch:
+                return created
+            for message in batch:
+                created += _handle(bus, session_factory, number_prefix, message, group, timezone)
+                consumer.commit(message)
+    finally:
+        consumer.close()
+
+
+def run_drafter(
+    bus: Bus,
+    session_factory: sessionmaker[Session],
+    number_prefix: str,
+    stop: threading.Event,
+    group: str = "nonsite-drafter",
+    *,
+    timezone: str = "Asia/Shanghai",
+    poll_timeout_s: float = 0.5,
+    max_backoff_s: float = 30.0,
+) -> None:
+    """Consume ``nonsite.evidence`` in consumer group ``group`` until ``stop`` is set.
+
+    When the database is unavailable the message is not committed: the consumer is reopened at the
+    committed position and retried with exponential backoff, so nothing is lost or skipped.
+    """
+    consumer: Consumer = bus.consumer(TOPIC_EVIDENCE, group)
+    backoff = 0.5
+    try:
+        while not stop.is_set():
+            batch = consumer.poll(max_records=100, timeout_s=poll_timeout_s)
+            try:
+                for message in batch:
+                    if stop.is_set():
+                        break
+                    _handle(bus, session_factory, number_prefix, message, group, timezone)
+                    consumer.commit(message)
+                backoff = 0.5
+            except _TRANSIENT as exc:
+                log.warning("case database unavailable (%s); retrying in %.1f s", exc.__class__.__name__, backoff)
+                consumer.close()
+                consumer = bus.consumer(TOPIC_EVIDENCE, group)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, max_backoff_s)
+    finally:
+        consumer.close()

@@ -1,0 +1,179 @@
+"""Review workflow: DESIGN's transition table, reasons, the audit trail and the outbox."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from test_cases_drafter import make_sealed
+
+from nonsite.cases import (
+    TRANSITIONS,
+    Action,
+    AuditEntry,
+    Case,
+    CaseNotFound,
+    CaseStatus,
+    InvalidReason,
+    InvalidTransition,
+    allowed_actions,
+    apply_action,
+    confirm,
+    dismiss,
+    draft_case,
+    open_db,
+    relay_outbox,
+)
+from nonsite.pipeline.bus import EmbeddedBus
+from nonsite.pipeline.events import TOPIC_CASES, CaseDecision
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> sessionmaker[Session]:
+    sf = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
+    yield sf
+    sf.kw["bind"].dispose()
+
+
+@pytest.fixture()
+def case(db: sessionmaker[Session]) -> Case:
+    return draft_case(db, make_sealed(), "NS")[0]
+
+
+def trail(db: sessionmaker[Session], case_id: int) -> list[tuple[str, str, str | None, str | None]]:
+    with db() as s:
+        rows = s.scalars(select(AuditEntry).where(AuditEntry.case_id == case_id).order_by(AuditEntry.id)).all()
+        return [(r.actor, r.action, r.before_status, r.after_status) for r in rows]
+
+
+def test_the_table_covers_every_status_and_follows_design() -> None:
+    assert set(TRANSITIONS) == set(CaseStatus)
+    assert TRANSITIONS[CaseStatus.DRAFT] == {Action.CONFIRM: CaseStatus.CONFIRMED,
+                                             Action.DISMISS: CaseStatus.DISMISSED}
+    assert TRANSITIONS[CaseStatus.CONFIRMED] == {
+        Action.APPROVE: CaseStatus.APPROVED, Action.RETURN: CaseStatus.RETURNED,
+        Action.DISMISS: CaseStatus.DISMISSED}
+    assert TRANSITIONS[CaseStatus.APPROVED] == {Action.DISPATCH: CaseStatus.DISPATCHED}
+    assert TRANSITIONS[CaseStatus.DISPATCHED] == {Action.RECTIFY: CaseStatus.RECTIFIED}
+    assert TRANSITIONS[CaseStatus.RECTIFIED] == {Action.CLOSE: CaseStatus.CLOSED}
+    assert allowed_actions("dismissed") == [] and allowed_actions("closed") == []
+
+
+def test_confirm_then_dismiss_is_allowed_and_audited(db: sessionmaker[Session], case: Case) -> None:
+    confirmed = confirm(db, case.id, "operator-li")
+    assert confirmed.status is CaseStatus.CONFIRMED
+    dismissed = dismiss(db, case.id, "reviewer-wang", "not_a_violation", "loading zone, permit on file")
+    assert dismissed.status is CaseStatus.DISMISSED
+    assert (dismissed.dismiss_reason, dismissed.dismiss_note) == ("not_a_violation", "loading zone, permit on file")
+    assert trail(db, case.id) == [
+        ("system:drafter", "created", None, "draft"),
+        ("operator-li", "confirm", "draft", "confirmed"),
+        ("reviewer-wang", "dismiss", "confirmed", "dismissed"),
+    ]
+    with db() as s:
+        last = s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc())).first()
+        assert last is not None
+        assert last.detail == {"reason": "not_a_violation", "note": "loading zone, permit on file"}
+        assert last.at.tzinfo is not None
+
+
+def test_dismissed_cannot_be_confirmed(db: sessionmaker[Session], case: Case) -> None:
+    dismiss(db, case.id, "op", "false_positive")
+    with pytest.raises(InvalidTransition) as err:
+        confirm(db, case.id, "op")
+    msg = str(err.value)
+    assert case.number in msg and "dismissed" in msg and "draft or returned" in msg
+    with db() as s:
+        assert s.get(Case, case.id).status is CaseStatus.DISMISSED  # type: ignore[union-attr]
+    assert len(trail(db, case.id)) == 2  # the refused action left no audit entry
+
+
+def test_confirm_twice_is_refused(db: sessionmaker[Session], case: Case) -> None:
+    confirm(db, case.id, "op")
+    with pytest.raises(InvalidTransition, match="is confirmed"):
+        confirm(db, case.id, "op")
+
+
+def test_the_whole_path_to_closed(db: sessionmaker[Session], case: Case) -> None:
+    confirm(db, case.id, "op")
+    apply_action(db, case.id, "return", "reviewer", note="clip too short")
+    confirm(db, case.number, "op")  # by number as well as by id
+    for action in ("approve", "dispatch", "rectify", "close"):
+        apply_action(db, case.id, action, "someone")
+    with db() as s:
+        assert s.get(Case, case.id).status is CaseStatus.CLOSED  # type: ignore[union-attr]
+    assert [row[1] for row in trail(db, case.id)] == [
+        "created", "confirm", "return", "confirm", "approve", "dispatch", "rectify", "close"]
+    with pytest.raises(InvalidTransition, match="final"):
+        dismiss(db, case.id, "op", "duplicate")
+
+
+def test_skipping_a_step_is_refused(db: sessionmaker[Session], case: Case) -> None:
+    with pytest.raises(InvalidTransition, match="'approve' applies only to confirmed"):
+        apply_action(db, case.id, Action.APPROVE, "reviewer")
+
+
+@pytest.mark.parametrize(("reason", "note", "match"), [
+    ("", "", "is not one of"), ("bored", "", "is not one of"), (None, "", "is not one of"),
+    ("other", "  ", "needs a note"),
+])
+def test_dismiss_reason_is_required(db: sessionmaker[Session], case: Case, reason: str | None, note: str,
+                                    match: str) -> None:
+    with pytest.raises(InvalidReason, match=match):
+        dismiss(db, case.id, "op", reason, note)  # type: ignore[arg-type]
+    with db() as s:
+        assert s.get(Case, case.id).status is CaseStatus.DRAFT  # type: ignore[union-attr]
+
+
+def test_unknown_case(db: sessionmaker[Session]) -> None:
+    with pytest.raises(CaseNotFound, match="NS-2026-999999"):
+        confirm(db, "NS-2026-999999", "op")
+    with pytest.raises(CaseNotFound):
+        confirm(db, 12345, "op")
+
+
+def test_racing_operators_one_wins(db: sessionmaker[Session], case: Case) -> None:
+    results: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def act(fn: str) -> None:
+        barrier.wait()
+        try:
+            if fn == "confirm":
+                confirm(db, case.id, "op-a")
+            else:
+                dismiss(db, case.id, "op-b", "duplicate")
+            results.append("ok")
+        except InvalidTransition:
+            results.append("refused")
+
+    threads = [threading.Thread(target=act, args=(f,)) for f in ("confirm", "dismiss")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    # Either confirm then dismiss (both allowed) or dismiss then a refused confirm; never a lost update.
+    rows = trail(db, case.id)
+    assert rows[0][1] == "created"
+    for prev, nxt in zip(rows, rows[1:], strict=False):
+        assert nxt[2] == prev[3]
+    assert sorted(results) in (["ok", "ok"], ["ok", "refused"])
+
+
+def test_decisions_reach_the_bus_through_the_outbox(tmp_path: Path, db: sessionmaker[Session], case: Case) -> None:
+    confirm(db, case.id, "op")
+    dismiss(db, case.id, "reviewer", "duplicate", "same car as NS-2026-000001")
+    bus = EmbeddedBus(tmp_path / "bus.sqlite")
+    assert relay_outbox(bus, db) == 2
+    assert relay_outbox(bus, db) == 0  # published once
+    msgs = bus.consumer(TOPIC_CASES, "city-platform").poll(timeout_s=0)
+    decisions = [CaseDecision.model_validate_json(m.value) for m in msgs]
+    assert [(d.previous_status, d.status) for d in decisions] == [("draft", "confirmed"), ("confirmed", "dismissed")]
+    assert decisions[1].reason == "duplicate" and decisions[1].case_number == case.number
+    assert msgs[0].key == case.number
+    assert json.loads(msgs[1].value)["actor"] == "reviewer"
+    bus.close()
