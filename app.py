@@ -84,13 +84,17 @@ class Embedded:
 
     def start_consumers(self) -> None:
         from nonsite.cases.drafter import run_drafter
+        from nonsite.cases.outbox import run_outbox_relay
         from nonsite.evidence.sealer import run_sealer
 
         self.threads = [
             threading.Thread(target=run_sealer, args=(self.bus, self.store, self.signer, self.stop),
                              name="sealer", daemon=True),
             threading.Thread(target=run_drafter, args=(self.bus, self.sessions, self.cfg.cases.number_prefix,
-                                                       self.stop), name="drafter", daemon=True),
+                                                       self.stop), kwargs={"timezone": self.cfg.timezone},
+                             name="drafter", daemon=True),
+            threading.Thread(target=run_outbox_relay, args=(self.bus, self.sessions, self.stop),
+                             name="decisions", daemon=True),
         ]
         for t in self.threads:
             t.start()

@@ -42,7 +42,7 @@ def _load(path: str) -> NonsiteConfig:
 
 def preflight(cfg: NonsiteConfig, config_path: str) -> None:
     """Check what would fail half-way (missing videos, weights) before anything is written."""
-    from nonsite.models.registry import WeightsNotFound, resolve_weights
+    from nonsite.models import WeightsError, resolve
 
     for i, cam in enumerate(cfg.cameras):
         url = cam.source.url
@@ -50,8 +50,8 @@ def preflight(cfg: NonsiteConfig, config_path: str) -> None:
             raise UserError(f"{config_path}: cameras[{i}].source.url: video file not found: {url}; "
                             "fix the path or set NONSITE_MEDIA_DIR to the folder holding the media")
     try:
-        resolve_weights(cfg.detector.model)
-    except WeightsNotFound as e:
+        resolve(cfg.detector.model)
+    except WeightsError as e:
         raise UserError(f"{config_path}: detector.model: {e}") from None
 
 
@@ -118,11 +118,9 @@ def cmd_config_schema(a: argparse.Namespace) -> int:
 
 
 def cmd_models_list(a: argparse.Namespace) -> int:
-    from nonsite.models.registry import list_models
+    from nonsite.models.cli import list_command
 
-    for line in list_models():
-        print(line)
-    return 0
+    return list_command()
 
 
 def build_parser() -> argparse.ArgumentParser:
