@@ -82,3 +82,16 @@ def box_records(d: sv.Detections, mask: np.ndarray | None = None) -> list[BoxRec
             )
         )
     return out
+
+
+def merge_class_group(d: sv.Detections, classes: Iterable[str], iou: float = 0.6) -> sv.Detections:
+    """One box per object across a group of look-alike classes (car/truck/bus): a detector often reports
+    the same vehicle as both 'car' and 'truck', which would give the tracker two objects that trade ids.
+    Keeps the most confident box of each overlapping cluster; other classes pass through untouched."""
+    if len(d) < 2:
+        return d
+    group = select(d, classes)
+    if group.sum() < 2:
+        return d
+    merged = d[group].with_nms(threshold=iou, class_agnostic=True)
+    return sv.Detections.merge([merged, d[~group]])

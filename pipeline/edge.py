@@ -120,7 +120,8 @@ class EdgeRunner:
                 if self.progress and time.monotonic() - last_progress >= self.progress_every_s:
                     last_progress = time.monotonic()
                     for r in self.runs:
-                        self.progress(self.describe(r))
+                        if not r.done:
+                            self.progress(self.describe(r))
         finally:
             readers_stop.set()
             for r in self.runs:

@@ -23,6 +23,7 @@ from nonsite.config import CameraConfig, NonsiteConfig
 from nonsite.evidence.capture import CameraMeta, Still, write_package_blobs
 from nonsite.evidence.store import Store
 from nonsite.pipeline.bus.base import Bus
+from nonsite.pipeline.detections import merge_class_group
 from nonsite.pipeline.events import TOPIC_VIOLATIONS, Location, ModelInfo, ViolationEvent, new_event_id
 from nonsite.pipeline.rules import Episode, RuleEngine, RuleEvent, rule_config_hash
 from nonsite.pipeline.tracking import Tracker
@@ -129,6 +130,7 @@ class EdgeWorker:
         if latest is not None:
             for o in (*self.open.values(), *self.pending):
                 o.clip.add(*latest)
+        detections = merge_class_group(detections, self.cfg.rules.sidewalk_parking.vehicle_classes)
         tracked = self.tracker.update(detections, frame.ts)
         for ev in self.engine.update(tracked, frame.ts):
             self._on_rule_event(ev, frame)
