@@ -80,6 +80,15 @@ class Location(_Event):
     lon: float | None = Field(None, description="Longitude (WGS84).")
 
 
+class OffenderHint(_Event):
+    """What identifies the offender, when it could be read (never invented)."""
+
+    plate: str | None = Field(None, description="Licence plate text as read, matching a configured plate format.")
+    plate_confidence: float | None = Field(None, ge=0, le=1, description="OCR confidence of the plate text.")
+    plate_format: str | None = Field(None, description="Name of the plate format it matched (e.g. cn_standard).")
+    plate_role: str | None = Field(None, description="Evidence role of the plate crop (e.g. plate).")
+
+
 class ViolationEvent(_Event):
     """Published to ``nonsite.violations`` (key = camera id) once the edge has stored the blobs."""
 
@@ -100,6 +109,7 @@ class ViolationEvent(_Event):
     rule_config_hash: str = Field(description="sha256 of the rule and zone configuration in force.")
     evidence: list[EvidenceItem] = Field(description="The stored blobs of the package.")
     location: Location = Field(default_factory=Location, description="Where the camera stands.")
+    offender_hint: OffenderHint | None = Field(None, description="Plate read from the close-up, when one was read.")
     published_at: UtcDatetime = Field(default_factory=utcnow, description="When the edge published it.")
 
 
