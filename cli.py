@@ -123,6 +123,40 @@ def cmd_models_list(a: argparse.Namespace) -> int:
     return list_command()
 
 
+def cmd_eval(a: argparse.Namespace) -> int:
+    from nonsite.models import WeightsError, create_detector
+    from nonsite.pipeline.evaluation import (
+        EvalError,
+        evaluate,
+        load_dataset,
+        report_lines,
+        to_json,
+        write_json,
+    )
+
+    cfg = _load(a.config) if a.config else NonsiteConfig()
+    root = Path(a.dataset).resolve()
+    try:
+        clips = load_dataset(root)  # every clip's files are checked before the detector loads
+        detector = create_detector(cfg.detector)
+        print(f"detector: {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
+              f"{len(clips)} clips in {root}", flush=True)
+        results, scores = evaluate(clips, cfg, detector,
+                                   evidence_dir=Path(a.evidence_dir).resolve() if a.evidence_dir else None,
+                                   progress=lambda line: print(line, flush=True))
+    except EvalError as e:
+        raise UserError(str(e)) from None
+    except WeightsError as e:
+        raise UserError(f"detector.model: {e}") from None
+    print()
+    for line in report_lines(results, scores):
+        print(line)
+    if a.json:
+        write_json(Path(a.json), to_json(root, results, scores, cfg, detector))
+        print(f"scores written to {a.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nonsite", description="Non-site (AI camera) enforcement pipeline.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -162,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     cs = c.add_parser("schema", help="print the JSON schema of the config file")
     cs.add_argument("--out", help="write it here")
     cs.set_defaults(fn=cmd_config_schema)
+
+    ev = sub.add_parser("eval", help="run the pipeline over a labelled dataset of clips and score the alerts")
+    ev.add_argument("--dataset", required=True,
+                    help="folder with one folder per clip: video.mp4|avi (or source.yaml), camera.yaml, truth.yaml")
+    ev.add_argument("--json", help="also write the scores and every alert as JSON here")
+    ev.add_argument("--config", help="take detector, tracker, rule and evidence settings from this config")
+    ev.add_argument("--evidence-dir", help="keep the evidence packages of the alerts here (default: discarded)")
+    ev.set_defaults(fn=cmd_eval)
 
     m = sub.add_parser("models", help="detector weights").add_subparsers(dest="models_cmd", required=True)
     ml = m.add_parser("list", help="list the weights registry and where each file resolves")

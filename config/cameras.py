@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import Field, field_validator, model_validator
 
 from nonsite.config.base import Section
+from nonsite.config.rules import RuleOverrides, ScheduleWindow
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -52,6 +53,17 @@ class ZoneConfig(Section):
     dwell_s: float | None = Field(
         None, gt=0, description="Dwell threshold for this zone in seconds; overrides the rule's default."
     )
+    schedule: list[ScheduleWindow] = Field(
+        default_factory=list,
+        description="When this zone applies, in the city's time zone; empty = always. A rule zone is enforced "
+        "only inside its windows (e.g. vending forbidden 07:00-22:00); an allow zone exempts only inside its "
+        "windows (e.g. a night market 18:00-23:00).",
+    )
+    rules: RuleOverrides | None = Field(
+        None,
+        description="Thresholds of the zone's rule that differ here (e.g. {sidewalk_parking: {dwell_s: 30, "
+        "min_confidence: 0.4}}); unset keys inherit from the camera and from rules:.",
+    )
 
     @field_validator("polygon")
     @classmethod
@@ -65,6 +77,23 @@ class ZoneConfig(Section):
                     "(divide pixels by the image width/height)"
                 )
         return v
+
+    @model_validator(mode="after")
+    def _own_rule_only(self) -> ZoneConfig:
+        if self.rules is None:
+            return self
+        own = RULE_OF_ZONE.get(self.kind)
+        for name in self.rules.named():
+            if name != own:
+                watched = f"is watched by {own}" if own else "exempts areas and is watched by no rule"
+                raise ValueError(
+                    f"zone '{self.id}' of kind {self.kind.value} {watched}; remove rules.{name} here "
+                    "or put it on a zone of the matching kind"
+                )
+        ov = getattr(self.rules, own) if own else None
+        if self.dwell_s is not None and ov is not None and ov.dwell_s is not None:
+            raise ValueError(f"zone '{self.id}' sets dwell_s twice (dwell_s and rules.{own}.dwell_s); keep one")
+        return self
 
 
 class LocationConfig(Section):
@@ -107,6 +136,10 @@ class CameraConfig(Section):
     fps: float = Field(5.0, gt=0, le=60, description="Frames per second sampled for detection.")
     location: LocationConfig = Field(default_factory=LocationConfig, description="Where the camera stands.")
     zones: list[ZoneConfig] = Field(default_factory=list, description="Zones drawn on this camera's view.")
+    rules: RuleOverrides | None = Field(
+        None, description="Rule thresholds that differ for this camera (e.g. {stray_dog: {dwell_s: 60}}); zones "
+        "can override them again; unset keys inherit from rules:."
+    )
 
     @model_validator(mode="after")
     def _unique_zones(self) -> CameraConfig:

@@ -5,14 +5,40 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from nonsite.config.root import NonsiteConfig
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML 1.1 without sexagesimal numbers: ``start: 07:30`` is the string '07:30' (a time of day), not 450."""
+
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+YamlLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver(
+    _INT,
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+YamlLoader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
 
 
 class ConfigError(Exception):
@@ -79,10 +105,30 @@ def load_config(path: str | os.PathLike[str]) -> NonsiteConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found; pass an existing YAML file with --config")
+    cfg = load_model(p, NonsiteConfig, what="the file must be a mapping of sections (cameras:, detector:, ...)")
+    return _resolve_paths(cfg, p.parent.resolve())
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    model: type[M],
+    *,
+    what: str = "the file must be a mapping",
+    defaults: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+) -> M:
+    """Read one YAML file (``${VAR}`` expanded) into ``model``; ``defaults`` fill top-level keys it leaves out,
+    ``context`` is handed to the model's validators.
+
+    Raises :class:`ConfigError` with ``file:line: key: problem`` lines, as :func:`load_config` does.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: file not found")
     text = p.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=YamlLoader)
+        raw = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
@@ -90,7 +136,7 @@ def load_config(path: str | os.PathLike[str]) -> NonsiteConfig:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{p}:1: the file must be a mapping of sections (cameras:, detector:, ...)")
+        raise ConfigError(f"{p}:1: {what}")
     lines = _node_lines(node) if node is not None else {}
 
     def line_of(loc: tuple[Any, ...]) -> int:
@@ -104,8 +150,10 @@ def load_config(path: str | os.PathLike[str]) -> NonsiteConfig:
     if problems:
         loc, msg = problems[0]
         raise ConfigError(f"{p}:{line_of(loc)}: {_loc(loc)}: {msg}")
+    for k, v in (defaults or {}).items():
+        data.setdefault(k, v)
     try:
-        cfg = NonsiteConfig.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as e:
         msgs = []
         for err in e.errors():
@@ -113,7 +161,6 @@ def load_config(path: str | os.PathLike[str]) -> NonsiteConfig:
             # pydantic reports tuple items as list indexes past the field; keep the key path we know.
             msgs.append(f"{p}:{line_of(loc)}: {_loc(loc)}: {_fix_for(err)}")
         raise ConfigError("\n".join(msgs)) from None
-    return _resolve_paths(cfg, p.parent.resolve())
 
 
 def _resolve_paths(cfg: NonsiteConfig, base: Path) -> NonsiteConfig:

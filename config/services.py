@@ -18,6 +18,13 @@ class EvidenceConfig(Section):
         120.0, gt=0, description="Longest clip written; a longer episode keeps its start and end."
     )
     jpeg_quality: int = Field(92, ge=50, le=100, description="JPEG quality of stills.")
+    min_still_gap_s: float = Field(
+        10.0, ge=0, le=600,
+        description="Two-stage evidence (GA/T 832): a further overview still (role overview_2) is taken this "
+        "many seconds after the onset still while the object stays, so two overview stills of a standing "
+        "object lie at least this far apart; when the dwell is shorter, publishing waits for it (or for the "
+        "object to leave). 0 switches it off.",
+    )
     signing_key: str | None = Field(
         None,
         description="Ed25519 private key file (PEM) that signs manifests; default DATA_DIR/keys/signing.pem, "

@@ -13,7 +13,7 @@ import os
 import statistics
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -301,6 +301,8 @@ def write_package_blobs(
     sequence: int,
     timezone: str,
     jpeg_quality: int = 92,
+    extra_stills: Sequence[tuple[str, Still]] = (),
+    extra_images: Sequence[tuple[str, np.ndarray]] = (),
 ) -> list[EvidenceItem]:
     """Write the event's blobs under ``events/<event_id>/`` and describe them.
 
@@ -308,11 +310,24 @@ def write_package_blobs(
     ``confirm_annotated.jpg`` (boxes, zone outline and a banner with local time, camera, zone, type and
     sequence number), ``closeup.jpg`` (crop of the confirm frame) and ``clip.mp4`` (H.264; the two stills
     as a 2-frame clip when ``clip`` holds no decodable frame).
+
+    ``extra_stills``: more overview stills as (role, still), e.g. ``("overview_2", still)`` taken during the
+    episode so that two overview stills lie at least a set time apart; each is written as ``<role>.jpg``
+    and ``<role>_annotated.jpg``. ``extra_images``: more images as (role, image) written as they are, e.g.
+    ``("plate", crop)``. Roles must be listed in :data:`~nonsite.evidence.package.ROLE_FILES`.
     """
     prefix = package_prefix(event_id)
     tz = _zone(timezone)
     onset_img = _bgr(onset.image, "the onset still")
     confirm_img = _bgr(confirm.image, "the confirm still")
+    for role, _ in extra_stills:
+        if role not in ROLE_FILES or f"{role}_annotated" not in ROLE_FILES:
+            raise ValueError(f"unknown still role {role!r}; add it and {role}_annotated to ROLE_FILES")
+    for role, _ in extra_images:
+        if role not in ROLE_FILES:
+            raise ValueError(f"unknown evidence role {role!r}; add it to ROLE_FILES")
+    extras = [(role, s, _bgr(s.image, f"the {role} still")) for role, s in extra_stills]
+    images = [(role, _bgr(img, f"the {role} image")) for role, img in extra_images]
     items: list[EvidenceItem] = []
 
     def put(role: str, data: bytes, content_type: str) -> None:
@@ -345,6 +360,12 @@ def write_package_blobs(
         encode_jpeg(annotate(confirm_img, confirm.boxes, zone_polygon, fields(confirm, "CONFIRM")), jpeg_quality),
         JPEG)
     put("closeup", encode_jpeg(closeup, jpeg_quality), JPEG)
+    for role, still, img in extras:
+        put(role, encode_jpeg(img, jpeg_quality), JPEG)
+        put(f"{role}_annotated",
+            encode_jpeg(annotate(img, still.boxes, zone_polygon, fields(still, role.upper())), jpeg_quality), JPEG)
+    for role, img in images:
+        put(role, encode_jpeg(img, jpeg_quality), JPEG)
 
     decoded = _decoded_clip(clip)
     first = next(decoded, None)

@@ -16,6 +16,9 @@ ROLE_FILES: dict[str, str] = {
     "confirm_annotated": "confirm_annotated.jpg",
     "closeup": "closeup.jpg",
     "clip": "clip.mp4",
+    "overview_2": "overview_2.jpg",
+    "overview_2_annotated": "overview_2_annotated.jpg",
+    "plate": "plate.jpg",
 }
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

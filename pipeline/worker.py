@@ -1,9 +1,14 @@
-"""The edge worker of one camera: detections -> tracker -> rules -> evidence capture -> publish.
+"""The edge worker of one camera: detections -> tracker -> appearance -> rules -> evidence capture -> publish.
 
 Detection itself happens outside (the runner batches frames across cameras into one detector call);
 :meth:`EdgeWorker.process` takes a frame and its detections. A confirmed violation is published after
 ``post_roll_s`` more seconds of video, once every blob is in the store (claim-check: the event names
 the blobs by key and sha256, media never rides the bus).
+
+Evidence is two-stage (GA/T 832): the onset still, a second overview still ``evidence.min_still_gap_s``
+after it while the object stays (role ``overview_2``; publishing waits for it when the dwell is shorter),
+the confirmation still and a close-up. For sidewalk parking the plate is read from the vehicle when a
+plate reader is there (``plate_reader``, by default :mod:`nonsite.models.plates` when installed).
 """
 
 from __future__ import annotations
@@ -12,25 +17,79 @@ import json
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import supervision as sv
 
 from nonsite.config import CameraConfig, NonsiteConfig
+from nonsite.config.rules import SidewalkParkingRule
 from nonsite.evidence.capture import CameraMeta, Still, write_package_blobs
 from nonsite.evidence.store import Store
+from nonsite.pipeline.appearance import add_appearance
 from nonsite.pipeline.bus.base import Bus
 from nonsite.pipeline.detections import merge_class_group
-from nonsite.pipeline.events import TOPIC_VIOLATIONS, Location, ModelInfo, ViolationEvent, new_event_id
-from nonsite.pipeline.rules import Episode, RuleEngine, RuleEvent, rule_config_hash
+from nonsite.pipeline.events import (
+    TOPIC_VIOLATIONS,
+    Location,
+    ModelInfo,
+    OffenderHint,
+    ViolationEvent,
+    new_event_id,
+)
+from nonsite.pipeline.rules import Episode, RuleEngine, RuleEvent, camera_rules, rule_config_hash
 from nonsite.pipeline.tracking import Tracker
 from nonsite.streams.base import Frame
 from nonsite.streams.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
+
+PLATE_ROLE = "plate"
+SECOND_STILL_ROLE = "overview_2"
+
+
+class PlateReadingLike(Protocol):
+    """What a plate reader returns (``nonsite.models.plates.PlateReading``)."""
+
+    text: str
+    confidence: float
+    format: str
+    crop: np.ndarray
+    crop_xyxy: tuple[float, float, float, float]
+
+
+PlateReader = Callable[[np.ndarray, tuple[float, float, float, float]], "PlateReadingLike | None"]
+"""``reader(image_bgr, vehicle_xyxy)`` -> a reading that matched a configured format, or None."""
+
+
+def default_plate_reader(rule: SidewalkParkingRule) -> PlateReader | None:
+    """``nonsite.models.plates.read_plate`` bound to the configured formats; None when plate reading is off
+    or no reader is installed (the import is tried once, at first use, so a camera never waits for OCR
+    models it will not need)."""
+    if not rule.read_plates:
+        return None
+    formats = list(rule.plate_formats)
+    state: dict[str, object] = {}
+
+    def read(image: np.ndarray, xyxy: tuple[float, float, float, float]) -> PlateReadingLike | None:
+        if "fn" not in state:
+            try:
+                from nonsite.models.plates import read_plate  # type: ignore[import-not-found,unused-ignore]
+            except ImportError as e:
+                log.info("no plate reader installed (%s); parking events carry no plate", e)
+                state["fn"] = None
+            else:
+                state["fn"] = read_plate
+        fn = state["fn"]
+        if fn is None:
+            return None
+        return fn(image, xyxy, formats or None)  # type: ignore[operator,no-any-return]
+
+    return read
 
 
 class _Clip:
@@ -61,8 +120,11 @@ class _Open:
     onset: Still
     clip: _Clip
     confirm: Still | None = None
+    second: Still | None = None
     closeup: tuple[float, float, float, float] | None = None
+    plate: PlateReadingLike | None = None
     publish_at: float = float("inf")
+    closed: bool = False
     event_id: str = field(default_factory=new_event_id)
 
 
@@ -103,9 +165,13 @@ class EdgeWorker:
         bus: Bus,
         model: ModelInfo,
         sequence: SequenceCounter,
+        plate_reader: PlateReader | None = None,
     ) -> None:
         self.camera, self.cfg, self.store, self.bus, self.model = camera, cfg, store, bus, model
         self.sequence = sequence
+        self.rules = camera_rules(camera, cfg.rules)
+        self.plate_reader = plate_reader if plate_reader is not None else default_plate_reader(
+            self.rules.sidewalk_parking)
         self.tracker = Tracker(cfg.tracker, camera.fps)
         self.ring = RingBuffer(
             max_seconds=cfg.evidence.pre_roll_s + 2.0 / camera.fps, max_bytes=64 * 1024 * 1024,
@@ -121,7 +187,7 @@ class EdgeWorker:
     def process(self, frame: Frame, detections: sv.Detections) -> list[ViolationEvent]:
         """Advance this camera by one sampled frame; returns the events published during it."""
         if self.engine is None:
-            self.engine = RuleEngine(self.camera, self.cfg.rules, frame.shape)
+            self.engine = RuleEngine(self.camera, self.cfg.rules, frame.shape, timezone=self.cfg.timezone)
         self.stats.frames += 1
         self.stats.detections += len(detections)
         self.stats.last_ts = frame.ts
@@ -130,11 +196,24 @@ class EdgeWorker:
         if latest is not None:
             for o in (*self.open.values(), *self.pending):
                 o.clip.add(*latest)
-        detections = merge_class_group(detections, self.cfg.rules.sidewalk_parking.vehicle_classes)
-        tracked = self.tracker.update(detections, frame.ts)
+        detections = merge_class_group(detections, self.rules.sidewalk_parking.vehicle_classes)
+        tracked = add_appearance(frame.image, self.tracker.update(detections, frame.ts))
         for ev in self.engine.update(tracked, frame.ts):
             self._on_rule_event(ev, frame)
+        self._second_stills(frame)
         return self._publish_due(frame.ts)
+
+    def _second_stills(self, frame: Frame) -> None:
+        """Take the second overview still of episodes that reached ``min_still_gap_s`` and are seen now."""
+        gap = self.cfg.evidence.min_still_gap_s
+        if gap <= 0:
+            return
+        for o in (*self.open.values(), *self.pending):
+            if (o.second is None and not o.closed and frame.ts >= o.onset.ts + gap
+                    and o.episode.last_true == frame.ts):
+                o.second = Still(frame.ts, frame.image.copy(), list(o.episode.last_boxes))
+                if o.confirm is not None:
+                    self._read_plate(o, o.second, o.episode.last_xyxy)
 
     def finish(self) -> list[ViolationEvent]:
         """End of stream: close episodes and publish what is confirmed with the post-roll there is."""
@@ -155,36 +234,75 @@ class EdgeWorker:
             o.confirm = Still(frame.ts, frame.image.copy(), ev.boxes)
             o.closeup = ev.main_xyxy
             o.publish_at = frame.ts + self.cfg.evidence.post_roll_s
+            if ev.main_xyxy is not None:
+                self._read_plate(o, o.confirm, ev.main_xyxy)
+                if o.second is not None:
+                    self._read_plate(o, o.second, ev.main_xyxy)
             self.pending.append(o)
-        elif ev.kind in ("retracted", "ended") and self.open.pop(key, None) is not None:
-            self.stats.retracted += ev.kind == "retracted"
+        elif ev.kind in ("retracted", "ended"):
+            if self.open.pop(key, None) is not None:
+                self.stats.retracted += ev.kind == "retracted"
+            for o in self.pending:
+                if o.episode is ev.episode:
+                    o.closed = True
+
+    def _read_plate(self, o: _Open, still: Still, xyxy: tuple[float, float, float, float]) -> None:
+        """Keep the most confident plate reading of the vehicle over the stills offered (never invented: a
+        reader returns only readings that match a configured format)."""
+        if self.plate_reader is None or o.episode.rule != "sidewalk_parking":
+            return
+        if not getattr(self.engine.zone_config(o.episode.zone_id) if self.engine else None, "read_plates", False):
+            return
+        try:
+            reading = self.plate_reader(still.image, xyxy)
+        except Exception:  # OCR trouble never costs the violation itself
+            log.exception("camera %s: plate reading failed; the event goes out without a plate", self.camera.id)
+            return
+        if reading is not None and (o.plate is None or reading.confidence > o.plate.confidence):
+            o.plate = reading
+
+    def _due(self, o: _Open, now: float) -> bool:
+        if o.publish_at > now:
+            return False
+        gap = self.cfg.evidence.min_still_gap_s
+        return gap <= 0 or o.second is not None or o.closed or now == float("inf")
 
     def _publish_due(self, now: float) -> list[ViolationEvent]:
-        due = [o for o in self.pending if o.publish_at <= now]
-        self.pending = [o for o in self.pending if o.publish_at > now]
+        due = [o for o in self.pending if self._due(o, now)]
+        self.pending = [o for o in self.pending if not self._due(o, now)]
         return [self._publish(o) for o in due]
 
     def _publish(self, o: _Open) -> ViolationEvent:
         ep, confirm = o.episode, o.confirm
         assert confirm is not None and o.closeup is not None and ep.confirmed_at is not None
         zone = next(z for z in self.camera.zones if z.id == ep.zone_id)
+        extra_stills = [(SECOND_STILL_ROLE, o.second)] if o.second is not None else []
+        extra_images = [(PLATE_ROLE, o.plate.crop)] if o.plate is not None else []
         items = write_package_blobs(
             self.store, event_id=o.event_id, violation_type=ep.rule, camera=self._meta, zone_id=zone.id,
             zone_polygon=list(zone.polygon), onset=o.onset, confirm=confirm, closeup_xyxy=o.closeup,
             clip=o.clip.frames(), sequence=self.sequence.next(self.camera.id), timezone=self.cfg.timezone,
-            jpeg_quality=self.cfg.evidence.jpeg_quality,
+            jpeg_quality=self.cfg.evidence.jpeg_quality, extra_stills=extra_stills, extra_images=extra_images,
         )
+        boxes = {"onset": o.onset.boxes, "confirm": confirm.boxes}
+        if o.second is not None:
+            boxes[SECOND_STILL_ROLE] = o.second.boxes
+        hint = None
+        if o.plate is not None:
+            hint = OffenderHint(plate=o.plate.text, plate_confidence=round(float(o.plate.confidence), 4),
+                                plate_format=o.plate.format, plate_role=PLATE_ROLE)
         loc = self.camera.location
         event = ViolationEvent(
             event_id=o.event_id, type=ep.rule, camera_id=self.camera.id, camera_name=self.camera.name,
             zone_id=zone.id, zone_name=zone.name,
             started_at=datetime.fromtimestamp(ep.onset, UTC),
             confirmed_at=datetime.fromtimestamp(ep.confirmed_at, UTC),
-            track_ids=[ep.track_id, *sorted(ep.related_track_ids)],
-            boxes={"onset": o.onset.boxes, "confirm": confirm.boxes},
-            confidence=round(float(np.mean(ep.confidences)), 4) if ep.confidences else 0.0,
+            track_ids=[*sorted(ep.track_ids), *sorted(ep.related_track_ids - ep.track_ids)],
+            boxes=boxes,
+            confidence=round(min(max(ep.confidence, 0.0), 1.0), 4),
             dwell_s=round(ep.confirmed_at - ep.onset, 3), model=self.model, rule_config_hash=self.rule_hash,
             evidence=items, location=Location(address=loc.address, lat=loc.lat, lon=loc.lon),
+            offender_hint=hint,
         )
         self.bus.publish(TOPIC_VIOLATIONS, self.camera.id, event.model_dump_json().encode())
         self.stats.published[ep.rule] = self.stats.published.get(ep.rule, 0) + 1
