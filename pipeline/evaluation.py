@@ -155,6 +155,9 @@ def load_clip(folder: Path) -> Clip:
             image, duration = _expand_path(src.image, folder, f"{src_file}: image"), src.duration_s
     camera = load_model(cam_file, CameraConfig, what="camera.yaml must be one camera block (a mapping)",
                         defaults={"id": _camera_id(folder.name), "source": {"url": str(video or image or "")}})
+    zones = {z.id: RULE_OF_ZONE.get(z.kind) for z in camera.zones}
+    truth = load_model(truth_file, Truth, what="truth.yaml must be a mapping with episodes:",
+                       context={"zones": zones})
     if video is None and image is None:
         url = camera.source.url
         if not url or "://" in url:
@@ -166,9 +169,6 @@ def load_clip(folder: Path) -> Clip:
     if not media.is_file():
         raise EvalError(f"{folder}: clip media not found: {media}; fix the path or set NONSITE_MEDIA_DIR")
     camera.source.url = str(media)
-    zones = {z.id: RULE_OF_ZONE.get(z.kind) for z in camera.zones}
-    truth = load_model(truth_file, Truth, what="truth.yaml must be a mapping with episodes:",
-                       context={"zones": zones})
     start = (src.start_time if src and src.start_time else datetime.fromisoformat(DEFAULT_START)).timestamp()
     return Clip(folder.name, folder, camera, truth.episodes, video, image, duration, start)
 

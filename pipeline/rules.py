@@ -370,7 +370,10 @@ class RuleEngine:
         dp, pp = self._paths.get(dog), self._paths.get(person)
         if not dp or not pp or cfg.owner_follow_s <= 0:
             return False
-        start = ts - cfg.owner_follow_s
+        # Over the last owner_follow_s, or the part of it both were seen in (at least a third of it).
+        start = max(ts - cfg.owner_follow_s, dp[0][0], pp[0][0])
+        if ts - start < cfg.owner_follow_s / 3:
+            return False
 
         def at(path: deque[tuple[float, float, float]], t: float) -> np.ndarray | None:
             best = min(path, key=lambda s: abs(s[0] - t))
