@@ -81,7 +81,8 @@ def test_video_file_layout_runs_and_scores(tmp_path: Path, media_dir: Path, mode
         ("zones:\n  - id: lane\n    kind: no_stray_dogs\n    polygon: [[0, 0], [1, 0], [1, 1]]\n"
          "    schedule: [{start: '7', end: '9:00'}]\n", "episodes: []\n", None,
          "camera.yaml:5: zones[0].schedule[0].start: start '7' is not a time of day"),
-        (DOG_ZONE, "episodes: []\n", "image: nowhere.jpg\n", "source.yaml:1: (top level): a still-image clip needs duration_s"),
+        (DOG_ZONE, "episodes: []\n", "image: nowhere.jpg\n",
+         "source.yaml:1: (top level): a still-image clip needs duration_s"),
         (DOG_ZONE, "episodes: []\n", "image: nowhere.jpg\nduration_s: 5\n", "clip media not found"),
         (DOG_ZONE, "episodes: []\n", None, "no clip: add video.mp4"),
         (DOG_ZONE, "episodes: []\n", "video: ${NONSITE_TEST_NO_SUCH_DIR}/a.mp4\n",

@@ -66,7 +66,8 @@ def test_schedules_and_overrides_load_and_resolve(tmp_path: Path) -> None:
          ":13: cameras[0].zones[0].rules.sidewalk_parking.dwell_s: Input should be greater than 0"),
         ("sidewalk_parking: {dwell_s: 30, min_confidence: 0.45}", "sidewalk_parking: {dwel_s: 3}",
          ":13: cameras[0].zones[0].rules.sidewalk_parking.dwel_s: unknown key"),
-        ("stray_dog: {dwell_s: 60}", "stray_dog: {person_distance: 0}", ":5: cameras[0].rules.stray_dog.person_distance"),
+        ("stray_dog: {dwell_s: 60}", "stray_dog: {person_distance: 0}",
+         ":5: cameras[0].rules.stray_dog.person_distance"),
     ],
 )
 def test_bad_rule_settings_name_file_line_key_and_fix(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -78,7 +79,8 @@ def test_bad_rule_settings_name_file_line_key_and_fix(tmp_path: Path, old: str, 
 
 
 def test_dwell_set_twice_on_a_zone_is_an_error(tmp_path: Path) -> None:
-    text = CAMERA.replace("        schedule:\n          - {days", "        dwell_s: 10\n        schedule:\n          - {days")
+    text = CAMERA.replace("        schedule:\n          - {days",
+                          "        dwell_s: 10\n        schedule:\n          - {days")
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, text))
     assert "sets dwell_s twice" in str(e.value)
@@ -86,7 +88,8 @@ def test_dwell_set_twice_on_a_zone_is_an_error(tmp_path: Path) -> None:
 
 def test_allow_zones_take_no_rule_overrides(tmp_path: Path) -> None:
     text = CAMERA.replace("        schedule:\n          - {start: '18:00'",
-                          "        rules: {street_vending: {dwell_s: 5}}\n        schedule:\n          - {start: '18:00'")
+                          "        rules: {street_vending: {dwell_s: 5}}\n"
+                          "        schedule:\n          - {start: '18:00'")
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, text))
     assert "exempts areas and is watched by no rule" in str(e.value)

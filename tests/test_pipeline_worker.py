@@ -60,7 +60,8 @@ class World:
     def play(self, script: Callable[[int], tuple[int, int, int] | None], frames: int, start: int = 0) -> None:
         for i in range(start, start + frames):
             colour = script(i)
-            dets = make_detections([CAR] if colour else [], ["car"] if colour else [], confidence=[0.9] if colour else [])
+            n = 1 if colour else 0
+            dets = make_detections([CAR] * n, ["car"] * n, confidence=[0.9] * n)
             f = Frame("cam-1", i, T0 + i / FPS, image(i, colour))
             self.published += [(i, e) for e in self.worker.process(f, dets)]
 
@@ -195,7 +196,7 @@ def test_car_hidden_long_enough_to_lose_its_track_is_not_alerted_twice(world: Ca
     def script(i: int) -> tuple[int, int, int] | None:
         if i < 30 or 60 <= i < 100:
             return GREY
-        if 140 <= i:
+        if i >= 140:
             return RED
         return None
 
