@@ -163,14 +163,10 @@ class SidewalkParkingRule(RuleCommon):
     )
     read_plates: bool = Field(
         True,
-        description="Read the licence plate of a confirmed vehicle from its close-up when a plate reader is "
-        "installed (nonsite.models.plates); the reading goes into the event's offender hint, the crop into "
-        "the evidence (role plate).",
-    )
-    plate_formats: list[str] = Field(
-        default_factory=list,
-        description="Names of the plate formats a reading must match; empty = the reader's defaults "
-        "(mainland China, new-energy plates included).",
+        description="Read the licence plate of a confirmed vehicle when a plate reader is installed "
+        "(nonsite.models.plates, configured in the plates: section); the reading goes into the event's "
+        "offender hint, the crop into the evidence (role plate). Set false for a camera or zone where plates "
+        "are never legible.",
     )
 
 

@@ -27,7 +27,6 @@ import numpy as np
 import supervision as sv
 
 from nonsite.config import CameraConfig, NonsiteConfig
-from nonsite.config.rules import SidewalkParkingRule
 from nonsite.evidence.capture import CameraMeta, Still, write_package_blobs
 from nonsite.evidence.store import Store
 from nonsite.pipeline.appearance import add_appearance
@@ -66,13 +65,13 @@ PlateReader = Callable[[np.ndarray, tuple[float, float, float, float]], "PlateRe
 """``reader(image_bgr, vehicle_xyxy)`` -> a reading that matched a configured format, or None."""
 
 
-def default_plate_reader(rule: SidewalkParkingRule) -> PlateReader | None:
-    """``nonsite.models.plates.read_plate`` bound to the configured formats; None when plate reading is off
-    or no reader is installed (the import is tried once, at first use, so a camera never waits for OCR
-    models it will not need)."""
-    if not rule.read_plates:
+def default_plate_reader(cfg: NonsiteConfig) -> PlateReader | None:
+    """``nonsite.models.plates.read_plate`` with the ``plates:`` section of ``cfg``; None when that section
+    switches reading off. The import is tried once, at first use (a camera never waits for OCR models it
+    will not need); without a reader installed, events simply carry no plate."""
+    plates_cfg = getattr(cfg, "plates", None)
+    if plates_cfg is not None and not getattr(plates_cfg, "enabled", True):
         return None
-    formats = list(rule.plate_formats)
     state: dict[str, object] = {}
 
     def read(image: np.ndarray, xyxy: tuple[float, float, float, float]) -> PlateReadingLike | None:
@@ -87,7 +86,7 @@ def default_plate_reader(rule: SidewalkParkingRule) -> PlateReader | None:
         fn = state["fn"]
         if fn is None:
             return None
-        return fn(image, xyxy, formats or None)  # type: ignore[operator,no-any-return]
+        return fn(image, xyxy, plates_cfg)  # type: ignore[operator,no-any-return]
 
     return read
 
@@ -170,8 +169,7 @@ class EdgeWorker:
         self.camera, self.cfg, self.store, self.bus, self.model = camera, cfg, store, bus, model
         self.sequence = sequence
         self.rules = camera_rules(camera, cfg.rules)
-        self.plate_reader = plate_reader if plate_reader is not None else default_plate_reader(
-            self.rules.sidewalk_parking)
+        self.plate_reader = plate_reader if plate_reader is not None else default_plate_reader(cfg)
         self.tracker = Tracker(cfg.tracker, camera.fps)
         self.ring = RingBuffer(
             max_seconds=cfg.evidence.pre_roll_s + 2.0 / camera.fps, max_bytes=64 * 1024 * 1024,
