@@ -349,7 +349,7 @@ async def api_events(
         }
 
     return StreamingResponse(
-        stream(request.is_disconnected, state.session_factory, flt, cursor, payload, state.live_poll_s),
+        stream(state.session_factory, flt, cursor, payload, state.live_poll_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -51,6 +51,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nonsite.cases import Case
@@ -203,15 +204,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(BodyLimit, limit_of=_body_limit(max_upload_bytes), too_large=_too_large)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.method in _UNSAFE_METHODS and _cross_site(request):
-            response: Response = _error(request, 403, "cross_site", "requests from another site are not allowed")
-        else:
-            response = await call_next(request)
-        for name, value in _SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    app.add_middleware(Guard)
 
     @app.exception_handler(AccessError)
     async def access_error(request: Request, exc: AccessError) -> Response:
@@ -317,6 +310,33 @@ def _check_route_table(routers: Sequence[APIRouter]) -> None:
                 raise RuntimeError(f"route {name!r} ({getattr(route, 'path', '?')}) has no entry in ROUTE_ROLES")
             if not guarded:
                 raise RuntimeError(f"route {name!r} does not check access (its router needs Depends(authorize))")
+
+
+class Guard:
+    """ASGI middleware: refuse state-changing requests from other sites; add the security headers."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in _SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        request = Request(scope)
+        if request.method in _UNSAFE_METHODS and _cross_site(request):
+            response = _error(request, 403, "cross_site", "requests from another site are not allowed")
+            await response(scope, receive, with_headers)
+            return
+        await self.app(scope, receive, with_headers)
 
 
 def _cross_site(request: Request) -> bool:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.cases import Case
@@ -29,44 +29,62 @@ STREAM_S = 300.0
 
 @dataclass(frozen=True)
 class Cursor:
+    """Where a stream stands: the last change sent (``updated_at``, ``id``) and the highest case id seen."""
+
     updated_at: datetime
     id: int
+    max_id: int
 
     def __str__(self) -> str:
-        return f"{self.updated_at.astimezone(UTC).strftime('%Y%m%dT%H%M%S.%f')}~{self.id}"
+        return f"{self.updated_at.astimezone(UTC).strftime('%Y%m%dT%H%M%S.%f')}~{self.id}~{self.max_id}"
 
     @classmethod
     def parse(cls, value: str) -> Cursor:
-        stamp, sep, ident = value.partition("~")
+        parts = value.split("~")
         try:
-            if not sep or not ident.isdigit() or len(ident) > 18:
+            if len(parts) != 3 or not all(p.isdigit() and len(p) <= 18 for p in parts[1:]):
                 raise ValueError(value)
-            return cls(datetime.strptime(stamp, "%Y%m%dT%H%M%S.%f").replace(tzinfo=UTC), int(ident))
+            stamp = datetime.strptime(parts[0], "%Y%m%dT%H%M%S.%f").replace(tzinfo=UTC)
+            return cls(stamp, int(parts[1]), int(parts[2]))
         except ValueError:
             raise ValueError(f"since {value!r} is not a cursor this console gave out; omit it to start "
                              "from now") from None
 
 
-_EPOCH = Cursor(datetime(1970, 1, 1, tzinfo=UTC), 0)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def current_cursor(session: Session) -> Cursor:
     """The position of the latest change (new streams start here: only what happens next is sent)."""
     row = session.execute(select(Case.updated_at, Case.id).order_by(Case.updated_at.desc(), Case.id.desc())
                           .limit(1)).first()
-    return Cursor(row[0], row[1]) if row else _EPOCH
+    max_id = session.scalar(select(func.max(Case.id))) or 0
+    return Cursor(row[0], row[1], max_id) if row else Cursor(_EPOCH, 0, 0)
 
 
-def changes_since(session: Session, cursor: Cursor, flt: CaseFilter) -> tuple[list[Case], set[int]]:
-    """Cases changed after ``cursor`` (oldest change first) and which of them match ``flt``."""
+def changes_since(session: Session, cursor: Cursor, flt: CaseFilter) -> tuple[list[tuple[Case, Cursor]], set[int]]:
+    """Cases changed or new after ``cursor`` with the cursor after each, and which of them match ``flt``.
+
+    New cases are found by id (whatever their timestamps say), changed ones by ``updated_at``.
+    """
+    new = list(session.scalars(select(Case).where(Case.id > cursor.max_id).order_by(Case.id).limit(MAX_BATCH)))
     after = or_(Case.updated_at > cursor.updated_at,
                 and_(Case.updated_at == cursor.updated_at, Case.id > cursor.id))
-    cases = list(session.scalars(select(Case).where(after).order_by(Case.updated_at, Case.id).limit(MAX_BATCH)))
-    if not cases:
+    changed = list(session.scalars(select(Case).where(Case.id <= cursor.max_id, after)
+                                   .order_by(Case.updated_at, Case.id).limit(MAX_BATCH)))
+    if not changed and not new:
         return [], set()
-    ids = [c.id for c in cases]
+    out: list[tuple[Case, Cursor]] = []
+    at = cursor
+    for case in changed:
+        at = Cursor(case.updated_at, case.id, cursor.max_id)
+        out.append((case, at))
+    for case in new:
+        at = Cursor(at.updated_at, at.id, case.id)
+        out.append((case, at))
+    ids = [c.id for c, _ in out]
     matching = set(session.scalars(select(Case.id).where(Case.id.in_(ids), *flt.conditions())))
-    return cases, matching
+    return out, matching
 
 
 def sse(event: str, data: dict[str, Any], ident: str | None = None) -> str:
@@ -79,7 +97,6 @@ def sse(event: str, data: dict[str, Any], ident: str | None = None) -> str:
 
 
 async def stream(
-    is_disconnected: Callable[[], Awaitable[bool]],
     session_factory: sessionmaker[Session],
     flt: CaseFilter,
     cursor: Cursor,
@@ -87,25 +104,27 @@ async def stream(
     poll_s: float,
     stream_s: float = STREAM_S,
 ) -> AsyncIterator[str]:
-    """``case`` events (``payload(case, matches)``) for every change after ``cursor`` until the client leaves."""
+    """``case`` events (``payload(case, matches)``) for every change after ``cursor``, for ``stream_s``.
 
-    def poll(at: Cursor) -> tuple[list[Case], set[int]]:
+    A client that left is noticed when the next event or keep-alive cannot be sent (the server then
+    closes this generator).
+    """
+
+    def poll(at: Cursor) -> tuple[list[tuple[Case, Cursor]], set[int]]:
         with session_factory() as session:
             return changes_since(session, at, flt)
 
     yield f"retry: 2000\nid: {cursor}\n\n"
     started = last_sent = time.monotonic()
     while time.monotonic() - started < stream_s:
-        if await is_disconnected():
-            return
         cases, matching = await anyio.to_thread.run_sync(poll, cursor)
-        for case in cases:
-            cursor = Cursor(case.updated_at, case.id)
+        for case, after in cases:
+            cursor = after  # the event's id: a reconnecting client resumes right after it
             yield sse("case", payload(case, case.id in matching), str(cursor))
         now = time.monotonic()
         if cases:
             last_sent = now
-            if len(cases) == MAX_BATCH:
+            if len(cases) >= MAX_BATCH:
                 continue
         elif now - last_sent >= HEARTBEAT_S:
             yield ": keep-alive\n\n"

@@ -185,6 +185,11 @@ def parse_filter(params: Mapping[str, str], zone: ZoneInfo) -> tuple[CaseFilter,
         if key != "q" and len(values[key]) > 128:
             problems.append((key, f"{key} is longer than 128 characters"))
             values[key] = ""
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in values[key]):
+            problems.append((key, f"{key} contains control characters; type plain text"))
+            values[key] = ""
+            if key == "q":
+                q = ""
         if values[key] and (key != "q" or q):
             raw.append((key, values[key]))
     return CaseFilter(status, values["type"] or None, values["camera"] or None, start, end, q or None,

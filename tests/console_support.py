@@ -13,6 +13,7 @@ import html
 import re
 import secrets
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -228,6 +229,7 @@ class Env:
     blobs: dict[tuple[str, str], bytes] = field(repr=False)  # (event id, file name) -> bytes
     users: MemoryUsers = field(default_factory=standard_users)
     cameras: MemoryCameras | None = None
+    signer: Any = None
 
     def make_app(self, **kw: Any) -> tuple[Any, sessionmaker[Session]]:
         sf = open_db(self.db_url)
@@ -299,33 +301,64 @@ def _package(store: LocalStore, event_id: str, images: list[Path], clip: Path) -
     return items, blobs
 
 
+def add_case(env: Env, media_dir: Path, spec: tuple[Any, ...], n: int = 0) -> Case:
+    """Seal a package of real frames and a real clip for ``spec`` and draft its case."""
+    key, type_, confirmed, cam_id, cam_name, zone_id, zone_name, plate = spec
+    all_images = sorted((media_dir / "india_road_thela_animal" / "images" / "val").glob("*.jpg"))
+    images = [all_images[(n * 3 + i) % len(all_images)] for i in range(5)]
+    eid = new_event_id()
+    items, package = _package(env.store, eid, images, media_dir / "dog_alone_fence.mp4")
+    violation = ViolationEvent(
+        event_id=eid, type=type_, camera_id=cam_id, camera_name=cam_name, zone_id=zone_id,
+        zone_name=zone_name, started_at=confirmed - timedelta(seconds=95), confirmed_at=confirmed,
+        track_ids=[3, 9], boxes={"confirm": [BoxRecord(xyxy=(5, 5, 50, 50), class_name="car", confidence=0.9)]},
+        confidence=0.87, dwell_s=95.0, model=ModelInfo(name="yolo11n-coco", version="8.3", sha256="ab" * 32),
+        rule_config_hash="cd" * 32, evidence=items,
+        location=Location(address="上海市黄浦区南京东路100号", lat=31.2397, lon=121.4998),
+        offender_hint=OffenderHint(plate=plate, plate_confidence=0.93, plate_format="cn_standard") if plate else None,
+    )
+    sealed = seal(env.store, env.signer, violation)
+    sf = open_db(env.db_url)
+    try:
+        case, _ = draft_case(sf, sealed, "NS", now=confirmed + timedelta(seconds=5))
+    finally:
+        sf.kw["bind"].dispose()
+    env.cases[key], env.events[key] = case.number, eid
+    env.blobs.update({(eid, name): data for name, data in package.items()})
+    return case
+
+
 def seed(root: Path, media_dir: Path, specs: list[Any] | None = None) -> Env:
     """Cases drafted from sealed packages of real frames and a real clip, in a SQLite file under ``root``."""
-    store = LocalStore(root / "evidence")
     signer = Signer.generate()
-    db_url = f"sqlite:///{root / 'cases.db'}"
-    sf = open_db(db_url)
-    all_images = sorted((media_dir / "india_road_thela_animal" / "images" / "val").glob("*.jpg"))
-    clip = media_dir / "dog_alone_fence.mp4"
-    cases, events, blobs = {}, {}, {}
-    for n, (key, type_, confirmed, cam_id, cam_name, zone_id, zone_name, plate) in enumerate(specs or DEFAULT_SPECS):
-        images = [all_images[(n + i) % len(all_images)] for i in range(5)]
-        eid = new_event_id()
-        items, package = _package(store, eid, images, clip)
-        violation = ViolationEvent(
-            event_id=eid, type=type_, camera_id=cam_id, camera_name=cam_name, zone_id=zone_id,
-            zone_name=zone_name, started_at=confirmed - timedelta(seconds=95), confirmed_at=confirmed,
-            track_ids=[3, 9], boxes={"confirm": [BoxRecord(xyxy=(5, 5, 50, 50), class_name="car", confidence=0.9)]},
-            confidence=0.87, dwell_s=95.0, model=ModelInfo(name="yolo11n-coco", version="8.3", sha256="ab" * 32),
-            rule_config_hash="cd" * 32, evidence=items,
-            location=Location(address="上海市黄浦区南京东路100号", lat=31.2397, lon=121.4998),
-            offender_hint=OffenderHint(plate=plate, plate_confidence=0.93, plate_format="cn_standard")
-            if plate else None,
-        )
-        sealed = seal(store, signer, violation)
-        case, _ = draft_case(sf, sealed, "NS", now=confirmed + timedelta(seconds=5))
-        cases[key], events[key] = case.number, eid
-        blobs.update({(eid, name): data for name, data in package.items()})
-    sf.kw["bind"].dispose()
-    return Env(root, db_url, store, signer.public_key_pem().encode(), cases, events, blobs,
-               cameras=demo_cameras(media_dir))
+    env = Env(root, f"sqlite:///{root / 'cases.db'}", LocalStore(root / "evidence"),
+              signer.public_key_pem().encode(), {}, {}, {}, cameras=demo_cameras(media_dir), signer=signer)
+    for n, spec in enumerate(specs or DEFAULT_SPECS):
+        add_case(env, media_dir, spec, n)
+    return env
+
+
+class Served:
+    """The app under uvicorn on a free loopback port, in a thread (``url``), stopped on exit."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                                    lifespan="off", timeout_graceful_shutdown=1))
+        self.thread = threading.Thread(target=self.server.run, name="console-test", daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the console did not start"
+            time.sleep(0.02)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -10,11 +10,14 @@ import pytest
 from console_support import PASSWORDS, Env, csrf_of, login, seed
 from fastapi.testclient import TestClient
 
-from nonsite.console import api, camera_views, documents, login as login_module, pages
+from nonsite.console import api, camera_views, documents, pages
+from nonsite.console import login as login_module
 from nonsite.console.app import route_names
 from nonsite.console.auth import ACTION_ROLES, PUBLIC_ROUTES, ROUTE_ROLES, LoginLimiter, PerAction, Role
+from nonsite.console.i18n import catalogue
 
 ROLE_OF = {"op": "operator", "rev": "reviewer", "adm": "admin"}
+ZH = catalogue("zh")
 
 
 @pytest.fixture()
@@ -254,6 +257,8 @@ def test_every_route_checks_the_role(env: Env) -> None:
                 assert status == 403, (user, name, method, path, status)
                 body = r.text  # type: ignore[attr-defined]
                 assert "您的角色" in body and ("需要" in body), (user, name, body[:300])
+                if action:  # the refused action is named
+                    assert f"“{ZH[f'action.{action}']}”" in body, (user, name, action)
 
 
 def test_the_role_table_matches_the_issue() -> None:

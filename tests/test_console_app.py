@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from console_support import Env, csrf_of, seed
-from fastapi.testclient import TestClient
 
 from nonsite.cases import open_db
 from nonsite.console import create_app
