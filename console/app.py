@@ -118,13 +118,17 @@ def _body_limit(max_upload_bytes: int) -> Callable[[Scope], int | None]:
     return limit_of
 
 
+def human_size(n: int) -> str:
+    """``61 KB``, ``10.0 MB``."""
+    return f"{n / 1024:.0f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
 def _too_large(scope: Scope, size: int, limit: int) -> Response:
     request = Request(scope)
-    mb = 1024 * 1024
-    message = (f"the request is {size / mb:.1f} MB; at most {limit / mb:.1f} MB is accepted here"
+    message = (f"the request is {human_size(size)}; at most {human_size(limit)} is accepted here"
                + (" (all photos of one feedback together); send fewer or smaller photos"
                   if _UPLOAD_PATH.match(request.url.path) else ""))
-    response = _error(request, 413, "too_large", message, size_mb=f"{size / mb:.1f}", max_mb=f"{limit / mb:.1f}")
+    response = _error(request, 413, "too_large", message, size=human_size(size), limit=human_size(limit))
     response.headers["Connection"] = "close"
     return response
 

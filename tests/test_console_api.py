@@ -112,7 +112,7 @@ def test_uploads_are_checked_for_type_and_size(env: Env, media_dir: Path) -> Non
     big = _frame(media_dir, 1)  # 160 kB > 120 kB
     assert len(big) > 120_000
     body = _error(send("big.jpg", big), 413, "too_large")
-    assert "MB" in body["message"] and body["text"].startswith("上传内容")
+    assert "at most 117 KB" in body["message"] and body["text"].startswith("上传内容")
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is counted as the body arrives
         for _ in range(40):

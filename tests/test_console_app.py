@@ -13,11 +13,15 @@ from console_support import Env, csrf_of, seed
 
 from nonsite.cases import open_db
 from nonsite.console import create_app
+from nonsite.console.app import DEFAULT_TEAMS
+from nonsite.console.auth import Role
+from nonsite.console.camera_views import ZONE_KINDS
 from nonsite.console.i18n import LOCALES_DIR, catalogue
 from nonsite.evidence import LocalStore, package_prefix
 from nonsite.pipeline.events import new_event_id
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "console" / "templates"
+STATIC = TEMPLATES.parent / "static"
 
 
 @pytest.fixture()
@@ -263,6 +267,14 @@ def test_catalogues_cover_every_text_the_templates_use() -> None:
         "status": ("draft", "confirmed", "approved", "returned", "dismissed", "dispatched", "rectified", "closed"),
         "reason": ("false_positive", "duplicate", "not_a_violation", "other"),
         "action": ("created", "confirm", "dismiss", "approve", "return", "dispatch", "rectify", "close"),
+        "user_role": tuple(r.value for r in Role),
+        "team": DEFAULT_TEAMS,
+        "zone_kind": ZONE_KINDS,
+        "camera_state": ("connecting", "up", "down", "finished", "disabled"),
+        "group": ("approved", "dispatched", "rectified"),
+        "zone_error": ("not_a_list", "too_many_zones", "not_an_object", "unknown_field", "bad_id", "duplicate_id",
+                       "bad_name", "unknown_kind", "bad_polygon", "too_few_points", "too_many_points", "bad_point",
+                       "out_of_range", "bad_dwell"),
     }.items():
         for v in values:
             assert f"{group}.{v}" in zh, f"{group}.{v}"
@@ -276,7 +288,17 @@ def test_catalogues_cover_every_text_the_templates_use() -> None:
         leftovers = re.findall(r"[A-Za-z\u4e00-\u9fff]{2,}", text)
         assert not leftovers, f"{tpl.name}: {leftovers}"
     assert (LOCALES_DIR / "zh.json").is_file()
-
+    # the scripts' texts come from the catalogue too (embedded in each page)
+    for script in STATIC.glob("*.js"):
+        keys = set(re.findall(r'text\(\s*"(js\.[a-z_]+)"', script.read_text(encoding="utf-8")))
+        assert keys and not keys - set(zh), (script.name, keys - set(zh))
+    # every error the code can raise has its sentence in both languages
+    codes = set()
+    for module in (TEMPLATES.parent).glob("*.py"):
+        codes |= set(re.findall(r'"error\.([a-z_]+)"', module.read_text(encoding="utf-8")))
+        codes |= set(re.findall(r'ActionError\(\s*\d{3}, "([a-z_]+)"', module.read_text(encoding="utf-8")))
+    codes -= {"html", "forbidden"}  # the error page template; the API code whose sentence is forbidden_action
+    assert codes and not {f"error.{c}" for c in codes} - set(zh), codes
 
 class DictStore:
     """A store without files on disk (like MinIO): the console must serve from ``get`` bytes."""
