@@ -327,12 +327,16 @@ class Guard:
             await self.app(scope, receive, send)
             return
 
+        api_call = str(scope.get("path", "")).startswith("/api/")
+
         async def with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in _SECURITY_HEADERS.items():
                     if name not in headers:
                         headers[name] = value
+                if api_call and "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
             await send(message)
 
         request = Request(scope)

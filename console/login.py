@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import math
@@ -22,6 +23,11 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(authorize)])
 _MAX_NAME = 128
 _MAX_PASSWORD = 1024
 _NEXT = re.compile(r"^/(?![/\\])[^\s\\]{0,2000}$")
+
+
+def _name_tag(username: str) -> str:
+    """A failed login's user name for the log, hashed: people type passwords into the name field too."""
+    return "#" + hashlib.sha256(username.strip().lower().encode()).hexdigest()[:10]
 
 
 def safe_next(value: str | None) -> str:
@@ -88,7 +94,7 @@ def login(
     wait = access.limiter.retry_after(username, ip)
     if wait is not None:
         minutes = max(1, math.ceil(wait / 60))
-        log.warning("login refused for %r from %s: too many failed attempts", username[:_MAX_NAME], ip)
+        log.warning("login refused from %s (user %s): too many failed attempts", ip, _name_tag(username))
         return _login_page(request, fresh, next_url=next_url, username=username, error="login.too_many",
                            fields={"minutes": minutes}, status_code=429,
                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
@@ -97,7 +103,7 @@ def login(
         principal = access.backend.authenticate(username, password)
     if principal is None:
         access.limiter.failed(username, ip)
-        log.info("failed login for %r from %s", username[:_MAX_NAME], ip)
+        log.info("failed login from %s (user %s)", ip, _name_tag(username))
         return _login_page(request, fresh, next_url=next_url, username=username, error="login.failed",
                            status_code=401)
     access.limiter.succeeded(username)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,3 +270,17 @@ def test_the_role_table_matches_the_issue() -> None:
     }
     assert ROUTE_ROLES["zone_editor"] == ROUTE_ROLES["api_camera_zones"] == frozenset({adm})
     assert ROUTE_ROLES["review"] == frozenset({rev, adm})
+
+
+def test_what_was_typed_never_reaches_the_log(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    client, _ = env.app(user=None)
+    login(client, PASSWORDS["adm"], PASSWORDS["adm"])  # the password typed into the name field, twice
+    r = login(client, "adm")
+    assert r.status_code == 303
+    token = env.users.issue_token("op")
+    TestClient(client.app, headers={"Authorization": f"Bearer {token}"}).get("/api/me")
+    assert "failed login" in caplog.text and "logged in" in caplog.text
+    assert PASSWORDS["adm"] not in caplog.text and token not in caplog.text
+    r = client.get("/api/me")
+    assert r.headers["cache-control"] == "no-store" and PASSWORDS["adm"] not in r.text
