@@ -10,9 +10,6 @@ import struct
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import cv2
-import numpy as np
-
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_PIXELS = 40_000_000
@@ -84,6 +81,9 @@ def reencode_photo(data: bytes, filename: str = "") -> bytes:
         raise UploadRejected(415, "image_too_large",
                              f"photo{name} is {width}x{height} pixels; at most {MAX_PIXELS // 1_000_000} "
                              "megapixels are accepted", filename=filename)
+    import cv2  # only here: importing the console stays light
+    import numpy as np
+
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise UploadRejected(415, "bad_image", f"photo{name} is not a readable {kind.upper()} image",
