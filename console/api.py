@@ -1,48 +1,59 @@
-"""The JSON API under ``/api`` (errors: ``{"error": {"code", "message"}}`` with a 4xx status)."""
+"""The JSON API under ``/api`` (errors: ``{"error": {"code", "message", "text"}}`` with a 4xx status).
+
+``message`` is English for integrators; ``text`` is the same in the console's language for people.
+Integrators authenticate with ``Authorization: Bearer <API token>``; the console's own pages call it with
+their session cookie and the ``X-CSRF-Token`` header.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from nonsite.cases import (
-    DISMISS_REASONS,
-    Case,
-    CaseNotFound,
-    InvalidReason,
-    InvalidTransition,
-    WorkflowError,
-    allowed_actions,
-    case_by_number,
-    confirm,
-    dismiss,
-)
+from nonsite.cases import DISMISS_REASONS, Case, allowed_actions, case_by_number
+from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform
+from nonsite.console.auth import Principal, authorize, may
+from nonsite.console.i18n import Translator, local_time
+from nonsite.console.live import Cursor, current_cursor, stream
+from nonsite.console.notes import parse
+from nonsite.console.pages import feedback_url, queue_row
+from nonsite.console.render import localized_error, resolve_lang
 from nonsite.console.views import (
     audit_of,
     case_url,
+    dwell_parts,
     evidence_files,
     evidence_url,
     list_cases,
-    parse_status,
+    parse_filter,
+    plate_of,
     seal_status,
     state_of,
     thumbnail_url,
 )
 
-router = APIRouter(prefix="/api", tags=["cases"])
+router = APIRouter(prefix="/api", dependencies=[Depends(authorize)])
 
 
 class ErrorBody(BaseModel):
-    code: str = Field(description="Machine-readable error code, e.g. not_found, invalid_transition.")
-    message: str = Field(description="What is wrong and how to fix it, in one sentence.")
+    code: str = Field(description="Machine-readable error code, e.g. not_found, invalid_transition, forbidden.")
+    message: str = Field(description="What is wrong and how to fix it, in one English sentence.")
+    text: str | None = Field(None, description="The same for people, in the console's language.")
 
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class MeOut(BaseModel):
+    username: str
+    display_name: str
+    role: str = Field(description="operator | reviewer | admin")
+    via_token: bool = Field(description="Whether this request was authenticated by an API token.")
 
 
 class EvidenceOut(BaseModel):
@@ -61,6 +72,9 @@ class AuditOut(BaseModel):
     before_status: str | None
     after_status: str | None
     detail: dict[str, Any]
+    note: str = Field(description="The note without the console's tags.")
+    team: str | None = Field(description="The team a dispatch went to.")
+    photos: list[str] = Field(description="URLs of the feedback photos of a rectify step.")
 
 
 class SealOut(BaseModel):
@@ -85,6 +99,7 @@ class CaseOut(BaseModel):
     address: str
     lat: float | None
     lon: float | None
+    plate: str | None = Field(description="The offender's plate when one was read.")
     started_at: datetime
     confirmed_at: datetime
     dwell_s: float
@@ -93,7 +108,8 @@ class CaseOut(BaseModel):
     dismiss_note: str
     created_at: datetime
     updated_at: datetime
-    allowed_actions: list[str]
+    allowed_actions: list[str] = Field(description="Transitions the case's status allows.")
+    permitted_actions: list[str] = Field(description="Those of them the caller's role may apply.")
     url: str = Field(description="The case page in the console.")
     thumbnail_url: str | None
 
@@ -105,6 +121,8 @@ class CaseDetailOut(CaseOut):
     audit: list[AuditOut]
     model: dict[str, Any] | None
     rule_config_hash: str | None
+    document_url: str | None = Field(description="The case document (HTML); null when not set up.")
+    document_pdf_url: str | None = Field(description="The case document (PDF); null when not set up.")
 
 
 class CaseListOut(BaseModel):
@@ -114,67 +132,100 @@ class CaseListOut(BaseModel):
     items: list[CaseOut]
 
 
-class ConfirmIn(BaseModel):
+class ActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: str = Field("", max_length=2000, description="Optional comment for the audit trail.")
-
-
-class DismissIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field(description=f"One of: {', '.join(DISMISS_REASONS)}.")
-    note: str = Field("", max_length=2000, description="Free text; required when reason is 'other'.")
+    note: str = Field("", max_length=2000, description="Comment for the audit trail (required to return).")
+    reason: str | None = Field(None, description=f"dismiss only: one of {', '.join(DISMISS_REASONS)}.")
+    team: str | None = Field(None, max_length=64, description="dispatch only: the team's id.")
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "Unknown case"},
+    401: {"model": ErrorOut, "description": "Not logged in / no valid API token"},
+    403: {"model": ErrorOut, "description": "The caller's role may not do this (or the CSRF token is wrong)"},
+    404: {"model": ErrorOut, "description": "Unknown case or action"},
     409: {"model": ErrorOut, "description": "The action does not apply in the case's status"},
-    422: {"model": ErrorOut, "description": "Bad request (filter, body, reason)"},
+    413: {"model": ErrorOut, "description": "Upload too large"},
+    415: {"model": ErrorOut, "description": "Upload is not a JPEG or PNG image"},
+    422: {"model": ErrorOut, "description": "Bad request (filter, body, reason, team)"},
 }
 
 
-def _err(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def err(request: Request, status: int, code: str, message: str, key: str | None = None,
+        fields: dict[str, Any] | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message, **extra}
+    if key:
+        body["text"] = localized_error(request, key, fields or {})
+    return JSONResponse({"error": body}, status_code=status)
 
 
-def _case_out(request: Request, case: Case) -> dict[str, Any]:
+def _action_error(request: Request, exc: ActionError) -> JSONResponse:
+    return err(request, exc.status, exc.code, exc.message, exc.key, exc.fields)
+
+
+def _case_out(request: Request, case: Case, principal: Principal | None) -> dict[str, Any]:
+    allowed = [a.value for a in allowed_actions(case.status)]
     return {
         "number": case.number, "event_id": case.event_id, "type": case.type, "status": case.status.value,
         "camera_id": case.camera_id, "camera_name": case.camera_name, "zone_id": case.zone_id,
         "zone_name": case.zone_name, "address": case.address, "lat": case.lat, "lon": case.lon,
+        "plate": plate_of(case),
         "started_at": case.started_at, "confirmed_at": case.confirmed_at, "dwell_s": case.dwell_s,
         "confidence": case.confidence, "dismiss_reason": case.dismiss_reason, "dismiss_note": case.dismiss_note,
         "created_at": case.created_at, "updated_at": case.updated_at,
-        "allowed_actions": [a.value for a in allowed_actions(case.status)],
+        "allowed_actions": allowed,
+        "permitted_actions": [a for a in allowed if may(principal, a)],
         "url": case_url(request, case.number), "thumbnail_url": thumbnail_url(request, case),
     }
 
 
-@router.get("/cases", response_model=CaseListOut, responses=_ERRORS)
+@router.get("/openapi.json", name="api_openapi", include_in_schema=False)
+def api_openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/me", name="api_me", response_model=MeOut, responses=_ERRORS, tags=["access"])
+def api_me(principal: Principal = Depends(authorize)) -> Any:
+    """Who the caller is (check an API token with it)."""
+    return {"username": principal.username, "display_name": principal.display_name, "role": principal.role,
+            "via_token": principal.via_token}
+
+
+@router.get("/cases", name="api_cases", response_model=CaseListOut, responses=_ERRORS, tags=["cases"])
 def api_list_cases(
     request: Request,
+    principal: Principal = Depends(authorize),
     status: str = Query("", description="Only cases in this status."),
     type_: str = Query("", alias="type", description="Only cases of this violation type."),
+    camera: str = Query("", description="Only cases of this camera id."),
+    from_: str = Query("", alias="from", description="Confirmed at or after (YYYY-MM-DD[THH:MM] city time, "
+                       "or ISO 8601 with an offset)."),
+    to: str = Query("", description="Confirmed before (same forms; a bare day includes the whole day)."),
+    date: str = Query("", description="Confirmed on this day (YYYY-MM-DD, city time)."),
+    q: str = Query("", description="Text in the number, plate, camera, zone or address."),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10_000_000),
 ) -> Any:
     """Cases, newest first (by the time the violation was confirmed)."""
-    try:
-        status_filter = parse_status(status)
-    except ValueError as exc:
-        return _err(422, "bad_filter", str(exc))
-    with state_of(request).session_factory() as session:
-        cases, total = list_cases(session, status_filter, type_ or None, limit, offset)
-    return {"total": total, "limit": limit, "offset": offset, "items": [_case_out(request, c) for c in cases]}
+    state = state_of(request)
+    flt, problems = parse_filter(request.query_params, state.zone)
+    if problems:
+        param, message = problems[0]
+        return err(request, 422, "bad_filter", "; ".join(m for _, m in problems), param=param)
+    with state.session_factory() as session:
+        cases, total = list_cases(session, flt, limit, offset)
+    return {"total": total, "limit": limit, "offset": offset,
+            "items": [_case_out(request, c, principal) for c in cases]}
 
 
-@router.get("/cases/{number}", response_model=CaseDetailOut, responses=_ERRORS)
-def api_get_case(request: Request, number: str) -> Any:
+@router.get("/cases/{number}", name="api_case", response_model=CaseDetailOut, responses=_ERRORS, tags=["cases"])
+def api_get_case(request: Request, number: str, principal: Principal = Depends(authorize)) -> Any:
     """One case with its evidence, the seal check and the audit trail."""
     state = state_of(request)
     with state.session_factory() as session:
         case = case_by_number(session, number)
         if case is None:
-            return _err(404, "not_found", f"no case {number}; list cases with GET /api/cases")
+            return err(request, 404, "not_found", f"no case {number}; list cases with GET /api/cases",
+                       "error.case_not_found", {"number": number})
         audit = audit_of(session, case)
     by_key = {f.key: f for f in evidence_files(case).values()}
     evidence = []
@@ -188,8 +239,18 @@ def api_get_case(request: Request, number: str) -> Any:
         })
     seal = seal_status(state, case)
     violation = case.violation if isinstance(case.violation, dict) else {}
+    page = case_url(request, case.number)
+    audit_out = []
+    for a in audit:
+        detail = a.detail if isinstance(a.detail, dict) else {}
+        parts = parse(str(detail.get("note", "")))
+        audit_out.append({
+            "at": a.at, "actor": a.actor, "action": a.action, "before_status": a.before_status,
+            "after_status": a.after_status, "detail": detail, "note": parts.text, "team": parts.team,
+            "photos": [feedback_url(request, case.number, s) for s in parts.photos],
+        })
     return {
-        **_case_out(request, case),
+        **_case_out(request, case, principal),
         "track_ids": case.track_ids,
         "evidence": evidence,
         "seal": {
@@ -197,42 +258,98 @@ def api_get_case(request: Request, number: str) -> Any:
             "problems_at_sealing": case.seal_problems, "checked": seal.checked, "ok": seal.ok,
             "problems": seal.problems, "error": seal.error,
         },
-        "audit": [
-            {"at": a.at, "actor": a.actor, "action": a.action, "before_status": a.before_status,
-             "after_status": a.after_status, "detail": a.detail}
-            for a in audit
-        ],
+        "audit": audit_out,
         "model": violation.get("model"),
         "rule_config_hash": violation.get("rule_config_hash"),
+        "document_url": f"{page}/document" if state.documents is not None else None,
+        "document_pdf_url": f"{page}/document.pdf" if state.documents is not None else None,
     }
 
 
-def _act(request: Request, number: str, action: str, **kwargs: Any) -> Any:
+@router.post("/cases/{number}/feedback", name="api_case_feedback", response_model=CaseOut, responses=_ERRORS,
+             tags=["cases"])
+async def api_feedback(
+    request: Request,
+    number: str,
+    principal: Principal = Depends(authorize),
+    note: str = Form("", description="What was done on the spot."),
+    photos: list[UploadFile] = File(default_factory=list, description="Rectification photos (JPEG or PNG)."),
+) -> Any:
+    """Feedback (rectify): dispatched → rectified, with photos stored under ``cases/<number>/feedback/``."""
     state = state_of(request)
-    actor = state.actor_of(request)
+    uploads = [Upload(p.filename or "", await p.read()) for p in photos]
     try:
-        if action == "confirm":
-            case = confirm(state.session_factory, number, actor, **kwargs)
+        case = perform(state, number, "rectify", principal, state.actor_of(request), note=note,
+                       photos=[u for u in uploads if u.data or u.filename])
+    except ActionError as exc:
+        return _action_error(request, exc)
+    return _case_out(request, case, principal)
+
+
+@router.post("/cases/{number}/{action}", name="api_case_action", response_model=CaseOut, responses=_ERRORS,
+             tags=["cases"])
+def api_action(request: Request, number: str, action: str, body: ActionIn | None = None,
+               principal: Principal = Depends(authorize)) -> Any:
+    """confirm | dismiss (reason) | approve | return (note required) | dispatch (team) | close.
+
+    ``rectify`` is ``POST /api/cases/{number}/feedback`` (it takes photos).
+    """
+    state = state_of(request)
+    if action not in FORM_ACTIONS:
+        return err(request, 404, "unknown_action", f"no case action {action!r} here; use one of "
+                   f"{', '.join(FORM_ACTIONS)} (rectify is POST /api/cases/{{number}}/feedback)",
+                   "error.unknown_action", {"action": action})
+    body = body or ActionIn()
+    if action == "dismiss" and body.reason is None:
+        return err(request, 422, "bad_request", f"reason: field required to dismiss (one of "
+                   f"{', '.join(DISMISS_REASONS)})", "error.invalid_reason")
+    try:
+        case = perform(state, number, action, principal, state.actor_of(request), reason=body.reason,
+                       note=body.note, team=body.team)
+    except ActionError as exc:
+        return _action_error(request, exc)
+    return _case_out(request, case, principal)
+
+
+@router.get("/events", name="api_events", tags=["cases"], responses={
+    200: {"content": {"text/event-stream": {}}, "description": "Server-sent events: `case` per new or changed "
+          "case (JSON: number, status, labels, whether it matches the filter)."}, **_ERRORS})
+async def api_events(
+    request: Request,
+    since: str = Query("", description="A cursor (an event id) to continue from; default: from now."),
+) -> Any:
+    """Live updates of the alert queue, filtered like ``GET /api/cases`` (same query parameters)."""
+    state = state_of(request)
+    flt, problems = parse_filter(request.query_params, state.zone)
+    if problems:
+        return err(request, 422, "bad_filter", "; ".join(m for _, m in problems))
+    start = request.headers.get("last-event-id", "") or since  # a reconnecting browser resumes where it was
+    try:
+        if start:
+            cursor = Cursor.parse(start)
         else:
-            case = dismiss(state.session_factory, number, actor, **kwargs)
-    except CaseNotFound:
-        return _err(404, "not_found", f"no case {number}; list cases with GET /api/cases")
-    except InvalidReason as exc:
-        return _err(422, "invalid_reason", str(exc))
-    except InvalidTransition as exc:
-        return _err(409, "invalid_transition", str(exc))
-    except WorkflowError as exc:
-        return _err(422, "bad_request", str(exc))
-    return _case_out(request, case)
+            with state.session_factory() as session:
+                cursor = current_cursor(session)
+    except ValueError as exc:
+        return err(request, 422, "bad_cursor", str(exc))
+    t = Translator(resolve_lang(request, state)[0])
+    carry = flt.query()
 
+    def payload(case: Case, matches: bool) -> dict[str, Any]:
+        row = queue_row(request, case, carry)
+        key, fields = dwell_parts(case.dwell_s)
+        return {
+            **{k: v for k, v in row.items() if k != "confirmed_at"},
+            "matches": matches,
+            "status_label": t.label("status", case.status.value),
+            "type_label": t.label("type", case.type),
+            "time": local_time(case.confirmed_at, state.zone),
+            "dwell": t(key, **fields),
+            "updated_at": case.updated_at.isoformat(),
+        }
 
-@router.post("/cases/{number}/confirm", response_model=CaseOut, responses=_ERRORS)
-def api_confirm(request: Request, number: str, body: ConfirmIn | None = None) -> Any:
-    """draft | returned → confirmed."""
-    return _act(request, number, "confirm", note=body.note if body else "")
-
-
-@router.post("/cases/{number}/dismiss", response_model=CaseOut, responses=_ERRORS)
-def api_dismiss(request: Request, number: str, body: DismissIn) -> Any:
-    """draft | confirmed | returned → dismissed, with a reason (and a note; required for 'other')."""
-    return _act(request, number, "dismiss", reason=body.reason, note=body.note)
+    return StreamingResponse(
+        stream(state.session_factory, flt, cursor, payload, state.live_poll_s),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

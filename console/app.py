@@ -1,19 +1,34 @@
 """The operators' console: server-rendered pages, the JSON API and the evidence files, in one FastAPI app.
 
-Pages (Simplified Chinese by default, ``?lang=en`` switches and sticks in a cookie)::
+Every route needs a logged-in user with the right role (:mod:`nonsite.console.auth`), except the login
+form, ``/healthz`` and ``/static``. Pages speak Simplified Chinese by default (``?lang=en`` switches and
+sticks in a cookie); times are on the city's clock.
 
-    GET  /                          alert queue (filters: ?status=&type=&page=)
-    GET  /cases/{number}            the case: stills, clip, facts, evidence, seal check, audit trail
-    POST /cases/{number}/confirm    form; 303 back to the case
-    POST /cases/{number}/dismiss    form (reason, note); 303 back to the case
+Pages::
+
+    GET  /login, POST /login, POST /logout     log in (rate-limited) and out
+    GET  /                          alert queue: filters, live updates, keyboard triage, preview
+    GET  /search                    case search: number, plate, camera, place, day
+    GET  /review                    review queue (reviewer): approve / return with a comment
+    GET  /tasks                     dispatch (to a team), feedback (photos), closing
+    GET  /cases/{number}            the case: stills (boxes on/off), clip, facts, seal check, actions, trail
+    POST /cases/{number}/{action}   confirm | dismiss | approve | return | dispatch | close (form)
+    POST /cases/{number}/feedback   rectification photos + note (multipart form)
+    GET  /cases/{number}/feedback/{sha256}.jpg   a feedback photo
+    GET  /cases/{number}/document[.pdf]          the case document (HTML / PDF)
+    GET  /cameras                   camera health and snapshots; /cameras/{id}/zones the zone editor
     GET  /evidence/{event_id}/{name}  a file of the case's package (only the files the case lists)
 
-API (JSON; errors are ``{"error": {"code", "message"}}`` with a 4xx status)::
+API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx status; OpenAPI at
+``/api/openapi.json``)::
 
-    GET  /api/cases                 ?status=&type=&limit=&offset=
+    GET  /api/me
+    GET  /api/cases                 ?status=&type=&camera=&from=&to=&date=&q=&limit=&offset=
     GET  /api/cases/{number}
-    POST /api/cases/{number}/confirm   {"note": ""}
-    POST /api/cases/{number}/dismiss   {"reason": "false_positive|duplicate|not_a_violation|other", "note": ""}
+    POST /api/cases/{number}/{action}   {"note", "reason" (dismiss), "team" (dispatch)}
+    POST /api/cases/{number}/feedback   multipart: note, photos
+    GET  /api/events                server-sent events (same filters; ?since=cursor)
+    GET  /api/cameras, GET /api/cameras/{id}/snapshot, PUT /api/cameras/{id}/zones
     GET  /healthz
 """
 
@@ -21,24 +36,46 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nonsite.cases import Case
-from nonsite.console import api, pages
+from nonsite.console import api, camera_views, login, pages
+from nonsite.console.auth import (
+    PUBLIC_ROUTES,
+    ROUTE_ROLES,
+    AccessConfig,
+    AccessError,
+    AuthBackend,
+    Forbidden,
+    LoginLimiter,
+    NotAuthenticated,
+    SessionCodec,
+    authorize,
+    principal_of,
+)
+from nonsite.console.cameras import CameraControl
+from nonsite.console.documents import DocumentRenderer
+from nonsite.console.documents import router as documents_router
 from nonsite.console.i18n import LANGUAGES
-from nonsite.console.views import ConsoleState, evidence_files, state_of
+from nonsite.console.render import error_page
+from nonsite.console.uploads import BodyLimit, Scope
+from nonsite.console.views import ConsoleState, evidence_files, root_path, state_of
 from nonsite.evidence.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -57,10 +94,43 @@ _SECURITY_HEADERS = {
 }
 _UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_UPLOAD_PATH = re.compile(r"^/(?:api/)?cases/[^/]+/feedback$")
+_TEAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_BODY_BYTES = 1024 * 1024
+"""Largest request body outside the feedback upload (forms, JSON)."""
+#: Dispatch targets (labels ``team.<id>`` in the catalogues): the city management enforcement squad, the
+#: stray-animal capture team, the sub-district office.
+DEFAULT_TEAMS: tuple[str, ...] = ("enforcement_team", "capture_team", "street_office")
 
 
-def _console_actor(_request: Request) -> str:
-    return DEFAULT_ACTOR
+def _console_actor(request: Request) -> str:
+    """The audit trail's actor: the logged-in user's name."""
+    principal = principal_of(request)
+    return principal.username if principal is not None else DEFAULT_ACTOR
+
+
+def _body_limit(max_upload_bytes: int) -> Callable[[Scope], int | None]:
+    def limit_of(scope: Scope) -> int | None:
+        if scope.get("method") not in _UNSAFE_METHODS:
+            return None
+        return max_upload_bytes if _UPLOAD_PATH.match(scope.get("path", "")) else MAX_BODY_BYTES
+
+    return limit_of
+
+
+def human_size(n: int) -> str:
+    """``61 KB``, ``10.0 MB``."""
+    return f"{n / 1024:.0f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
+def _too_large(scope: Scope, size: int, limit: int) -> Response:
+    request = Request(scope)
+    message = (f"the request is {human_size(size)}; at most {human_size(limit)} is accepted here"
+               + (" (all photos of one feedback together); send fewer or smaller photos"
+                  if _UPLOAD_PATH.match(request.url.path) else ""))
+    response = _error(request, 413, "too_large", message, size=human_size(size), limit=human_size(limit))
+    response.headers["Connection"] = "close"
+    return response
 
 
 def create_app(
@@ -72,12 +142,34 @@ def create_app(
     public_key_pem: bytes | None = None,
     title: str = "nonsite",
     actor_of: Callable[[Request], str] = _console_actor,
+    auth: AuthBackend | None = None,
+    session_secret: str | bytes | None = None,
+    secure_cookies: bool = False,
+    session_max_age_s: int = 12 * 3600,
+    login_max_failures: int = 5,
+    login_max_failures_per_ip: int = 20,
+    login_window_s: float = 300.0,
+    cameras: CameraControl | None = None,
+    documents: DocumentRenderer | None = None,
+    teams: Sequence[str] = DEFAULT_TEAMS,
+    max_upload_bytes: int = 10 * 1024 * 1024,
+    live_poll_s: float = 1.0,
 ) -> FastAPI:
     """The console over the case database ``session_factory`` and the evidence ``store``.
 
     ``timezone`` is the city's zone for every time shown; ``language`` the default (zh | en);
     ``public_key_pem`` (the sealer's ``signing.pub.pem``) turns on the seal check of each package;
-    ``actor_of`` names the user behind a request in the audit trail ("console" until login exists).
+    ``actor_of`` names the user behind a request in the audit trail (default: the logged-in user).
+
+    ``auth`` is the user directory (passwords, API tokens, roles); without it nobody can log in.
+    ``session_secret`` signs the session cookies (random per process when not given: sessions end
+    when the console restarts); ``secure_cookies`` marks them Secure (set it behind HTTPS);
+    ``session_max_age_s`` is how long a login lasts. A user name gets ``login_max_failures`` failed
+    logins and a client address ``login_max_failures_per_ip`` per ``login_window_s`` (then 429).
+    ``cameras`` (the running cameras) enables the cameras page and the zone editor; ``documents``
+    renders the case document (HTML and PDF); ``teams`` are the dispatch targets (labels in the
+    catalogues as ``team.<id>``); ``max_upload_bytes`` caps one feedback upload (413 above it);
+    ``live_poll_s`` is how often the live queue looks for changes.
     """
     try:
         zone = ZoneInfo(timezone)
@@ -85,26 +177,54 @@ def create_app(
         raise ValueError(f"unknown time zone {timezone!r}; use an IANA name such as Asia/Shanghai") from None
     if language not in LANGUAGES:
         raise ValueError(f"unknown console language {language!r}; use one of {', '.join(LANGUAGES)}")
+    if max_upload_bytes < 1024:
+        raise ValueError(f"max_upload_bytes {max_upload_bytes} is too small; use at least 1024 (e.g. 10 MB)")
+    if session_max_age_s < 60:
+        raise ValueError(f"session_max_age_s {session_max_age_s} is too short; use at least 60 seconds")
+    if live_poll_s <= 0:
+        raise ValueError("live_poll_s must be above 0 seconds (e.g. 1)")
+    bad_teams = [t for t in teams if not _TEAM_ID.match(t)]
+    if bad_teams or not teams:
+        raise ValueError(f"dispatch teams must be ids of letters, digits, '_', '-' or '.', got {list(teams)!r}")
+    if session_secret is None:
+        session_secret = secrets.token_bytes(32)
+        log.info("console sessions are signed with a per-process key: logins end when the console restarts")
+    elif len(session_secret) < 16:
+        raise ValueError("session_secret is too short; use at least 16 random bytes (e.g. secrets.token_hex(32))")
 
-    app = FastAPI(title=f"{title} console", version="1", docs_url=None, redoc_url=None,
-                  openapi_url="/api/openapi.json")
+    app = FastAPI(title=f"{title} console", version="1", docs_url=None, redoc_url=None, openapi_url=None,
+                  description="Cases, evidence and cameras of the nonsite console. Authenticate with "
+                  "'Authorization: Bearer <API token>'.")
     app.state.console = ConsoleState(
         session_factory=session_factory, store=store, zone=zone, language=language,
-        public_key_pem=public_key_pem, title=title, actor_of=actor_of,
+        public_key_pem=public_key_pem, title=title, actor_of=actor_of, teams=tuple(teams), cameras=cameras,
+        documents=documents, max_upload_bytes=max_upload_bytes, live_poll_s=live_poll_s,
+    )
+    app.state.access = AccessConfig(
+        backend=auth, sessions=SessionCodec(session_secret, session_max_age_s),
+        limiter=LoginLimiter(login_max_failures, login_max_failures_per_ip, login_window_s),
+        secure_cookies=secure_cookies,
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.include_router(pages.router)
-    app.include_router(api.router)
+    app.add_middleware(BodyLimit, limit_of=_body_limit(max_upload_bytes), too_large=_too_large)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if request.method in _UNSAFE_METHODS and _cross_site(request):
-            response: Response = _error(request, 403, "cross_site", "requests from another site are not allowed")
-        else:
-            response = await call_next(request)
-        for name, value in _SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    app.add_middleware(Guard)
+
+    @app.exception_handler(AccessError)
+    async def access_error(request: Request, exc: AccessError) -> Response:
+        if isinstance(exc, NotAuthenticated):
+            if request.method in ("GET", "HEAD") and not _wants_json(request) \
+                    and "authorization" not in request.headers \
+                    and not request.url.path.startswith(("/evidence/", "/cameras/")):
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"{root_path(request)}/login?" + urlencode({"next": target}), 303)
+            response = _error(request, 401, exc.code, exc.message)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="nonsite"'
+            return response
+        key = exc.code
+        if isinstance(exc, Forbidden):
+            key = "forbidden_action" if exc.fields.get("action") else "forbidden_page"
+        return _error(request, exc.status, exc.code, exc.message, key=key, **exc.fields)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -127,7 +247,10 @@ def create_app(
             parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
         return _error(request, 422, "bad_request", "; ".join(parts) or "invalid request")
 
-    @app.api_route("/evidence/{event_id}/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+    files = APIRouter(include_in_schema=False, dependencies=[Depends(authorize)])
+    health = APIRouter(tags=["health"])
+
+    @files.api_route("/evidence/{event_id}/{name}", methods=["GET", "HEAD"], name="evidence")
     def evidence(event_id: str, name: str, request: Request) -> Response:
         state = state_of(request)
         with state.session_factory() as session:
@@ -155,7 +278,7 @@ def create_app(
             return _error(request, 503, "store_unavailable", "the evidence store cannot be read right now")
         return _bytes_response(request, data, file.content_type, headers)
 
-    @app.get("/healthz", tags=["health"])
+    @health.get("/healthz", name="healthz")
     def healthz(request: Request) -> JSONResponse:
         try:
             with state_of(request).session_factory() as session:
@@ -165,7 +288,63 @@ def create_app(
             return JSONResponse({"status": "unavailable", "database": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
+    routers = [login.public, health, login.router, files, documents_router, camera_views.pages,
+               camera_views.api, pages.router, api.router]
+    _check_route_table(routers)
+    for router in routers:
+        app.include_router(router)
     return app
+
+
+def route_names(routers: Sequence[APIRouter]) -> list[tuple[str, str, frozenset[str]]]:
+    """``(name, path, methods)`` of every route of ``routers``."""
+    return [(r.name, r.path, frozenset(r.methods or ())) for router in routers for r in router.routes
+            if isinstance(r, APIRoute)]
+
+
+def _check_route_table(routers: Sequence[APIRouter]) -> None:
+    """Every route is public or in the role table, and every non-public route runs :func:`authorize`."""
+    for router in routers:
+        guarded = any(d.dependency is authorize for d in router.dependencies)
+        for route in router.routes:
+            name = getattr(route, "name", "")
+            if name in PUBLIC_ROUTES and not guarded:
+                continue
+            if name not in ROUTE_ROLES:
+                raise RuntimeError(f"route {name!r} ({getattr(route, 'path', '?')}) has no entry in ROUTE_ROLES")
+            if not guarded:
+                raise RuntimeError(f"route {name!r} does not check access (its router needs Depends(authorize))")
+
+
+class Guard:
+    """ASGI middleware: refuse state-changing requests from other sites; add the security headers."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        api_call = str(scope.get("path", "")).startswith("/api/")
+
+        async def with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in _SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+                if api_call and "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        request = Request(scope)
+        if request.method in _UNSAFE_METHODS and _cross_site(request):
+            response = _error(request, 403, "cross_site", "requests from another site are not allowed")
+            await response(scope, receive, with_headers)
+            return
+        await self.app(scope, receive, with_headers)
 
 
 def _cross_site(request: Request) -> bool:
@@ -184,10 +363,12 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/") or request.url.path in ("/healthz", "/api")
 
 
-def _error(request: Request, status: int, code: str, message: str) -> Response:
+def _error(request: Request, status: int, code: str, message: str, key: str | None = None, **fields: Any) -> Response:
+    """A JSON error for the API and evidence, else the error page (``key``: the catalogue's ``error.<key>``)."""
+    key = key or code
     if _wants_json(request) or request.url.path.startswith("/evidence/"):
-        return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-    return pages.error_page(request, status, code, message)
+        return api.err(request, status, code, message, f"error.{key}", {"message": message, **fields})
+    return error_page(request, status, key, message, **fields)
 
 
 def _bytes_response(request: Request, data: bytes, content_type: str, headers: dict[str, str]) -> Response:

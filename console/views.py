@@ -6,9 +6,11 @@ No HTTP here: the routers in :mod:`.pages` and :mod:`.api` call these with the c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select
@@ -43,6 +45,14 @@ class ConsoleState:
     public_key_pem: bytes | None
     title: str
     actor_of: Callable[[Request], str]
+    teams: tuple[str, ...] = ()
+    """Teams a case can be dispatched to (ids; labels in the catalogues as ``team.<id>``)."""
+    cameras: Any = None
+    """The :class:`~nonsite.console.cameras.CameraControl` of the running cameras, or None."""
+    documents: Any = None
+    """The :class:`~nonsite.console.documents.DocumentRenderer`, or None."""
+    max_upload_bytes: int = 10 * 1024 * 1024
+    live_poll_s: float = 1.0
 
 
 def state_of(request: Request) -> ConsoleState:
@@ -57,25 +67,148 @@ def root_path(request: Request) -> str:
 # --- queries --------------------------------------------------------------------------------------------
 
 _ORDER = (Case.confirmed_at.desc(), Case.id.desc())
+_LIKE_ESCAPE = "!"
 
 
-def _filters(status: CaseStatus | None, type_: str | None) -> list[object]:
-    conds: list[object] = []
-    if status is not None:
-        conds.append(Case.status == status)
-    if type_:
-        conds.append(Case.type == type_)
-    return conds
+def _like(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere (its own %, _ and ! taken literally)."""
+    escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return f"%{escaped}%"
 
 
-def list_cases(
-    session: Session, status: CaseStatus | None, type_: str | None, limit: int, offset: int
-) -> tuple[list[Case], int]:
+def plate_of(case: Case) -> str | None:
+    """The plate read for the case's offender, when one was read."""
+    hint = case.violation.get("offender_hint") if isinstance(case.violation, dict) else None
+    plate = hint.get("plate") if isinstance(hint, dict) else None
+    return plate if isinstance(plate, str) and plate else None
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """What the queue, the search, the API list and the live stream select (all optional, AND-ed)."""
+
+    status: CaseStatus | None = None
+    type: str | None = None
+    camera: str | None = None
+    start: datetime | None = None
+    """Confirmed at or after (UTC)."""
+    end: datetime | None = None
+    """Confirmed before (UTC)."""
+    q: str | None = None
+    """Text in the number, the plate, the camera id/name, the zone name or the address."""
+    raw: tuple[tuple[str, str], ...] = ()
+    """The query parameters as given (to carry into links)."""
+
+    def conditions(self) -> list[Any]:
+        conds: list[Any] = []
+        if self.status is not None:
+            conds.append(Case.status == self.status)
+        if self.type:
+            conds.append(Case.type == self.type)
+        if self.camera:
+            conds.append(Case.camera_id == self.camera)
+        if self.start is not None:
+            conds.append(Case.confirmed_at >= self.start)
+        if self.end is not None:
+            conds.append(Case.confirmed_at < self.end)
+        if self.q:
+            pattern = _like(self.q)
+            plate = Case.violation[("offender_hint", "plate")].as_string()
+            conds.append(or_(*(
+                col.ilike(pattern, escape=_LIKE_ESCAPE)
+                for col in (Case.number, Case.camera_id, Case.camera_name, Case.zone_name, Case.address, plate)
+            )))
+        return conds
+
+    def query(self) -> str:
+        """``?status=...&type=...`` for links that keep the filter (empty when there is none)."""
+        qs = urlencode([(k, v) for k, v in self.raw if v])
+        return f"?{qs}" if qs else ""
+
+
+FILTER_PARAMS = ("status", "type", "camera", "from", "to", "date", "q")
+_MAX_Q = 200
+
+
+def _local_instant(value: str, zone: ZoneInfo, name: str, end_of_day: bool) -> datetime:
+    """``2026-11-21``, ``2026-11-21T19:00`` (the city's wall clock) or ISO 8601 with an offset, as UTC."""
+    text = value.strip().replace(" ", "T", 1)
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, datetime.min.time())
+        else:
+            moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{name} {value!r} is not a date or time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (city time)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.astimezone(UTC)
+
+
+def parse_filter(params: Mapping[str, str], zone: ZoneInfo) -> tuple[CaseFilter, list[tuple[str, str]]]:
+    """The filter in ``params`` and what was wrong with it (``(parameter, message)``; those are ignored)."""
+    problems: list[tuple[str, str]] = []
+    raw: list[tuple[str, str]] = []
+    values = {k: (params.get(k) or "").strip() for k in FILTER_PARAMS}
+    status = None
+    if values["status"]:
+        try:
+            status = parse_status(values["status"])
+            raw.append(("status", values["status"]))
+        except ValueError as exc:
+            problems.append(("status", str(exc)))
+    start = end = None
+    for key in ("from", "to", "date"):
+        if not values[key]:
+            continue
+        try:
+            if key == "date":
+                if len(values[key]) != 10:
+                    raise ValueError(f"date {values[key]!r} is not a day; use YYYY-MM-DD (city time)")
+                start = _local_instant(values[key], zone, "date", end_of_day=False)
+                end = _local_instant(values[key], zone, "date", end_of_day=True)
+            elif key == "from":
+                start = _local_instant(values[key], zone, "from", end_of_day=False)
+            else:
+                end = _local_instant(values[key], zone, "to", end_of_day=True)
+            raw.append((key, values[key]))
+        except ValueError as exc:
+            problems.append((key, str(exc)))
+    q = values["q"]
+    if len(q) > _MAX_Q:
+        problems.append(("q", f"the search text is longer than {_MAX_Q} characters"))
+        q = ""
+    for key in ("type", "camera", "q"):
+        if key != "q" and len(values[key]) > 128:
+            problems.append((key, f"{key} is longer than 128 characters"))
+            values[key] = ""
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in values[key]):
+            problems.append((key, f"{key} contains control characters; type plain text"))
+            values[key] = ""
+            if key == "q":
+                q = ""
+        if values[key] and (key != "q" or q):
+            raw.append((key, values[key]))
+    return CaseFilter(status, values["type"] or None, values["camera"] or None, start, end, q or None,
+                      tuple(raw)), problems
+
+
+def list_cases(session: Session, flt: CaseFilter, limit: int, offset: int) -> tuple[list[Case], int]:
     """Cases newest first (by the time the violation was confirmed) and how many match in all."""
-    conds = _filters(status, type_)
+    conds = flt.conditions()
     total = session.scalar(select(func.count()).select_from(Case).where(*conds)) or 0
     rows = session.scalars(select(Case).where(*conds).order_by(*_ORDER).limit(limit).offset(offset)).all()
     return list(rows), total
+
+
+def oldest_first(session: Session, status: CaseStatus, limit: int) -> list[Case]:
+    """Cases in ``status`` in the order they got there (a work list: first in, first out)."""
+    rows = session.scalars(select(Case).where(Case.status == status)
+                           .order_by(Case.updated_at.asc(), Case.id.asc()).limit(limit)).all()
+    return list(rows)
 
 
 def status_counts(session: Session) -> dict[str, int]:
@@ -87,11 +220,15 @@ def known_types(session: Session) -> list[str]:
     return sorted(session.scalars(select(Case.type).distinct()).all())
 
 
-def neighbours(
-    session: Session, case: Case, status: CaseStatus | None, type_: str | None
-) -> tuple[str | None, str | None]:
+def known_cameras(session: Session) -> list[tuple[str, str]]:
+    """``(camera id, name)`` of every camera that has cases."""
+    rows = session.execute(select(Case.camera_id, func.max(Case.camera_name)).group_by(Case.camera_id)).all()
+    return sorted((cid, name or cid) for cid, name in rows)
+
+
+def neighbours(session: Session, case: Case, flt: CaseFilter) -> tuple[str | None, str | None]:
     """Numbers of the case above (newer, 'k') and below (older, 'j') this one in the filtered queue."""
-    conds = _filters(status, type_)
+    conds = flt.conditions()
     t, i = case.confirmed_at, case.id
     newer = session.scalar(
         select(Case.number).where(*conds, or_(Case.confirmed_at > t, and_(Case.confirmed_at == t, Case.id > i)))

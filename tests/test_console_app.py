@@ -6,93 +6,27 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session, sessionmaker
+from console_support import Env, csrf_of, seed
 
-from nonsite.cases import draft_case, open_db
+from nonsite.cases import open_db
 from nonsite.console import create_app
+from nonsite.console.app import DEFAULT_TEAMS
+from nonsite.console.auth import Role
+from nonsite.console.camera_views import ZONE_KINDS
 from nonsite.console.i18n import LOCALES_DIR, catalogue
 from nonsite.evidence import LocalStore, package_prefix
-from nonsite.evidence.sealer import seal
-from nonsite.evidence.signing import Signer
-from nonsite.pipeline.events import BoxRecord, EvidenceItem, Location, ModelInfo, ViolationEvent, new_event_id
+from nonsite.pipeline.events import new_event_id
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "console" / "templates"
-T0 = datetime(2026, 11, 21, 11, 3, 12, tzinfo=UTC)  # 19:03:12 in Shanghai
-
-
-@dataclass
-class Env:
-    root: Path
-    db_url: str
-    store: LocalStore
-    public_key: bytes
-    cases: dict[str, str]  # type -> case number
-    events: dict[str, str]  # type -> event id
-    blobs: dict[tuple[str, str], bytes] = field(repr=False)  # (event id, file name) -> bytes
-
-    def app(self, **kw: object) -> tuple[TestClient, sessionmaker[Session]]:
-        sf = open_db(self.db_url)
-        app = create_app(session_factory=sf, store=self.store, public_key_pem=self.public_key, **kw)  # type: ignore[arg-type]
-        return TestClient(app), sf
-
-
-def _package(store: LocalStore, media: Path, event_id: str, images: list[Path], clip: Path) -> tuple[
-        list[EvidenceItem], dict[str, bytes]]:
-    prefix = package_prefix(event_id)
-    files = {
-        "onset.jpg": ("onset", images[0]), "confirm.jpg": ("confirm", images[1]),
-        "onset_annotated.jpg": ("onset_annotated", images[2]),
-        "confirm_annotated.jpg": ("confirm_annotated", images[3]),
-        "closeup.jpg": ("closeup", images[4]), "clip.mp4": ("clip", clip),
-    }
-    items, blobs = [], {}
-    for name, (role, path) in files.items():
-        data = path.read_bytes()
-        ct = "video/mp4" if name.endswith(".mp4") else "image/jpeg"
-        store.put(prefix + name, data, ct)
-        items.append(EvidenceItem(role=role, key=prefix + name, sha256=hashlib.sha256(data).hexdigest(),
-                                  bytes=len(data), content_type=ct))
-        blobs[name] = data
-    return items, blobs
+STATIC = TEMPLATES.parent / "static"
 
 
 @pytest.fixture()
 def env(tmp_path: Path, media_dir: Path) -> Iterator[Env]:
-    store = LocalStore(tmp_path / "evidence")
-    signer = Signer.generate()
-    db_url = f"sqlite:///{tmp_path / 'cases.db'}"
-    sf = open_db(db_url)
-    images = sorted((media_dir / "india_road_thela_animal" / "images" / "val").glob("*.jpg"))[:5]
-    clip = media_dir / "dog_alone_fence.mp4"
-    cases, events, blobs = {}, {}, {}
-    specs = [  # oldest first
-        ("street_vending", T0 - timedelta(hours=2), "西门集市 <b>", "z-vend", "人行道A段"),
-        ("sidewalk_parking", T0, "东门路口", "z-walk", "人行道"),
-        ("stray_dog", T0 - timedelta(hours=1), "公园北门", "z-park", "公园入口"),
-    ]
-    for type_, confirmed, cam_name, zone_id, zone_name in specs:
-        eid = new_event_id()
-        items, package = _package(store, media_dir, eid, images, clip)
-        violation = ViolationEvent(
-            event_id=eid, type=type_, camera_id=f"cam-{type_}", camera_name=cam_name, zone_id=zone_id,
-            zone_name=zone_name, started_at=confirmed - timedelta(seconds=95), confirmed_at=confirmed,
-            track_ids=[3, 9], boxes={"confirm": [BoxRecord(xyxy=(5, 5, 50, 50), class_name="car", confidence=0.9)]},
-            confidence=0.87, dwell_s=95.0, model=ModelInfo(name="yolo11n-coco", version="8.3", sha256="ab" * 32),
-            rule_config_hash="cd" * 32, evidence=items,
-            location=Location(address="上海市黄浦区南京东路100号", lat=31.2397, lon=121.4998),
-        )
-        sealed = seal(store, signer, violation)
-        case, _ = draft_case(sf, sealed, "NS", now=confirmed + timedelta(seconds=5))
-        cases[type_], events[type_] = case.number, eid
-        blobs.update({(eid, name): data for name, data in package.items()})
-    sf.kw["bind"].dispose()
-    yield Env(tmp_path, db_url, store, signer.public_key_pem().encode(), cases, events, blobs)
+    yield seed(tmp_path, media_dir)
 
 
 def numbers_in(html: str) -> list[str]:
@@ -171,7 +105,7 @@ def test_case_page_reports_a_tampered_package(env: Env) -> None:
 
 
 def test_without_a_public_key_the_seal_is_not_checked(env: Env) -> None:
-    client = TestClient(create_app(session_factory=open_db(env.db_url), store=env.store))
+    client, _ = env.app(public_key_pem=None)
     html = client.get(f"/cases/{env.cases['stray_dog']}").text
     assert 'data-seal="unchecked"' in html
 
@@ -210,43 +144,42 @@ def test_evidence_refuses_what_the_case_does_not_list(env: Env) -> None:
 
 
 def test_confirm_and_dismiss_survive_a_restart(env: Env) -> None:
-    client, sf = env.app()
+    client, sf = env.app("op")
+    csrf = csrf_of(client)
     parking, dog, vending = env.cases["sidewalk_parking"], env.cases["stray_dog"], env.cases["street_vending"]
-    r = client.post(f"/cases/{parking}/confirm", data={"f_status": "draft"}, follow_redirects=False)
+    r = client.post(f"/cases/{parking}/confirm", data={"csrf": csrf, "f": "?status=draft"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/cases/{parking}?status=draft&notice=confirm"
     assert "已确认案件" in client.get(r.headers["location"]).text
-    r = client.post(f"/cases/{dog}/dismiss", data={"reason": "false_positive", "note": "是只猫"},
+    r = client.post(f"/cases/{dog}/dismiss", data={"csrf": csrf, "reason": "false_positive", "note": "是只猫"},
                     follow_redirects=False)
     assert r.status_code == 303
-    r = client.post(f"/cases/{vending}/dismiss", data={"reason": ""}, follow_redirects=False)
-    assert r.status_code == 303 and "error=invalid_reason" in r.headers["location"]
-    assert "请选择排除原因" in client.get(r.headers["location"]).text
-    r = client.post(f"/cases/{dog}/confirm", follow_redirects=False)
-    assert "error=invalid_transition" in r.headers["location"]
-    assert "无法执行“确认”：案件当前状态为“已排除”" in client.get(r.headers["location"]).text
+    r = client.post(f"/cases/{vending}/dismiss", data={"csrf": csrf, "reason": ""}, follow_redirects=False)
+    assert r.status_code == 422 and "请选择排除原因" in r.text and 'id="dismiss-form"' in r.text
+    r = client.post(f"/cases/{dog}/confirm", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 409 and "无法执行“确认”：案件当前状态为“已排除”" in r.text
     client.close()
     sf.kw["bind"].dispose()
 
     # The restart: a new app over the same database file.
-    client, _ = env.app()
+    client, _ = env.app("op")
     page = client.get(f"/cases/{parking}").text
     assert "已确认" in page and 'id="confirm-form"' not in page and 'id="dismiss-form"' in page
-    assert re.search(r"<td>console</td>\s*<td>确认</td>\s*<td>待确认 → 已确认</td>", page)
+    assert re.search(r"<td>op</td>\s*<td>确认</td>\s*<td>待确认 → 已确认</td>", page)
     page = client.get(f"/cases/{dog}").text
     assert "已排除" in page and "误报: 是只猫" in page and 'id="dismiss-form"' not in page
     assert numbers_in(client.get("/?status=draft").text) == [vending]
     api = client.get(f"/api/cases/{dog}").json()
     assert api["status"] == "dismissed" and api["dismiss_reason"] == "false_positive"
-    assert [(a["actor"], a["action"]) for a in api["audit"]] == [("system:drafter", "created"),
-                                                                  ("console", "dismiss")]
+    assert [(a["actor"], a["action"]) for a in api["audit"]] == [("system:drafter", "created"), ("op", "dismiss")]
 
 
 def test_api(env: Env) -> None:
-    client, _ = env.app()
+    client, _ = env.api("op")
     parking, dog = env.cases["sidewalk_parking"], env.cases["stray_dog"]
     listed = client.get("/api/cases").json()
     assert listed["total"] == 3 and [c["number"] for c in listed["items"]][0] == parking
     assert listed["items"][0]["confirmed_at"] == "2026-11-21T11:03:12Z"
+    assert listed["items"][0]["plate"] == "沪A12345"
     assert client.get("/api/cases?type=stray_dog").json()["items"][0]["number"] == dog
     assert client.get("/api/cases?limit=1&offset=1").json()["items"][0]["number"] == dog
 
@@ -254,13 +187,15 @@ def test_api(env: Env) -> None:
     assert detail["seal"]["checked"] and detail["seal"]["ok"] is True
     assert {e["role"] for e in detail["evidence"]} >= {"onset", "confirm_annotated", "closeup", "clip"}
     assert client.get(next(e["url"] for e in detail["evidence"] if e["role"] == "clip")).status_code == 200
-    assert detail["allowed_actions"] == ["confirm", "dismiss"]
+    assert detail["allowed_actions"] == ["confirm", "dismiss"] == detail["permitted_actions"]
+    assert detail["document_url"] == f"/cases/{parking}/document"
 
     r = client.post(f"/api/cases/{parking}/confirm", json={"note": "车牌清晰"})
     assert r.status_code == 200 and r.json()["status"] == "confirmed"
     r = client.post(f"/api/cases/{parking}/confirm")
     assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_transition"
     assert "is confirmed" in r.json()["error"]["message"]
+    assert r.json()["error"]["text"] == "无法执行“确认”：案件当前状态为“已确认”。"
     r = client.post(f"/api/cases/{dog}/dismiss", json={"reason": "because"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_reason"
     assert "false_positive" in r.json()["error"]["message"]
@@ -287,16 +222,20 @@ def test_unknown_case_page_is_a_clear_404(env: Env) -> None:
     client, _ = env.app()
     r = client.get("/cases/NS-1999-000001")
     assert r.status_code == 404 and "未找到案件 NS-1999-000001" in r.text
-    assert client.post("/cases/NS-1999-000001/confirm", follow_redirects=False).status_code == 404
+    r = client.post("/cases/NS-1999-000001/confirm", data={"csrf": csrf_of(client)}, follow_redirects=False)
+    assert r.status_code == 404
 
 
 def test_cross_site_posts_are_refused(env: Env) -> None:
     client, _ = env.app()
     number = env.cases["stray_dog"]
-    r = client.post(f"/cases/{number}/confirm", headers={"Origin": "https://evil.example"}, follow_redirects=False)
+    csrf = csrf_of(client)
+    r = client.post(f"/cases/{number}/confirm", data={"csrf": csrf}, headers={"Origin": "https://evil.example"},
+                    follow_redirects=False)
     assert r.status_code == 403
     assert client.get(f"/api/cases/{number}").json()["status"] == "draft"
-    r = client.post(f"/cases/{number}/confirm", headers={"Origin": "http://testserver"}, follow_redirects=False)
+    r = client.post(f"/cases/{number}/confirm", data={"csrf": csrf}, headers={"Origin": "http://testserver"},
+                    follow_redirects=False)
     assert r.status_code == 303
 
 
@@ -306,8 +245,14 @@ def test_bad_settings_are_named(env: Env) -> None:
         create_app(session_factory=sf, store=env.store, timezone="Mars/Base")
     with pytest.raises(ValueError, match="language 'fr'"):
         create_app(session_factory=sf, store=env.store, language="fr")
-    r = TestClient(create_app(session_factory=sf, store=env.store, timezone="UTC", language="en")).get("/")
+    client, _ = env.app(timezone="UTC", language="en")
+    r = client.get("/")
     assert "2026-11-21 11:03:12 (UTC+00:00)" in r.text and "Alert queue" in r.text
+    for bad, match in (({"max_upload_bytes": 10}, "max_upload_bytes"), ({"session_secret": "short"}, "too short"),
+                       ({"teams": ["bad team"]}, "teams"), ({"session_max_age_s": 5}, "session_max_age_s"),
+                       ({"live_poll_s": 0}, "live_poll_s")):
+        with pytest.raises(ValueError, match=match):
+            create_app(session_factory=sf, store=env.store, **bad)  # type: ignore[arg-type]
 
 
 def test_catalogues_cover_every_text_the_templates_use() -> None:
@@ -322,6 +267,14 @@ def test_catalogues_cover_every_text_the_templates_use() -> None:
         "status": ("draft", "confirmed", "approved", "returned", "dismissed", "dispatched", "rectified", "closed"),
         "reason": ("false_positive", "duplicate", "not_a_violation", "other"),
         "action": ("created", "confirm", "dismiss", "approve", "return", "dispatch", "rectify", "close"),
+        "user_role": tuple(r.value for r in Role),
+        "team": DEFAULT_TEAMS,
+        "zone_kind": ZONE_KINDS,
+        "camera_state": ("connecting", "up", "down", "finished", "disabled"),
+        "group": ("approved", "dispatched", "rectified"),
+        "zone_error": ("not_a_list", "too_many_zones", "not_an_object", "unknown_field", "bad_id", "duplicate_id",
+                       "bad_name", "unknown_kind", "bad_polygon", "too_few_points", "too_many_points", "bad_point",
+                       "out_of_range", "bad_dwell"),
     }.items():
         for v in values:
             assert f"{group}.{v}" in zh, f"{group}.{v}"
@@ -335,7 +288,17 @@ def test_catalogues_cover_every_text_the_templates_use() -> None:
         leftovers = re.findall(r"[A-Za-z\u4e00-\u9fff]{2,}", text)
         assert not leftovers, f"{tpl.name}: {leftovers}"
     assert (LOCALES_DIR / "zh.json").is_file()
-
+    # the scripts' texts come from the catalogue too (embedded in each page)
+    for script in STATIC.glob("*.js"):
+        keys = set(re.findall(r'text\(\s*"(js\.[a-z_]+)"', script.read_text(encoding="utf-8")))
+        assert keys and not keys - set(zh), (script.name, keys - set(zh))
+    # every error the code can raise has its sentence in both languages
+    codes = set()
+    for module in (TEMPLATES.parent).glob("*.py"):
+        codes |= set(re.findall(r'"error\.([a-z_]+)"', module.read_text(encoding="utf-8")))
+        codes |= set(re.findall(r'ActionError\(\s*\d{3}, "([a-z_]+)"', module.read_text(encoding="utf-8")))
+    codes -= {"html", "forbidden"}  # the error page template; the API code whose sentence is forbidden_action
+    assert codes and not {f"error.{c}" for c in codes} - set(zh), codes
 
 class DictStore:
     """A store without files on disk (like MinIO): the console must serve from ``get`` bytes."""
@@ -360,8 +323,7 @@ class DictStore:
 
 
 def test_evidence_from_a_store_without_files(env: Env) -> None:
-    client = TestClient(create_app(session_factory=open_db(env.db_url), store=DictStore(env.store),
-                                   public_key_pem=env.public_key))
+    client, _ = env.app(store=DictStore(env.store))
     eid = env.events["stray_dog"]
     clip = env.blobs[(eid, "clip.mp4")]
     r = client.get(f"/evidence/{eid}/clip.mp4")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import pytest
+from console_support import standard_users
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -102,7 +103,10 @@ def test_console_lists_the_cases_and_decisions_persist_across_restart(demo_run: 
     url = f"sqlite:///{data / 'cases.db'}"
     store = LocalStore(data / "evidence")
     pub = (data / "keys" / "signing.pub.pem").read_bytes()
-    client = TestClient(create_app(session_factory=open_db(url), store=store, public_key_pem=pub))
+    users = standard_users()  # the console needs a user directory; an admin's API token opens it
+    bearer = {"Authorization": f"Bearer {users.issue_token('adm')}"}
+    client = TestClient(create_app(session_factory=open_db(url), store=store, public_key_pem=pub, auth=users),
+                        headers=bearer)
     page = client.get("/").text
     sessions = open_db(url)
     with sessions() as s:
@@ -122,7 +126,8 @@ def test_console_lists_the_cases_and_decisions_persist_across_restart(demo_run: 
     r = client.post(f"/api/cases/{second.number}/dismiss", json={"reason": "false_positive", "note": "shadow"})
     assert r.status_code == 200
 
-    restarted = TestClient(create_app(session_factory=open_db(url), store=store, public_key_pem=pub))
+    restarted = TestClient(create_app(session_factory=open_db(url), store=store, public_key_pem=pub, auth=users),
+                           headers=bearer)
     assert restarted.get(f"/api/cases/{first.number}").json()["status"] == "confirmed"
     again = restarted.get(f"/api/cases/{second.number}").json()
     assert again["status"] == "dismissed"

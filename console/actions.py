@@ -1,0 +1,173 @@
+"""Case transitions on behalf of a console user: role check, input checks, feedback photos, then the workflow.
+
+The pages (forms) and the JSON API both call :func:`perform`; errors come back as :class:`ActionError`
+with an HTTP status, a code, an English message for the API and a catalogue key for the pages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nonsite.cases import (
+    DISMISS_REASONS,
+    Case,
+    CaseNotFound,
+    InvalidReason,
+    InvalidTransition,
+    WorkflowError,
+    apply_action,
+    case_by_number,
+)
+from nonsite.cases.workflow import TRANSITIONS, Action
+from nonsite.console.auth import ACTION_ROLES, Principal, Role
+from nonsite.console.notes import compose
+from nonsite.console.uploads import UploadRejected, reencode_photo
+from nonsite.console.views import ConsoleState
+from nonsite.evidence.store import StoreError
+
+log = logging.getLogger(__name__)
+
+#: Actions posted to ``/cases/{number}/{action}``; ``rectify`` comes with the feedback upload.
+FORM_ACTIONS: tuple[str, ...] = ("confirm", "dismiss", "approve", "return", "dispatch", "close")
+MAX_NOTE = 2000
+MAX_PHOTOS = 5
+PHOTO_CONTENT_TYPE = "image/jpeg"
+
+
+def feedback_prefix(number: str) -> str:
+    return f"cases/{number}/feedback/"
+
+
+def feedback_key(number: str, sha256: str) -> str:
+    return f"{feedback_prefix(number)}{sha256}.jpg"
+
+
+@dataclass
+class ActionError(Exception):
+    status: int
+    code: str
+    message: str
+    """English, for the API."""
+    key: str
+    """Catalogue key for the pages (``error.*``)."""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str
+    data: bytes
+
+
+def _not_found(number: str) -> ActionError:
+    return ActionError(404, "not_found", f"no case {number}; list cases with GET /api/cases",
+                       "error.case_not_found", {"number": number})
+
+
+def perform(
+    state: ConsoleState,
+    number: str,
+    action: str,
+    principal: Principal,
+    actor: str,
+    *,
+    reason: str | None = None,
+    note: str = "",
+    team: str | None = None,
+    photos: Sequence[Upload] = (),
+) -> Case:
+    """Apply ``action`` to case ``number`` for ``principal`` (recorded as ``actor``); ActionError otherwise."""
+    roles = ACTION_ROLES.get(action)
+    if roles is None:
+        raise ActionError(404, "unknown_action", f"no case action {action!r}; use one of "
+                          f"{', '.join(ACTION_ROLES)}", "error.unknown_action", {"action": action})
+    if principal.role not in roles:
+        names = [r.value for r in Role if r in roles]
+        raise ActionError(403, "forbidden", f"your role ({principal.role}) may not '{action}' cases; this needs "
+                          f"{' or '.join(names)}", "error.forbidden_action",
+                          {"action": action, "roles": names, "role": principal.role})
+    note = (note or "").strip()
+    if len(note) > MAX_NOTE:
+        raise ActionError(422, "bad_request", f"the note is {len(note)} characters; at most {MAX_NOTE}",
+                          "error.note_too_long", {"max": MAX_NOTE})
+    if action == "dismiss":
+        if reason not in DISMISS_REASONS:
+            raise ActionError(422, "invalid_reason", f"dismiss reason {reason!r} is not one of "
+                              f"{', '.join(DISMISS_REASONS)}", "error.invalid_reason")
+    elif reason:
+        raise ActionError(422, "bad_request", f"only dismiss takes a reason; '{action}' takes a note",
+                          "error.invalid_reason")
+    if action == "return" and not note:
+        raise ActionError(422, "comment_required", "returning a case needs a comment saying what to fix",
+                          "error.comment_required")
+    if action == "dispatch":
+        if not team:
+            raise ActionError(422, "team_required", f"choose the team to dispatch to: {', '.join(state.teams)}",
+                              "error.team_required")
+        if team not in state.teams:
+            raise ActionError(422, "unknown_team", f"team {team!r} is not one of {', '.join(state.teams)}",
+                              "error.unknown_team", {"team": team})
+    elif team:
+        raise ActionError(422, "bad_request", f"only dispatch takes a team; '{action}' does not",
+                          "error.bad_request", {"message": "team"})
+    if photos and action != "rectify":
+        raise ActionError(422, "bad_request", "only feedback (rectify) takes photos", "error.bad_request",
+                          {"message": "photos"})
+    if action == "rectify":
+        if len(photos) > MAX_PHOTOS:
+            raise ActionError(422, "too_many_photos", f"{len(photos)} photos sent; at most {MAX_PHOTOS} per feedback",
+                              "error.too_many_photos", {"max": MAX_PHOTOS})
+        if not photos and not note:
+            raise ActionError(422, "feedback_empty", "feedback needs a rectification photo or a note",
+                              "error.feedback_empty")
+
+    with state.session_factory() as session:
+        case = case_by_number(session, number)
+    if case is None:
+        raise _not_found(number)
+    act = Action(action)
+    if act not in TRANSITIONS[case.status]:
+        raise _invalid(InvalidTransition(case.number, case.status, act))
+
+    shas: list[str] = []
+    if photos:
+        encoded = []
+        for upload in photos:
+            try:
+                encoded.append(reencode_photo(upload.data, upload.filename))
+            except UploadRejected as exc:
+                raise ActionError(exc.status, exc.code, exc.message, f"error.{exc.code}",
+                                  {"filename": upload.filename}) from None
+        for data in encoded:
+            sha = hashlib.sha256(data).hexdigest()
+            try:
+                state.store.put(feedback_key(case.number, sha), data, PHOTO_CONTENT_TYPE)
+            except StoreError as exc:
+                log.warning("cannot store a feedback photo of case %s: %s", case.number, exc)
+                raise ActionError(503, "store_unavailable", "the evidence store cannot be written right now; "
+                                  "try again later", "error.store_unavailable") from None
+            if sha not in shas:
+                shas.append(sha)
+    try:
+        return apply_action(state.session_factory, case.number, act, actor, reason=reason,
+                            note=compose(note, team=team, photos=shas))
+    except CaseNotFound:
+        raise _not_found(number) from None
+    except InvalidTransition as exc:
+        raise _invalid(exc) from None
+    except InvalidReason as exc:
+        raise ActionError(422, "invalid_reason", str(exc), "error.invalid_reason") from None
+    except WorkflowError as exc:
+        raise ActionError(422, "bad_request", str(exc), "error.bad_request", {"message": str(exc)}) from None
+
+
+def _invalid(exc: InvalidTransition) -> ActionError:
+    return ActionError(409, "invalid_transition", str(exc), "error.invalid_transition",
+                       {"action": exc.action.value, "status": exc.status.value})
