@@ -13,6 +13,8 @@ TORCH_PIP_ARGS ?=
 CONFIG ?= examples/demo.yaml
 DEBIAN_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+# Cases: a TrueType CJK font embedded in case PDFs, poppler (PDF to image/text in tests), PostgreSQL.
+DEBIAN_PACKAGES += fonts-wqy-zenhei poppler-utils postgresql
 
 .PHONY: setup run run-once test lint fmt bench schema system-deps clean
 
@@ -47,7 +49,9 @@ schema: setup
 # Debian packages the integration tests use (a real RTSP server). Needs root; CI runs it.
 system-deps:
 	@if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" 2>/dev/null \
-	   || ! command -v gst-inspect-1.0 >/dev/null || ! gst-inspect-1.0 x264enc >/dev/null 2>&1; then \
+	   || ! command -v gst-inspect-1.0 >/dev/null || ! gst-inspect-1.0 x264enc >/dev/null 2>&1 \
+	   || ! test -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc || ! command -v pdftoppm >/dev/null \
+	   || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
 	fi
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,9 @@ from nonsite.pipeline.events import TOPIC_CASES, CaseDecision
 
 
 @pytest.fixture()
-def db(tmp_path: Path) -> sessionmaker[Session]:
-    sf = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
+def db(case_db_url: str) -> Iterator[sessionmaker[Session]]:
+    """A migrated case database: SQLite and PostgreSQL (the ``case_db_url`` fixture runs each test on both)."""
+    sf = open_db(case_db_url)
     yield sf
     sf.kw["bind"].dispose()
 
@@ -103,7 +105,7 @@ def test_the_whole_path_to_closed(db: sessionmaker[Session], case: Case) -> None
     apply_action(db, case.id, "return", "reviewer", note="clip too short")
     confirm(db, case.number, "op")  # by number as well as by id
     for action in ("approve", "dispatch", "rectify", "close"):
-        apply_action(db, case.id, action, "someone")
+        apply_action(db, case.id, action, "someone", note="car moved, photo on file" if action == "rectify" else "")
     with db() as s:
         assert s.get(Case, case.id).status is CaseStatus.CLOSED  # type: ignore[union-attr]
     assert [row[1] for row in trail(db, case.id)] == [
