@@ -41,6 +41,8 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from nonsite.config.loader import ConfigError
+
 __all__ = [
     "DISPOSITIONS",
     "LINK_KINDS",
@@ -56,6 +58,7 @@ __all__ = [
     "User",
     "allocate_number",
     "case_by_number",
+    "head_revision",
     "migrate",
     "normalise_url",
     "open_db",
@@ -319,8 +322,9 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-class DatabaseSchemaError(RuntimeError):
-    """The case database cannot be brought to this version's schema (the message says why and what to do)."""
+class DatabaseSchemaError(ConfigError):
+    """The case database cannot be reached or brought to this version's schema (the message says why and
+    what to do; the command line prints it as one line)."""
 
 
 #: Where the Alembic environment and the revisions live (shipped as package data).
@@ -354,7 +358,8 @@ def _alembic_config(connection: Any) -> Any:
     return cfg
 
 
-def _head() -> str:
+def head_revision() -> str:
+    """The newest revision the shipped migrations know."""
     from alembic.script import ScriptDirectory
 
     return str(ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head())

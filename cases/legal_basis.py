@@ -54,19 +54,20 @@ class Text(_Model):
 
 class Provision(_Model):
     law: Text = Field(description="Name of the law or regulation (with its version where it matters).")
-    article: str | None = Field(description="Article (条/款/项) in Chinese; null when not confirmed.")
+    article: Text | None = Field(description="Article (条/款/项), e.g. {zh: 第五十六条, en: Art. 56}; null when not "
+                                 "confirmed.")
     role: Literal["prohibition", "penalty", "duty", "discretion"] = Field(
         description="What the provision does for the case."
     )
     summary: Text = Field(description="What it says, summarised (not the official text).")
     confirmed_by_legal_office: bool = Field(description="Whether the city's legal office confirmed this entry.")
-    note: str = Field("", description="Caveats: jurisdiction, what is not confirmed, what to add locally.")
+    note: Text | None = Field(None, description="Caveats: jurisdiction, what is not confirmed, what to add locally.")
 
     def citation(self, lang: str = "zh") -> str:
         law = self.law.get(lang)
-        if not self.article:
+        if self.article is None:
             return law
-        return f"{law}{self.article}" if lang != "en" else f"{law}, {self.article}"
+        return f"{law}, {self.article.en}" if lang == "en" else f"{law}{self.article.zh}"
 
 
 class Penalty(_Model):
