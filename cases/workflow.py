@@ -232,7 +232,10 @@ def apply_action(
     acting_role = parse_role(role) if role is not None else None
     if acting_role is not None and acting_role not in PERMISSIONS[act]:
         allowed = " or ".join(r.value for r in Role if r in PERMISSIONS[act])
-        raise PermissionDenied(f"a {acting_role.value} may not {act.value} cases; ask a user with the role {allowed}")
+        article = "an" if acting_role.value[0] in "aeiou" else "a"
+        raise PermissionDenied(
+            f"{article} {acting_role.value} may not {act.value} cases; ask a user with the role {allowed}"
+        )
     note = (note or "").strip()
     if act is A.DISMISS:
         if reason not in DISMISS_REASONS:

@@ -83,3 +83,14 @@ def real_sealed(
         offender_hint=OffenderHint(plate=plate, plate_confidence=0.93, plate_format="cn_standard") if plate else None,
     )
     return seal(store, signer, violation)
+
+
+def draft_in_process(url: str, events_json: list[str], prefix: str, barrier: object) -> None:
+    """Child process body for the concurrency tests: open the database, wait for the others, draft them all."""
+    from nonsite.cases import draft_case, open_db
+
+    sf = open_db(url)
+    barrier.wait()  # type: ignore[attr-defined]
+    for raw in events_json:
+        draft_case(sf, EvidenceSealed.model_validate_json(raw), prefix)
+    sf.kw["bind"].dispose()

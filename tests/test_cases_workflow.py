@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from test_cases_drafter import make_sealed
 
 from nonsite.cases import (
+    PERMISSIONS,
     TRANSITIONS,
     Action,
     AuditEntry,
@@ -21,13 +22,22 @@ from nonsite.cases import (
     CaseStatus,
     InvalidReason,
     InvalidTransition,
+    PermissionDenied,
+    Role,
+    WorkflowError,
     allowed_actions,
     apply_action,
+    approve,
+    can,
+    close,
     confirm,
     dismiss,
+    dispatch,
     draft_case,
     open_db,
+    rectify,
     relay_outbox,
+    return_case,
 )
 from nonsite.pipeline.bus import EmbeddedBus
 from nonsite.pipeline.events import TOPIC_CASES, CaseDecision
@@ -179,3 +189,74 @@ def test_decisions_reach_the_bus_through_the_outbox(tmp_path: Path, db: sessionm
     assert msgs[0].key == case.number
     assert json.loads(msgs[1].value)["actor"] == "reviewer"
     bus.close()
+
+
+def test_the_permission_table() -> None:
+    op, rev, adm = Role.OPERATOR, Role.REVIEWER, Role.ADMIN
+    expected = {
+        Action.CONFIRM: {op, adm}, Action.DISMISS: {op, rev, adm}, Action.APPROVE: {rev, adm},
+        Action.RETURN: {rev, adm}, Action.DISPATCH: {op, adm}, Action.RECTIFY: {op, adm}, Action.CLOSE: {rev, adm},
+    }
+    assert dict(PERMISSIONS) == expected
+    assert all(can("admin", a) for a in Action)
+    assert can("operator", "confirm") and not can("operator", "approve") and not can("reviewer", "confirm")
+    assert not can("intern", "confirm") and not can("admin", "delete")
+    assert allowed_actions("confirmed", "operator") == [Action.DISMISS]
+    assert allowed_actions("confirmed", "reviewer") == [Action.APPROVE, Action.RETURN, Action.DISMISS]
+    assert allowed_actions("draft", "reviewer") == [Action.DISMISS]
+
+
+def test_the_wrong_role_is_refused_and_nothing_is_written(db: sessionmaker[Session], case: Case) -> None:
+    with pytest.raises(PermissionDenied, match="a reviewer may not confirm cases; ask a user with the role "
+                                               "operator or admin"):
+        confirm(db, case.id, "rev-wang", role="reviewer")
+    confirm(db, case.id, "op-li", role="operator")
+    with pytest.raises(PermissionDenied, match="an operator may not approve"):
+        approve(db, case.id, "op-zhao", role=Role.OPERATOR)
+    with pytest.raises(WorkflowError, match="unknown role 'boss'"):
+        approve(db, case.id, "x", role="boss")
+    assert [r[1] for r in trail(db, case.id)] == ["created", "confirm"]
+
+
+def test_whoever_confirmed_cannot_review(db: sessionmaker[Session], case: Case) -> None:
+    confirm(db, case.id, "li", role="admin")
+    with pytest.raises(PermissionDenied, match="li confirmed case .* another user must review it"):
+        approve(db, case.id, "li", role="admin")
+    with pytest.raises(PermissionDenied, match="another user"):
+        return_case(db, case.id, "li", "blurred", role="admin")
+    assert approve(db, case.id, "wang", role="reviewer").status is CaseStatus.APPROVED
+
+
+def test_return_needs_a_comment_and_feedback_needs_content(db: sessionmaker[Session], case: Case) -> None:
+    confirm(db, case.id, "li", role="operator")
+    with pytest.raises(InvalidReason, match="returning a case needs a comment"):
+        return_case(db, case.id, "wang", "  ", role="reviewer")
+    return_case(db, case.id, "wang", "plate not readable; add the close-up", role="reviewer")
+    confirm(db, case.id, "li", role="operator")
+    approve(db, case.id, "wang", role="reviewer")
+    dispatch(db, case.id, "li", assignee="黄浦区城管中队", role="operator")
+    with pytest.raises(InvalidReason, match="needs a note or a photo"):
+        rectify(db, case.id, "li", role="operator")
+    with pytest.raises(WorkflowError, match="attachment 0 needs a store key and the hex sha256"):
+        rectify(db, case.id, "li", attachments=[{"key": "feedback/x.jpg", "sha256": "nope"}], role="operator")
+    photo = {"key": f"feedback/{case.number}/1.jpg", "sha256": "ab" * 32, "content_type": "image/jpeg",
+             "bytes": 2048, "name": "after.jpg"}
+    done = rectify(db, case.id, "li", note="摊位已撤离", attachments=[photo], role="operator")
+    assert done.dispatched_to == "黄浦区城管中队"
+    with pytest.raises(PermissionDenied):
+        close(db, case.id, "li", role="operator")
+    close(db, case.id, "wang", role="reviewer")
+    with db() as s:
+        entries = s.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id).order_by(AuditEntry.id)).all()
+        by_action = {e.action: e.detail for e in entries}
+    assert by_action["dispatch"] == {"role": "operator", "assignee": "黄浦区城管中队"}
+    assert by_action["rectify"] == {"role": "operator", "note": "摊位已撤离", "attachments": [photo]}
+    assert by_action["return"]["note"] == "plate not readable; add the close-up"
+    assert [e.action for e in entries][-1] == "close"
+
+
+def test_only_the_right_action_takes_extras(db: sessionmaker[Session], case: Case) -> None:
+    with pytest.raises(WorkflowError, match="only dispatch takes an assignee"):
+        apply_action(db, case.id, "confirm", "li", assignee="team")
+    with pytest.raises(WorkflowError, match="only rectify takes attachments"):
+        apply_action(db, case.id, "confirm", "li", attachments=[{"key": "k", "sha256": "ab" * 32}])
