@@ -169,6 +169,7 @@ class DocumentContext:
     seal_problems: list[str]
     audit: list[dict[str, str]]
     labels: dict[str, str] = field(default_factory=dict)
+    colon: str = "："
 
 
 def _verification_of(case: Case, verification: Verification) -> VerificationLike | None:
@@ -198,7 +199,7 @@ def _legal_snapshot(case: Case, catalogue: Catalogue | None) -> dict[str, Any]:
 
 def _offender(t: _T, case: Case) -> str:
     hint = case.offender_hint if isinstance(case.offender_hint, dict) else None
-    plate = case.offender_plate or (hint or {}).get("plate")
+    plate = (hint or {}).get("plate") or case.offender_plate  # as read (the normalised form is for matching)
     if plate:
         text = t("value.plate", plate=plate)
         conf = (hint or {}).get("plate_confidence")
@@ -375,7 +376,7 @@ def document_context(
         notice=t("doc.draft_notice"), generated=t("doc.generated", at=local_time(now or utcnow(), tz)),
         facts=facts, disposition=disposition, legal=legal, legal_penalty=legal_penalty, legal_footer=footer,
         legal_missing=None if known else t("legal.unknown_type"), stills=stills, evidence=evidence, seal=seal,
-        seal_status=status, seal_problems=problems, audit=rows,
+        seal_status=status, seal_problems=problems, audit=rows, colon="：" if lang == "zh" else ": ",
         labels={k: v for k, v in t.m.items() if k.split(".")[0] in ("section", "evidence", "audit", "legal")},
     )
 
@@ -545,7 +546,7 @@ def render_case_pdf(
         block.append(Spacer(1, 1.5 * mm))
         story.append(KeepTogether(block))
     if ctx.legal_penalty:
-        story.append(p(f"{ctx.labels['legal.penalty']}: {ctx.legal_penalty}"))
+        story.append(p(f"{ctx.labels['legal.penalty']}{ctx.colon}{ctx.legal_penalty}"))
     if ctx.legal_footer:
         story.append(p(ctx.legal_footer, small_s))
 
@@ -555,7 +556,7 @@ def render_case_pdf(
         story.append(p(line))
 
     if ctx.stills:
-        story.append(p(ctx.labels["section.stills"], h_s))
+        heading = p(ctx.labels["section.stills"], h_s)
         cells: list[Any] = []
         col = (width - 6 * mm) / 2
         for still in ctx.stills:
@@ -575,9 +576,11 @@ def render_case_pdf(
                 parts.append(p(still.note, flag_s))
             cells.append(parts)
         rows = [cells[i:i + 2] + ([""] if len(cells[i:i + 2]) == 1 else []) for i in range(0, len(cells), 2)]
-        story.append(Table(rows, colWidths=[col + 3 * mm, col + 3 * mm], style=TableStyle([
-            ("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
-            ("BOTTOMPADDING", (0, 0), (-1, -1), 4 * mm)])))
+        still_style = TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                                  ("BOTTOMPADDING", (0, 0), (-1, -1), 4 * mm)])
+        tables = [Table([row], colWidths=[col + 3 * mm, col + 3 * mm], style=still_style) for row in rows]
+        story.append(KeepTogether([heading, tables[0]]))  # never a heading alone at the foot of a page
+        story.extend(tables[1:])
 
     story.append(p(ctx.labels["section.evidence"], h_s))
     ev_rows = [[p(ctx.labels["evidence.role"], label_s), p(ctx.labels["evidence.file"], label_s),

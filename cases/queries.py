@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from nonsite.cases.db import DISPOSITIONS, AuditEntry, Case, CaseLink, CaseStatus
@@ -95,8 +95,8 @@ class CaseFilter:
             conds.append(Case.number.contains(self.number.strip().upper(), autoescape=True))
         if self.plate:
             plate = normalise_plate(self.plate)
-            if plate:
-                conds.append(Case.offender_plate.contains(plate, autoescape=True))
+            # A plate of only separators names no plate: it matches nothing (not everything).
+            conds.append(Case.offender_plate.contains(plate, autoescape=True) if plate else false())
         if self.text and self.text.strip():
             t = self.text.strip()
             plate = normalise_plate(t) or t

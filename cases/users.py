@@ -15,6 +15,7 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -23,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.cases.db import ApiToken, User, utcnow, write_session
-from nonsite.cases.workflow import Role, parse_role
+from nonsite.cases.workflow import Role, WorkflowError, parse_role
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
@@ -57,8 +58,12 @@ _TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 _hasher = PasswordHasher()
-# Verified against when the username is unknown, so a miss costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so a miss costs as long as a wrong password."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class UserError(ValueError):
@@ -88,7 +93,7 @@ def create_user(
     name = _check_username(username)
     try:
         r = parse_role(role)
-    except ValueError as exc:
+    except WorkflowError as exc:
         raise UserError(str(exc)) from None
     _check_password(password)
     now = utcnow()
@@ -131,7 +136,7 @@ def set_password(session_factory: sessionmaker[Session], username: str, password
 def set_role(session_factory: sessionmaker[Session], username: str, role: Role | str) -> User:
     try:
         r = parse_role(role)
-    except ValueError as exc:
+    except WorkflowError as exc:
         raise UserError(str(exc)) from None
     with write_session(session_factory) as session:
         user = _load_user(session, username)
@@ -156,7 +161,7 @@ def authenticate(session_factory: sessionmaker[Session], username: str, password
         return None
     with session_factory() as session:
         user = session.scalar(select(User).where(User.username == (username or "").strip()))
-    stored = user.password_hash if user is not None else _DUMMY_HASH
+    stored = user.password_hash if user is not None else _dummy_hash()
     try:
         _hasher.verify(stored, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -208,7 +213,7 @@ def create_token(
         raise UserError(f"token name {name!r} is not allowed; use 1-64 letters, digits and . _ -")
     try:
         r = parse_role(role)
-    except ValueError as exc:
+    except WorkflowError as exc:
         raise UserError(str(exc)) from None
     scope_list = _check_scopes(scopes)
     if expires_in is not None and expires_in <= timedelta(0):

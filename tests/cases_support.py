@@ -43,6 +43,22 @@ def labelled_boxes(media_dir: Path, image: str, class_id: int) -> tuple[cv2.typi
     return img, boxes
 
 
+PARKING_VIDEO = "parking_lot_cctv_timelapse_a_640x480.mp4"
+#: A car parked in the parking-lot video's frame 0 (pixels), standing in for a detector box.
+PARKING_BOX = (100.0, 120.0, 220.0, 200.0)
+
+
+def video_frame(media_dir: Path, name: str = PARKING_VIDEO, index: int = 0) -> cv2.typing.MatLike:
+    cap = cv2.VideoCapture(str(media_dir / name))
+    try:
+        for _ in range(index + 1):
+            ok, frame = cap.read()
+            assert ok, f"cannot read frame {index} of {name}"
+    finally:
+        cap.release()
+    return frame
+
+
 def real_sealed(
     store: Store,
     signer: Signer,
@@ -50,6 +66,9 @@ def real_sealed(
     *,
     type_: str = "street_vending",
     image: tuple[str, int, str] = VENDING_IMAGE,
+    frame: cv2.typing.MatLike | None = None,
+    frame_boxes: list[tuple[float, float, float, float]] | None = None,
+    class_name: str | None = None,
     camera_id: str = "cam-east-gate",
     camera_name: str = "东门路口",
     zone_id: str = "z-walk",
@@ -58,12 +77,19 @@ def real_sealed(
     plate: str | None = None,
     dwell_s: float = 95.0,
 ) -> EvidenceSealed:
-    """A violation event packaged by ``write_package_blobs`` from a real photo (a still scene) and sealed."""
-    name, class_id, class_name = image
-    img, boxes = labelled_boxes(media_dir, name, class_id)
+    """A violation event packaged by ``write_package_blobs`` from a real photo (a still scene) and sealed.
+
+    By default the photo and its labelled boxes come from the shared dataset (``image``); ``frame`` and
+    ``frame_boxes`` (with ``class_name``) use a given frame instead.
+    """
+    if frame is not None:
+        img, boxes, cls = frame, list(frame_boxes or [PARKING_BOX]), class_name or "car"
+    else:
+        name, class_id, cls = image
+        img, boxes = labelled_boxes(media_dir, name, class_id)
     confirmed = confirmed_at or datetime(2026, 11, 21, 11, 3, 12, tzinfo=UTC)
     started = confirmed - timedelta(seconds=dwell_s)
-    records = [BoxRecord(xyxy=b, class_name=class_name, confidence=0.81, track_id=5 + i)  # type: ignore[arg-type]
+    records = [BoxRecord(xyxy=b, class_name=cls, confidence=0.81, track_id=5 + i)  # type: ignore[arg-type]
                for i, b in enumerate(boxes)]
     event_id = new_event_id()
     items = write_package_blobs(
