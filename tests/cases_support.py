@@ -68,6 +68,7 @@ def real_sealed(
     image: tuple[str, int, str] = VENDING_IMAGE,
     frame: cv2.typing.MatLike | None = None,
     frame_boxes: list[tuple[float, float, float, float]] | None = None,
+    confirm_frame: cv2.typing.MatLike | None = None,
     class_name: str | None = None,
     camera_id: str = "cam-east-gate",
     camera_name: str = "东门路口",
@@ -96,7 +97,8 @@ def real_sealed(
         store, event_id=event_id, violation_type=type_,
         camera=CameraMeta(id=camera_id, name=camera_name, address="上海市黄浦区南京东路100号"),
         zone_id=zone_id, zone_polygon=[(0.05, 0.4), (0.95, 0.4), (0.95, 0.98), (0.05, 0.98)],
-        onset=Still(started.timestamp(), img, records), confirm=Still(confirmed.timestamp(), img, records),
+        onset=Still(started.timestamp(), img, records),
+        confirm=Still(confirmed.timestamp(), confirm_frame if confirm_frame is not None else img, records),
         closeup_xyxy=records[0].xyxy, clip=[], sequence=1, timezone="Asia/Shanghai",
     )
     violation = ViolationEvent(
