@@ -141,11 +141,11 @@ def _numbers(sf: sessionmaker[Session]) -> list[str]:
 
 
 def test_concurrent_drafting_processes_leave_no_gaps_and_no_duplicates(case_db_url: str) -> None:
-    """Four processes draft overlapping sets of events at once (each event reaches two or more of them, as
-    with at-least-once redelivery): one case per event, numbers 1..N."""
+    """Three processes draft overlapping sets of events at once (most events reach two of them, as with
+    at-least-once redelivery): one case per event, numbers 1..N."""
     sf = open_db(case_db_url)
     events = [make_sealed().model_dump_json() for _ in range(24)]
-    shares = [events[0:14], events[6:20], events[10:24], events[::2]]
+    shares = [events[0:16], events[8:24], events[::2]]
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(len(shares))
     procs = [ctx.Process(target=draft_in_process, args=(case_db_url, share, "SH", barrier)) for share in shares]

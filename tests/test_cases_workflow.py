@@ -260,3 +260,29 @@ def test_only_the_right_action_takes_extras(db: sessionmaker[Session], case: Cas
         apply_action(db, case.id, "confirm", "li", assignee="team")
     with pytest.raises(WorkflowError, match="only rectify takes attachments"):
         apply_action(db, case.id, "confirm", "li", attachments=[{"key": "k", "sha256": "ab" * 32}])
+
+
+def test_feedback_photos_are_checked_and_stored_outside_the_package(
+        db: sessionmaker[Session], case: Case, tmp_path: Path, media_dir: Path) -> None:
+    from nonsite.cases.attachments import AttachmentError, store_feedback_photo
+    from nonsite.evidence import LocalStore
+
+    store = LocalStore(tmp_path / "evidence")
+    photo = (media_dir / "generic_bus_ultralytics.jpg").read_bytes()
+    att = store_feedback_photo(store, case.number, photo, "../../after 整改.jpg")
+    assert att["key"].startswith(f"cases/{case.number}/feedback/") and att["key"].endswith(".jpg")
+    assert store.get(att["key"]) == photo and att["content_type"] == "image/jpeg" and att["bytes"] == len(photo)
+    assert "/" not in att["name"] and att["name"].endswith(".jpg")
+    for data, message in [(b"", "empty"), (b"GIF89a" + bytes(100), "only JPEG or PNG"),
+                          (photo[:200], "does not decode"), (b"<script>alert(1)</script>", "only JPEG or PNG")]:
+        with pytest.raises(AttachmentError, match=message):
+            store_feedback_photo(store, case.number, data, "x.jpg")
+    with pytest.raises(AttachmentError, match="the limit is"):
+        store_feedback_photo(store, case.number, photo, max_bytes=1000)
+    with pytest.raises(AttachmentError, match="cannot name a folder"):
+        store_feedback_photo(store, "../x", photo)
+    confirm(db, case.id, "li", role="operator")
+    approve(db, case.id, "wang", role="reviewer")
+    dispatch(db, case.id, "li", role="operator")
+    done = rectify(db, case.id, "li", attachments=[att], role="operator")
+    assert done.status is CaseStatus.RECTIFIED
