@@ -131,6 +131,9 @@ def cmd_export_negatives(a: argparse.Namespace) -> int:
     sf = _sessions(a, cfg)
     try:
         result = export_negatives(sf, open_store(cfg.evidence, data), Path(a.out), since=since, until=until)
+    except OSError as exc:
+        raise CasesCliError(f"cannot write the dataset to {a.out}: {exc.strerror or exc}; pick a writable "
+                            "folder") from None
     finally:
         sf.kw["bind"].dispose()
     print(result.summary())
@@ -169,11 +172,15 @@ def cmd_document(a: argparse.Namespace) -> int:
     kw: dict[str, Any] = {"verification": verification, "audit": audit,
                           "catalogue": load_catalogue(cfg.cases.legal_basis)}
     if out.suffix.lower() == ".pdf":
-        out.write_bytes(render_case_pdf(case, store, a.lang, cfg.timezone, font_path=cfg.cases.document_font, **kw))
+        content: bytes = render_case_pdf(case, store, a.lang, cfg.timezone, font_path=cfg.cases.document_font, **kw)
     elif out.suffix.lower() in (".html", ".htm"):
-        out.write_text(render_case_html(case, a.lang, cfg.timezone, store=store, **kw), encoding="utf-8")
+        content = render_case_html(case, a.lang, cfg.timezone, store=store, **kw).encode("utf-8")
     else:
         raise CasesCliError(f"{out}: name the output .pdf or .html")
+    try:
+        out.write_bytes(content)
+    except OSError as exc:
+        raise CasesCliError(f"cannot write {out}: {exc.strerror or exc}") from None
     print(f"wrote {out}")
     return 0
 

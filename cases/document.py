@@ -30,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from nonsite.cases.db import AuditEntry, Case, utcnow
 from nonsite.cases.legal_basis import Catalogue, default_catalogue
+from nonsite.config.loader import ConfigError
 
 __all__ = [
     "CJK_FONT_CANDIDATES",
@@ -61,8 +62,9 @@ STILL_ROLES: tuple[tuple[str, str], ...] = (
 )
 
 
-class FontMissing(RuntimeError):
-    """No CJK font to embed in the PDF; the message says what to install or configure."""
+class FontMissing(ConfigError):
+    """No CJK font to embed in the PDF; the message says what to install or configure (the command line
+    prints it as one line)."""
 
 
 class VerificationLike(Protocol):
