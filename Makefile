@@ -16,6 +16,8 @@ DEBIAN_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ba
 # The console's browser tests drive Debian's headless Chromium (never `playwright install`); the CJK font
 # makes the Chinese pages legible in their screenshots.
 DEBIAN_PACKAGES += chromium fonts-noto-cjk
+# Cases: a TrueType CJK font embedded in case PDFs, poppler (PDF to image/text in tests), PostgreSQL.
+DEBIAN_PACKAGES += fonts-wqy-zenhei poppler-utils postgresql
 
 .PHONY: setup run run-once test lint fmt bench schema system-deps clean
 
@@ -51,7 +53,9 @@ schema: setup
 system-deps:
 	@if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" 2>/dev/null \
 	   || ! command -v gst-inspect-1.0 >/dev/null || ! gst-inspect-1.0 x264enc >/dev/null 2>&1 \
-	   || ! command -v chromium >/dev/null || ! fc-list :lang=zh | grep -q .; then \
+	   || ! command -v chromium >/dev/null || ! fc-list :lang=zh | grep -q . \
+	   || ! test -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc || ! command -v pdftoppm >/dev/null \
+	   || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
 	fi
 

@@ -66,6 +66,7 @@ class Embedded:
 
     def __init__(self, cfg: NonsiteConfig) -> None:
         from nonsite.cases.db import open_db
+        from nonsite.cases.legal_basis import load_catalogue
         from nonsite.evidence import open_store, signing_key_path
         from nonsite.evidence.signing import Signer
         from nonsite.pipeline.bus import open_bus
@@ -78,6 +79,7 @@ class Embedded:
         self.signer = Signer.load_or_create(signing_key_path(cfg.evidence, self.data))
         self.db_url = cfg.cases.database_url or f"sqlite:///{self.data / 'cases.db'}"
         self.sessions = open_db(self.db_url)
+        self.catalogue = load_catalogue(cfg.cases.legal_basis)
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.console: ConsoleServer | None = None
@@ -91,7 +93,8 @@ class Embedded:
             threading.Thread(target=run_sealer, args=(self.bus, self.store, self.signer, self.stop),
                              name="sealer", daemon=True),
             threading.Thread(target=run_drafter, args=(self.bus, self.sessions, self.cfg.cases.number_prefix,
-                                                       self.stop), kwargs={"timezone": self.cfg.timezone},
+                                                       self.stop),
+                             kwargs={"timezone": self.cfg.timezone, "catalogue": self.catalogue},
                              name="drafter", daemon=True),
             threading.Thread(target=run_outbox_relay, args=(self.bus, self.sessions, self.stop),
                              name="decisions", daemon=True),

@@ -53,6 +53,9 @@ def preflight(cfg: NonsiteConfig, config_path: str) -> None:
         resolve(cfg.detector.model)
     except WeightsError as e:
         raise UserError(f"{config_path}: detector.model: {e}") from None
+    from nonsite.cases.legal_basis import load_catalogue
+
+    load_catalogue(cfg.cases.legal_basis)  # a bad catalogue stops the run here, as file:line: key: fix
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -102,7 +105,10 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
 
 def cmd_config_check(a: argparse.Namespace) -> int:
+    from nonsite.cases.legal_basis import load_catalogue
+
     cfg = _load(a.config)
+    load_catalogue(cfg.cases.legal_basis)
     print(f"{a.config}: OK ({len(cfg.cameras)} cameras, "
           f"{sum(len(c.zones) for c in cfg.cameras)} zones, data in {cfg.data_dir})")
     return 0
@@ -208,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="detector weights").add_subparsers(dest="models_cmd", required=True)
     ml = m.add_parser("list", help="list the weights registry and where each file resolves")
     ml.set_defaults(fn=cmd_models_list)
+
+    from nonsite.cases.cli import add_parsers as add_cases_parsers
+
+    add_cases_parsers(sub)  # nonsite cases ..., nonsite users ...
     return p
 
 

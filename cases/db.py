@@ -1,8 +1,9 @@
 """The case database: SQLAlchemy 2.0 models and :func:`open_db`.
 
 SQLite is the default (embedded mode; WAL journal, foreign keys on, writers serialised with
-``BEGIN IMMEDIATE`` so a read-then-write transaction never fails half way); PostgreSQL slots in
-through the URL (later with Alembic migrations). Every timestamp is stored and returned in UTC.
+``BEGIN IMMEDIATE`` so a read-then-write transaction never fails half way); PostgreSQL (distributed
+mode) slots in through the URL. The schema is created and upgraded by the Alembic migrations shipped in
+``cases/migrations`` (:func:`open_db` runs them to head). Every timestamp is stored and returned in UTC.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Dialect,
     Engine,
@@ -25,29 +27,49 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from nonsite.config.loader import ConfigError
+
 __all__ = [
+    "DISPOSITIONS",
+    "LINK_KINDS",
+    "ApiToken",
     "AuditEntry",
     "Base",
     "Case",
+    "CaseLink",
     "CaseSequence",
     "CaseStatus",
+    "DatabaseSchemaError",
     "OutboxMessage",
+    "User",
     "allocate_number",
     "case_by_number",
+    "head_revision",
+    "migrate",
+    "normalise_url",
     "open_db",
+    "schema_revision",
     "write_session",
 ]
+
+#: Suggested dispositions of a draft (from the legal-basis catalogue's discretion table).
+DISPOSITIONS: tuple[str, ...] = ("warning", "penalty", "dispatch", "manual")
+#: How two cases are linked as possible repeats: the same zone of the same camera, or the same plate.
+LINK_KINDS: tuple[str, ...] = ("same_zone", "same_plate")
 
 _WRITE_OPTION = "nonsite_write"
 
@@ -139,6 +161,31 @@ class Case(Base):
     dismiss_note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Added by migration 0002.
+    offender_plate: Mapped[str | None] = mapped_column(
+        String(32), nullable=True, index=True, comment="Plate text as read (normalised), when one was read"
+    )
+    offender_hint: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, nullable=True, comment="The violation's OffenderHint (plate, confidence, format, crop role)"
+    )
+    repeat_count: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", comment="Earlier linked cases that count as repeats"
+    )
+    suggested_disposition: Mapped[str] = mapped_column(
+        String(16), default="manual", server_default="manual", index=True,
+        comment="warning | penalty | dispatch | manual (from the discretion table)",
+    )
+    disposition: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, server_default=text("'{}'"),
+        comment="The discretion rule that matched: rule id, basis, dispatch team, summary",
+    )
+    legal_basis: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, server_default=text("'{}'"),
+        comment="Snapshot of the catalogue entry applied when drafted (provisions, penalty, version)",
+    )
+    dispatched_to: Mapped[str] = mapped_column(
+        String(256), default="", server_default="", comment="Team the case was dispatched to"
+    )
 
     audit: Mapped[list[AuditEntry]] = relationship(
         back_populates="case", order_by="AuditEntry.id", viewonly=True
@@ -163,6 +210,64 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     case: Mapped[Case] = relationship(back_populates="audit", viewonly=True)
+
+
+class CaseLink(Base):
+    """A possible repeat: ``case_id`` (the later case) is linked to the earlier ``linked_case_id``."""
+
+    __tablename__ = "case_links"
+    __table_args__ = (UniqueConstraint("case_id", "linked_case_id", "kind", name="uq_case_links"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    linked_case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), comment="same_zone | same_plate")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class User(Base):
+    """A console user (operator, reviewer or admin); see :mod:`nonsite.cases.users`."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    role: Mapped[str] = mapped_column(String(16), comment="operator | reviewer | admin")
+    password_hash: Mapped[str] = mapped_column(String(255), comment="argon2id hash (argon2-cffi)")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    def __repr__(self) -> str:
+        return f"User({self.username!r}, {self.role!r}{'' if self.active else ', inactive'})"
+
+
+class ApiToken(Base):
+    """An API token for integrators: only its sha256 is stored; the plaintext is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, comment="hex sha256 of the token")
+    prefix: Mapped[str] = mapped_column(String(16), comment="First characters of the token, to recognise it")
+    role: Mapped[str] = mapped_column(String(16), comment="Role the token acts with: operator | reviewer | admin")
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    @property
+    def actor(self) -> str:
+        """How the audit trail names what this token did."""
+        return f"token:{self.name}"
+
+    def __repr__(self) -> str:
+        return f"ApiToken({self.name!r}, {self.role!r}, {self.scopes!r})"
 
 
 class CaseSequence(Base):
@@ -198,14 +303,6 @@ def _refuse_audit_delete(mapper: Any, connection: Any, target: AuditEntry) -> No
     raise PermissionError("audit entries are append-only and cannot be deleted")
 
 
-_SQLITE_TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS audit_entries_no_update BEFORE UPDATE ON audit_entries "
-    "BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END",
-    "CREATE TRIGGER IF NOT EXISTS audit_entries_no_delete BEFORE DELETE ON audit_entries "
-    "BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END",
-)
-
-
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -225,18 +322,101 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def open_db(url: str) -> sessionmaker[Session]:
-    """Open (and create the tables of) the case database at SQLAlchemy ``url``.
+class DatabaseSchemaError(ConfigError):
+    """The case database cannot be reached or brought to this version's schema (the message says why and
+    what to do; the command line prints it as one line)."""
 
-    ``sqlite:///path/cases.db`` creates the folder when missing. Sessions keep loaded objects usable
-    after commit (``expire_on_commit=False``), so functions can return detached cases.
-    """
+
+#: Where the Alembic environment and the revisions live (shipped as package data).
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: The revision that is the walking skeleton's schema (databases made by its ``create_all``).
+BASELINE_REVISION = "0001"
+#: Key of the PostgreSQL advisory lock that serialises concurrent migrators.
+_PG_MIGRATION_LOCK = 0x6E6F6E73  # "nons"
+
+
+def normalise_url(url: str) -> str:
+    """``url`` with PostgreSQL pointed at the installed driver (psycopg 3); a clear error if not a URL."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ValueError(
-            f"case database URL {url!r} is not a SQLAlchemy URL; use e.g. sqlite:///data/cases.db"
+            f"case database URL {url!r} is not a SQLAlchemy URL; use e.g. sqlite:///data/cases.db "
+            "or postgresql://user@host/dbname"
         ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _alembic_config(connection: Any) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest revision the shipped migrations know."""
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head())
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at (None: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def migrate(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Upgrade the database to ``revision`` (default: the newest); returns (before, after).
+
+    Runs in one transaction holding a lock (PostgreSQL: an advisory lock; SQLite: ``BEGIN IMMEDIATE``),
+    so processes that open the same database at once migrate it once. A database made by the walking
+    skeleton (tables but no ``alembic_version``) is stamped at the baseline revision first.
+    """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.util import CommandError
+
+    url = engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.connect().execution_options(**{_WRITE_OPTION: True}) as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            before = MigrationContext.configure(conn).get_current_revision()
+            cfg = _alembic_config(conn)
+            if before is None and inspect(conn).has_table("cases"):
+                command.stamp(cfg, BASELINE_REVISION)
+                before = BASELINE_REVISION
+            command.upgrade(cfg, revision)
+            after = MigrationContext.configure(conn).get_current_revision()
+    except CommandError as exc:
+        raise DatabaseSchemaError(
+            f"cannot migrate the case database at {url}: {exc}; if it was made by a newer nonsite, "
+            "run that version (or restore a backup)"
+        ) from None
+    except OperationalError as exc:
+        raise DatabaseSchemaError(
+            f"cannot reach the case database at {url} ({str(exc.orig).strip().splitlines()[0]}); "
+            "check cases.database_url and that the server is running"
+        ) from None
+    return before, str(after)
+
+
+def open_db(url: str, *, upgrade: bool = True) -> sessionmaker[Session]:
+    """Open the case database at SQLAlchemy ``url`` and bring its schema to the newest revision.
+
+    ``sqlite:///path/cases.db`` creates the folder when missing; ``postgresql://user@host/db`` uses
+    psycopg 3. Sessions keep loaded objects usable after commit (``expire_on_commit=False``), so
+    functions can return detached cases. ``upgrade=False`` opens without migrating (for inspection).
+    """
+    parsed = make_url(normalise_url(url))
     kwargs: dict[str, Any] = {}
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite:
@@ -253,14 +433,17 @@ def open_db(url: str) -> sessionmaker[Session]:
                     "set cases.database_url to a writable place"
                 ) from None
             kwargs.update(connect_args={"check_same_thread": False, "timeout": 30})
+    else:
+        kwargs.update(pool_pre_ping=True)
     engine = create_engine(parsed, **kwargs)
     if is_sqlite:
         _configure_sqlite(engine)
-    Base.metadata.create_all(engine)
-    if is_sqlite:
-        with engine.begin() as conn:
-            for ddl in _SQLITE_TRIGGERS:
-                conn.exec_driver_sql(ddl)
+    if upgrade:
+        try:
+            migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 

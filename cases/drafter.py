@@ -4,6 +4,11 @@ Idempotent by event id (at-least-once delivery may bring the same event twice, a
 race on it: the unique constraint on ``cases.event_id`` settles it). The bus position is committed
 only after the database commit, so a crash in between redelivers the event and drafts nothing twice.
 A message that is not valid JSON or not an :class:`EvidenceSealed` goes to the dead-letter topic.
+
+Each draft carries the offender hint (the plate, when one was read), its links to earlier cases of the
+same type at the same zone or with the same plate within the catalogue's window (``case_links``), the
+repeat count that follows, the suggested disposition from the catalogue's discretion table and a
+snapshot of the legal basis it was drafted under.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,11 +27,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nonsite.cases.db import AuditEntry, Case, CaseStatus, allocate_number, utcnow, write_session
+from nonsite.cases.db import AuditEntry, Case, CaseLink, CaseStatus, allocate_number, utcnow, write_session
+from nonsite.cases.legal_basis import Catalogue, default_catalogue
 from nonsite.pipeline.bus import Bus, Consumer, Message
 from nonsite.pipeline.events import TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, EvidenceSealed
 
-__all__ = ["DRAFTER_ACTOR", "DraftError", "draft_case", "draft_pending", "run_drafter"]
+__all__ = ["DRAFTER_ACTOR", "DraftError", "draft_case", "draft_pending", "find_repeats", "normalise_plate",
+           "run_drafter"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,46 @@ def _thumbnail_key(sealed: EvidenceSealed) -> str | None:
     return next((by_role[r] for r in THUMBNAIL_ROLES if r in by_role), None)
 
 
+_PLATE_NOISE = re.compile(r"[\s·•.\-_]+")
+
+
+def normalise_plate(plate: str | None) -> str | None:
+    """Plate text as stored and compared: upper case, without spaces and separators (沪A·12345 → 沪A12345)."""
+    if not plate:
+        return None
+    text = _PLATE_NOISE.sub("", plate).upper()
+    return text or None
+
+
+def find_repeats(
+    session: Session,
+    *,
+    violation_type: str,
+    camera_id: str,
+    zone_id: str,
+    plate: str | None,
+    at: datetime,
+    window_days: int,
+    exclude_event_id: str | None = None,
+) -> list[tuple[int, str]]:
+    """Earlier cases (``case id``, link kind) of the same type within ``window_days`` before ``at``.
+
+    ``same_zone``: the same zone of the same camera; ``same_plate``: the same normalised plate. Dismissed
+    cases do not count (a false alarm is no offence).
+    """
+    since = at - timedelta(days=window_days)
+    base = [Case.type == violation_type, Case.confirmed_at >= since, Case.confirmed_at <= at,
+            Case.status != CaseStatus.DISMISSED]
+    if exclude_event_id is not None:
+        base.append(Case.event_id != exclude_event_id)
+    links = [(cid, "same_zone") for cid in session.scalars(
+        select(Case.id).where(*base, Case.camera_id == camera_id, Case.zone_id == zone_id).order_by(Case.id))]
+    if plate:
+        links += [(cid, "same_plate") for cid in session.scalars(
+            select(Case.id).where(*base, Case.offender_plate == plate).order_by(Case.id))]
+    return links
+
+
 def _existing(session_factory: sessionmaker[Session], event_id: str) -> Case | None:
     with session_factory() as session:
         return session.scalar(select(Case).where(Case.event_id == event_id))
@@ -56,12 +104,16 @@ def draft_case(
     *,
     timezone: str = "Asia/Shanghai",
     now: datetime | None = None,
+    catalogue: Catalogue | None = None,
 ) -> tuple[Case, bool]:
     """The case of ``sealed`` and whether this call created it (False: it existed already).
 
     The number's year is the filing year in the city's ``timezone``; the sequence is allocated in the
-    same transaction as the insert, so numbers have no gaps and no duplicates.
+    same transaction as the insert, so numbers have no gaps and no duplicates. ``catalogue`` is the
+    legal-basis catalogue (default: the shipped one) that gives the repeat window, the suggested
+    disposition and the legal-basis snapshot.
     """
+    cat = catalogue or default_catalogue()
     if sealed.event_id != sealed.violation.event_id:
         raise DraftError(
             f"sealed event id {sealed.event_id!r} differs from its violation's {sealed.violation.event_id!r}"
@@ -70,6 +122,9 @@ def draft_case(
     if found is not None:
         return found, False
     v = sealed.violation
+    hint = v.offender_hint
+    plate = normalise_plate(hint.plate if hint else None)
+    policy = cat.repeat_policy(v.type)
     created = (now or utcnow()).astimezone(UTC)
     year = created.astimezone(ZoneInfo(timezone)).year
     try:
@@ -77,8 +132,19 @@ def draft_case(
             again = session.scalar(select(Case).where(Case.event_id == sealed.event_id))
             if again is not None:
                 return again, False
+            # Allocating first takes the sequence row's lock: concurrent drafts are serialised from here on,
+            # so each one sees the cases committed before it when looking for repeats.
+            number = allocate_number(session, number_prefix, year)
+            links = find_repeats(
+                session, violation_type=v.type, camera_id=v.camera_id, zone_id=v.zone_id, plate=plate,
+                at=v.confirmed_at, window_days=policy.window_days, exclude_event_id=sealed.event_id,
+            )
+            counted = {"zone": "same_zone", "plate": "same_plate"}
+            kinds = {counted[b] for b in policy.by}
+            repeat_count = len({cid for cid, kind in links if kind in kinds})
+            suggestion = cat.suggest(v.type, repeat_count, plate_read=plate is not None)
             case = Case(
-                number=allocate_number(session, number_prefix, year),
+                number=number,
                 event_id=sealed.event_id,
                 type=v.type,
                 camera_id=v.camera_id,
@@ -103,15 +169,25 @@ def draft_case(
                 status=CaseStatus.DRAFT,
                 created_at=created,
                 updated_at=created,
+                offender_plate=plate,
+                offender_hint=hint.model_dump(mode="json") if hint else None,
+                repeat_count=repeat_count,
+                suggested_disposition=suggestion.disposition,
+                disposition=suggestion.as_record(cat),
+                legal_basis=cat.snapshot(v.type),
             )
             session.add(case)
             session.flush()
+            for linked_id, kind in links:
+                session.add(CaseLink(case_id=case.id, linked_case_id=linked_id, kind=kind, created_at=created))
             session.add(
                 AuditEntry(
                     case_id=case.id, at=created, actor=DRAFTER_ACTOR, action="created",
                     before_status=None, after_status=CaseStatus.DRAFT.value,
                     detail={"event_id": sealed.event_id, "manifest_sha256": sealed.manifest_sha256,
-                            "seal_problems": len(sealed.problems)},
+                            "seal_problems": len(sealed.problems), "repeat_count": repeat_count,
+                            "suggested_disposition": suggestion.disposition, "rule": suggestion.rule,
+                            "catalogue_version": cat.version},
                 )
             )
     except IntegrityError:
@@ -120,7 +196,8 @@ def draft_case(
         if found is None:
             raise
         return found, False
-    log.info("drafted case %s for event %s (%s, camera %s)", case.number, case.event_id, case.type, case.camera_id)
+    log.info("drafted case %s for event %s (%s, camera %s, %d repeat(s), suggests %s)", case.number, case.event_id,
+             case.type, case.camera_id, case.repeat_count, case.suggested_disposition)
     return case, True
 
 
@@ -161,12 +238,12 @@ def _parse(message: Message) -> EvidenceSealed:
 
 def _handle(
     bus: Bus, session_factory: sessionmaker[Session], number_prefix: str, message: Message, group: str,
-    timezone: str,
+    timezone: str, catalogue: Catalogue | None = None,
 ) -> bool:
     """Draft the case of one message (True if a case was created); poison goes to the dead letter."""
     try:
         sealed = _parse(message)
-        _, created = draft_case(session_factory, sealed, number_prefix, timezone=timezone)
+        _, created = draft_case(session_factory, sealed, number_prefix, timezone=timezone, catalogue=catalogue)
         return created
     except _TRANSIENT:
         raise
@@ -186,6 +263,7 @@ def draft_pending(
     group: str = "nonsite-drafter",
     timezone: str = "Asia/Shanghai",
     poll_timeout_s: float = 0.0,
+    catalogue: Catalogue | None = None,
 ) -> int:
     """Drain ``nonsite.evidence`` once (until a poll comes back empty); returns the cases created.
 
@@ -199,7 +277,7 @@ def draft_pending(
             if not batch:
                 return created
             for message in batch:
-                created += _handle(bus, session_factory, number_prefix, message, group, timezone)
+                created += _handle(bus, session_factory, number_prefix, message, group, timezone, catalogue)
                 consumer.commit(message)
     finally:
         consumer.close()
@@ -215,6 +293,7 @@ def run_drafter(
     timezone: str = "Asia/Shanghai",
     poll_timeout_s: float = 0.5,
     max_backoff_s: float = 30.0,
+    catalogue: Catalogue | None = None,
 ) -> None:
     """Consume ``nonsite.evidence`` in consumer group ``group`` until ``stop`` is set.
 
@@ -230,7 +309,7 @@ def run_drafter(
                 for message in batch:
                     if stop.is_set():
                         break
-                    _handle(bus, session_factory, number_prefix, message, group, timezone)
+                    _handle(bus, session_factory, number_prefix, message, group, timezone, catalogue)
                     consumer.commit(message)
                 backoff = 0.5
             except _TRANSIENT as exc:

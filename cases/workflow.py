@@ -10,6 +10,15 @@ DESIGN's workflow, as a table (:data:`TRANSITIONS`)::
 
 dismissed and closed are final.
 
+Who may do what is a second table (:data:`PERMISSIONS`), the one the console enforces too::
+
+    operator (值班员):   confirm, dismiss, dispatch, rectify (feedback)
+    reviewer (法制审核): approve, return, dismiss, close
+    admin:               everything
+
+and the legal review is a second pair of eyes: whoever confirmed a case cannot approve or return it.
+Returning needs a comment; rectifying needs feedback (a note or an attachment such as a photo).
+
 Every transition runs in one write transaction that checks the current status, changes it, appends an
 :class:`~nonsite.cases.db.AuditEntry` (before/after) and queues a :class:`CaseDecision` for
 ``nonsite.cases`` in the outbox, so a crash leaves either all of it or none.
@@ -18,7 +27,7 @@ Every transition runs in one write transaction that checks the current status, c
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -29,16 +38,26 @@ from nonsite.pipeline.events import TOPIC_CASES, CaseDecision
 
 __all__ = [
     "DISMISS_REASONS",
+    "PERMISSIONS",
     "TRANSITIONS",
     "Action",
     "CaseNotFound",
     "InvalidReason",
     "InvalidTransition",
+    "PermissionDenied",
+    "Role",
     "WorkflowError",
     "allowed_actions",
     "apply_action",
+    "approve",
+    "can",
+    "close",
     "confirm",
     "dismiss",
+    "dispatch",
+    "parse_role",
+    "rectify",
+    "return_case",
 ]
 
 
@@ -68,6 +87,31 @@ TRANSITIONS: Mapping[CaseStatus, Mapping[Action, CaseStatus]] = {
 DISMISS_REASONS: tuple[str, ...] = ("false_positive", "duplicate", "not_a_violation", "other")
 
 
+class Role(enum.StrEnum):
+    """Console roles."""
+
+    OPERATOR = "operator"
+    REVIEWER = "reviewer"
+    ADMIN = "admin"
+
+
+R = Role
+
+#: Which roles may apply each action (the console checks the same table before it calls the workflow).
+PERMISSIONS: Mapping[Action, frozenset[Role]] = {
+    A.CONFIRM: frozenset({R.OPERATOR, R.ADMIN}),
+    A.DISMISS: frozenset({R.OPERATOR, R.REVIEWER, R.ADMIN}),
+    A.APPROVE: frozenset({R.REVIEWER, R.ADMIN}),
+    A.RETURN: frozenset({R.REVIEWER, R.ADMIN}),
+    A.DISPATCH: frozenset({R.OPERATOR, R.ADMIN}),
+    A.RECTIFY: frozenset({R.OPERATOR, R.ADMIN}),
+    A.CLOSE: frozenset({R.REVIEWER, R.ADMIN}),
+}
+
+#: Actions of the legal review, refused to whoever confirmed the case (四眼原则: two different people).
+REVIEW_ACTIONS: frozenset[Action] = frozenset({A.APPROVE, A.RETURN})
+
+
 class WorkflowError(Exception):
     """A workflow request that cannot be carried out; the message says why."""
 
@@ -93,14 +137,37 @@ class InvalidReason(WorkflowError, ValueError):
     pass
 
 
+class PermissionDenied(WorkflowError, PermissionError):
+    """The user's role may not apply this action (or they confirmed the case they try to review)."""
+
+
+def parse_role(role: Role | str) -> Role:
+    try:
+        return Role(role)
+    except ValueError:
+        raise WorkflowError(f"unknown role {role!r}; use one of {', '.join(r.value for r in Role)}") from None
+
+
+def can(role: Role | str, action: Action | str) -> bool:
+    """Whether ``role`` may apply ``action`` at all (the status decides whether it applies now)."""
+    try:
+        return Role(role) in PERMISSIONS[Action(action)]
+    except ValueError:
+        return False
+
+
 def _past(action: Action) -> str:
     return {A.RETURN: "returned", A.DISMISS: "dismissed", A.CONFIRM: "confirmed", A.APPROVE: "approved",
             A.DISPATCH: "dispatched", A.RECTIFY: "rectified", A.CLOSE: "closed"}[action]
 
 
-def allowed_actions(status: CaseStatus | str) -> list[Action]:
-    """Actions that may be applied to a case in ``status``."""
-    return list(TRANSITIONS[CaseStatus(status)])
+def allowed_actions(status: CaseStatus | str, role: Role | str | None = None) -> list[Action]:
+    """Actions that may be applied to a case in ``status`` (by ``role``, when given)."""
+    acts = list(TRANSITIONS[CaseStatus(status)])
+    if role is None:
+        return acts
+    r = parse_role(role)
+    return [a for a in acts if r in PERMISSIONS[a]]
 
 
 def _load_for_update(session: Session, case_ref: int | str) -> Case:
@@ -112,19 +179,47 @@ def _load_for_update(session: Session, case_ref: int | str) -> Case:
     return case
 
 
+def _last_confirmer(session: Session, case_id: int) -> str | None:
+    return session.scalar(
+        select(AuditEntry.actor).where(AuditEntry.case_id == case_id, AuditEntry.action == A.CONFIRM.value)
+        .order_by(AuditEntry.id.desc()).limit(1)
+    )
+
+
+def _attachment_records(attachments: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, att in enumerate(attachments or ()):
+        key, sha = str(att.get("key", "")), str(att.get("sha256", ""))
+        if not key or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise WorkflowError(f"attachment {i} needs a store key and the hex sha256 of its bytes")
+        out.append({"key": key, "sha256": sha, "content_type": str(att.get("content_type", "")),
+                    "bytes": int(att.get("bytes", 0) or 0), "name": str(att.get("name", ""))})
+    return out
+
+
 def apply_action(
     session_factory: sessionmaker[Session],
     case_id: int | str,
     action: Action | str,
     actor: str,
     *,
+    role: Role | str | None = None,
     reason: str | None = None,
     note: str = "",
+    assignee: str | None = None,
+    attachments: Sequence[Mapping[str, Any]] | None = None,
 ) -> Case:
     """Apply ``action`` to the case (its id, or its number as a string) on behalf of ``actor``.
 
-    Raises :class:`CaseNotFound`, :class:`InvalidTransition` or :class:`InvalidReason`; on success the
-    status, the audit entry and the outbox message are committed together and the case is returned.
+    ``role`` is the acting user's role, checked against :data:`PERMISSIONS` (the console and the API
+    always pass it; ``None`` is for trusted internal callers such as the command line). ``reason`` is
+    for dismiss only; ``note`` is a comment (required to return a case); ``assignee`` names the team
+    a dispatch goes to (default: the suggested team); ``attachments`` (``{key, sha256, content_type,
+    bytes, name}`` of blobs already in the evidence store) are the feedback of a rectification.
+
+    Raises :class:`CaseNotFound`, :class:`InvalidTransition`, :class:`InvalidReason`,
+    :class:`PermissionDenied` or :class:`WorkflowError`; on success the status, the audit entry and
+    the outbox message are committed together and the case is returned.
     """
     try:
         act = Action(action)
@@ -134,6 +229,13 @@ def apply_action(
     actor = (actor or "").strip()
     if not actor:
         raise WorkflowError("an action needs an actor (the user who acts)")
+    acting_role = parse_role(role) if role is not None else None
+    if acting_role is not None and acting_role not in PERMISSIONS[act]:
+        allowed = " or ".join(r.value for r in Role if r in PERMISSIONS[act])
+        article = "an" if acting_role.value[0] in "aeiou" else "a"
+        raise PermissionDenied(
+            f"{article} {acting_role.value} may not {act.value} cases; ask a user with the role {allowed}"
+        )
     note = (note or "").strip()
     if act is A.DISMISS:
         if reason not in DISMISS_REASONS:
@@ -144,6 +246,16 @@ def apply_action(
             raise InvalidReason("dismiss reason 'other' needs a note saying why")
     elif reason is not None:
         raise InvalidReason(f"only dismiss takes a reason; '{act.value}' takes a note")
+    if act is A.RETURN and not note:
+        raise InvalidReason("returning a case needs a comment saying what to fix")
+    files = _attachment_records(attachments)
+    if files and act is not A.RECTIFY:
+        raise WorkflowError(f"only rectify takes attachments (the feedback photos), not '{act.value}'")
+    if act is A.RECTIFY and not (note or files):
+        raise InvalidReason("rectification feedback needs a note or a photo of the rectified place")
+    assignee = (assignee or "").strip() or None
+    if assignee is not None and act is not A.DISPATCH:
+        raise WorkflowError(f"only dispatch takes an assignee, not '{act.value}'")
 
     with write_session(session_factory) as session:
         case = _load_for_update(session, case_id)
@@ -151,16 +263,29 @@ def apply_action(
         after = TRANSITIONS[before].get(act)
         if after is None:
             raise InvalidTransition(case.number, before, act)
+        if act in REVIEW_ACTIONS and _last_confirmer(session, case.id) == actor:
+            raise PermissionDenied(
+                f"{actor} confirmed case {case.number}, so another user must review it (evidence review and "
+                "legal review are done by two people)"
+            )
         now = utcnow()
         case.status = after
         case.updated_at = now
         detail: dict[str, Any] = {}
+        if acting_role is not None:
+            detail["role"] = acting_role.value
         if note:
             detail["note"] = note
         if act is A.DISMISS:
             case.dismiss_reason = reason
             case.dismiss_note = note
             detail["reason"] = reason
+        if act is A.DISPATCH:
+            team = assignee or _suggested_team(case)
+            case.dispatched_to = team
+            detail["assignee"] = team
+        if files:
+            detail["attachments"] = files
         session.add(
             AuditEntry(
                 case_id=case.id, at=now, actor=actor, action=act.value,
@@ -175,13 +300,62 @@ def apply_action(
     return case
 
 
-def confirm(session_factory: sessionmaker[Session], case_id: int | str, actor: str, *, note: str = "") -> Case:
-    """draft/returned → confirmed (the operator agrees it is a violation)."""
-    return apply_action(session_factory, case_id, A.CONFIRM, actor, note=note)
+def _suggested_team(case: Case) -> str:
+    team = (case.disposition or {}).get("dispatch_to") or {}
+    return str(team.get("zh") or "") if isinstance(team, dict) else ""
+
+
+def confirm(
+    session_factory: sessionmaker[Session], case_id: int | str, actor: str, *, note: str = "",
+    role: Role | str | None = None,
+) -> Case:
+    """draft/returned → confirmed (the operator agrees it is a violation: 一审 evidence review)."""
+    return apply_action(session_factory, case_id, A.CONFIRM, actor, note=note, role=role)
 
 
 def dismiss(
-    session_factory: sessionmaker[Session], case_id: int | str, actor: str, reason: str, note: str = ""
+    session_factory: sessionmaker[Session], case_id: int | str, actor: str, reason: str, note: str = "",
+    *, role: Role | str | None = None,
 ) -> Case:
     """draft/confirmed/returned → dismissed, with a reason from :data:`DISMISS_REASONS` (and a note)."""
-    return apply_action(session_factory, case_id, A.DISMISS, actor, reason=reason, note=note)
+    return apply_action(session_factory, case_id, A.DISMISS, actor, reason=reason, note=note, role=role)
+
+
+def approve(
+    session_factory: sessionmaker[Session], case_id: int | str, actor: str, *, note: str = "",
+    role: Role | str | None = None,
+) -> Case:
+    """confirmed → approved (二审 legal review passed)."""
+    return apply_action(session_factory, case_id, A.APPROVE, actor, note=note, role=role)
+
+
+def return_case(
+    session_factory: sessionmaker[Session], case_id: int | str, actor: str, note: str,
+    *, role: Role | str | None = None,
+) -> Case:
+    """confirmed → returned, with a comment saying what to fix."""
+    return apply_action(session_factory, case_id, A.RETURN, actor, note=note, role=role)
+
+
+def dispatch(
+    session_factory: sessionmaker[Session], case_id: int | str, actor: str, *, assignee: str | None = None,
+    note: str = "", role: Role | str | None = None,
+) -> Case:
+    """approved → dispatched (任务交办) to ``assignee`` (default: the team the discretion table suggests)."""
+    return apply_action(session_factory, case_id, A.DISPATCH, actor, assignee=assignee, note=note, role=role)
+
+
+def rectify(
+    session_factory: sessionmaker[Session], case_id: int | str, actor: str, *, note: str = "",
+    attachments: Sequence[Mapping[str, Any]] | None = None, role: Role | str | None = None,
+) -> Case:
+    """dispatched → rectified, with the feedback (反馈): a note and/or photos already in the evidence store."""
+    return apply_action(session_factory, case_id, A.RECTIFY, actor, note=note, attachments=attachments, role=role)
+
+
+def close(
+    session_factory: sessionmaker[Session], case_id: int | str, actor: str, *, note: str = "",
+    role: Role | str | None = None,
+) -> Case:
+    """rectified → closed (结案)."""
+    return apply_action(session_factory, case_id, A.CLOSE, actor, note=note, role=role)

@@ -41,6 +41,16 @@ class CasesConfig(Section):
         None, description="SQLAlchemy URL of the case database; default sqlite:///DATA_DIR/cases.db."
     )
     number_prefix: str = Field("NS", pattern=r"^[A-Z0-9-]{1,12}$", description="Prefix of case numbers.")
+    legal_basis: str | None = Field(
+        None,
+        description="The city's legal-basis catalogue (YAML: provisions, penalties, discretion table per violation "
+        "type); default: the shipped cases/legal_basis.yaml. Relative paths are relative to the config file.",
+    )
+    document_font: str | None = Field(
+        None,
+        description="TrueType font with Chinese glyphs embedded in case PDFs; default: the Debian package "
+        "fonts-wqy-zenhei. Relative paths are relative to the config file.",
+    )
 
 
 class ConsoleConfig(Section):

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -67,8 +68,9 @@ def make_sealed(
 
 
 @pytest.fixture()
-def db(tmp_path: Path) -> sessionmaker[Session]:
-    sf = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
+def db(case_db_url: str) -> Iterator[sessionmaker[Session]]:
+    """A migrated case database: SQLite and PostgreSQL (the ``case_db_url`` fixture runs each test on both)."""
+    sf = open_db(case_db_url)
     yield sf
     sf.kw["bind"].dispose()
 
@@ -99,9 +101,13 @@ def test_draft_fills_the_case_from_the_sealed_event(db: sessionmaker[Session]) -
         assert stored.violation["model"]["name"] == "yolo11n-coco"
         (audit,) = stored.audit
         assert (audit.action, audit.before_status, audit.after_status) == ("created", None, "draft")
-        # Stored as UTC text in SQLite: 11:03:12 UTC, not the Shanghai wall clock.
-        raw = s.execute(text("SELECT confirmed_at FROM cases")).scalar_one()
-        assert str(raw).startswith("2026-11-21 11:03:12")
+        # Stored as UTC: text in SQLite (11:03:12, not the Shanghai wall clock), timestamptz in PostgreSQL.
+        if s.get_bind().dialect.name == "sqlite":
+            raw = s.execute(text("SELECT confirmed_at FROM cases")).scalar_one()
+            assert str(raw).startswith("2026-11-21 11:03:12")
+        else:
+            raw = s.execute(text("SELECT confirmed_at AT TIME ZONE 'UTC' FROM cases")).scalar_one()
+            assert raw == datetime(2026, 11, 21, 11, 3, 12)
 
 
 def test_same_event_twice_gives_one_case(db: sessionmaker[Session]) -> None:

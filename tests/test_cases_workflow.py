@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from test_cases_drafter import make_sealed
 
 from nonsite.cases import (
+    PERMISSIONS,
     TRANSITIONS,
     Action,
     AuditEntry,
@@ -20,21 +22,31 @@ from nonsite.cases import (
     CaseStatus,
     InvalidReason,
     InvalidTransition,
+    PermissionDenied,
+    Role,
+    WorkflowError,
     allowed_actions,
     apply_action,
+    approve,
+    can,
+    close,
     confirm,
     dismiss,
+    dispatch,
     draft_case,
     open_db,
+    rectify,
     relay_outbox,
+    return_case,
 )
 from nonsite.pipeline.bus import EmbeddedBus
 from nonsite.pipeline.events import TOPIC_CASES, CaseDecision
 
 
 @pytest.fixture()
-def db(tmp_path: Path) -> sessionmaker[Session]:
-    sf = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
+def db(case_db_url: str) -> Iterator[sessionmaker[Session]]:
+    """A migrated case database: SQLite and PostgreSQL (the ``case_db_url`` fixture runs each test on both)."""
+    sf = open_db(case_db_url)
     yield sf
     sf.kw["bind"].dispose()
 
@@ -103,7 +115,7 @@ def test_the_whole_path_to_closed(db: sessionmaker[Session], case: Case) -> None
     apply_action(db, case.id, "return", "reviewer", note="clip too short")
     confirm(db, case.number, "op")  # by number as well as by id
     for action in ("approve", "dispatch", "rectify", "close"):
-        apply_action(db, case.id, action, "someone")
+        apply_action(db, case.id, action, "someone", note="car moved, photo on file" if action == "rectify" else "")
     with db() as s:
         assert s.get(Case, case.id).status is CaseStatus.CLOSED  # type: ignore[union-attr]
     assert [row[1] for row in trail(db, case.id)] == [
@@ -177,3 +189,100 @@ def test_decisions_reach_the_bus_through_the_outbox(tmp_path: Path, db: sessionm
     assert msgs[0].key == case.number
     assert json.loads(msgs[1].value)["actor"] == "reviewer"
     bus.close()
+
+
+def test_the_permission_table() -> None:
+    op, rev, adm = Role.OPERATOR, Role.REVIEWER, Role.ADMIN
+    expected = {
+        Action.CONFIRM: {op, adm}, Action.DISMISS: {op, rev, adm}, Action.APPROVE: {rev, adm},
+        Action.RETURN: {rev, adm}, Action.DISPATCH: {op, adm}, Action.RECTIFY: {op, adm}, Action.CLOSE: {rev, adm},
+    }
+    assert dict(PERMISSIONS) == expected
+    assert all(can("admin", a) for a in Action)
+    assert can("operator", "confirm") and not can("operator", "approve") and not can("reviewer", "confirm")
+    assert not can("intern", "confirm") and not can("admin", "delete")
+    assert allowed_actions("confirmed", "operator") == [Action.DISMISS]
+    assert allowed_actions("confirmed", "reviewer") == [Action.APPROVE, Action.RETURN, Action.DISMISS]
+    assert allowed_actions("draft", "reviewer") == [Action.DISMISS]
+
+
+def test_the_wrong_role_is_refused_and_nothing_is_written(db: sessionmaker[Session], case: Case) -> None:
+    with pytest.raises(PermissionDenied, match="a reviewer may not confirm cases; ask a user with the role "
+                                               "operator or admin"):
+        confirm(db, case.id, "rev-wang", role="reviewer")
+    confirm(db, case.id, "op-li", role="operator")
+    with pytest.raises(PermissionDenied, match="an operator may not approve"):
+        approve(db, case.id, "op-zhao", role=Role.OPERATOR)
+    with pytest.raises(WorkflowError, match="unknown role 'boss'"):
+        approve(db, case.id, "x", role="boss")
+    assert [r[1] for r in trail(db, case.id)] == ["created", "confirm"]
+
+
+def test_whoever_confirmed_cannot_review(db: sessionmaker[Session], case: Case) -> None:
+    confirm(db, case.id, "li", role="admin")
+    with pytest.raises(PermissionDenied, match="li confirmed case .* another user must review it"):
+        approve(db, case.id, "li", role="admin")
+    with pytest.raises(PermissionDenied, match="another user"):
+        return_case(db, case.id, "li", "blurred", role="admin")
+    assert approve(db, case.id, "wang", role="reviewer").status is CaseStatus.APPROVED
+
+
+def test_return_needs_a_comment_and_feedback_needs_content(db: sessionmaker[Session], case: Case) -> None:
+    confirm(db, case.id, "li", role="operator")
+    with pytest.raises(InvalidReason, match="returning a case needs a comment"):
+        return_case(db, case.id, "wang", "  ", role="reviewer")
+    return_case(db, case.id, "wang", "plate not readable; add the close-up", role="reviewer")
+    confirm(db, case.id, "li", role="operator")
+    approve(db, case.id, "wang", role="reviewer")
+    dispatch(db, case.id, "li", assignee="黄浦区城管中队", role="operator")
+    with pytest.raises(InvalidReason, match="needs a note or a photo"):
+        rectify(db, case.id, "li", role="operator")
+    with pytest.raises(WorkflowError, match="attachment 0 needs a store key and the hex sha256"):
+        rectify(db, case.id, "li", attachments=[{"key": "feedback/x.jpg", "sha256": "nope"}], role="operator")
+    photo = {"key": f"feedback/{case.number}/1.jpg", "sha256": "ab" * 32, "content_type": "image/jpeg",
+             "bytes": 2048, "name": "after.jpg"}
+    done = rectify(db, case.id, "li", note="摊位已撤离", attachments=[photo], role="operator")
+    assert done.dispatched_to == "黄浦区城管中队"
+    with pytest.raises(PermissionDenied):
+        close(db, case.id, "li", role="operator")
+    close(db, case.id, "wang", role="reviewer")
+    with db() as s:
+        entries = s.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id).order_by(AuditEntry.id)).all()
+        by_action = {e.action: e.detail for e in entries}
+    assert by_action["dispatch"] == {"role": "operator", "assignee": "黄浦区城管中队"}
+    assert by_action["rectify"] == {"role": "operator", "note": "摊位已撤离", "attachments": [photo]}
+    assert by_action["return"]["note"] == "plate not readable; add the close-up"
+    assert [e.action for e in entries][-1] == "close"
+
+
+def test_only_the_right_action_takes_extras(db: sessionmaker[Session], case: Case) -> None:
+    with pytest.raises(WorkflowError, match="only dispatch takes an assignee"):
+        apply_action(db, case.id, "confirm", "li", assignee="team")
+    with pytest.raises(WorkflowError, match="only rectify takes attachments"):
+        apply_action(db, case.id, "confirm", "li", attachments=[{"key": "k", "sha256": "ab" * 32}])
+
+
+def test_feedback_photos_are_checked_and_stored_outside_the_package(
+        db: sessionmaker[Session], case: Case, tmp_path: Path, media_dir: Path) -> None:
+    from nonsite.cases.attachments import AttachmentError, store_feedback_photo
+    from nonsite.evidence import LocalStore
+
+    store = LocalStore(tmp_path / "evidence")
+    photo = (media_dir / "generic_bus_ultralytics.jpg").read_bytes()
+    att = store_feedback_photo(store, case.number, photo, "../../after 整改.jpg")
+    assert att["key"].startswith(f"cases/{case.number}/feedback/") and att["key"].endswith(".jpg")
+    assert store.get(att["key"]) == photo and att["content_type"] == "image/jpeg" and att["bytes"] == len(photo)
+    assert "/" not in att["name"] and att["name"].endswith(".jpg")
+    for data, message in [(b"", "empty"), (b"GIF89a" + bytes(100), "only JPEG or PNG"),
+                          (photo[:200], "does not decode"), (b"<script>alert(1)</script>", "only JPEG or PNG")]:
+        with pytest.raises(AttachmentError, match=message):
+            store_feedback_photo(store, case.number, data, "x.jpg")
+    with pytest.raises(AttachmentError, match="the limit is"):
+        store_feedback_photo(store, case.number, photo, max_bytes=1000)
+    with pytest.raises(AttachmentError, match="cannot name a folder"):
+        store_feedback_photo(store, "../x", photo)
+    confirm(db, case.id, "li", role="operator")
+    approve(db, case.id, "wang", role="reviewer")
+    dispatch(db, case.id, "li", role="operator")
+    done = rectify(db, case.id, "li", attachments=[att], role="operator")
+    assert done.status is CaseStatus.RECTIFIED

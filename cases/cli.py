@@ -1,0 +1,372 @@
+"""``nonsite cases ...`` and ``nonsite users ...``: schema migrations, negatives export, case documents, users
+and API tokens. Registered on the main parser by :func:`add_parsers`.
+
+Passwords never come from the command line (they would land in the shell history and the process list):
+they are read from ``$NONSITE_PASSWORD``, or from standard input (one line; prompted twice on a terminal).
+A new API token is printed once, on standard output, and never stored in the clear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from nonsite.config import ConfigError, NonsiteConfig, load_config
+
+PASSWORD_ENV = "NONSITE_PASSWORD"
+
+
+class CasesCliError(ConfigError):
+    """Bad input to a cases/users command: printed as one line, exit code 2."""
+
+
+# --- where things are --------------------------------------------------------------------------------------
+
+
+def _config(a: argparse.Namespace) -> NonsiteConfig:
+    path = getattr(a, "config", None)
+    if path:
+        return load_config(path)
+    default = Path("examples/demo.yaml")
+    return load_config(default) if default.is_file() else NonsiteConfig()
+
+
+def _data_dir(a: argparse.Namespace, cfg: NonsiteConfig) -> Path:
+    return Path(getattr(a, "data_dir", None) or os.environ.get("NONSITE_DATA_DIR") or cfg.data_dir).resolve()
+
+
+def database_url(a: argparse.Namespace, cfg: NonsiteConfig | None = None) -> str:
+    """``--database-url``, else ``cases.database_url`` of the config, else ``sqlite:///DATA_DIR/cases.db``."""
+    if getattr(a, "database_url", None):
+        return str(a.database_url)
+    cfg = cfg or _config(a)
+    return cfg.cases.database_url or f"sqlite:///{_data_dir(a, cfg) / 'cases.db'}"
+
+
+def _sessions(a: argparse.Namespace, cfg: NonsiteConfig | None = None) -> Any:
+    from nonsite.cases.db import open_db
+
+    try:
+        return open_db(database_url(a, cfg))
+    except ValueError as exc:
+        raise CasesCliError(str(exc)) from None
+
+
+def _when(text: str | None, tz: str, what: str) -> datetime | None:
+    """YYYY-MM-DD (midnight on the city's clock) or an ISO datetime with a zone."""
+    from nonsite.cases.queries import day_range
+
+    if not text:
+        return None
+    try:
+        return day_range(date.fromisoformat(text), tz=tz)[0]
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise CasesCliError(f"{what} {text!r} is not a date; use YYYY-MM-DD or an ISO time like "
+                            "2026-11-21T08:00:00+08:00") from None
+    if dt.tzinfo is None:
+        raise CasesCliError(f"{what} {text!r} has no time zone; add one (e.g. +08:00) or give a date")
+    return dt.astimezone(UTC)
+
+
+def _read_password(confirm: bool) -> str:
+    env = os.environ.get(PASSWORD_ENV)
+    if env is not None:
+        return env
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if confirm and getpass.getpass("again: ") != first:
+            raise CasesCliError("the two passwords differ; run the command again")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise CasesCliError(f"no password given: pipe it on standard input or set {PASSWORD_ENV}")
+    return line.rstrip("\r\n")
+
+
+# --- cases -------------------------------------------------------------------------------------------------
+
+
+def cmd_migrate(a: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
+    from nonsite.cases.db import head_revision, migrate, normalise_url, open_db, schema_revision
+
+    url = database_url(a)
+    try:
+        shown = make_url(normalise_url(url)).render_as_string(hide_password=True)
+    except ValueError as exc:
+        raise CasesCliError(str(exc)) from None
+    sf = open_db(url, upgrade=False)
+    engine = sf.kw["bind"]
+    try:
+        if a.show:
+            print(f"{shown}: at revision {schema_revision(engine) or '(none)'}; newest is {head_revision()}")
+            return 0
+        before, after = migrate(engine, a.revision)
+    finally:
+        engine.dispose()
+    if before == after:
+        print(f"{shown}: already at {after}")
+    else:
+        print(f"{shown}: migrated from {before or '(empty)'} to {after}")
+    return 0
+
+
+def cmd_export_negatives(a: argparse.Namespace) -> int:
+    from nonsite.cases.negatives import export_negatives
+    from nonsite.evidence import open_store
+
+    cfg = _config(a)
+    since, until = _when(a.since, cfg.timezone, "--since"), _when(a.until, cfg.timezone, "--until")
+    data = _data_dir(a, cfg)
+    sf = _sessions(a, cfg)
+    try:
+        result = export_negatives(sf, open_store(cfg.evidence, data), Path(a.out), since=since, until=until)
+    except OSError as exc:
+        raise CasesCliError(f"cannot write the dataset to {a.out}: {exc.strerror or exc}; pick a writable "
+                            "folder") from None
+    finally:
+        sf.kw["bind"].dispose()
+    print(result.summary())
+    return 0
+
+
+def cmd_document(a: argparse.Namespace) -> int:
+    from nonsite.cases.document import render_case_html, render_case_pdf
+    from nonsite.cases.legal_basis import load_catalogue
+    from nonsite.cases.queries import audit_trail, get_case
+    from nonsite.evidence import open_store, signing_key_path
+    from nonsite.evidence.signing import public_key_path
+    from nonsite.evidence.verify import verify_package
+
+    cfg = _config(a)
+    data = _data_dir(a, cfg)
+    store = open_store(cfg.evidence, data)
+    pub = Path(a.public_key) if a.public_key else public_key_path(signing_key_path(cfg.evidence, data))
+    verification = None
+    if pub.is_file():
+        pem = pub.read_bytes()
+
+        def verification(case: Any) -> Any:
+            return verify_package(store, case.event_id, pem)
+
+    sf = _sessions(a, cfg)
+    try:
+        with sf() as s:
+            case = get_case(s, a.number)
+            if case is None:
+                raise CasesCliError(f"no case {a.number}; check the number (e.g. NS-2026-000001)")
+            audit = audit_trail(s, case)
+    finally:
+        sf.kw["bind"].dispose()
+    out = Path(a.out)
+    kw: dict[str, Any] = {"verification": verification, "audit": audit,
+                          "catalogue": load_catalogue(cfg.cases.legal_basis)}
+    if out.suffix.lower() == ".pdf":
+        content: bytes = render_case_pdf(case, store, a.lang, cfg.timezone, font_path=cfg.cases.document_font, **kw)
+    elif out.suffix.lower() in (".html", ".htm"):
+        content = render_case_html(case, a.lang, cfg.timezone, store=store, **kw).encode("utf-8")
+    else:
+        raise CasesCliError(f"{out}: name the output .pdf or .html")
+    try:
+        out.write_bytes(content)
+    except OSError as exc:
+        raise CasesCliError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(f"wrote {out}")
+    return 0
+
+
+# --- users and tokens ---------------------------------------------------------------------------------------
+
+
+def cmd_users_add(a: argparse.Namespace) -> int:
+    from nonsite.cases.users import UserError, create_user
+
+    password = _read_password(confirm=True)
+    sf = _sessions(a)
+    try:
+        user = create_user(sf, a.username, password, a.role, a.display_name or "")
+    except UserError as exc:
+        raise CasesCliError(str(exc)) from None
+    finally:
+        sf.kw["bind"].dispose()
+    print(f"added user {user.username} ({user.role})")
+    return 0
+
+
+def cmd_users_passwd(a: argparse.Namespace) -> int:
+    from nonsite.cases.users import UserError, set_password
+
+    password = _read_password(confirm=True)
+    sf = _sessions(a)
+    try:
+        set_password(sf, a.username, password)
+    except UserError as exc:
+        raise CasesCliError(str(exc)) from None
+    finally:
+        sf.kw["bind"].dispose()
+    print(f"changed the password of {a.username}")
+    return 0
+
+
+def cmd_users_active(a: argparse.Namespace) -> int:
+    from nonsite.cases.users import UserError, set_active
+
+    sf = _sessions(a)
+    try:
+        set_active(sf, a.username, a.active)
+    except UserError as exc:
+        raise CasesCliError(str(exc)) from None
+    finally:
+        sf.kw["bind"].dispose()
+    print(f"{'enabled' if a.active else 'disabled'} {a.username}")
+    return 0
+
+
+def cmd_users_list(a: argparse.Namespace) -> int:
+    from nonsite.cases.users import list_users
+
+    sf = _sessions(a)
+    try:
+        users = list_users(sf)
+    finally:
+        sf.kw["bind"].dispose()
+    for u in users:
+        last = u.last_login_at.isoformat(timespec="seconds") if u.last_login_at else "never"
+        print(f"{u.username}\t{u.role}\t{'active' if u.active else 'disabled'}\tlast login {last}\t{u.display_name}")
+    return 0
+
+
+def cmd_token_create(a: argparse.Namespace) -> int:
+    from nonsite.cases.users import UserError, create_token
+
+    sf = _sessions(a)
+    try:
+        plaintext, record = create_token(
+            sf, a.name, role=a.role, scopes=a.scope or ["cases:read"], created_by=getpass.getuser(),
+            expires_in=timedelta(days=a.expires_days) if a.expires_days else None,
+        )
+    except UserError as exc:
+        raise CasesCliError(str(exc)) from None
+    finally:
+        sf.kw["bind"].dispose()
+    print(f"token {record.name} ({record.role}; {', '.join(record.scopes)}) - shown once, store it now:",
+          file=sys.stderr)
+    print(plaintext)
+    return 0
+
+
+def cmd_token_list(a: argparse.Namespace) -> int:
+    from nonsite.cases.users import list_tokens
+
+    sf = _sessions(a)
+    try:
+        tokens = list_tokens(sf, include_revoked=a.all)
+    finally:
+        sf.kw["bind"].dispose()
+    for t in tokens:
+        state = "revoked" if t.revoked_at else (f"expires {t.expires_at.isoformat(timespec='seconds')}"
+                                                 if t.expires_at else "no expiry")
+        used = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
+        print(f"{t.name}\t{t.prefix}…\t{t.role}\t{','.join(t.scopes)}\t{state}\tlast used {used}")
+    return 0
+
+
+def cmd_token_revoke(a: argparse.Namespace) -> int:
+    from nonsite.cases.users import UserError, revoke_token
+
+    sf = _sessions(a)
+    try:
+        revoke_token(sf, a.name)
+    except UserError as exc:
+        raise CasesCliError(str(exc)) from None
+    finally:
+        sf.kw["bind"].dispose()
+    print(f"revoked token {a.name}")
+    return 0
+
+
+# --- the parsers ----------------------------------------------------------------------------------------------
+
+
+def _db_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (default examples/demo.yaml when present)")
+    p.add_argument("--data-dir", help="data directory (default: from the config or NONSITE_DATA_DIR)")
+    p.add_argument("--database-url", help="case database URL (default: cases.database_url or DATA_DIR/cases.db)")
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``cases`` and ``users`` on the main parser's subcommands."""
+    from nonsite.cases.users import SCOPES
+    from nonsite.cases.workflow import Role
+
+    roles = [r.value for r in Role]
+    c = sub.add_parser("cases", help="case database and case files").add_subparsers(dest="cases_cmd", required=True)
+    m = c.add_parser("migrate", help="bring the case database schema to the newest revision (runs on open too)")
+    _db_args(m)
+    m.add_argument("--revision", default="head", help="target revision (default: head)")
+    m.add_argument("--show", action="store_true", help="only print the current and the newest revision")
+    m.set_defaults(fn=cmd_migrate)
+
+    n = c.add_parser("export-negatives", help="export alerts dismissed as false positives as a YOLO dataset "
+                                              "of hard negatives (images, empty labels, wrong boxes as JSON)")
+    _db_args(n)
+    n.add_argument("--out", required=True, help="output folder (created; files are overwritten)")
+    n.add_argument("--since", help="only dismissals from this date (YYYY-MM-DD on the city's clock) or time")
+    n.add_argument("--until", help="only dismissals before this date or time")
+    n.set_defaults(fn=cmd_export_negatives)
+
+    d = c.add_parser("document", help="write the case file of a case as PDF or HTML")
+    _db_args(d)
+    d.add_argument("number", help="case number, e.g. NS-2026-000001")
+    d.add_argument("--out", required=True, help="output file, .pdf or .html")
+    d.add_argument("--lang", choices=["zh", "en"], default="zh")
+    d.add_argument("--public-key", help="PEM public key to verify the package (default: the node's own)")
+    d.set_defaults(fn=cmd_document)
+
+    u = sub.add_parser("users", help="console users and API tokens").add_subparsers(dest="users_cmd", required=True)
+    ua = u.add_parser("add", help=f"add a user (password from ${PASSWORD_ENV} or standard input)")
+    _db_args(ua)
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True, choices=roles)
+    ua.add_argument("--display-name", help="name shown in the console and the audit trail")
+    ua.set_defaults(fn=cmd_users_add)
+    up = u.add_parser("passwd", help=f"set a user's password (from ${PASSWORD_ENV} or standard input)")
+    _db_args(up)
+    up.add_argument("username")
+    up.set_defaults(fn=cmd_users_passwd)
+    for name, active in (("disable", False), ("enable", True)):
+        ud = u.add_parser(name, help=f"{name} a user's login")
+        _db_args(ud)
+        ud.add_argument("username")
+        ud.set_defaults(fn=cmd_users_active, active=active)
+    ul = u.add_parser("list", help="list users")
+    _db_args(ul)
+    ul.set_defaults(fn=cmd_users_list)
+
+    t = u.add_parser("token", help="API tokens for integrators").add_subparsers(dest="token_cmd", required=True)
+    tc = t.add_parser("create", help="create a token (printed once)")
+    _db_args(tc)
+    tc.add_argument("--name", required=True, help="name of the token (the audit trail shows token:NAME)")
+    tc.add_argument("--role", choices=roles, default="operator", help="role the token acts with")
+    tc.add_argument("--scope", action="append", choices=list(SCOPES),
+                    help="a scope (repeatable; default cases:read)")
+    tc.add_argument("--expires-days", type=int, help="lifetime in days (default: until revoked)")
+    tc.set_defaults(fn=cmd_token_create)
+    tl = t.add_parser("list", help="list tokens (never their secret)")
+    _db_args(tl)
+    tl.add_argument("--all", action="store_true", help="include revoked tokens")
+    tl.set_defaults(fn=cmd_token_list)
+    tr = t.add_parser("revoke", help="revoke a token")
+    _db_args(tr)
+    tr.add_argument("name")
+    tr.set_defaults(fn=cmd_token_revoke)

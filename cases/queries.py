@@ -1,0 +1,297 @@
+"""Read-side queries for the console and the API: search, queues, counts, neighbours, links, audit.
+
+Every function takes an open :class:`~sqlalchemy.orm.Session` and returns ORM objects or plain values;
+nothing here writes. Lists are ordered newest first by the time the violation was confirmed (then id), so
+"next" in a queue means "older".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy.orm import Session
+
+from nonsite.cases.db import DISPOSITIONS, AuditEntry, Case, CaseLink, CaseStatus
+from nonsite.cases.drafter import normalise_plate
+from nonsite.cases.workflow import Role
+
+__all__ = [
+    "QUEUES",
+    "CaseFilter",
+    "CasePage",
+    "LinkedCase",
+    "audit_trail",
+    "camera_choices",
+    "count_by_disposition",
+    "count_by_status",
+    "count_by_type",
+    "day_range",
+    "filter_from_params",
+    "get_case",
+    "known_types",
+    "linked_cases",
+    "neighbours",
+    "queue_filter",
+    "queues_for",
+    "search_cases",
+]
+
+S = CaseStatus
+
+#: Work queues: which statuses each holds and which roles work it (operators triage, reviewers review...).
+QUEUES: Mapping[str, tuple[tuple[CaseStatus, ...], frozenset[Role]]] = {
+    "triage": ((S.DRAFT, S.RETURNED), frozenset({Role.OPERATOR, Role.ADMIN})),
+    "review": ((S.CONFIRMED,), frozenset({Role.REVIEWER, Role.ADMIN})),
+    "dispatch": ((S.APPROVED,), frozenset({Role.OPERATOR, Role.ADMIN})),
+    "feedback": ((S.DISPATCHED,), frozenset({Role.OPERATOR, Role.ADMIN})),
+    "closing": ((S.RECTIFIED,), frozenset({Role.REVIEWER, Role.ADMIN})),
+}
+
+_ORDER = (Case.confirmed_at.desc(), Case.id.desc())
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """What to show; empty fields do not filter. Times are UTC-aware (see :func:`day_range`)."""
+
+    statuses: tuple[CaseStatus, ...] = ()
+    types: tuple[str, ...] = ()
+    camera_ids: tuple[str, ...] = ()
+    dispositions: tuple[str, ...] = ()
+    since: datetime | None = None  # confirmed_at >= since
+    until: datetime | None = None  # confirmed_at < until
+    number: str | None = None  # part of the case number
+    plate: str | None = None  # part of the plate (normalised like the drafter does)
+    text: str | None = None  # part of the number, plate, camera, zone or address
+    repeats_only: bool = False  # only cases with at least one earlier linked case
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"CaseFilter.{name} must be timezone-aware (UTC); use day_range() for dates")
+        object.__setattr__(self, "statuses", tuple(CaseStatus(s) for s in self.statuses))
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        conds: list[ColumnElement[bool]] = []
+        if self.statuses:
+            conds.append(Case.status.in_(self.statuses))
+        if self.types:
+            conds.append(Case.type.in_(self.types))
+        if self.camera_ids:
+            conds.append(Case.camera_id.in_(self.camera_ids))
+        if self.dispositions:
+            conds.append(Case.suggested_disposition.in_(self.dispositions))
+        if self.since is not None:
+            conds.append(Case.confirmed_at >= self.since)
+        if self.until is not None:
+            conds.append(Case.confirmed_at < self.until)
+        if self.number and self.number.strip():
+            conds.append(Case.number.contains(self.number.strip().upper(), autoescape=True))
+        if self.plate:
+            plate = normalise_plate(self.plate)
+            # A plate of only separators names no plate: it matches nothing (not everything).
+            conds.append(Case.offender_plate.contains(plate, autoescape=True) if plate else false())
+        if self.text and self.text.strip():
+            t = self.text.strip()
+            plate = normalise_plate(t) or t
+            conds.append(or_(
+                Case.number.contains(t.upper(), autoescape=True),
+                Case.offender_plate.contains(plate, autoescape=True),
+                Case.camera_id.contains(t, autoescape=True),
+                Case.camera_name.contains(t, autoescape=True),
+                Case.zone_name.contains(t, autoescape=True),
+                Case.address.contains(t, autoescape=True),
+                Case.event_id == t,
+            ))
+        if self.repeats_only:
+            conds.append(Case.repeat_count > 0)
+        return conds
+
+
+@dataclass
+class CasePage:
+    items: list[Case]
+    total: int
+    limit: int
+    offset: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class LinkedCase:
+    """Another case linked to this one as a possible repeat, and how (``same_zone``, ``same_plate``)."""
+
+    case: Case
+    kinds: tuple[str, ...]
+    earlier: bool  # True: the other case came first (it counts towards this one's repeats)
+
+
+def day_range(first: date, last: date | None = None, tz: str | ZoneInfo = "Asia/Shanghai") -> tuple[datetime, datetime]:
+    """UTC bounds ``[since, until)`` of whole days ``first``..``last`` on the city's clock."""
+    zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
+    end = (last or first) + timedelta(days=1)
+    return (datetime.combine(first, time(), zone).astimezone(UTC), datetime.combine(end, time(), zone).astimezone(UTC))
+
+
+def search_cases(session: Session, flt: CaseFilter | None = None, *, limit: int = 50, offset: int = 0) -> CasePage:
+    """Cases matching ``flt``, newest first, one page of them and how many match in all."""
+    flt = flt or CaseFilter()
+    limit = max(1, min(int(limit), 1000))
+    offset = max(0, int(offset))
+    conds = flt.conditions()
+    total = session.scalar(select(func.count()).select_from(Case).where(*conds)) or 0
+    rows = session.scalars(select(Case).where(*conds).order_by(*_ORDER).limit(limit).offset(offset)).all()
+    return CasePage(items=list(rows), total=int(total), limit=limit, offset=offset)
+
+
+def get_case(session: Session, ref: int | str) -> Case | None:
+    """A case by id (int) or number (str)."""
+    if isinstance(ref, int):
+        return session.get(Case, ref)
+    return session.scalar(select(Case).where(Case.number == ref.strip()))
+
+
+def count_by_status(session: Session, flt: CaseFilter | None = None) -> dict[str, int]:
+    """Cases per status (every status present, zeros included); ``flt.statuses`` is ignored."""
+    conds = replace(flt or CaseFilter(), statuses=()).conditions()
+    rows = session.execute(select(Case.status, func.count()).where(*conds).group_by(Case.status)).all()
+    out = {s.value: 0 for s in CaseStatus}
+    out.update({CaseStatus(status).value: int(n) for status, n in rows})
+    return out
+
+
+def count_by_type(session: Session, flt: CaseFilter | None = None) -> dict[str, int]:
+    """Cases per violation type; ``flt.types`` is ignored."""
+    conds = replace(flt or CaseFilter(), types=()).conditions()
+    rows = session.execute(select(Case.type, func.count()).where(*conds).group_by(Case.type)).all()
+    return {t: int(n) for t, n in sorted(rows)}
+
+
+def count_by_disposition(session: Session, flt: CaseFilter | None = None) -> dict[str, int]:
+    """Cases per suggested disposition; ``flt.dispositions`` is ignored."""
+    conds = replace(flt or CaseFilter(), dispositions=()).conditions()
+    rows = session.execute(
+        select(Case.suggested_disposition, func.count()).where(*conds).group_by(Case.suggested_disposition)
+    ).all()
+    return {d: int(n) for d, n in sorted(rows)}
+
+
+def queue_filter(name: str, base: CaseFilter | None = None) -> CaseFilter:
+    """``base`` restricted to the statuses of work queue ``name`` (see :data:`QUEUES`)."""
+    if name not in QUEUES:
+        raise ValueError(f"unknown queue {name!r}; use one of {', '.join(QUEUES)}")
+    return replace(base or CaseFilter(), statuses=QUEUES[name][0])
+
+
+def queues_for(role: Role | str) -> list[str]:
+    """The work queues a role works, in workflow order."""
+    r = Role(role)
+    return [name for name, (_, roles) in QUEUES.items() if r in roles]
+
+
+def neighbours(session: Session, case: Case, flt: CaseFilter | None = None) -> tuple[str | None, str | None]:
+    """Numbers of the case above (newer) and below (older) ``case`` in the filtered list (keyboard triage)."""
+    conds = (flt or CaseFilter()).conditions()
+    t, i = case.confirmed_at, case.id
+    newer = session.scalar(
+        select(Case.number).where(*conds, or_(Case.confirmed_at > t, and_(Case.confirmed_at == t, Case.id > i)))
+        .order_by(Case.confirmed_at.asc(), Case.id.asc()).limit(1)
+    )
+    older = session.scalar(
+        select(Case.number).where(*conds, or_(Case.confirmed_at < t, and_(Case.confirmed_at == t, Case.id < i)))
+        .order_by(*_ORDER).limit(1)
+    )
+    return newer, older
+
+
+def audit_trail(session: Session, case: Case | int) -> list[AuditEntry]:
+    """The case's audit entries, oldest first."""
+    cid = case if isinstance(case, int) else case.id
+    return list(session.scalars(select(AuditEntry).where(AuditEntry.case_id == cid).order_by(AuditEntry.id)))
+
+
+def linked_cases(session: Session, case: Case | int) -> list[LinkedCase]:
+    """Cases linked to this one in either direction, newest first, with the kinds of link."""
+    cid = case if isinstance(case, int) else case.id
+    links = session.execute(
+        select(CaseLink.case_id, CaseLink.linked_case_id, CaseLink.kind)
+        .where(or_(CaseLink.case_id == cid, CaseLink.linked_case_id == cid))
+    ).all()
+    kinds: dict[int, set[str]] = {}
+    earlier: dict[int, bool] = {}
+    for src, dst, kind in links:
+        other = dst if src == cid else src
+        kinds.setdefault(other, set()).add(kind)
+        earlier[other] = src == cid
+    if not kinds:
+        return []
+    others = session.scalars(select(Case).where(Case.id.in_(kinds)).order_by(*_ORDER)).all()
+    return [LinkedCase(case=o, kinds=tuple(sorted(kinds[o.id])), earlier=earlier[o.id]) for o in others]
+
+
+def known_types(session: Session) -> list[str]:
+    """Violation types that have cases (for filter menus)."""
+    return sorted(session.scalars(select(Case.type).distinct()).all())
+
+
+def camera_choices(session: Session) -> list[tuple[str, str, int]]:
+    """``(camera id, camera name, cases)`` of every camera with cases (for filter menus)."""
+    rows = session.execute(
+        select(Case.camera_id, func.max(Case.camera_name), func.count()).group_by(Case.camera_id)
+        .order_by(Case.camera_id)
+    ).all()
+    return [(cid, name or "", int(n)) for cid, name, n in rows]
+
+
+def filter_from_params(params: Mapping[str, Any] | Iterable[tuple[str, str]], tz: str = "Asia/Shanghai") -> CaseFilter:
+    """A :class:`CaseFilter` from query parameters (``status``, ``type``, ``camera``, ``disposition`` — each
+    repeatable or comma-separated — ``from``/``to`` as YYYY-MM-DD on the city's clock, ``number``, ``plate``,
+    ``q``, ``repeats``). Raises ValueError naming the bad parameter."""
+    items = list(params.items()) if isinstance(params, Mapping) else list(params)
+    multi: dict[str, list[str]] = {}
+    for k, v in items:
+        values = v if isinstance(v, list | tuple) else [v]
+        for one in values:
+            multi.setdefault(k, []).extend(x.strip() for x in str(one).split(",") if x.strip())
+
+    def one(key: str) -> str | None:
+        vals = multi.get(key) or []
+        return vals[-1] if vals else None
+
+    statuses: list[CaseStatus] = []
+    for s in multi.get("status", []):
+        try:
+            statuses.append(CaseStatus(s))
+        except ValueError:
+            raise ValueError(f"status {s!r} is not one of {', '.join(x.value for x in CaseStatus)}") from None
+    dispositions = multi.get("disposition", [])
+    for d in dispositions:
+        if d not in DISPOSITIONS:
+            raise ValueError(f"disposition {d!r} is not one of {', '.join(DISPOSITIONS)}")
+
+    def day(key: str) -> date | None:
+        v = one(key)
+        if v is None:
+            return None
+        try:
+            return date.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{key} {v!r} is not a date; use YYYY-MM-DD") from None
+
+    start, end = day("from"), day("to")
+    if start and end and end < start:
+        raise ValueError(f"to {end} is before from {start}; swap them")
+    since = day_range(start, tz=tz)[0] if start else None
+    until = day_range(end, tz=tz)[1] if end else None
+    repeats = (one("repeats") or "").lower() in ("1", "true", "yes", "on")
+    return CaseFilter(
+        statuses=tuple(statuses), types=tuple(multi.get("type", [])), camera_ids=tuple(multi.get("camera", [])),
+        dispositions=tuple(dispositions), since=since, until=until, number=one("number"), plate=one("plate"),
+        text=one("q"), repeats_only=repeats,
+    )
