@@ -83,6 +83,7 @@ class Embedded:
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.console: ConsoleServer | None = None
+        self.initial_admin_password: str | None = None
 
     def start_consumers(self) -> None:
         from nonsite.cases.drafter import run_drafter
@@ -102,11 +103,25 @@ class Embedded:
         for t in self.threads:
             t.start()
 
-    def start_console(self) -> str:
+    def start_console(self, cameras: object | None = None) -> str:
         from nonsite.console.app import create_app
+        from nonsite.console.directory import CasesDirectory, CasesDocuments, ensure_admin, session_secret
+        from nonsite.evidence.verify import verify_package
 
-        app = create_app(session_factory=self.sessions, store=self.store, timezone=self.cfg.timezone,
-                         language=self.cfg.console.language, public_key_pem=self.signer.public_key_pem().encode())
+        public_pem = self.signer.public_key_pem().encode()
+        keys = self.data / "keys"
+        self.initial_admin_password = ensure_admin(self.sessions, keys / "initial-admin-password")
+        documents = CasesDocuments(
+            self.sessions, self.store, timezone=self.cfg.timezone, catalogue=self.catalogue,
+            verify=lambda case: verify_package(self.store, case.event_id, public_pem),
+            font_path=self.cfg.cases.document_font,
+        )
+        app = create_app(
+            session_factory=self.sessions, store=self.store, timezone=self.cfg.timezone,
+            language=self.cfg.console.language, public_key_pem=public_pem, auth=CasesDirectory(self.sessions),
+            session_secret=session_secret(keys / "console-session.key"), documents=documents,
+            cameras=cameras,  # type: ignore[arg-type]
+        )
         self.console = ConsoleServer(app, self.cfg.console.host, self.cfg.console.port)
         return self.console.start()
 
@@ -165,6 +180,9 @@ def run(
         if serve and not exit_when_done:
             summary.console_url = node.start_console()
             progress(f"console: {summary.console_url}")
+            if node.initial_admin_password:
+                progress(f"first start: console user 'admin' created; its password is in "
+                         f"{node.data / 'keys' / 'initial-admin-password'} (add users with `nonsite users add`)")
         progress(f"detector: {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
                  f"{len([c for c in cfg.cameras if c.enabled])} cameras, data in {node.data}")
         edge = EdgeRunner(cfg, detector, node.store, node.bus, progress=progress)

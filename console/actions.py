@@ -18,6 +18,7 @@ from nonsite.cases import (
     CaseNotFound,
     InvalidReason,
     InvalidTransition,
+    PermissionDenied,
     WorkflowError,
     apply_action,
     case_by_number,
@@ -156,14 +157,20 @@ def perform(
             if sha not in shas:
                 shas.append(sha)
     try:
-        return apply_action(state.session_factory, case.number, act, actor, reason=reason,
-                            note=compose(note, team=team, photos=shas))
+        return apply_action(
+            state.session_factory, case.number, act, actor, role=principal.role, reason=reason,
+            note=compose(note, team=team, photos=shas), assignee=team,
+            attachments=[{"key": feedback_key(case.number, sha), "sha256": sha, "content_type": PHOTO_CONTENT_TYPE}
+                         for sha in shas] or None,
+        )
     except CaseNotFound:
         raise _not_found(number) from None
     except InvalidTransition as exc:
         raise _invalid(exc) from None
     except InvalidReason as exc:
         raise ActionError(422, "invalid_reason", str(exc), "error.invalid_reason") from None
+    except PermissionDenied as exc:  # e.g. the legal review by the same person who confirmed the case
+        raise ActionError(403, "forbidden", str(exc), "error.bad_request", {"message": str(exc)}) from None
     except WorkflowError as exc:
         raise ActionError(422, "bad_request", str(exc), "error.bad_request", {"message": str(exc)}) from None
 

@@ -31,6 +31,8 @@ from typing import Any, Protocol
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 
+from nonsite.cases.workflow import PERMISSIONS
+
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "nonsite_session"
@@ -78,15 +80,10 @@ _OPS = frozenset({Role.OPERATOR, Role.ADMIN})
 _REVIEW = frozenset({Role.REVIEWER, Role.ADMIN})
 _ADMIN = frozenset({Role.ADMIN})
 
-#: Case transition -> roles that may apply it (the console's table; the lead unifies it with cases/workflow.py).
+#: Case transition -> roles that may apply it: the workflow's own table (``cases/workflow.py``), so the
+#: console offers exactly what the workflow will accept.
 ACTION_ROLES: Mapping[str, frozenset[Role]] = {
-    "confirm": _OPS,
-    "dismiss": _OPS,
-    "dispatch": _OPS,
-    "rectify": _OPS,
-    "approve": _REVIEW,
-    "return": _REVIEW,
-    "close": _REVIEW,
+    action.value: frozenset(Role(r.value) for r in roles) for action, roles in PERMISSIONS.items()
 }
 
 
