@@ -12,7 +12,8 @@ export NONSITE_MEDIA_DIR ?= $(if $(wildcard $(SHARED)/media),$(SHARED)/media,)
 TORCH_PIP_ARGS ?=
 CONFIG ?= examples/demo.yaml
 DEBIAN_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
+	fonts-noto-cjk
 
 .PHONY: setup run run-once test lint fmt bench schema system-deps clean
 
@@ -44,10 +45,11 @@ fmt: setup
 schema: setup
 	$(PY) -m nonsite config schema --out docs/config.schema.json
 
-# Debian packages the integration tests use (a real RTSP server). Needs root; CI runs it.
+# Debian packages the integration tests use (a real RTSP server; a CJK font for the plate tests). Needs root; CI runs it.
 system-deps:
 	@if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" 2>/dev/null \
-	   || ! command -v gst-inspect-1.0 >/dev/null || ! gst-inspect-1.0 x264enc >/dev/null 2>&1; then \
+	   || ! command -v gst-inspect-1.0 >/dev/null || ! gst-inspect-1.0 x264enc >/dev/null 2>&1 \
+	   || ! test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
 	fi
 
