@@ -2,14 +2,16 @@
 
 ``nonsite models train --data DATASET.yaml --base yolo11n-coco --epochs N`` -> :func:`train`.
 
-The dataset is a YOLO dataset yaml (``path``, ``train``, ``val``, ``names``). Two things differ from
+The dataset is a YOLO dataset yaml (``path``, ``train``, ``val``, ``names``). Three things differ from
 handing it to ultralytics as it is:
 
 - relative paths are resolved against the yaml's own folder (ultralytics resolves them against its
   datasets folder or the working directory);
 - the dataset is *staged* into a private work folder: images are symlinked and label files copied, so
   ultralytics' label caches (written next to the labels) never touch the dataset, which may be a
-  read-only share.
+  read-only share;
+- a base checkpoint with its batch norms folded into the convolutions (the shipped ``yolo11n-coco.pt``)
+  is unfolded first (:func:`unfuse_checkpoint`); otherwise ultralytics would keep 79 of its 499 tensors.
 
 Training runs offline: ``YOLO_OFFLINE`` is set, ultralytics' usage events are off, and its font lookup
 (which downloads Arial.ttf when missing) is pointed at a font that ships with matplotlib. Everything
@@ -237,9 +239,10 @@ def offline_ultralytics() -> Iterator[Any]:
 
     ``YOLO_OFFLINE=1`` (no connectivity probe, no pip auto-update), usage events off, and its
     ``check_font`` (which downloads Arial.ttf / Arial.Unicode.ttf to its config folder when missing)
-    answers with a local font for the duration."""
+    answers with a local font, for the duration (all three are restored afterwards)."""
     from nonsite.models.torch_compat import ensure_torchvision_ops
 
+    offline_was = os.environ.get("YOLO_OFFLINE")
     os.environ["YOLO_OFFLINE"] = "1"
     try:
         ensure_torchvision_ops()
@@ -249,6 +252,7 @@ def offline_ultralytics() -> Iterator[Any]:
         from ultralytics import YOLO
         from ultralytics.utils import events as events_mod
     except ImportError as e:
+        _restore_env("YOLO_OFFLINE", offline_was)
         raise TrainError(
             f"Training and exporting need torch and ultralytics ({e}); install the 'torch' extra "
             f"(pip install -c constraints.txt 'nonsite[torch]')."
@@ -274,6 +278,14 @@ def offline_ultralytics() -> Iterator[Any]:
                 m.check_font = orig
         if events is not None and was_enabled is not None:
             events.enabled = was_enabled
+        _restore_env("YOLO_OFFLINE", offline_was)
+
+
+def _restore_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
 
 
 # --------------------------------------------------------------------------------------------- base weights
