@@ -225,6 +225,11 @@ def load_registry() -> dict[str, RegistryEntry]:
     return entries
 
 
+def builtin_names() -> set[str]:
+    """Names in the shipped registry.yaml (a trained or exported model cannot take one)."""
+    return set(_read_entries(BUILTIN_REGISTRY, "builtin"))
+
+
 def get_entry(name: str) -> RegistryEntry | None:
     return load_registry().get(name)
 

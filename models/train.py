@@ -38,15 +38,7 @@ from typing import Any
 
 import yaml
 
-from nonsite.models.registry import (
-    BUILTIN_REGISTRY,
-    RegistryEntry,
-    WeightsError,
-    _read_entries,
-    cache_dir,
-    register,
-    resolve,
-)
+from nonsite.models.registry import RegistryEntry, WeightsError, builtin_names, cache_dir, register, resolve
 
 log = logging.getLogger(__name__)
 
@@ -410,7 +402,7 @@ def check_name(name: str) -> None:
             f"model name '{name}' is not usable; use letters, digits, '.', '_' or '-' (at most 64, starting "
             f"with a letter or digit)."
         )
-    if name in _read_entries(BUILTIN_REGISTRY, "builtin"):
+    if name in builtin_names():
         raise TrainError(f"'{name}' is a built-in model name; pass --name with another name for the trained model.")
 
 
