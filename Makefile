@@ -49,13 +49,14 @@ fmt: setup
 schema: setup
 	$(PY) -m nonsite config schema --out docs/config.schema.json
 
-# Debian packages the integration tests use (a real RTSP server). Needs root; CI runs it.
+# Debian packages the integration tests use (a real RTSP server; a CJK font for the plate tests). Needs root; CI runs it.
 system-deps:
 	@if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" 2>/dev/null \
 	   || ! command -v gst-inspect-1.0 >/dev/null || ! gst-inspect-1.0 x264enc >/dev/null 2>&1 \
 	   || ! command -v chromium >/dev/null || ! fc-list :lang=zh | grep -q . \
 	   || ! test -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc || ! command -v pdftoppm >/dev/null \
-	   || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	   || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
+	   || ! test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
 	fi
 

@@ -163,6 +163,18 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_train(a: argparse.Namespace) -> int:
+    from nonsite.models.cli import train_command
+
+    return train_command(a.data, a.base, a.epochs, imgsz=a.imgsz, name=a.name, batch=a.batch)
+
+
+def cmd_models_export(a: argparse.Namespace) -> int:
+    from nonsite.models.cli import export_command
+
+    return export_command(a.model, a.format, imgsz=a.imgsz, name=a.name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nonsite", description="Non-site (AI camera) enforcement pipeline.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -179,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("path", help="image or video file")
     d.add_argument("--save", help="write an annotated copy here")
     d.add_argument("--config", help="take detector settings from this config")
-    d.add_argument("--backend", choices=["onnx", "ultralytics"])
+    d.add_argument("--backend", choices=["onnx", "ultralytics", "openvino"])
     d.add_argument("--model", help="registry name or weights path")
     d.add_argument("--imgsz", type=int)
     d.add_argument("--conf", type=float, help="confidence threshold")
@@ -218,6 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     from nonsite.cases.cli import add_parsers as add_cases_parsers
 
     add_cases_parsers(sub)  # nonsite cases ..., nonsite users ...
+
+    mt = m.add_parser("train", help="fine-tune a detector on a YOLO dataset (CPU) and register it by name")
+    mt.add_argument("--data", required=True, help="YOLO dataset yaml (path, train, val, names)")
+    mt.add_argument("--base", default="yolo11n-coco", help="registry name or .pt to start from (default yolo11n-coco)")
+    mt.add_argument("--epochs", type=int, required=True, help="training epochs")
+    mt.add_argument("--imgsz", type=int, default=640, help="training image size (multiple of 32, default 640)")
+    mt.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
+    mt.add_argument("--name", help="registry name of the result (default <dataset>-<base>)")
+    mt.set_defaults(fn=cmd_models_train)
+    me = m.add_parser("export", help="export a .pt model to ONNX or OpenVINO and register the export")
+    me.add_argument("--model", required=True, help="registry name or .pt path")
+    me.add_argument("--format", required=True, choices=["onnx", "openvino"])
+    me.add_argument("--imgsz", type=int, help="export image size (default: the model's)")
+    me.add_argument("--name", help="registry name of the export (default <model>-<format>)")
+    me.set_defaults(fn=cmd_models_export)
     return p
 
 

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from nonsite.config.base import Section
 from nonsite.config.cameras import CameraConfig
 from nonsite.config.detector import DetectorConfig, TrackerConfig
+from nonsite.config.plates import PlatesConfig
 from nonsite.config.rules import RulesConfig
 from nonsite.config.services import BusConfig, CasesConfig, ConsoleConfig, EvidenceConfig
 
@@ -22,6 +23,7 @@ class NonsiteConfig(Section):
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Detector backend.")
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Multi-object tracker.")
     rules: RulesConfig = Field(default_factory=RulesConfig, description="Violation rules.")
+    plates: PlatesConfig = Field(default_factory=PlatesConfig, description="Licence-plate reading (parking cases).")
     cameras: list[CameraConfig] = Field(default_factory=list, description="The cameras this node runs.")
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Evidence capture and store.")
     bus: BusConfig = Field(default_factory=BusConfig, description="Event bus.")

@@ -2,6 +2,8 @@
 
 - ``nonsite detect IMAGE_OR_VIDEO [--save OUT] [--every N]`` -> :func:`detect_command`
 - ``nonsite models list`` -> :func:`list_command`
+- ``nonsite models train --data DATASET.yaml --base MODEL --epochs N`` -> :func:`train_command`
+- ``nonsite models export --model NAME --format onnx|openvino`` -> :func:`export_command`
 """
 
 from __future__ import annotations
@@ -181,8 +183,74 @@ def list_command(out: TextIO | None = None) -> int:
         return _err(str(e))
     for e in entries:
         print(
-            f"{e.name:<24} {e.format:<5} {e.version:<28} {len(e.classes):>3} classes  sha256 {e.sha256[:12]}  "
+            f"{e.name:<24} {e.format:<8} {e.version:<28} {len(e.classes):>3} classes  sha256 {e.sha256[:12]}  "
             f"{e.file}{'  (local)' if e.origin == 'local' else ''}",
             file=out,
         )
+    return 0
+
+
+def train_command(
+    data: str,
+    base: str,
+    epochs: int,
+    *,
+    imgsz: int = 640,
+    name: str | None = None,
+    batch: int = 8,
+    out: TextIO | None = None,
+) -> int:
+    """``nonsite models train``: fine-tune, register, print what a camera config needs. 0, or 2 after a
+    one-line error."""
+    from nonsite.models.train import train
+
+    out = out or sys.stdout
+    try:
+        r = train(data, base, epochs, imgsz=imgsz, name=name, batch=batch)
+    except WeightsError as e:
+        return _err(str(e))
+    m = r.metrics
+    per_epoch = r.seconds / max(r.epochs, 1)
+    print(
+        f"trained {r.name} from {r.base} on {r.dataset.source}: {r.dataset.images.get('train', 0)} train / "
+        f"{r.dataset.images.get('val', 0)} val images, {r.epochs} epochs at imgsz {r.imgsz} in {r.seconds:.0f} s "
+        f"({per_epoch:.1f} s/epoch)",
+        file=out,
+    )
+    print(
+        "val: " + ", ".join(f"{k} {v:.3f}" for k, v in m.items()) if m else "val: no metrics reported",
+        file=out,
+    )
+    print(
+        f"registered {r.name}: {r.weights} (sha256 {r.entry.sha256[:12]}, version {r.entry.version}, classes "
+        f"{', '.join(r.classes)})",
+        file=out,
+    )
+    print(f"use it: detector.model: {r.name}   (ultralytics run files: {r.run_dir})", file=out)
+    return 0
+
+
+def export_command(
+    model: str, fmt: str, *, imgsz: int | None = None, name: str | None = None, out: TextIO | None = None
+) -> int:
+    """``nonsite models export``: export a .pt to ONNX or OpenVINO and register it. 0, or 2 after a
+    one-line error."""
+    from nonsite.models.export import export_model
+
+    out = out or sys.stdout
+    try:
+        r = export_model(model, fmt, imgsz=imgsz, name=name)
+    except WeightsError as e:
+        return _err(str(e))
+    sizes = ", ".join(f"{f} {b / 1e6:.1f} MB" for f, b in r.files.items() if b > 10_000)
+    print(
+        f"exported {r.source.name} to {fmt} at imgsz {r.imgsz} (dynamic batch and size) in {r.seconds:.0f} s: "
+        f"{r.path} ({sizes})",
+        file=out,
+    )
+    print(
+        f"registered {r.name} (sha256 {r.entry.sha256[:12]}, version {r.entry.version}); use it: "
+        f"detector.backend: {fmt}, detector.model: {r.name}",
+        file=out,
+    )
     return 0

@@ -100,9 +100,13 @@ class OnnxDetector:
             boxes.append(padded)
             lbs.append(lb)
         blob = cv2.dnn.blobFromImages(boxes, scalefactor=1 / 255.0, swapRB=True)
-        (pred,) = self.session.run(None, {self._input_name: blob})[:1]
+        pred = self._infer(blob)
         cfg = self.config
         return [decode_yolo(pred[i], lbs[i], cfg.confidence, cfg.iou, self.class_names) for i in range(len(images))]
+
+    def _infer(self, blob: np.ndarray) -> np.ndarray:
+        """The raw (B, 4 + classes, anchors) output for an NCHW float32 blob."""
+        return self.session.run(None, {self._input_name: blob})[0]
 
     def detect(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
         """Detections per BGR uint8 image, boxes in that image's pixels; one session.run per batch (per

@@ -45,7 +45,8 @@ ENV_WEIGHTS_CACHE = "NONSITE_WEIGHTS_CACHE"
 
 BUILTIN_REGISTRY = Path(__file__).with_name("registry.yaml")
 LOCAL_REGISTRY_NAME = "registry.local.yaml"
-WEIGHT_SUFFIXES = {".pt": "pt", ".onnx": "onnx"}
+WEIGHT_SUFFIXES = {".pt": "pt", ".onnx": "onnx", ".xml": "openvino"}
+"""Weights file suffix -> format (an OpenVINO IR is named by its ``.xml``; its ``.bin`` sits beside it)."""
 DOWNLOAD_TIMEOUT_S = 60.0
 
 
@@ -76,7 +77,9 @@ class _Download(BaseModel):
 class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     file: str = Field(description="File name looked up in $NONSITE_MODELS_DIR and the cache.")
-    format: Literal["pt", "onnx"] = Field(description="pt: ultralytics checkpoint; onnx: ONNX model.")
+    format: Literal["pt", "onnx", "openvino"] = Field(
+        description="pt: ultralytics checkpoint; onnx: ONNX model; openvino: OpenVINO IR (.xml with its .bin)."
+    )
     family: Literal["yolo", "yolox"] = Field("yolo", description="Output decoding family.")
     version: str = Field(description="Version recorded with every detection's evidence.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the file.")
@@ -86,6 +89,10 @@ class _Entry(BaseModel):
     description: str = ""
     download: _Download | None = None
     path: str | None = Field(None, description="Local registry: absolute path of the registered file.")
+    companions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Files the model needs beside it (an OpenVINO IR's .bin): file name -> sha256, checked too.",
+    )
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,8 @@ class RegistryEntry:
     path: str | None = None
     origin: str = "builtin"
     """``builtin`` (registry.yaml) or ``local`` (registry.local.yaml)."""
+    companions: tuple[tuple[str, str], ...] = ()
+    """Files needed beside the weights file (name, sha256): an OpenVINO IR's ``.bin``."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,7 @@ def _read_entries(path: Path, origin: str) -> dict[str, RegistryEntry]:
             ultralytics_asset=e.download.ultralytics_asset if e.download else None,
             path=e.path,
             origin=origin,
+            companions=tuple(sorted(e.companions.items())),
         )
     return out
 
@@ -213,6 +223,11 @@ def load_registry() -> dict[str, RegistryEntry]:
     entries = _read_entries(local_registry_path(), "local")
     entries.update(_read_entries(BUILTIN_REGISTRY, "builtin"))
     return entries
+
+
+def builtin_names() -> set[str]:
+    """Names in the shipped registry.yaml (a trained or exported model cannot take one)."""
+    return set(_read_entries(BUILTIN_REGISTRY, "builtin"))
 
 
 def get_entry(name: str) -> RegistryEntry | None:
@@ -237,7 +252,8 @@ def register(
         raise WeightsNotFound(f"Cannot register '{name}': {p} does not exist; pass the trained weights file.")
     fmt = WEIGHT_SUFFIXES.get(p.suffix.lower())
     if fmt is None:
-        raise WeightsError(f"Cannot register {p}: only .pt and .onnx weights are supported.")
+        raise WeightsError(f"Cannot register {p}: only .pt, .onnx and OpenVINO .xml weights are supported.")
+    companions = _companions(p, fmt)
     if name in _read_entries(BUILTIN_REGISTRY, "builtin"):
         raise WeightsError(f"'{name}' is a built-in model name; register the trained model under another name.")
     if not classes:
@@ -256,6 +272,8 @@ def register(
         "classes": [str(c) for c in classes],
         "path": str(p),
     }
+    if companions:
+        body["companions"] = companions
     if imgsz:
         body["imgsz"] = int(imgsz)
     if description:
@@ -266,6 +284,16 @@ def register(
     entry = _read_entries(reg, "local")[name]
     log.info("registered model %s (%s, sha256 %s) in %s", name, p, body["sha256"][:12], reg)
     return entry
+
+
+def _companions(p: Path, fmt: str) -> dict[str, str]:
+    """The files a weights file needs beside it, with their sha256 (an OpenVINO IR's ``.bin``)."""
+    if fmt != "openvino":
+        return {}
+    weights = p.with_suffix(".bin")
+    if not weights.is_file():
+        raise WeightsNotFound(f"{p} is an OpenVINO IR without its weights file {weights.name} beside it; export again.")
+    return {weights.name: sha256_file(weights)}
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -304,6 +332,18 @@ def _check_sha(entry: RegistryEntry, path: Path) -> str:
             f"{path} has sha256 {sha}, but model '{entry.name}' is registered with {entry.sha256}: the file is "
             f"corrupt or a different model; replace it with the registered file (or delete it to fetch it again)."
         )
+    for name, want in entry.companions:
+        other = path.with_name(name)
+        if not other.is_file():
+            raise WeightsNotFound(
+                f"{other} is missing: model '{entry.name}' needs it beside {path.name}; export the model again."
+            )
+        got = sha256_file(other)
+        if got != want:
+            raise WeightsChecksumError(
+                f"{other} has sha256 {got}, but model '{entry.name}' is registered with {want} for it: the file is "
+                f"corrupt or from another export; export the model again."
+            )
     return sha
 
 
@@ -490,7 +530,7 @@ def resolve(model: str | Path, *, download: bool = True) -> ResolvedWeights:
 def _from_path(p: Path, registry: dict[str, RegistryEntry]) -> ResolvedWeights:
     fmt = WEIGHT_SUFFIXES.get(p.suffix.lower())
     if fmt is None:
-        raise WeightsError(f"{p} is not a .pt or .onnx weights file; point detector.model at one.")
+        raise WeightsError(f"{p} is not a .pt, .onnx or OpenVINO .xml weights file; point detector.model at one.")
     sha = sha256_file(p)
     for e in registry.values():
         if e.sha256 == sha:

@@ -177,3 +177,14 @@ def test_unsupported_models_are_refused_clearly(models_dir: Path) -> None:
         create_detector(DetectorConfig(backend="onnx", model="yolox-nano-coco-416"))
     with pytest.raises(WeightsError, match="needs a .pt"):
         create_detector(DetectorConfig(backend="ultralytics", model="yolo11n-coco-int8-320"))
+
+
+def test_openvino_backend_matches_onnx(models_dir: Path, bus: np.ndarray, frames: list[np.ndarray], onnx_det) -> None:
+    """OpenVINO (fp32) on the same ONNX export: the same detections as ONNX Runtime, batched or not."""
+    ov = create_detector(DetectorConfig(backend="openvino"))
+    assert ov.backend == "openvino" and ov.weights.sha256 == PT_SHA and ov.class_names == onnx_det.class_names
+    for got, ref in zip(ov.detect([bus, *frames]), onnx_det.detect([bus, *frames]), strict=True):
+        assert len(got) == len(ref) and len(ref) > 0
+        assert got.data["class_name"].tolist() == ref.data["class_name"].tolist()
+        assert np.allclose(got.xyxy, ref.xyxy, atol=1.0) and np.allclose(got.confidence, ref.confidence, atol=0.01)
+    assert [len(d) for d in ov.detect([bus])] == [len(onnx_det.detect([bus])[0])]

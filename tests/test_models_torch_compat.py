@@ -69,3 +69,20 @@ def test_torchvision_imports_and_nms_runs_in_a_fresh_process() -> None:
 def test_idempotent_in_process() -> None:
     a = ensure_torchvision_ops()
     assert ensure_torchvision_ops() is a
+
+
+def test_reference_nms_matches_greedy_across_blocks() -> None:
+    """More boxes than one block (and class-offset boxes, as ultralytics passes them): still exact greedy."""
+    from nonsite.models.torch_compat import NMS_BLOCK
+
+    rng = np.random.default_rng(11)
+    n = 2 * NMS_BLOCK + 137
+    xy = rng.uniform(0, 300, (n, 2))
+    wh = rng.uniform(10, 120, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    boxes[n // 2 :] += 4096.0  # a second "class", far away, like ultralytics' class offsets
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+    scores[:20] = 0.5  # ties keep the order of the input
+    for thr in (0.45, 0.7):
+        got = nms_reference(torch.from_numpy(boxes), torch.from_numpy(scores), thr).tolist()
+        assert got == _greedy_nms(boxes, scores, thr)
