@@ -62,7 +62,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.port is not None:
         cfg.console.port = a.port
     preflight(cfg, a.config)
-    summary = run(cfg, exit_when_done=a.exit_when_done, serve=not a.no_console)
+    summary = run(cfg, exit_when_done=a.exit_when_done, serve=not a.no_console, config_path=a.config)
     return 1 if summary.cameras_failed and len(summary.cameras_failed) == len(cfg.cameras) else 0
 
 

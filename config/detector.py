@@ -10,10 +10,11 @@ from nonsite.config.base import Section
 
 
 class DetectorConfig(Section):
-    backend: Literal["onnx", "ultralytics"] = Field(
+    backend: Literal["onnx", "ultralytics", "openvino"] = Field(
         "onnx",
-        description="onnx: ONNX Runtime on an ultralytics export (fastest on CPU here); "
-        "ultralytics: the .pt checkpoint through ultralytics/PyTorch.",
+        description="onnx: ONNX Runtime on an ultralytics export; "
+        "ultralytics: the .pt checkpoint through ultralytics/PyTorch; "
+        "openvino: OpenVINO on the same ONNX export (CPU; bf16 where the CPU has it).",
     )
     model: str = Field(
         "yolo11n-coco",

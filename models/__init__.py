@@ -34,7 +34,7 @@ __all__ = [
 
 
 def create_detector(cfg: DetectorConfig | None = None, *, download: bool = True) -> Detector:
-    """The detector for ``cfg.backend`` (``onnx`` or ``ultralytics``) on ``cfg.model``.
+    """The detector for ``cfg.backend`` (``onnx``, ``openvino`` or ``ultralytics``) on ``cfg.model``.
 
     Raises :class:`WeightsError` (or a subclass) with a one-sentence fix when the weights cannot be found
     or loaded."""
@@ -47,4 +47,8 @@ def create_detector(cfg: DetectorConfig | None = None, *, download: bool = True)
         from nonsite.models.ultralytics_backend import UltralyticsDetector
 
         return UltralyticsDetector(cfg, download=download)
-    raise WeightsError(f"Unknown detector backend '{cfg.backend}'; use onnx or ultralytics.")
+    if cfg.backend == "openvino":
+        from nonsite.models.openvino_backend import OpenVinoDetector
+
+        return OpenVinoDetector(cfg, download=download)
+    raise WeightsError(f"Unknown detector backend '{cfg.backend}'; use onnx, openvino or ultralytics.")
