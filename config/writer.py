@@ -145,8 +145,11 @@ def _apply_zones(cameras: CommentedSeq, index: int, zones: list[dict[str, Any]])
     else:
         old.clear()
         old.extend(result)
-    if not old:
+    if not old:  # an empty list is written as [] on the key's line: comments above its items go with them
         camera["zones"] = CommentedSeq()
+        item = camera.ca.items.get("zones")
+        if item is not None and len(item) > 3:
+            item[3] = None
     _put_tail(cameras, index, blanks)
 
 
