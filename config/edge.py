@@ -11,7 +11,7 @@ class EdgeConfig(Section):
     max_batch: int = Field(
         0, ge=0, le=64,
         description="Most frames (from different cameras, round-robin) in one detector call; 0 = the backend's "
-        "own preference (1 for ONNX Runtime and OpenVINO on CPU, where batching only adds latency; 8 for CUDA).",
+        "own preference (4 for OpenVINO and ONNX Runtime on CPU, 8 on CUDA, 1 for PyTorch on CPU; see bench/).",
     )
     queue_frames: int = Field(
         2, ge=1, le=64,

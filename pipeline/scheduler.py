@@ -68,6 +68,11 @@ class FrameQueue(Generic[T]):
             self._items.append(item)
             self._cond.notify_all()
 
+    def peek(self) -> T | None:
+        """The oldest item without removing it, or None when empty."""
+        with self._cond:
+            return self._items[0] if self._items else None
+
     def get_nowait(self) -> T | None:
         """The oldest item, or None when empty."""
         with self._cond:
@@ -91,12 +96,20 @@ class FrameQueue(Generic[T]):
 
 
 class RoundRobin(Generic[K, T]):
-    """Fair batches across cameras: one item per camera per round, rounds rotate their first camera."""
+    """Fair batches across cameras: one item per camera per round, rounds rotate their first camera.
 
-    def __init__(self, max_batch: int) -> None:
+    ``group``: items only share a batch when this function gives them the same value (the runner groups
+    frames by size, so a batch needs no padding to a common size); the first camera in turn sets the
+    batch's group, cameras with another one wait for the next batch, which starts after the last camera
+    served, so every camera is served at least once every ``number of cameras`` batches. Items whose
+    group is None (end-of-stream markers) join any batch without taking a place in it.
+    """
+
+    def __init__(self, max_batch: int, group: Callable[[T], Hashable | None] | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.max_batch = max_batch
+        self.group = group
         self._last: K | None = None
 
     def next_batch(self, lanes: Sequence[tuple[K, FrameQueue[T]]]) -> list[tuple[K, T]]:
@@ -109,17 +122,28 @@ class RoundRobin(Generic[K, T]):
         start = keys.index(self._last) + 1 if self._last in keys else 0
         order = [*lanes[start:], *lanes[:start]]
         batch: list[tuple[K, T]] = []
-        while len(batch) < self.max_batch:
+        size = 0
+        want: Hashable | None = None
+        while size < self.max_batch:
             served = False
             for key, q in order:
-                if len(batch) >= self.max_batch:
+                if size >= self.max_batch:
                     break
+                head = q.peek()
+                if head is None:
+                    continue
+                g = self.group(head) if self.group is not None else 0
+                if g is not None and want is not None and g != want:
+                    continue
                 item = q.get_nowait()
                 if item is None:
                     continue
                 batch.append((key, item))
                 self._last = key
                 served = True
+                if g is not None:
+                    want = g
+                    size += 1
             if not served:
                 break
         return batch

