@@ -72,6 +72,8 @@ class CameraRun:
     """Monotonic times of the frames processed within the last minute (the console's fps)."""
     pending_camera: CameraConfig | None = None
     """A zones-only change waiting for the loop to apply it."""
+    swapped: threading.Event = field(default_factory=threading.Event)
+    """Set by the loop once ``pending_camera`` is applied."""
     finished: threading.Event = field(default_factory=threading.Event)
     """Set once the worker has been finished (end of stream, or the camera removed)."""
 
@@ -246,6 +248,7 @@ class EdgeRunner:
         restart this camera alone. Enabling or disabling starts or stops it. ``KeyError`` if unknown;
         :class:`SourceError` (the old camera keeps running) if the new video file is missing."""
         old_run: CameraRun | None = None
+        swap_wait: CameraRun | None = None
         with self._lock:
             old = self._cameras.get(camera.id)
             if old is None:
@@ -268,7 +271,9 @@ class EdgeRunner:
                 old_run, change = run, "disabled"
             elif _only_zones_differ(old, camera):
                 if self._running:
+                    run.swapped.clear()
                     run.pending_camera = camera
+                    swap_wait = run
                 else:
                     self._swap_zones(run, camera)
                 change = "zones"
@@ -287,6 +292,10 @@ class EdgeRunner:
                 self._retire(old_run)
             elif not old_run.finished.wait(timeout):
                 log.warning("camera %s: the old run is still finishing after %.0f s", camera.id, timeout)
+        if swap_wait is not None:
+            self._wake.set()
+            if not swap_wait.swapped.wait(timeout):
+                log.warning("camera %s: the new zones are not applied yet after %.0f s", camera.id, timeout)
         log.info("camera %s: %s", camera.id, {"zones": "zones replaced live"}.get(change, change))
         self._wake.set()
         return change
@@ -437,6 +446,7 @@ class EdgeRunner:
         for r, cam in swaps:
             if cam is not None:
                 self._swap_zones(r, cam)
+            r.swapped.set()
 
     def _detect(self, images: list[Any]) -> list[sv.Detections | None]:
         """One detector call for the batch; if it fails, frame by frame so one bad frame costs only itself."""
