@@ -46,6 +46,10 @@ lint: setup
 fmt: setup
 	$(PY) -m ruff check --fix .
 
+# Speed, measured side by side on this machine: writes bench/results/latest.json and latest.md (~10 min on 2 cores).
+bench: setup
+	$(PY) bench/run.py
+
 schema: setup
 	$(PY) -m nonsite config schema --out docs/config.schema.json
 

@@ -167,14 +167,23 @@ def run(
     serve: bool = True,
     progress: Callable[[str], None] = print,
     wait_forever: Callable[[], None] | None = None,
+    config_path: str | None = None,
 ) -> RunSummary:
-    """Run the cameras of ``cfg`` end to end; serve the console until Ctrl-C unless ``exit_when_done``."""
+    """Run the cameras of ``cfg`` end to end; serve the console until Ctrl-C unless ``exit_when_done``.
+
+    While serving, the cameras of ``config_path`` are reloaded live when the file changes (``edge.reload``)
+    and on SIGHUP, and the edge keeps running after file cameras end so cameras added later run too."""
     from nonsite.models import create_detector
     from nonsite.pipeline.edge import EdgeRunner
+    from nonsite.pipeline.metrics import MetricsServer
+    from nonsite.pipeline.reload import ConfigWatcher
 
     detector = create_detector(cfg.detector)
     node = Embedded(cfg)
     summary = RunSummary()
+    metrics_server: MetricsServer | None = None
+    watcher: ConfigWatcher | None = None
+    edge_thread: threading.Thread | None = None
     try:
         node.start_consumers()
         if serve and not exit_when_done:
@@ -186,7 +195,22 @@ def run(
         progress(f"detector: {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
                  f"{len([c for c in cfg.cameras if c.enabled])} cameras, data in {node.data}")
         edge = EdgeRunner(cfg, detector, node.store, node.bus, progress=progress)
-        stats = edge.run(node.stop)
+        if cfg.metrics.port is not None:
+            metrics_server = MetricsServer(edge.metrics.registry, cfg.metrics.host, cfg.metrics.port)
+            progress(f"metrics: {metrics_server.url}")
+        if config_path and cfg.edge.reload and not exit_when_done:
+            watcher = ConfigWatcher(config_path, edge, cfg.edge.reload_poll_s).start()
+            watcher.install_sighup()
+        if watcher is None:
+            stats = edge.run(node.stop)
+        else:  # keep the edge running for cameras the file adds later; report once the current ones end
+            edge_thread = threading.Thread(target=edge.run, args=(node.stop,), kwargs={"until_done": False},
+                                           name="edge", daemon=True)
+            edge_thread.start()
+            while not node.stop.is_set() and edge_thread.is_alive() and not all(r.finished.is_set()
+                                                                                 for r in edge.runs):
+                time.sleep(0.2)
+            stats = edge.stats()
         for r in edge.runs:
             progress(edge.describe(r))
             if r.error:
@@ -203,7 +227,14 @@ def run(
             progress("serving the console; press Ctrl-C to stop")
             (wait_forever or _sleep_forever)()
     finally:
+        if watcher is not None:
+            watcher.stop()
+        if edge_thread is not None:
+            node.stop.set()
+            edge_thread.join(timeout=15)
         node.close()
+        if metrics_server is not None:
+            metrics_server.stop()
     return summary
 
 

@@ -65,7 +65,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.port is not None:
         cfg.console.port = a.port
     preflight(cfg, a.config)
-    summary = run(cfg, exit_when_done=a.exit_when_done, serve=not a.no_console)
+    summary = run(cfg, exit_when_done=a.exit_when_done, serve=not a.no_console, config_path=a.config)
     return 1 if summary.cameras_failed and len(summary.cameras_failed) == len(cfg.cameras) else 0
 
 
@@ -175,6 +175,25 @@ def cmd_models_export(a: argparse.Namespace) -> int:
     return export_command(a.model, a.format, imgsz=a.imgsz, name=a.name)
 
 
+def cmd_cameras_probe(a: argparse.Namespace) -> int:
+    from nonsite.streams.probe import ProbeError, probe, save_snapshot
+
+    if a.timeout <= 0:
+        raise UserError(f"--timeout must be positive, got {a.timeout}")
+    if a.snapshot and not Path(a.snapshot).resolve().parent.is_dir():
+        raise UserError(f"--snapshot {a.snapshot}: folder {Path(a.snapshot).resolve().parent} does not exist")
+    try:
+        result = probe(a.url, timeout_s=a.timeout, transport=a.transport)
+    except ProbeError as e:
+        print(f"error: {e.kind.replace('_', ' ')}: {e}", file=sys.stderr)
+        return e.exit_code
+    for line in result.lines():
+        print(line)
+    if a.snapshot:
+        print(f"snapshot: {save_snapshot(result.snapshot, a.snapshot)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nonsite", description="Non-site (AI camera) enforcement pipeline.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -245,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--imgsz", type=int, help="export image size (default: the model's)")
     me.add_argument("--name", help="registry name of the export (default <model>-<format>)")
     me.set_defaults(fn=cmd_models_export)
+    cam = sub.add_parser("cameras", help="cameras").add_subparsers(dest="cameras_cmd", required=True)
+    cp = cam.add_parser(
+        "probe", help="connect to a camera once: codec, resolution, fps, time to first frame, a snapshot",
+        description="Exit status: 0 video received, 1 unreadable stream, 3 unreachable, 4 authentication "
+        "failed, 5 no stream at that path, 6 no video track, 7 timeout.",
+    )
+    cp.add_argument("url", help="rtsp://user:pass@host/path, http(s):// (MJPEG), a video file, or device:N")
+    cp.add_argument("--snapshot", metavar="OUT.jpg", help="save the newest frame here")
+    cp.add_argument("--timeout", type=float, default=10.0, metavar="S", help="give up after S seconds (default 10)")
+    cp.add_argument("--transport", choices=["tcp", "udp"], default="tcp", help="RTSP transport (default tcp)")
+    cp.set_defaults(fn=cmd_cameras_probe)
     return p
 
 

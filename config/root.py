@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from nonsite.config.base import Section
 from nonsite.config.cameras import CameraConfig
 from nonsite.config.detector import DetectorConfig, TrackerConfig
+from nonsite.config.edge import EdgeConfig, MetricsConfig
 from nonsite.config.plates import PlatesConfig
 from nonsite.config.rules import RulesConfig
 from nonsite.config.services import BusConfig, CasesConfig, ConsoleConfig, EvidenceConfig
@@ -29,6 +30,9 @@ class NonsiteConfig(Section):
     bus: BusConfig = Field(default_factory=BusConfig, description="Event bus.")
     cases: CasesConfig = Field(default_factory=CasesConfig, description="Case database.")
     console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="Operators' web console.")
+    edge: EdgeConfig = Field(default_factory=EdgeConfig, description="Many cameras on one box: batching, queues, "
+                             "live reload of the cameras.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics endpoint.")
 
     @field_validator("timezone")
     @classmethod

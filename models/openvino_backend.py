@@ -1,43 +1,57 @@
-"""OpenVINO detector on an ultralytics YOLO model: an OpenVINO IR (``.xml`` + ``.bin``), an ONNX export, or a
-``.pt`` (exported to ONNX once and cached, then compiled by OpenVINO).
+"""OpenVINO detector on the same ultralytics YOLO ONNX the ONNX Runtime backend uses.
 
-Same letterbox, decoding and NMS as the ONNX Runtime backend (:class:`OnnxDetector`); only the inference
-runtime differs. On the Intel CPUs here OpenVINO runs YOLO11n faster than ONNX Runtime at the same fp32
-precision (see /work/shared/models/README.md and ``detector.precision`` for bf16)."""
+OpenVINO reads the ONNX directly (no separate IR export needed): a ``.pt`` model is exported to ONNX
+once and cached (:mod:`nonsite.models.export`), a ready ``.onnx`` is used as is. Pre- and
+post-processing are the ONNX backend's (letterbox, YOLO decoding, class-aware NMS), so both backends
+see the same pixels and produce the same kind of detections.
+
+The model is compiled for static input shapes (batch, height, width), one compiled model per shape
+seen, kept in a small LRU: a static shape runs markedly faster on CPU than a dynamic one, and a box
+sees few shapes (one per camera resolution and batch size). OpenVINO chooses the inference precision
+as ``detector.precision`` says: fp32 (default, the same numbers as the other backends) or bf16 (about
+twice as fast on CPUs with AMX or AVX512-BF16, see bench/).
+"""
 
 from __future__ import annotations
 
-import ast
 import logging
 import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
-import yaml
+import supervision as sv
 
 from nonsite.config.detector import DetectorConfig
 from nonsite.models.base import WeightsInfo
-from nonsite.models.onnx_backend import OnnxDetector
-from nonsite.models.registry import WeightsError, resolve
+from nonsite.models.postprocess import Letterbox, decode_yolo, letterbox, rect_shape
+from nonsite.models.registry import ResolvedWeights, WeightsError, resolve
 
 log = logging.getLogger(__name__)
 
-PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+MAX_COMPILED = 16
+"""Compiled static shapes kept (batch x height x width); the least recently used is dropped beyond."""
 
 
-class OpenVinoDetector(OnnxDetector):
-    """YOLO detection with OpenVINO on the CPU (pre/post-processing shared with :class:`OnnxDetector`)."""
+def _import_openvino() -> Any:
+    try:
+        import openvino as ov
+    except ImportError:
+        raise WeightsError("The openvino backend needs the openvino package; pip install openvino, or set "
+                           "detector.backend: onnx.") from None
+    return ov
+
+
+class OpenVinoDetector:
+    """YOLO detection with OpenVINO on CPU; the same interface and output as the ONNX backend."""
 
     backend = "openvino"
 
     def __init__(self, cfg: DetectorConfig, *, download: bool = True) -> None:
-        try:
-            import openvino as ov
-        except ImportError as e:
-            raise WeightsError(
-                f"detector.backend openvino needs the openvino package ({e}); pip install openvino, or use "
-                f"detector.backend: onnx."
-            ) from e
+        ov = _import_openvino()
         self.config = cfg
         resolved = resolve(cfg.model, download=download)
         self.resolved = resolved
@@ -49,90 +63,119 @@ class OpenVinoDetector(OnnxDetector):
         if resolved.format == "pt":
             from nonsite.models.export import ensure_onnx
 
-            self.model_path: Path = ensure_onnx(resolved, cfg.imgsz)
+            self.onnx_path: Path = ensure_onnx(resolved, cfg.imgsz)
         else:
-            self.model_path = resolved.path
-        self.onnx_path = self.model_path
-
-        core = ov.Core()
-        props: dict[str, object] = {
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[getattr(cfg, "precision", "fp32")],
-        }
-        if cfg.threads:
-            props["INFERENCE_NUM_THREADS"] = cfg.threads
+            self.onnx_path = resolved.path
+        self._core = ov.Core()
         try:
-            model = core.read_model(str(self.model_path))
-            self.compiled = core.compile_model(model, "CPU", props)
+            self._model = self._core.read_model(str(self.onnx_path))
         except Exception as e:  # noqa: BLE001 (OpenVINO raises RuntimeError subclasses of its own)
+            raise WeightsError(f"OpenVINO cannot read {self.onnx_path} ({e}); delete it to re-export.") from e
+        if len(self._model.inputs) != 1 or len(self._model.outputs) < 1:
+            raise WeightsError(f"{self.onnx_path} is not an ultralytics YOLO detection ONNX (one image input).")
+        inp, out = self._model.inputs[0].get_partial_shape(), self._model.outputs[0].get_partial_shape()
+        if inp.rank.get_length() != 4 or out.rank.get_length() != 3:
             raise WeightsError(
-                f"OpenVINO cannot load {self.model_path} ({type(e).__name__}: {e}); export the model again "
-                f"(nonsite models export) or use detector.backend: onnx."
-            ) from e
-
-        inp, out = model.inputs[0], model.outputs[0]
-        ishape, oshape = inp.get_partial_shape(), out.get_partial_shape()
-        if ishape.rank.get_length() != 4 or oshape.rank.get_length() != 3:
-            raise WeightsError(
-                f"{self.model_path} is not an ultralytics YOLO detection model (input {ishape}, output {oshape}; "
-                f"expected (B, 3, H, W) -> (B, 4 + classes, anchors))."
+                f"{self.onnx_path} is not an ultralytics YOLO detection ONNX (input {inp}, output {out}; "
+                "expected (B, 3, H, W) -> (B, 4 + classes, anchors))."
             )
-        dims = [d.get_length() if d.is_static else None for d in ishape]
-        b, _, h, w = dims
-        self.fixed_batch = b
-        self.fixed_hw = (h, w) if h is not None and w is not None else None
+        dims = [d.get_length() if d.is_static else None for d in inp]
+        self.fixed_batch: int | None = dims[0]
+        h, w = dims[2], dims[3]
+        self.fixed_hw: tuple[int, int] | None = (h, w) if h is not None and w is not None else None
         self.imgsz = max(self.fixed_hw) if self.fixed_hw else cfg.imgsz
-        meta = _metadata(self.model_path)
-        self.stride = int(meta.get("stride", 32))
-        self.class_names = list(resolved.classes) or _names(meta)
-        nc = oshape[1].get_length() if oshape[1].is_static else None
+        self.stride = 32
+        self.class_names: list[str] = _class_names(resolved, self.onnx_path)
+        nc = out[1].get_length() if out[1].is_static else None
         if nc is not None and not self.class_names:
             self.class_names = [f"class{i}" for i in range(nc - 4)]
         if nc is not None and nc - 4 != len(self.class_names):
             raise WeightsError(
-                f"{self.model_path} predicts {nc - 4} classes but model '{resolved.name}' lists "
+                f"{self.onnx_path} predicts {nc - 4} classes but model '{resolved.name}' lists "
                 f"{len(self.class_names)}; register it with the right class names."
             )
+        self._props: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[cfg.precision],
+        }
+        if cfg.threads:
+            self._props["INFERENCE_NUM_THREADS"] = cfg.threads
+        self._compiled: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
+        self._lock = threading.Lock()
         self.weights: WeightsInfo = resolved.info(self.class_names)
-        self._local = threading.local()
+        chosen = self._request((1, *self._shape_for_default())).get_compiled_model().get_property(
+            "INFERENCE_PRECISION_HINT")
+        self.precision: str = chosen.to_string() if hasattr(chosen, "to_string") else str(chosen)
+        """The precision OpenVINO chose for this CPU (bf16 where the CPU has it, else f32)."""
 
-    def _infer(self, blob: np.ndarray) -> np.ndarray:
-        req = getattr(self._local, "request", None)
-        if req is None:  # one infer request per thread: requests are not shared across threads
-            req = self._local.request = self.compiled.create_infer_request()
-        req.infer({0: blob})
-        return np.array(req.get_output_tensor(0).data, copy=True)
+    def _shape_for_default(self) -> tuple[int, int]:
+        return self.fixed_hw or (self.imgsz, self.imgsz)
 
+    def _request(self, key: tuple[int, int, int]) -> Any:
+        """An infer request of a model compiled for input (batch, h, w); compiled on first use."""
+        req = self._compiled.get(key)
+        if req is not None:
+            self._compiled.move_to_end(key)
+            return req
+        model = self._model.clone()
+        model.reshape({model.inputs[0].get_any_name(): [key[0], 3, key[1], key[2]]})
+        compiled = self._core.compile_model(model, "CPU", self._props)
+        req = compiled.create_infer_request()
+        self._compiled[key] = req
+        if len(self._compiled) > MAX_COMPILED:
+            self._compiled.popitem(last=False)
+        log.debug("openvino: compiled %s for input %s", self.onnx_path.name, key)
+        return req
 
-def _metadata(path: Path) -> dict[str, object]:
-    """ultralytics' metadata (names, stride): ``metadata.yaml`` beside an IR, the metadata of an ONNX."""
-    side = path.with_name("metadata.yaml")
-    if path.suffix == ".xml" and side.is_file():
-        try:
-            data = yaml.safe_load(side.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                return data
-        except (OSError, yaml.YAMLError) as e:
-            log.debug("cannot read %s: %s", side, e)
-    if path.suffix == ".onnx":
-        try:
-            import onnx
+    def _batch_shape(self, images: Sequence[np.ndarray]) -> tuple[int, int]:
+        if self.fixed_hw:
+            return self.fixed_hw
+        shapes = [rect_shape(im.shape[:2], self.imgsz, self.stride) for im in images]
+        return max(s[0] for s in shapes), max(s[1] for s in shapes)
 
-            return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        except Exception as e:  # noqa: BLE001 (onnx missing or an unreadable file: names come from elsewhere)
-            log.debug("cannot read the metadata of %s: %s", path, e)
-    return {}
+    def _run(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
+        shape = self._batch_shape(images)
+        padded: list[np.ndarray] = []
+        lbs: list[Letterbox] = []
+        for im in images:
+            _check_image(im)
+            p, lb = letterbox(im, shape, None if self.fixed_hw else self.imgsz)
+            padded.append(p)
+            lbs.append(lb)
+        blob = cv2.dnn.blobFromImages(padded, scalefactor=1 / 255.0, swapRB=True)
+        with self._lock:
+            req = self._request((len(images), shape[0], shape[1]))
+            req.infer({0: blob})
+            pred = np.array(req.get_output_tensor(0).data, copy=True)
+        cfg = self.config
+        return [decode_yolo(pred[i], lbs[i], cfg.confidence, cfg.iou, self.class_names) for i in range(len(images))]
 
-
-def _names(meta: dict[str, object]) -> list[str]:
-    names = meta.get("names")
-    if isinstance(names, str):
-        try:
-            names = ast.literal_eval(names)
-        except (ValueError, SyntaxError):
+    def detect(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
+        """Detections per BGR uint8 image, boxes in that image's pixels; one inference per batch (per
+        ``fixed_batch`` images when the model has a fixed batch size)."""
+        images = list(images)
+        if not images:
             return []
-    if isinstance(names, dict):
-        return [str(names[k]) for k in sorted(names)]
-    if isinstance(names, list):
-        return [str(n) for n in names]
-    return []
+        step = self.fixed_batch or len(images)
+        out: list[sv.Detections] = []
+        for i in range(0, len(images), step):
+            out.extend(self._run(images[i : i + step]))
+        return out
+
+
+def _check_image(im: np.ndarray) -> None:
+    if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+        desc = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
+        raise ValueError(f"detect() takes BGR uint8 images of shape (H, W, 3), got {desc}.")
+
+
+def _class_names(resolved: ResolvedWeights, onnx_path: Path) -> list[str]:
+    """Registered class names, else the ``names`` the ultralytics export wrote into the ONNX metadata."""
+    if resolved.classes:
+        return list(resolved.classes)
+    import onnxruntime as ort
+
+    from nonsite.models.onnx_backend import _class_names as from_meta
+
+    meta = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    return from_meta(resolved, meta.custom_metadata_map)

@@ -1,45 +1,143 @@
-"""Runs the edge for a set of cameras: one reader thread per camera, one detector loop that batches
-frames across cameras (round-robin, one frame per camera per batch, so a busy camera cannot starve
-another), and an :class:`EdgeWorker` per camera for tracking, rules and evidence."""
+"""Runs the edge for a set of cameras: one reader thread per camera, one detector loop that batches frames
+across cameras (:mod:`nonsite.pipeline.scheduler`: bounded queues, fair round-robin), and an
+:class:`EdgeWorker` per camera for tracking, rules and evidence.
+
+Cameras can be added, changed and removed while the loop runs (:meth:`EdgeRunner.add_camera`,
+:meth:`~EdgeRunner.update_camera`, :meth:`~EdgeRunner.remove_camera`, :meth:`~EdgeRunner.apply_config`);
+the other cameras never notice. A camera whose source, fps or location changed restarts alone (new
+source, tracker and pre-roll); a change of its zones only swaps its zones and rule engine, keeping
+the connection and the tracks. Workers are only touched by the loop thread: changes requested from
+other threads are applied by the loop between two batches.
+
+Per camera and per stage the runner feeds :class:`~nonsite.pipeline.metrics.EdgeMetrics` (Prometheus).
+"""
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
+
+import supervision as sv
 
 from nonsite.config import CameraConfig, NonsiteConfig, mask_url
 from nonsite.evidence.store import Store
 from nonsite.models.base import Detector
 from nonsite.pipeline.bus.base import Bus
-from nonsite.pipeline.events import ModelInfo
+from nonsite.pipeline.events import ModelInfo, ViolationEvent
+from nonsite.pipeline.metrics import CameraSample, EdgeMetrics
+from nonsite.pipeline.rules import rule_config_hash
+from nonsite.pipeline.scheduler import FrameQueue, RoundRobin
 from nonsite.pipeline.worker import EdgeWorker, SequenceCounter, WorkerStats
-from nonsite.streams import open_source
+from nonsite.streams import LiveSource, open_source
 from nonsite.streams.base import Frame, Source, SourceError
+from nonsite.streams.health import SourceHealth
 
 log = logging.getLogger(__name__)
 
 _END = object()
+RATE_WINDOW_S = 60.0
+
+Change = Literal["added", "removed", "restarted", "zones", "unchanged", "disabled"]
+
+
+@dataclass
+class _Queued:
+    frame: Frame
+    at: float
+    """time.perf_counter() when the frame entered the queue."""
 
 
 @dataclass
 class CameraRun:
+    """One running camera: its source, reader thread, queue and worker."""
+
     camera: CameraConfig
     source: Source
     worker: EdgeWorker
-    frames: queue.Queue[object] = field(default_factory=lambda: queue.Queue(maxsize=4))
+    frames: FrameQueue[Any]
+    live: bool
+    """Latest-frame semantics: a live stream, or a file paced in real time (a simulated camera)."""
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
     done: bool = False
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
+    processed_at: deque[float] = field(default_factory=deque)
+    """Monotonic times of the frames processed within the last minute (the console's fps)."""
+    pending_camera: CameraConfig | None = None
+    """A zones-only change waiting for the loop to apply it."""
+    swapped: threading.Event = field(default_factory=threading.Event)
+    """Set by the loop once ``pending_camera`` is applied."""
+    finished: threading.Event = field(default_factory=threading.Event)
+    """Set once the worker has been finished (end of stream, or the camera removed)."""
+
+    @property
+    def health(self) -> SourceHealth | None:
+        return getattr(self.source, "health", None)
+
+    def fps(self, now: float | None = None) -> float:
+        """Frames processed per second over the last minute (or since the start, if shorter)."""
+        now = time.monotonic() if now is None else now
+        while self.processed_at and now - self.processed_at[0] > RATE_WINDOW_S:
+            self.processed_at.popleft()
+        span = min(RATE_WINDOW_S, max(now - self.started, 1e-6))
+        return len(self.processed_at) / span
 
 
 def model_info(detector: Detector) -> ModelInfo:
     w = detector.weights
     return ModelInfo(name=w.name, version=w.version, sha256=w.sha256, backend=detector.backend)
+
+
+def preferred_batch(detector: Detector) -> int:
+    """How many frames per detector call suit the backend (``edge.max_batch: 0``). On this project's CPUs a
+    batch of 4 runs OpenVINO and ONNX Runtime faster per frame than single frames (bench/results), at
+    the cost of up to one batch of latency, which the rules' dwell times (seconds) absorb; a GPU wants
+    bigger batches. PyTorch on CPU (unmeasured) gets single frames."""
+    backend = getattr(detector, "backend", "")
+    device = str(getattr(getattr(detector, "config", None), "device", "cpu"))
+    if device.startswith("cuda"):
+        return 8
+    if backend in ("openvino", "onnx"):
+        return 4
+    return 1
+
+
+class _Timed:
+    """Forwards to ``inner`` and adds the duration of its ``update`` calls to ``self.spent``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.spent = 0.0
+
+    def update(self, *args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return self.inner.update(*args, **kwargs)
+        finally:
+            self.spent += time.perf_counter() - t
+
+    def take(self) -> float:
+        s, self.spent = self.spent, 0.0
+        return s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _frame_size(item: Any) -> tuple[int, ...] | None:
+    """Batches hold frames of one size (no padding to a common size); end markers join any batch."""
+    return item.frame.image.shape if isinstance(item, _Queued) else None
+
+
+def _only_zones_differ(a: CameraConfig, b: CameraConfig) -> bool:
+    return a.model_dump(exclude={"zones"}) == b.model_dump(exclude={"zones"})
 
 
 class EdgeRunner:
@@ -51,84 +149,396 @@ class EdgeRunner:
         bus: Bus,
         progress: Callable[[str], None] | None = None,
         progress_every_s: float = 5.0,
-        max_batch: int = 8,
+        max_batch: int | None = None,
+        metrics: EdgeMetrics | None = None,
     ) -> None:
         self.cfg, self.detector, self.store, self.bus = cfg, detector, store, bus
         self.progress = progress
         self.progress_every_s = progress_every_s
-        self.max_batch = max_batch
-        sequence = SequenceCounter(Path(cfg.data_dir) / "edge" / "sequence.json")
-        info = model_info(detector)
-        self.runs = [
-            CameraRun(c, open_source(c), EdgeWorker(c, cfg, store, bus, info, sequence))
-            for c in cfg.cameras if c.enabled
-        ]
+        self.max_batch = max_batch or cfg.edge.max_batch or preferred_batch(detector)
+        self.metrics = metrics if metrics is not None else EdgeMetrics()
+        self.metrics.watch(self._samples)
+        self._sequence = SequenceCounter(Path(cfg.data_dir) / "edge" / "sequence.json")
+        self._model = model_info(detector)
+        self._scheduler: RoundRobin[str, Any] = RoundRobin(self.max_batch, group=_frame_size)
+        self._lock = threading.RLock()
+        self._cameras: dict[str, CameraConfig] = {}
+        """Every configured camera (enabled or not), in config order."""
+        self._runs: dict[str, CameraRun] = {}
+        self._retiring: list[CameraRun] = []
+        self._history: list[CameraRun] = []
+        self._running = False
+        self._wake = threading.Event()
+        for c in cfg.cameras:
+            self._cameras[c.id] = c
+            if c.enabled:
+                self._runs[c.id] = self._new_run(c)
 
-    def _read(self, run: CameraRun, stop: threading.Event) -> None:
+    # -- cameras --------------------------------------------------------------------------------
+
+    @property
+    def runs(self) -> list[CameraRun]:
+        """The cameras running now (removed ones are gone from here; their stats stay in :meth:`stats`)."""
+        with self._lock:
+            return list(self._runs.values())
+
+    @property
+    def cameras(self) -> list[CameraConfig]:
+        """Every configured camera, enabled or not."""
+        with self._lock:
+            return list(self._cameras.values())
+
+    def run_of(self, camera_id: str) -> CameraRun | None:
+        with self._lock:
+            return self._runs.get(camera_id)
+
+    def _new_run(self, camera: CameraConfig) -> CameraRun:
+        source = open_source(camera)
+        live = isinstance(source, LiveSource) or camera.source.realtime
+        worker = EdgeWorker(camera, self.cfg, self.store, self.bus, self._model, self._sequence)
+        worker.tracker = _Timed(worker.tracker)  # type: ignore[assignment]
+        cid = camera.id
+        queue: FrameQueue[Any] = FrameQueue(self.cfg.edge.queue_frames, drop_oldest=live,
+                                            on_drop=lambda _item: self.metrics.queue_dropped(cid))
+        return CameraRun(camera, source, worker, queue, live)
+
+    def _start(self, run: CameraRun) -> None:
+        run.thread = threading.Thread(target=self._read, args=(run,), name=f"read-{run.camera.id}", daemon=True)
+        run.thread.start()
+
+    def add_camera(self, camera: CameraConfig) -> Change:
+        """Start a new camera (``ValueError`` if its id exists; :class:`SourceError` if its video file is
+        missing). A disabled camera is only recorded."""
+        with self._lock:
+            if camera.id in self._cameras:
+                raise ValueError(f"camera '{camera.id}' already exists; use update_camera to change it")
+            if not camera.enabled:
+                self._cameras[camera.id] = camera
+                return "disabled"
+            run = self._new_run(camera)
+            self._cameras[camera.id] = camera
+            self._runs[camera.id] = run
+            if self._running:
+                self._start(run)
+        log.info("camera %s: added (%s)", camera.id, mask_url(camera.source.url))
+        self._wake.set()
+        return "added"
+
+    def remove_camera(self, camera_id: str, timeout: float = 10.0) -> Change:
+        """Stop a camera: its confirmed violations are published with the post-roll recorded so far, its
+        source is closed in the background. ``KeyError`` for an unknown camera."""
+        with self._lock:
+            if camera_id not in self._cameras:
+                raise KeyError(camera_id)
+            self._cameras.pop(camera_id)
+            run = self._runs.pop(camera_id, None)
+            if run is None:
+                return "removed"
+            self._detach(run)
+            running = self._running
+        if not running:
+            self._retire(run)
+        elif not run.finished.wait(timeout):
+            log.warning("camera %s: removal still in progress after %.0f s", camera_id, timeout)
+        log.info("camera %s: removed", camera_id)
+        return "removed"
+
+    def update_camera(self, camera: CameraConfig, timeout: float = 10.0) -> Change:
+        """Apply a changed camera config: nothing if equal; zones only: swap zones and rules live; else
+        restart this camera alone. Enabling or disabling starts or stops it. ``KeyError`` if unknown;
+        :class:`SourceError` (the old camera keeps running) if the new video file is missing."""
+        old_run: CameraRun | None = None
+        swap_wait: CameraRun | None = None
+        with self._lock:
+            old = self._cameras.get(camera.id)
+            if old is None:
+                raise KeyError(camera.id)
+            if old == camera:
+                return "unchanged"
+            run = self._runs.get(camera.id)
+            change: Change
+            if run is None and not camera.enabled:
+                change = "disabled"
+            elif run is None:
+                new = self._new_run(camera)
+                self._runs[camera.id] = new
+                if self._running:
+                    self._start(new)
+                change = "added"
+            elif not camera.enabled:
+                del self._runs[camera.id]
+                self._detach(run)
+                old_run, change = run, "disabled"
+            elif _only_zones_differ(old, camera):
+                if self._running:
+                    run.swapped.clear()
+                    run.pending_camera = camera
+                    swap_wait = run
+                else:
+                    self._swap_zones(run, camera)
+                change = "zones"
+            else:
+                new = self._new_run(camera)
+                del self._runs[camera.id]
+                self._detach(run)
+                self._runs[camera.id] = new
+                if self._running:
+                    self._start(new)
+                old_run, change = run, "restarted"
+            self._cameras[camera.id] = camera
+            running = self._running
+        if old_run is not None:
+            if not running:
+                self._retire(old_run)
+            elif not old_run.finished.wait(timeout):
+                log.warning("camera %s: the old run is still finishing after %.0f s", camera.id, timeout)
+        if swap_wait is not None:
+            self._wake.set()
+            if not swap_wait.swapped.wait(timeout):
+                log.warning("camera %s: the new zones are not applied yet after %.0f s", camera.id, timeout)
+        log.info("camera %s: %s", camera.id, {"zones": "zones replaced live"}.get(change, change))
+        self._wake.set()
+        return change
+
+    def apply_config(self, cfg: NonsiteConfig) -> dict[str, Change]:
+        """Bring the cameras in line with ``cfg.cameras`` (added, removed, changed); the other sections need
+        a restart and are only reported. Returns what happened to each camera that changed."""
+        changes: dict[str, Change] = {}
+        wanted = {c.id: c for c in cfg.cameras}
+        for cid in [c.id for c in self.cameras if c.id not in wanted]:
+            changes[cid] = self.remove_camera(cid)
+        for c in cfg.cameras:
+            try:
+                change = self.update_camera(c) if c.id in self._cameras else self.add_camera(c)
+            except SourceError as e:
+                log.error("camera %s: not applied: %s", c.id, e)
+                continue
+            if change != "unchanged":
+                changes[c.id] = change
+        with self._lock:  # keep the config order
+            self._cameras = {c.id: self._cameras[c.id] for c in cfg.cameras if c.id in self._cameras}
+        other = [k for k in ("detector", "tracker", "rules", "evidence", "bus", "edge")
+                 if getattr(cfg, k) != getattr(self.cfg, k)]
+        if other:
+            log.warning("config: %s changed; cameras are applied live, the rest takes effect after a restart",
+                        ", ".join(other))
+        return changes
+
+    def _detach(self, run: CameraRun) -> None:
+        """Stop a run's reader (without waiting) and hand its worker to the loop to finish."""
+        run.stop.set()
+        self.metrics.retire_source(run.camera.id, run.health)
+        threading.Thread(target=run.source.close, name=f"close-{run.camera.id}", daemon=True).start()
+        run.frames.clear()
+        with self._lock:
+            self._retiring.append(run)
+            self._history.append(run)
+        self._wake.set()
+
+    def _retire(self, run: CameraRun) -> None:
+        """Finish a detached run's worker (loop thread, or the caller when the loop is not running)."""
+        with self._lock:
+            if run in self._retiring:
+                self._retiring.remove(run)
+        if not run.finished.is_set():
+            if not run.done:
+                self._finish(run)
+            run.finished.set()
+
+    def _swap_zones(self, run: CameraRun, camera: CameraConfig) -> None:
+        """New zones for a running camera: episodes open under the old zones are closed (confirmed ones are
+        published now), the rule engine is rebuilt from the new zones on the next frame; the source,
+        tracker and pre-roll carry on."""
+        w = run.worker
+        events = w.finish()
+        self.metrics.published(run.camera.id, (e.type for e in events))
+        w.camera = camera
+        w.engine = None
+        w.rule_hash = rule_config_hash(camera, self.cfg.rules)
+        run.camera = camera
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _read(self, run: CameraRun) -> None:
+        cid = run.camera.id
         try:
             for frame in run.source.frames():
-                while not stop.is_set():
-                    try:
-                        run.frames.put(frame, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if run.stop.is_set():
+                    break
+                self.metrics.stage(cid, "decode", frame.decode_s)
+                if not run.frames.put(_Queued(frame, time.perf_counter()), run.stop):
                     break
         except SourceError as e:
             run.error = str(e)
-            log.error("camera %s: %s", run.camera.id, e)
+            log.error("camera %s: %s", cid, e)
         except Exception as e:  # a broken camera never stops the others
             run.error = f"{type(e).__name__}: {e}"
-            log.exception("camera %s (%s) failed", run.camera.id, mask_url(run.camera.source.url))
+            log.exception("camera %s (%s) failed", cid, mask_url(run.camera.source.url))
         finally:
-            run.frames.put(_END)
+            run.frames.put_final(_END)
+            self._wake.set()
 
-    def run(self, stop: threading.Event) -> dict[str, WorkerStats]:
-        """Process every camera until its source ends or ``stop`` is set; returns per-camera stats."""
-        readers_stop = threading.Event()
-        readers = [threading.Thread(target=self._read, args=(r, readers_stop), name=f"read-{r.camera.id}",
-                                    daemon=True) for r in self.runs]
-        for t in readers:
-            t.start()
+    def _samples(self) -> Iterable[CameraSample]:
+        return [CameraSample(r.camera.id, r.health, len(r.frames), r.live) for r in self.runs]
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, *, until_done: bool = True) -> dict[str, WorkerStats]:
+        """Process the cameras until ``stop`` is set or, with ``until_done``, until every camera has ended
+        (files); returns per-camera stats (removed and restarted cameras included)."""
+        with self._lock:
+            self._running = True
+            for r in self._runs.values():
+                if r.thread is None:
+                    self._start(r)
         last_progress = time.monotonic()
         try:
-            while not stop.is_set() and not all(r.done for r in self.runs):
-                batch: list[tuple[CameraRun, Frame]] = []
-                for r in self.runs:
-                    if r.done or len(batch) >= self.max_batch:
-                        continue
-                    try:
-                        item = r.frames.get_nowait()
-                    except queue.Empty:
-                        continue
+            while not stop.is_set():
+                self._housekeeping()
+                with self._lock:
+                    active = [r for r in self._runs.values() if not r.done]
+                    idle = not active and not self._retiring
+                if idle and until_done:
+                    break
+                batch = self._scheduler.next_batch([(r.camera.id, r.frames) for r in active])
+                if not batch:
+                    self._wake.wait(0.005 if active else 0.2)
+                    self._wake.clear()
+                    continue
+                by_id = {r.camera.id: r for r in active}
+                work: list[tuple[CameraRun, _Queued]] = []
+                for cid, item in batch:
+                    r = by_id[cid]
                     if item is _END:
                         r.done = True
-                        r.worker.finish()
-                    else:
-                        batch.append((r, item))  # type: ignore[arg-type]
-                if not batch:
-                    time.sleep(0.005)
-                    continue
-                dets = self.detector.detect([f.image for _, f in batch])
-                for (r, frame), d in zip(batch, dets, strict=True):
-                    try:
-                        r.worker.process(frame, d)
-                    except Exception as e:  # one camera's failure (a bad frame, a full disk) is its own
-                        r.error = f"{type(e).__name__}: {e}"
-                        log.exception("camera %s: frame %d failed", r.camera.id, frame.index)
+                        self._finish(r)
+                        r.finished.set()
+                    elif not r.stop.is_set():
+                        work.append((r, item))
+                if work:
+                    self._detect_and_process(work)
                 if self.progress and time.monotonic() - last_progress >= self.progress_every_s:
                     last_progress = time.monotonic()
                     for r in self.runs:
                         if not r.done:
                             self.progress(self.describe(r))
         finally:
-            readers_stop.set()
-            for r in self.runs:
+            with self._lock:
+                self._running = False
+                runs = list(self._runs.values())
+            self._housekeeping()
+            for r in runs:
+                r.stop.set()
                 r.source.close()
-            for t in readers:
-                t.join(timeout=5)
-        return {r.camera.id: r.worker.stats for r in self.runs}
+            for r in runs:
+                if r.thread is not None:
+                    r.thread.join(timeout=5)
+        return self.stats()
+
+    def _housekeeping(self) -> None:
+        with self._lock:
+            retiring = list(self._retiring)
+            swaps = [(r, r.pending_camera) for r in self._runs.values() if r.pending_camera is not None]
+            for r, _ in swaps:
+                r.pending_camera = None
+        for r in retiring:
+            self._retire(r)
+        for r, cam in swaps:
+            if cam is not None:
+                self._swap_zones(r, cam)
+            r.swapped.set()
+
+    def _detect(self, images: list[Any]) -> list[sv.Detections | None]:
+        """One detector call for the batch; if it fails, frame by frame so one bad frame costs only itself."""
+        t = time.perf_counter()
+        try:
+            dets: list[sv.Detections | None] = list(self.detector.detect(images))
+            self.metrics.detector_call(self.detector.backend, len(images), time.perf_counter() - t)
+            return dets
+        except Exception:
+            if len(images) == 1:
+                raise
+        out: list[sv.Detections | None] = []
+        for im in images:
+            try:
+                out.extend(self._detect([im]))
+            except Exception as e:
+                log.error("detector failed on a frame of shape %s: %s", getattr(im, "shape", "?"), e)
+                out.append(None)
+        return out
+
+    def _detect_and_process(self, work: list[tuple[CameraRun, _Queued]]) -> None:
+        t0 = time.perf_counter()
+        try:
+            dets = self._detect([q.frame.image for _, q in work])
+        except Exception as e:
+            dets = [None]
+            log.error("detector failed on a frame of camera %s: %s", work[0][0].camera.id, e)
+        detect_s = time.perf_counter() - t0
+        for (r, q), d in zip(work, dets, strict=True):
+            cid = r.camera.id
+            self.metrics.stage(cid, "queue", t0 - q.at)
+            if d is None:
+                r.error = "the detector failed on a frame (see the log)"
+                continue
+            self.metrics.stage(cid, "detect", detect_s)
+            self._process(r, q.frame, d)
+
+    def _process(self, r: CameraRun, frame: Frame, d: sv.Detections) -> None:
+        w = r.worker
+        cid = r.camera.id
+        tracker = w.tracker if isinstance(w.tracker, _Timed) else None
+        engine = w.engine if isinstance(w.engine, _Timed) else None
+        fresh_engine = w.engine is None
+        t = time.perf_counter()
+        try:
+            events = w.process(frame, d)
+        except Exception as e:  # one camera's failure (a bad frame, a full disk) is its own
+            r.error = f"{type(e).__name__}: {e}"
+            log.exception("camera %s: frame %d failed", cid, frame.index)
+            return
+        total = time.perf_counter() - t
+        track_s = tracker.take() if tracker else 0.0
+        rules_s = engine.take() if engine else 0.0
+        self.metrics.stage(cid, "track", track_s)
+        if not fresh_engine:  # the first frame also builds the engine: not a representative sample
+            self.metrics.stage(cid, "rules", rules_s)
+            self.metrics.stage(cid, "evidence", total - track_s - rules_s)
+        if w.engine is not None and not isinstance(w.engine, _Timed):
+            w.engine = _Timed(w.engine)  # type: ignore[assignment]
+        self.metrics.frames_processed.labels(camera=cid).inc()
+        self.metrics.published(cid, (e.type for e in events))
+        r.processed_at.append(time.monotonic())
+
+    def _finish(self, r: CameraRun) -> list[ViolationEvent]:
+        try:
+            events = r.worker.finish()
+        except Exception as e:
+            r.error = f"{type(e).__name__}: {e}"
+            log.exception("camera %s: finishing failed", r.camera.id)
+            return []
+        self.metrics.published(r.camera.id, (e.type for e in events))
+        return events
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, WorkerStats]:
+        """Per-camera worker stats, summed over restarts, removed cameras included."""
+        with self._lock:
+            runs = [*self._history, *self._runs.values()]
+        out: dict[str, WorkerStats] = {}
+        for r in runs:
+            s = r.worker.stats
+            acc = out.setdefault(r.camera.id, WorkerStats())
+            acc.frames += s.frames
+            acc.detections += s.detections
+            acc.onsets += s.onsets
+            acc.retracted += s.retracted
+            for k, v in s.published.items():
+                acc.published[k] = acc.published.get(k, 0) + v
+            if s.last_ts is not None:
+                acc.last_ts = s.last_ts if acc.last_ts is None else max(acc.last_ts, s.last_ts)
+        return out
 
     def describe(self, r: CameraRun) -> str:
         s = r.worker.stats
@@ -137,4 +547,3 @@ class EdgeRunner:
         found = ", ".join(f"{k} {v}" for k, v in sorted(s.published.items())) or "none yet"
         return (f"[{r.camera.id}] {state}: {s.frames} frames ({s.frames / elapsed:.1f}/s), "
                 f"{s.onsets} onsets, {s.retracted} retracted, violations: {found}")
-

@@ -20,6 +20,10 @@ class Frame:
     """Capture time, seconds since the epoch (UTC). Files: open time + position in the file."""
     image: np.ndarray
     """BGR uint8, H x W x 3."""
+    decode_s: float = 0.0
+    """Seconds spent reading and decoding this frame, including the frames skipped since the previous
+    sampled one. Files: wall time of grab + retrieve. Live streams: CPU time of the reader thread in
+    grab + retrieve (wall time would include waiting for the network)."""
 
     @property
     def shape(self) -> tuple[int, int]:

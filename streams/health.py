@@ -42,6 +42,9 @@ class SourceHealth:
     """Failed attempts to open the stream."""
     last_error: str | None
     """Why the source was last down (credentials masked), or None."""
+    frames_dropped: int = 0
+    """Live sources: sampled frames replaced by a newer one before the consumer took them (the consumer
+    was slower than the target fps; latest-frame semantics)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -54,6 +57,7 @@ class SourceHealth:
             "reconnects": self.reconnects,
             "open_failures": self.open_failures,
             "last_error": self.last_error,
+            "frames_dropped": self.frames_dropped,
         }
 
 
@@ -96,6 +100,10 @@ class HealthTracker:
     def sampled(self) -> None:
         with self._lock:
             self._h = replace(self._h, frames_sampled=self._h.frames_sampled + 1)
+
+    def dropped(self) -> None:
+        with self._lock:
+            self._h = replace(self._h, frames_dropped=self._h.frames_dropped + 1)
 
     def reconnected(self) -> None:
         with self._lock:

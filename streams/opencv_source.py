@@ -9,10 +9,11 @@ file, so video time runs at video speed however fast the file is processed, and 
 counting up. For live streams ``Frame.ts`` = ``time.time()`` right after the grab.
 
 Live sources read in a background thread that always holds the freshest sampled frame: a consumer
-slower than the target fps gets the newest frame, not a growing backlog. When the stream cannot be
-opened, stalls (no frame within ``read_timeout_s``) or ends, the thread reopens it with exponential
-backoff and jitter until :meth:`LiveSource.close`. Credentials in URLs never reach a log line or an
-error message (:func:`nonsite.config.mask_url`).
+slower than the target fps gets the newest frame, not a growing backlog (each frame replaced unseen
+counts in ``health.frames_dropped``). When the stream cannot be opened, stalls (no frame within
+``read_timeout_s``) or ends, the thread reopens it with exponential backoff and jitter until
+:meth:`LiveSource.close`. Credentials in URLs never reach a log line or an error message
+(:func:`nonsite.config.mask_url`).
 """
 
 from __future__ import annotations
@@ -192,13 +193,17 @@ class FileSource:
             index = 0
             passes = 0
             still: np.ndarray | None = None
+            spent = 0.0  # decode time since the last emitted frame
             log.info("camera %s: reading %s (%.3g fps, sampling %.3g fps%s)", self.camera_id, self.path,
                      source_fps or float("nan"), self.fps, ", looping" if self.loop else "")
             while not self._closed.is_set():
                 n = 0
                 first_pos = last_pos = 0.0
                 while not self._closed.is_set():
-                    if not cap.grab():
+                    t_grab = time.perf_counter()
+                    grabbed = cap.grab()
+                    spent += time.perf_counter() - t_grab
+                    if not grabbed:
                         break
                     pos = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
                     if n == 0:
@@ -215,7 +220,9 @@ class FileSource:
                     self._health.decoded(ts)
                     if not sampler.take(t):
                         continue
+                    t_retrieve = time.perf_counter()
                     ok, image = cap.retrieve()
+                    spent += time.perf_counter() - t_retrieve
                     if not ok or image is None:
                         log.debug("camera %s: frame %d could not be converted; skipped", self.camera_id, i)
                         continue
@@ -223,7 +230,9 @@ class FileSource:
                         still = image
                     if not self._pace(ts):
                         return
-                    yield self._emit(i, ts, image)
+                    frame = self._emit(i, ts, image, spent)
+                    spent = 0.0
+                    yield frame
                 if self._closed.is_set():
                     break
                 if n == 0:
@@ -271,10 +280,10 @@ class FileSource:
                 return False
         return not self._closed.is_set()
 
-    def _emit(self, index: int, ts: float, image: np.ndarray) -> Frame:
+    def _emit(self, index: int, ts: float, image: np.ndarray, decode_s: float = 0.0) -> Frame:
         self._health.sampled()
         self._health.set_state(SourceState.up)
-        return Frame(camera_id=self.camera_id, index=index, ts=ts, image=image)
+        return Frame(camera_id=self.camera_id, index=index, ts=ts, image=image, decode_s=decode_s)
 
 
 class LiveSource:
@@ -441,10 +450,13 @@ class LiveSource:
         sampler = _Sampler(self.fps, _finite_positive(cap.get(cv2.CAP_PROP_FPS)))
         got = False
         last_good = time.monotonic()
+        spent = 0.0  # reader-thread CPU time in grab/retrieve since the last sampled frame
         while not self._closed.is_set():
             t_call = time.monotonic()
+            cpu = time.thread_time()
             ok = cap.grab()
             ts = time.time()
+            spent += time.thread_time() - cpu
             waited = time.monotonic() - t_call
             if waited >= 0.9 * self.read_timeout_s:
                 # FFmpeg's read timed out. grab() may still return True with a frame drained from the
@@ -465,7 +477,9 @@ class LiveSource:
                 if time.monotonic() - last_good > self.read_timeout_s:
                     return got, f"frames arrive but none could be decoded for {self.read_timeout_s:g} s"
                 continue
+            cpu = time.thread_time()
             ok, image = cap.retrieve()
+            spent += time.thread_time() - cpu
             if not ok or image is None:
                 if time.monotonic() - last_good > self.read_timeout_s:
                     return got, f"frames arrive but none could be decoded for {self.read_timeout_s:g} s"
@@ -473,9 +487,11 @@ class LiveSource:
             last_good = time.monotonic()
             self._health.sampled()
             self._health.set_state(SourceState.up)
-            frame = Frame(camera_id=self.camera_id, index=index, ts=ts, image=image)
+            frame = Frame(camera_id=self.camera_id, index=index, ts=ts, image=image, decode_s=spent)
+            spent = 0.0
             with self._cond:
                 if self._slot is not None:
+                    self._health.dropped()
                     log.debug("camera %s: consumer is slower than %.3g fps; frame %d replaced",
                               self.camera_id, self.fps, self._slot.index)
                 self._slot = frame

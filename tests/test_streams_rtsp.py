@@ -7,114 +7,23 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rtsp_helpers import PASSWORD, USER, RtspServer, free_port, serve_rtsp, wait_for
 
 from nonsite.config import CameraConfig
 from nonsite.streams import Frame, LiveSource, SourceState, open_source
 
-HERE = Path(__file__).resolve().parent
-SYSTEM_PYTHON = "/usr/bin/python3"
-USER, PASSWORD = "admin", "Pa55-w0rd_xyzzy"
-VIDEO = "traffic_highway.mp4"  # 960x540, 25 fps, 10 s; the server loops it
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _have_rtsp_server() -> bool:
-    if not os.path.exists(SYSTEM_PYTHON):
-        return False
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
-
-
-class RtspServer:
-    """tests/rtsp_server.py in a subprocess; start() again after kill() serves on the same port."""
-
-    def __init__(self, media: Path, port: int, path: str, log_dir: Path, auth: bool = True) -> None:
-        self.media, self.port, self.path, self.log_dir, self.auth = media, port, path, log_dir, auth
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def url(self, user: str | None = USER, password: str | None = PASSWORD, path: str | None = None) -> str:
-        cred = f"{user}:{password}@" if user is not None else ""
-        return f"rtsp://{cred}127.0.0.1:{self.port}{path or self.path}"
-
-    def start(self, timeout: float = 15.0) -> None:
-        self.starts += 1
-        cmd = [SYSTEM_PYTHON, str(HERE / "rtsp_server.py"), "--port", str(self.port), "--path", self.path,
-               "--media", str(self.media)]
-        if self.auth:
-            cmd += ["--user", USER, "--password", PASSWORD]
-        err = open(self.log_dir / f"rtsp_server_{self.starts}.log", "wb")  # noqa: SIM115 - closed with proc
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
-        err.close()
-        deadline = time.monotonic() + timeout
-        stdout = self.proc.stdout
-        assert stdout is not None
-        ready: list[bytes] = []
-        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        line = ready[0] if ready else b""
-        if not line.startswith(b"READY"):
-            self.kill()
-            log = (self.log_dir / f"rtsp_server_{self.starts}.log").read_text(errors="replace")
-            pytest.fail(f"RTSP server did not start: {line!r}\n{log}")
-        while time.monotonic() < deadline:  # it says READY once listening; make sure it accepts
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        pytest.fail(f"RTSP server does not accept connections on port {self.port}")
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        """SIGKILL, like a camera losing power; connections drop without a goodbye."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # in case a test froze it
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.kill()
-
 
 @pytest.fixture
 def rtsp_server(media_dir: Path, tmp_path: Path) -> Iterator[RtspServer]:
-    if not _have_rtsp_server():
-        pytest.skip(f"{SYSTEM_PYTHON} lacks GStreamer's RTSP server (apt install python3-gi "
-                    "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly gstreamer1.0-libav)")
-    server = RtspServer(media_dir / VIDEO, _free_port(), "/live/ch1", tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    yield from serve_rtsp(media_dir, tmp_path)
 
 
 def live(url: str, **source: object) -> LiveSource:
@@ -142,15 +51,6 @@ class Collector:
         self.src.close()
         self.thread.join(5)
         assert not self.thread.is_alive()
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not cond():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 def test_frames_flow_from_rtsp(rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
@@ -221,7 +121,7 @@ def test_open_failure_is_clear_and_keeps_the_password_secret(
 
 
 def test_nothing_listening_is_connection_refused() -> None:
-    src = live(f"rtsp://{USER}:{PASSWORD}@127.0.0.1:{_free_port()}/live/ch1")
+    src = live(f"rtsp://{USER}:{PASSWORD}@127.0.0.1:{free_port()}/live/ch1")
     col = Collector(src)
     wait_for(lambda: src.health.open_failures >= 1, 5.0, "a failed open")
     h = src.health

@@ -1,0 +1,464 @@
+"""The nonsite benchmark: `make bench` (or `python bench/run.py`) writes bench/results/latest.json and .md.
+
+Every figure is measured on this machine in this run, side by side, each in a fresh process (so one
+measurement's memory and warm caches do not leak into the next). See bench/README.md for what each figure
+means. Options: --frames N (per camera, default 200), --cameras 1,4,16, --quick (a smoke run: 20 frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# (file, duration in seconds): the shared media clips, simulated cameras take them in turn.
+VIDEOS = [
+    ("street_india_intersection.mp4", 39.0),
+    ("parking_lot_cctv_timelapse_a_640x480.mp4", 8.1),
+    ("traffic_cctv_indonesia_motorcycles.mp4", 30.1),
+    ("dog_alone_fence.mp4", 8.2),
+    ("traffic_highway.mp4", 10.4),
+]
+SOURCE_FPS = {"street_india_intersection.mp4": 30.0, "parking_lot_cctv_timelapse_a_640x480.mp4": 20.0,
+              "traffic_cctv_indonesia_motorcycles.mp4": 30.0, "dog_alone_fence.mp4": 30.0,
+              "traffic_highway.mp4": 25.1}
+STAGES = ("decode", "queue", "detect", "track", "rules", "evidence")
+
+
+SHARED = HERE.parent.parent / "shared"
+if not os.environ.get("NONSITE_MODELS_DIR") and (SHARED / "models").is_dir():
+    os.environ["NONSITE_MODELS_DIR"] = str(SHARED / "models")
+
+
+def media_dir() -> Path:
+    d = os.environ.get("NONSITE_MEDIA_DIR") or str(SHARED / "media")
+    if not Path(d).is_dir():
+        sys.exit(f"error: no media at {d}; set NONSITE_MEDIA_DIR to the shared media folder")
+    return Path(d)
+
+
+def cameras(n: int, frames: int) -> list[dict[str, Any]]:
+    """``n`` file cameras over the shared clips, each sampled at the fps that yields about ``frames``
+    frames over its clip (every frame when the clip is shorter than that)."""
+    out = []
+    for i in range(n):
+        video, duration = VIDEOS[i % len(VIDEOS)]
+        fps = min(SOURCE_FPS[video], frames / duration * 1.0001)
+        out.append({
+            "id": f"cam{i:02d}", "fps": round(fps, 4), "source": {"url": str(media_dir() / video)},
+            "zones": [  # every rule watches the whole picture, so tracking and rules do their full work
+                {"id": "walk", "kind": "sidewalk", "polygon": [[0, 0.3], [1, 0.3], [1, 1], [0, 1]]},
+                {"id": "stalls", "kind": "no_vending", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]]},
+                {"id": "dogs", "kind": "no_stray_dogs", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]]},
+            ],
+        })
+    return out
+
+
+def decode(cams: list[dict[str, Any]], limit: int) -> dict[str, list[np.ndarray]]:
+    """The frames each camera's source yields (the pipeline's own sampling), at most ``limit`` each."""
+    from nonsite.streams import FileSource
+
+    cache: dict[tuple[str, float], list[np.ndarray]] = {}
+    out = {}
+    for c in cams:
+        key = (c["source"]["url"], c["fps"])
+        if key not in cache:
+            frames = []
+            for f in FileSource(c["id"], key[0], fps=key[1]).frames():
+                frames.append(f.image)
+                if len(frames) >= limit:
+                    break
+            cache[key] = frames
+        out[c["id"]] = cache[key]
+    return out
+
+
+def detector(backend: str):  # noqa: ANN201
+    from nonsite.config import DetectorConfig
+    from nonsite.models import create_detector
+
+    return create_detector(DetectorConfig(backend=backend))  # type: ignore[arg-type]
+
+
+def warm_up(det: Any, images: list[np.ndarray], max_batch: int) -> None:
+    """Run every batch size on every input shape once (OpenVINO compiles per shape; first calls are slow)."""
+    from nonsite.models.postprocess import rect_shape
+
+    shapes = {rect_shape(im.shape[:2], 640) for im in images}
+    hs = sorted({h for h, _ in shapes} | {max(h for h, _ in shapes)})
+    ws = sorted({w for _, w in shapes})
+    for h in hs:
+        for w in ws:
+            blank = np.full((h, w, 3), 114, np.uint8)
+            for b in range(1, max_batch + 1):
+                det.detect([blank] * b)
+
+
+def round_robin(per_cam: dict[str, list[np.ndarray]], batch: int) -> list[list[np.ndarray]]:
+    """The frames in the order the scheduler serves files (one per camera per round), cut into batches."""
+    order: list[np.ndarray] = []
+    lists = list(per_cam.values())
+    for i in range(max(len(v) for v in lists)):
+        order += [v[i] for v in lists if i < len(v)]
+    return [order[i : i + batch] for i in range(0, len(order), batch)]
+
+
+def time_detector(det: Any, batches: list[list[np.ndarray]], min_s: float = 0.0) -> tuple[float, int]:
+    """Seconds and frames to detect ``batches`` (repeated until ``min_s`` has passed)."""
+    n = 0
+    start = time.perf_counter()
+    while True:
+        for b in batches:
+            det.detect(b)
+            n += len(b)
+        if time.perf_counter() - start >= min_s:
+            return time.perf_counter() - start, n
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """Linear interpolation inside cumulative Prometheus buckets [(le, count)]."""
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    target = q * buckets[-1][1]
+    prev_le, prev_c = 0.0, 0.0
+    for le, c in buckets:
+        if c >= target:
+            if math.isinf(le):
+                return prev_le
+            return prev_le + (le - prev_le) * ((target - prev_c) / (c - prev_c) if c > prev_c else 1.0)
+        prev_le, prev_c = le, c
+    return prev_le
+
+
+def stage_figures(registry: Any, camera_ids: list[str]) -> dict[str, dict[str, float | None]]:
+    out: dict[str, dict[str, float | None]] = {}
+    for stage in STAGES:
+        total = count = 0.0
+        buckets: dict[float, float] = {}
+        for fam in registry.collect():
+            if fam.name != "nonsite_stage_latency_seconds":
+                continue
+            for s in fam.samples:
+                if s.labels.get("stage") != stage or s.labels.get("camera") not in camera_ids:
+                    continue
+                if s.name.endswith("_sum"):
+                    total += s.value
+                elif s.name.endswith("_count"):
+                    count += s.value
+                elif s.name.endswith("_bucket"):
+                    le = float(s.labels["le"])
+                    buckets[le] = buckets.get(le, 0.0) + s.value
+        cum = sorted(buckets.items())
+        p95 = quantile(cum, 0.95)
+        out[stage] = {"mean_ms": round(total / count * 1000, 2) if count else None,
+                      "p95_ms": round(p95 * 1000, 1) if p95 is not None else None, "samples": int(count)}
+    return out
+
+
+# -- the measurements, each run in its own process -----------------------------------------------
+
+
+def measure_detector(backend: str, batch: int, frames: int) -> dict[str, Any]:
+    per_video = max(1, frames // len(VIDEOS))
+    cams = [{"id": f"v{i}", "fps": min(SOURCE_FPS[v], per_video / d * 1.0001), "source": {"url": str(media_dir() / v)}}
+            for i, (v, d) in enumerate(VIDEOS)]
+    images = [im for v in decode(cams, per_video).values() for im in v]
+    det = detector(backend)
+    warm_up(det, images, batch)
+    batches = [images[i : i + batch] for i in range(0, len(images), batch)]
+    seconds, n = time_detector(det, batches, min_s=5.0)
+    return {"backend": backend, "batch": batch, "frames": n, "seconds": round(seconds, 3),
+            "fps": round(n / seconds, 2), "ms_per_frame": round(seconds / n * 1000, 2),
+            "precision": getattr(det, "precision", "f32")}
+
+
+def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int) -> dict[str, Any]:
+    from nonsite.config import NonsiteConfig
+    from nonsite.evidence.local import LocalStore
+    from nonsite.pipeline.bus.embedded import EmbeddedBus
+    from nonsite.pipeline.edge import EdgeRunner
+
+    cams = cameras(n_cams, frames)
+    det = detector(backend)
+    warm = decode(cams[: len(VIDEOS)], 2)
+    warm_up(det, [im for v in warm.values() for im in v], max_batch)
+    rss_before = peak_rss_mb()
+
+    def pipeline() -> tuple[float, Any, dict[str, int]]:
+        with tempfile.TemporaryDirectory(prefix="nonsite-bench-") as tmp:
+            cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {"max_batch": max_batch}})
+            bus = EmbeddedBus(Path(tmp) / "bus.sqlite")
+            runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)
+            start = time.perf_counter()
+            stats = runner.run(threading.Event())
+            wall = time.perf_counter() - start
+            bus.close()
+        return wall, runner.metrics, {cid: s.frames for cid, s in stats.items()}
+
+    # Pipeline, bare detector on the very same frames (batched the same way), pipeline again: the two
+    # pipeline passes bracket the bare one, so a change in the machine's load during the run shows up
+    # on both sides of the ratio.
+    wall1, m, per_cam = pipeline()
+    rss = peak_rss_mb()  # before the bare run holds all the frames in memory
+    processed = sum(per_cam.values())
+    dropped = sum(m.value("nonsite_frames_dropped_total", camera=c["id"], where=w)
+                  for c in cams for w in ("queue", "source"))
+    stages = stage_figures(m.registry, [c["id"] for c in cams])
+    calls = sum(v.value for fam in m.registry.collect() if fam.name == "nonsite_detector_latency_seconds"
+                for v in fam.samples if v.name.endswith("_count"))
+    per_frames = decode(cams, max(per_cam.values()))
+    batches = round_robin({cid: fr[: per_cam[cid]] for cid, fr in per_frames.items()}, max_batch)
+    del per_frames
+    bare_s, bare_n = time_detector(det, batches)
+    assert bare_n == processed, (bare_n, processed)
+    del batches
+    wall2, _, per_cam2 = pipeline()
+    assert per_cam2 == per_cam
+    fps = 2 * processed / (wall1 + wall2)
+    bare_fps = bare_n / bare_s
+    return {
+        "backend": backend, "cameras": n_cams, "max_batch": max_batch, "frames": processed,
+        "mean_batch": round(processed / calls, 2) if calls else None, "wall_s": [round(wall1, 2), round(wall2, 2)],
+        "bare_s": round(bare_s, 2),
+        "fps": round(fps, 2), "bare_fps": round(bare_fps, 2), "ratio": round(fps / bare_fps, 3),
+        "stages": stages, "frames_dropped": int(dropped),
+        "peak_rss_mb": round(rss, 1), "rss_before_cameras_mb": round(rss_before, 1),
+    }
+
+
+def measure_live(backend: str, n_cams: int, fps: float, seconds: float, max_batch: int) -> dict[str, Any]:
+    from nonsite.config import NonsiteConfig
+    from nonsite.evidence.local import LocalStore
+    from nonsite.pipeline.bus.embedded import EmbeddedBus
+    from nonsite.pipeline.edge import EdgeRunner
+
+    cams = cameras(n_cams, 100)
+    for c in cams:
+        c["fps"] = fps
+        c["source"].update(realtime=True, loop=True)
+    det = detector(backend)
+    warm = decode(cams[: len(VIDEOS)], 2)
+    warm_up(det, [im for v in warm.values() for im in v], max_batch)
+    with tempfile.TemporaryDirectory(prefix="nonsite-bench-") as tmp:
+        cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {"max_batch": max_batch}})
+        bus = EmbeddedBus(Path(tmp) / "bus.sqlite")
+        runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)
+        stop = threading.Event()
+        t = threading.Thread(target=runner.run, args=(stop,), kwargs={"until_done": False})
+        t.start()
+        time.sleep(seconds)
+        stop.set()
+        t.join(30)
+        m = runner.metrics
+        rows = []
+        for c in cams:
+            cid = c["id"]
+            rows.append({
+                "sampled": m.value("nonsite_frames_sampled_total", camera=cid),
+                "processed": m.value("nonsite_frames_processed_total", camera=cid),
+                "dropped": m.value("nonsite_frames_dropped_total", camera=cid, where="queue")
+                + m.value("nonsite_frames_dropped_total", camera=cid, where="source"),
+            })
+        stages = stage_figures(m.registry, [c["id"] for c in cams])
+        bus.close()
+    got = [r["processed"] / seconds for r in rows]
+    sampled = sum(r["sampled"] for r in rows)
+    dropped = sum(r["dropped"] for r in rows)
+    return {
+        "backend": backend, "cameras": n_cams, "camera_fps": fps, "seconds": seconds, "max_batch": max_batch,
+        "demand_fps": round(n_cams * fps, 1), "detected_fps": round(sum(got), 2),
+        "per_camera_fps_min": round(min(got), 2), "per_camera_fps_max": round(max(got), 2),
+        "frames_sampled": int(sampled), "frames_dropped": int(dropped),
+        "dropped_pct": round(100 * dropped / sampled, 1) if sampled else 0.0,
+        "queue_wait_ms": stages["queue"]["mean_ms"],
+    }
+
+
+# -- orchestration ------------------------------------------------------------------------------
+
+
+def child(args: list[str], timeout: float = 900) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        sys.exit(f"error: {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+        isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f" {f}" in flags]
+    except (OSError, StopIteration):
+        isa = []
+    mem = None
+    with contextlib.suppress(ValueError, OSError):
+        mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    versions = {}
+    for pkg in ("onnxruntime", "openvino", "torch", "ultralytics", "opencv-python-headless", "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "isa": isa, "memory_gb": mem,
+            "python": platform.python_version(), "packages": versions}
+
+
+def table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> list[str]:
+    out = ["| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join("" if r.get(k) is None else str(r.get(k)) for _, k in cols) + " |")
+    return out
+
+
+def markdown(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    lines = [
+        "# nonsite benchmark: latest results", "",
+        f"Measured {res['finished_at']} by `make bench` ({res['took_s']:.0f} s). Machine: {m['cpu']}, "
+        f"{m['cores']} cores ({', '.join(m['isa'])}), {m['memory_gb']} GiB. Load average before/after: "
+        f"{res['load_before']} / {res['load_after']}. {res['frames_per_camera']} frames per camera. "
+        "What each figure means: [bench/README.md](../README.md).", "",
+        "## Bare detector (YOLO11n COCO, 640, every core)", "",
+        *table(res["detectors"], [("backend", "backend"), ("batch", "batch"), ("precision", "precision"),
+                                  ("frames/s", "fps"), ("ms/frame", "ms_per_frame")]),
+        "", f"Fastest at batch 1: **{res['fastest_backend']}**.", "",
+        "## Pipeline from files (decode, detect, track, rules, evidence)", "",
+    ]
+    rows = []
+    for p in res["pipeline"]:
+        rows.append({**p, "ratio": f"**{p['ratio']:.2f}**", "rss_per_cam": p.get("rss_per_camera_mb")})
+    lines += table(rows, [("backend", "backend"), ("cameras", "cameras"), ("frames each", "frames_per_camera"),
+                          ("max batch", "max_batch"),
+                          ("mean batch", "mean_batch"), ("frames", "frames"), ("pipeline frames/s", "fps"),
+                          ("bare detector frames/s (same frames)", "bare_fps"), ("ratio", "ratio"),
+                          ("dropped", "frames_dropped"), ("peak RSS MiB", "peak_rss_mb"),
+                          ("RSS per extra camera MiB", "rss_per_cam")])
+    lines += ["", "## Per-stage latency per frame (mean / p95 ms)", ""]
+    srows = []
+    for p in res["pipeline"]:
+        row: dict[str, Any] = {"run": f"{p['backend']}, {p['cameras']} cameras"}
+        for s in STAGES:
+            st = p["stages"][s]
+            row[s] = f"{st['mean_ms']} / {st['p95_ms']}" if st["mean_ms"] is not None else ""
+        srows.append(row)
+    lines += table(srows, [("run", "run"), *[(s, s) for s in STAGES]])
+    live = res.get("live")
+    if live:
+        lines += ["", "## Live cameras at capacity (files paced in real time, latest-frame semantics)", ""]
+        lines += table(live, [("backend", "backend"), ("cameras", "cameras"), ("fps each", "camera_fps"),
+                              ("asked frames/s", "demand_fps"), ("detected frames/s", "detected_fps"),
+                              ("per camera min", "per_camera_fps_min"), ("per camera max", "per_camera_fps_max"),
+                              ("dropped %", "dropped_pct"), ("queue wait ms", "queue_wait_ms")])
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=200, help="frames per camera (default 200)")
+    ap.add_argument("--cameras", default="1,4,16", help="camera counts of the pipeline runs")
+    ap.add_argument("--backends", default="ultralytics,onnx,openvino", help="backends of the bare detector runs")
+    ap.add_argument("--live-seconds", type=float, default=20.0)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 20 frames per camera, 5 s live")
+    ap.add_argument("--out", default=str(RESULTS / "latest"), help="output path without extension")
+    ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        kind, *rest = a.child
+        if kind == "detector":
+            out = measure_detector(rest[0], int(rest[1]), int(rest[2]))
+        elif kind == "pipeline":
+            out = measure_pipeline(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+        else:
+            out = measure_live(rest[0], int(rest[1]), float(rest[2]), float(rest[3]), int(rest[4]))
+        print(json.dumps(out))
+        return 0
+
+    frames = 20 if a.quick else a.frames
+    live_s = 5.0 if a.quick else a.live_seconds
+    started = time.time()
+    res: dict[str, Any] = {"machine": machine(), "frames_per_camera": frames,
+                           "load_before": [round(x, 2) for x in os.getloadavg()]}
+    backends = [b for b in a.backends.split(",") if b]
+    det_rows = []
+    for b in backends:
+        for batch in (1, 4) if b != "ultralytics" else (1,):
+            print(f"bare detector: {b}, batch {batch} ...", flush=True)
+            det_rows.append(child(["detector", b, str(batch), str(frames)]))
+            print(f"  {det_rows[-1]['fps']} frames/s", flush=True)
+    res["detectors"] = det_rows
+    ones = [r for r in det_rows if r["batch"] == 1]
+    fastest = max(ones, key=lambda r: r["fps"])["backend"]
+    res["fastest_backend"] = fastest
+
+    from nonsite.pipeline.edge import preferred_batch
+
+    class _Backend:
+        def __init__(self, name: str) -> None:
+            self.backend = name
+
+    pipe = []
+    counts = [int(x) for x in a.cameras.split(",") if x]
+    runs = [(fastest, n) for n in counts]
+    if "onnx" in backends and fastest != "onnx":
+        runs.append(("onnx", 4))  # the other CPU backend, side by side
+    for backend, n in runs:
+        mb = preferred_batch(_Backend(backend))  # type: ignore[arg-type]
+        per_cam = frames if n < 16 else max(1, frames // 2)  # keeps 16 cameras within the time budget
+        print(f"pipeline: {backend}, {n} cameras x {per_cam} frames, max batch {mb} ...", flush=True)
+        row = child(["pipeline", backend, str(n), str(per_cam), str(mb)])
+        print(f"  {row['fps']} frames/s, bare {row['bare_fps']}, ratio {row['ratio']}", flush=True)
+        pipe.append(row)
+    one = {r["backend"]: r for r in pipe if r["cameras"] == 1}
+    for r in pipe:
+        base = one.get(r["backend"])
+        if base and r["cameras"] > 1:
+            r["rss_per_camera_mb"] = round((r["peak_rss_mb"] - base["peak_rss_mb"]) / (r["cameras"] - 1), 1)
+        r["frames_per_camera"] = round(r["frames"] / r["cameras"])
+    res["pipeline"] = pipe
+    n_live = max(counts)
+    print(f"live: {fastest}, {n_live} cameras at 5 fps for {live_s:g} s ...", flush=True)
+    res["live"] = [child(["live", fastest, str(n_live), "5", str(live_s), str(preferred_batch(_Backend(fastest)))])]
+    res["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    res["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    res["took_s"] = round(time.time() - started, 1)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(markdown(res), encoding="utf-8")
+    print(markdown(res))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Frames from many cameras into one detector: a bounded queue per camera and a fair round-robin batcher.
+
+Each camera's reader thread puts its sampled frames into a :class:`FrameQueue`. A file camera waits
+when its queue is full (back-pressure: a file can wait, and every frame of it gets processed). A live
+camera cannot wait, the picture moves on: when its queue is full the *oldest* frame is dropped and
+counted, so the detector always sees the newest picture (latest-frame semantics) and a slow box
+degrades to a lower detection rate per camera instead of a growing delay.
+
+:class:`RoundRobin` builds each detector batch by taking one frame per camera per round, starting
+with the camera after the one served last, until the batch is full or every queue is empty. Every
+camera with a frame waiting is served before any camera gets a second slot, so a camera producing ten
+times the frames of another cannot starve it: under overload each camera gets an equal share of the
+detector (or all it asks for, if that is less), and no camera is ever detected faster than the fps
+its source samples at.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+class FrameQueue(Generic[T]):
+    """A bounded FIFO between one camera's reader and the detector loop; thread-safe.
+
+    ``drop_oldest``: when full, :meth:`put` removes the oldest item (counted in :attr:`dropped`, and
+    passed to ``on_drop``) instead of waiting."""
+
+    def __init__(self, maxsize: int, *, drop_oldest: bool, on_drop: Callable[[T], None] | None = None) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
+        self.maxsize = maxsize
+        self.drop_oldest = drop_oldest
+        self.dropped = 0
+        self._on_drop = on_drop
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition()
+
+    def put(self, item: T, stop: threading.Event | None = None) -> bool:
+        """Add ``item``. Waiting queues block while full until there is room or ``stop`` is set (then the
+        item is not added and False is returned)."""
+        dropped: list[T] = []
+        with self._cond:
+            if self.drop_oldest:
+                while len(self._items) >= self.maxsize:
+                    dropped.append(self._items.popleft())
+                    self.dropped += 1
+            else:
+                while len(self._items) >= self.maxsize:
+                    if stop is not None and stop.is_set():
+                        return False
+                    self._cond.wait(0.1)
+            self._items.append(item)
+            self._cond.notify_all()
+        if self._on_drop is not None:
+            for d in dropped:
+                self._on_drop(d)
+        return True
+
+    def put_final(self, item: T) -> None:
+        """Append without waiting or dropping, even past ``maxsize`` (the end-of-stream marker)."""
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def peek(self) -> T | None:
+        """The oldest item without removing it, or None when empty."""
+        with self._cond:
+            return self._items[0] if self._items else None
+
+    def get_nowait(self) -> T | None:
+        """The oldest item, or None when empty."""
+        with self._cond:
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def clear(self) -> int:
+        """Drop everything waiting (not counted as dropped); returns how many items there were."""
+        with self._cond:
+            n = len(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return n
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class RoundRobin(Generic[K, T]):
+    """Fair batches across cameras: one item per camera per round, rounds rotate their first camera.
+
+    ``group``: items only share a batch when this function gives them the same value (the runner groups
+    frames by size, so a batch needs no padding to a common size); the first camera in turn sets the
+    batch's group, cameras with another one wait for the next batch, which starts after the last camera
+    served, so every camera is served at least once every ``number of cameras`` batches. Items whose
+    group is None (end-of-stream markers) join any batch without taking a place in it.
+    """
+
+    def __init__(self, max_batch: int, group: Callable[[T], Hashable | None] | None = None) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.max_batch = max_batch
+        self.group = group
+        self._last: K | None = None
+
+    def next_batch(self, lanes: Sequence[tuple[K, FrameQueue[T]]]) -> list[tuple[K, T]]:
+        """Take up to ``max_batch`` items from ``lanes`` (camera key, queue), in the order they are
+        served: round one is one item from each non-empty queue starting after the last camera served
+        by the previous batch, round two a second item from each, and so on."""
+        if not lanes:
+            return []
+        keys = [k for k, _ in lanes]
+        start = keys.index(self._last) + 1 if self._last in keys else 0
+        order = [*lanes[start:], *lanes[:start]]
+        batch: list[tuple[K, T]] = []
+        size = 0
+        want: Hashable | None = None
+        while size < self.max_batch:
+            served = False
+            for key, q in order:
+                if size >= self.max_batch:
+                    break
+                head = q.peek()
+                if head is None:
+                    continue
+                g = self.group(head) if self.group is not None else 0
+                if g is not None and want is not None and g != want:
+                    continue
+                item = q.get_nowait()
+                if item is None:
+                    continue
+                batch.append((key, item))
+                self._last = key
+                served = True
+                if g is not None:
+                    want = g
+                    size += 1
+            if not served:
+                break
+        return batch
