@@ -186,15 +186,18 @@ def run(
     edge_thread: threading.Thread | None = None
     try:
         node.start_consumers()
+        edge = EdgeRunner(cfg, detector, node.store, node.bus, progress=progress)
         if serve and not exit_when_done:
-            summary.console_url = node.start_console()
+            from nonsite.pipeline.control import EdgeCameraControl
+
+            control = EdgeCameraControl(edge, config_path) if config_path else None
+            summary.console_url = node.start_console(cameras=control)
             progress(f"console: {summary.console_url}")
             if node.initial_admin_password:
                 progress(f"first start: console user 'admin' created; its password is in "
                          f"{node.data / 'keys' / 'initial-admin-password'} (add users with `nonsite users add`)")
         progress(f"detector: {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
                  f"{len([c for c in cfg.cameras if c.enabled])} cameras, data in {node.data}")
-        edge = EdgeRunner(cfg, detector, node.store, node.bus, progress=progress)
         if cfg.metrics.port is not None:
             metrics_server = MetricsServer(edge.metrics.registry, cfg.metrics.host, cfg.metrics.port)
             progress(f"metrics: {metrics_server.url}")
