@@ -22,6 +22,7 @@ from ruamel.yaml.error import CommentMark, YAMLError
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
+from nonsite.config.cameras import ZoneConfig
 from nonsite.config.loader import ConfigError, load_config
 
 ZONE_KEYS = ("id", "name", "kind", "polygon", "dwell_s")
@@ -39,16 +40,24 @@ def _yaml_for(text: str) -> tuple[YAML, Any]:
     return y, y.load(text)
 
 
+def _is_default(key: Any, value: Any) -> bool:
+    field = ZoneConfig.model_fields.get(str(key))
+    if field is None or field.is_required():
+        return False
+    default = field.get_default(call_default_factory=True)
+    return default is not None and value == default
+
+
 def _zone_map(zone: Mapping[str, Any]) -> dict[str, Any]:
-    """A zone dict in the file's form: known keys first, None and empty names left out, the polygon as
-    ``[[x, y], ...]`` on one line."""
+    """A zone dict in the file's form: known keys first; None, empty names and values equal to the field's
+    default (e.g. an empty schedule) left out; the polygon as ``[[x, y], ...]`` on one line."""
     if not isinstance(zone, Mapping):
         raise ValueError(f"a zone must be a mapping of id, kind, polygon, ..., got {type(zone).__name__}")
     keys = [k for k in ZONE_KEYS if k in zone] + [k for k in zone if k not in ZONE_KEYS]
     out: dict[str, Any] = {}
     for k in keys:
         v = zone[k]
-        if v is None or (k == "name" and v == ""):
+        if v is None or (k == "name" and v == "") or _is_default(k, v):
             continue
         if k == "polygon" and isinstance(v, Sequence) and not isinstance(v, str):
             seq = CommentedSeq()
