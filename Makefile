@@ -14,7 +14,7 @@ CONFIG ?= examples/demo.yaml
 DEBIAN_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
 
-.PHONY: setup run run-once test lint fmt bench schema system-deps clean
+.PHONY: setup run run-once run-distributed test lint fmt bench schema services system-deps clean
 
 setup: $(VENV)/.setup-done
 
@@ -31,9 +31,21 @@ run: setup
 run-once: setup
 	$(PY) -m nonsite run --config $(CONFIG) --exit-when-done
 
-test: setup
+test: setup services
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# npm servers the tests start (s3rver: an S3 server that keeps its data on disk), from package-lock.json.
+services: tests/services/node_modules/.install-done
+
+tests/services/node_modules/.install-done: tests/services/package.json tests/services/package-lock.json
+	cd tests/services && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The demo in distributed mode: a Kafka-protocol broker and an S3 server on loopback, then the edge, the
+# sealer and the drafter as separate processes (examples/distributed.yaml); same cases as `make run`.
+run-distributed: setup
+	$(PY) tests/services/run_distributed.py --config examples/distributed.yaml
 
 lint: setup
 	$(PY) -m ruff check .
@@ -43,6 +55,7 @@ fmt: setup
 
 schema: setup
 	$(PY) -m nonsite config schema --out docs/config.schema.json
+	$(PY) -m nonsite bus schemas --out docs/schemas
 
 # Debian packages the integration tests use (a real RTSP server). Needs root; CI runs it.
 system-deps:

@@ -27,3 +27,6 @@ def models_dir() -> Path:
     d = _shared("NONSITE_MODELS_DIR", "models")
     os.environ.setdefault("NONSITE_MODELS_DIR", str(d))
     return d
+
+# Real servers (Kafka-protocol broker, S3) and helpers for the distributed-mode tests: tests/services/.
+pytest_plugins = ["services.fixtures"]
