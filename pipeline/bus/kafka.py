@@ -357,6 +357,7 @@ class KafkaBusConsumer:
         self.client_id = f"{bus.client_id}-{topic}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
         self._consumer: KafkaConsumer | None = None
         self._committed: dict[int, int] = {}
+        self._deferred: dict[int, int] = {}  # partition -> offset whose commit the broker did not take yet
         self._reported = False
 
     def _connect(self) -> KafkaConsumer:
@@ -385,6 +386,8 @@ class KafkaBusConsumer:
     def poll(self, max_records: int = 100, timeout_s: float = 1.0) -> list[Message]:
         try:
             consumer = self._connect()
+            if self._deferred:
+                self._commit_deferred(consumer)
             batches = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as e:
             if not self._reported:
@@ -401,18 +404,42 @@ class KafkaBusConsumer:
         return out
 
     def commit(self, message: Message) -> None:
-        """Commit everything up to and including ``message`` in its partition (synchronously)."""
-        consumer = self._connect()
-        tp = TopicPartition(message.topic, message.partition)
+        """Commit everything up to and including ``message`` in its partition (synchronously).
+
+        A commit the broker cannot take now (it is down) is kept and retried before the next poll; if the
+        process stops first, the message is redelivered, which every nonsite consumer handles (idempotent by
+        event id). A commit refused because the partition moved to another member is dropped for the same
+        reason. So this never raises for the broker's sake.
+        """
+        self._deferred[message.partition] = max(message.offset + 1, self._deferred.get(message.partition, 0))
         try:
-            consumer.commit({tp: OffsetAndMetadata(message.offset + 1, "", -1)})
-        except _COMMIT_MOVED as e:
-            # The partition went to another member during a rebalance; it redelivers from the last commit,
-            # and handling is idempotent, so this is not an error.
-            log.info("commit of %s[%d]@%d not accepted (%s); the partition's new owner redelivers it",
-                     message.topic, message.partition, message.offset, type(e).__name__)
+            consumer = self._connect()
+        except KafkaError:
             return
-        self._committed[message.partition] = message.offset + 1
+        self._commit_deferred(consumer)
+
+    def _commit_deferred(self, consumer: KafkaConsumer) -> None:
+        offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in self._deferred.items()}
+        try:
+            consumer.commit(offsets)
+        except _COMMIT_MOVED as e:
+            # The partition went to another member during a rebalance; it redelivers from the last commit.
+            log.info("commit of %s %s not accepted (%s); the partitions' new owner redelivers from the last "
+                     "commit", self.topic, sorted(self._deferred.items()), type(e).__name__)
+            self._deferred.clear()
+            return
+        except KafkaError as e:
+            if not self._reported:
+                log.warning("consumer %s cannot commit on %s now (%s); retrying before the next poll",
+                            self.group, self.topic, e)
+                self._reported = True
+            return
+        for p, o in self._deferred.items():
+            self._committed[p] = o
+        self._deferred.clear()
+        if self._reported:
+            log.warning("consumer %s of %s is committing again", self.group, self.topic)
+            self._reported = False
 
     def seek_to_committed(self) -> None:
         """Drop what was fetched but not committed: the next poll starts after the last commit again."""

@@ -115,8 +115,9 @@ def make_event(store: Store, frames: list[np.ndarray], camera_id: str = "cam-01"
     )
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.2) -> object:
-    """Poll ``predicate`` until it is truthy; fail the test naming ``what`` after ``timeout_s``."""
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.2,
+             logs: Callable[[], str] | None = None) -> object:
+    """Poll ``predicate`` until it is truthy; fail the test naming ``what`` (and ``logs()``) after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     last: object = None
     while time.monotonic() < deadline:
@@ -124,7 +125,8 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, every
         if last:
             return last
         time.sleep(every_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})"
+                + (f"\n{logs()}" if logs else ""))
 
 
 def nonsite_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
