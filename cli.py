@@ -142,10 +142,10 @@ def case_states(db_url: str) -> list[CaseState]:
 
     sessions = open_db(db_url)
     with sessions() as s:
-        dismissed = dict(s.execute(
+        dismissed = {int(cid): at for cid, at in s.execute(
             select(AuditEntry.case_id, func.max(AuditEntry.at))
             .where(AuditEntry.after_status == CaseStatus.DISMISSED.value).group_by(AuditEntry.case_id)
-        ).tuples().all())
+        ).all()}
         return [CaseState(c.event_id, c.number, str(c.status.value if hasattr(c.status, "value") else c.status),
                           c.created_at, dismissed.get(c.id) or (c.updated_at if c.status == CaseStatus.DISMISSED
                                                                  else None))
