@@ -229,12 +229,15 @@ class S3Store:
         """Set object retention on ``key`` until ``until``; False when the bucket has no object lock.
 
         A retention already in force until a later date is left as it is (compliance mode cannot be
-        shortened, and is not).
+        shortened, and is not). KeyError when ``key`` does not exist.
         """
         if not self.lock_supported:
             return False
         until = until.astimezone(UTC).replace(microsecond=0)
-        held = self.retention(key)
+        head = self._head(key)
+        if head is None:
+            raise KeyError(key)
+        held = _retention_of(head)
         if held is not None and held[1] >= until:
             return True
         lock_mode = COMPLIANCE if mode == "compliance" else GOVERNANCE
@@ -245,18 +248,7 @@ class S3Store:
     def retention(self, key: str) -> tuple[str, datetime] | None:
         """(mode, retain-until) of ``key``'s current version, or None when it has none (read from HEAD)."""
         head = self._head(key)
-        if head is None:
-            return None
-        headers = {k.lower(): v for k, v in (head.metadata or {}).items()}
-        mode = headers.get("x-amz-object-lock-mode")
-        until = headers.get("x-amz-object-lock-retain-until-date")
-        if not mode or not until:
-            return None
-        try:
-            when = datetime.fromisoformat(until.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return mode.upper(), when.astimezone(UTC)
+        return None if head is None else _retention_of(head)
 
     def versions(self, key: str) -> list[str | None]:
         """Version ids of ``key``, newest first; ``[None]`` where the bucket keeps no versions (or the server
@@ -271,6 +263,19 @@ class S3Store:
         except (*_TRANSPORT_ERRORS, MinioException) as e:
             raise self._error("list versions of", key, e) from None
         return [None] if self.exists(key) else []
+
+
+def _retention_of(head: Any) -> tuple[str, datetime] | None:
+    headers = {k.lower(): v for k, v in (head.metadata or {}).items()}
+    mode = headers.get("x-amz-object-lock-mode")
+    until = headers.get("x-amz-object-lock-retain-until-date")
+    if not mode or not until:
+        return None
+    try:
+        when = datetime.fromisoformat(until.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return mode.upper(), when.astimezone(UTC)
 
 
 def _meta(head: Any, name: str) -> str | None:
