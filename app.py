@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 from nonsite.config import NonsiteConfig
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from nonsite.evidence.spool import EdgeEvidence
 
 log = logging.getLogger(__name__)
@@ -290,9 +292,11 @@ def run_sealer_role(
 
 
 def run_drafter_role(
-    cfg: NonsiteConfig, stop: threading.Event, *, progress: Callable[[str], None] = print
+    cfg: NonsiteConfig, stop: threading.Event, *, progress: Callable[[str], None] = print,
+    sessions: sessionmaker[Session] | None = None,
 ) -> None:
-    """The case drafter alone (plus the decisions outbox relay) until ``stop``."""
+    """The case drafter alone (plus the decisions outbox relay) until ``stop`` (``sessions``: the case
+    database, default ``cases.database_url`` or DATA_DIR/cases.db)."""
     from nonsite.cases.db import open_db
     from nonsite.cases.drafter import run_drafter
     from nonsite.cases.outbox import run_outbox_relay
@@ -301,7 +305,8 @@ def run_drafter_role(
     data = Path(cfg.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     db_url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
-    sessions = open_db(db_url)
+    if sessions is None:
+        sessions = open_db(db_url)
     bus = open_bus(cfg.bus, data, role="drafter")
     relay = threading.Thread(target=run_outbox_relay, args=(bus, sessions, stop), name="decisions", daemon=True)
     relay.start()
@@ -342,14 +347,14 @@ def run_edge(
     from nonsite.pipeline.bus import open_bus
     from nonsite.pipeline.edge import EdgeRunner
 
-    detector = create_detector(cfg.detector)
     data = Path(cfg.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    store = open_store(cfg.evidence, data)
+    store = open_store(cfg.evidence, data)  # a missing credential fails here, before the model loads
     bus = open_bus(cfg.bus, data, role="edge")
     edge_evidence = _edge_evidence(cfg, data, store, bus)
     summary = RunSummary()
     try:
+        detector = create_detector(cfg.detector)
         progress(f"edge: detector {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
                  f"{len([c for c in cfg.cameras if c.enabled])} cameras -> {bus!r}, evidence -> {store!r}")
         runner = EdgeRunner(cfg, detector, edge_evidence.edge_store if edge_evidence else store,

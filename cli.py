@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,8 +69,23 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.port is not None:
         cfg.console.port = a.port
     preflight(cfg, a.config)
-    summary = run(cfg, exit_when_done=a.exit_when_done, serve=not a.no_console)
+    with _service_errors():
+        summary = run(cfg, exit_when_done=a.exit_when_done, serve=not a.no_console)
     return 1 if summary.cameras_failed and len(summary.cameras_failed) == len(cfg.cameras) else 0
+
+
+@contextlib.contextmanager
+def _service_errors() -> Iterator[None]:
+    """A store, key or outbox that cannot be used at start (no credentials, an unreadable key file, ...) is
+    one line for the user, not a traceback."""
+    from nonsite.evidence.signing import SigningError
+    from nonsite.evidence.store import StoreError
+    from nonsite.pipeline.bus.outbox import OutboxBusyError
+
+    try:
+        yield
+    except (StoreError, SigningError, OutboxBusyError) as e:
+        raise UserError(str(e)) from None
 
 
 def cmd_detect(a: argparse.Namespace) -> int:
@@ -203,7 +220,8 @@ def cmd_edge(a: argparse.Namespace) -> int:
     preflight(cfg, a.config)
     stop = threading.Event()
     stop_on_signals(stop)
-    summary = run_edge(cfg, stop, exit_when_done=a.exit_when_done, drain_timeout_s=a.drain_timeout)
+    with _service_errors():
+        summary = run_edge(cfg, stop, exit_when_done=a.exit_when_done, drain_timeout_s=a.drain_timeout)
     return 1 if summary.cameras_failed and len(summary.cameras_failed) == len(cfg.cameras) else 0
 
 
@@ -211,16 +229,12 @@ def cmd_sealer(a: argparse.Namespace) -> int:
     import threading
 
     from nonsite.app import run_sealer_role, stop_on_signals
-    from nonsite.evidence.signing import SigningError
-    from nonsite.evidence.store import StoreError
 
     cfg = _role_config(a)
     stop = threading.Event()
     stop_on_signals(stop)
-    try:
+    with _service_errors():
         run_sealer_role(cfg, stop)
-    except (StoreError, SigningError) as e:
-        raise UserError(str(e)) from None
     return 0
 
 
@@ -232,7 +246,15 @@ def cmd_drafter(a: argparse.Namespace) -> int:
     cfg = _role_config(a)
     stop = threading.Event()
     stop_on_signals(stop)
-    run_drafter_role(cfg, stop)
+    from nonsite.cases.db import open_db
+
+    db_url = cfg.cases.database_url or f"sqlite:///{Path(cfg.data_dir) / 'cases.db'}"
+    try:
+        sessions = open_db(db_url)
+    except ValueError as e:  # open_db says what is wrong with the URL or its folder
+        raise UserError(f"{a.config}: cases.database_url: {e}") from None
+    with _service_errors():
+        run_drafter_role(cfg, stop, sessions=sessions)
     return 0
 
 

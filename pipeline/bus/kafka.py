@@ -230,6 +230,8 @@ class KafkaBus:
                           "to the broker's max.message.bytes. Retrying in %.0f s", e, _RELAY_MAX_S)
                 self._stop.wait(_RELAY_MAX_S)
             except Exception as e:  # broker down, unknown topic after a broker reset, ...
+                if self._stop.is_set():
+                    break
                 self._down(e)
                 self._stop.wait(delay)
                 delay = min(delay * 2, _RELAY_MAX_S)

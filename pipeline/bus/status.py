@@ -32,6 +32,7 @@ def bus_status(cfg: NonsiteConfig, data_dir: Path) -> int:
 
     from kafka.errors import KafkaError
 
+    from nonsite.pipeline.bus import _under
     from nonsite.pipeline.bus.kafka import KafkaOffsets, admin_client, topic_specs
 
     k = cfg.bus.kafka
@@ -57,7 +58,7 @@ def bus_status(cfg: NonsiteConfig, data_dir: Path) -> int:
     finally:
         admin.close()
         offsets.close()
-    outbox_dir = Path(k.outbox_path) if k.outbox_path else data_dir / "bus"
+    outbox_dir = _under(data_dir, k.outbox_path) if k.outbox_path else data_dir / "bus"
     for f in sorted(outbox_dir.glob("outbox-*.sqlite")) if outbox_dir.is_dir() else []:
         conn = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
         try:
