@@ -19,7 +19,7 @@ DEBIAN_PACKAGES += chromium fonts-noto-cjk
 # Cases: a TrueType CJK font embedded in case PDFs, poppler (PDF to image/text in tests), PostgreSQL.
 DEBIAN_PACKAGES += fonts-wqy-zenhei poppler-utils postgresql
 
-.PHONY: setup run run-once test lint fmt bench schema system-deps clean
+.PHONY: setup run run-once run-distributed test lint fmt bench schema services system-deps clean
 
 setup: $(VENV)/.setup-done
 
@@ -36,9 +36,21 @@ run: setup
 run-once: setup
 	$(PY) -m nonsite run --config $(CONFIG) --exit-when-done
 
-test: setup
+test: setup services
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# npm servers the tests start (s3rver: an S3 server that keeps its data on disk), from package-lock.json.
+services: tests/services/node_modules/.install-done
+
+tests/services/node_modules/.install-done: tests/services/package.json tests/services/package-lock.json
+	cd tests/services && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The demo in distributed mode: a Kafka-protocol broker and an S3 server on loopback, then the edge, the
+# sealer and the drafter as separate processes (examples/distributed.yaml); same cases as `make run`.
+run-distributed: setup
+	$(PY) tests/services/run_distributed.py --config examples/distributed.yaml
 
 lint: setup
 	$(PY) -m ruff check .
@@ -52,6 +64,7 @@ bench: setup
 
 schema: setup
 	$(PY) -m nonsite config schema --out docs/config.schema.json
+	$(PY) -m nonsite bus schemas --out docs/schemas
 
 # Debian packages the integration tests use (a real RTSP server; a CJK font for the plate tests). Needs root; CI runs it.
 system-deps:

@@ -1,6 +1,9 @@
-"""The embedded mode in one process: edge workers, evidence sealer, case drafter and the console.
+"""The embedded mode in one process: edge workers, evidence sealer, case drafter and the console; and the
+roles of the distributed mode, one per process (:func:`run_edge`, :func:`run_sealer_role`,
+:func:`run_drafter_role`).
 
-Same code path as the distributed roles: the sealer and drafter are bus consumers here too.
+Same code path everywhere: the sealer and drafter are bus consumers in both modes, and which bus
+(embedded log or Kafka) and which store (local directory or S3) is configuration only.
 """
 
 from __future__ import annotations
@@ -11,8 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nonsite.config import NonsiteConfig
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from nonsite.evidence.spool import EdgeEvidence
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +84,11 @@ class Embedded:
         self.data = Path(cfg.data_dir)
         self.data.mkdir(parents=True, exist_ok=True)
         self.store = open_store(cfg.evidence, self.data)
-        self.bus = open_bus(cfg.bus.kind, self.data)
+        self.bus = open_bus(cfg.bus, self.data)
+        # The edge writes through the spool when the store is remote (S3): see evidence/spool.py.
+        self.edge_evidence = _edge_evidence(cfg, self.data, self.store, self.bus)
+        self.edge_store = self.edge_evidence.edge_store if self.edge_evidence else self.store
+        self.edge_bus = self.edge_evidence.edge_bus if self.edge_evidence else self.bus
         self.signer = Signer.load_or_create(signing_key_path(cfg.evidence, self.data))
         self.db_url = cfg.cases.database_url or f"sqlite:///{self.data / 'cases.db'}"
         self.sessions = open_db(self.db_url)
@@ -92,7 +105,7 @@ class Embedded:
 
         self.threads = [
             threading.Thread(target=run_sealer, args=(self.bus, self.store, self.signer, self.stop),
-                             name="sealer", daemon=True),
+                             kwargs=_retention_kwargs(self.cfg), name="sealer", daemon=True),
             threading.Thread(target=run_drafter, args=(self.bus, self.sessions, self.cfg.cases.number_prefix,
                                                        self.stop),
                              kwargs={"timezone": self.cfg.timezone, "catalogue": self.catalogue},
@@ -128,6 +141,11 @@ class Embedded:
     def drained(self) -> bool:
         from nonsite.pipeline.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
 
+        if self.edge_evidence is not None and self.edge_evidence.pending():
+            return False
+        pending = getattr(self.bus, "pending", None)
+        if pending is not None and pending():
+            return False
         lag = getattr(self.bus, "lag", None)
         if lag is None:
             return True
@@ -136,9 +154,12 @@ class Embedded:
     def wait_drained(self, timeout_s: float = 120.0) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.drained():
-                return True
-            time.sleep(0.1)
+            try:
+                if self.drained():
+                    return True
+            except Exception as e:  # a broker that is down right now: keep waiting
+                log.debug("drain check failed: %s", e)
+            time.sleep(0.1 if self.cfg.bus.kind == "embedded" else 0.5)
         return False
 
     def counts(self) -> tuple[int, int]:
@@ -157,6 +178,8 @@ class Embedded:
             t.join(timeout=10)
         if self.console:
             self.console.stop()
+        if self.edge_evidence is not None:
+            self.edge_evidence.close()
         self.bus.close()
 
 
@@ -186,7 +209,7 @@ def run(
     edge_thread: threading.Thread | None = None
     try:
         node.start_consumers()
-        edge = EdgeRunner(cfg, detector, node.store, node.bus, progress=progress)
+        edge = EdgeRunner(cfg, detector, node.edge_store, node.edge_bus, progress=progress)
         if serve and not exit_when_done:
             from nonsite.pipeline.control import EdgeCameraControl
 
@@ -247,3 +270,174 @@ def _sleep_forever() -> None:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
+
+
+def _edge_evidence(cfg: NonsiteConfig, data: Path, store: object, bus: object) -> EdgeEvidence | None:
+    """The spool between an edge and a remote (S3) store; None for a local store (nothing to spool for)."""
+    if cfg.evidence.store == "local":
+        return None
+    from nonsite.evidence import spool_path
+    from nonsite.evidence.spool import EdgeEvidence
+
+    return EdgeEvidence(store, bus, spool_path(cfg.evidence, data), cfg.evidence.spool.max_bytes,  # type: ignore[arg-type]
+                        cfg.evidence.spool.retry_s)
+
+
+def _retention_kwargs(cfg: NonsiteConfig) -> dict[str, object]:
+    r = cfg.evidence.retention
+    return {"retain_days": r.seal_days, "retain_mode": r.mode}
+
+
+# -- distributed roles: one per process ------------------------------------------------------------------
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (a role then finishes the message in hand and exits cleanly)."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def serve_metrics(port: int | None, addr: str = "127.0.0.1") -> None:
+    """Expose this process's Prometheus metrics on ``addr:port`` (nothing when ``port`` is None)."""
+    if port is None:
+        return
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=addr)
+
+
+def run_sealer_role(
+    cfg: NonsiteConfig, stop: threading.Event, *, progress: Callable[[str], None] = print
+) -> None:
+    """The evidence sealer alone: consume ``nonsite.violations`` in group nonsite-sealer until ``stop``."""
+    from nonsite.evidence import open_store, signing_key_path
+    from nonsite.evidence.keys import publish_public_key
+    from nonsite.evidence.sealer import run_sealer
+    from nonsite.evidence.signing import Signer
+    from nonsite.evidence.store import StoreError
+    from nonsite.pipeline.bus import open_bus
+
+    data = Path(cfg.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    store = open_store(cfg.evidence, data)
+    signer = Signer.load_or_create(signing_key_path(cfg.evidence, data))
+    bus = open_bus(cfg.bus, data, role="sealer")
+    try:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                key = publish_public_key(store, signer)
+                break
+            except StoreError as e:
+                log.warning("cannot publish the public key yet (%s); retrying in %.0f s", e, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+        else:
+            return
+        progress(f"sealer: {bus!r} -> {store!r}; signing key {signer.fingerprint()[:16]}... (public key at {key})")
+        run_sealer(bus, store, signer, stop, **_retention_kwargs(cfg))  # type: ignore[arg-type]
+    finally:
+        bus.close()
+
+
+def run_drafter_role(
+    cfg: NonsiteConfig, stop: threading.Event, *, progress: Callable[[str], None] = print,
+    sessions: sessionmaker[Session] | None = None,
+) -> None:
+    """The case drafter alone (plus the decisions outbox relay) until ``stop`` (``sessions``: the case
+    database, default ``cases.database_url`` or DATA_DIR/cases.db)."""
+    from nonsite.cases.db import open_db
+    from nonsite.cases.drafter import run_drafter
+    from nonsite.cases.outbox import run_outbox_relay
+    from nonsite.pipeline.bus import open_bus
+
+    data = Path(cfg.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    db_url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
+    if sessions is None:
+        sessions = open_db(db_url)
+    bus = open_bus(cfg.bus, data, role="drafter")
+    relay = threading.Thread(target=run_outbox_relay, args=(bus, sessions, stop), name="decisions", daemon=True)
+    relay.start()
+    progress(f"drafter: {bus!r} -> cases in {_mask_db(db_url)}")
+    try:
+        run_drafter(bus, sessions, cfg.cases.number_prefix, stop, timezone=cfg.timezone)
+    finally:
+        stop.set()
+        relay.join(timeout=10)
+        bus.close()
+
+
+def _mask_db(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(database)"
+
+
+def run_edge(
+    cfg: NonsiteConfig,
+    stop: threading.Event,
+    *,
+    exit_when_done: bool = False,
+    drain_timeout_s: float = 60.0,
+    progress: Callable[[str], None] = print,
+) -> RunSummary:
+    """The edge alone: cameras -> detection -> rules -> evidence (store, or spool) -> ``nonsite.violations``.
+
+    With ``exit_when_done`` it returns once the file sources end and everything it produced is handed over
+    (blobs in the store, events acknowledged by the broker), or ``drain_timeout_s`` passed; what is left
+    stays in the spool and the outbox under DATA_DIR and goes out on the next start.
+    """
+    from nonsite.evidence import open_store
+    from nonsite.models import create_detector
+    from nonsite.pipeline.bus import open_bus
+    from nonsite.pipeline.edge import EdgeRunner
+
+    data = Path(cfg.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    store = open_store(cfg.evidence, data)  # a missing credential fails here, before the model loads
+    bus = open_bus(cfg.bus, data, role="edge")
+    edge_evidence = _edge_evidence(cfg, data, store, bus)
+    summary = RunSummary()
+    try:
+        detector = create_detector(cfg.detector)
+        progress(f"edge: detector {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
+                 f"{len([c for c in cfg.cameras if c.enabled])} cameras -> {bus!r}, evidence -> {store!r}")
+        runner = EdgeRunner(cfg, detector, edge_evidence.edge_store if edge_evidence else store,
+                            edge_evidence.edge_bus if edge_evidence else bus, progress=progress)
+        stats = runner.run(stop)
+        for r in runner.runs:
+            progress(runner.describe(r))
+            if r.error:
+                summary.cameras_failed[r.camera.id] = r.error
+        for st in stats.values():
+            for k, v in st.published.items():
+                summary.violations[k] = summary.violations.get(k, 0) + v
+        progress(summary.lines()[0])
+        if exit_when_done:
+            deadline = time.monotonic() + drain_timeout_s
+            if edge_evidence is not None and not edge_evidence.drain(max(0.0, deadline - time.monotonic())):
+                progress(f"warning: {edge_evidence.pending()} evidence item(s) still spooled in "
+                         f"{edge_evidence.spool.dir}; they upload and publish on the next start")
+            drain = getattr(bus, "drain", None)
+            if drain is not None and not drain(max(0.0, deadline - time.monotonic())):
+                progress(f"warning: {bus.pending()} event(s) still in the outbox; "  # type: ignore[attr-defined]
+                         "they are sent on the next start")
+            else:
+                progress("edge: every event handed to the bus")
+        else:
+            stop.wait()
+    finally:
+        if edge_evidence is not None:
+            edge_evidence.close()
+        bus.close()
+    return summary

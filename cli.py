@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nonsite.config import ConfigError, NonsiteConfig, config_schema, load_config, mask_url
+
+if TYPE_CHECKING:
+    from nonsite.evidence.retention import CaseState
+    from nonsite.evidence.store import Store
 
 DEFAULT_CONFIG = "examples/demo.yaml"
 
@@ -65,8 +72,23 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.port is not None:
         cfg.console.port = a.port
     preflight(cfg, a.config)
-    summary = run(cfg, exit_when_done=a.exit_when_done, serve=not a.no_console, config_path=a.config)
+    with _service_errors():
+        summary = run(cfg, exit_when_done=a.exit_when_done, serve=not a.no_console, config_path=a.config)
     return 1 if summary.cameras_failed and len(summary.cameras_failed) == len(cfg.cameras) else 0
+
+
+@contextlib.contextmanager
+def _service_errors() -> Iterator[None]:
+    """A store, key or outbox that cannot be used at start (no credentials, an unreadable key file, ...) is
+    one line for the user, not a traceback."""
+    from nonsite.evidence.signing import SigningError
+    from nonsite.evidence.store import StoreError
+    from nonsite.pipeline.bus.outbox import OutboxBusyError
+
+    try:
+        yield
+    except (StoreError, SigningError, OutboxBusyError) as e:
+        raise UserError(str(e)) from None
 
 
 def cmd_detect(a: argparse.Namespace) -> int:
@@ -88,20 +110,176 @@ def _data_dir(a: argparse.Namespace) -> tuple[NonsiteConfig, Path]:
     return cfg, data
 
 
+def _store_data_dir(a: argparse.Namespace) -> tuple[NonsiteConfig, Path]:
+    """Like :func:`_data_dir`, but a remote (S3) store needs no local data directory."""
+    cfg = _load(a.config) if a.config else NonsiteConfig()
+    if cfg.evidence.store == "local":
+        return _data_dir(a)
+    return cfg, Path(a.data_dir or os.environ.get("NONSITE_DATA_DIR") or cfg.data_dir).resolve()
+
+
+def _open_store(cfg: NonsiteConfig, data: Path) -> Store:
+    from nonsite.evidence import open_store
+    from nonsite.evidence.store import StoreError
+
+    try:
+        return open_store(cfg.evidence, data)
+    except StoreError as e:
+        raise UserError(str(e)) from None
+
+
 def cmd_verify(a: argparse.Namespace) -> int:
-    from nonsite.evidence import open_store, signing_key_path
-    from nonsite.evidence.signing import public_key_path
+    from nonsite.evidence.keys import public_key_pem
+    from nonsite.evidence.signing import SigningError
     from nonsite.evidence.verify import verify_command
 
     if not a.all and not a.event_id:
         raise UserError("name an EVENT_ID to verify, or pass --all")
-    cfg, data = _data_dir(a)
-    pub = public_key_path(signing_key_path(cfg.evidence, data))
+    cfg, data = _store_data_dir(a)
+    store = _open_store(cfg, data)
     if a.public_key:
         pub = Path(a.public_key)
-    if not pub.is_file():
-        raise UserError(f"public key not found at {pub}; pass --public-key FILE (the console publishes it)")
-    return verify_command(open_store(cfg.evidence, data), pub.read_bytes(), a.event_id, a.all)
+        if not pub.is_file():
+            raise UserError(f"public key not found at {pub}; pass --public-key FILE (the console publishes it)")
+        pem: bytes | None = pub.read_bytes()
+    else:
+        try:
+            pem = public_key_pem(cfg.evidence, data, store)
+        except SigningError as e:
+            raise UserError(str(e)) from None
+        if pem is None:
+            raise UserError("no public key found (none beside the signing key, none in evidence.public_key, none "
+                            "published in the store); pass --public-key FILE (the console publishes it)")
+    return verify_command(store, pem, a.event_id, a.all)
+
+
+def case_states(db_url: str) -> list[CaseState]:
+    """Every case's status for the retention job, read (only read) from the case database."""
+    from sqlalchemy import func, select
+
+    from nonsite.cases.db import AuditEntry, Case, CaseStatus, open_db
+    from nonsite.evidence.retention import CaseState
+
+    sessions = open_db(db_url)
+    with sessions() as s:
+        dismissed = {int(cid): at for cid, at in s.execute(
+            select(AuditEntry.case_id, func.max(AuditEntry.at))
+            .where(AuditEntry.after_status == CaseStatus.DISMISSED.value).group_by(AuditEntry.case_id)
+        ).all()}
+        return [CaseState(c.event_id, c.number, str(c.status.value if hasattr(c.status, "value") else c.status),
+                          c.created_at, dismissed.get(c.id) or (c.updated_at if c.status == CaseStatus.DISMISSED
+                                                                 else None))
+                for c in s.scalars(select(Case).order_by(Case.id))]
+
+
+def cmd_retention(a: argparse.Namespace) -> int:
+    from nonsite.evidence.retention import apply_retention, print_report
+
+    cfg, data = _store_data_dir(a)
+    store = _open_store(cfg, data)
+    db_url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
+    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).is_file():
+        raise UserError(f"no case database at {db_url.removeprefix('sqlite:///')}; pass --data-dir or set "
+                        "cases.database_url")
+    actions = apply_retention(store, case_states(db_url), cfg.evidence.retention, dry_run=a.dry_run)
+    return print_report(actions, dry_run=a.dry_run)
+
+
+def cmd_public_key(a: argparse.Namespace) -> int:
+    from nonsite.evidence.keys import public_key_pem
+    from nonsite.evidence.signing import SigningError, public_key_fingerprint
+
+    cfg, data = _store_data_dir(a)
+    store = _open_store(cfg, data) if cfg.evidence.store != "local" else None
+    try:
+        pem = public_key_pem(cfg.evidence, data, store)
+    except SigningError as e:
+        raise UserError(str(e)) from None
+    if pem is None:
+        raise UserError(f"no signing key under {data} and none published in the store; run the sealer first")
+    if a.out:
+        Path(a.out).write_bytes(pem)
+        print(f"wrote {a.out} (Ed25519, sha256 fingerprint {public_key_fingerprint(pem)})")
+    else:
+        sys.stdout.write(pem.decode("ascii"))
+        print(f"# sha256 fingerprint {public_key_fingerprint(pem)}", file=sys.stderr)
+    return 0
+
+
+def _role_config(a: argparse.Namespace) -> NonsiteConfig:
+    cfg = _load(a.config)
+    from nonsite.app import serve_metrics
+
+    serve_metrics(a.metrics_port, a.metrics_addr)
+    return cfg
+
+
+def cmd_edge(a: argparse.Namespace) -> int:
+    import threading
+
+    from nonsite.app import run_edge, stop_on_signals
+
+    cfg = _role_config(a)
+    preflight(cfg, a.config)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    with _service_errors():
+        summary = run_edge(cfg, stop, exit_when_done=a.exit_when_done, drain_timeout_s=a.drain_timeout)
+    return 1 if summary.cameras_failed and len(summary.cameras_failed) == len(cfg.cameras) else 0
+
+
+def cmd_sealer(a: argparse.Namespace) -> int:
+    import threading
+
+    from nonsite.app import run_sealer_role, stop_on_signals
+
+    cfg = _role_config(a)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    with _service_errors():
+        run_sealer_role(cfg, stop)
+    return 0
+
+
+def cmd_drafter(a: argparse.Namespace) -> int:
+    import threading
+
+    from nonsite.app import run_drafter_role, stop_on_signals
+
+    cfg = _role_config(a)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    from nonsite.cases.db import open_db
+
+    db_url = cfg.cases.database_url or f"sqlite:///{Path(cfg.data_dir) / 'cases.db'}"
+    try:
+        sessions = open_db(db_url)
+    except ValueError as e:  # open_db says what is wrong with the URL or its folder
+        raise UserError(f"{a.config}: cases.database_url: {e}") from None
+    with _service_errors():
+        run_drafter_role(cfg, stop, sessions=sessions)
+    return 0
+
+
+def cmd_bus_schemas(a: argparse.Namespace) -> int:
+    from nonsite.pipeline.bus.schemas import check_schemas, write_schemas
+
+    out = Path(a.out)
+    if a.check:
+        stale = check_schemas(out)
+        for name in stale:
+            print(f"{out / name}: out of date; run `nonsite bus schemas --out {out}` (make schema)", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_schemas(out):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_bus_status(a: argparse.Namespace) -> int:
+    from nonsite.pipeline.bus.status import bus_status
+
+    cfg = _load(a.config)
+    return bus_status(cfg, Path(cfg.data_dir))
 
 
 def cmd_config_check(a: argparse.Namespace) -> int:
@@ -225,6 +403,41 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data-dir", help="data directory (default: from the config or NONSITE_DATA_DIR)")
     v.add_argument("--public-key", help="PEM public key (default: the node's own)")
     v.set_defaults(fn=cmd_verify)
+    rt = e.add_parser("retention", help="delete dismissed cases' evidence after its period; extend confirmed locks")
+    rt.add_argument("--dry-run", action="store_true", help="report what would be done, change nothing")
+    rt.add_argument("--config", default=DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    rt.add_argument("--data-dir", help="data directory (default: from the config or NONSITE_DATA_DIR)")
+    rt.set_defaults(fn=cmd_retention)
+    pk = e.add_parser("public-key", help="print (or write) the public key that verifies evidence signatures")
+    pk.add_argument("--out", help="write the PEM here (e.g. docs/keys/<city>.pub.pem)")
+    pk.add_argument("--config", default=DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+    pk.add_argument("--data-dir", help="data directory (default: from the config or NONSITE_DATA_DIR)")
+    pk.set_defaults(fn=cmd_public_key)
+
+    for name, fn, what in (
+        ("edge", cmd_edge, "distributed mode: run the cameras, publish violations to the bus"),
+        ("sealer", cmd_sealer, "distributed mode: the evidence sealer (consumer group nonsite-sealer)"),
+        ("drafter", cmd_drafter, "distributed mode: the case drafter (consumer group nonsite-drafter)"),
+    ):
+        rp = sub.add_parser(name, help=what)
+        rp.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
+        rp.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+        rp.add_argument("--metrics-addr", default="127.0.0.1", help="address of the metrics port (default loopback)")
+        if name == "edge":
+            rp.add_argument("--exit-when-done", action="store_true",
+                            help="exit once file sources end and every event is handed to the bus")
+            rp.add_argument("--drain-timeout", type=float, default=120.0,
+                            help="with --exit-when-done: seconds to wait for the store and broker (default 120)")
+        rp.set_defaults(fn=fn)
+
+    b = sub.add_parser("bus", help="event bus").add_subparsers(dest="bus_cmd", required=True)
+    bs = b.add_parser("schemas", help="write the JSON Schema of every topic (docs/schemas)")
+    bs.add_argument("--out", default="docs/schemas", help="directory (default docs/schemas)")
+    bs.add_argument("--check", action="store_true", help="exit 1 when the files there are not current")
+    bs.set_defaults(fn=cmd_bus_schemas)
+    bst = b.add_parser("status", help="topics, consumer-group lag and outbox depth")
+    bst.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
+    bst.set_defaults(fn=cmd_bus_status)
 
     c = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)
     cc = c.add_parser("check", help="validate a config file")

@@ -13,13 +13,10 @@ snapshot of the legal basis it was drafted under.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import re
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -30,6 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from nonsite.cases.db import AuditEntry, Case, CaseLink, CaseStatus, allocate_number, utcnow, write_session
 from nonsite.cases.legal_basis import Catalogue, default_catalogue
 from nonsite.pipeline.bus import Bus, Consumer, Message
+from nonsite.pipeline.bus.deadletter import dead_letter_value as shared_dead_letter_value
+from nonsite.pipeline.bus.deadletter import oversized_reason
+from nonsite.pipeline.bus.metrics import DEAD_LETTERS
 from nonsite.pipeline.events import TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, EvidenceSealed
 
 __all__ = ["DRAFTER_ACTOR", "DraftError", "draft_case", "draft_pending", "find_repeats", "normalise_plate",
@@ -202,28 +202,21 @@ def draft_case(
 
 
 def dead_letter_value(message: Message, reason: str, group: str) -> bytes:
-    """The dead-letter record (same shape as the sealer's): why, where from, the original value."""
-    record: dict[str, Any] = {
-        "reason": reason,
-        "topic": message.topic,
-        "offset": message.offset,
-        "key": message.key,
-        "consumer_group": group,
-        "at": utcnow().isoformat(),
-    }
-    try:
-        record["value"] = message.value.decode("utf-8")
-    except UnicodeDecodeError:
-        record["value_base64"] = base64.b64encode(message.value).decode("ascii")
-    return json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    """The dead-letter record (the sealer's shape, :mod:`nonsite.pipeline.bus.deadletter`): why, where from,
+    the original value (its start only, with size and sha256, when it is oversized)."""
+    return shared_dead_letter_value(message, reason, group)
 
 
 def _dead_letter(bus: Bus, message: Message, group: str, reason: str) -> None:
     bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, reason, group))
+    DEAD_LETTERS.labels(message.topic, group).inc()
     log.warning("dead-lettered %s offset %d: %s", message.topic, message.offset, reason)
 
 
 def _parse(message: Message) -> EvidenceSealed:
+    too_big = oversized_reason(message)
+    if too_big:
+        raise DraftError(too_big)
     try:
         return EvidenceSealed.model_validate_json(message.value)
     except ValidationError as exc:

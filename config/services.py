@@ -4,13 +4,80 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nonsite.config.base import Section
 
 
+class S3Config(Section):
+    """An S3-compatible evidence store (MinIO, AWS S3, ...). Credentials come from the environment only."""
+
+    endpoint: str = Field(
+        "127.0.0.1:9000",
+        description="host:port of the S3 API (a http:// or https:// prefix also sets `secure`); "
+        "use ${NONSITE_S3_ENDPOINT} to take it from the environment.",
+    )
+    bucket: str = Field(
+        "nonsite-evidence", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="Bucket of the evidence packages; created when missing.",
+    )
+    region: str = Field("us-east-1", description="Region of the bucket.")
+    secure: bool = Field(False, description="Use HTTPS.")
+    access_key_env: str = Field(
+        "NONSITE_S3_ACCESS_KEY", description="Name of the environment variable holding the access key (never the key)."
+    )
+    secret_key_env: str = Field(
+        "NONSITE_S3_SECRET_KEY", description="Name of the environment variable holding the secret key (never the key)."
+    )
+    object_lock: bool = Field(
+        True,
+        description="Create the bucket with object lock and set object retention on sealed packages where the "
+        "server supports it (a warning, not an error, where it does not).",
+    )
+    presign_expiry_s: int = Field(
+        300, ge=1, le=7 * 24 * 3600, description="Lifetime of the presigned evidence links the console hands out."
+    )
+    timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of one S3 request.")
+
+
+class SpoolConfig(Section):
+    """Where the edge keeps evidence while the store is unreachable (uploaded, then published, when it returns)."""
+
+    path: str | None = Field(None, description="Spool directory; default DATA_DIR/spool.")
+    max_bytes: int = Field(
+        2 * 1024**3, ge=1024**2,
+        description="Most bytes the spool holds; when full, new evidence is refused with an error log and the "
+        "nonsite_evidence_spool_rejected_total metric (never dropped silently).",
+    )
+    retry_s: float = Field(5.0, gt=0, description="Seconds between upload attempts while the store is down.")
+
+
+class RetentionConfig(Section):
+    """How long evidence is kept: locked at sealing, extended for confirmed cases, deleted for dismissed ones."""
+
+    mode: Literal["compliance", "governance"] = Field(
+        "compliance",
+        description="Object-lock mode (compliance: nobody, not even an administrator, can delete or shorten it).",
+    )
+    seal_days: int = Field(
+        30, ge=0, description="Days of object retention set on every package when sealed (0: none)."
+    )
+    confirmed_days: int = Field(
+        1825, ge=0,
+        description="Days (from sealing) the retention job keeps the evidence of confirmed cases; their lock is "
+        "extended to that date where the store supports it.",
+    )
+    dismissed_delete_after_days: int = Field(
+        30, ge=0,
+        description="The retention job deletes the evidence of dismissed cases this many days after dismissal "
+        "(a lock still in force is reported and kept).",
+    )
+
+
 class EvidenceConfig(Section):
-    store: Literal["local"] = Field("local", description="Evidence store: local (a directory under data_dir).")
+    store: Literal["local", "s3"] = Field(
+        "local", description="Evidence store: local (a directory under data_dir) or s3 (MinIO / S3, see `s3`)."
+    )
     path: str | None = Field(None, description="Directory of the local store; default DATA_DIR/evidence.")
     pre_roll_s: float = Field(3.0, ge=0, le=60, description="Seconds of video kept before the violation onset.")
     post_roll_s: float = Field(2.0, ge=0, le=60, description="Seconds of video recorded after confirmation.")
@@ -30,10 +97,73 @@ class EvidenceConfig(Section):
         description="Ed25519 private key file (PEM) that signs manifests; default DATA_DIR/keys/signing.pem, "
         "created on first use.",
     )
+    public_key: str | None = Field(
+        None,
+        description="The sealer's public key (PEM) that `verify` and the console check signatures with, when the "
+        "sealer runs elsewhere; default: this node's key, else the key the sealer published in the store.",
+    )
+    s3: S3Config = Field(default_factory=S3Config, description="The S3 store (when store is s3).")
+    spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Edge spool for store outages (s3).")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig, description="Evidence retention.")
+
+
+class KafkaConfig(Section):
+    """The Kafka cluster of the distributed mode (any Kafka-protocol broker)."""
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        description="Comma-separated host:port list; use ${NONSITE_KAFKA_BOOTSTRAP} to take it from the environment.",
+    )
+    client_id: str = Field("nonsite", description="Client id prefix (the role is appended).")
+    partitions: int = Field(6, ge=1, le=10000, description="Partitions of each topic created at start.")
+    replication_factor: int = Field(1, ge=1, le=16, description="Replication factor of each topic created at start.")
+    retention_hours: float = Field(
+        168.0, gt=0, description="retention.ms of the violations, evidence and cases topics, in hours."
+    )
+    dead_letter_retention_hours: float = Field(
+        720.0, gt=0, description="retention.ms of the dead-letter topic, in hours."
+    )
+    create_topics: bool = Field(True, description="Create missing topics at start with the admin client.")
+    max_message_bytes: int = Field(
+        1024**2, ge=1024, description="Largest message published (events are small: media never rides the bus)."
+    )
+    publish_timeout_s: float = Field(
+        10.0, gt=0, description="How long a publish waits for the broker's ack before it spools to the outbox."
+    )
+    session_timeout_ms: int = Field(
+        10000, ge=1000, description="Consumer-group session timeout (a dead member's partitions move after it)."
+    )
+    outbox_path: str | None = Field(
+        None, description="Directory of the durable outbox (events waiting for the broker); default DATA_DIR/bus."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (with SASL_* protocols)."
+    )
+    sasl_username_env: str = Field(
+        "NONSITE_KAFKA_USERNAME", description="Name of the environment variable holding the SASL user name."
+    )
+    sasl_password_env: str = Field(
+        "NONSITE_KAFKA_PASSWORD",
+        description="Name of the environment variable holding the SASL password (never logged).",
+    )
+    ssl_cafile: str | None = Field(None, description="CA bundle that signs the brokers' certificates (SSL).")
+
+    @model_validator(mode="after")
+    def _sasl(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism "
+                             "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+        return self
 
 
 class BusConfig(Section):
-    kind: Literal["embedded"] = Field("embedded", description="embedded: a durable log in DATA_DIR/bus.")
+    kind: Literal["embedded", "kafka"] = Field(
+        "embedded", description="embedded: a durable log in DATA_DIR/bus; kafka: the cluster in `kafka`."
+    )
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="Kafka settings (when kind is kafka).")
 
 
 class CasesConfig(Section):

@@ -22,10 +22,26 @@ def _under(data_dir: str | Path, value: str | None, default: str) -> Path:
 
 
 def open_store(cfg: EvidenceConfig, data_dir: str | Path) -> Store:
-    """The evidence store the configuration names (local: ``cfg.path`` or ``DATA_DIR/evidence``)."""
+    """The evidence store the configuration names (local: ``cfg.path`` or ``DATA_DIR/evidence``; s3: the
+    bucket in ``cfg.s3``, contacted on first use)."""
     if cfg.store == "local":
         return LocalStore(_under(data_dir, cfg.path, "evidence"))
-    raise StoreError(f"unknown evidence store {cfg.store!r}; use 'local'")
+    if cfg.store == "s3":
+        from nonsite.evidence.s3 import S3Store
+
+        return S3Store(cfg.s3)
+    raise StoreError(f"unknown evidence store {cfg.store!r}; use 'local' or 's3'")
+
+
+def spool_path(cfg: EvidenceConfig, data_dir: str | Path) -> Path:
+    """The edge's evidence spool: ``cfg.spool.path`` or ``DATA_DIR/spool``."""
+    return _under(data_dir, cfg.spool.path, "spool")
+
+
+def presigned_url(store: Store, key: str, expires_s: int | None = None) -> str | None:
+    """An expiring link to ``key`` when the store can sign one (S3), else None (serve the bytes instead)."""
+    url = getattr(store, "url", None)
+    return url(key, expires_s) if url is not None else None
 
 
 def signing_key_path(cfg: EvidenceConfig, data_dir: str | Path) -> Path:
@@ -41,5 +57,7 @@ __all__ = [
     "StoreError",
     "open_store",
     "package_prefix",
+    "presigned_url",
     "signing_key_path",
+    "spool_path",
 ]

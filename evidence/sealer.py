@@ -2,17 +2,20 @@
 signed ``manifest.json`` into the package, and announces it on ``nonsite.evidence``.
 
 At-least-once and idempotent by event id: a redelivered event whose package already carries a valid
-manifest is answered from that manifest, nothing is rewritten.
+manifest is answered from that manifest, nothing is rewritten. Where the store has object lock, every
+artifact, the manifest and its signature get object retention (``retain_days`` from sealing, compliance
+mode by default) before the package is announced.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -28,10 +31,14 @@ from nonsite.evidence.package import (
 from nonsite.evidence.signing import Signer, verify_signature
 from nonsite.evidence.store import Store, StoreError
 from nonsite.pipeline.bus.base import Bus, Consumer, Message
+from nonsite.pipeline.bus.deadletter import dead_letter_value, oversized_reason
+from nonsite.pipeline.bus.faults import fault_point
+from nonsite.pipeline.bus.metrics import DEAD_LETTERS
 from nonsite.pipeline.events import (
     TOPIC_DEAD_LETTER,
     TOPIC_EVIDENCE,
     TOPIC_VIOLATIONS,
+    EvidenceItem,
     EvidenceSealed,
     ViolationEvent,
     utcnow,
@@ -40,6 +47,11 @@ from nonsite.pipeline.events import (
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "nonsite-sealer"
+T = TypeVar("T")
+R = TypeVar("R")
+_IO_WORKERS = 8
+_io_pool: ThreadPoolExecutor | None = None
+_io_pool_lock = threading.Lock()
 _RETRY_MIN_S = 0.5
 _RETRY_MAX_S = 30.0
 _MAX_OTHER_FAILURES = 5
@@ -93,26 +105,65 @@ def _existing_seal(store: Store, signer: Signer, event: ViolationEvent) -> Evide
     )
 
 
+def _io_map(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """``[fn(i) for i in items]``, concurrently: a remote store answers each request with a round trip, so
+    the sealer overlaps them (in order; the first exception propagates)."""
+    global _io_pool
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with _io_pool_lock:
+        if _io_pool is None:
+            _io_pool = ThreadPoolExecutor(max_workers=_IO_WORKERS, thread_name_prefix="sealer-io")
+    return list(_io_pool.map(fn, items))
+
+
 def check_blobs(store: Store, event: ViolationEvent) -> list[str]:
     """Re-hash every blob ``event`` lists; one line per blob that is missing or differs."""
-    problems: list[str] = []
-    for item in event.evidence:
+
+    def check(item: EvidenceItem) -> str | None:
         name = name_in_package(item.key, event.event_id)
         try:
             data = store.get(item.key)
         except KeyError:
-            problems.append(f"{name}: missing")
-            continue
+            return f"{name}: missing"
         got = hashlib.sha256(data).hexdigest()
         if got != item.sha256:
-            problems.append(f"{name}: sha256 differs (expected {item.sha256}, got {got})")
-        elif len(data) != item.bytes:
-            problems.append(f"{name}: size differs (expected {item.bytes} bytes, got {len(data)})")
-    return problems
+            return f"{name}: sha256 differs (expected {item.sha256}, got {got})"
+        if len(data) != item.bytes:
+            return f"{name}: size differs (expected {item.bytes} bytes, got {len(data)})"
+        return None
+
+    return [p for p in _io_map(check, list(event.evidence)) if p]
 
 
-def seal(store: Store, signer: Signer, event: ViolationEvent) -> EvidenceSealed:
-    """Verify the event's blobs, write ``manifest.json`` and ``manifest.sig`` into its package, and describe it.
+def retain_package(
+    store: Store, event: ViolationEvent, sealed: EvidenceSealed, days: int, mode: str = "compliance"
+) -> bool:
+    """Object retention on every artifact, the manifest and the signature until ``sealed_at + days``.
+
+    False (and nothing set) when ``days`` is 0 or the store has no object lock (a local directory, a server
+    without it). Idempotent: a retention already in force until that date or later is left alone.
+    """
+    retain = getattr(store, "retain", None)
+    if days <= 0 or retain is None:
+        return False
+    until = sealed.sealed_at + timedelta(days=days)
+    keys = [item.key for item in event.evidence] + [sealed.manifest_key, sealed.signature_key]
+
+    def one(key: str) -> bool:
+        try:
+            return bool(retain(key, until, mode))
+        except KeyError:  # a blob the edge never stored: already a sealing problem in the manifest
+            return False
+
+    return any(_io_map(one, keys))
+
+
+def seal(
+    store: Store, signer: Signer, event: ViolationEvent, *, retain_days: int = 0, retain_mode: str = "compliance"
+) -> EvidenceSealed:
+    """Verify the event's blobs, write ``manifest.json`` and ``manifest.sig`` into its package, set object
+    retention where the store supports it, and describe it.
 
     Idempotent: when a manifest for this event already exists and verifies, its result is returned unchanged.
     Raises ValueError for an event that cannot be sealed (bad id, reserved or duplicate keys) and StoreError
@@ -121,6 +172,7 @@ def seal(store: Store, signer: Signer, event: ViolationEvent) -> EvidenceSealed:
     _check_event(event)
     existing = _existing_seal(store, signer, event)
     if existing is not None:
+        retain_package(store, event, existing, retain_days, retain_mode)
         return existing
     problems = check_blobs(store, event)
     if problems:
@@ -134,8 +186,9 @@ def seal(store: Store, signer: Signer, event: ViolationEvent) -> EvidenceSealed:
     # Manifest first, then its signature: a crash between the two leaves an unsigned manifest, which the
     # redelivered event seals again.
     store.put(mkey, data, "application/json")
+    fault_point("sealer.after_manifest")
     store.put(skey, signer.sign(data), "application/octet-stream")
-    return EvidenceSealed(
+    sealed = EvidenceSealed(
         event_id=event.event_id,
         violation=event,
         manifest_key=mkey,
@@ -145,9 +198,14 @@ def seal(store: Store, signer: Signer, event: ViolationEvent) -> EvidenceSealed:
         sealed_at=sealed_at,
         problems=problems,
     )
+    retain_package(store, event, sealed, retain_days, retain_mode)
+    return sealed
 
 
 def _parse(message: Message) -> ViolationEvent:
+    too_big = oversized_reason(message)
+    if too_big:
+        raise PoisonMessage(too_big)
     try:
         event = ViolationEvent.model_validate_json(message.value)
     except ValidationError as e:
@@ -163,24 +221,15 @@ def _parse(message: Message) -> ViolationEvent:
     return event
 
 
-def dead_letter_value(message: Message, reason: str, group: str) -> bytes:
-    """The dead-letter record: why, where it came from, and the original value (text, or base64)."""
-    record: dict[str, Any] = {
-        "reason": reason,
-        "topic": message.topic,
-        "offset": message.offset,
-        "key": message.key,
-        "consumer_group": group,
-        "at": utcnow().isoformat(),
-    }
-    try:
-        record["value"] = message.value.decode("utf-8")
-    except UnicodeDecodeError:
-        record["value_base64"] = base64.b64encode(message.value).decode("ascii")
-    return json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8")
+def _dead_letter(bus: Bus, message: Message, group: str, reason: str) -> None:
+    bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, reason, group))
+    DEAD_LETTERS.labels(message.topic, group).inc()
 
 
-def _handle(bus: Bus, store: Store, signer: Signer, message: Message, group: str) -> bool:
+def _handle(
+    bus: Bus, store: Store, signer: Signer, message: Message, group: str, retain_days: int = 0,
+    retain_mode: str = "compliance",
+) -> bool:
     """Seal one message and publish the result (or dead-letter it). True when sealed.
 
     Transient failures (store or bus down) raise; the caller must not commit then.
@@ -188,14 +237,14 @@ def _handle(bus: Bus, store: Store, signer: Signer, message: Message, group: str
     try:
         event = _parse(message)
     except PoisonMessage as e:
-        log.warning("dead-lettering %s offset %d: %s", message.topic, message.offset, e)
-        bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, str(e), group))
+        log.warning("dead-lettering %s[%d] offset %d: %s", message.topic, message.partition, message.offset, e)
+        _dead_letter(bus, message, group, str(e))
         return False
     try:
-        sealed = seal(store, signer, event)
+        sealed = seal(store, signer, event, retain_days=retain_days, retain_mode=retain_mode)
     except ValueError as e:  # cannot be sealed, ever
         log.warning("dead-lettering event %s: %s", event.event_id, e)
-        bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, str(e), group))
+        _dead_letter(bus, message, group, str(e))
         return False
     bus.publish(TOPIC_EVIDENCE, event.camera_id, sealed.model_dump_json().encode("utf-8"))
     log.info("sealed event %s (%d artifact(s), %d problem(s))", event.event_id, len(event.evidence),
@@ -204,7 +253,8 @@ def _handle(bus: Bus, store: Store, signer: Signer, message: Message, group: str
 
 
 def _handle_with_retry(
-    bus: Bus, store: Store, signer: Signer, message: Message, group: str, stop: threading.Event
+    bus: Bus, store: Store, signer: Signer, message: Message, group: str, stop: threading.Event,
+    retain_days: int = 0, retain_mode: str = "compliance",
 ) -> bool:
     """Handle ``message`` until it is sealed or dead-lettered (True), or ``stop`` is set first (False).
 
@@ -215,7 +265,7 @@ def _handle_with_retry(
     other_failures = 0
     while True:
         try:
-            _handle(bus, store, signer, message, group)
+            _handle(bus, store, signer, message, group, retain_days, retain_mode)
             return True
         except (StoreError, OSError) as e:
             log.error("sealing %s offset %d failed (%s); retrying in %.1f s", message.topic, message.offset, e, delay)
@@ -226,7 +276,7 @@ def _handle_with_retry(
                       other_failures)
             if other_failures >= _MAX_OTHER_FAILURES:
                 try:
-                    bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, reason, group))
+                    _dead_letter(bus, message, group, reason)
                     return True
                 except Exception as e2:  # the bus itself is down: keep the message and keep trying
                     log.error("cannot publish to %s either (%s); retrying in %.1f s", TOPIC_DEAD_LETTER, e2, delay)
@@ -250,19 +300,22 @@ def _commit_with_retry(consumer: Consumer, message: Message, stop: threading.Eve
 
 
 def run_sealer(
-    bus: Bus, store: Store, signer: Signer, stop: threading.Event, group: str = DEFAULT_GROUP
+    bus: Bus, store: Store, signer: Signer, stop: threading.Event, group: str = DEFAULT_GROUP, *,
+    retain_days: int = 0, retain_mode: str = "compliance",
 ) -> None:
     """Consume ``nonsite.violations`` until ``stop`` is set.
 
     A poisoned message is dead-lettered and committed; a store or bus failure is retried with backoff
-    (without committing, so nothing is lost if the process stops meanwhile).
+    (without committing, so nothing is lost if the process stops meanwhile). ``retain_days`` > 0 sets
+    object retention on each package where the store supports it.
     """
     consumer: Consumer = bus.consumer(TOPIC_VIOLATIONS, group)
     try:
         while not stop.is_set():
             for message in consumer.poll(max_records=50, timeout_s=0.5):
-                if not _handle_with_retry(bus, store, signer, message, group, stop):
+                if not _handle_with_retry(bus, store, signer, message, group, stop, retain_days, retain_mode):
                     return  # stopped while retrying; not committed, so redelivered on the next start
+                fault_point("sealer.before_commit")
                 if not _commit_with_retry(consumer, message, stop):
                     return
                 if stop.is_set():
@@ -271,7 +324,10 @@ def run_sealer(
         consumer.close()
 
 
-def seal_pending(bus: Bus, store: Store, signer: Signer, group: str = DEFAULT_GROUP) -> int:
+def seal_pending(
+    bus: Bus, store: Store, signer: Signer, group: str = DEFAULT_GROUP, *, retain_days: int = 0,
+    retain_mode: str = "compliance",
+) -> int:
     """Seal everything waiting on ``nonsite.violations`` once, then return the number of events sealed.
 
     Poisoned messages are dead-lettered and committed; a store or bus failure raises (uncommitted).
@@ -284,7 +340,7 @@ def seal_pending(bus: Bus, store: Store, signer: Signer, group: str = DEFAULT_GR
             if not messages:
                 return sealed
             for message in messages:
-                sealed += _handle(bus, store, signer, message, group)
+                sealed += _handle(bus, store, signer, message, group, retain_days, retain_mode)
                 consumer.commit(message)
     finally:
         consumer.close()

@@ -158,6 +158,17 @@ def verify_command(
             assert event_id is not None
             results = [verify_package(store, event_id, public_key_pem)]
     except UnknownEventError:
+        from nonsite.evidence.retention import read_tombstone, tombstone_key
+
+        gone = read_tombstone(store, event_id) if event_id else None
+        if gone is not None:
+            print(
+                f"the evidence package of event {event_id} was deleted by the retention job on "
+                f"{gone.get('deleted_at')} ({gone.get('reason')}; case {gone.get('case_number')}, dismissed "
+                f"{gone.get('dismissed_at')}); record: {tombstone_key(event_id)}",
+                file=err,
+            )
+            return 2
         print(
             f"no evidence package for event {event_id} in {store!r}; check the id "
             "(`nonsite evidence verify --all` checks every package)",

@@ -172,3 +172,7 @@ def case_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     database = request.getfixturevalue("postgres_database")
     with fresh_postgres_schema(database) as url:
         yield url
+
+
+# Real servers (Kafka-protocol broker, S3) and helpers for the distributed-mode tests: tests/services/.
+pytest_plugins = ["services.fixtures"]

@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nonsite.pipeline.bus.base import Bus, Consumer, Message
 from nonsite.pipeline.bus.embedded import EmbeddedBus
 
+if TYPE_CHECKING:
+    from nonsite.config.services import BusConfig
 
-def open_bus(kind: str, data_dir: str | Path) -> Bus:
-    """The bus the configuration names."""
-    if kind == "embedded":
+
+def open_bus(cfg: BusConfig | str, data_dir: str | Path, role: str = "node") -> Bus:
+    """The bus the configuration names (``cfg`` is the ``bus:`` section, or just its kind).
+
+    ``role`` (edge, sealer, drafter, node) names the Kafka client and the outbox file of this process.
+    """
+    from nonsite.config.services import BusConfig
+
+    if isinstance(cfg, str):
+        if cfg not in ("embedded", "kafka"):
+            raise ValueError(f"unknown bus kind {cfg!r}; use 'embedded' or 'kafka'")
+        cfg = BusConfig(kind=cfg)  # type: ignore[arg-type]
+    if cfg.kind == "embedded":
         return EmbeddedBus(Path(data_dir) / "bus" / "bus.sqlite")
-    raise ValueError(f"unknown bus kind {kind!r}")
+    if cfg.kind == "kafka":
+        from nonsite.pipeline.bus.kafka import KafkaBus
+
+        k = cfg.kafka
+        outbox = Path(data_dir) / "bus" if not k.outbox_path else _under(data_dir, k.outbox_path)
+        return KafkaBus(k, outbox, role=role)
+    raise ValueError(f"unknown bus kind {cfg.kind!r}; use 'embedded' or 'kafka'")
+
+
+def _under(data_dir: str | Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(data_dir) / p
 
 
 __all__ = ["Bus", "Consumer", "EmbeddedBus", "Message", "open_bus"]

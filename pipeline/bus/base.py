@@ -12,6 +12,7 @@ class Message:
     offset: int
     key: str
     value: bytes
+    partition: int = 0  # Kafka partition (the embedded log has one per topic)
 
 
 class Consumer(Protocol):
