@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("path", help="image or video file")
     d.add_argument("--save", help="write an annotated copy here")
     d.add_argument("--config", help="take detector settings from this config")
-    d.add_argument("--backend", choices=["onnx", "ultralytics"])
+    d.add_argument("--backend", choices=["openvino", "onnx", "ultralytics"])
     d.add_argument("--model", help="registry name or weights path")
     d.add_argument("--imgsz", type=int)
     d.add_argument("--conf", type=float, help="confidence threshold")

@@ -11,10 +11,10 @@ from nonsite.config.base import Section
 
 class DetectorConfig(Section):
     backend: Literal["onnx", "ultralytics", "openvino"] = Field(
-        "onnx",
-        description="onnx: ONNX Runtime on an ultralytics export; "
-        "ultralytics: the .pt checkpoint through ultralytics/PyTorch; "
-        "openvino: OpenVINO on the same ONNX export (CPU; bf16 where the CPU has it).",
+        "openvino",
+        description="openvino: OpenVINO on the ultralytics ONNX export (CPU; bf16 where the CPU has it; the "
+        "fastest on CPU here, see bench/); onnx: ONNX Runtime on the same export; "
+        "ultralytics: the .pt checkpoint through ultralytics/PyTorch (CPU or CUDA).",
     )
     model: str = Field(
         "yolo11n-coco",
