@@ -11,10 +11,10 @@ from nonsite.config.base import Section
 
 class DetectorConfig(Section):
     backend: Literal["onnx", "ultralytics", "openvino"] = Field(
-        "onnx",
-        description="onnx: ONNX Runtime on an ultralytics export; "
-        "ultralytics: the .pt checkpoint through ultralytics/PyTorch; "
-        "openvino: OpenVINO on an OpenVINO IR (.xml), an ONNX, or a .pt exported once (fastest on Intel CPUs).",
+        "openvino",
+        description="openvino: OpenVINO on an OpenVINO IR (.xml), an ONNX, or a .pt exported to ONNX once (the "
+        "fastest on CPU here, see bench/); onnx: ONNX Runtime on the same export; "
+        "ultralytics: the .pt checkpoint through ultralytics/PyTorch (CPU or CUDA).",
     )
     model: str = Field(
         "yolo11n-coco",

@@ -16,7 +16,8 @@ class EdgeConfig(Section):
     queue_frames: int = Field(
         2, ge=1, le=64,
         description="Frames waiting per camera between its reader and the detector. Live cameras drop the "
-        "oldest when it is full (latest-frame semantics, counted as dropped); files wait instead.",
+        "oldest when it is full (latest-frame semantics, counted as dropped); files wait instead (and may "
+        "read ahead up to the batch size).",
     )
     reload: bool = Field(
         True,

@@ -36,7 +36,7 @@ def _yaml_for(text: str) -> tuple[YAML, Any]:
     y = YAML()
     y.preserve_quotes = True
     y.width = 4096  # never re-wrap long lines (URLs, names)
-    y.indent(mapping=max(offset, 2) if offset else 2, sequence=seq_indent or 2, offset=offset or 0)
+    y.indent(mapping=max(offset, 2), sequence=seq_indent or 2, offset=offset)
     return y, y.load(text)
 
 

@@ -198,7 +198,9 @@ class EdgeRunner:
         worker = EdgeWorker(camera, self.cfg, self.store, self.bus, self._model, self._sequence)
         worker.tracker = _Timed(worker.tracker)  # type: ignore[assignment]
         cid = camera.id
-        queue: FrameQueue[Any] = FrameQueue(self.cfg.edge.queue_frames, drop_oldest=live,
+        # A file may read ahead enough to fill a batch on its own; a live camera keeps only its newest frames.
+        size = self.cfg.edge.queue_frames if live else max(self.cfg.edge.queue_frames, self.max_batch)
+        queue: FrameQueue[Any] = FrameQueue(size, drop_oldest=live,
                                             on_drop=lambda _item: self.metrics.queue_dropped(cid))
         return CameraRun(camera, source, worker, queue, live)
 

@@ -99,10 +99,11 @@ class RoundRobin(Generic[K, T]):
     """Fair batches across cameras: one item per camera per round, rounds rotate their first camera.
 
     ``group``: items only share a batch when this function gives them the same value (the runner groups
-    frames by size, so a batch needs no padding to a common size); the first camera in turn sets the
-    batch's group, cameras with another one wait for the next batch, which starts after the last camera
-    served, so every camera is served at least once every ``number of cameras`` batches. Items whose
-    group is None (end-of-stream markers) join any batch without taking a place in it.
+    frames by size, so a batch needs no padding to a common size). The first camera in turn sets the
+    batch's group; a camera skipped because its frame is of another group starts the next batch, so
+    it sets that batch's group and is served: no camera waits more than ``number of cameras`` batches.
+    Without skips the next batch starts after the last camera served. Items whose group is None
+    (end-of-stream markers) join any batch without taking a place in it.
     """
 
     def __init__(self, max_batch: int, group: Callable[[T], Hashable | None] | None = None) -> None:
@@ -110,7 +111,10 @@ class RoundRobin(Generic[K, T]):
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.max_batch = max_batch
         self.group = group
-        self._last: K | None = None
+        self._start: K | None = None
+        """Camera the next batch starts with (if it still exists)."""
+        self._after: K | None = None
+        """Else: the next batch starts after this camera."""
 
     def next_batch(self, lanes: Sequence[tuple[K, FrameQueue[T]]]) -> list[tuple[K, T]]:
         """Take up to ``max_batch`` items from ``lanes`` (camera key, queue), in the order they are
@@ -119,11 +123,16 @@ class RoundRobin(Generic[K, T]):
         if not lanes:
             return []
         keys = [k for k, _ in lanes]
-        start = keys.index(self._last) + 1 if self._last in keys else 0
+        if self._start in keys:
+            start = keys.index(self._start)
+        else:
+            start = keys.index(self._after) + 1 if self._after in keys else 0
         order = [*lanes[start:], *lanes[:start]]
         batch: list[tuple[K, T]] = []
         size = 0
         want: Hashable | None = None
+        skipped: K | None = None
+        last: K | None = None
         while size < self.max_batch:
             served = False
             for key, q in order:
@@ -134,16 +143,20 @@ class RoundRobin(Generic[K, T]):
                     continue
                 g = self.group(head) if self.group is not None else 0
                 if g is not None and want is not None and g != want:
+                    if skipped is None:
+                        skipped = key
                     continue
                 item = q.get_nowait()
                 if item is None:
                     continue
                 batch.append((key, item))
-                self._last = key
+                last = key
                 served = True
                 if g is not None:
                     want = g
                     size += 1
             if not served:
                 break
+        if batch:
+            self._start, self._after = skipped, last
         return batch

@@ -112,3 +112,21 @@ def test_batches_hold_one_frame_size_and_every_size_gets_its_turn() -> None:
     assert ("a", None) in [item for b in batches for _, item in b]
     # Same-size cameras share batches: far fewer calls than frames.
     assert len(batches) <= 40 + 2 * 40 // 2 + 5
+
+
+def test_a_camera_of_a_size_nobody_shares_is_not_starved_under_overload() -> None:
+    # Two cameras share a frame size, two have sizes of their own; every queue always has frames.
+    sizes = {"junction": (360, 640), "carpark": (480, 640), "market": (360, 640), "fence": (360, 360)}
+    lanes = [(k, FrameQueue[tuple[str, object]](2, drop_oldest=True)) for k in sizes]
+    rr: RoundRobin[str, tuple[str, object]] = RoundRobin(max_batch=4, group=lambda item: item[1])
+    counts: Counter[str] = Counter()
+    for _ in range(40):
+        for k, q in lanes:  # the cameras keep delivering
+            q.put((k, sizes[k]))
+            q.put((k, sizes[k]))
+        batch = rr.next_batch(lanes)
+        assert len({item[1] for _, item in batch}) == 1
+        counts.update(k for k, _ in batch)
+    assert set(counts) == set(sizes), counts
+    # Each camera leads a batch in turn; the two that share a size also ride along in each other's.
+    assert min(counts.values()) >= 10 * 2 - 2, counts

@@ -20,7 +20,7 @@ def test_detect_image_prints_and_saves_annotated_copy(media_dir: Path, models_di
     buf = io.StringIO()
     assert detect_command(str(src), DetectorConfig(), str(out_path), out=buf) == 0
     text = buf.getvalue()
-    assert "model yolo11n-coco" in text and "backend onnx" in text
+    assert "model yolo11n-coco" in text and "backend openvino" in text
     lines = [ln.split() for ln in text.splitlines() if ln.startswith("  ")]
     assert [ln[0] for ln in lines].count("bus") == 1 and [ln[0] for ln in lines].count("person") >= 3
     assert all(0.3 <= float(ln[1]) <= 1 for ln in lines)
