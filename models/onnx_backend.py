@@ -14,7 +14,7 @@ import supervision as sv
 
 from nonsite.config.detector import DetectorConfig
 from nonsite.models.base import WeightsInfo
-from nonsite.models.postprocess import Letterbox, decode_yolo, letterbox, rect_shape
+from nonsite.models.postprocess import Letterbox, check_image, decode_yolo, letterbox, rect_shape, run_in_batches
 from nonsite.models.registry import ResolvedWeights, WeightsError, resolve
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class OnnxDetector:
         boxes: list[np.ndarray] = []
         lbs: list[Letterbox] = []
         for im in images:
-            _check_image(im)
+            check_image(im)
             padded, lb = letterbox(im, shape, None if self.fixed_hw else self.imgsz)
             boxes.append(padded)
             lbs.append(lb)
@@ -111,20 +111,8 @@ class OnnxDetector:
     def detect(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
         """Detections per BGR uint8 image, boxes in that image's pixels; one session.run per batch (per
         ``fixed_batch`` images when the model has a fixed batch size)."""
-        images = list(images)
-        if not images:
-            return []
-        step = self.fixed_batch or len(images)
-        out: list[sv.Detections] = []
-        for i in range(0, len(images), step):
-            out.extend(self._run(images[i : i + step]))
-        return out
+        return run_in_batches(self._run, images, self.fixed_batch)
 
-
-def _check_image(im: np.ndarray) -> None:
-    if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
-        desc = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
-        raise ValueError(f"detect() takes BGR uint8 images of shape (H, W, 3), got {desc}.")
 
 
 def _class_names(resolved: ResolvedWeights, meta: dict[str, str]) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -114,3 +114,23 @@ def make_detections(
 
 def _name(class_names: Sequence[str], i: int) -> str:
     return class_names[i] if 0 <= i < len(class_names) else f"class{i}"
+
+
+def check_image(im: np.ndarray) -> None:
+    """Refuse what is not a BGR uint8 (H, W, 3) image, with a sentence saying what came instead."""
+    if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+        desc = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
+        raise ValueError(f"detect() takes BGR uint8 images of shape (H, W, 3), got {desc}.")
+
+
+def run_in_batches(run: Callable[[list[np.ndarray]], list[sv.Detections]], images: Sequence[np.ndarray],
+                   fixed_batch: int | None) -> list[sv.Detections]:
+    """``run`` over ``images`` in one call, or in chunks of ``fixed_batch`` when the model has a fixed batch."""
+    images = list(images)
+    if not images:
+        return []
+    step = fixed_batch or len(images)
+    out: list[sv.Detections] = []
+    for i in range(0, len(images), step):
+        out.extend(run(images[i : i + step]))
+    return out
