@@ -303,17 +303,46 @@ def stop_on_signals(stop: threading.Event) -> None:
         signal.signal(signal.SIGINT, handler)
 
 
-def serve_metrics(port: int | None, addr: str = "127.0.0.1") -> None:
-    """Expose this process's Prometheus metrics on ``addr:port`` (nothing when ``port`` is None)."""
-    if port is None:
-        return
-    from prometheus_client import start_http_server
+class RoleOps:
+    """What every distributed role runs beside its work: :class:`~nonsite.pipeline.health.Health` (liveness and
+    readiness checks) and, when a port is configured, the ``/metrics`` ``/healthz`` ``/readyz`` endpoint."""
 
-    start_http_server(port, addr=addr)
+    def __init__(self, role: str, cfg: NonsiteConfig, host: str, port: int | None) -> None:
+        from prometheus_client import REGISTRY
+
+        from nonsite.pipeline.health import Health, OpsServer
+        from nonsite.pipeline.metrics import EdgeMetrics
+
+        self.role = role
+        self.health = Health(role)
+        #: the per-camera series of an edge or pool worker (the process collector is in the default registry)
+        self.edge_metrics = EdgeMetrics(process=False) if role in ("edge", "pool") else None
+        registries = [REGISTRY] + ([self.edge_metrics.registry] if self.edge_metrics else [])
+        self.server = OpsServer(self.health, registries, host, port) if port is not None else None
+
+    @property
+    def url(self) -> str | None:
+        return self.server.url if self.server else None
+
+    def start(self) -> RoleOps:
+        self.health.start()
+        return self
+
+    def close(self) -> None:
+        self.health.stop()
+        if self.server is not None:
+            self.server.stop()
+
+
+def _checks(ops: RoleOps | None, **checks: Callable[[], str | None]) -> None:
+    if ops is not None:
+        for name, check in checks.items():
+            ops.health.add_check(name, check)
 
 
 def run_sealer_role(
-    cfg: NonsiteConfig, stop: threading.Event, *, progress: Callable[[str], None] = print
+    cfg: NonsiteConfig, stop: threading.Event, *, progress: Callable[[str], None] = print,
+    ops: RoleOps | None = None,
 ) -> None:
     """The evidence sealer alone: consume ``nonsite.violations`` in group nonsite-sealer until ``stop``."""
     from nonsite.evidence import open_store, signing_key_path
@@ -328,6 +357,10 @@ def run_sealer_role(
     store = open_store(cfg.evidence, data)
     signer = Signer.load_or_create(signing_key_path(cfg.evidence, data))
     bus = open_bus(cfg.bus, data, role="sealer")
+    from nonsite.pipeline.events import TOPIC_VIOLATIONS
+    from nonsite.pipeline.health import broker_check, store_check
+
+    _checks(ops, broker=broker_check(bus, TOPIC_VIOLATIONS), store=store_check(store))
     try:
         delay = 0.5
         while not stop.is_set():
@@ -348,7 +381,7 @@ def run_sealer_role(
 
 def run_drafter_role(
     cfg: NonsiteConfig, stop: threading.Event, *, progress: Callable[[str], None] = print,
-    sessions: sessionmaker[Session] | None = None,
+    sessions: sessionmaker[Session] | None = None, ops: RoleOps | None = None,
 ) -> None:
     """The case drafter alone (plus the decisions outbox relay) until ``stop`` (``sessions``: the case
     database, default ``cases.database_url`` or DATA_DIR/cases.db)."""
@@ -365,6 +398,12 @@ def run_drafter_role(
     bus = open_bus(cfg.bus, data, role="drafter")
     relay = threading.Thread(target=run_outbox_relay, args=(bus, sessions, stop), name="decisions", daemon=True)
     relay.start()
+    from nonsite.pipeline.events import TOPIC_EVIDENCE
+    from nonsite.pipeline.health import broker_check, database_check, threads_alive
+
+    _checks(ops, broker=broker_check(bus, TOPIC_EVIDENCE), database=database_check(sessions))
+    if ops is not None:
+        ops.health.add_liveness("decisions relay", threads_alive([relay]))
     progress(f"drafter: {bus!r} -> cases in {_mask_db(db_url)}")
     try:
         run_drafter(bus, sessions, cfg.cases.number_prefix, stop, timezone=cfg.timezone)
@@ -390,6 +429,7 @@ def run_edge(
     exit_when_done: bool = False,
     drain_timeout_s: float = 60.0,
     progress: Callable[[str], None] = print,
+    ops: RoleOps | None = None,
 ) -> RunSummary:
     """The edge alone: cameras -> detection -> rules -> evidence (store, or spool) -> ``nonsite.violations``.
 
@@ -408,12 +448,17 @@ def run_edge(
     bus = open_bus(cfg.bus, data, role="edge")
     edge_evidence = _edge_evidence(cfg, data, store, bus)
     summary = RunSummary()
+    from nonsite.pipeline.events import TOPIC_VIOLATIONS
+    from nonsite.pipeline.health import broker_check, store_check
+
+    _checks(ops, broker=broker_check(bus, TOPIC_VIOLATIONS), store=store_check(store))
     try:
         detector = create_detector(cfg.detector)
         progress(f"edge: detector {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
                  f"{len([c for c in cfg.cameras if c.enabled])} cameras -> {bus!r}, evidence -> {store!r}")
         runner = EdgeRunner(cfg, detector, edge_evidence.edge_store if edge_evidence else store,
-                            edge_evidence.edge_bus if edge_evidence else bus, progress=progress)
+                            edge_evidence.edge_bus if edge_evidence else bus, progress=progress,
+                            metrics=ops.edge_metrics if ops else None)
         stats = runner.run(stop)
         for r in runner.runs:
             progress(runner.describe(r))
@@ -441,3 +486,46 @@ def run_edge(
             edge_evidence.close()
         bus.close()
     return summary
+
+
+def run_pool_worker(
+    cfg: NonsiteConfig,
+    stop: threading.Event,
+    *,
+    progress: Callable[[str], None] = print,
+    ops: RoleOps | None = None,
+) -> None:
+    """A detector-pool worker (:mod:`nonsite.pipeline.pool`): runs the cameras of ``cameras:`` that the
+    consumer group ``pool.group`` assigns it, until ``stop``; evidence and events go out as from an edge."""
+    from nonsite.evidence import open_store
+    from nonsite.models import create_detector
+    from nonsite.pipeline.bus import open_bus
+    from nonsite.pipeline.events import TOPIC_VIOLATIONS
+    from nonsite.pipeline.health import broker_check, store_check, threads_alive
+    from nonsite.pipeline.pool import PoolWorker
+
+    if cfg.bus.kind != "kafka":
+        raise ValueError("the detector pool shares cameras through Kafka: set bus.kind: kafka")
+    data = Path(cfg.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    store = open_store(cfg.evidence, data)
+    bus = open_bus(cfg.bus, data, role="pool")
+    edge_evidence = _edge_evidence(cfg, data, store, bus)
+    _checks(ops, broker=broker_check(bus, TOPIC_VIOLATIONS), store=store_check(store))
+    try:
+        detector = create_detector(cfg.detector)
+        worker = PoolWorker(cfg, detector, edge_evidence.edge_store if edge_evidence else store,
+                            edge_evidence.edge_bus if edge_evidence else bus, progress=progress,
+                            metrics=ops.edge_metrics if ops else None)
+        progress(f"pool {worker.worker_id}: detector {detector.backend} {detector.weights.name}; evidence -> "
+                 f"{store!r}; journal {worker.journal.path}")
+        main = threading.current_thread()
+        if ops is not None:
+            ops.health.add_liveness("detector loop", lambda: worker._runner_thread is None
+                                    or worker._runner_thread.is_alive() or stop.is_set())
+            ops.health.add_liveness("group loop", threads_alive([main]))
+        worker.run(stop)
+    finally:
+        if edge_evidence is not None:
+            edge_evidence.close()
+        bus.close()

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from nonsite.config import ConfigError, NonsiteConfig, config_schema, load_config, mask_url
 
 if TYPE_CHECKING:
+    from nonsite.app import RoleOps
     from nonsite.evidence.retention import CaseState
     from nonsite.evidence.store import Store
 
@@ -206,58 +208,72 @@ def cmd_public_key(a: argparse.Namespace) -> int:
     return 0
 
 
-def _role_config(a: argparse.Namespace) -> NonsiteConfig:
-    cfg = _load(a.config)
-    from nonsite.app import serve_metrics
+@contextlib.contextmanager
+def _role(a: argparse.Namespace, role: str) -> Iterator[tuple[NonsiteConfig, RoleOps, threading.Event]]:
+    """Load the config, start the role's ops endpoint and health checks, stop on SIGTERM/SIGINT."""
+    from nonsite.app import RoleOps, stop_on_signals
 
-    serve_metrics(a.metrics_port, a.metrics_addr)
-    return cfg
+    cfg = _load(a.config)
+    section = cfg.console if role == "console" else getattr(cfg, role).metrics
+    port = a.metrics_port if a.metrics_port is not None else getattr(section, "port", None)
+    host = a.metrics_addr or section.host
+    try:
+        ops = RoleOps(role, cfg, host, port)
+    except OSError as e:
+        raise UserError(f"{a.config}: {role}.metrics: cannot listen on {host}:{port} ({e.strerror}); "
+                        "choose another port") from None
+    if ops.url:
+        print(f"{role}: /metrics /healthz /readyz on {ops.url}", flush=True)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    try:
+        with _service_errors():
+            yield cfg, ops.start(), stop
+    finally:
+        ops.close()
 
 
 def cmd_edge(a: argparse.Namespace) -> int:
-    import threading
+    from nonsite.app import run_edge
 
-    from nonsite.app import run_edge, stop_on_signals
-
-    cfg = _role_config(a)
-    preflight(cfg, a.config)
-    stop = threading.Event()
-    stop_on_signals(stop)
-    with _service_errors():
-        summary = run_edge(cfg, stop, exit_when_done=a.exit_when_done, drain_timeout_s=a.drain_timeout)
+    with _role(a, "edge") as (cfg, ops, stop):
+        preflight(cfg, a.config)
+        summary = run_edge(cfg, stop, exit_when_done=a.exit_when_done, drain_timeout_s=a.drain_timeout, ops=ops)
     return 1 if summary.cameras_failed and len(summary.cameras_failed) == len(cfg.cameras) else 0
 
 
+def cmd_pool(a: argparse.Namespace) -> int:
+    from nonsite.app import run_pool_worker
+
+    with _role(a, "pool") as (cfg, ops, stop):
+        if cfg.bus.kind != "kafka":
+            raise UserError(f"{a.config}: bus.kind: the detector pool shares cameras through Kafka; "
+                            "set bus.kind: kafka (and bus.kafka.bootstrap_servers)")
+        preflight(cfg, a.config)
+        run_pool_worker(cfg, stop, ops=ops)
+    return 0
+
+
 def cmd_sealer(a: argparse.Namespace) -> int:
-    import threading
+    from nonsite.app import run_sealer_role
 
-    from nonsite.app import run_sealer_role, stop_on_signals
-
-    cfg = _role_config(a)
-    stop = threading.Event()
-    stop_on_signals(stop)
-    with _service_errors():
-        run_sealer_role(cfg, stop)
+    with _role(a, "sealer") as (cfg, ops, stop):
+        run_sealer_role(cfg, stop, ops=ops)
     return 0
 
 
 def cmd_drafter(a: argparse.Namespace) -> int:
-    import threading
+    from nonsite.app import run_drafter_role
 
-    from nonsite.app import run_drafter_role, stop_on_signals
+    with _role(a, "drafter") as (cfg, ops, stop):
+        from nonsite.cases.db import open_db
 
-    cfg = _role_config(a)
-    stop = threading.Event()
-    stop_on_signals(stop)
-    from nonsite.cases.db import open_db
-
-    db_url = cfg.cases.database_url or f"sqlite:///{Path(cfg.data_dir) / 'cases.db'}"
-    try:
-        sessions = open_db(db_url)
-    except ValueError as e:  # open_db says what is wrong with the URL or its folder
-        raise UserError(f"{a.config}: cases.database_url: {e}") from None
-    with _service_errors():
-        run_drafter_role(cfg, stop, sessions=sessions)
+        db_url = cfg.cases.database_url or f"sqlite:///{Path(cfg.data_dir) / 'cases.db'}"
+        try:
+            sessions = open_db(db_url)
+        except ValueError as e:  # open_db says what is wrong with the URL or its folder
+            raise UserError(f"{a.config}: cases.database_url: {e}") from None
+        run_drafter_role(cfg, stop, sessions=sessions, ops=ops)
     return 0
 
 
@@ -418,11 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("edge", cmd_edge, "distributed mode: run the cameras, publish violations to the bus"),
         ("sealer", cmd_sealer, "distributed mode: the evidence sealer (consumer group nonsite-sealer)"),
         ("drafter", cmd_drafter, "distributed mode: the case drafter (consumer group nonsite-drafter)"),
+        ("pool", cmd_pool, "distributed mode: a detector-pool worker; runs the cameras the group nonsite-pool "
+                           "assigns it"),
     ):
         rp = sub.add_parser(name, help=what)
         rp.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
-        rp.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-        rp.add_argument("--metrics-addr", default="127.0.0.1", help="address of the metrics port (default loopback)")
+        rp.add_argument("--metrics-port", type=int,
+                        help=f"serve /metrics, /healthz and /readyz on this port (default {name}.metrics.port)")
+        rp.add_argument("--metrics-addr", help=f"address of that port (default {name}.metrics.host)")
         if name == "edge":
             rp.add_argument("--exit-when-done", action="store_true",
                             help="exit once file sources end and every event is handed to the bus")

@@ -7,6 +7,15 @@ from pydantic import Field
 from nonsite.config.base import Section
 
 
+class MetricsConfig(Section):
+    port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a free port); "
+        "unset = not served on a port of their own.",
+    )
+    host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
+
+
 class EdgeConfig(Section):
     max_batch: int = Field(
         0, ge=0, le=64,
@@ -27,12 +36,9 @@ class EdgeConfig(Section):
     reload_poll_s: float = Field(
         2.0, gt=0, le=3600, description="How often the config file is checked for changes, in seconds."
     )
-
-
-class MetricsConfig(Section):
-    port: int | None = Field(
-        None, ge=0, le=65535,
-        description="Serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a free port); "
-        "unset = not served on a port of their own.",
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig,
+        description="`nonsite edge`: where it serves /metrics, /healthz and /readyz; unset port = not served "
+        "(`--metrics-port` overrides). `nonsite run` uses the top-level metrics: section.",
     )
-    host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
+

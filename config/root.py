@@ -11,6 +11,7 @@ from nonsite.config.cameras import CameraConfig
 from nonsite.config.detector import DetectorConfig, TrackerConfig
 from nonsite.config.edge import EdgeConfig, MetricsConfig
 from nonsite.config.plates import PlatesConfig
+from nonsite.config.roles import DrafterConfig, PoolConfig, SealerConfig
 from nonsite.config.rules import RulesConfig
 from nonsite.config.services import BusConfig, CasesConfig, ConsoleConfig, EvidenceConfig
 
@@ -32,7 +33,15 @@ class NonsiteConfig(Section):
     console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="Operators' web console.")
     edge: EdgeConfig = Field(default_factory=EdgeConfig, description="Many cameras on one box: batching, queues, "
                              "live reload of the cameras.")
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics endpoint.")
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="`nonsite run` (embedded mode): its Prometheus metrics endpoint."
+    )
+    sealer: SealerConfig = Field(default_factory=SealerConfig, description="`nonsite sealer` (distributed mode).")
+    drafter: DrafterConfig = Field(default_factory=DrafterConfig, description="`nonsite drafter` (distributed mode).")
+    pool: PoolConfig = Field(
+        default_factory=PoolConfig,
+        description="`nonsite pool`: detector-pool workers that share the cameras of `cameras:` through Kafka.",
+    )
 
     @field_validator("timezone")
     @classmethod

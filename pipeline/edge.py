@@ -151,8 +151,12 @@ class EdgeRunner:
         progress_every_s: float = 5.0,
         max_batch: int | None = None,
         metrics: EdgeMetrics | None = None,
+        admit: Callable[[str], bool] | None = None,
     ) -> None:
+        """``admit(camera_id)``, when given, is asked right before each frame's tracking, rules and evidence;
+        False drops the frame (the detector pool processes frames only while it surely owns the camera)."""
         self.cfg, self.detector, self.store, self.bus = cfg, detector, store, bus
+        self.admit = admit
         self.progress = progress
         self.progress_every_s = progress_every_s
         self.max_batch = max_batch or cfg.edge.max_batch or preferred_batch(detector)
@@ -244,6 +248,13 @@ class EdgeRunner:
             log.warning("camera %s: removal still in progress after %.0f s", camera_id, timeout)
         log.info("camera %s: removed", camera_id)
         return "removed"
+
+    def stopped(self, camera_id: str) -> bool:
+        """True when no frame of ``camera_id`` can be processed any more (not running, nothing retiring)."""
+        with self._lock:
+            if camera_id in self._runs:
+                return False
+            return all(r.finished.is_set() for r in (*self._retiring, *self._history) if r.camera.id == camera_id)
 
     def update_camera(self, camera: CameraConfig, timeout: float = 10.0) -> Change:
         """Apply a changed camera config: nothing if equal; zones only: swap zones and rules live; else
@@ -483,6 +494,8 @@ class EdgeRunner:
             if d is None:
                 r.error = "the detector failed on a frame (see the log)"
                 continue
+            if r.stop.is_set() or (self.admit is not None and not self.admit(cid)):
+                continue  # removed while the batch was detected, or not ours to process (detector pool)
             self.metrics.stage(cid, "detect", detect_s)
             self._process(r, q.frame, d)
 
