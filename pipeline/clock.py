@@ -55,11 +55,14 @@ ClockState = Literal["ok", "drifted", "unsynced"]
 class ClockError(Exception):
     """One query failed; ``reason`` is a plain sentence without the server, ``server`` is host:port."""
 
-    def __init__(self, reason: str, server: str = "", *, kiss_code: str | None = None) -> None:
+    def __init__(self, reason: str, server: str = "", *, kiss_code: str | None = None,
+                 timeout: bool = False) -> None:
         super().__init__(f"{server}: {reason}" if server else reason)
         self.reason = reason
         self.server = server
         self.kiss_code = kiss_code
+        self.timeout = timeout
+        """No (valid) answer in time: worth another try (UDP loses packets); other failures are not."""
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,9 @@ def query(server: str, *, timeout_s: float, port: int = NTP_PORT) -> ClockSample
                 break
         except TimeoutError:
             if bogus:
-                raise ClockError(f"no valid answer within {timeout_s:g} s; rejected {bogus}", label) from None
-            raise ClockError(f"no answer within {timeout_s:g} s", label) from None
+                raise ClockError(f"no valid answer within {timeout_s:g} s; rejected {bogus}", label,
+                                 timeout=True) from None
+            raise ClockError(f"no answer within {timeout_s:g} s", label, timeout=True) from None
         except OSError as e:  # refused (ICMP port unreachable), network unreachable, ...
             raise ClockError(f"cannot query: {e.strerror or e}", label) from None
     flags, stratum, _poll, _prec, _rdelay, _rdisp, ref_id, _ref_ts, _orig, recv_ts, tx_ts = fields
@@ -198,7 +202,8 @@ def query(server: str, *, timeout_s: float, port: int = NTP_PORT) -> ClockSample
 
 
 def _best_sample(server: str, cfg: ClockConfig, stop: threading.Event | None) -> ClockSample:
-    """Up to ``cfg.samples`` queries; the answer with the smallest delay. After a kiss-o'-death, or a failure
+    """Up to ``cfg.samples`` queries; the answer with the smallest delay. Only a timeout is tried again (UDP
+    loses packets); after any other failure (a kiss-o'-death, a bad answer, an unknown host), or a failure
     once something valid came back, the server is left alone for this check (a rate-limiting server answers
     the first query of a burst and drops or kisses the rest)."""
     got: list[ClockSample] = []
@@ -210,7 +215,7 @@ def _best_sample(server: str, cfg: ClockConfig, stop: threading.Event | None) ->
             got.append(query(server, timeout_s=cfg.timeout_s))
         except ClockError as e:
             last = e
-            if got or e.kiss_code is not None:
+            if got or not e.timeout:
                 break
     if got:
         return min(got, key=lambda s: s.delay_s)

@@ -2,7 +2,7 @@
 
 Its clock is the machine's clock plus ``shift_s`` (so a shift of -2.5 makes the device clock look 2.5 s
 ahead). Faults on request: a stratum (0 = kiss-o'-death with ``kiss_code``), a leap indicator, silence,
-a wrong originate timestamp, a reply mode or version.
+a wrong originate timestamp, a reply mode or version, time spent in the server, a slow inbound path.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class SntpServer:
 
     def __init__(self, shift_s: float = 0.0, *, stratum: int = 1, leap: int = 0, kiss_code: str = "",
                  silent: bool = False, wrong_originate: bool = False, mode: int = 4, version: int | None = None,
-                 hold_s: float = 0.0) -> None:
+                 hold_s: float = 0.0, inbound_lag_s: list[float] | None = None) -> None:
         self.shift_s = shift_s
         self.stratum = stratum
         self.leap = leap
@@ -37,6 +37,9 @@ class SntpServer:
         self.mode = mode
         self.version = version  # None: the request's
         self.hold_s = hold_s  # between receiving and transmitting (shows up as server time, not delay)
+        # request i waits inbound_lag_s[i] before it is "received": a slow path towards the server, which
+        # lengthens the round trip and, being one-way, skews that sample's offset by half of it
+        self.inbound_lag_s = list(inbound_lag_s or [])
         self.requests = 0
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", 0))
@@ -57,6 +60,8 @@ class SntpServer:
                 continue
             except OSError:
                 return
+            if self.requests < len(self.inbound_lag_s):
+                time.sleep(self.inbound_lag_s[self.requests])
             received = time.time() + self.shift_s
             if len(data) < 48:
                 continue
