@@ -61,8 +61,7 @@ class ClockError(Exception):
         self.reason = reason
         self.server = server
         self.kiss_code = kiss_code
-        self.timeout = timeout
-        """No (valid) answer in time: worth another try (UDP loses packets); other failures are not."""
+        self.timeout = timeout  # no (valid) answer in time: worth another try (UDP loses packets); others not
 
 
 @dataclass(frozen=True)
