@@ -317,6 +317,30 @@ def cmd_config_schema(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clock_check(a: argparse.Namespace) -> int:
+    from nonsite.config.clock import ClockConfig, split_server
+    from nonsite.pipeline.clock import check
+
+    cfg = _load(a.config).clock if a.config else ClockConfig()
+    if a.server:
+        for s in a.server:
+            try:
+                split_server(s)
+            except ValueError as e:
+                raise UserError(f"--server {e}") from None
+        cfg = cfg.model_copy(update={"servers": [s.strip() for s in a.server]})
+    if not cfg.servers:
+        raise UserError(f"{a.config or 'no --config'}: clock.servers is empty; "
+                        "name the city's time server there or pass --server HOST[:PORT]")
+    st = check(cfg)
+    for s in st.samples:
+        print(f"{s.server}: offset {s.offset_s:+.3f} s, delay {s.delay_s * 1000:.1f} ms, stratum {s.stratum}")
+    for server, why in st.errors.items():
+        print(f"{server}: error: {why}")
+    print(f"{st.state.upper()}: {st.detail}")
+    return 0 if st.ok else 1
+
+
 def cmd_models_list(a: argparse.Namespace) -> int:
     from nonsite.models.cli import list_command
 
@@ -465,6 +489,15 @@ def build_parser() -> argparse.ArgumentParser:
     cs = c.add_parser("schema", help="print the JSON schema of the config file")
     cs.add_argument("--out", help="write it here")
     cs.set_defaults(fn=cmd_config_schema)
+
+    clk = sub.add_parser("clock", help="clock health").add_subparsers(dest="clock_cmd", required=True)
+    ck = clk.add_parser("check", help="compare the device clock with the (S)NTP servers of clock.servers",
+                        description="Exit status: 0 within clock.max_offset_s, 1 drifted or no server answered, "
+                        "2 bad config or no server named.")
+    ck.add_argument("--config", help="YAML config whose clock section to use (default: built-in defaults)")
+    ck.add_argument("--server", action="append", metavar="HOST[:PORT]",
+                    help="time server to ask instead of clock.servers (repeat for several)")
+    ck.set_defaults(fn=cmd_clock_check)
 
     ev = sub.add_parser("eval", help="run the pipeline over a labelled dataset of clips and score the alerts")
     ev.add_argument("--dataset", required=True,

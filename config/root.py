@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from nonsite.config.base import Section
 from nonsite.config.cameras import CameraConfig
+from nonsite.config.clock import ClockConfig
 from nonsite.config.detector import DetectorConfig, TrackerConfig
 from nonsite.config.edge import EdgeConfig, MetricsConfig
 from nonsite.config.plates import PlatesConfig
@@ -42,6 +43,8 @@ class NonsiteConfig(Section):
         default_factory=PoolConfig,
         description="`nonsite pool`: detector-pool workers that share the cameras of `cameras:` through Kafka.",
     )
+    clock: ClockConfig = Field(default_factory=ClockConfig, description="Clock health: the device clock compared "
+                               "with (S)NTP servers; evidence needs it within about a second of standard time.")
 
     @field_validator("timezone")
     @classmethod
