@@ -116,25 +116,10 @@ class Embedded:
         for t in self.threads:
             t.start()
 
-    def start_console(self, cameras: object | None = None) -> str:
-        from nonsite.console.app import create_app
-        from nonsite.console.directory import CasesDirectory, CasesDocuments, ensure_admin, session_secret
-        from nonsite.evidence.verify import verify_package
-
-        public_pem = self.signer.public_key_pem().encode()
-        keys = self.data / "keys"
-        self.initial_admin_password = ensure_admin(self.sessions, keys / "initial-admin-password")
-        documents = CasesDocuments(
-            self.sessions, self.store, timezone=self.cfg.timezone, catalogue=self.catalogue,
-            verify=lambda case: verify_package(self.store, case.event_id, public_pem),
-            font_path=self.cfg.cases.document_font,
-        )
-        app = create_app(
-            session_factory=self.sessions, store=self.store, timezone=self.cfg.timezone,
-            language=self.cfg.console.language, public_key_pem=public_pem, auth=CasesDirectory(self.sessions),
-            session_secret=session_secret(keys / "console-session.key"), documents=documents,
-            cameras=cameras,  # type: ignore[arg-type]
-        )
+    def start_console(self, cameras: object | None = None, metrics_registries: tuple[object, ...] = ()) -> str:
+        app, self.initial_admin_password = console_app(
+            self.cfg, self.sessions, self.store, self.signer.public_key_pem().encode(), self.catalogue,
+            cameras=cameras, metrics_registries=metrics_registries)
         self.console = ConsoleServer(app, self.cfg.console.host, self.cfg.console.port)
         return self.console.start()
 
@@ -183,6 +168,33 @@ class Embedded:
         self.bus.close()
 
 
+def console_app(
+    cfg: NonsiteConfig, sessions: sessionmaker[Session], store: object, public_pem: bytes | None, catalogue: object,
+    *, cameras: object | None = None, metrics_registries: tuple[object, ...] = (),
+    readiness: Callable[[], dict[str, object]] | None = None,
+) -> tuple[object, str | None]:
+    """The console's ASGI app over the case database and the evidence store, and the first-start admin password
+    (None when users exist). ``public_pem`` verifies seals (None: the seal check says no key is known)."""
+    from nonsite.console.app import create_app
+    from nonsite.console.directory import CasesDirectory, CasesDocuments, ensure_admin, session_secret
+    from nonsite.evidence.verify import verify_package
+
+    keys = Path(cfg.data_dir) / "keys"
+    password = ensure_admin(sessions, keys / "initial-admin-password")
+    documents = CasesDocuments(
+        sessions, store, timezone=cfg.timezone, catalogue=catalogue,  # type: ignore[arg-type]
+        verify=(lambda case: verify_package(store, case.event_id, public_pem)) if public_pem else None,  # type: ignore[arg-type]
+        font_path=cfg.cases.document_font,
+    )
+    app = create_app(
+        session_factory=sessions, store=store, timezone=cfg.timezone,  # type: ignore[arg-type]
+        language=cfg.console.language, public_key_pem=public_pem, auth=CasesDirectory(sessions),
+        session_secret=session_secret(keys / "console-session.key"), documents=documents,
+        cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,  # type: ignore[arg-type]
+    )
+    return app, password
+
+
 def run(
     cfg: NonsiteConfig,
     *,
@@ -214,7 +226,7 @@ def run(
             from nonsite.pipeline.control import EdgeCameraControl
 
             control = EdgeCameraControl(edge, config_path) if config_path else None
-            summary.console_url = node.start_console(cameras=control)
+            summary.console_url = node.start_console(cameras=control, metrics_registries=(edge.metrics.registry,))
             progress(f"console: {summary.console_url}")
             if node.initial_admin_password:
                 progress(f"first start: console user 'admin' created; its password is in "
@@ -284,8 +296,9 @@ def _edge_evidence(cfg: NonsiteConfig, data: Path, store: object, bus: object) -
 
 
 def _retention_kwargs(cfg: NonsiteConfig) -> dict[str, object]:
+    """The sealer's options: retention of each package, and whether it verifies what it sealed."""
     r = cfg.evidence.retention
-    return {"retain_days": r.seal_days, "retain_mode": r.mode}
+    return {"retain_days": r.seal_days, "retain_mode": r.mode, "verify": cfg.sealer.verify_after_seal}
 
 
 # -- distributed roles: one per process ------------------------------------------------------------------
@@ -319,16 +332,26 @@ class RoleOps:
         self.edge_metrics = EdgeMetrics(process=False) if role in ("edge", "pool") else None
         registries = [REGISTRY] + ([self.edge_metrics.registry] if self.edge_metrics else [])
         self.server = OpsServer(self.health, registries, host, port) if port is not None else None
+        from nonsite.pipeline.clock import ClockMonitor
+        from nonsite.pipeline.health import clock_check
+
+        #: the clock against cfg.clock.servers (evidence needs it within ~1 s); readiness of the roles that
+        #: timestamp evidence depends on it
+        self.clock = ClockMonitor(cfg.clock)
+        if self.clock.enabled and role in ("edge", "pool", "sealer"):
+            self.health.add_check("clock", clock_check(self.clock))
 
     @property
     def url(self) -> str | None:
         return self.server.url if self.server else None
 
     def start(self) -> RoleOps:
+        self.clock.start()
         self.health.start()
         return self
 
     def close(self) -> None:
+        self.clock.stop()
         self.health.stop()
         if self.server is not None:
             self.server.stop()
@@ -529,3 +552,49 @@ def run_pool_worker(
         if edge_evidence is not None:
             edge_evidence.close()
         bus.close()
+
+
+def run_console_role(
+    cfg: NonsiteConfig, stop: threading.Event, *, progress: Callable[[str], None] = print,
+    ops: RoleOps | None = None,
+) -> None:
+    """The operators' console alone, over ``cases.database_url`` and the evidence store, until ``stop``; it
+    serves /metrics, /healthz and /readyz itself on the console port."""
+    from nonsite.cases.db import open_db
+    from nonsite.cases.legal_basis import load_catalogue
+    from nonsite.evidence import open_store
+    from nonsite.evidence.keys import public_key_pem
+
+    data = Path(cfg.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    store = open_store(cfg.evidence, data)
+    db_url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
+    sessions = open_db(db_url)
+    pem = public_key_pem(cfg.evidence, data, store)
+    clock = ops.clock if ops is not None else None
+
+    def readiness() -> dict[str, object]:
+        checks: dict[str, object] = {}
+        checks["signing key"] = ({"ok": True, "detail": "seals are verified with the sealer's public key"} if pem
+                                 else {"ok": False, "detail": "no public key of the sealer found: start the sealer "
+                                       "first (it publishes it in the store) and restart the console, or set "
+                                       "evidence.public_key"})
+        if clock is not None and clock.enabled:
+            st = clock.status()
+            checks["clock"] = {"ok": bool(st and st.ok), "detail": st.detail if st else "clock not checked yet"}
+        return checks
+
+    app, password = console_app(cfg, sessions, store, pem, load_catalogue(cfg.cases.legal_basis),
+                                readiness=readiness)
+    server = ConsoleServer(app, cfg.console.host, cfg.console.port)
+    url = server.start()
+    progress(f"console: {url} (cases in {_mask_db(db_url)}, evidence in {store!r})")
+    if password:
+        progress("first start: console user 'admin' created; its password is in "
+                 f"{data / 'keys' / 'initial-admin-password'}")
+    if pem is None:
+        progress("warning: no public key of the sealer found yet; seals show as unchecked until a restart")
+    try:
+        stop.wait()
+    finally:
+        server.stop()

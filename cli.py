@@ -214,9 +214,12 @@ def _role(a: argparse.Namespace, role: str) -> Iterator[tuple[NonsiteConfig, Rol
     from nonsite.app import RoleOps, stop_on_signals
 
     cfg = _load(a.config)
-    section = cfg.console if role == "console" else getattr(cfg, role).metrics
-    port = a.metrics_port if a.metrics_port is not None else getattr(section, "port", None)
-    host = a.metrics_addr or section.host
+    if role == "console":  # the console serves /metrics, /healthz and /readyz on its own port
+        host, port = cfg.console.host, None
+    else:
+        section = getattr(cfg, role).metrics
+        port = a.metrics_port if a.metrics_port is not None else section.port
+        host = a.metrics_addr or section.host
     try:
         ops = RoleOps(role, cfg, host, port)
     except OSError as e:
@@ -251,6 +254,18 @@ def cmd_pool(a: argparse.Namespace) -> int:
                             "set bus.kind: kafka (and bus.kafka.bootstrap_servers)")
         preflight(cfg, a.config)
         run_pool_worker(cfg, stop, ops=ops)
+    return 0
+
+
+def cmd_console(a: argparse.Namespace) -> int:
+    from nonsite.app import run_console_role
+
+    with _role(a, "console") as (cfg, ops, stop):
+        if a.port is not None:
+            cfg.console.port = a.port
+        if a.host is not None:
+            cfg.console.host = a.host
+        run_console_role(cfg, stop, ops=ops)
     return 0
 
 
@@ -472,6 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
             rp.add_argument("--drain-timeout", type=float, default=120.0,
                             help="with --exit-when-done: seconds to wait for the store and broker (default 120)")
         rp.set_defaults(fn=fn)
+
+    co = sub.add_parser("console", help="distributed mode: the operators' console (also /metrics, /healthz, /readyz)")
+    co.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
+    co.add_argument("--port", type=int, help="listen on this port (default console.port)")
+    co.add_argument("--host", help="listen on this address (default console.host)")
+    co.set_defaults(fn=cmd_console)
 
     b = sub.add_parser("bus", help="event bus").add_subparsers(dest="bus_cmd", required=True)
     bs = b.add_parser("schemas", help="write the JSON Schema of every topic (docs/schemas)")

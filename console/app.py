@@ -29,7 +29,7 @@ API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx stat
     POST /api/cases/{number}/feedback   multipart: note, photos
     GET  /api/events                server-sent events (same filters; ?since=cursor)
     GET  /api/cameras, GET /api/cameras/{id}/snapshot, PUT /api/cameras/{id}/zones
-    GET  /healthz
+    GET  /healthz, /readyz, /metrics     liveness, readiness (database, store), Prometheus metrics
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -48,7 +48,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import select, text
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import MutableHeaders
@@ -154,6 +158,8 @@ def create_app(
     teams: Sequence[str] = DEFAULT_TEAMS,
     max_upload_bytes: int = 10 * 1024 * 1024,
     live_poll_s: float = 1.0,
+    metrics_registries: Sequence[CollectorRegistry] = (),
+    readiness: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """The console over the case database ``session_factory`` and the evidence ``store``.
 
@@ -170,6 +176,11 @@ def create_app(
     renders the case document (HTML and PDF); ``teams`` are the dispatch targets (labels in the
     catalogues as ``team.<id>``); ``max_upload_bytes`` caps one feedback upload (413 above it);
     ``live_poll_s`` is how often the live queue looks for changes.
+
+    ``/metrics`` serves the process's default Prometheus registry, ``nonsite_cases{status}`` (counted in the
+    database at scrape time) and ``metrics_registries`` (the edge's, in the embedded mode). ``/readyz``
+    answers 200 when the database and the evidence store answer and every check in ``readiness()`` (name ->
+    ``{"ok": bool, "detail": str}``) is ok; 503 otherwise.
     """
     try:
         zone = ZoneInfo(timezone)
@@ -278,6 +289,35 @@ def create_app(
             return _error(request, 503, "store_unavailable", "the evidence store cannot be read right now")
         return _bytes_response(request, data, file.content_type, headers)
 
+    cases_registry = CollectorRegistry(auto_describe=False)
+    cases_registry.register(_CasesCollector(session_factory))
+    registries = [REGISTRY, cases_registry, *metrics_registries]
+
+    @health.get("/metrics", name="metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(b"".join(generate_latest(r) for r in registries), media_type=CONTENT_TYPE_LATEST)
+
+    @health.get("/readyz", name="readyz")
+    def readyz(request: Request) -> JSONResponse:
+        state = state_of(request)
+        checks: dict[str, dict[str, Any]] = {}
+        try:
+            with state.session_factory() as session:
+                session.execute(text("SELECT 1"))
+            checks["database"] = {"ok": True, "detail": "database answers"}
+        except SQLAlchemyError as exc:
+            checks["database"] = {"ok": False, "detail": f"case database unavailable: {type(exc).__name__}"}
+        try:
+            state.store.exists("keys/health-probe")
+            checks["store"] = {"ok": True, "detail": "evidence store answers"}
+        except Exception as exc:  # any store failure: not ready
+            checks["store"] = {"ok": False, "detail": f"evidence store unavailable: {exc}"}
+        if readiness is not None:
+            checks.update(readiness())
+        ok = all(c["ok"] for c in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "role": "console", "checks": checks},
+                            status_code=200 if ok else 503)
+
     @health.get("/healthz", name="healthz")
     def healthz(request: Request) -> JSONResponse:
         try:
@@ -294,6 +334,29 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+class _CasesCollector(Collector):
+    """``nonsite_cases{status}``: cases per status, counted in the database at each scrape."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+
+    def collect(self) -> Iterator[Metric]:
+        from nonsite.cases.db import CaseStatus
+
+        family = GaugeMetricFamily("nonsite_cases", "Cases in the case database, by status.", labels=["status"])
+        counts = dict.fromkeys((s.value for s in CaseStatus), 0)
+        try:
+            with self.session_factory() as session:
+                for status, n in session.execute(select(Case.status, func.count()).group_by(Case.status)):
+                    counts[getattr(status, "value", str(status))] = int(n)
+        except SQLAlchemyError as exc:  # no sample rather than a wrong one; /readyz says why
+            log.warning("cases metric: database unavailable: %s", exc)
+            return
+        for status, n in counts.items():
+            family.add_metric([status], n)
+        yield family
 
 
 def route_names(routers: Sequence[APIRouter]) -> list[tuple[str, str, frozenset[str]]]:

@@ -131,8 +131,8 @@ ROUTE_ROLES: Mapping[str, RouteRoles] = {
     "api_camera_snapshot": _OPS,
     "api_camera_zones": _ADMIN,
 }
-#: Routes anyone may call (the login form, health, static files).
-PUBLIC_ROUTES: frozenset[str] = frozenset({"login_page", "login", "healthz", "static"})
+#: Routes anyone may call (the login form, health and readiness probes, Prometheus metrics, static files).
+PUBLIC_ROUTES: frozenset[str] = frozenset({"login_page", "login", "healthz", "readyz", "metrics", "static"})
 
 
 # --- errors the app turns into 401 / 403 / 404 responses ------------------------------------------------

@@ -58,6 +58,13 @@ class LocalStore:
         return p
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Write ``data`` under ``key`` (timed: nonsite_evidence_write_seconds{store="local"})."""
+        from nonsite.evidence.metrics import WRITE_SECONDS
+
+        with WRITE_SECONDS.labels(store="local").time():
+            self._put(key, data, content_type)
+
+    def _put(self, key: str, data: bytes, content_type: str) -> None:
         """Write ``data`` under ``key``: temp file, fsync, rename, fsync the directory."""
         path = self._path(key)
         tmp = path.parent / f"{_TMP_PREFIX}{path.name}.{uuid.uuid4().hex}"

@@ -155,6 +155,13 @@ class S3Store:
     # -- the Store protocol ----------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Write ``data`` under ``key`` (timed: nonsite_evidence_write_seconds{store="s3"})."""
+        from nonsite.evidence.metrics import WRITE_SECONDS
+
+        with WRITE_SECONDS.labels(store="s3").time():
+            self._put(key, data, content_type)
+
+    def _put(self, key: str, data: bytes, content_type: str) -> None:
         """Write ``data`` under ``key``, verified by hash; an identical retry is skipped."""
         check_key(key)
         digest = hashlib.sha256(data).digest()

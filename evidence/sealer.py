@@ -228,7 +228,7 @@ def _dead_letter(bus: Bus, message: Message, group: str, reason: str) -> None:
 
 def _handle(
     bus: Bus, store: Store, signer: Signer, message: Message, group: str, retain_days: int = 0,
-    retain_mode: str = "compliance",
+    retain_mode: str = "compliance", verify: bool = False,
 ) -> bool:
     """Seal one message and publish the result (or dead-letter it). True when sealed.
 
@@ -246,15 +246,28 @@ def _handle(
         log.warning("dead-lettering event %s: %s", event.event_id, e)
         _dead_letter(bus, message, group, str(e))
         return False
+    if verify:
+        _verify_sealed(store, signer, event.event_id)
     bus.publish(TOPIC_EVIDENCE, event.camera_id, sealed.model_dump_json().encode("utf-8"))
     log.info("sealed event %s (%d artifact(s), %d problem(s))", event.event_id, len(event.evidence),
              len(sealed.problems))
     return True
 
 
+def _verify_sealed(store: Store, signer: Signer, event_id: str) -> None:
+    """Read the package back from the store and verify it (counted in nonsite_evidence_verify_total). A failure
+    is logged as an error (the alert fires) and the case goes on: its page shows what does not verify."""
+    from nonsite.evidence.verify import verify_package
+
+    result = verify_package(store, event_id, signer.public_key_pem())
+    if not result.ok:
+        log.error("evidence package %s does not verify right after sealing: %s", event_id,
+                  "; ".join(result.problems))
+
+
 def _handle_with_retry(
     bus: Bus, store: Store, signer: Signer, message: Message, group: str, stop: threading.Event,
-    retain_days: int = 0, retain_mode: str = "compliance",
+    retain_days: int = 0, retain_mode: str = "compliance", verify: bool = False,
 ) -> bool:
     """Handle ``message`` until it is sealed or dead-lettered (True), or ``stop`` is set first (False).
 
@@ -265,7 +278,7 @@ def _handle_with_retry(
     other_failures = 0
     while True:
         try:
-            _handle(bus, store, signer, message, group, retain_days, retain_mode)
+            _handle(bus, store, signer, message, group, retain_days, retain_mode, verify)
             return True
         except (StoreError, OSError) as e:
             log.error("sealing %s offset %d failed (%s); retrying in %.1f s", message.topic, message.offset, e, delay)
@@ -301,19 +314,21 @@ def _commit_with_retry(consumer: Consumer, message: Message, stop: threading.Eve
 
 def run_sealer(
     bus: Bus, store: Store, signer: Signer, stop: threading.Event, group: str = DEFAULT_GROUP, *,
-    retain_days: int = 0, retain_mode: str = "compliance",
+    retain_days: int = 0, retain_mode: str = "compliance", verify: bool = False,
 ) -> None:
     """Consume ``nonsite.violations`` until ``stop`` is set.
 
     A poisoned message is dead-lettered and committed; a store or bus failure is retried with backoff
     (without committing, so nothing is lost if the process stops meanwhile). ``retain_days`` > 0 sets
-    object retention on each package where the store supports it.
+    object retention on each package where the store supports it. ``verify`` reads every sealed package back
+    and verifies it (``sealer.verify_after_seal``).
     """
     consumer: Consumer = bus.consumer(TOPIC_VIOLATIONS, group)
     try:
         while not stop.is_set():
             for message in consumer.poll(max_records=50, timeout_s=0.5):
-                if not _handle_with_retry(bus, store, signer, message, group, stop, retain_days, retain_mode):
+                if not _handle_with_retry(bus, store, signer, message, group, stop, retain_days, retain_mode,
+                                          verify):
                     return  # stopped while retrying; not committed, so redelivered on the next start
                 fault_point("sealer.before_commit")
                 if not _commit_with_retry(consumer, message, stop):

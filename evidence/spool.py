@@ -39,6 +39,7 @@ from nonsite.evidence.metrics import (
     SPOOL_BYTES,
     SPOOL_EVENTS,
     SPOOL_FULL,
+    SPOOL_MAX_BYTES,
     SPOOL_REJECTED,
     STORE_UP,
     UPLOADED,
@@ -88,6 +89,7 @@ class EvidenceSpool:
         self.blob_dir = self.dir / "blobs"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
+        SPOOL_MAX_BYTES.set(max_bytes)
         self._lock_fd = os.open(self.dir / "spool.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -35,6 +35,16 @@ class VerifyResult:
 
 
 def verify_package(store: Store, event_id: str, public_key_pem: str | bytes) -> VerifyResult:
+    """Verify one package and count the result (``nonsite_evidence_verify_total{result}``); see
+    :func:`_verify_package`."""
+    from nonsite.evidence.metrics import VERIFIED
+
+    result = _verify_package(store, event_id, public_key_pem)
+    VERIFIED.labels(result="ok" if result.ok else "failed").inc()
+    return result
+
+
+def _verify_package(store: Store, event_id: str, public_key_pem: str | bytes) -> VerifyResult:
     """Check ``events/<event_id>/``: signature over manifest.json, every listed artifact's presence and
     sha256, and no file the manifest does not list.
 

@@ -177,7 +177,7 @@ def test_three_workers_share_twelve_cameras_and_survive_a_killed_one(tmp_path: P
     assert sorted(intervals) == CAMERAS
     for cam, spans in intervals.items():
         spans.sort()
-        for (s1, e1, w1), (s2, e2, w2) in zip(spans, spans[1:], strict=False):
+        for (_s1, e1, w1), (s2, _e2, w2) in zip(spans, spans[1:], strict=False):
             assert e1 <= s2, f"{cam} ran on {w1} until {e1:.3f} and on {w2} from {s2:.3f}: processed twice"
     for cam in victim_cameras:
         taken = [s for s, _e, w in intervals[cam] if w != victim and s > killed_at]
