@@ -361,6 +361,8 @@ def _checks(ops: RoleOps | None, **checks: Callable[[], str | None]) -> None:
     if ops is not None:
         for name, check in checks.items():
             ops.health.add_check(name, check)
+        ops.health.started()
+        threading.Thread(target=ops.health.run_checks, name="first-checks", daemon=True).start()
 
 
 def run_sealer_role(

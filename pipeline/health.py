@@ -56,7 +56,12 @@ class Health:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started = threading.Event()
         ROLE_UP.labels(role).set(1)
+
+    def started(self) -> None:
+        """The role has opened its dependencies and registered its checks: readiness may now pass."""
+        self._started.set()
 
     def add_check(self, name: str, check: Check) -> None:
         """A readiness check, run every ``interval_s`` (``/readyz`` fails until it first passes)."""
@@ -111,6 +116,8 @@ class Health:
             r = results.get(name)
             checks[name] = ({"ok": False, "detail": "not checked yet"} if r is None
                             else {"ok": r.ok, "detail": r.detail, "checked_at": round(r.at, 3)})
+        if not self._started.is_set():
+            checks["started"] = {"ok": False, "detail": "the role is still starting"}
         ok = all(c["ok"] for c in checks.values()) and self.liveness()[0]
         return ok, {"status": "ready" if ok else "not ready", "role": self.role, "checks": checks}
 
