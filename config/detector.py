@@ -24,7 +24,12 @@ class DetectorConfig(Section):
     confidence: float = Field(0.3, gt=0, lt=1, description="Minimum detection confidence kept.")
     iou: float = Field(0.45, gt=0, lt=1, description="IoU threshold of non-maximum suppression.")
     threads: int = Field(0, ge=0, description="Inference threads; 0 lets the runtime choose.")
-    device: str = Field("cpu", description="ultralytics backend only: 'cpu' or a CUDA device like 'cuda:0'.")
+    device: str = Field(
+        "cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
+        description="'cpu' or a CUDA device like 'cuda:0': ultralytics runs PyTorch there; onnx uses ONNX Runtime's "
+        "TensorRT (fp16, engines cached beside the model) and CUDA execution providers (needs onnxruntime-gpu); "
+        "openvino is CPU only.",
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
         description="openvino backend only: inference precision. bf16 is about twice as fast on CPUs with AMX "

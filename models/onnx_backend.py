@@ -6,6 +6,7 @@ import ast
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -49,8 +50,9 @@ class OnnxDetector:
         if cfg.threads:
             opts.intra_op_num_threads = cfg.threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = execution_providers(cfg.device, ort.get_available_providers(), self.onnx_path.parent)
         try:
-            self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=providers)
         except Exception as e:  # noqa: BLE001 (onnxruntime raises its own exception types)
             raise WeightsError(f"ONNX Runtime cannot load {self.onnx_path} ({e}); delete it to re-export.") from e
 
@@ -128,3 +130,28 @@ def _class_names(resolved: ResolvedWeights, meta: dict[str, str]) -> list[str]:
         except (ValueError, SyntaxError):
             pass
     return []
+
+
+def execution_providers(device: str, available: list[str], cache_dir: Path) -> list[Any]:
+    """ONNX Runtime execution providers for ``detector.device``: ``cpu``, or ``cuda[:N]`` for TensorRT (engines
+    cached beside the model, fp16) then CUDA on GPU N, with the CPU as the last resort for unsupported nodes.
+
+    A GPU asked for but not available (onnxruntime without CUDA, no driver) is an error naming what to install,
+    never a silent fall-back to the CPU."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if not device.startswith("cuda"):
+        raise WeightsError(f"detector.device {device!r} is not understood; use 'cpu' or 'cuda:0'")
+    index = int(device.partition(":")[2] or 0)
+    if "CUDAExecutionProvider" not in available:
+        raise WeightsError(f"detector.device {device} needs onnxruntime-gpu with CUDA (available here: "
+                           f"{', '.join(available)}); install onnxruntime-gpu or use device: cpu")
+    out: list[Any] = []
+    if "TensorrtExecutionProvider" in available:
+        out.append(("TensorrtExecutionProvider", {
+            "device_id": index, "trt_fp16_enable": True, "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache_dir / "trt-cache"),
+        }))
+    out.append(("CUDAExecutionProvider", {"device_id": index}))
+    out.append("CPUExecutionProvider")
+    return out

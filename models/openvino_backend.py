@@ -51,6 +51,9 @@ class OpenVinoDetector:
     backend = "openvino"
 
     def __init__(self, cfg: DetectorConfig, *, download: bool = True) -> None:
+        if cfg.device != "cpu":
+            raise WeightsError(f"the openvino backend runs on the CPU; for detector.device {cfg.device} use "
+                               "backend onnx (TensorRT / CUDA) or ultralytics")
         ov = _import_openvino()
         self.config = cfg
         resolved = resolve(cfg.model, download=download)

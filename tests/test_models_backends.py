@@ -188,3 +188,24 @@ def test_openvino_backend_matches_onnx(models_dir: Path, bus: np.ndarray, frames
         assert got.data["class_name"].tolist() == ref.data["class_name"].tolist()
         assert np.allclose(got.xyxy, ref.xyxy, atol=1.0) and np.allclose(got.confidence, ref.confidence, atol=0.01)
     assert [len(d) for d in ov.detect([bus])] == [len(onnx_det.detect([bus])[0])]
+
+
+def test_gpu_devices_pick_tensorrt_then_cuda_and_never_fall_back_silently(tmp_path: Path) -> None:
+    from nonsite.models.onnx_backend import execution_providers
+
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers = execution_providers("cuda:1", gpu, tmp_path)
+    assert [p[0] if isinstance(p, tuple) else p for p in providers] == gpu
+    trt = providers[0][1]
+    assert trt["device_id"] == 1 and trt["trt_fp16_enable"]
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "trt-cache")
+    assert execution_providers("cuda", gpu[1:], tmp_path) == [("CUDAExecutionProvider", {"device_id": 0}),
+                                                              "CPUExecutionProvider"]
+    assert execution_providers("cpu", gpu, tmp_path) == ["CPUExecutionProvider"]
+    with pytest.raises(WeightsError, match="needs onnxruntime-gpu"):
+        execution_providers("cuda:0", ["CPUExecutionProvider"], tmp_path)
+
+
+def test_openvino_refuses_a_gpu_device_with_the_backends_that_can() -> None:
+    with pytest.raises(WeightsError, match="use backend onnx"):
+        create_detector(DetectorConfig(backend="openvino", device="cuda:0"))
