@@ -114,6 +114,13 @@ def test_alerts_of_the_issue_exist_with_severity_and_plain_words() -> None:
         assert "docs/deploy.md#" in a["annotations"]["runbook"], name
 
 
+def test_every_runbook_hint_points_at_a_section_of_the_deploy_guide() -> None:
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    for a in _alerts():
+        anchor = re.search(r"docs/deploy\.md#([a-z0-9-]+)", a["annotations"]["runbook"]).group(1)
+        assert f'<a id="{anchor}"></a>' in doc, f"{a['alert']}: docs/deploy.md has no #{anchor}"
+
+
 # --- metric names: everything the alerts and the dashboard read is defined in the code ----------------------
 
 _DEFINE = re.compile(
