@@ -18,6 +18,9 @@ DEBIAN_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ba
 DEBIAN_PACKAGES += chromium fonts-noto-cjk
 # Cases: a TrueType CJK font embedded in case PDFs, poppler (PDF to image/text in tests), PostgreSQL.
 DEBIAN_PACKAGES += fonts-wqy-zenhei poppler-utils postgresql
+# Deploy checks (tests/test_deploy.py): promtool (Prometheus config, rules and their unit tests), shellcheck
+# (deploy/edge/install.sh), systemd-analyze (deploy/edge/nonsite-edge.service).
+DEBIAN_PACKAGES += prometheus shellcheck systemd
 
 .PHONY: setup run run-once run-distributed test lint fmt bench schema services system-deps clean
 
@@ -73,7 +76,9 @@ system-deps:
 	   || ! command -v chromium >/dev/null || ! fc-list :lang=zh | grep -q . \
 	   || ! test -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc || ! command -v pdftoppm >/dev/null \
 	   || ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
-	   || ! test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc; then \
+	   || ! test -f /usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc \
+	   || ! command -v promtool >/dev/null || ! command -v shellcheck >/dev/null \
+	   || ! command -v systemd-analyze >/dev/null; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
 	fi
 
