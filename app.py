@@ -171,19 +171,19 @@ class Embedded:
 def console_app(
     cfg: NonsiteConfig, sessions: sessionmaker[Session], store: object, public_pem: bytes | None, catalogue: object,
     *, cameras: object | None = None, metrics_registries: tuple[object, ...] = (),
-    readiness: Callable[[], dict[str, object]] | None = None,
+    readiness: Callable[[], dict[str, object]] | None = None, public_key: Callable[[], bytes | None] | None = None,
 ) -> tuple[object, str | None]:
     """The console's ASGI app over the case database and the evidence store, and the first-start admin password
-    (None when users exist). ``public_pem`` verifies seals (None: the seal check says no key is known)."""
+    (None when users exist). ``public_pem`` verifies seals (None: the seal check says no key is known);
+    ``public_key``, when given, is asked each time instead (a key that turns up later)."""
     from nonsite.console.app import create_app
     from nonsite.console.directory import CasesDirectory, CasesDocuments, ensure_admin, session_secret
-    from nonsite.evidence.verify import verify_package
 
     keys = Path(cfg.data_dir) / "keys"
     password = ensure_admin(sessions, keys / "initial-admin-password")
     documents = CasesDocuments(
         sessions, store, timezone=cfg.timezone, catalogue=catalogue,  # type: ignore[arg-type]
-        verify=(lambda case: verify_package(store, case.event_id, public_pem)) if public_pem else None,  # type: ignore[arg-type]
+        verify=_document_verify(store, public_key or (lambda: public_pem)),
         font_path=cfg.cases.document_font,
     )
     app = create_app(
@@ -193,6 +193,15 @@ def console_app(
         cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,  # type: ignore[arg-type]
     )
     return app, password
+
+
+def _document_verify(store: object, key: Callable[[], bytes | None]) -> Callable[[object], object]:
+    from nonsite.evidence.verify import verify_package
+
+    def verify(case: object) -> object:
+        pem = key()
+        return None if pem is None else verify_package(store, case.event_id, pem)  # type: ignore[arg-type, attr-defined]
+    return verify
 
 
 def run(
@@ -572,30 +581,40 @@ def run_console_role(
     store = open_store(cfg.evidence, data)
     db_url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
     sessions = open_db(db_url)
-    pem = public_key_pem(cfg.evidence, data, store)
+    key: dict[str, bytes | None] = {"pem": public_key_pem(cfg.evidence, data, store)}
     clock = ops.clock if ops is not None else None
 
     def readiness() -> dict[str, object]:
         checks: dict[str, object] = {}
-        checks["signing key"] = ({"ok": True, "detail": "seals are verified with the sealer's public key"} if pem
-                                 else {"ok": False, "detail": "no public key of the sealer found: start the sealer "
-                                       "first (it publishes it in the store) and restart the console, or set "
-                                       "evidence.public_key"})
+        checks["signing key"] = ({"ok": True, "detail": "seals are verified with the sealer's public key"}
+                                 if key["pem"] else
+                                 {"ok": False, "detail": "no public key of the sealer found yet: the sealer publishes "
+                                  "it in the store when it starts (or set evidence.public_key)"})
         if clock is not None and clock.enabled:
             st = clock.status()
             checks["clock"] = {"ok": bool(st and st.ok), "detail": st.detail if st else "clock not checked yet"}
         return checks
 
-    app, password = console_app(cfg, sessions, store, pem, load_catalogue(cfg.cases.legal_basis),
-                                readiness=readiness)
+    app, password = console_app(cfg, sessions, store, key["pem"], load_catalogue(cfg.cases.legal_basis),
+                                readiness=readiness, public_key=lambda: key["pem"])
     server = ConsoleServer(app, cfg.console.host, cfg.console.port)
     url = server.start()
     progress(f"console: {url} (cases in {_mask_db(db_url)}, evidence in {store!r})")
     if password:
         progress("first start: console user 'admin' created; its password is in "
                  f"{data / 'keys' / 'initial-admin-password'}")
-    if pem is None:
-        progress("warning: no public key of the sealer found yet; seals show as unchecked until a restart")
+    if key["pem"] is None:  # started before the sealer: pick its key up as soon as it is published
+        progress("console: waiting for the sealer to publish its public key; seals show as unchecked until then")
+        delay = 1.0
+        while key["pem"] is None and not stop.wait(delay):
+            key["pem"] = public_key_pem(cfg.evidence, data, store)
+            delay = min(delay * 2, 30.0)
+        if key["pem"] is not None:
+            import dataclasses
+
+            state = app.state.console  # type: ignore[attr-defined]
+            app.state.console = dataclasses.replace(state, public_key_pem=key["pem"])  # type: ignore[attr-defined]
+            progress("console: the sealer's public key found; seals are verified")
     try:
         stop.wait()
     finally:

@@ -187,3 +187,37 @@ def test_console_counts_cases_by_status_and_answers_readiness(tmp_path: Path, cl
     extra["camera link"] = {"ok": False, "detail": "no public key"}
     r = client.get("/readyz")
     assert r.status_code == 503 and r.json()["checks"]["camera link"]["detail"] == "no public key"
+
+
+def test_the_console_role_serves_before_the_sealer_and_picks_up_its_key(tmp_path: Path) -> None:
+    import yaml
+
+    from nonsite.evidence.keys import publish_public_key
+
+    port = free_port()
+    evidence = tmp_path / "evidence"
+    conf = tmp_path / "console.yaml"
+    conf.write_text(yaml.safe_dump({
+        "data_dir": str(tmp_path / "console"),
+        "evidence": {"store": "local", "path": str(evidence)},
+        "cases": {"database_url": f"sqlite:///{tmp_path / 'cases.db'}"},
+        "console": {"port": port},
+    }), encoding="utf-8")
+    log = tmp_path / "console.log"
+    console = nonsite_process(["console", "--config", str(conf)], {}, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _, body = wait_for(lambda: (r := get(base + "/readyz"))[0] == 503 and r, 60, "the console up, not ready",  # type: ignore[misc]
+                           logs=lambda: log.read_text()[-3000:])
+        checks = json.loads(body)["checks"]
+        assert checks["database"]["ok"] and checks["store"]["ok"] and not checks["signing key"]["ok"], checks
+        assert get(base + "/login")[0] == 200  # operators can log in meanwhile
+        assert 'nonsite_cases{status="draft"} 0.0' in get(base + "/metrics")[1]
+
+        publish_public_key(LocalStore(evidence), Signer.load_or_create(tmp_path / "sealer" / "signing.pem"))
+        wait_for(lambda: get(base + "/readyz")[0] == 200, 60, "the console ready once the key is published",
+                 logs=lambda: log.read_text()[-3000:])
+        assert "the sealer's public key found" in log.read_text()
+        assert (tmp_path / "console" / "keys" / "initial-admin-password").is_file()
+    finally:
+        assert stop_process(console) == 0, log.read_text()[-3000:]
