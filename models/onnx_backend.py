@@ -8,14 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 import supervision as sv
 
 from nonsite.config.detector import DetectorConfig
 from nonsite.models.base import WeightsInfo
-from nonsite.models.postprocess import Letterbox, check_image, decode_yolo, letterbox, rect_shape, run_in_batches
+from nonsite.models.postprocess import decode_yolo, prepare_batch, run_in_batches
 from nonsite.models.registry import ResolvedWeights, WeightsError, resolve
 
 log = logging.getLogger(__name__)
@@ -86,22 +85,8 @@ class OnnxDetector:
 
     # ----------------------------------------------------------------------------------------------
 
-    def _batch_shape(self, images: Sequence[np.ndarray]) -> tuple[int, int]:
-        if self.fixed_hw:
-            return self.fixed_hw
-        shapes = [rect_shape(im.shape[:2], self.imgsz, self.stride) for im in images]
-        return max(s[0] for s in shapes), max(s[1] for s in shapes)
-
     def _run(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
-        shape = self._batch_shape(images)
-        boxes: list[np.ndarray] = []
-        lbs: list[Letterbox] = []
-        for im in images:
-            check_image(im)
-            padded, lb = letterbox(im, shape, None if self.fixed_hw else self.imgsz)
-            boxes.append(padded)
-            lbs.append(lb)
-        blob = cv2.dnn.blobFromImages(boxes, scalefactor=1 / 255.0, swapRB=True)
+        blob, lbs = prepare_batch(images, self.imgsz, self.stride, self.fixed_hw)
         pred = self._infer(blob)
         cfg = self.config
         return [decode_yolo(pred[i], lbs[i], cfg.confidence, cfg.iou, self.class_names) for i in range(len(images))]

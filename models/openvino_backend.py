@@ -21,13 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import supervision as sv
 
 from nonsite.config.detector import DetectorConfig
 from nonsite.models.base import WeightsInfo
-from nonsite.models.postprocess import Letterbox, check_image, decode_yolo, letterbox, rect_shape, run_in_batches
+from nonsite.models.postprocess import decode_yolo, prepare_batch, run_in_batches
 from nonsite.models.registry import ResolvedWeights, WeightsError, resolve
 
 log = logging.getLogger(__name__)
@@ -130,24 +129,11 @@ class OpenVinoDetector:
         log.debug("openvino: compiled %s for input %s", self.onnx_path.name, key)
         return req
 
-    def _batch_shape(self, images: Sequence[np.ndarray]) -> tuple[int, int]:
-        if self.fixed_hw:
-            return self.fixed_hw
-        shapes = [rect_shape(im.shape[:2], self.imgsz, self.stride) for im in images]
-        return max(s[0] for s in shapes), max(s[1] for s in shapes)
-
     def _run(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
-        shape = self._batch_shape(images)
-        padded: list[np.ndarray] = []
-        lbs: list[Letterbox] = []
-        for im in images:
-            check_image(im)
-            p, lb = letterbox(im, shape, None if self.fixed_hw else self.imgsz)
-            padded.append(p)
-            lbs.append(lb)
-        blob = cv2.dnn.blobFromImages(padded, scalefactor=1 / 255.0, swapRB=True)
+        blob, lbs = prepare_batch(images, self.imgsz, self.stride, self.fixed_hw)
         with self._lock:
-            req = self._request((len(images), shape[0], shape[1]))
+            n, _, h, w = blob.shape
+            req = self._request((n, h, w))
             req.infer({0: blob})
             pred = np.array(req.get_output_tensor(0).data, copy=True)
         cfg = self.config

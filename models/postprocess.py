@@ -55,6 +55,27 @@ def letterbox(img: np.ndarray, shape: tuple[int, int], imgsz: int | None = None)
     return img, Letterbox(gain=r, left=left, top=top, orig_hw=(h, w))
 
 
+def prepare_batch(images: Sequence[np.ndarray], imgsz: int, stride: int, fixed_hw: tuple[int, int] | None
+                  ) -> tuple[np.ndarray, list[Letterbox]]:
+    """One NCHW float32 RGB blob for a batch of BGR images and where each image was placed in it.
+
+    The batch shape is ``fixed_hw`` for a model with a fixed input, else the smallest stride-multiple shape
+    holding every image scaled to ``imgsz`` (ultralytics' rect mode, the same scale for every image)."""
+    if fixed_hw:
+        shape = fixed_hw
+    else:
+        shapes = [rect_shape(im.shape[:2], imgsz, stride) for im in images]
+        shape = max(s[0] for s in shapes), max(s[1] for s in shapes)
+    padded: list[np.ndarray] = []
+    lbs: list[Letterbox] = []
+    for im in images:
+        check_image(im)
+        p, lb = letterbox(im, shape, None if fixed_hw else imgsz)
+        padded.append(p)
+        lbs.append(lb)
+    return cv2.dnn.blobFromImages(padded, scalefactor=1 / 255.0, swapRB=True), lbs
+
+
 def decode_yolo(
     pred: np.ndarray,
     lb: Letterbox,
