@@ -80,7 +80,7 @@ class LocalStore:
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as e:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -134,10 +134,11 @@ class LocalStore:
             return
         except OSError as e:
             raise self._error("delete", key, e) from None
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename or unlink in it survives a crash (best effort where not allowed)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from nonsite.evidence.local import check_key
+from nonsite.evidence.local import check_key, fsync_dir
 from nonsite.evidence.metrics import (
     SPOOL_BLOBS,
     SPOOL_BYTES,
@@ -137,7 +137,7 @@ class EvidenceSpool:
             finally:
                 os.close(fd)
             os.replace(tmp, self.blob_dir / name)
-            _fsync_dir(self.blob_dir)
+            fsync_dir(self.blob_dir)
             self._db.execute(
                 "INSERT INTO blobs (key, sha256, content_type, bytes, file, created) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET sha256 = excluded.sha256, content_type = excluded.content_type, "
@@ -381,16 +381,3 @@ class EdgeEvidence:
         self._wake.set()
         self._thread.join(timeout=30)
         self.spool.close()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
