@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from nonsite.evidence.spool import EdgeEvidence
+    from nonsite.evidence.store import Store
+    from nonsite.pipeline.bus import Bus
+    from nonsite.pipeline.edge import EdgeRunner
+    from nonsite.pipeline.worker import WorkerStats
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,16 @@ class RunSummary:
     case_drafts: int = 0
     cameras_failed: dict[str, str] = field(default_factory=dict)
     console_url: str | None = None
+
+    def record(self, runner: EdgeRunner, stats: dict[str, WorkerStats], progress: Callable[[str], None]) -> None:
+        """Take in a finished edge run: a line per camera, failed cameras, violations per type."""
+        for r in runner.runs:
+            progress(runner.describe(r))
+            if r.error:
+                self.cameras_failed[r.camera.id] = r.error
+        for st in stats.values():
+            for k, v in st.published.items():
+                self.violations[k] = self.violations.get(k, 0) + v
 
     def lines(self) -> list[str]:
         types = ("sidewalk_parking", "street_vending", "stray_dog")
@@ -219,18 +233,20 @@ def run(
     and on SIGHUP, and the edge keeps running after file cameras end so cameras added later run too."""
     from nonsite.models import create_detector
     from nonsite.pipeline.edge import EdgeRunner
-    from nonsite.pipeline.metrics import MetricsServer
+    from nonsite.pipeline.health import Health, OpsServer
+    from nonsite.pipeline.metrics import EdgeMetrics
     from nonsite.pipeline.reload import ConfigWatcher
 
     detector = create_detector(cfg.detector)
     node = Embedded(cfg)
     summary = RunSummary()
-    metrics_server: MetricsServer | None = None
+    ops_server: OpsServer | None = None
     watcher: ConfigWatcher | None = None
     edge_thread: threading.Thread | None = None
     try:
         node.start_consumers()
-        edge = EdgeRunner(cfg, detector, node.edge_store, node.edge_bus, progress=progress)
+        edge = EdgeRunner(cfg, detector, node.edge_store, node.edge_bus, progress=progress,
+                          metrics=EdgeMetrics(process=False))  # process_* come from the default registry
         if serve and not exit_when_done:
             from nonsite.pipeline.control import EdgeCameraControl
 
@@ -243,8 +259,13 @@ def run(
         progress(f"detector: {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
                  f"{len([c for c in cfg.cameras if c.enabled])} cameras, data in {node.data}")
         if cfg.metrics.port is not None:
-            metrics_server = MetricsServer(edge.metrics.registry, cfg.metrics.host, cfg.metrics.port)
-            progress(f"metrics: {metrics_server.url}")
+            from prometheus_client import REGISTRY
+
+            health = Health("node")
+            health.add_liveness("consumers", lambda: all(t.is_alive() for t in node.threads))
+            health.started()
+            ops_server = OpsServer(health, [REGISTRY, edge.metrics.registry], cfg.metrics.host, cfg.metrics.port)
+            progress(f"metrics: {ops_server.url}/metrics")
         if config_path and cfg.edge.reload and not exit_when_done:
             watcher = ConfigWatcher(config_path, edge, cfg.edge.reload_poll_s).start()
             watcher.install_sighup()
@@ -258,13 +279,7 @@ def run(
                                                                                  for r in edge.runs):
                 time.sleep(0.2)
             stats = edge.stats()
-        for r in edge.runs:
-            progress(edge.describe(r))
-            if r.error:
-                summary.cameras_failed[r.camera.id] = r.error
-        for s in stats.values():
-            for k, v in s.published.items():
-                summary.violations[k] = summary.violations.get(k, 0) + v
+        summary.record(edge, stats, progress)
         if not node.wait_drained():
             progress("warning: the sealer/drafter did not catch up within 120 s")
         summary.packages_sealed, summary.case_drafts = node.counts()
@@ -280,8 +295,9 @@ def run(
             node.stop.set()
             edge_thread.join(timeout=15)
         node.close()
-        if metrics_server is not None:
-            metrics_server.stop()
+        if ops_server is not None:
+            ops_server.stop()
+            ops_server.health.stop()
     return summary
 
 
@@ -302,6 +318,46 @@ def _edge_evidence(cfg: NonsiteConfig, data: Path, store: object, bus: object) -
 
     return EdgeEvidence(store, bus, spool_path(cfg.evidence, data), cfg.evidence.spool.max_bytes,  # type: ignore[arg-type]
                         cfg.evidence.spool.retry_s)
+
+
+@dataclass
+class _EdgeSide:
+    """The store and bus an edge or a pool worker opens, and what its cameras write through: the spool in front
+    of a remote store (events held back until their evidence is uploaded), else the store and bus themselves."""
+
+    store: Store
+    bus: Bus
+    evidence: EdgeEvidence | None
+
+    @property
+    def out_store(self) -> Store:
+        return self.evidence.edge_store if self.evidence else self.store  # type: ignore[return-value]
+
+    @property
+    def out_bus(self) -> Bus:
+        return self.evidence.edge_bus if self.evidence else self.bus  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self.evidence is not None:
+            self.evidence.close()
+        self.bus.close()
+
+
+def _open_edge_side(cfg: NonsiteConfig, role: str, ops: RoleOps | None) -> _EdgeSide:
+    """Open the store (a missing credential fails here, before the model loads), the bus and the spool; register
+    the broker and store readiness checks."""
+    from nonsite.evidence import open_store
+    from nonsite.pipeline.bus import open_bus
+    from nonsite.pipeline.events import TOPIC_VIOLATIONS
+    from nonsite.pipeline.health import broker_check, store_check
+
+    data = Path(cfg.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    store = open_store(cfg.evidence, data)
+    bus = open_bus(cfg.bus, data, role=role)
+    side = _EdgeSide(store, bus, _edge_evidence(cfg, data, store, bus))
+    _checks(ops, broker=broker_check(bus, TOPIC_VIOLATIONS), store=store_check(store))
+    return side
 
 
 def _retention_kwargs(cfg: NonsiteConfig) -> dict[str, object]:
@@ -371,7 +427,6 @@ def _checks(ops: RoleOps | None, **checks: Callable[[], str | None]) -> None:
         for name, check in checks.items():
             ops.health.add_check(name, check)
         ops.health.started()
-        threading.Thread(target=ops.health.run_checks, name="first-checks", daemon=True).start()
 
 
 def run_sealer_role(
@@ -471,36 +526,19 @@ def run_edge(
     (blobs in the store, events acknowledged by the broker), or ``drain_timeout_s`` passed; what is left
     stays in the spool and the outbox under DATA_DIR and goes out on the next start.
     """
-    from nonsite.evidence import open_store
     from nonsite.models import create_detector
-    from nonsite.pipeline.bus import open_bus
     from nonsite.pipeline.edge import EdgeRunner
 
-    data = Path(cfg.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
-    store = open_store(cfg.evidence, data)  # a missing credential fails here, before the model loads
-    bus = open_bus(cfg.bus, data, role="edge")
-    edge_evidence = _edge_evidence(cfg, data, store, bus)
+    side = _open_edge_side(cfg, "edge", ops)
+    store, bus, edge_evidence = side.store, side.bus, side.evidence
     summary = RunSummary()
-    from nonsite.pipeline.events import TOPIC_VIOLATIONS
-    from nonsite.pipeline.health import broker_check, store_check
-
-    _checks(ops, broker=broker_check(bus, TOPIC_VIOLATIONS), store=store_check(store))
     try:
         detector = create_detector(cfg.detector)
         progress(f"edge: detector {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
                  f"{len([c for c in cfg.cameras if c.enabled])} cameras -> {bus!r}, evidence -> {store!r}")
-        runner = EdgeRunner(cfg, detector, edge_evidence.edge_store if edge_evidence else store,
-                            edge_evidence.edge_bus if edge_evidence else bus, progress=progress,
+        runner = EdgeRunner(cfg, detector, side.out_store, side.out_bus, progress=progress,
                             metrics=ops.edge_metrics if ops else None)
-        stats = runner.run(stop)
-        for r in runner.runs:
-            progress(runner.describe(r))
-            if r.error:
-                summary.cameras_failed[r.camera.id] = r.error
-        for st in stats.values():
-            for k, v in st.published.items():
-                summary.violations[k] = summary.violations.get(k, 0) + v
+        summary.record(runner, runner.run(stop), progress)
         progress(summary.lines()[0])
         if exit_when_done:
             deadline = time.monotonic() + drain_timeout_s
@@ -516,9 +554,7 @@ def run_edge(
         else:
             stop.wait()
     finally:
-        if edge_evidence is not None:
-            edge_evidence.close()
-        bus.close()
+        side.close()
     return summary
 
 
@@ -531,38 +567,23 @@ def run_pool_worker(
 ) -> None:
     """A detector-pool worker (:mod:`nonsite.pipeline.pool`): runs the cameras of ``cameras:`` that the
     consumer group ``pool.group`` assigns it, until ``stop``; evidence and events go out as from an edge."""
-    from nonsite.evidence import open_store
     from nonsite.models import create_detector
-    from nonsite.pipeline.bus import open_bus
-    from nonsite.pipeline.events import TOPIC_VIOLATIONS
-    from nonsite.pipeline.health import broker_check, store_check, threads_alive
     from nonsite.pipeline.pool import PoolWorker
 
     if cfg.bus.kind != "kafka":
         raise ValueError("the detector pool shares cameras through Kafka: set bus.kind: kafka")
-    data = Path(cfg.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
-    store = open_store(cfg.evidence, data)
-    bus = open_bus(cfg.bus, data, role="pool")
-    edge_evidence = _edge_evidence(cfg, data, store, bus)
-    _checks(ops, broker=broker_check(bus, TOPIC_VIOLATIONS), store=store_check(store))
+    side = _open_edge_side(cfg, "pool", ops)
     try:
         detector = create_detector(cfg.detector)
-        worker = PoolWorker(cfg, detector, edge_evidence.edge_store if edge_evidence else store,
-                            edge_evidence.edge_bus if edge_evidence else bus, progress=progress,
+        worker = PoolWorker(cfg, detector, side.out_store, side.out_bus, progress=progress,
                             metrics=ops.edge_metrics if ops else None)
         progress(f"pool {worker.worker_id}: detector {detector.backend} {detector.weights.name}; evidence -> "
-                 f"{store!r}; journal {worker.journal.path}")
-        main = threading.current_thread()
+                 f"{side.store!r}; journal {worker.journal.path}")
         if ops is not None:
-            ops.health.add_liveness("detector loop", lambda: worker._runner_thread is None
-                                    or worker._runner_thread.is_alive() or stop.is_set())
-            ops.health.add_liveness("group loop", threads_alive([main]))
+            ops.health.add_liveness("detector loop", worker.detector_alive)
         worker.run(stop)
     finally:
-        if edge_evidence is not None:
-            edge_evidence.close()
-        bus.close()
+        side.close()
 
 
 def run_console_role(

@@ -50,7 +50,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -81,6 +81,7 @@ from nonsite.console.render import error_page
 from nonsite.console.uploads import BodyLimit, Scope
 from nonsite.console.views import ConsoleState, evidence_files, root_path, state_of
 from nonsite.evidence.store import Store, StoreError
+from nonsite.pipeline.health import database_check, metrics_text, run_now, store_check
 
 log = logging.getLogger(__name__)
 
@@ -295,23 +296,12 @@ def create_app(
 
     @health.get("/metrics", name="metrics", include_in_schema=False)
     def metrics() -> Response:
-        return Response(b"".join(generate_latest(r) for r in registries), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics_text(registries), media_type=CONTENT_TYPE_LATEST)
 
     @health.get("/readyz", name="readyz")
     def readyz(request: Request) -> JSONResponse:
         state = state_of(request)
-        checks: dict[str, dict[str, Any]] = {}
-        try:
-            with state.session_factory() as session:
-                session.execute(text("SELECT 1"))
-            checks["database"] = {"ok": True, "detail": "database answers"}
-        except SQLAlchemyError as exc:
-            checks["database"] = {"ok": False, "detail": f"case database unavailable: {type(exc).__name__}"}
-        try:
-            state.store.exists("keys/health-probe")
-            checks["store"] = {"ok": True, "detail": "evidence store answers"}
-        except Exception as exc:  # any store failure: not ready
-            checks["store"] = {"ok": False, "detail": f"evidence store unavailable: {exc}"}
+        checks = run_now({"database": database_check(state.session_factory), "store": store_check(state.store)})
         if readiness is not None:
             checks.update(readiness())
         ok = all(c["ok"] for c in checks.values())

@@ -57,11 +57,14 @@ class Health:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
+        self._wake = threading.Event()
         ROLE_UP.labels(role).set(1)
 
     def started(self) -> None:
-        """The role has opened its dependencies and registered its checks: readiness may now pass."""
+        """The role has opened its dependencies and registered its checks: readiness may now pass (the checks
+        run at once)."""
         self._started.set()
+        self._wake.set()
 
     def add_check(self, name: str, check: Check) -> None:
         """A readiness check, run every ``interval_s`` (``/readyz`` fails until it first passes)."""
@@ -130,10 +133,12 @@ class Health:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.run_checks()
-            self._stop.wait(self.interval_s)
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         ROLE_UP.labels(self.role).set(0)
@@ -160,12 +165,17 @@ class OpsServer:
         return f"http://{self.host}:{self.port}"
 
     def metrics_text(self) -> bytes:
-        return b"".join(generate_latest(r) for r in self.registries)
+        return metrics_text(self.registries)
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+def metrics_text(registries: Iterable[CollectorRegistry]) -> bytes:
+    """The Prometheus text exposition of several registries (their metric names must not overlap)."""
+    return b"".join(generate_latest(r) for r in registries)
 
 
 def _handler(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
@@ -211,7 +221,7 @@ def store_check(store: object) -> Check:
     """The evidence store answers a read."""
     def check() -> str:
         store.exists("keys/health-probe")  # type: ignore[attr-defined]
-        return repr(store)
+        return f"evidence store answers ({store!r})"
     return check
 
 
@@ -223,6 +233,17 @@ def database_check(sessions: Callable[[], Any]) -> Check:
             s.execute(text("SELECT 1"))
         return "database answers"
     return check
+
+
+def run_now(checks: dict[str, Check]) -> dict[str, dict[str, Any]]:
+    """Run ``checks`` now: name -> ``{"ok", "detail"}`` (for a server that checks on each request)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, check in checks.items():
+        try:
+            out[name] = {"ok": True, "detail": check() or "ok"}
+        except Exception as e:  # a failed check: its message is the detail
+            out[name] = {"ok": False, "detail": str(e) or type(e).__name__}
+    return out
 
 
 def clock_check(monitor: Any) -> Check:

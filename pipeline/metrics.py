@@ -1,8 +1,8 @@
 """Prometheus metrics of the edge, per camera and per stage (prometheus-client).
 
 Every :class:`EdgeMetrics` has its own :class:`~prometheus_client.CollectorRegistry` (two runners in one
-process, or two tests, never collide). Serve it with :func:`metrics_app` (an ASGI app: the console
-mounts it at ``/metrics``) or :func:`serve_metrics` (a port of its own, ``metrics.port`` in the config).
+process, or two tests, never collide). The roles serve it with the default registry on their ops endpoint
+(:class:`nonsite.pipeline.health.OpsServer`: ``/metrics``, ``/healthz``, ``/readyz``).
 
 Exposed series (``camera`` = camera id):
 
@@ -39,9 +39,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -215,27 +214,3 @@ class _SourceCollector(Collector):
         running.add_metric([], n)
         yield from (decoded, sampled, dropped, reconnects, failures, depth, up, state, age, running)
 
-
-def metrics_app(registry: CollectorRegistry) -> Any:
-    """An ASGI app serving ``registry`` in the Prometheus text format (mount it at ``/metrics``)."""
-    return make_asgi_app(registry=registry)
-
-
-class MetricsServer:
-    """The metrics on a port of their own (``metrics.port``): ``GET /metrics``."""
-
-    def __init__(self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -> None:
-        from prometheus_client import start_http_server
-
-        self.server, self.thread = start_http_server(port, addr=host, registry=registry)
-        self.host = host
-        self.port = int(self.server.server_port)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/metrics"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)

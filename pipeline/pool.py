@@ -175,7 +175,7 @@ class PoolWorker:
         self._lease: Lease | None = None
         self._consumer: Any = None
         self._runner_thread: threading.Thread | None = None
-        self.joined = threading.Event()
+        self._stop = threading.Event()
         POOL_CAMERAS.labels(self.worker_id).set(0)
         POOL_PARTITIONS.labels(self.worker_id).set(0)
 
@@ -195,6 +195,11 @@ class PoolWorker:
             return True
 
     # -- cameras ----------------------------------------------------------------------------------------
+
+    def detector_alive(self) -> bool:
+        """False once the detector loop has died while the worker should be running (liveness)."""
+        t = self._runner_thread
+        return t is None or t.is_alive() or self._stop.is_set()
 
     @property
     def cameras(self) -> list[str]:
@@ -279,7 +284,6 @@ class PoolWorker:
                 worker._fenced_at = None
             POOL_REBALANCES.labels(worker.worker_id).inc()
             worker._start_partitions(parts, "assigned")
-            worker.joined.set()
             worker.progress(f"pool {worker.worker_id}: partitions {sorted(worker._owned)} -> cameras "
                             f"{', '.join(worker.cameras) or '(none)'}")
 
@@ -365,6 +369,7 @@ class PoolWorker:
 
         from nonsite.pipeline.bus.kafka import client_settings
 
+        self._stop = stop
         kcfg = self.cfg.bus.kafka
         session_s = kcfg.session_timeout_ms / 1000
         self._runner_thread = threading.Thread(target=self.runner.run, args=(stop,), kwargs={"until_done": False},

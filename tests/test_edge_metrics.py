@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from edge_helpers import DOG, PARKING, camera, config, runner, sample, scrape
-from fastapi.testclient import TestClient
 
 from nonsite.config import DetectorConfig
 from nonsite.models import create_detector
-from nonsite.pipeline.metrics import STAGES, EdgeMetrics, MetricsServer, metrics_app
+from nonsite.pipeline.health import Health, OpsServer, metrics_text
+from nonsite.pipeline.metrics import STAGES, EdgeMetrics
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,10 @@ def test_counters_match_what_was_processed(tmp_path: Path, media_dir: Path, dete
     cfg = config(tmp_path, [camera("cam-park", media_dir / PARKING, fps=5), camera("cam-dog", media_dir / DOG, fps=6)],
                  rules={"stray_dog": {"dwell_s": 3, "max_gap_s": 1.5}})
     r = runner(cfg, detector, max_batch=2)
-    server = MetricsServer(r.metrics.registry, "127.0.0.1", 0)
+    server = OpsServer(Health("test-edge"), [r.metrics.registry], "127.0.0.1", 0)
     try:
         stats = r.run(threading.Event())
-        text = urllib.request.urlopen(server.url, timeout=10).read().decode()
+        text = urllib.request.urlopen(server.url + "/metrics", timeout=10).read().decode()
     finally:
         server.stop()
     m = scrape(text)
@@ -66,14 +66,14 @@ def test_counters_match_what_was_processed(tmp_path: Path, media_dir: Path, dete
     assert set(STAGES) == {"decode", "queue", "detect", "track", "rules", "evidence"}
 
 
-def test_metrics_app_serves_the_registry_and_registries_are_independent() -> None:
+def test_registries_are_independent() -> None:
     a, b = EdgeMetrics(), EdgeMetrics(process=False)  # no duplicate-registration errors
     a.frames_processed.labels(camera="x").inc(3)
     a.detector_call("onnx", 4, 0.04)
-    body = TestClient(metrics_app(a.registry)).get("/").text
+    body = metrics_text([a.registry]).decode()
     m = scrape(body)
     assert sample(m, "nonsite_frames_processed_total", camera="x") == 3
     assert sample(m, "nonsite_detector_latency_seconds_count", backend="onnx", batch_size="4") == 1
-    assert 'nonsite_frames_processed_total{camera="x"}' not in TestClient(metrics_app(b.registry)).get("/").text
+    assert 'nonsite_frames_processed_total{camera="x"}' not in metrics_text([b.registry]).decode()
     assert b.value("nonsite_frames_processed_total", camera="x") == 0 and a.value(
         "nonsite_frames_processed_total", camera="x") == 3
