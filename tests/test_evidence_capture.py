@@ -10,6 +10,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from services.fixtures import read_frames
 
 from nonsite.evidence.capture import CameraMeta, Still, ascii_text, encode_jpeg, local_time_text, write_package_blobs
 from nonsite.evidence.local import LocalStore
@@ -21,14 +22,7 @@ ROLES = ["onset", "confirm", "onset_annotated", "confirm_annotated", "closeup", 
 
 @pytest.fixture(scope="module")
 def frames(media_dir: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(media_dir / "parking_lot_cctv_timelapse_a_640x480.mp4"))
-    out = []
-    while len(out) < 24:
-        ok, f = cap.read()
-        assert ok, "could not read 24 frames from the parking-lot video"
-        out.append(f)
-    cap.release()
-    return out
+    return read_frames(media_dir, 24)
 
 
 def _decode_jpeg(data: bytes) -> np.ndarray:

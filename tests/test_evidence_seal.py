@@ -6,15 +6,13 @@ import hashlib
 import json
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from services.fixtures import make_event
 
 from nonsite.evidence import sealer as sealer_mod
-from nonsite.evidence.capture import CameraMeta, Still, encode_jpeg, write_package_blobs
 from nonsite.evidence.local import LocalStore
 from nonsite.evidence.manifest import canonical_json
 from nonsite.evidence.sealer import run_sealer, seal, seal_pending
@@ -26,10 +24,7 @@ from nonsite.pipeline.events import (
     TOPIC_DEAD_LETTER,
     TOPIC_EVIDENCE,
     TOPIC_VIOLATIONS,
-    BoxRecord,
     EvidenceSealed,
-    Location,
-    ModelInfo,
     ViolationEvent,
     new_event_id,
 )
@@ -38,15 +33,8 @@ T0 = 1714543402.25
 
 
 @pytest.fixture(scope="module")
-def frames(media_dir: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(media_dir / "parking_lot_cctv_timelapse_a_640x480.mp4"))
-    out = []
-    while len(out) < 8:
-        ok, f = cap.read()
-        assert ok, "could not read frames from the parking-lot video"
-        out.append(f)
-    cap.release()
-    return out
+def frames(clip_frames: list[np.ndarray]) -> list[np.ndarray]:
+    return clip_frames
 
 
 @pytest.fixture()
@@ -57,43 +45,6 @@ def store(tmp_path: Path) -> LocalStore:
 @pytest.fixture()
 def signer(tmp_path: Path) -> Signer:
     return Signer.load_or_create(tmp_path / "keys" / "signing.pem")
-
-
-def make_event(store: LocalStore, frames: list[np.ndarray], camera_id: str = "cam-01") -> ViolationEvent:
-    event_id = new_event_id()
-    box = BoxRecord(xyxy=(100, 120, 220, 200), class_name="car", confidence=0.87, track_id=12)
-    items = write_package_blobs(
-        store,
-        event_id=event_id,
-        violation_type="sidewalk_parking",
-        camera=CameraMeta(id=camera_id, name="东门", address="人民路 1 号"),
-        zone_id="z-sidewalk",
-        zone_polygon=[(0.1, 0.1), (0.9, 0.1), (0.9, 0.9), (0.1, 0.9)],
-        onset=Still(T0, frames[0], [box]),
-        confirm=Still(T0 + 0.35, frames[-1], [box]),
-        closeup_xyxy=box.xyxy,
-        clip=[(T0 + i * 0.05, encode_jpeg(f, 80)) for i, f in enumerate(frames)],
-        sequence=7,
-        timezone="Asia/Shanghai",
-    )
-    start = datetime.fromtimestamp(T0, UTC)
-    return ViolationEvent(
-        event_id=event_id,
-        type="sidewalk_parking",
-        camera_id=camera_id,
-        camera_name="东门",
-        zone_id="z-sidewalk",
-        started_at=start,
-        confirmed_at=start + timedelta(seconds=0.35),
-        track_ids=[12],
-        boxes={"onset": [box], "confirm": [box]},
-        confidence=0.87,
-        dwell_s=0.35,
-        model=ModelInfo(name="yolo11n-coco", version="1", sha256="ab" * 32, backend="onnx"),
-        rule_config_hash="cd" * 32,
-        evidence=items,
-        location=Location(address="人民路 1 号", lat=31.23, lon=121.47),
-    )
 
 
 def test_seal_then_verify_ok(store: LocalStore, signer: Signer, frames: list[np.ndarray]) -> None:

@@ -79,17 +79,22 @@ def s3_config(server: Moto | S3rver, bucket: str | None = None, **over: object) 
     return S3Config.model_validate(values)
 
 
-@pytest.fixture(scope="session")
-def clip_frames(media_dir: Path) -> list[np.ndarray]:
-    """Eight real frames of the parking-lot clip (evidence made of real pictures)."""
+def read_frames(media_dir: Path, n: int) -> list[np.ndarray]:
+    """The first ``n`` frames of the parking-lot clip (evidence made of real pictures)."""
     cap = cv2.VideoCapture(str(media_dir / "parking_lot_cctv_timelapse_a_640x480.mp4"))
     out = []
-    while len(out) < 8:
+    while len(out) < n:
         ok, f = cap.read()
-        assert ok, "could not read frames from the parking-lot video"
+        assert ok, f"could not read {n} frames from the parking-lot video"
         out.append(f)
     cap.release()
     return out
+
+
+@pytest.fixture(scope="session")
+def clip_frames(media_dir: Path) -> list[np.ndarray]:
+    """Eight real frames of the parking-lot clip."""
+    return read_frames(media_dir, 8)
 
 
 def make_event(store: Store, frames: list[np.ndarray], camera_id: str = "cam-01",
