@@ -29,8 +29,6 @@ from nonsite.pipeline.events import (
     new_event_id,
 )
 
-T0 = 1714543402.25
-
 
 @pytest.fixture(scope="module")
 def frames(clip_frames: list[np.ndarray]) -> list[np.ndarray]:
