@@ -7,7 +7,8 @@ console only serves what it renders, to any logged-in user.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
@@ -48,33 +49,34 @@ def _load(request: Request, number: str) -> tuple[DocumentRenderer | None, Case 
     return state.documents, case, None
 
 
-@router.get("/cases/{number}/document", name="document_html", response_class=HTMLResponse)
-def document_html(request: Request, number: str) -> Response:
+def _render(request: Request, number: str, what: str, make: Callable[[DocumentRenderer, Case, str], Any]
+            ) -> tuple[Case | None, Any, Response | None]:
+    """Load case ``number`` and render it with ``make(renderer, case, lang)``; on failure an error page."""
     renderer, case, failed = _load(request, number)
     if failed is not None or renderer is None or case is None:
-        return failed or error_page(request, 500, "internal", "no renderer")
+        return None, None, failed or error_page(request, 500, "internal", "no renderer")
     lang = resolve_lang(request, state_of(request))[0]
     try:
-        html = renderer.html(case, lang)
+        return case, make(renderer, case, lang), None
     except Exception:
-        log.exception("the case document of %s could not be rendered", number)
-        return error_page(request, 500, "document_failed", f"the document of case {number} could not be made",
-                          number=number)
+        log.exception("the case %s of %s could not be rendered", what, number)
+        return None, None, error_page(request, 500, "document_failed",
+                                      f"the document of case {number} could not be made", number=number)
+
+
+@router.get("/cases/{number}/document", name="document_html", response_class=HTMLResponse)
+def document_html(request: Request, number: str) -> Response:
+    _, html, failed = _render(request, number, "document", lambda r, case, lang: r.html(case, lang))
+    if failed is not None:
+        return failed
     return HTMLResponse(html, headers={"Content-Security-Policy": DOCUMENT_CSP, "Cache-Control": "no-store"})
 
 
 @router.get("/cases/{number}/document.pdf", name="document_pdf")
 def document_pdf(request: Request, number: str) -> Response:
-    renderer, case, failed = _load(request, number)
-    if failed is not None or renderer is None or case is None:
-        return failed or error_page(request, 500, "internal", "no renderer")
-    lang = resolve_lang(request, state_of(request))[0]
-    try:
-        pdf = renderer.pdf(case, lang)
-    except Exception:
-        log.exception("the case document PDF of %s could not be rendered", number)
-        return error_page(request, 500, "document_failed", f"the document of case {number} could not be made",
-                          number=number)
+    case, pdf, failed = _render(request, number, "document PDF", lambda r, case, lang: r.pdf(case, lang))
+    if failed is not None or case is None:
+        return failed or error_page(request, 500, "internal", "no case")
     filename = f"{case.number}.pdf"
     return Response(pdf, media_type="application/pdf", headers={
         "Content-Disposition": f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}",

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -93,16 +93,7 @@ def _existing_seal(store: Store, signer: Signer, event: ViolationEvent) -> Evide
         problems = [str(p) for p in manifest.get("sealing_problems", [])]
     except (ValueError, TypeError, KeyError):
         return None
-    return EvidenceSealed(
-        event_id=event.event_id,
-        violation=event,
-        manifest_key=mkey,
-        manifest_sha256=hashlib.sha256(data).hexdigest(),
-        signature_key=skey,
-        public_key_fingerprint=signer.fingerprint(),
-        sealed_at=sealed_at,
-        problems=problems,
-    )
+    return _sealed(event, data, signer, sealed_at, problems)
 
 
 def _io_map(fn: Callable[[T], R], items: list[T]) -> list[R]:
@@ -188,16 +179,7 @@ def seal(
     store.put(mkey, data, "application/json")
     fault_point("sealer.after_manifest")
     store.put(skey, signer.sign(data), "application/octet-stream")
-    sealed = EvidenceSealed(
-        event_id=event.event_id,
-        violation=event,
-        manifest_key=mkey,
-        manifest_sha256=hashlib.sha256(data).hexdigest(),
-        signature_key=skey,
-        public_key_fingerprint=signer.fingerprint(),
-        sealed_at=sealed_at,
-        problems=problems,
-    )
+    sealed = _sealed(event, data, signer, sealed_at, problems)
     retain_package(store, event, sealed, retain_days, retain_mode)
     return sealed
 
@@ -359,3 +341,18 @@ def seal_pending(
                 consumer.commit(message)
     finally:
         consumer.close()
+
+
+def _sealed(event: ViolationEvent, manifest: bytes, signer: Signer, sealed_at: datetime, problems: list[str]
+            ) -> EvidenceSealed:
+    """The ``nonsite.evidence`` message of a sealed package."""
+    return EvidenceSealed(
+        event_id=event.event_id,
+        violation=event,
+        manifest_key=manifest_key(event.event_id),
+        manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+        signature_key=signature_key(event.event_id),
+        public_key_fingerprint=signer.fingerprint(),
+        sealed_at=sealed_at,
+        problems=problems,
+    )
