@@ -21,9 +21,9 @@ from nonsite.config import NonsiteConfig
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from nonsite.bus import Bus
     from nonsite.evidence.spool import EdgeEvidence
     from nonsite.evidence.store import Store
-    from nonsite.pipeline.bus import Bus
     from nonsite.pipeline.edge import EdgeRunner
     from nonsite.pipeline.worker import WorkerStats
 
@@ -88,11 +88,11 @@ class Embedded:
     """Everything a node of the embedded mode runs, opened over one data directory."""
 
     def __init__(self, cfg: NonsiteConfig) -> None:
+        from nonsite.bus import open_bus
         from nonsite.cases.db import open_db
         from nonsite.cases.legal_basis import load_catalogue
         from nonsite.evidence import open_store, signing_key_path
         from nonsite.evidence.signing import Signer
-        from nonsite.pipeline.bus import open_bus
 
         self.cfg = cfg
         self.data = Path(cfg.data_dir)
@@ -138,7 +138,7 @@ class Embedded:
         return self.console.start()
 
     def drained(self) -> bool:
-        from nonsite.pipeline.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
+        from nonsite.bus.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
 
         if self.edge_evidence is not None and self.edge_evidence.pending():
             return False
@@ -232,8 +232,8 @@ def run(
     While serving, the cameras of ``config_path`` are reloaded live when the file changes (``edge.reload``)
     and on SIGHUP, and the edge keeps running after file cameras end so cameras added later run too."""
     from nonsite.models import create_detector
+    from nonsite.ops.health import Health, OpsServer
     from nonsite.pipeline.edge import EdgeRunner
-    from nonsite.pipeline.health import Health, OpsServer
     from nonsite.pipeline.metrics import EdgeMetrics
     from nonsite.pipeline.reload import ConfigWatcher
 
@@ -346,10 +346,10 @@ class _EdgeSide:
 def _open_edge_side(cfg: NonsiteConfig, role: str, ops: RoleOps | None) -> _EdgeSide:
     """Open the store (a missing credential fails here, before the model loads), the bus and the spool; register
     the broker and store readiness checks."""
+    from nonsite.bus import open_bus
+    from nonsite.bus.events import TOPIC_VIOLATIONS
     from nonsite.evidence import open_store
-    from nonsite.pipeline.bus import open_bus
-    from nonsite.pipeline.events import TOPIC_VIOLATIONS
-    from nonsite.pipeline.health import broker_check, store_check
+    from nonsite.ops.health import broker_check, store_check
 
     data = Path(cfg.data_dir)
     data.mkdir(parents=True, exist_ok=True)
@@ -382,13 +382,13 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 
 class RoleOps:
-    """What every distributed role runs beside its work: :class:`~nonsite.pipeline.health.Health` (liveness and
+    """What every distributed role runs beside its work: :class:`~nonsite.ops.health.Health` (liveness and
     readiness checks) and, when a port is configured, the ``/metrics`` ``/healthz`` ``/readyz`` endpoint."""
 
     def __init__(self, role: str, cfg: NonsiteConfig, host: str, port: int | None) -> None:
         from prometheus_client import REGISTRY
 
-        from nonsite.pipeline.health import Health, OpsServer
+        from nonsite.ops.health import Health, OpsServer
         from nonsite.pipeline.metrics import EdgeMetrics
 
         self.role = role
@@ -397,8 +397,8 @@ class RoleOps:
         self.edge_metrics = EdgeMetrics(process=False) if role in ("edge", "pool") else None
         registries = [REGISTRY] + ([self.edge_metrics.registry] if self.edge_metrics else [])
         self.server = OpsServer(self.health, registries, host, port) if port is not None else None
-        from nonsite.pipeline.clock import ClockMonitor
-        from nonsite.pipeline.health import clock_check
+        from nonsite.ops.clock import ClockMonitor
+        from nonsite.ops.health import clock_check
 
         #: the clock against cfg.clock.servers (evidence needs it within ~1 s); readiness of the roles that
         #: timestamp evidence depends on it
@@ -434,20 +434,20 @@ def run_sealer_role(
     ops: RoleOps | None = None,
 ) -> None:
     """The evidence sealer alone: consume ``nonsite.violations`` in group nonsite-sealer until ``stop``."""
+    from nonsite.bus import open_bus
     from nonsite.evidence import open_store, signing_key_path
     from nonsite.evidence.keys import publish_public_key
     from nonsite.evidence.sealer import run_sealer
     from nonsite.evidence.signing import Signer
     from nonsite.evidence.store import StoreError
-    from nonsite.pipeline.bus import open_bus
 
     data = Path(cfg.data_dir)
     data.mkdir(parents=True, exist_ok=True)
     store = open_store(cfg.evidence, data)
     signer = Signer.load_or_create(signing_key_path(cfg.evidence, data))
     bus = open_bus(cfg.bus, data, role="sealer")
-    from nonsite.pipeline.events import TOPIC_VIOLATIONS
-    from nonsite.pipeline.health import broker_check, store_check
+    from nonsite.bus.events import TOPIC_VIOLATIONS
+    from nonsite.ops.health import broker_check, store_check
 
     _checks(ops, broker=broker_check(bus, TOPIC_VIOLATIONS), store=store_check(store))
     try:
@@ -474,10 +474,10 @@ def run_drafter_role(
 ) -> None:
     """The case drafter alone (plus the decisions outbox relay) until ``stop`` (``sessions``: the case
     database, default ``cases.database_url`` or DATA_DIR/cases.db)."""
+    from nonsite.bus import open_bus
     from nonsite.cases.db import open_db
     from nonsite.cases.drafter import run_drafter
     from nonsite.cases.outbox import run_outbox_relay
-    from nonsite.pipeline.bus import open_bus
 
     data = Path(cfg.data_dir)
     data.mkdir(parents=True, exist_ok=True)
@@ -487,8 +487,8 @@ def run_drafter_role(
     bus = open_bus(cfg.bus, data, role="drafter")
     relay = threading.Thread(target=run_outbox_relay, args=(bus, sessions, stop), name="decisions", daemon=True)
     relay.start()
-    from nonsite.pipeline.events import TOPIC_EVIDENCE
-    from nonsite.pipeline.health import broker_check, database_check, threads_alive
+    from nonsite.bus.events import TOPIC_EVIDENCE
+    from nonsite.ops.health import broker_check, database_check, threads_alive
 
     _checks(ops, broker=broker_check(bus, TOPIC_EVIDENCE), database=database_check(sessions))
     if ops is not None:

@@ -83,9 +83,9 @@ def cmd_run(a: argparse.Namespace) -> int:
 def _service_errors() -> Iterator[None]:
     """A store, key or outbox that cannot be used at start (no credentials, an unreadable key file, ...) is
     one line for the user, not a traceback."""
+    from nonsite.bus.outbox import OutboxBusyError
     from nonsite.evidence.signing import SigningError
     from nonsite.evidence.store import StoreError
-    from nonsite.pipeline.bus.outbox import OutboxBusyError
 
     try:
         yield
@@ -293,7 +293,7 @@ def cmd_drafter(a: argparse.Namespace) -> int:
 
 
 def cmd_bus_schemas(a: argparse.Namespace) -> int:
-    from nonsite.pipeline.bus.schemas import check_schemas, write_schemas
+    from nonsite.bus.schemas import check_schemas, write_schemas
 
     out = Path(a.out)
     if a.check:
@@ -307,7 +307,7 @@ def cmd_bus_schemas(a: argparse.Namespace) -> int:
 
 
 def cmd_bus_status(a: argparse.Namespace) -> int:
-    from nonsite.pipeline.bus.status import bus_status
+    from nonsite.bus.status import bus_status
 
     cfg = _load(a.config)
     return bus_status(cfg, Path(cfg.data_dir))
@@ -334,7 +334,7 @@ def cmd_config_schema(a: argparse.Namespace) -> int:
 
 def cmd_clock_check(a: argparse.Namespace) -> int:
     from nonsite.config.clock import ClockConfig, split_server
-    from nonsite.pipeline.clock import check
+    from nonsite.ops.clock import check
 
     cfg = _load(a.config).clock if a.config else ClockConfig()
     if a.server:

@@ -41,6 +41,9 @@ import cv2  # noqa: E402
 from services.fixtures import make_event  # noqa: E402
 from services.servers import Moto, Tansu, s3_env  # noqa: E402
 
+from nonsite.bus import Bus, EmbeddedBus  # noqa: E402
+from nonsite.bus.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS  # noqa: E402
+from nonsite.bus.kafka import KafkaBus  # noqa: E402
 from nonsite.cases.db import open_db  # noqa: E402
 from nonsite.cases.drafter import run_drafter  # noqa: E402
 from nonsite.config.services import KafkaConfig, S3Config  # noqa: E402
@@ -49,9 +52,6 @@ from nonsite.evidence.s3 import S3Store  # noqa: E402
 from nonsite.evidence.sealer import run_sealer  # noqa: E402
 from nonsite.evidence.signing import Signer  # noqa: E402
 from nonsite.evidence.store import Store  # noqa: E402
-from nonsite.pipeline.bus import Bus, EmbeddedBus  # noqa: E402
-from nonsite.pipeline.bus.kafka import KafkaBus  # noqa: E402
-from nonsite.pipeline.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS  # noqa: E402
 
 
 def frames(media: Path) -> list:  # type: ignore[type-arg]

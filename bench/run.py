@@ -223,9 +223,9 @@ def measure_detector(backend: str, batch: int, frames: int) -> dict[str, Any]:
 
 
 def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int) -> dict[str, Any]:
+    from nonsite.bus.embedded import EmbeddedBus
     from nonsite.config import NonsiteConfig
     from nonsite.evidence.local import LocalStore
-    from nonsite.pipeline.bus.embedded import EmbeddedBus
     from nonsite.pipeline.edge import EdgeRunner
 
     cams = cameras(n_cams, frames)
@@ -288,9 +288,9 @@ def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int) -> 
 
 
 def measure_live(backend: str, n_cams: int, fps: float, seconds: float, max_batch: int) -> dict[str, Any]:
+    from nonsite.bus.embedded import EmbeddedBus
     from nonsite.config import NonsiteConfig
     from nonsite.evidence.local import LocalStore
-    from nonsite.pipeline.bus.embedded import EmbeddedBus
     from nonsite.pipeline.edge import EdgeRunner
 
     cams = cameras(n_cams, 100)

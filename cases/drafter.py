@@ -24,13 +24,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from nonsite.bus import Bus, Consumer, Message
+from nonsite.bus.deadletter import dead_letter_value as shared_dead_letter_value
+from nonsite.bus.deadletter import oversized_reason
+from nonsite.bus.events import TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, EvidenceSealed
+from nonsite.bus.metrics import DEAD_LETTERS
 from nonsite.cases.db import AuditEntry, Case, CaseLink, CaseStatus, allocate_number, utcnow, write_session
 from nonsite.cases.legal_basis import Catalogue, default_catalogue
-from nonsite.pipeline.bus import Bus, Consumer, Message
-from nonsite.pipeline.bus.deadletter import dead_letter_value as shared_dead_letter_value
-from nonsite.pipeline.bus.deadletter import oversized_reason
-from nonsite.pipeline.bus.metrics import DEAD_LETTERS
-from nonsite.pipeline.events import TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, EvidenceSealed
 
 __all__ = ["DRAFTER_ACTOR", "DraftError", "draft_case", "draft_pending", "find_repeats", "normalise_plate",
            "run_drafter"]
@@ -202,7 +202,7 @@ def draft_case(
 
 
 def dead_letter_value(message: Message, reason: str, group: str) -> bytes:
-    """The dead-letter record (the sealer's shape, :mod:`nonsite.pipeline.bus.deadletter`): why, where from,
+    """The dead-letter record (the sealer's shape, :mod:`nonsite.bus.deadletter`): why, where from,
     the original value (its start only, with size and sha256, when it is oversized)."""
     return shared_dead_letter_value(message, reason, group)
 

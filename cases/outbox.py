@@ -1,6 +1,6 @@
 """Relay of the transactional outbox to the bus (``nonsite.cases`` decisions for the city platform).
 
-The workflow writes each :class:`~nonsite.pipeline.events.CaseDecision` into the ``outbox`` table in
+The workflow writes each :class:`~nonsite.bus.events.CaseDecision` into the ``outbox`` table in
 the same transaction as the status change; :func:`relay_outbox` publishes what is pending, oldest
 first, and marks it published only after the bus accepted it (at-least-once; consumers dedupe on
 case number + status).
@@ -14,8 +14,8 @@ import threading
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from nonsite.bus import Bus
 from nonsite.cases.db import OutboxMessage, utcnow, write_session
-from nonsite.pipeline.bus import Bus
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from nonsite.bus.events import TOPIC_CASES, CaseDecision
 from nonsite.cases.db import AuditEntry, Case, CaseStatus, OutboxMessage, utcnow, write_session
-from nonsite.pipeline.events import TOPIC_CASES, CaseDecision
 
 __all__ = [
     "DISMISS_REASONS",

@@ -81,7 +81,7 @@ from nonsite.console.render import error_page
 from nonsite.console.uploads import BodyLimit, Scope
 from nonsite.console.views import ConsoleState, evidence_files, root_path, state_of
 from nonsite.evidence.store import Store, StoreError
-from nonsite.pipeline.health import database_check, metrics_text, run_now, store_check
+from nonsite.ops.health import database_check, metrics_text, run_now, store_check
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Edge side of evidence: write a violation's blobs (stills, annotated copies, close-up, clip) to the store.
 
-Called by the pipeline worker before it publishes the :class:`~nonsite.pipeline.events.ViolationEvent`
+Called by the pipeline worker before it publishes the :class:`~nonsite.bus.events.ViolationEvent`
 that names these blobs by key and sha256 (claim-check). The sealer later adds ``manifest.json`` and
 ``manifest.sig`` to the same prefix.
 """
@@ -23,9 +23,9 @@ import av
 import cv2
 import numpy as np
 
+from nonsite.bus.events import BoxRecord, EvidenceItem
 from nonsite.evidence.package import ROLE_FILES, package_prefix
 from nonsite.evidence.store import Store
-from nonsite.pipeline.events import BoxRecord, EvidenceItem
 
 log = logging.getLogger(__name__)
 

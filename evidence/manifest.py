@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from nonsite.bus.events import EvidenceItem, ViolationEvent
 from nonsite.evidence.package import SIGNATURE_NAME
-from nonsite.pipeline.events import EvidenceItem, ViolationEvent
 
 MANIFEST_VERSION = 1
 SIGNATURE_ALGORITHM = "Ed25519"

@@ -19,6 +19,19 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from nonsite.bus.base import Bus, Consumer, Message
+from nonsite.bus.deadletter import dead_letter_value, oversized_reason
+from nonsite.bus.events import (
+    TOPIC_DEAD_LETTER,
+    TOPIC_EVIDENCE,
+    TOPIC_VIOLATIONS,
+    EvidenceItem,
+    EvidenceSealed,
+    ViolationEvent,
+    utcnow,
+)
+from nonsite.bus.faults import fault_point
+from nonsite.bus.metrics import DEAD_LETTERS
 from nonsite.evidence.manifest import build_manifest, canonical_json, parse_manifest, parse_time
 from nonsite.evidence.package import (
     MANIFEST_NAME,
@@ -30,19 +43,6 @@ from nonsite.evidence.package import (
 )
 from nonsite.evidence.signing import Signer, verify_signature
 from nonsite.evidence.store import Store, StoreError
-from nonsite.pipeline.bus.base import Bus, Consumer, Message
-from nonsite.pipeline.bus.deadletter import dead_letter_value, oversized_reason
-from nonsite.pipeline.bus.faults import fault_point
-from nonsite.pipeline.bus.metrics import DEAD_LETTERS
-from nonsite.pipeline.events import (
-    TOPIC_DEAD_LETTER,
-    TOPIC_EVIDENCE,
-    TOPIC_VIOLATIONS,
-    EvidenceItem,
-    EvidenceSealed,
-    ViolationEvent,
-    utcnow,
-)
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from nonsite.bus.base import Bus, Consumer
+from nonsite.bus.events import TOPIC_VIOLATIONS
 from nonsite.evidence.local import check_key, fsync_dir
 from nonsite.evidence.metrics import (
     SPOOL_BLOBS,
@@ -45,8 +47,6 @@ from nonsite.evidence.metrics import (
     UPLOADED,
 )
 from nonsite.evidence.store import Store, StoreError
-from nonsite.pipeline.bus.base import Bus, Consumer
-from nonsite.pipeline.events import TOPIC_VIOLATIONS
 
 log = logging.getLogger(__name__)
 

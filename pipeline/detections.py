@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 import supervision as sv
 
-from nonsite.pipeline.events import BoxRecord
+from nonsite.bus.events import BoxRecord
 
 Detections = sv.Detections
 

@@ -25,11 +25,11 @@ from typing import Any, Literal
 
 import supervision as sv
 
+from nonsite.bus.base import Bus
+from nonsite.bus.events import ModelInfo, ViolationEvent
 from nonsite.config import CameraConfig, NonsiteConfig, mask_url
 from nonsite.evidence.store import Store
 from nonsite.models.base import Detector
-from nonsite.pipeline.bus.base import Bus
-from nonsite.pipeline.events import ModelInfo, ViolationEvent
 from nonsite.pipeline.metrics import CameraSample, EdgeMetrics
 from nonsite.pipeline.rules import rule_config_hash
 from nonsite.pipeline.scheduler import FrameQueue, RoundRobin

@@ -37,12 +37,12 @@ import cv2
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from nonsite.bus.events import VIOLATION_TYPES, ViolationEvent
 from nonsite.config import CameraConfig, ConfigError, NonsiteConfig
 from nonsite.config.base import Section
 from nonsite.config.cameras import RULE_OF_ZONE
 from nonsite.config.loader import load_model
 from nonsite.models.base import Detector
-from nonsite.pipeline.events import VIOLATION_TYPES, ViolationEvent
 from nonsite.pipeline.rules import zone_rule_config
 from nonsite.streams.base import Frame
 
@@ -245,8 +245,8 @@ def clip_frames(clip: Clip) -> Iterator[Frame]:
 
 def run_clip(clip: Clip, cfg: NonsiteConfig, detector: Detector, work: Path) -> ClipResult:
     """Run one clip through the edge worker; evidence goes to ``work``."""
+    from nonsite.bus.embedded import EmbeddedBus
     from nonsite.evidence.local import LocalStore
-    from nonsite.pipeline.bus.embedded import EmbeddedBus
     from nonsite.pipeline.edge import model_info
     from nonsite.pipeline.worker import EdgeWorker, SequenceCounter
 

@@ -2,7 +2,7 @@
 
 Every :class:`EdgeMetrics` has its own :class:`~prometheus_client.CollectorRegistry` (two runners in one
 process, or two tests, never collide). The roles serve it with the default registry on their ops endpoint
-(:class:`nonsite.pipeline.health.OpsServer`: ``/metrics``, ``/healthz``, ``/readyz``).
+(:class:`nonsite.ops.health.OpsServer`: ``/metrics``, ``/healthz``, ``/readyz``).
 
 Exposed series (``camera`` = camera id):
 

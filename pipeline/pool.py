@@ -45,10 +45,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from nonsite.bus.base import Bus
 from nonsite.config import CameraConfig, NonsiteConfig
 from nonsite.evidence.store import Store
 from nonsite.models.base import Detector
-from nonsite.pipeline.bus.base import Bus
 from nonsite.pipeline.edge import EdgeRunner
 from nonsite.pipeline.metrics import EdgeMetrics
 
@@ -334,7 +334,7 @@ class PoolWorker:
         from kafka.admin import NewTopic
         from kafka.errors import TopicAlreadyExistsError
 
-        from nonsite.pipeline.bus.kafka import admin_client
+        from nonsite.bus.kafka import admin_client
 
         kcfg = self.cfg.bus.kafka
         admin = admin_client(kcfg, f"{kcfg.client_id}-pool")
@@ -367,7 +367,7 @@ class PoolWorker:
         from kafka.coordinator.assignors.range import RangePartitionAssignor
         from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
-        from nonsite.pipeline.bus.kafka import client_settings
+        from nonsite.bus.kafka import client_settings
 
         self._stop = stop
         kcfg = self.cfg.bus.kafka

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import supervision as sv
 
+from nonsite.bus.events import BoxRecord
 from nonsite.config.cameras import CameraConfig, ZoneConfig
 from nonsite.config.rules import (
     RuleCommon,
@@ -42,7 +43,6 @@ from nonsite.config.rules import (
 )
 from nonsite.pipeline.appearance import APPEARANCE, similarity
 from nonsite.pipeline.detections import box_records, names_of
-from nonsite.pipeline.events import BoxRecord
 from nonsite.pipeline.stationarity import Stationarity
 from nonsite.pipeline.zones import Zone
 

@@ -26,13 +26,8 @@ from typing import Protocol
 import numpy as np
 import supervision as sv
 
-from nonsite.config import CameraConfig, NonsiteConfig
-from nonsite.evidence.capture import CameraMeta, Still, write_package_blobs
-from nonsite.evidence.store import Store
-from nonsite.pipeline.appearance import add_appearance
-from nonsite.pipeline.bus.base import Bus
-from nonsite.pipeline.detections import merge_class_group
-from nonsite.pipeline.events import (
+from nonsite.bus.base import Bus
+from nonsite.bus.events import (
     TOPIC_VIOLATIONS,
     Location,
     ModelInfo,
@@ -40,6 +35,11 @@ from nonsite.pipeline.events import (
     ViolationEvent,
     new_event_id,
 )
+from nonsite.config import CameraConfig, NonsiteConfig
+from nonsite.evidence.capture import CameraMeta, Still, write_package_blobs
+from nonsite.evidence.store import Store
+from nonsite.pipeline.appearance import add_appearance
+from nonsite.pipeline.detections import merge_class_group
 from nonsite.pipeline.rules import Episode, RuleEngine, RuleEvent, camera_rules, rule_config_hash
 from nonsite.pipeline.tracking import Tracker
 from nonsite.streams.base import Frame

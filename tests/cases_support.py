@@ -7,11 +7,7 @@ from pathlib import Path
 
 import cv2
 
-from nonsite.evidence.capture import CameraMeta, Still, write_package_blobs
-from nonsite.evidence.sealer import seal
-from nonsite.evidence.signing import Signer
-from nonsite.evidence.store import Store
-from nonsite.pipeline.events import (
+from nonsite.bus.events import (
     BoxRecord,
     EvidenceSealed,
     Location,
@@ -20,6 +16,10 @@ from nonsite.pipeline.events import (
     ViolationEvent,
     new_event_id,
 )
+from nonsite.evidence.capture import CameraMeta, Still, write_package_blobs
+from nonsite.evidence.sealer import seal
+from nonsite.evidence.signing import Signer
+from nonsite.evidence.store import Store
 
 DATASET = "india_road_thela_animal"
 #: Real photographs with real labelled boxes: (image, YOLO class id in the dataset, detector class name).

@@ -27,15 +27,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nonsite.cases import Case, draft_case, open_db
-from nonsite.config.cameras import ZoneConfig
-from nonsite.console import create_app
-from nonsite.console.auth import Principal
-from nonsite.console.cameras import CameraStatus
-from nonsite.evidence import LocalStore, package_prefix
-from nonsite.evidence.sealer import seal
-from nonsite.evidence.signing import Signer
-from nonsite.pipeline.events import (
+from nonsite.bus.events import (
     BoxRecord,
     EvidenceItem,
     Location,
@@ -44,6 +36,14 @@ from nonsite.pipeline.events import (
     ViolationEvent,
     new_event_id,
 )
+from nonsite.cases import Case, draft_case, open_db
+from nonsite.config.cameras import ZoneConfig
+from nonsite.console import create_app
+from nonsite.console.auth import Principal
+from nonsite.console.cameras import CameraStatus
+from nonsite.evidence import LocalStore, package_prefix
+from nonsite.evidence.sealer import seal
+from nonsite.evidence.signing import Signer
 
 T0 = datetime(2026, 11, 21, 11, 3, 12, tzinfo=UTC)  # 19:03:12 in Shanghai
 PASSWORDS = {"op": "op-pass-4821", "rev": "rev-pass-7730", "adm": "adm-pass-1956"}

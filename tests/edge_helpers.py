@@ -13,11 +13,11 @@ import numpy as np
 import supervision as sv
 from prometheus_client.parser import text_string_to_metric_families
 
+from nonsite.bus.embedded import EmbeddedBus
 from nonsite.config import NonsiteConfig
 from nonsite.evidence.local import LocalStore
 from nonsite.models.base import Detector
 from nonsite.models.postprocess import make_detections
-from nonsite.pipeline.bus.embedded import EmbeddedBus
 from nonsite.pipeline.edge import EdgeRunner
 
 PARKING = "parking_lot_cctv_timelapse_a_640x480.mp4"  # 640x480, 20 fps, 162 frames

@@ -14,10 +14,10 @@ from prometheus_client import REGISTRY
 from services.fixtures import kafka_config, wait_for
 from services.servers import Tansu, free_port
 
+from nonsite.bus import open_bus
+from nonsite.bus.events import TOPIC_DEAD_LETTER, TOPIC_VIOLATIONS
+from nonsite.bus.kafka import TOPICS, BusError, KafkaBus
 from nonsite.config.services import BusConfig
-from nonsite.pipeline.bus import open_bus
-from nonsite.pipeline.bus.kafka import TOPICS, BusError, KafkaBus
-from nonsite.pipeline.events import TOPIC_DEAD_LETTER, TOPIC_VIOLATIONS
 
 
 def drain(consumer, n: int, timeout_s: float = 30.0, commit: bool = True) -> list:  # type: ignore[no-untyped-def]
@@ -51,7 +51,7 @@ def test_topics_are_created_with_partitions_and_retention(tansu: Tansu, tmp_path
         assert bus.ensure_topics() == []  # idempotent
     finally:
         bus.close()
-    from nonsite.pipeline.bus.kafka import topic_specs
+    from nonsite.bus.kafka import topic_specs
 
     specs = topic_specs(kafka_config(tansu, retention_hours=24, dead_letter_retention_hours=48))
     assert specs[TOPIC_VIOLATIONS]["configs"]["retention.ms"] == str(24 * 3600 * 1000)
@@ -128,7 +128,7 @@ def test_broker_down_publish_goes_to_the_outbox_and_replays_in_order(
     (and says so in the metric), and when the broker comes up the relay delivers all, in order, once."""
     port = free_port()
     broker = Tansu(port=port)
-    caplog.set_level(logging.WARNING, logger="nonsite.pipeline.bus.kafka")
+    caplog.set_level(logging.WARNING, logger="nonsite.bus.kafka")
     bus = KafkaBus(kafka_config(broker, partitions=1), tmp_path, role="edge")
     try:
         t0 = time.monotonic()

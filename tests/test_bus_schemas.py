@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from services.fixtures import ROOT, make_event
 
+from nonsite.bus.base import Message
+from nonsite.bus.deadletter import MAX_DEAD_LETTER_VALUE_BYTES, dead_letter_record, dead_letter_value
+from nonsite.bus.events import TOPIC_CASES, TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, TOPIC_VIOLATIONS, CaseDecision
+from nonsite.bus.schemas import TOPIC_MODELS, check_schemas
 from nonsite.evidence.local import LocalStore
 from nonsite.evidence.sealer import seal
 from nonsite.evidence.signing import Signer
-from nonsite.pipeline.bus.base import Message
-from nonsite.pipeline.bus.deadletter import MAX_DEAD_LETTER_VALUE_BYTES, dead_letter_record, dead_letter_value
-from nonsite.pipeline.bus.schemas import TOPIC_MODELS, check_schemas
-from nonsite.pipeline.events import TOPIC_CASES, TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, TOPIC_VIOLATIONS, CaseDecision
 
 SCHEMAS = ROOT / "docs" / "schemas"
 

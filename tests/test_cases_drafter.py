@@ -15,9 +15,8 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nonsite.cases import AuditEntry, Case, CaseStatus, draft_case, draft_pending, open_db, run_drafter
-from nonsite.pipeline.bus import EmbeddedBus
-from nonsite.pipeline.events import (
+from nonsite.bus import EmbeddedBus
+from nonsite.bus.events import (
     TOPIC_DEAD_LETTER,
     TOPIC_EVIDENCE,
     BoxRecord,
@@ -28,6 +27,7 @@ from nonsite.pipeline.events import (
     ViolationEvent,
     new_event_id,
 )
+from nonsite.cases import AuditEntry, Case, CaseStatus, draft_case, draft_pending, open_db, run_drafter
 
 
 def make_sealed(

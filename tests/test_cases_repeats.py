@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from test_cases_drafter import make_sealed
 
+from nonsite.bus.events import EvidenceSealed, OffenderHint
 from nonsite.cases import (
     Case,
     CaseLink,
@@ -29,7 +30,6 @@ from nonsite.cases import (
 )
 from nonsite.cases.db import allocate_number, write_session
 from nonsite.cases.legal_basis import DEFAULT_CATALOGUE
-from nonsite.pipeline.events import EvidenceSealed, OffenderHint
 
 T0 = datetime(2026, 11, 21, 11, 3, 12, tzinfo=UTC)
 

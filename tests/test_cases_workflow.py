@@ -12,6 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from test_cases_drafter import make_sealed
 
+from nonsite.bus import EmbeddedBus
+from nonsite.bus.events import TOPIC_CASES, CaseDecision
 from nonsite.cases import (
     PERMISSIONS,
     TRANSITIONS,
@@ -39,8 +41,6 @@ from nonsite.cases import (
     relay_outbox,
     return_case,
 )
-from nonsite.pipeline.bus import EmbeddedBus
-from nonsite.pipeline.events import TOPIC_CASES, CaseDecision
 
 
 @pytest.fixture()

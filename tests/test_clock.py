@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from nonsite.cli import main
 from nonsite.config.clock import ClockConfig, split_server
-from nonsite.pipeline.clock import ClockError, ClockMonitor, check, query
+from nonsite.ops.clock import ClockError, ClockMonitor, check, query
 
 TOL = 0.05  # loopback: the measured offset is within a few ms of the injected one
 
@@ -140,11 +140,11 @@ def test_no_server_answering_is_unsynced() -> None:
 
 
 def _records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "nonsite.pipeline.clock" and r.levelno == level]
+    return [r for r in caplog.records if r.name == "nonsite.ops.clock" and r.levelno == level]
 
 
 def test_monitor_gauges_and_state_change_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="nonsite.pipeline.clock")
+    caplog.set_level(logging.INFO, logger="nonsite.ops.clock")
     reg = CollectorRegistry()
     with SntpServer(shift_s=-2.5) as srv:
         mon = ClockMonitor(cfg_for(srv, samples=1, interval_s=0.05, max_offset_s=1.0), registry=reg)

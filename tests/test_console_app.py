@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from console_support import Env, csrf_of, seed
 
+from nonsite.bus.events import new_event_id
 from nonsite.cases import open_db
 from nonsite.console import create_app
 from nonsite.console.app import DEFAULT_TEAMS
@@ -18,7 +19,6 @@ from nonsite.console.auth import Role
 from nonsite.console.camera_views import ZONE_KINDS
 from nonsite.console.i18n import LOCALES_DIR, catalogue
 from nonsite.evidence import LocalStore, package_prefix
-from nonsite.pipeline.events import new_event_id
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "console" / "templates"
 STATIC = TEMPLATES.parent / "static"

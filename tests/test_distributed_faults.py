@@ -38,6 +38,9 @@ from services.fixtures import (
 from services.servers import Moto, S3rver, Tansu
 from sqlalchemy import func, select
 
+from nonsite.bus.deadletter import MAX_EVENT_BYTES
+from nonsite.bus.events import TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, TOPIC_VIOLATIONS, ViolationEvent
+from nonsite.bus.kafka import KafkaBus
 from nonsite.cases.db import Case, open_db
 from nonsite.cases.drafter import run_drafter
 from nonsite.evidence.s3 import S3Store
@@ -45,9 +48,6 @@ from nonsite.evidence.sealer import run_sealer
 from nonsite.evidence.signing import Signer
 from nonsite.evidence.spool import EdgeEvidence
 from nonsite.evidence.verify import verify_all
-from nonsite.pipeline.bus.deadletter import MAX_EVENT_BYTES
-from nonsite.pipeline.bus.kafka import KafkaBus
-from nonsite.pipeline.events import TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, TOPIC_VIOLATIONS, ViolationEvent
 
 SetEnv = Callable[[Moto | S3rver], None]
 

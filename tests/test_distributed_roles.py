@@ -17,8 +17,8 @@ from services.fixtures import ROOT, bucket_name, make_event, nonsite_process, st
 from services.servers import Moto, S3rver, Tansu, free_port
 
 from nonsite.app import Embedded
+from nonsite.bus.events import TOPIC_VIOLATIONS
 from nonsite.config import load_config
-from nonsite.pipeline.events import TOPIC_VIOLATIONS
 
 SetEnv = Callable[[Moto | S3rver], None]
 

@@ -12,7 +12,7 @@ from edge_helpers import DOG, PARKING, camera, config, runner, sample, scrape
 
 from nonsite.config import DetectorConfig
 from nonsite.models import create_detector
-from nonsite.pipeline.health import Health, OpsServer, metrics_text
+from nonsite.ops.health import Health, OpsServer, metrics_text
 from nonsite.pipeline.metrics import STAGES, EdgeMetrics
 
 

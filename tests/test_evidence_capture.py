@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from services.fixtures import read_frames
 
+from nonsite.bus.events import BoxRecord
 from nonsite.evidence.capture import CameraMeta, Still, ascii_text, encode_jpeg, local_time_text, write_package_blobs
 from nonsite.evidence.local import LocalStore
-from nonsite.pipeline.events import BoxRecord
 
 T0 = 1714543402.25  # 2024-05-01 06:03:22.250 UTC = 14:03:22.250 in Asia/Shanghai
 ROLES = ["onset", "confirm", "onset_annotated", "confirm_annotated", "closeup", "clip"]

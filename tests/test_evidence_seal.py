@@ -12,15 +12,8 @@ import numpy as np
 import pytest
 from services.fixtures import make_event
 
-from nonsite.evidence import sealer as sealer_mod
-from nonsite.evidence.local import LocalStore
-from nonsite.evidence.manifest import canonical_json
-from nonsite.evidence.sealer import run_sealer, seal, seal_pending
-from nonsite.evidence.signing import Signer, verify_signature
-from nonsite.evidence.store import StoreError
-from nonsite.evidence.verify import verify_all, verify_command, verify_package
-from nonsite.pipeline.bus import EmbeddedBus
-from nonsite.pipeline.events import (
+from nonsite.bus import EmbeddedBus
+from nonsite.bus.events import (
     TOPIC_DEAD_LETTER,
     TOPIC_EVIDENCE,
     TOPIC_VIOLATIONS,
@@ -28,6 +21,13 @@ from nonsite.pipeline.events import (
     ViolationEvent,
     new_event_id,
 )
+from nonsite.evidence import sealer as sealer_mod
+from nonsite.evidence.local import LocalStore
+from nonsite.evidence.manifest import canonical_json
+from nonsite.evidence.sealer import run_sealer, seal, seal_pending
+from nonsite.evidence.signing import Signer, verify_signature
+from nonsite.evidence.store import StoreError
+from nonsite.evidence.verify import verify_all, verify_command, verify_package
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ from prometheus_client import REGISTRY
 from services.fixtures import make_event, s3_config, wait_for
 from services.servers import Moto, S3rver
 
+from nonsite.bus import EmbeddedBus
+from nonsite.bus.events import TOPIC_VIOLATIONS
 from nonsite.evidence.s3 import S3Store
 from nonsite.evidence.sealer import seal_pending
 from nonsite.evidence.signing import Signer
 from nonsite.evidence.spool import EdgeEvidence, SpoolFullError
 from nonsite.evidence.verify import verify_package
-from nonsite.pipeline.bus import EmbeddedBus
-from nonsite.pipeline.events import TOPIC_VIOLATIONS
 
 SetEnv = Callable[[Moto | S3rver], None]
 

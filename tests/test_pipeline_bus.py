@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from nonsite.pipeline.bus import EmbeddedBus, open_bus
+from nonsite.bus import EmbeddedBus, open_bus
 
 
 def test_messages_survive_reopen_and_uncommitted_ones_are_redelivered(tmp_path: Path) -> None:

@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
+from nonsite.bus.embedded import EmbeddedBus
+from nonsite.bus.events import TOPIC_VIOLATIONS, ModelInfo, ViolationEvent
 from nonsite.config import NonsiteConfig
 from nonsite.evidence.local import LocalStore
-from nonsite.pipeline.bus.embedded import EmbeddedBus
 from nonsite.pipeline.detections import make_detections
-from nonsite.pipeline.events import TOPIC_VIOLATIONS, ModelInfo, ViolationEvent
 from nonsite.pipeline.worker import EdgeWorker, PlateReader, SequenceCounter
 from nonsite.streams.base import Frame
 

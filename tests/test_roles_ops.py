@@ -19,13 +19,13 @@ from services.fixtures import make_event, nonsite_process, stop_process, wait_fo
 from services.servers import Moto, Tansu, free_port
 from test_distributed_roles import SetEnv, write_config
 
+from nonsite.bus import EmbeddedBus
+from nonsite.bus.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
 from nonsite.evidence import LocalStore
 from nonsite.evidence.sealer import run_sealer
 from nonsite.evidence.signing import Signer
 from nonsite.evidence.spool import EvidenceSpool
-from nonsite.pipeline.bus import EmbeddedBus
-from nonsite.pipeline.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
-from nonsite.pipeline.health import Health, OpsServer
+from nonsite.ops.health import Health, OpsServer
 
 
 def get(url: str) -> tuple[int, str]:

@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 import pytest
 
+from nonsite.bus.events import BoxRecord, Location, ModelInfo, ViolationEvent, new_event_id
 from nonsite.config.services import KafkaConfig, S3Config
 from nonsite.evidence.capture import CameraMeta, Still, encode_jpeg, write_package_blobs
 from nonsite.evidence.store import Store
-from nonsite.pipeline.events import BoxRecord, Location, ModelInfo, ViolationEvent, new_event_id
 
 from .servers import Moto, S3rver, Tansu, s3_env
 

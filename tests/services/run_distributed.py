@@ -130,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"the {role} exited early ({proc.returncode})")
                 return 1
 
+        from nonsite.bus.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
+        from nonsite.bus.kafka import KafkaOffsets
         from nonsite.config import load_config
         from nonsite.evidence.s3 import S3Store
-        from nonsite.pipeline.bus.kafka import KafkaOffsets
-        from nonsite.pipeline.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
 
         os.environ.update({k: v for k, v in base.items() if k.startswith("NONSITE_")})
         conf = load_config(a.config)

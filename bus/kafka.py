@@ -36,12 +36,12 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
+from nonsite.bus.base import Message
+from nonsite.bus.deadletter import MAX_EVENT_BYTES
+from nonsite.bus.events import TOPIC_CASES, TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, TOPIC_VIOLATIONS
+from nonsite.bus.metrics import BROKER_UP, CONSUMER_LAG, OUTBOX_DEPTH, PUBLISHED, SPOOLED, forget
+from nonsite.bus.outbox import Outbox
 from nonsite.config.services import KafkaConfig
-from nonsite.pipeline.bus.base import Message
-from nonsite.pipeline.bus.deadletter import MAX_EVENT_BYTES
-from nonsite.pipeline.bus.metrics import BROKER_UP, CONSUMER_LAG, OUTBOX_DEPTH, PUBLISHED, SPOOLED, forget
-from nonsite.pipeline.bus.outbox import Outbox
-from nonsite.pipeline.events import TOPIC_CASES, TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, TOPIC_VIOLATIONS
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def topic_specs(cfg: KafkaConfig) -> dict[str, dict[str, Any]]:
 
 
 class KafkaBus:
-    """A :class:`~nonsite.pipeline.bus.base.Bus` over Kafka with a durable local outbox.
+    """A :class:`~nonsite.bus.base.Bus` over Kafka with a durable local outbox.
 
     ``role`` names the process's part (edge, sealer, drafter, node): it is appended to the client id and
     names the outbox file (``<outbox_dir>/outbox-<role>.sqlite``).

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from nonsite.pipeline.bus.base import Message
+from nonsite.bus.base import Message
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (

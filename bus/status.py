@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nonsite.bus.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
 from nonsite.config import NonsiteConfig
-from nonsite.pipeline.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
 
 GROUPS = ((TOPIC_VIOLATIONS, "nonsite-sealer"), (TOPIC_EVIDENCE, "nonsite-drafter"))
 
@@ -13,7 +13,7 @@ GROUPS = ((TOPIC_VIOLATIONS, "nonsite-sealer"), (TOPIC_EVIDENCE, "nonsite-drafte
 def bus_status(cfg: NonsiteConfig, data_dir: Path) -> int:
     """Print one line per topic and per consumer group; 0 when the bus answers, 2 when it does not."""
     if cfg.bus.kind == "embedded":
-        from nonsite.pipeline.bus.embedded import EmbeddedBus
+        from nonsite.bus.embedded import EmbeddedBus
 
         path = data_dir / "bus" / "bus.sqlite"
         if not path.is_file():
@@ -32,8 +32,8 @@ def bus_status(cfg: NonsiteConfig, data_dir: Path) -> int:
 
     from kafka.errors import KafkaError
 
-    from nonsite.pipeline.bus import _under
-    from nonsite.pipeline.bus.kafka import KafkaOffsets, admin_client, topic_specs
+    from nonsite.bus import _under
+    from nonsite.bus.kafka import KafkaOffsets, admin_client, topic_specs
 
     k = cfg.bus.kafka
     client_id = f"{k.client_id}-status"

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nonsite.pipeline.bus.deadletter import MAX_EVENT_BYTES, DeadLetterRecord
-from nonsite.pipeline.events import (
+from nonsite.bus.deadletter import MAX_EVENT_BYTES, DeadLetterRecord
+from nonsite.bus.events import (
     SCHEMA_VERSION,
     TOPIC_CASES,
     TOPIC_DEAD_LETTER,

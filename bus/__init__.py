@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nonsite.pipeline.bus.base import Bus, Consumer, Message
-from nonsite.pipeline.bus.embedded import EmbeddedBus
+from nonsite.bus.base import Bus, Consumer, Message
+from nonsite.bus.embedded import EmbeddedBus
 
 if TYPE_CHECKING:
     from nonsite.config.services import BusConfig
@@ -26,7 +26,7 @@ def open_bus(cfg: BusConfig | str, data_dir: str | Path, role: str = "node") -> 
     if cfg.kind == "embedded":
         return EmbeddedBus(Path(data_dir) / "bus" / "bus.sqlite")
     if cfg.kind == "kafka":
-        from nonsite.pipeline.bus.kafka import KafkaBus
+        from nonsite.bus.kafka import KafkaBus
 
         k = cfg.kafka
         outbox = Path(data_dir) / "bus" if not k.outbox_path else _under(data_dir, k.outbox_path)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nonsite.pipeline.bus.base import Message
+from nonsite.bus.base import Message
 
 #: Largest event a consumer accepts (the biggest real ViolationEvent is a few tens of KiB).
 MAX_EVENT_BYTES = 512 * 1024
