@@ -11,8 +11,8 @@ import pytest
 from edge_helpers import DOG, PARKING, FixedLatencyDetector, Running, runner, wait_until
 
 from nonsite.config import DetectorConfig, load_config
-from nonsite.console.cameras import CameraControl, CameraStatus
 from nonsite.models import create_detector
+from nonsite.ops.cameras import CameraControl, CameraStatus
 from nonsite.pipeline.control import EdgeCameraControl
 
 CONFIG = """\
