@@ -53,8 +53,7 @@ class EdgeCameraControl:
         run = self.runner.run_of(camera_id)
         if run is None:
             return None
-        latest = run.worker.ring.latest()
-        return latest[1] if latest is not None else None
+        return run.worker.snapshot()
 
     def set_zones(self, camera_id: str, zones: list[dict[str, Any]]) -> None:
         with self._lock:
