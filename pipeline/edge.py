@@ -28,6 +28,7 @@ import supervision as sv
 from nonsite.bus.base import Bus
 from nonsite.bus.events import ModelInfo, ViolationEvent
 from nonsite.config import CameraConfig, NonsiteConfig, mask_url
+from nonsite.config.detectors import DETECTOR_BACKENDS
 from nonsite.evidence.store import Store
 from nonsite.models.base import Detector
 from nonsite.pipeline.metrics import CameraSample, EdgeMetrics
@@ -95,17 +96,14 @@ def model_info(detector: Detector) -> ModelInfo:
 
 
 def preferred_batch(detector: Detector) -> int:
-    """How many frames per detector call suit the backend (``edge.max_batch: 0``). On this project's CPUs a
-    batch of 4 runs OpenVINO and ONNX Runtime faster per frame than single frames (bench/results), at
-    the cost of up to one batch of latency, which the rules' dwell times (seconds) absorb; a GPU wants
-    bigger batches. PyTorch on CPU (unmeasured) gets single frames."""
-    backend = getattr(detector, "backend", "")
+    """How many frames per detector call suit the backend (``edge.max_batch: 0``), as its declaration says
+    (:mod:`nonsite.config.detectors`): on this project's CPUs a batch of 4 runs OpenVINO and ONNX Runtime
+    faster per frame than single frames (bench/results), at the cost of up to one batch of latency, which the
+    rules' dwell times (seconds) absorb; a GPU wants bigger batches. A detector of no declared backend (a
+    test double) gets single frames."""
+    spec = DETECTOR_BACKENDS.get(getattr(detector, "backend", ""))
     device = str(getattr(getattr(detector, "config", None), "device", "cpu"))
-    if device.startswith("cuda"):
-        return 8
-    if backend in ("openvino", "onnx"):
-        return 4
-    return 1
+    return spec.preferred_batch(device) if spec is not None else 1
 
 
 def _frame_size(item: Any) -> tuple[int, ...] | None:
