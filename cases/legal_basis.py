@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from nonsite.cases.deadlines import TimeLimitDefaults, TimeLimitTable, TypeTimeLimits
 from nonsite.config.loader import ConfigError, _loc, _node_lines
 
 __all__ = [
@@ -129,6 +130,9 @@ class TypeBasis(_Model):
     discretion: list[DiscretionRule] = Field(
         min_length=1, description="Ordered discretion table; the first matching rule wins."
     )
+    time_limits: TypeTimeLimits | None = Field(
+        None, description="This type's time limits where they differ from the catalogue's (cases/deadlines.py)."
+    )
 
     @model_validator(mode="after")
     def _unique_rules(self) -> TypeBasis:
@@ -164,6 +168,10 @@ class Catalogue(_Model):
     version: str = Field(min_length=1, description="Version label of the catalogue (stored on every case).")
     provisions: dict[str, Provision] = Field(description="Provisions by id.")
     types: dict[str, TypeBasis] = Field(description="Legal basis per violation type.")
+    time_limits: TimeLimitDefaults = Field(
+        default_factory=TimeLimitDefaults,
+        description="Time limits per step for every type (限时办结), overridden per type (cases/deadlines.py).",
+    )
     sha256: str = Field("", description="sha256 of the catalogue file (set by the loader).")
 
     @model_validator(mode="after")
@@ -177,6 +185,13 @@ class Catalogue(_Model):
                     if pid not in self.provisions:
                         raise _Unknown(("types", tname, "discretion", i, "basis"), pid, self.provisions)
         return self
+
+    def time_limit_table(self) -> TimeLimitTable:
+        """The time limits of every step, with each type's overrides applied."""
+        return TimeLimitTable(
+            defaults=self.time_limits,
+            per_type={t: b.time_limits for t, b in self.types.items() if b.time_limits is not None},
+        )
 
     def for_type(self, violation_type: str) -> TypeBasis | None:
         return self.types.get(violation_type)
