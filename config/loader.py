@@ -45,6 +45,15 @@ class ConfigError(Exception):
     """A configuration problem; ``str()`` is the one-line message shown to the user (exit code 2)."""
 
 
+class LocatedError(ValueError):
+    """Raised by a model validator about a value deeper than the model it checks (a cross-reference, a
+    duplicate id): ``loc`` is the key path below that model, so the message names the offending key's line."""
+
+    def __init__(self, loc: tuple[Any, ...], message: str) -> None:
+        self.loc = tuple(loc)
+        super().__init__(message)
+
+
 def _node_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
     """Map every key path of a composed YAML document to its 1-based line."""
     lines = {path: node.start_mark.line + 1}
@@ -158,6 +167,9 @@ def load_model(
         msgs = []
         for err in e.errors():
             loc = tuple(err["loc"])
+            ctx_err = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_err, LocatedError):
+                loc = (*loc, *ctx_err.loc)
             # pydantic reports tuple items as list indexes past the field; keep the key path we know.
             msgs.append(f"{p}:{line_of(loc)}: {_loc(loc)}: {_fix_for(err)}")
         raise ConfigError("\n".join(msgs)) from None
@@ -166,7 +178,7 @@ def load_model(
 def _resolve_paths(cfg: NonsiteConfig, base: Path) -> NonsiteConfig:
     data_dir = os.environ.get("NONSITE_DATA_DIR") or cfg.data_dir
     cfg.data_dir = str((base / data_dir).resolve()) if not os.path.isabs(data_dir) else data_dir
-    for name in ("legal_basis", "document_font"):
+    for name in ("legal_basis", "document_font", "organisation"):
         value = getattr(cfg.cases, name)
         if value and not os.path.isabs(value):
             setattr(cfg.cases, name, str((base / value).resolve()))
