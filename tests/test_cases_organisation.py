@@ -165,7 +165,8 @@ def test_the_config_points_at_the_organisation(tmp_path: Path) -> None:
 
 
 def test_the_bureau_modules_load_no_detection_code() -> None:
-    code = ("import sys, nonsite.cases.organisation, nonsite.cases.deadlines, nonsite.cases.reminders; "
+    code = ("import sys, nonsite.cases.organisation, nonsite.cases.deadlines, nonsite.cases.reminders, "
+            "nonsite.cases.statistics; "
             "bad = [m for m in ('numpy', 'cv2', 'torch', 'onnxruntime', 'openvino', "
             "'nonsite.pipeline', 'nonsite.models', 'nonsite.streams') if m in sys.modules]; print(bad); "
             "sys.exit(1 if bad else 0)")
