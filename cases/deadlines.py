@@ -242,6 +242,29 @@ class TimeLimitTable:
         return due_at(start, limit, tz, office_hours=self.defaults.office_hours, calendar=calendar)
 
 
+    def finish_due(
+        self, violation_type: str, confirmed_at: datetime, tz: str | ZoneInfo, calendar: WorkCalendar | None = None,
+    ) -> Due | None:
+        """The case's 限时办结 deadline: the steps after confirmation (review, dispatch, rectify, close) chained,
+        each counted from the previous one's due (a day-based step from the day it was due, that day not
+        counted; a step without a limit adds nothing); None when no step after
+        confirmation has a limit. ``calendar_covered`` is False when any step's count left the calendar."""
+        start = _aware(confirmed_at, "confirmed_at")
+        at, covered, years, limited = start, True, set(), False
+        for step in STEPS[1:]:
+            limit = self.limit(violation_type, step)
+            if limit is None:
+                continue
+            # A day-based step counts from the day the previous step was due (24:00 belongs to that day).
+            begin = at - timedelta(microseconds=1) if limited and limit.unit in ("days", "working_days") else at
+            due = due_at(begin, limit, tz, office_hours=self.defaults.office_hours, calendar=calendar)
+            at, covered, limited = due.at, covered and due.calendar_covered, True
+            years.update(due.uncovered_years)
+        if not limited:
+            return None
+        return Due(start=start, at=at, limit=None, calendar_covered=covered, uncovered_years=tuple(sorted(years)))
+
+
 # -- the calendar ---------------------------------------------------------------------------------------
 
 

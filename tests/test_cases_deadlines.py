@@ -241,3 +241,19 @@ def test_bad_limits_name_file_line_and_key(tmp_path: Path) -> None:
     roll = {"time_limits": {"steps": {"close": {"amount": 1, "unit": "hours", "roll_to_working_day": True}}}}
     with pytest.raises(TimeLimitError, match="roll_to_working_day applies only to unit: days"):
         time_limits_from_catalogue(roll)
+
+
+def test_the_case_deadline_chains_the_steps_after_confirmation() -> None:
+    table = default_catalogue().time_limit_table()
+    # Confirmed Thursday 12 November 10:00: review by end of Fri 13, dispatch by end of Mon 16, rectify 3 working
+    # days later (Thu 19), close 2 more (Mon 23): due at 24:00 on Monday 23 November.
+    due = table.finish_due("sidewalk_parking", local(2026, 11, 12, 10), SH)
+    assert due is not None and due.at == end_of(date(2026, 11, 23)) and due.start == local(2026, 11, 12, 10)
+    # A stray dog: rectify within 4 hours of the dispatch deadline (end of Mon 16 = Tue 00:00 -> 04:00), then
+    # close within 2 working days counted from Tuesday: Wed 18, Thu 19.
+    dog = table.finish_due("stray_dog", local(2026, 11, 12, 10), SH)
+    assert dog is not None and dog.at == end_of(date(2026, 11, 19))
+    none = time_limits_from_catalogue({"time_limits": {"steps": {"confirm": {"amount": 5, "unit": "minutes"}}}})
+    assert none.finish_due("x", local(2026, 11, 12), SH) is None  # no limit after confirmation
+    late = table.finish_due("sidewalk_parking", local(2026, 12, 24, 10), SH, calendar=WorkCalendar())
+    assert late is not None and late.calendar_covered is False and late.uncovered_years == (2027,)
