@@ -48,10 +48,9 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from nonsite.config.loader import ConfigError, _loc, _node_lines
+from nonsite.config.loader import ConfigError, error_lines, load_model
 
 __all__ = [
     "STEPS",
@@ -458,6 +457,13 @@ class _CatalogueLimits(BaseModel):
     time_limits: TimeLimitDefaults = Field(default_factory=TimeLimitDefaults)
     types: dict[str, _TypeEntry] = Field(default_factory=dict)
 
+    def table(self) -> TimeLimitTable:
+        per_type = {t: e.time_limits for t, e in self.types.items() if e.time_limits is not None}
+        return TimeLimitTable(defaults=self.time_limits, per_type=per_type)
+
+
+_UNKNOWN_KEY = "unknown key; see the time limits schema at the top of cases/legal_basis.yaml"
+
 
 def time_limits_from_catalogue(
     raw: Mapping[str, Any], *, source: str = "catalogue", lines: Mapping[tuple[Any, ...], int] | None = None
@@ -471,44 +477,14 @@ def time_limits_from_catalogue(
     try:
         parsed = _CatalogueLimits.model_validate(dict(raw))
     except ValidationError as e:
-        msgs = []
-        for err in e.errors():
-            loc = tuple(err["loc"])
-            line = _line_of(lines or {}, loc)
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key; see the time limits schema at the top of cases/legal_basis.yaml"
-            elif err["type"] == "missing":
-                msg = "required key is missing; add it"
-            else:
-                msg = str(err["msg"]).removeprefix("Value error, ")
-            msgs.append(f"{source}:{line}: {_loc(loc)}: {msg}")
-        raise TimeLimitError("\n".join(msgs)) from None
-    per_type = {t: e.time_limits for t, e in parsed.types.items() if e.time_limits is not None}
-    return TimeLimitTable(defaults=parsed.time_limits, per_type=per_type)
-
-
-def _line_of(lines: Mapping[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
-    for n in range(len(loc), -1, -1):
-        if loc[:n] in lines:
-            return lines[loc[:n]]
-    return 1
+        raise TimeLimitError("\n".join(error_lines(e, source, lines or {}, unknown_key=_UNKNOWN_KEY))) from None
+    return parsed.table()
 
 
 def load_time_limits(path: str | Path) -> TimeLimitTable:
     """The time limits of a catalogue file (the legal-basis catalogue, or a file of the same shape)."""
-    p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TimeLimitError(f"{p}: cannot read the time limits ({exc}); fix the path or save the file as UTF-8") \
-            from None
-    try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark else str(p)
-        raise TimeLimitError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there") from None
-    if not isinstance(raw, dict):
-        raise TimeLimitError(f"{p}:1: the file must be a mapping (time_limits:, types:)")
-    return time_limits_from_catalogue(raw, source=str(p), lines=_node_lines(node) if node is not None else {})
+        return load_model(Path(path), _CatalogueLimits, what="the file must be a mapping (time_limits:, types:)",
+                          unknown_key=_UNKNOWN_KEY).table()
+    except ConfigError as e:
+        raise TimeLimitError(str(e)) from None

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
+from bureau_support import SH, end_of, local
 from chinese_calendar import constants
 
 from nonsite.cases.db import CaseStatus
@@ -28,18 +28,6 @@ from nonsite.cases.deadlines import (
     time_limits_from_catalogue,
 )
 from nonsite.cases.legal_basis import DEFAULT_CATALOGUE, LegalBasisError, default_catalogue, load_catalogue
-
-SH = ZoneInfo("Asia/Shanghai")
-
-
-def local(y: int, m: int, d: int, hh: int = 0, mm: int = 0) -> datetime:
-    """A Shanghai wall-clock time as UTC (what the database stores)."""
-    return datetime(y, m, d, hh, mm, tzinfo=SH).astimezone(UTC)
-
-
-def end_of(day: date) -> datetime:
-    """24:00 of a Shanghai day, in UTC: the first late instant of a day-based deadline."""
-    return local(day.year, day.month, day.day) + timedelta(days=1)
 
 
 def holiday_block(year: int, name: str) -> list[date]:

@@ -4,9 +4,9 @@ supervision orders (督办): validation, answers, the deadline they set, pinned 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import pytest
+from bureau_support import SH, local
 
 from nonsite.cases.deadlines import Due, TimeLimit, due_at
 from nonsite.cases.reminders import (
@@ -19,13 +19,6 @@ from nonsite.cases.reminders import (
     plan,
     task_sort_key,
 )
-
-SH = ZoneInfo("Asia/Shanghai")
-
-
-def local(y: int, m: int, d: int, hh: int = 0, mm: int = 0) -> datetime:
-    return datetime(y, m, d, hh, mm, tzinfo=SH).astimezone(UTC)
-
 
 DUE = Due(start=local(2026, 11, 12, 8), at=local(2026, 11, 12, 18))  # ten hours: marks at 13:00 and 16:00
 STEP = OpenStep("NS-2026-000001", "rectify", DUE, team_id="yanshi-group-1", assignee="sun.hao", leader="li.qiang",

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
+from bureau_support import SH, local
 from openpyxl import load_workbook
 from sqlalchemy import Column as SqlColumn
 from sqlalchemy import DateTime, MetaData, String, Table, create_engine, insert
@@ -38,11 +38,9 @@ from nonsite.cases.statistics import (
     to_xlsx,
 )
 
-SH = ZoneInfo("Asia/Shanghai")
 
-
-def L(m: int, d: int, hh: int = 0, mm: int = 0) -> datetime:  # noqa: N802 - a Shanghai wall-clock time, in UTC
-    return datetime(2026, m, d, hh, mm, tzinfo=SH).astimezone(UTC)
+def L(m: int, d: int, hh: int = 0, mm: int = 0) -> datetime:  # noqa: N802 - a Shanghai wall-clock time in 2026, UTC
+    return local(2026, m, d, hh, mm)
 
 
 CARPARK, FENCE, JUNCTION = "cam-carpark-01", "cam-fence-02", "cam-junction-03"
