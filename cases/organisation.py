@@ -42,6 +42,7 @@ Pure data and pure functions: nothing here touches the database or the network.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,8 +155,6 @@ class Team(Section):
     @field_validator("members")
     @classmethod
     def _members(cls, v: list[str]) -> list[str]:
-        import re
-
         for name in v:
             if not re.match(_USER, name):
                 raise ValueError(f"'{name}' is not a console user name (letters, digits, . _ @ -)")
