@@ -54,6 +54,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import statistics as stats
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -74,6 +75,7 @@ __all__ = [
     "closure_rate",
     "counts",
     "counts_by_period",
+    "counts_by_period_sql",
     "counts_sql",
     "decisions",
     "disposal_rate",
@@ -245,10 +247,18 @@ def counts_by_period(
 ) -> dict[str, int]:
     """Alerts (or cases) per local day, ISO week or month, in time order, with the empty periods between
     the first and the last (or over [since, until) when given) as 0."""
-    zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
+    zone = _zone(tz)
     c: Counter[date] = Counter(_bucket(r.detected_at.astimezone(zone).date(), unit) for r in _scope(rows, scope))
     first = _bucket(since.astimezone(zone).date(), unit) if since else min(c, default=None)
     last = _bucket((until - timedelta(microseconds=1)).astimezone(zone).date(), unit) if until else max(c, default=None)
+    return _fill(c, unit, first, last)
+
+
+def _zone(tz: str | ZoneInfo) -> ZoneInfo:
+    return tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
+
+
+def _fill(c: Mapping[date, int], unit: Unit, first: date | None, last: date | None) -> dict[str, int]:
     out: dict[str, int] = {}
     if first is None or last is None:
         return out
@@ -396,19 +406,66 @@ def counts_sql(
     col, tcol = table.c[by], table.c[time_column]
     stmt = select(col, func.count()).group_by(col)
     if since is not None:
-        stmt = stmt.where(tcol >= _db_time(conn, since))
+        stmt = stmt.where(tcol >= _db_time(conn, tcol, since))
     if until is not None:
-        stmt = stmt.where(tcol < _db_time(conn, until))
+        stmt = stmt.where(tcol < _db_time(conn, tcol, until))
     if where is not None:
         stmt = stmt.where(where)
     rows = conn.execute(stmt).all()
     return dict(sorted(((k, int(n)) for k, n in rows), key=lambda kv: (-kv[1], kv[0] is None, str(kv[0]))))
 
 
-def _db_time(conn: Any, value: datetime) -> datetime:
-    # SQLite stores the case database's UTC times without a zone (see cases/db.py UtcDateTime).
+def counts_by_period_sql(
+    conn: Any, table: Any, unit: Unit, tz: str | ZoneInfo, *, since: datetime, until: datetime,
+    time_column: str = "confirmed_at", where: Any = None,
+) -> dict[str, int]:
+    """:func:`counts_by_period` in the database (one ``GROUP BY`` over the local day/week/month): PostgreSQL
+    truncates in the zone (``date_trunc`` of ``timezone(tz, …)``, DST-correct); SQLite shifts the stored UTC by
+    the zone's offset, so it refuses a zone whose offset changes within [since, until) (Asia/Shanghai never does)."""
+    from sqlalchemy import func, literal_column, select
+
+    zone = _zone(tz)
+    col = table.c[time_column]
+    if unit not in ("day", "week", "month"):
+        raise ValueError(f"unit must be day, week or month, not {unit!r}")
+    if conn.dialect.name == "postgresql":
+        # Inlined (a fixed word and a validated IANA name), so the SELECT and the GROUP BY are the same expression.
+        if not re.fullmatch(r"[A-Za-z0-9_+\-/]+", zone.key):
+            raise ValueError(f"unexpected time zone name {zone.key!r}")
+        bucket = func.date_trunc(literal_column(f"'{unit}'"), func.timezone(literal_column(f"'{zone.key}'"), col))
+    else:
+        offsets = {(since + timedelta(days=i)).astimezone(zone).utcoffset() for i in range((until - since).days + 1)}
+        offsets.add((until - timedelta(microseconds=1)).astimezone(zone).utcoffset())
+        if len(offsets) != 1:
+            raise ValueError(f"{zone.key} changes its UTC offset within the period; SQLite cannot group by its local "
+                             "days in SQL: use counts_by_period over the rows")
+        shift = f"{int((offsets.pop() or timedelta(0)).total_seconds() // 60):+d} minutes"
+        if unit == "day":
+            bucket = func.date(col, shift)
+        elif unit == "week":
+            bucket = func.date(col, shift, "weekday 0", "-6 days")  # the Monday of the ISO week
+        else:
+            bucket = func.strftime("%Y-%m-01", col, shift)
+    stmt = select(bucket, func.count()).where(col >= _db_time(conn, col, since), col < _db_time(conn, col, until))
+    if where is not None:
+        stmt = stmt.where(where)
+    c: dict[date, int] = {}
+    for b, n in conn.execute(stmt.group_by(bucket)).all():
+        day = b.date() if isinstance(b, datetime) else date.fromisoformat(str(b)[:10])
+        c[day] = c.get(day, 0) + int(n)
+    first = _bucket(since.astimezone(zone).date(), unit)
+    last = _bucket((until - timedelta(microseconds=1)).astimezone(zone).date(), unit)
+    return _fill(c, unit, first, last)
+
+
+def _db_time(conn: Any, col: Any, value: datetime) -> datetime:
+    """A bound time for ``col``: UTC-aware, or naive UTC for a plain DateTime column on SQLite (the case
+    database's UtcDateTime does that conversion itself)."""
+    from sqlalchemy import TypeDecorator
+
     value = value.astimezone(UTC)
-    return value.replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
+    naive = conn.dialect.name == "sqlite" and not isinstance(col.type, TypeDecorator)
+    return value.replace(tzinfo=None) if naive else value
 
 
 # -- tables and their export ----------------------------------------------------------------------------

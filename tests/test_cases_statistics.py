@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import pytest
 from bureau_support import SH, local
 from openpyxl import load_workbook
 from sqlalchemy import Column as SqlColumn
-from sqlalchemy import DateTime, MetaData, String, Table, create_engine, insert
+from sqlalchemy import Engine, MetaData, String, Table, create_engine, insert
 
+from nonsite.cases.db import UtcDateTime
 from nonsite.cases.statistics import (
     CaseRow,
     Column,
@@ -21,6 +23,7 @@ from nonsite.cases.statistics import (
     closure_rate,
     counts,
     counts_by_period,
+    counts_by_period_sql,
     counts_sql,
     decisions,
     dismissal_reasons,
@@ -215,15 +218,45 @@ def test_summary_and_the_exports_hold_the_same_numbers(tmp_path: Path) -> None:
     assert zh.splitlines()[:2] == ["类型,数量,占比", "street_vending,4,0.4000"]
 
 
-def test_counts_in_the_database_match_the_rows() -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def alerts_db(request: pytest.FixtureRequest) -> Iterator[tuple[Engine, Table]]:
+    """The eleven alerts in a table of the case database's time type, on SQLite and on PostgreSQL."""
+    url = "sqlite://" if request.param == "sqlite" else request.getfixturevalue("postgres_database")
     md = MetaData()
-    alerts = Table("alerts", md, SqlColumn("number", String, primary_key=True), SqlColumn("type", String),
-                   SqlColumn("camera_id", String), SqlColumn("confirmed_at", DateTime))
-    engine = create_engine("sqlite://")
+    alerts = Table("bureau_alerts", md, SqlColumn("number", String(32), primary_key=True),
+                   SqlColumn("type", String(64)), SqlColumn("camera_id", String(64)),
+                   SqlColumn("confirmed_at", UtcDateTime()))
+    engine = create_engine(url)
     md.create_all(engine)
     with engine.begin() as conn:
         conn.execute(insert(alerts), [{"number": r.number, "type": r.type, "camera_id": r.camera_id,
-                                       "confirmed_at": r.detected_at.replace(tzinfo=None)} for r in ROWS])
+                                       "confirmed_at": r.detected_at} for r in ROWS])
+    yield engine, alerts
+    md.drop_all(engine)
+    engine.dispose()
+
+
+def test_counts_in_the_database_match_the_rows(alerts_db: tuple[Engine, Table]) -> None:
+    engine, alerts = alerts_db
+    with engine.connect() as conn:
         for by in ("type", "camera_id"):
             assert counts_sql(conn, alerts, by, since=L(10, 1), until=L(11, 1)) == counts(OCT, by)
         assert counts_sql(conn, alerts, "type", where=alerts.c.camera_id == FENCE) == {"stray_dog": 3}
+        for unit in ("day", "week", "month"):
+            expected = counts_by_period(OCT, unit, SH, since=L(10, 1), until=L(11, 1))  # type: ignore[arg-type]
+            got = counts_by_period_sql(conn, alerts, unit, SH, since=L(10, 1), until=L(11, 1))  # type: ignore[arg-type]
+            assert got == expected, unit
+        # A10 (00:30 on 1 November in Shanghai, 31 October in UTC) falls on 1 November.
+        nov = counts_by_period_sql(conn, alerts, "day", SH, since=L(10, 31), until=L(11, 2))
+        assert nov == {"2026-10-31": 1, "2026-11-01": 1}
+        assert counts_by_period_sql(conn, alerts, "month", "Asia/Shanghai", since=L(9, 1), until=L(12, 1)) == {
+            "2026-09": 0, "2026-10": 10, "2026-11": 1}
+
+
+def test_sqlite_refuses_a_zone_whose_offset_changes() -> None:
+    md = MetaData()
+    t = Table("t", md, SqlColumn("confirmed_at", UtcDateTime()))
+    engine = create_engine("sqlite://")
+    md.create_all(engine)
+    with engine.connect() as conn, pytest.raises(ValueError, match="changes its UTC offset"):
+        counts_by_period_sql(conn, t, "day", "Europe/Berlin", since=L(10, 1), until=L(11, 1))  # DST ends 25 Oct
