@@ -67,6 +67,7 @@ from zoneinfo import ZoneInfo
 __all__ = [
     "DIMENSIONS",
     "CaseRow",
+    "case_rows",
     "Column",
     "Ratio",
     "StatTable",
@@ -456,6 +457,66 @@ def counts_by_period_sql(
     first = _bucket(since.astimezone(zone).date(), unit)
     last = _bucket((until - timedelta(microseconds=1)).astimezone(zone).date(), unit)
     return _fill(c, unit, first, last)
+
+
+def case_rows(
+    session: Any,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    organisation: Any = None,
+    time_limits: Any = None,
+    tz: str | ZoneInfo = "Asia/Shanghai",
+) -> list[CaseRow]:
+    """:class:`CaseRow` values of the case database as it is today (before the bureau's columns exist):
+    cases confirmed by the pipeline in [since, until); the first time each reached each status, from the audit
+    trail (``draft`` = drafted; in time order); grid and street from ``organisation`` (an ``Organisation``:
+    the camera's grid); the team from ``dispatched_to``; the deadline from ``time_limits`` (a
+    ``TimeLimitTable``: ``finish_due`` from the operator's confirmation). Two queries (the cases, then the
+    first time per case and status); no decision yet (it is not stored before the wiring)."""
+    from sqlalchemy import func, select
+
+    from nonsite.cases.db import AuditEntry, Case
+    from nonsite.cases.organisation import Location
+
+    stmt = select(Case.id, Case.number, Case.type, Case.camera_id, Case.lat, Case.lon, Case.confirmed_at,
+                  Case.created_at, Case.status, Case.dismiss_reason, Case.dispatched_to)
+    if since is not None:
+        stmt = stmt.where(Case.confirmed_at >= since)
+    if until is not None:
+        stmt = stmt.where(Case.confirmed_at < until)
+    cases = session.execute(stmt.order_by(Case.confirmed_at, Case.id)).all()
+    reached: dict[int, dict[str, datetime]] = defaultdict(dict)
+    ids = [c.id for c in cases]
+    for i in range(0, len(ids), 1000):
+        q = (select(AuditEntry.case_id, AuditEntry.after_status, func.min(AuditEntry.at))
+             .where(AuditEntry.case_id.in_(ids[i:i + 1000]), AuditEntry.after_status.is_not(None))
+             .group_by(AuditEntry.case_id, AuditEntry.after_status))
+        for case_id, status, at in session.execute(q):
+            reached[case_id][str(status)] = at
+    grids: dict[tuple[str, Any, Any], tuple[str | None, str | None]] = {}
+    out = []
+    for c in cases:
+        times = dict(sorted({"draft": c.created_at, **reached.get(c.id, {})}.items(), key=lambda kv: kv[1]))
+        grid_id = street_id = None
+        if organisation is not None:
+            key = (c.camera_id, c.lat, c.lon)
+            if key not in grids:
+                loc = Location(lat=c.lat, lon=c.lon) if c.lat is not None and c.lon is not None else None
+                grid = organisation.grid_of(c.camera_id, loc)[0]
+                street = organisation.street_of(grid.id) if grid is not None else None
+                grids[key] = (grid.id if grid else None, street.id if street else None)
+            grid_id, street_id = grids[key]
+        due = None
+        if time_limits is not None and "confirmed" in times:
+            finish = time_limits.finish_due(c.type, times["confirmed"], tz)
+            due = finish.at if finish is not None else None
+        out.append(CaseRow(
+            number=c.number, type=c.type, camera_id=c.camera_id, detected_at=c.confirmed_at,
+            status=getattr(c.status, "value", str(c.status)), times=times, street_id=street_id, grid_id=grid_id,
+            team_id=c.dispatched_to or None, dismiss_reason=c.dismiss_reason, due_at=due,
+        ))
+    return out
 
 
 def _db_time(conn: Any, col: Any, value: datetime) -> datetime:

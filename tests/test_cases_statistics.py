@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,12 +14,17 @@ from bureau_support import SH, local
 from openpyxl import load_workbook
 from sqlalchemy import Column as SqlColumn
 from sqlalchemy import Engine, MetaData, String, Table, create_engine, insert
+from test_cases_drafter import make_sealed
 
+from nonsite.cases import approve, close, confirm, dismiss, dispatch, draft_case, open_db, rectify
 from nonsite.cases.db import UtcDateTime
+from nonsite.cases.legal_basis import default_catalogue
+from nonsite.cases.organisation import load_organisation
 from nonsite.cases.statistics import (
     CaseRow,
     Column,
     Ratio,
+    case_rows,
     closure_rate,
     counts,
     counts_by_period,
@@ -260,3 +265,45 @@ def test_sqlite_refuses_a_zone_whose_offset_changes() -> None:
     md.create_all(engine)
     with engine.connect() as conn, pytest.raises(ValueError, match="changes its UTC offset"):
         counts_by_period_sql(conn, t, "day", "Europe/Berlin", since=L(10, 1), until=L(11, 1))  # DST ends 25 Oct
+
+
+def test_rows_from_the_case_database(case_db_url: str) -> None:
+    """The figures over the case database as it is today: statuses from the audit trail, grids from the
+    organisation, deadlines from the catalogue (SQLite and PostgreSQL)."""
+    sf = open_db(case_db_url)
+    try:
+        def draft(type_: str, camera: str, day: int) -> int:
+            sealed = make_sealed(type_=type_, camera_id=camera, confirmed_at=datetime(2026, 11, day, 3, tzinfo=UTC))
+            return draft_case(sf, sealed, "NS")[0].id
+
+        c1 = draft("sidewalk_parking", CARPARK, 21)
+        c2 = draft("street_vending", CARPARK, 22)
+        draft("stray_dog", "cam-x", 23)  # its location (make_sealed's) lies in no grid of the example
+        draft("stray_dog", CARPARK, 30)  # 30 November 11:00 Shanghai: after the window's end (30 Nov 00:00)
+        confirm(sf, c1, "chen.jing")
+        approve(sf, c1, "fa.zhi")
+        dispatch(sf, c1, "chen.jing", assignee=T1)
+        rectify(sf, c1, "sun.hao", note="车辆已驶离")
+        close(sf, c1, "fa.zhi")
+        dismiss(sf, c2, "chen.jing", "false_positive")
+        org = load_organisation(Path(__file__).resolve().parents[1] / "examples" / "organisation.yaml")
+        limits = default_catalogue().time_limit_table()
+        with sf() as session:
+            rows = case_rows(session, L(11, 1), L(11, 30), organisation=org, time_limits=limits, tz=SH)
+    finally:
+        sf.kw["bind"].dispose()
+    assert [(r.type, r.status) for r in rows] == [
+        ("sidewalk_parking", "closed"), ("street_vending", "dismissed"), ("stray_dog", "draft")]
+    first, second, third = rows
+    assert list(first.times) == ["draft", "confirmed", "approved", "dispatched", "rectified", "closed"]
+    assert sorted(first.times.values()) == list(first.times.values())
+    assert (first.grid_id, first.street_id, first.team_id) == ("yanshi-east", "yanshi-jd", T1)
+    finish = limits.finish_due("sidewalk_parking", first.times["confirmed"], SH)
+    assert finish is not None and first.due_at == finish.at
+    assert (set(second.times), second.dismiss_reason, second.due_at) == ({"draft", "dismissed"}, "false_positive",
+                                                                         None)
+    assert (third.grid_id, third.street_id, third.team_id, list(third.times)) == (None, None, None, ["draft"])
+    now = datetime.now(UTC)
+    assert disposal_rate(rows, now) == Ratio(1, 1) and on_time_rate(rows, now) == Ratio(1, 1)
+    assert false_positive_rates(rows) == {(CARPARK,): Ratio(1, 2)}
+    assert counts(rows, "grid_id") == {"yanshi-east": 2, None: 1}
