@@ -7,8 +7,10 @@ the blobs by key and sha256, media never rides the bus).
 
 Evidence is two-stage (GA/T 832): the onset still, a second overview still ``evidence.min_still_gap_s``
 after it while the object stays (role ``overview_2``; publishing waits for it when the dwell is shorter),
-the confirmation still and a close-up. For sidewalk parking the plate is read from the vehicle when a
-plate reader is there (``plate_reader``, by default :mod:`nonsite.models.plates` when installed).
+the confirmation still and a close-up. For a violation type whose evidence hook asks for it (sidewalk
+parking: ``reads_plate``) the plate is read from the main object when a plate reader is there
+(``plate_reader``, by default :mod:`nonsite.models.plates` when installed); look-alike classes a type names
+(``merge_classes``: car/truck/bus) are merged into one box per object before tracking.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from nonsite.pipeline.appearance import add_appearance
 from nonsite.pipeline.detections import merge_class_group
 from nonsite.pipeline.rules import Episode, RuleEngine, RuleEvent, camera_rules, rule_config_hash
 from nonsite.pipeline.tracking import Tracker
+from nonsite.pipeline.violations import violation_types
 from nonsite.streams.base import Frame
 from nonsite.streams.ringbuffer import RingBuffer
 
@@ -169,6 +172,9 @@ class EdgeWorker:
         self.camera, self.cfg, self.store, self.bus, self.model = camera, cfg, store, bus, model
         self.sequence = sequence
         self.rules = camera_rules(camera, cfg.rules)
+        self._types = {t.name: t for t in violation_types()}
+        self._merge_groups = [list(t.merge_classes(getattr(self.rules, t.name)))
+                              for t in self._types.values() if t.merge_classes is not None]
         self.plate_reader = plate_reader if plate_reader is not None else default_plate_reader(cfg)
         self.tracker = Tracker(cfg.tracker, camera.fps)
         self.ring = RingBuffer(
@@ -194,7 +200,8 @@ class EdgeWorker:
         if latest is not None:
             for o in (*self.open.values(), *self.pending):
                 o.clip.add(*latest)
-        detections = merge_class_group(detections, self.rules.sidewalk_parking.vehicle_classes)
+        for group in self._merge_groups:
+            detections = merge_class_group(detections, group)
         tracked = add_appearance(frame.image, self.tracker.update(detections, frame.ts))
         for ev in self.engine.update(tracked, frame.ts):
             self._on_rule_event(ev, frame)
@@ -247,9 +254,10 @@ class EdgeWorker:
     def _read_plate(self, o: _Open, still: Still, xyxy: tuple[float, float, float, float]) -> None:
         """Keep the most confident plate reading of the vehicle over the stills offered (never invented: a
         reader returns only readings that match a configured format)."""
-        if self.plate_reader is None or o.episode.rule != "sidewalk_parking":
+        vt = self._types.get(o.episode.rule)
+        if self.plate_reader is None or self.engine is None or vt is None or vt.reads_plate is None:
             return
-        if not getattr(self.engine.zone_config(o.episode.zone_id) if self.engine else None, "read_plates", False):
+        if not vt.reads_plate(self.engine.zone_config(o.episode.zone_id)):
             return
         try:
             reading = self.plate_reader(still.image, xyxy)
