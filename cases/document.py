@@ -272,8 +272,8 @@ def document_context(
     t = _T(lang)
     snap = _legal_snapshot(case, catalogue)
     type_name = t.label("type", case.type)
-    if t.lang == "zh" and snap.get("name") and f"type.{case.type}" not in t.m:
-        type_name = str(snap["name"].get("zh", type_name))
+    if snap.get("name") and f"type.{case.type}" not in t.m:  # a type without its own label: the catalogue's name
+        type_name = str(snap["name"].get(t.lang, type_name))
     coords = f"{case.lat:.6f}, {case.lon:.6f}" if case.lat is not None and case.lon is not None else t("value.none")
     camera = f"{case.camera_name} ({case.camera_id})" if case.camera_name else case.camera_id
     zone = f"{case.zone_name} ({case.zone_id})" if case.zone_name else case.zone_id
