@@ -132,6 +132,17 @@ class Ridden:
             del self.at[t]
 
 
+@dataclass
+class StandingState(TypeState):
+    """Memory of a type about objects that stand still: when each stopped, which vehicles carry a rider."""
+
+    standing: Standing = field(default_factory=Standing)
+    ridden: Ridden = field(default_factory=Ridden)
+
+    def forget(self, ts: float) -> None:
+        self.ridden.forget(ts)
+
+
 Detect = Callable[[Scene[Any], Any], list[Hit]]
 
 

@@ -9,14 +9,12 @@ into one box per vehicle before tracking, and a confirmed vehicle gets its plate
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 from pydantic import Field
 
 from nonsite.config.rules import RuleCommon
 from nonsite.pipeline.detections import names_of
-from nonsite.pipeline.violations.base import Hit, Ridden, Scene, Standing, TypeState, ViolationType
+from nonsite.pipeline.violations.base import Hit, Scene, StandingState, ViolationType
 
 
 class SidewalkParkingRule(RuleCommon):
@@ -63,16 +61,11 @@ class SidewalkParkingRule(RuleCommon):
     )
 
 
-@dataclass
-class ParkingState(TypeState):
-    standing: Standing = field(default_factory=Standing)
-    ridden: Ridden = field(default_factory=Ridden)
-
-    def forget(self, ts: float) -> None:
+def forget(self, ts: float) -> None:
         self.ridden.forget(ts)
 
 
-def detect(scene: Scene[SidewalkParkingRule], state: ParkingState) -> list[Hit]:
+def detect(scene: Scene[SidewalkParkingRule], state: StandingState) -> list[Hit]:
     """Tracked vehicles of the zone's classes in the zone, not ridden, with the time each stopped."""
     cfgs, base, d = scene.configs, scene.base, scene.d
     tid = scene.tracked
@@ -103,7 +96,7 @@ TYPE = ViolationType(
     description="Vehicle standing on a sidewalk / no-parking zone.",
     watches=("sidewalk", "no_parking"),
     detect=detect,
-    new_state=ParkingState,
+    new_state=StandingState,
     merge_classes=lambda cfg: cfg.vehicle_classes,
     reads_plate=lambda cfg: cfg.read_plates,
     order=10,

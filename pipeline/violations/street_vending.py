@@ -7,8 +7,6 @@ and so is its rider. Allow zones (``vending_allowed``, e.g. a night market by it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 from pydantic import Field
 
@@ -17,10 +15,8 @@ from nonsite.pipeline.geometry import area, gap, inside_fraction, riding
 from nonsite.pipeline.violations.base import (
     RIDER_MIN_CONFIDENCE,
     Hit,
-    Ridden,
     Scene,
-    Standing,
-    TypeState,
+    StandingState,
     ViolationType,
 )
 
@@ -80,12 +76,7 @@ class StreetVendingRule(RuleCommon):
     )
 
 
-@dataclass
-class VendingState(TypeState):
-    standing: Standing = field(default_factory=Standing)
-    ridden: Ridden = field(default_factory=Ridden)
-
-    def forget(self, ts: float) -> None:
+def forget(self, ts: float) -> None:
         self.ridden.forget(ts)
 
 
@@ -114,7 +105,7 @@ def _under(p: np.ndarray, obj: np.ndarray, cfg: StreetVendingRule) -> bool:
     return bool(over > 0 and p[1] - 0.5 * h <= obj[3] <= p[1] + 0.4 * h)
 
 
-def detect(scene: Scene[StreetVendingRule], state: VendingState) -> list[Hit]:
+def detect(scene: Scene[StreetVendingRule], state: StandingState) -> list[Hit]:
     """Tracked, standing people in the zone beside a stall (the stall objects as ``related``)."""
     cfgs, base, d = scene.configs, scene.base, scene.d
     tid = scene.tracked
@@ -160,6 +151,6 @@ TYPE = ViolationType(
     watches=("no_vending",),
     exempts=("vending_allowed",),
     detect=detect,
-    new_state=VendingState,
+    new_state=StandingState,
     order=20,
 )
