@@ -28,7 +28,7 @@ from nonsite.pipeline.violations.base import Hit, Scene, TypeState, ViolationTyp
 
 __all__ = [
     "MODULES_ENV", "Hit", "Scene", "TypeState", "ViolationType", "config_schema", "exempted_by", "load_config",
-    "models", "typed_camera", "typed_config", "typed_rules", "violation_types", "watched_by",
+    "models", "typed_camera", "typed_rules", "violation_types", "watched_by",
 ]
 
 MODULES_ENV = "NONSITE_VIOLATION_MODULES"
@@ -110,9 +110,3 @@ def typed_camera(camera: CameraConfig) -> Any:
     """``camera`` as the typed model (its zones' kinds and overrides checked against the registry)."""
     typed = models().camera
     return camera if isinstance(camera, typed) else typed.model_validate(camera.model_dump())
-
-
-def typed_config(cfg: NonsiteConfig) -> Any:
-    """``cfg`` as the typed model."""
-    typed = models().config
-    return cfg if isinstance(cfg, typed) else typed.model_validate(cfg.model_dump())
