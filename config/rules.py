@@ -180,7 +180,7 @@ def typed_rules_models(types: list[tuple[str, type[RuleCommon], str]]) -> tuple[
         name: (overrides_model(model, name) | None, Field(None, description=f"Overrides of rules.{name} here."))
         for name, model, _ in types
     })
-    over.__doc__ = "Rule settings that differ for one camera or one zone; unset keys inherit from ``rules:``."
+    over.__doc__ = RuleOverrides.__doc__
     return rules, over
 
 

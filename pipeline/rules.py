@@ -2,11 +2,11 @@
 
 It knows no violation type: each type (:mod:`nonsite.pipeline.violations`, one module each) is a pure
 function of tracked detections, time, the zones it watches and its own state. Per frame each type names
-the objects for which its condition holds ("hits"); the engine turns hits
-into episodes: ``onset`` when a condition starts, ``confirmed`` once it has held for the zone's dwell
-(one alert per episode), ``retracted`` when it stops before the dwell, ``ended`` when a confirmed one
-stops. A condition interrupted for at most ``max_gap_s`` (a missed detection, a short occlusion that
-the tracker bridges) continues.
+the objects for which its condition holds ("hits"); the engine turns hits into episodes: ``onset`` when a
+condition starts, ``confirmed`` once it has held for the zone's dwell (one alert per episode),
+``retracted`` when it stops before the dwell, ``ended`` when a confirmed one stops. A condition
+interrupted for at most ``max_gap_s`` (a missed detection, a short occlusion that the tracker bridges)
+continues.
 
 One alert per episode, even when the tracker does not keep the id: a new track whose hit has no
 episode yet is first matched, by place (IoU or centre distance to the episode's last box) and by look
