@@ -97,10 +97,7 @@ def _fix_for(err: dict[str, Any]) -> str:
     return msg
 
 
-C = TypeVar("C", bound=NonsiteConfig)
-
-
-def load_config(path: str | os.PathLike[str], model: type[C] = NonsiteConfig) -> C:  # type: ignore[assignment]
+def load_config(path: str | os.PathLike[str], model: type[NonsiteConfig] = NonsiteConfig) -> NonsiteConfig:
     """Read, expand ``${VAR}`` / ``${VAR:-default}`` and validate a config file with ``model``: the plain
     :class:`NonsiteConfig` (central roles), or the typed model of the violation types where rules run
     (:func:`nonsite.pipeline.violations.load_config`).
@@ -168,7 +165,7 @@ def load_model(
         raise ConfigError("\n".join(msgs)) from None
 
 
-def _resolve_paths(cfg: C, base: Path) -> C:
+def _resolve_paths(cfg: NonsiteConfig, base: Path) -> NonsiteConfig:
     data_dir = os.environ.get("NONSITE_DATA_DIR") or cfg.data_dir
     cfg.data_dir = str((base / data_dir).resolve()) if not os.path.isabs(data_dir) else data_dir
     for name in ("legal_basis", "document_font"):
