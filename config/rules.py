@@ -9,10 +9,11 @@ rule or a zone is enforced, in the city's time zone (``timezone:``).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, create_model, field_validator, model_validator
 
 from nonsite.config.base import Section
 from nonsite.config.manifest import type_names
@@ -127,22 +128,32 @@ class RuleCommon(Section):
     )
 
 
+@dataclass(frozen=True)
+class _UnknownType:
+    name: str
+
+
+def _known_type(value: Any) -> Any:
+    if isinstance(value, _UnknownType):
+        raise ValueError(f"unknown violation type '{value.name}'; use one of {', '.join(type_names())}")
+    return value
+
+
 class _ByType(Section):
     """Settings keyed by violation type. Central roles (sealer, drafter, console) validate only that every key
     names a known type (:func:`nonsite.config.manifest.type_names`); the models with each type's own fields
     are built from the registry of violation types where rules run (:mod:`nonsite.pipeline.violations`)."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, dict[str, Any] | None]
+    __pydantic_extra__: dict[str, Annotated[dict[str, Any] | None, BeforeValidator(_known_type)]]
 
     @model_validator(mode="before")
     @classmethod
-    def _known_types(cls, data: Any) -> Any:
+    def _mark_unknown(cls, data: Any) -> Any:
+        """Unknown type names fail as their own key (file:line of the key, not of the section)."""
         if isinstance(data, dict):
             known = type_names()
-            for name in data:
-                if name not in known:
-                    raise ValueError(f"unknown violation type '{name}'; use one of {', '.join(known)}")
+            return {k: v if k in known else _UnknownType(str(k)) for k, v in data.items()}
         return data
 
     def named(self) -> list[str]:
