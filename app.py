@@ -56,7 +56,10 @@ class RunSummary:
                 self.violations[k] = self.violations.get(k, 0) + v
 
     def lines(self) -> list[str]:
-        types = ("sidewalk_parking", "street_vending", "stray_dog")
+        from nonsite.pipeline.violations import violation_types  # edge side only, like the runner it summarises
+
+        types = [t.name for t in violation_types()]
+        types += sorted(set(self.violations) - set(types))
         out = ["violations: " + ", ".join(f"{t} {self.violations.get(t, 0)}" for t in types)]
         out.append(f"evidence packages sealed: {self.packages_sealed}")
         out.append(f"case drafts: {self.case_drafts}")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from nonsite.config import ConfigError, NonsiteConfig, config_schema, load_config, mask_url
+from nonsite.config import ConfigError, NonsiteConfig, load_config, mask_url
 from nonsite.config.detectors import DETECTOR_BACKENDS
 
 if TYPE_CHECKING:
@@ -49,7 +49,12 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler], force=True)
 
 
-def _load(path: str) -> NonsiteConfig:
+def _load(path: str, typed: bool = False) -> NonsiteConfig:
+    """The config file; ``typed``: with every violation type's own settings checked (where rules run)."""
+    if typed:
+        from nonsite.pipeline.violations import load_config as load_typed
+
+        return load_typed(path)
     return load_config(path)
 
 
@@ -74,7 +79,7 @@ def preflight(cfg: NonsiteConfig, config_path: str) -> None:
 def cmd_run(a: argparse.Namespace) -> int:
     from nonsite.app import run
 
-    cfg = _load(a.config)
+    cfg = _load(a.config, typed=True)
     if a.port is not None:
         cfg.console.port = a.port
     preflight(cfg, a.config)
@@ -217,7 +222,7 @@ def _role(a: argparse.Namespace, role: str) -> Iterator[tuple[NonsiteConfig, Rol
     """Load the config, start the role's ops endpoint and health checks, stop on SIGTERM/SIGINT."""
     from nonsite.app import RoleOps, stop_on_signals
 
-    cfg = _load(a.config)
+    cfg = _load(a.config, typed=role in ("edge", "pool"))
     if role == "console":  # the console serves /metrics, /healthz and /readyz on its own port
         host, port = cfg.console.host, None
     else:
@@ -320,7 +325,7 @@ def cmd_bus_status(a: argparse.Namespace) -> int:
 def cmd_config_check(a: argparse.Namespace) -> int:
     from nonsite.cases.legal_basis import load_catalogue
 
-    cfg = _load(a.config)
+    cfg = _load(a.config, typed=True)
     load_catalogue(cfg.cases.legal_basis)
     print(f"{a.config}: OK ({len(cfg.cameras)} cameras, "
           f"{sum(len(c.zones) for c in cfg.cameras)} zones, data in {cfg.data_dir})")
@@ -328,6 +333,8 @@ def cmd_config_check(a: argparse.Namespace) -> int:
 
 
 def cmd_config_schema(a: argparse.Namespace) -> int:
+    from nonsite.pipeline.violations import config_schema
+
     text = json.dumps(config_schema(), indent=2, ensure_ascii=False) + "\n"
     if a.out:
         Path(a.out).write_text(text, encoding="utf-8")
@@ -377,7 +384,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         write_json,
     )
 
-    cfg = _load(a.config) if a.config else NonsiteConfig()
+    cfg = _load(a.config, typed=True) if a.config else NonsiteConfig()
     root = Path(a.dataset).resolve()
     try:
         clips = load_dataset(root)  # every clip's files are checked before the detector loads

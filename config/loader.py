@@ -128,15 +128,17 @@ def error_lines(
     return msgs
 
 
-def load_config(path: str | os.PathLike[str]) -> NonsiteConfig:
-    """Read, expand ``${VAR}`` / ``${VAR:-default}`` and validate a config file.
+def load_config(path: str | os.PathLike[str], model: type[NonsiteConfig] = NonsiteConfig) -> NonsiteConfig:
+    """Read, expand ``${VAR}`` / ``${VAR:-default}`` and validate a config file with ``model``: the plain
+    :class:`NonsiteConfig` (central roles), or the typed model of the violation types where rules run
+    (:func:`nonsite.pipeline.violations.load_config`).
 
     Raises :class:`ConfigError` with ``file:line: key: problem`` lines; never a traceback for bad input.
     """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found; pass an existing YAML file with --config")
-    cfg = load_model(p, NonsiteConfig, what="the file must be a mapping of sections (cameras:, detector:, ...)")
+    cfg = load_model(p, model, what="the file must be a mapping of sections (cameras:, detector:, ...)")
     return _resolve_paths(cfg, p.parent.resolve())
 
 
@@ -197,6 +199,7 @@ def _resolve_paths(cfg: NonsiteConfig, base: Path) -> NonsiteConfig:
     return cfg
 
 
-def config_schema() -> dict[str, Any]:
-    """JSON schema of the configuration file (published as docs/config.schema.json)."""
-    return NonsiteConfig.model_json_schema()
+def config_schema(model: type[NonsiteConfig] = NonsiteConfig) -> dict[str, Any]:
+    """JSON schema of the configuration file validated with ``model`` (docs/config.schema.json is that of the
+    typed model: :func:`nonsite.pipeline.violations.config_schema`)."""
+    return model.model_json_schema()

@@ -9,10 +9,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from nonsite.config import CameraConfig, ConfigError, load_config
+from nonsite.config import CameraConfig, ConfigError
 from nonsite.config.writer import update_camera_zones
 from nonsite.ops.cameras import CameraStatus
 from nonsite.pipeline.edge import EdgeRunner
+from nonsite.pipeline.violations import load_config
 
 
 def zone_dicts(camera: CameraConfig) -> list[dict[str, Any]]:

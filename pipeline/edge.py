@@ -33,6 +33,7 @@ from nonsite.evidence.store import Store
 from nonsite.models.base import Detector
 from nonsite.pipeline.metrics import CameraSample, EdgeMetrics
 from nonsite.pipeline.scheduler import FrameQueue, RoundRobin
+from nonsite.pipeline.violations import typed_camera
 from nonsite.pipeline.worker import EdgeWorker, SequenceCounter, WorkerStats
 from nonsite.streams import LiveSource, open_source
 from nonsite.streams.base import Frame, Source, SourceError
@@ -148,7 +149,7 @@ class EdgeRunner:
         self._history: list[CameraRun] = []
         self._running = False
         self._wake = threading.Event()
-        for c in cfg.cameras:
+        for c in map(typed_camera, cfg.cameras):
             self._cameras[c.id] = c
             if c.enabled:
                 self._runs[c.id] = self._new_run(c)
@@ -190,6 +191,7 @@ class EdgeRunner:
     def add_camera(self, camera: CameraConfig) -> Change:
         """Start a new camera (``ValueError`` if its id exists; :class:`SourceError` if its video file is
         missing). A disabled camera is only recorded."""
+        camera = typed_camera(camera)
         with self._lock:
             if camera.id in self._cameras:
                 raise ValueError(f"camera '{camera.id}' already exists; use update_camera to change it")
@@ -235,6 +237,7 @@ class EdgeRunner:
         """Apply a changed camera config: nothing if equal; zones only: swap zones and rules live; else
         restart this camera alone. Enabling or disabling starts or stops it. ``KeyError`` if unknown;
         :class:`SourceError` (the old camera keeps running) if the new video file is missing."""
+        camera = typed_camera(camera)
         old_run: CameraRun | None = None
         swap_wait: CameraRun | None = None
         with self._lock:

@@ -16,6 +16,7 @@ from nonsite.bus.events import TOPIC_VIOLATIONS, ModelInfo, ViolationEvent
 from nonsite.config import CameraConfig, NonsiteConfig
 from nonsite.evidence.local import LocalStore
 from nonsite.pipeline.detections import make_detections
+from nonsite.pipeline.violations import models
 from nonsite.pipeline.worker import EdgeWorker, PlateReader, SequenceCounter
 from nonsite.streams.base import Frame
 
@@ -26,7 +27,7 @@ GREY, RED = (128, 128, 128), (40, 40, 220)
 
 
 def config(**evidence: object) -> NonsiteConfig:
-    return NonsiteConfig.model_validate({
+    return models().config.model_validate({
         "rules": {"sidewalk_parking": {"dwell_s": 2}},
         "evidence": {"pre_roll_s": 1, "post_roll_s": 0.4, **evidence},
         "cameras": [{"id": "cam-1", "source": {"url": "x.mp4"}, "fps": FPS,
