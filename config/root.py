@@ -11,6 +11,7 @@ from nonsite.config.cameras import CameraConfig
 from nonsite.config.clock import ClockConfig
 from nonsite.config.detector import DetectorConfig, TrackerConfig
 from nonsite.config.edge import EdgeConfig, MetricsConfig
+from nonsite.config.integration import IntegrationConfig
 from nonsite.config.plates import PlatesConfig
 from nonsite.config.roles import DrafterConfig, PoolConfig, SealerConfig
 from nonsite.config.rules import RulesConfig
@@ -43,6 +44,8 @@ class NonsiteConfig(Section):
         default_factory=PoolConfig,
         description="`nonsite pool`: detector-pool workers that share the cameras of `cameras:` through Kafka.",
     )
+    integration: IntegrationConfig = Field(default_factory=IntegrationConfig, description="The city platform hand-off "
+                                           "and the teams' notifications (docs/integration.md).")
     clock: ClockConfig = Field(default_factory=ClockConfig, description="Clock health: the device clock compared "
                                "with (S)NTP servers; evidence needs it within about a second of standard time.")
 

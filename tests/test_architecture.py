@@ -29,7 +29,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     # the central side: never the edge's packages (they would load a model or open a camera)
     "evidence": NEUTRAL,
     "cases": NEUTRAL | {"evidence"},
-    "console": NEUTRAL | {"evidence", "cases"},
+    "console": NEUTRAL | {"evidence", "cases", "integration"},
+    # outside the office: the city platform hand-off and the notifications (HTTP out, callbacks in)
+    "integration": NEUTRAL | {"evidence", "cases"},
     # the edge path
     "pipeline": NEUTRAL | {"streams", "models", "evidence"},
 }
@@ -37,7 +39,8 @@ COMPOSITION_ROOT = frozenset({"app", "cli", "__main__", "__init__", "bench"})
 """Modules at the top (``app.py``, ``cli.py``) and the benchmarks wire everything together: they may import all."""
 NOT_SOURCE = frozenset({"tests", "deploy", "docs", "examples", "data", ".venv", "node_modules"})
 
-CENTRAL_ROLES = ("nonsite.evidence.sealer", "nonsite.cases.drafter", "nonsite.console.app", "nonsite.cli")
+CENTRAL_ROLES = ("nonsite.evidence.sealer", "nonsite.cases.drafter", "nonsite.console.app", "nonsite.cli",
+                 "nonsite.integration.connector", "nonsite.integration.inbound", "nonsite.integration.notify")
 DETECTION_MODULES = ("nonsite.pipeline", "nonsite.streams", "nonsite.models",
                      "cv2", "torch", "supervision", "openvino", "onnxruntime", "ultralytics")
 

@@ -1,0 +1,344 @@
+"""Notifications to the channels Chinese teams use: WeCom (企业微信) and DingTalk (钉钉) group robots, an SMS gateway.
+
+:meth:`Notifier.notify` takes a :class:`Notice` (a new alert, a 督办, an overdue case, a reminder) and queues it
+on every channel that subscribes to its kind; :meth:`Notifier.pump` (the worker thread calls it) turns what
+waits into messages and sends them:
+
+- **batched**: notices of one kind wait up to ``window_s`` (or until ``max_items`` are waiting) and go out as
+  one message listing them all; a burst larger than ``max_items`` — or than the channel's size limit — is
+  split into as few messages as fit;
+- **rate-limited** per channel: at most ``rate_per_minute`` messages in any 60 s (the robots' own limit is 20);
+  what exceeds it waits, nothing is dropped;
+- **retried** with exponential backoff and jitter on no answer, 5xx, 429 and the robots' "too fast" codes
+  (WeCom 45009, DingTalk 130101); a refusal that retrying cannot fix (bad key, bad message) and a message out
+  of attempts are logged as errors and counted.
+
+Webhook URLs (they carry the robot's key) and secrets come from the environment; logs show the URLs masked
+(``key=***``, ``access_token=***``). Case values are data: markdown characters in them are replaced by their
+full-width forms so an address cannot turn into a link.
+
+DingTalk's signed-secret mode (加签) follows its documentation: ``timestamp`` in milliseconds,
+``sign = urlencode(base64(HMAC-SHA256(key=secret, msg=f"{timestamp}\\n{secret}")))``, both appended to the
+webhook URL as query parameters.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote_plus
+from zoneinfo import ZoneInfo
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from nonsite.config.integration import ChannelConfig, NoticeKind, NotificationsConfig
+from nonsite.integration.http import HttpResult, TransportError, backoff_delay, mask_url, post
+from nonsite.integration.platform import report_from_case
+from nonsite.integration.signing import MissingSecret
+
+__all__ = ["Notice", "Notifier", "dingtalk_sign", "notice_from_case"]
+
+log = logging.getLogger(__name__)
+
+KIND_TITLES: dict[str, str] = {"new_alert": "新告警", "supervision": "督办", "overdue": "案件超期",
+                               "reminder": "办理提醒"}
+#: The channels' own size limits (WeCom: bytes of UTF-8; the others: characters).
+DEFAULT_LIMITS: dict[str, int] = {"wecom": 4096, "dingtalk": 5000, "sms": 300}
+RATE_LIMIT_CODES = frozenset({45009, 130101, -1})  # WeCom too fast, DingTalk too fast, "system busy"
+_MARKDOWN = str.maketrans({"[": "［", "]": "］", "(": "（", ")": "）", "*": "＊", "_": "＿", "`": "｀", "#": "＃",
+                           "<": "＜", ">": "＞", "\n": " ", "\r": " "})
+Poster = Callable[[str, bytes, Mapping[str, str], float], HttpResult]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One thing to tell a team."""
+
+    kind: NoticeKind
+    case_number: str
+    summary: str  # one line: type and place (人行道违停 · 示范路1号)
+    at: datetime  # when it happened (UTC)
+    detail: str = ""  # the 督办's instruction, the overdue step, ...
+
+
+def notice_from_case(case: Any, kind: NoticeKind, *, detail: str = "", at: datetime | None = None) -> Notice:
+    """A notice about a case row (type name and place from the case)."""
+    r = report_from_case(case)
+    place = r.address or r.camera_name or r.camera_id
+    return Notice(kind, r.number, f"{r.type_name or r.type} · {place}", at or r.confirmed_at, detail)
+
+
+def dingtalk_sign(secret: str, timestamp_ms: int) -> str:
+    """DingTalk's robot signature: urlencoded base64 of HMAC-SHA256(secret, "timestamp\\nsecret")."""
+    digest = hmac.new(secret.encode("utf-8"), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256).digest()
+    return quote_plus(base64.b64encode(digest))
+
+
+@dataclass
+class _Message:
+    kind: str
+    title: str
+    text: str
+    count: int
+    attempts: int = 0
+    next_at: float = 0.0
+
+
+@dataclass
+class ChannelStats:
+    sent: int = 0
+    notices_sent: int = 0
+    failed_attempts: int = 0
+    given_up: int = 0
+
+
+def _env(name: str, what: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise MissingSecret(f"environment variable {name} ({what}) is not set; export it before starting")
+    return value
+
+
+class _Channel:
+    """One configured channel: its queue, its rate window, how it builds and judges a request."""
+
+    def __init__(self, cfg: ChannelConfig, *, clock: Callable[[], float]) -> None:
+        self.cfg = cfg
+        self.url = _env(cfg.url_env, f"the {cfg.kind} URL of channel {cfg.id}")
+        self.secret = _env(cfg.secret_env, f"the DingTalk secret of channel {cfg.id}") if cfg.secret_env else None
+        self.auth = _env(cfg.auth_env, f"the SMS credential of channel {cfg.id}") if cfg.auth_env else None
+        self.limit = cfg.max_chars or DEFAULT_LIMITS[cfg.kind]
+        self.markdown = cfg.kind != "sms" and cfg.format == "markdown"
+        self.pending: dict[str, list[tuple[float, Notice]]] = {}
+        self.outgoing: deque[_Message] = deque()
+        self.sent_at: deque[float] = deque()
+        self.stats = ChannelStats()
+        self._clock = clock
+        self._body: jinja2.Template | None = None
+        if cfg.kind == "sms":
+            env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+            env.filters["json"] = lambda v: json.dumps(v, ensure_ascii=False)
+            self._body = env.from_string(cfg.body_template)
+
+    def size(self, text: str) -> int:
+        return len(text.encode("utf-8")) if self.cfg.kind == "wecom" else len(text)
+
+    def request(self, msg: _Message) -> tuple[str, bytes, dict[str, str]]:
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        kind, url = self.cfg.kind, self.url
+        if kind == "sms":
+            assert self._body is not None
+            body = self._body.render(phones=list(self.cfg.phones), text=msg.text)
+            json.loads(body)  # the template must give JSON; a TemplateError/ValueError is a permanent failure
+            if self.auth:
+                headers[self.cfg.auth_header] = self.auth
+            return url, body.encode("utf-8"), headers
+        mobiles = list(self.cfg.mention_mobiles)
+        if kind == "wecom":
+            payload: dict[str, Any] = (
+                {"msgtype": "markdown", "markdown": {"content": msg.text}} if self.markdown
+                else {"msgtype": "text", "text": {"content": msg.text, "mentioned_mobile_list": mobiles}})
+        else:
+            at = {"atMobiles": mobiles, "isAtAll": False}
+            mention = "".join(f" @{m}" for m in mobiles)
+            payload = ({"msgtype": "markdown", "markdown": {"title": msg.title, "text": msg.text + mention}, "at": at}
+                       if self.markdown else {"msgtype": "text", "text": {"content": msg.text}, "at": at})
+            if self.secret:
+                ts = int(self._clock() * 1000)
+                url += ("&" if "?" in url else "?") + f"timestamp={ts}&sign={dingtalk_sign(self.secret, ts)}"
+        return url, json.dumps(payload, ensure_ascii=False).encode("utf-8"), headers
+
+    def judge(self, res: HttpResult) -> tuple[bool, bool, str]:
+        """(delivered, worth retrying, error) of an answer."""
+        if res.status >= 500 or res.status == 429:
+            return False, True, f"answered {res.status}"
+        if not res.ok:
+            return False, False, f"answered {res.status}: {res.text(200)}"
+        if self.cfg.kind == "sms":
+            return True, False, ""
+        try:
+            data = json.loads(res.body or b"{}")
+            code = int(data.get("errcode", 0))
+        except (ValueError, TypeError, AttributeError):
+            return False, True, f"answered {res.status} with a body that is not the robot's JSON"
+        if code == 0:
+            return True, False, ""
+        return False, code in RATE_LIMIT_CODES, f"errcode {code}: {str(data.get('errmsg', ''))[:200]}"
+
+
+class Notifier:
+    """Batches, rate-limits and sends notices to the configured channels (thread-safe)."""
+
+    def __init__(self, cfg: NotificationsConfig, *, timezone: str = "Asia/Shanghai",
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 poster: Poster = post) -> None:
+        self.cfg = cfg
+        self._tz = ZoneInfo(timezone)
+        self._clock, self._rng, self._post = clock, rng or random.Random(), poster
+        self._lock = threading.Lock()
+        self.channels = {c.id: _Channel(c, clock=clock) for c in cfg.channels}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def notify(self, notice: Notice) -> None:
+        """Queue ``notice`` on every channel that takes its kind."""
+        now = self._clock()
+        with self._lock:
+            for ch in self.channels.values():
+                if notice.kind in ch.cfg.events:
+                    ch.pending.setdefault(notice.kind, []).append((now, notice))
+
+    def stats(self) -> dict[str, ChannelStats]:
+        return {cid: ch.stats for cid, ch in self.channels.items()}
+
+    def waiting(self) -> int:
+        """Notices and messages not yet sent, over all channels."""
+        with self._lock:
+            return sum(sum(len(v) for v in ch.pending.values()) + len(ch.outgoing) for ch in self.channels.values())
+
+    def pump(self, *, flush: bool = False) -> int:
+        """Form the messages that are due (``flush``: all that wait, window or not) and send what the rate limit
+        and the retry schedule allow; returns how many messages were delivered."""
+        done = 0
+        for ch in self.channels.values():
+            now = self._clock()
+            with self._lock:
+                for kind, items in list(ch.pending.items()):
+                    if items and (flush or len(items) >= self.cfg.max_items
+                                  or now - items[0][0] >= self.cfg.window_s):
+                        ch.outgoing.extend(self._messages(ch, kind, [n for _, n in items]))
+                        del ch.pending[kind]
+            done += self._send_due(ch)
+        return done
+
+    # -- formatting ------------------------------------------------------------------------------------
+
+    def _line(self, ch: _Channel, n: Notice) -> str:
+        when = n.at.astimezone(self._tz).strftime("%m-%d %H:%M")
+        summary, detail = n.summary.translate(_MARKDOWN), n.detail.translate(_MARKDOWN)
+        if ch.cfg.kind == "sms":
+            return f"{n.case_number} {summary} {when}" + (f" {detail}" if detail else "")
+        base = ch.cfg.console_url.rstrip("/")
+        if ch.markdown:
+            link = f" [查看]({base}/cases/{n.case_number})" if base else ""
+            return f"- **{n.case_number}** {summary} {when}" + (f"：{detail}" if detail else "") + link
+        link = f" {base}/cases/{n.case_number}" if base else ""
+        return f"{n.case_number} {summary} {when}" + (f"：{detail}" if detail else "") + link
+
+    def _messages(self, ch: _Channel, kind: str, notices: list[Notice]) -> list[_Message]:
+        title = KIND_TITLES.get(kind, kind)
+        lines = [self._line(ch, n) for n in notices]
+
+        def head(count: int, part: int, parts: int) -> str:
+            suffix = f"（{part}/{parts}）" if parts > 1 else ""
+            if ch.cfg.kind == "sms":
+                return f"【城管告警】{title}{count}条{suffix}："
+            return f"### {title} {count} 条{suffix}" if ch.markdown else f"【{title}】{count} 条{suffix}"
+
+        sep = "；" if ch.cfg.kind == "sms" else "\n"
+        room = ch.limit - ch.size(head(999, 99, 99)) - 1
+        chunks: list[list[str]] = [[]]
+        for line in lines:
+            line = _clip(line, room, ch.size)
+            current = chunks[-1]
+            if current and (len(current) >= self.cfg.max_items
+                            or ch.size(sep.join([*current, line])) > room):
+                chunks.append([])
+            chunks[-1].append(line)
+        out = []
+        for i, chunk in enumerate(chunks, 1):
+            text = head(len(chunk), i, len(chunks)) + ("" if ch.cfg.kind == "sms" else "\n") + sep.join(chunk)
+            out.append(_Message(kind, title, text, len(chunk)))
+        return out
+
+    # -- sending ---------------------------------------------------------------------------------------
+
+    def _send_due(self, ch: _Channel) -> int:
+        done = 0
+        while True:
+            now = self._clock()
+            with self._lock:
+                while ch.sent_at and ch.sent_at[0] <= now - 60:
+                    ch.sent_at.popleft()
+                if not ch.outgoing or ch.outgoing[0].next_at > now or len(ch.sent_at) >= ch.cfg.rate_per_minute:
+                    return done
+                msg = ch.outgoing.popleft()
+                ch.sent_at.append(now)
+            ok = self._send(ch, msg)
+            done += ok
+
+    def _send(self, ch: _Channel, msg: _Message) -> bool:
+        msg.attempts += 1
+        masked = mask_url(ch.url)
+        try:
+            url, body, headers = ch.request(msg)
+            res = self._post(url, body, headers, self.cfg.timeout_s)
+            ok, retry, error = ch.judge(res)
+        except TransportError as exc:
+            ok, retry, error = False, True, str(exc)
+        except (jinja2.TemplateError, ValueError) as exc:
+            ok, retry, error = False, False, f"cannot build the message: {exc}"
+        if ok:
+            ch.stats.sent += 1
+            ch.stats.notices_sent += msg.count
+            log.info("notify %s (%s): %s, %d item(s) sent to %s", ch.cfg.id, ch.cfg.kind, msg.title, msg.count, masked)
+            return True
+        ch.stats.failed_attempts += 1
+        if retry and msg.attempts < self.cfg.max_attempts:
+            msg.next_at = self._clock() + backoff_delay(msg.attempts, self.cfg.backoff_base_s,
+                                                        self.cfg.backoff_max_s, self._rng)
+            with self._lock:
+                ch.outgoing.appendleft(msg)  # keep the order: it goes before the messages formed after it
+            log.warning("notify %s: %s to %s failed (%s); attempt %d, retrying", ch.cfg.id, msg.title, masked,
+                        error.replace(ch.url, masked), msg.attempts)
+            return False
+        ch.stats.given_up += 1
+        log.error("notify %s: %s (%d item(s)) to %s not delivered after %d attempt(s): %s", ch.cfg.id, msg.title,
+                  msg.count, masked, msg.attempts, error.replace(ch.url, masked))
+        return False
+
+    # -- worker ----------------------------------------------------------------------------------------
+
+    def start(self, interval_s: float = 0.5) -> Notifier:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, args=(interval_s,), name="notifier", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                self.pump()
+            except Exception:  # a bug in one round must not end the notifications
+                log.exception("notification round failed")
+
+    def stop(self, *, flush: bool = True) -> None:
+        """Stop the worker; ``flush``: send what waits once more (window ignored, rate limit kept)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.cfg.timeout_s + 5)
+            self._thread = None
+        if flush:
+            self.pump(flush=True)
+
+
+def _clip(line: str, room: int, size: Callable[[str], int]) -> str:
+    if size(line) <= room:
+        return line
+    while line and size(line + "…") > room:
+        line = line[:-1]
+    return line + "…"
