@@ -150,8 +150,8 @@ class ChannelConfig(Section):
         '{"phones": {{ phones | json }}, "content": {{ text | json }}}',
         description="sms: Jinja2 (sandboxed) template of the JSON body; variables phones (list) and text.",
     )
-    max_chars: int = Field(0, ge=0, description="Longest message text; 0: the channel's own limit (wecom markdown "
-                           "4096 bytes, dingtalk 5000 characters, sms 300 characters).")
+    max_chars: int = Field(0, ge=0, description="Longest message text, below the channel's own limit (wecom markdown "
+                           "4096 / text 2048 bytes, dingtalk 5000 characters, sms 300 characters); 0: that limit.")
     rate_per_minute: int = Field(20, ge=1, le=600,
                                  description="Most messages a minute (wecom and dingtalk robots allow 20).")
     console_url: str = Field("", description="Base URL of the console for case links in messages (empty: no links).")

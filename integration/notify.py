@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 KIND_TITLES: dict[str, str] = {"new_alert": "新告警", "supervision": "督办", "overdue": "案件超期",
                                "reminder": "办理提醒"}
-#: The channels' own size limits (WeCom: bytes of UTF-8; the others: characters).
+#: The channels' own size limits (WeCom: bytes of UTF-8, markdown 4096 and text 2048; the others: characters).
 DEFAULT_LIMITS: dict[str, int] = {"wecom": 4096, "dingtalk": 5000, "sms": 300}
 RATE_LIMIT_CODES = frozenset({45009, 130101, -1})  # WeCom too fast, DingTalk too fast, "system busy"
 _MARKDOWN = str.maketrans({"[": "［", "]": "］", "(": "（", ")": "）", "*": "＊", "_": "＿", "`": "｀", "#": "＃",
@@ -120,8 +120,9 @@ class _Channel:
         self.url = _env(cfg.url_env, f"the {cfg.kind} URL of channel {cfg.id}")
         self.secret = _env(cfg.secret_env, f"the DingTalk secret of channel {cfg.id}") if cfg.secret_env else None
         self.auth = _env(cfg.auth_env, f"the SMS credential of channel {cfg.id}") if cfg.auth_env else None
-        self.limit = cfg.max_chars or DEFAULT_LIMITS[cfg.kind]
         self.markdown = cfg.kind != "sms" and cfg.format == "markdown"
+        own = 2048 if cfg.kind == "wecom" and not self.markdown else DEFAULT_LIMITS[cfg.kind]  # WeCom text: 2048 B
+        self.limit = min(cfg.max_chars, own) if cfg.max_chars else own
         self.pending: dict[str, list[tuple[float, Notice]]] = {}
         self.outgoing: deque[_Message] = deque()
         self.sent_at: deque[float] = deque()
@@ -240,7 +241,8 @@ class Notifier:
 
     def _messages(self, ch: _Channel, kind: str, notices: list[Notice]) -> list[_Message]:
         title = KIND_TITLES.get(kind, kind)
-        lines = [self._line(ch, n) for n in notices]
+        compact = ch.cfg.kind == "sms" and len(notices) > 1  # an SMS lists the case numbers only
+        lines = [n.case_number if compact else self._line(ch, n) for n in notices]
 
         def head(count: int, part: int, parts: int) -> str:
             suffix = f"（{part}/{parts}）" if parts > 1 else ""
@@ -248,7 +250,7 @@ class Notifier:
                 return f"【城管告警】{title}{count}条{suffix}："
             return f"### {title} {count} 条{suffix}" if ch.markdown else f"【{title}】{count} 条{suffix}"
 
-        sep = "；" if ch.cfg.kind == "sms" else "\n"
+        sep = ("、" if compact else "；") if ch.cfg.kind == "sms" else "\n"
         room = ch.limit - ch.size(head(999, 99, 99)) - 1
         chunks: list[list[str]] = [[]]
         for line in lines:
