@@ -588,12 +588,13 @@ def _add_cameras(sub: Subparsers) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The `nonsite` command line: each command (group) registers its own subparsers."""
     from nonsite.cases.cli import add_parsers as add_cases_parsers  # nonsite cases ..., nonsite users ...
+    from nonsite.integration.cli import add_parsers as add_integration_parsers  # nonsite platform/notify ...
 
     p = argparse.ArgumentParser(prog="nonsite", description="Non-site (AI camera) enforcement pipeline.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_run, _add_detect, _add_evidence, _add_roles, _add_bus, _add_config, _add_clock, _add_eval,
-                _add_models, add_cases_parsers, _add_cameras):
+                _add_models, add_cases_parsers, add_integration_parsers, _add_cameras):
         add(sub)
     return p
 

@@ -14,6 +14,9 @@ from nonsite.config.base import Section
 
 #: The workflow actions a platform status may map to (the names of ``nonsite.cases.workflow.Action``).
 WORKFLOW_ACTIONS: tuple[str, ...] = ("confirm", "approve", "return", "dismiss", "dispatch", "rectify", "close")
+#: Case statuses (``nonsite.cases.db.CaseStatus``; the config package cannot import cases).
+CASE_STATUSES: tuple[str, ...] = ("draft", "confirmed", "approved", "returned", "dismissed", "dispatched", "rectified",
+                                  "closed")
 _ENV = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _HEADER = r"^[A-Za-z0-9-]{1,64}$"
 
@@ -108,6 +111,16 @@ class PlatformConfig(Section):
     )
     callback_fields: CallbackFields = Field(default_factory=CallbackFields,
                                             description="Where the values are in the platform's callback JSON.")
+    push_on: list[str] = Field(
+        default_factory=lambda: ["approved"],
+        description="Case statuses that send a report (a revision) to the platform: approved (立案, for dispatch), "
+        "add dispatched, rectified, closed to keep the platform's copy current.",
+    )
+    link_base_url: str = Field(
+        "", description="Public base URL of the console, for evidence links when the store cannot presign (local "
+        "store): <link_base_url>/platform/evidence/<key>?exp=&sig=.")
+    link_secret_env: str = Field("NONSITE_EVIDENCE_LINK_SECRET", pattern=_ENV,
+                                 description="Environment variable holding the HMAC secret of those links.")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the hand-off outbox; default sqlite:///DATA_DIR/integration.db.")
 
@@ -120,6 +133,14 @@ class PlatformConfig(Section):
         if self.backoff_max_s < self.backoff_base_s:
             raise ValueError("backoff_max_s must be at least backoff_base_s")
         return self
+
+    @field_validator("push_on")
+    @classmethod
+    def _statuses(cls, v: list[str]) -> list[str]:
+        unknown = [s for s in v if s not in CASE_STATUSES]
+        if unknown:
+            raise ValueError(f"unknown case status '{unknown[0]}'; use {', '.join(CASE_STATUSES)}")
+        return v
 
 
 NoticeKind = Literal["new_alert", "supervision", "overdue", "reminder"]

@@ -1,0 +1,131 @@
+"""``nonsite platform ...`` (the hand-off's outbox and dead letters, for admins) and ``nonsite notify test``.
+Registered on the main parser by :func:`add_parsers`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from nonsite.config import ConfigError, NonsiteConfig, load_config
+
+
+def _cfg(a: argparse.Namespace) -> NonsiteConfig:
+    return load_config(a.config)
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts else "-"
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from nonsite.integration.relay import open_store
+
+    cfg = _cfg(a)
+    store = open_store(cfg)
+    try:
+        counts = store.counts(cfg.integration.platform.name)
+    finally:
+        store.close()
+    print(" ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_dead_letters(a: argparse.Namespace) -> int:
+    from nonsite.integration.outbox import DeliveryState
+    from nonsite.integration.relay import open_store
+
+    cfg = _cfg(a)
+    store = open_store(cfg)
+    try:
+        dead = store.deliveries(cfg.integration.platform.name, DeliveryState.DEAD, a.limit)
+    finally:
+        store.close()
+    for d in dead:
+        print(f"{d.id}\t{d.idempotency_key}\tattempts={d.attempts}\tstatus={d.last_status or '-'}\t"
+              f"since={_when(d.created_at)}\t{d.last_error}")
+    print(f"{len(dead)} dead report(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_requeue(a: argparse.Namespace) -> int:
+    from nonsite.integration.relay import open_store
+
+    if not a.all and not a.id:
+        raise ConfigError("name the dead reports to requeue with --id N (repeatable) or --all")
+    cfg = _cfg(a)
+    store = open_store(cfg)
+    try:
+        n = store.requeue(cfg.integration.platform.name, None if a.all else a.id,
+                          datetime.now(UTC).timestamp())
+    finally:
+        store.close()
+    print(f"{n} report(s) requeued")
+    return 0
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    from nonsite.config.manifest import type_names
+    from nonsite.integration.platform import ReportError, load_template, render_report, sample_report
+
+    cfg = _cfg(a)
+    p = cfg.integration.platform
+    try:
+        missing = [t for t in type_names() if t not in p.event_codes]
+        report = sample_report()
+        body = render_report(load_template(p.template), report, 1, p, timezone=cfg.timezone,
+                             links=lambda key, s: f"https://evidence.example/{key}?expires={s}")
+    except ReportError as exc:
+        raise ConfigError(str(exc)) from None
+    print(json.dumps(json.loads(body), ensure_ascii=False, indent=2))
+    if missing:
+        print(f"warning: no 事件类型编码 for {', '.join(missing)} (integration.platform.event_codes): their cases "
+              "would go to the dead letters", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_notify_test(a: argparse.Namespace) -> int:
+    from nonsite.integration.notify import Notice
+    from nonsite.integration.relay import build_notifier
+
+    cfg = _cfg(a)
+    notifier = build_notifier(cfg)
+    for cid in list(notifier.channels):
+        if a.channel and cid not in a.channel:
+            del notifier.channels[cid]
+    notifier.notify(Notice("new_alert", "NS-TEST-000000", "测试消息 · nonsite", datetime.now(UTC), "通知渠道连通测试"))
+    notifier.pump(flush=True)
+    failed = 0
+    for cid, st in notifier.stats().items():
+        state = "sent" if st.sent else "FAILED (see the log line above)"
+        failed += not st.sent
+        print(f"{cid}: {state}")
+    return 1 if failed else 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``platform`` and ``notify`` on the main parser's subcommands."""
+    p = sub.add_parser("platform", help="city platform hand-off: outbox, dead letters, template check") \
+        .add_subparsers(dest="platform_cmd", required=True)
+    for name, fn, help_ in [("status", cmd_status, "reports pending, delivered and dead"),
+                            ("dead-letters", cmd_dead_letters, "list the reports the platform refused or that ran "
+                                                               "out of attempts, with the reason"),
+                            ("requeue", cmd_requeue, "send dead reports again (after fixing the cause)"),
+                            ("check", cmd_check, "render the platform template on a sample case; warn about types "
+                                                 "without an event code")]:
+        s = p.add_parser(name, help=help_)
+        s.add_argument("--config", required=True, help="the YAML config")
+        s.set_defaults(fn=fn)
+        if name == "dead-letters":
+            s.add_argument("--limit", type=int, default=100, help="most rows to list (default 100)")
+        if name == "requeue":
+            s.add_argument("--id", type=int, action="append", help="id of a dead report (repeatable)")
+            s.add_argument("--all", action="store_true", help="every dead report")
+    n = sub.add_parser("notify", help="team notifications").add_subparsers(dest="notify_cmd", required=True)
+    t = n.add_parser("test", help="send a test message to each notification channel now")
+    t.add_argument("--config", required=True, help="the YAML config")
+    t.add_argument("--channel", action="append", help="only this channel id (repeatable)")
+    t.set_defaults(fn=cmd_notify_test)

@@ -1,0 +1,163 @@
+"""Where the hand-off and the notifications take their work from, without touching the workflow's code:
+
+- :func:`relay_decisions` / :func:`run_platform_relay`: a consumer of ``nonsite.cases`` (the decisions the
+  workflow already writes to its transactional outbox) that queues a platform report when a case reaches a
+  status of ``push_on``; the revision is the decision's time in milliseconds, so a redelivered decision
+  queues nothing new; a message that is not a decision goes to the dead-letter topic;
+- :func:`notify_new_alerts`: new case drafts (alerts) since the last round, as notices (a cursor in the
+  hand-off database; the first round starts at the newest case, so a restart never floods the chat);
+- :func:`notice_from_reminder`: a bureau reminder/escalation (``nonsite.cases.reminders.Notice``) as a notice;
+- :func:`build_connector` / :func:`build_notifier`: both from the configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from nonsite.bus import Bus, Message
+from nonsite.bus.deadletter import dead_letter_value
+from nonsite.bus.events import TOPIC_CASES, TOPIC_DEAD_LETTER, CaseDecision
+from nonsite.cases.db import Case, CaseStatus
+from nonsite.cases.reminders import Notice as ReminderNotice
+from nonsite.config.root import NonsiteConfig
+from nonsite.evidence import Store, presigned_url
+from nonsite.integration.connector import PlatformConnector
+from nonsite.integration.notify import Notice, Notifier, notice_from_case
+from nonsite.integration.outbox import HandoffStore, default_url
+from nonsite.integration.signing import LinkSigner, secret_from_env
+
+__all__ = ["build_connector", "build_notifier", "decision_revision", "notice_from_reminder", "notify_new_alerts",
+           "open_store", "relay_decisions", "run_platform_relay"]
+
+log = logging.getLogger(__name__)
+
+PLATFORM_GROUP = "nonsite-platform"
+
+_meta = MetaData()
+cursors = Table("integration_cursors", _meta,
+                Column("name", String(64), primary_key=True), Column("position", Integer, nullable=False))
+
+
+def open_store(cfg: NonsiteConfig) -> HandoffStore:
+    """The hand-off database the configuration names (default ``DATA_DIR/integration.db``)."""
+    store = HandoffStore(cfg.integration.platform.database_url or default_url(Path(cfg.data_dir)))
+    _meta.create_all(store.engine)
+    return store
+
+
+def build_connector(cfg: NonsiteConfig, store: HandoffStore, evidence: Store | None = None) -> PlatformConnector:
+    """The platform connector of ``cfg`` (secrets from the environment: MissingSecret names what is unset)."""
+    p = cfg.integration.platform
+    link_secret = secret_from_env(p.link_secret_env) if p.link_base_url else b""
+    presign: Callable[[str, int], str | None] | None = None
+    if evidence is not None:
+        store_ = evidence
+
+        def presign(key: str, seconds: int) -> str | None:
+            return presigned_url(store_, key, seconds)
+
+    links = LinkSigner(base_url=p.link_base_url, secret=link_secret, presign=presign)
+    return PlatformConnector(p, store, secret=secret_from_env(p.secret_env), links=links, timezone=cfg.timezone)
+
+
+def build_notifier(cfg: NonsiteConfig) -> Notifier:
+    return Notifier(cfg.integration.notifications, timezone=cfg.timezone)
+
+
+def decision_revision(decision: CaseDecision) -> int:
+    """The report revision of a decision: its time in milliseconds (stable across redeliveries, increasing)."""
+    return int(decision.at.timestamp() * 1000)
+
+
+def relay_decisions(messages: list[Message], session_factory: sessionmaker[Session],
+                    connector: PlatformConnector, bus: Bus, group: str = PLATFORM_GROUP) -> int:
+    """Queue a report for each decision whose status is in ``push_on``; returns how many were queued."""
+    queued = 0
+    push_on = set(connector.cfg.push_on)
+    for message in messages:
+        try:
+            decision = CaseDecision.model_validate_json(message.value)
+        except ValidationError as exc:
+            reason = f"not a case decision: {exc.errors()[0]['msg']}"
+            log.error("platform relay: %s at %s offset %d; dead-lettered", reason, message.topic, message.offset)
+            bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, reason, group))
+            continue
+        if decision.status not in push_on:
+            continue
+        with session_factory() as session:
+            case = session.scalar(select(Case).where(Case.number == decision.case_number))
+        if case is None:
+            log.error("platform relay: case %s of a decision is not in the database", decision.case_number)
+            continue
+        queued += connector.enqueue(case, decision_revision(decision))
+    return queued
+
+
+def run_platform_relay(bus: Bus, session_factory: sessionmaker[Session], connector: PlatformConnector,
+                       stop: threading.Event, *, group: str = PLATFORM_GROUP, poll_timeout_s: float = 0.5) -> None:
+    """Consume ``nonsite.cases`` until ``stop``; a message is committed once its report is in the outbox."""
+    consumer = bus.consumer(TOPIC_CASES, group)
+    try:
+        while not stop.is_set():
+            batch = consumer.poll(max_records=100, timeout_s=poll_timeout_s)
+            if not batch:
+                continue
+            try:
+                relay_decisions(batch, session_factory, connector, bus, group)
+            except Exception:  # a database is down: read the batch again after a pause
+                log.exception("platform relay failed; retrying")
+                consumer.close()
+                consumer = bus.consumer(TOPIC_CASES, group)
+                stop.wait(2.0)
+                continue
+            consumer.commit(batch[-1])
+    finally:
+        consumer.close()
+
+
+def _upsert(store: HandoffStore, name: str, position: int) -> None:
+    dialect = store.engine.dialect.name
+    ins = (postgresql.insert(cursors) if dialect == "postgresql" else sqlite.insert(cursors)).values(
+        name=name, position=position)
+    with store.engine.begin() as conn:
+        conn.execute(ins.on_conflict_do_update(index_elements=["name"], set_={"position": position}))
+
+
+def notify_new_alerts(session_factory: sessionmaker[Session], notifier: Notifier, store: HandoffStore,
+                      *, limit: int = 500) -> int:
+    """Notify the drafts created since the last round (cursor ``new_alerts``); returns how many."""
+    _meta.create_all(store.engine)
+    with store.engine.connect() as conn:
+        cursor = conn.scalar(select(cursors.c.position).where(cursors.c.name == "new_alerts"))
+    with session_factory() as session:
+        if cursor is None:  # first round: start from now
+            _upsert(store, "new_alerts", int(session.scalar(select(func.max(Case.id))) or 0))
+            return 0
+        rows = session.scalars(select(Case).where(Case.id > cursor).order_by(Case.id).limit(limit)).all()
+    for case in rows:
+        if case.status is CaseStatus.DRAFT:
+            notifier.notify(notice_from_case(case, "new_alert"))
+    if rows:
+        _upsert(store, "new_alerts", rows[-1].id)
+    return sum(1 for c in rows if c.status is CaseStatus.DRAFT)
+
+
+#: The bureau's steps (``nonsite.cases.deadlines``) as the teams call them.
+STEP_NAMES: dict[str, str] = {"confirm": "研判确认", "review": "法制审核", "dispatch": "派遣", "rectify": "整改",
+                              "close": "结案"}
+
+
+def notice_from_reminder(n: ReminderNotice, summary: str) -> Notice:
+    """A bureau reminder (提醒) or escalation (超期) as a notice; ``summary`` is the case's type and place."""
+    step = STEP_NAMES.get(n.step, n.step)
+    if n.kind == "escalation":
+        return Notice("overdue", n.case_number, summary, n.since, f"{step}环节已超期（第{n.level}级督促）")
+    return Notice("reminder", n.case_number, summary, n.since, f"{step}环节即将到期")
