@@ -111,6 +111,13 @@ class PlatformConfig(Section):
     )
     callback_fields: CallbackFields = Field(default_factory=CallbackFields,
                                             description="Where the values are in the platform's callback JSON.")
+    response_code_field: str | None = Field(
+        None, description="For a platform that answers HTTP 200 with a business code in its JSON (e.g. code): the "
+        "dotted path of that code; unset: the HTTP status alone decides.")
+    response_ok_codes: list[str] = Field(default_factory=lambda: ["0", "200"],
+                                         description="Codes at response_code_field that mean accepted.")
+    response_duplicate_codes: list[str] = Field(
+        default_factory=list, description="Codes that mean the platform already has this report (delivered).")
     push_on: list[str] = Field(
         default_factory=lambda: ["approved"],
         description="Case statuses that send a report (a revision) to the platform: approved (立案, for dispatch), "

@@ -11,7 +11,8 @@
 
 and files the answer:
 
-- 2xx: delivered;
+- 2xx: delivered (with ``response_code_field`` set, only when the business code in the JSON answer is one of
+  ``response_ok_codes``; one of ``response_duplicate_codes`` counts as a 409, any other as a refusal);
 - 409: delivered (the platform already had this key: a resend after a lost answer);
 - 408, 425, 429, 5xx, 401, 403, no answer, timeout: retried after an exponential backoff with jitter
   (``Retry-After`` honoured);
@@ -26,6 +27,7 @@ fixed. The body is rendered afresh at every attempt, so the evidence links it ca
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -139,8 +141,12 @@ class PlatformConnector:
             res = self._post(url, body, headers, self.cfg.timeout_s)
         except TransportError as exc:
             return self._retry(d, attempts, str(exc), None, None)
+        refused = self._business_refusal(res)
+        if refused is not None and refused != "duplicate":
+            return self._dead(d, attempts, f"refused: {mask_url(url)} answered {res.status} with {refused}",
+                              res.status)
         if res.ok or res.status == 409:
-            dup = res.status == 409
+            dup = res.status == 409 or refused == "duplicate"
             self.store.mark_delivered(d.id, attempts=attempts, status=res.status, duplicate=dup, now=self._clock())
             log.info("platform %s: %s delivered (%s%s)", self.cfg.name, d.idempotency_key, res.status,
                      ", already there" if dup else "")
@@ -149,6 +155,25 @@ class PlatformConnector:
         if res.status >= 500 or res.status in RETRY_STATUSES:
             return self._retry(d, attempts, error, res.status, retry_after_s(res))
         return self._dead(d, attempts, f"refused: {error}", res.status)
+
+    def _business_refusal(self, res: HttpResult) -> str | None:
+        """For a 2xx answer with a business code (``response_code_field``): None when it means accepted,
+        "duplicate" when it means already there, else what the platform said."""
+        path = self.cfg.response_code_field
+        if not path or not res.ok:
+            return None
+        try:
+            data: Any = json.loads(res.body or b"null")
+        except ValueError:
+            return f"a body that is not JSON: {res.text(200)}"
+        for part in path.split("."):
+            data = data.get(part) if isinstance(data, dict) else None
+        code = "" if data is None else str(data)
+        if code in self.cfg.response_ok_codes:
+            return None
+        if code in self.cfg.response_duplicate_codes:
+            return "duplicate"
+        return f"code {code or '(none)'}: {res.text(300)}"
 
     def _retry(self, d: Delivery, attempts: int, error: str, status: int | None, at_least: float | None) -> Outcome:
         if attempts >= self.cfg.max_attempts:

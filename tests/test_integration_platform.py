@@ -389,3 +389,20 @@ def test_config_refuses_an_enabled_platform_without_url_and_unknown_actions() ->
         PlatformConfig.model_validate({"status_map": {"closed": {"action": "finish"}}})
     with pytest.raises(ValidationError, match="http:// or https://"):
         PlatformConfig(url="ftp://x")
+
+
+def test_business_codes_in_a_200_answer(store: HandoffStore) -> None:
+    answers = {"NS-2026-000001": b'{"code":"0","msg":"ok"}', "NS-2026-000002": b'{"code":"E1002","msg":"duplicate"}',
+               "NS-2026-000003": b'{"code":"E2001","msg":"location outside the city"}', "NS-2026-000004": b"<html>"}
+
+    def respond(req: Seen, i: int) -> Reply:
+        return Reply(200, answers[json.loads(req.body)["externalCaseNo"]])
+
+    with receiving(respond) as srv:
+        conn = connector(store, srv.url, Clock(), response_code_field="code", response_duplicate_codes=["E1002"])
+        for number in answers:
+            conn.enqueue(report(number), 1)
+        results = {o.idempotency_key.split(":")[0]: o for o in conn.deliver_due()}
+    assert [results[n].result for n in answers] == ["delivered", "duplicate", "dead", "dead"]
+    assert "E2001" in results["NS-2026-000003"].error and "location outside" in results["NS-2026-000003"].error
+    assert "not JSON" in results["NS-2026-000004"].error
