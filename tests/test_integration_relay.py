@@ -5,9 +5,12 @@ notices; the admin commands."""
 from __future__ import annotations
 
 import json
+import re
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,6 +52,14 @@ def add_case(db: sessionmaker[Session], number: str, type_: str = "street_vendin
                    legal_basis={"name": {"zh": "占道经营"}}))
 
 
+def platform_side_verify() -> Callable[[bytes, dict[str, str], bytes], bool]:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "integration.md").read_text(encoding="utf-8")
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "def verify(" in b]
+    scope: dict[str, Any] = {}
+    exec(compile(snippet, "docs/integration.md", "exec"), scope)  # noqa: S102 - our own documentation
+    return scope["verify"]
+
+
 def write_config(tmp_path: Path, url: str, extra: str = "") -> Path:
     p = tmp_path / "nonsite.yaml"
     p.write_text(f"data_dir: data\nintegration:\n  platform:\n    enabled: true\n    url: {url}\n"
@@ -82,6 +93,9 @@ def test_approved_case_reaches_the_platform_signed(tmp_path: Path, env: None) ->
     (req,) = srv.seen
     verify_signature(b"s3cret", req.headers["x-nonsite-timestamp"], req.headers["x-nonsite-signature"], req.body,
                      now=float(req.headers["x-nonsite-timestamp"]))
+    verify = platform_side_verify()  # the snippet docs/integration.md gives the platform's developers
+    assert verify(b"s3cret", req.headers, req.body)
+    assert not verify(b"s3cret", req.headers, req.body + b" ") and not verify(b"other", req.headers, req.body)
     body = json.loads(req.body)
     assert body["externalCaseNo"] == "NS-2026-000031" and body["status"] == "approved"
     assert body["eventTypeCode"] == "0501" and body["images"] == []  # local store, no link_base_url: no links
