@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from http_receiver import Receiver, Reply, Seen, receiving
 
 from nonsite.config.integration import NotificationsConfig
 from nonsite.integration.notify import Notice, Notifier, dingtalk_sign, notice_from_case
 from nonsite.integration.signing import MissingSecret
-from tests.http_receiver import Receiver, Reply, Seen, receiving
 
 DING_SECRET = "SEC0123456789abcdef-test"
 WECOM_KEY = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import fresh_postgres_schema
+from http_receiver import Reply, Seen, free_port, receiving
 
 from nonsite.config.integration import PlatformConfig
 from nonsite.integration.connector import ConnectorWorker, PlatformConnector
@@ -26,7 +29,6 @@ from nonsite.integration.platform import (
     report_from_case,
 )
 from nonsite.integration.signing import LinkSigner, SignatureError, sign, verify_link, verify_signature
-from tests.http_receiver import Reply, Seen, free_port, receiving
 
 SECRET = b"platform-shared-secret"
 T0 = 1_767_000_000.0  # 2025-12-29 09:20 UTC
@@ -70,11 +72,18 @@ def connector(store: HandoffStore, url: str, clock: Clock, **kw: object) -> Plat
     return PlatformConnector(cfg(url, **kw), store, secret=SECRET, links=links, clock=clock, rng=random.Random(7))
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> HandoffStore:
-    s = HandoffStore(f"sqlite:///{tmp_path / 'integration.db'}")
-    yield s
-    s.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HandoffStore]:
+    """The hand-off database: a SQLite file, or a fresh schema of the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        s = HandoffStore(f"sqlite:///{tmp_path / 'integration.db'}")
+        yield s
+        s.close()
+        return
+    with fresh_postgres_schema(request.getfixturevalue("postgres_database")) as url:
+        s = HandoffStore(url)
+        yield s
+        s.close()
 
 
 def verified(req: Seen, now: float = T0) -> bool:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import fresh_postgres_schema
+from http_receiver import Reply, receiving
 from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.bus.embedded import EmbeddedBus
@@ -38,7 +40,6 @@ from nonsite.integration.relay import (
     run_platform_relay,
 )
 from nonsite.integration.signing import verify_signature
-from tests.http_receiver import Reply, receiving
 
 AT = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)
 
@@ -131,12 +132,22 @@ def test_relay_thread_and_poison_on_the_cases_topic(tmp_path: Path, env: None) -
     store.close()
 
 
-def test_new_drafts_become_notices_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def handoff_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'integration.db'}"
+        return
+    with fresh_postgres_schema(request.getfixturevalue("postgres_database")) as url:
+        yield url
+
+
+def test_new_drafts_become_notices_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handoff_url: str) -> None:
     monkeypatch.setenv("TEST_WECOM_URL", "http://127.0.0.1:9/cgi-bin/webhook/send?key=k")
     db = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
     add_case(db, "NS-2026-000040")  # before the first round: history, not news
-    cfg = NonsiteConfig.model_validate({"data_dir": str(tmp_path), "integration": {"notifications": {
-        "enabled": True, "channels": [{"id": "w", "kind": "wecom", "url_env": "TEST_WECOM_URL"}]}}})
+    cfg = NonsiteConfig.model_validate({"data_dir": str(tmp_path), "integration": {
+        "platform": {"database_url": handoff_url},
+        "notifications": {"enabled": True, "channels": [{"id": "w", "kind": "wecom", "url_env": "TEST_WECOM_URL"}]}}})
     store = open_store(cfg)
     notifier = Notifier(cfg.integration.notifications)
     assert notify_new_alerts(db, notifier, store) == 0
