@@ -41,6 +41,7 @@ import jinja2
 
 from nonsite.config.integration import PlatformConfig
 from nonsite.integration.http import HttpResult, TransportError, backoff_delay, mask_url, post, retry_after_s
+from nonsite.integration.metrics import PLATFORM_ATTEMPTS, PLATFORM_REPORTS
 from nonsite.integration.outbox import Delivery, DeliveryState, HandoffStore
 from nonsite.integration.platform import (
     CaseReport,
@@ -84,6 +85,7 @@ class PlatformConnector:
         self.cfg, self.store = cfg, store
         self._secret, self._links, self._tz = secret, links, timezone
         self._clock, self._rng, self._post = clock, rng or random.Random(), poster
+        self._counted_at: float | None = None
         self._template: jinja2.Template | None = None
         self._template_error: str | None = None
         try:
@@ -119,7 +121,14 @@ class PlatformConnector:
         """Send every report due now (up to ``limit``); the outcome of each attempt, in order."""
         now = self._clock()
         lease = self.cfg.timeout_s * 2 + 30
-        return [self._attempt(d) for d in self.store.claim_due(self.cfg.name, now, lease, limit)]
+        outcomes = [self._attempt(d) for d in self.store.claim_due(self.cfg.name, now, lease, limit)]
+        for o in outcomes:
+            PLATFORM_ATTEMPTS.labels(self.cfg.name, o.result).inc()
+        if outcomes or self._counted_at is None or now - self._counted_at >= 60:
+            for state, n in self.counts().items():
+                PLATFORM_REPORTS.labels(self.cfg.name, state).set(n)
+            self._counted_at = now
+        return outcomes
 
     def _attempt(self, d: Delivery) -> Outcome:
         attempts = d.attempts + 1

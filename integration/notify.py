@@ -46,6 +46,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from nonsite.config.integration import ChannelConfig, NoticeKind, NotificationsConfig
 from nonsite.integration.http import HttpResult, TransportError, backoff_delay, mask_url, post
+from nonsite.integration.metrics import NOTIFICATIONS
 from nonsite.integration.platform import report_from_case
 from nonsite.integration.signing import MissingSecret
 
@@ -293,6 +294,7 @@ class Notifier:
             ok, retry, error = False, True, str(exc)
         except (jinja2.TemplateError, ValueError) as exc:
             ok, retry, error = False, False, f"cannot build the message: {exc}"
+        NOTIFICATIONS.labels(ch.cfg.id, "sent" if ok else "failed").inc()
         if ok:
             ch.stats.sent += 1
             ch.stats.notices_sent += msg.count
@@ -308,6 +310,7 @@ class Notifier:
                         error.replace(ch.url, masked), msg.attempts)
             return False
         ch.stats.given_up += 1
+        NOTIFICATIONS.labels(ch.cfg.id, "given_up").inc()
         log.error("notify %s: %s (%d item(s)) to %s not delivered after %d attempt(s): %s", ch.cfg.id, msg.title,
                   msg.count, masked, msg.attempts, error.replace(ch.url, masked))
         return False

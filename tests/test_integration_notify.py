@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 from http_receiver import Receiver, Reply, Seen, receiving
+from prometheus_client import REGISTRY
 
 from nonsite.config.integration import NotificationsConfig
 from nonsite.integration.notify import Notice, Notifier, dingtalk_sign, notice_from_case
@@ -201,6 +202,10 @@ def test_failures_are_retried_with_backoff_and_refusals_are_given_up(
     r, srv = robots
     r.script["/cgi-bin/webhook/send"] = [Reply(502), Reply(200, b'{"errcode":45009,"errmsg":"api freq out of limit"}')]
     r.script["/robot/send"] = [Reply(200, b'{"errcode":300001,"errmsg":"token is not exist"}')]
+    def count(result: str) -> float:
+        return REGISTRY.get_sample_value("nonsite_notifications_total", {"channel": "wecom", "result": result}) or 0
+
+    before = {r: count(r) for r in ("sent", "failed", "given_up")}
     n = Notifier(config(window_s=0), clock=clock)
     n.notify(alert(1))
     assert n.pump() == 0
@@ -215,6 +220,7 @@ def test_failures_are_retried_with_backoff_and_refusals_are_given_up(
     assert stats["wecom"].sent == 1 and stats["wecom"].failed_attempts == 2
     assert stats["ding"].given_up == 1 and len([r for r in srv.seen if r.path == "/robot/send"]) == 1
     assert "token is not exist" in caplog.text
+    assert {r: count(r) - before[r] for r in before} == {"sent": 1, "failed": 2, "given_up": 0}
 
 
 def test_a_message_out_of_attempts_is_given_up(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import fresh_postgres_schema
 from http_receiver import Reply, Seen, free_port, receiving
+from prometheus_client import REGISTRY
 
 from nonsite.config.integration import PlatformConfig
 from nonsite.integration.connector import ConnectorWorker, PlatformConnector
@@ -301,10 +302,13 @@ def test_poison_goes_to_the_dead_letters_at_once_and_can_be_requeued(store: Hand
         assert len(srv.seen) == 1
         (dead,) = conn.dead_letters()
         assert dead.case_number == "NS-2026-000123" and dead.attempts == 1
+        assert REGISTRY.get_sample_value("nonsite_platform_reports", {"platform": "city", "state": "dead"}) == 1
         assert "eventTypeCode 0505 不存在" in dead.last_error and dead.last_status == 400
         fixed["yes"] = True  # the platform's code table is corrected; an admin requeues it
         assert conn.requeue([dead.id]) == 1 and conn.dead_letters() == []
         assert [o.result for o in conn.deliver_due()] == ["delivered"]
+    assert REGISTRY.get_sample_value("nonsite_platform_reports", {"platform": "city", "state": "dead"}) == 0
+    assert REGISTRY.get_sample_value("nonsite_platform_reports", {"platform": "city", "state": "delivered"}) == 1
 
 
 def test_a_type_without_an_event_code_is_dead_without_a_request(store: HandoffStore) -> None:
