@@ -32,6 +32,7 @@ from nonsite.evidence import Store, presigned_url
 from nonsite.integration.connector import PlatformConnector
 from nonsite.integration.notify import Notice, Notifier, notice_from_case
 from nonsite.integration.outbox import HandoffStore, default_url
+from nonsite.integration.platform import report_from_case
 from nonsite.integration.signing import LinkSigner, secret_from_env
 
 __all__ = ["build_connector", "build_notifier", "decision_revision", "notice_from_reminder", "notify_new_alerts",
@@ -97,7 +98,9 @@ def relay_decisions(messages: list[Message], session_factory: sessionmaker[Sessi
         if case is None:
             log.error("platform relay: case %s of a decision is not in the database", decision.case_number)
             continue
-        queued += connector.enqueue(case, decision_revision(decision))
+        # the status is the decision's (the case may have moved on since); the rest is the case as it is now
+        report = report_from_case(case).model_copy(update={"status": decision.status})
+        queued += connector.enqueue(report, decision_revision(decision))
     return queued
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from conftest import fresh_postgres_schema
-from http_receiver import Reply, receiving
+from http_receiver import Reply, Seen, receiving
+from platform_simulator import platform
 from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.bus.embedded import EmbeddedBus
@@ -23,10 +24,11 @@ from nonsite.cases.db import Case, CaseStatus, open_db, write_session
 from nonsite.cases.deadlines import STEPS, Due
 from nonsite.cases.outbox import relay_outbox
 from nonsite.cases.reminders import Notice as ReminderNotice
-from nonsite.cases.workflow import Action, approve, confirm
+from nonsite.cases.workflow import Action, apply_action, approve, confirm, dispatch, rectify
 from nonsite.cli import main
 from nonsite.config import ConfigError, NonsiteConfig, load_config
 from nonsite.config.integration import CASE_STATUSES, WORKFLOW_ACTIONS
+from nonsite.integration.inbound import CallbackRejected, handle_callback
 from nonsite.integration.notify import Notifier
 from nonsite.integration.outbox import DeliveryState
 from nonsite.integration.platform import report_from_case
@@ -39,7 +41,7 @@ from nonsite.integration.relay import (
     relay_decisions,
     run_platform_relay,
 )
-from nonsite.integration.signing import verify_signature
+from nonsite.integration.signing import secret_from_env, verify_signature
 
 AT = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)
 
@@ -212,3 +214,51 @@ def test_admin_commands_list_and_requeue_dead_letters(tmp_path: Path, env: None,
     assert capsys.readouterr().out.strip() == "pending=1 delivered=0 dead=0"
     assert main(["platform", "check", "--config", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["eventTypeCode"] == "0505"
+
+
+def test_the_loop_case_to_platform_and_its_status_change_back(tmp_path: Path, env: None,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """rectified case → report (push_on rectified) → the platform files it → it closes the case through a signed
+    callback to an HTTP endpoint doing what the console route will → closed, audited as platform:city."""
+    monkeypatch.setenv("NONSITE_PLATFORM_CALLBACK_SECRET", "cb-secret")
+    db = open_db(f"sqlite:///{tmp_path / 'data' / 'cases.db'}")
+    bus = EmbeddedBus(tmp_path / "data" / "bus")
+    add_case(db, "NS-2026-000070")
+    confirm(db, "NS-2026-000070", "op1")
+    approve(db, "NS-2026-000070", "rev1")
+    dispatch(db, "NS-2026-000070", "op1", assignee="一中队")
+    rectify(db, "NS-2026-000070", "op1", note="摊位已撤离")
+    relay_outbox(bus, db)
+    with platform(b"s3cret", b"cb-secret") as sim:
+        cfg = load_config(write_config(tmp_path, sim.url, "    push_on: [approved, rectified]\n"))
+        store = open_store(cfg)
+        conn = build_connector(cfg, store)
+        relay_decisions(bus.consumer(TOPIC_CASES, "nonsite-platform").poll(timeout_s=0.1), db, conn, bus)
+        assert [o.result for o in conn.deliver_due()] == ["delivered", "delivered"]
+        assert sim.refused == [] and sorted(r["status"] for r in sim.cases.values()) == ["approved", "rectified"]
+
+        def respond(req: Seen, i: int) -> Reply:  # what the console's callback route will do
+            try:
+                d = handle_callback(req.headers, req.body, cfg=cfg.integration.platform,
+                                    secret=secret_from_env(cfg.integration.platform.callback_secret_env), store=store)
+            except CallbackRejected as exc:
+                return Reply(exc.status_code, json.dumps({"error": str(exc)}).encode())
+            if d.duplicate:
+                return Reply(200, b'{"duplicate":true}')
+            if d.action:
+                apply_action(db, d.case_number, d.action, d.actor, note=d.note)
+            return Reply(200, b'{"ok":true}')
+
+        with receiving(respond) as ours:
+            callback = ours.url + "/api/platform/city/callback"
+            assert sim.send_status(callback, "NS-2026-000070", "accepted", "CY-E1") == (200, {"ok": True})
+            assert sim.send_status(callback, "NS-2026-000070", "closed", "CY-E2", "核查结案") == (200, {"ok": True})
+            assert sim.send_status(callback, "NS-2026-000070", "closed", "CY-E2") == (200, {"duplicate": True})
+            status, answer = sim.send_status(callback, "NS-2026-000070", "reopened", "CY-E3")
+            assert status == 422 and "unknown platform status" in answer["error"]
+        store.close()
+    with db() as s:
+        case = s.query(Case).filter_by(number="NS-2026-000070").one()
+        last = case.audit[-1]
+    assert case.status is CaseStatus.CLOSED
+    assert (last.actor, last.action, last.detail["note"]) == ("platform:city", "close", "[city] 核查结案")
