@@ -97,8 +97,9 @@ class PlatformConnector:
     # -- queue -----------------------------------------------------------------------------------------
 
     def enqueue(self, case: CaseReport | Any, revision: int) -> bool:
-        """Queue a report of ``case`` (a :class:`CaseReport` or a case row) at ``revision`` (e.g. the id of
-        the audit entry of the transition that triggers it); False when that revision is already queued."""
+        """Queue a report of ``case`` (a :class:`CaseReport` or a case row) at ``revision`` (a number that grows
+        with each report of the case: the relay uses the decision's time in milliseconds); False when that
+        revision is already queued."""
         report = case if isinstance(case, CaseReport) else report_from_case(case)
         return self.store.enqueue(self.cfg.name, report, revision, self._clock())
 
@@ -119,9 +120,14 @@ class PlatformConnector:
 
     def deliver_due(self, limit: int = 20) -> list[Outcome]:
         """Send every report due now (up to ``limit``); the outcome of each attempt, in order."""
-        now = self._clock()
         lease = self.cfg.timeout_s * 2 + 30
-        outcomes = [self._attempt(d) for d in self.store.claim_due(self.cfg.name, now, lease, limit)]
+        outcomes: list[Outcome] = []
+        for _ in range(limit):  # one claim per send, so a lease never runs out while earlier ones are sent
+            claimed = self.store.claim_due(self.cfg.name, self._clock(), lease, 1)
+            if not claimed:
+                break
+            outcomes.append(self._attempt(claimed[0]))
+        now = self._clock()
         for o in outcomes:
             PLATFORM_ATTEMPTS.labels(self.cfg.name, o.result).inc()
         if outcomes or self._counted_at is None or now - self._counted_at >= 60:
