@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import fresh_postgres_schema
 from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.cases.db import AuditEntry, Case, CaseStatus, open_db, write_session
@@ -29,18 +28,12 @@ def signed(payload: dict[str, object], *, secret: bytes = SECRET, at: int = NOW)
     return signature_headers(secret, body, timestamp=at), body
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HandoffStore]:
+@pytest.fixture
+def store(case_db_url: str) -> Iterator[HandoffStore]:
     """The hand-off database: a SQLite file, or a fresh schema of the session's PostgreSQL database."""
-    if request.param == "sqlite":
-        s = HandoffStore(f"sqlite:///{tmp_path / 'integration.db'}")
-        yield s
-        s.close()
-        return
-    with fresh_postgres_schema(request.getfixturevalue("postgres_database")) as url:
-        s = HandoffStore(url)
-        yield s
-        s.close()
+    s = HandoffStore(case_db_url)
+    yield s
+    s.close()
 
 
 def handle(store: HandoffStore, headers: dict[str, str], body: bytes,

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import fresh_postgres_schema
 from http_receiver import Reply, Seen, free_port, receiving
 from prometheus_client import REGISTRY
 
@@ -73,18 +72,12 @@ def connector(store: HandoffStore, url: str, clock: Clock, **kw: object) -> Plat
     return PlatformConnector(cfg(url, **kw), store, secret=SECRET, links=links, clock=clock, rng=random.Random(7))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HandoffStore]:
+@pytest.fixture
+def store(case_db_url: str) -> Iterator[HandoffStore]:
     """The hand-off database: a SQLite file, or a fresh schema of the session's PostgreSQL database."""
-    if request.param == "sqlite":
-        s = HandoffStore(f"sqlite:///{tmp_path / 'integration.db'}")
-        yield s
-        s.close()
-        return
-    with fresh_postgres_schema(request.getfixturevalue("postgres_database")) as url:
-        s = HandoffStore(url)
-        yield s
-        s.close()
+    s = HandoffStore(case_db_url)
+    yield s
+    s.close()
 
 
 def verified(req: Seen, now: float = T0) -> bool:

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fresh_postgres_schema
 from http_receiver import Reply, Seen, receiving
 from platform_simulator import platform
 from sqlalchemy.orm import Session, sessionmaker
@@ -134,18 +133,10 @@ def test_relay_thread_and_poison_on_the_cases_topic(tmp_path: Path, env: None) -
     store.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def handoff_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'integration.db'}"
-        return
-    with fresh_postgres_schema(request.getfixturevalue("postgres_database")) as url:
-        yield url
-
-
-def test_new_drafts_become_notices_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handoff_url: str) -> None:
+def test_new_drafts_become_notices_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case_db_url: str) -> None:
     monkeypatch.setenv("TEST_WECOM_URL", "http://127.0.0.1:9/cgi-bin/webhook/send?key=k")
-    db = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
+    handoff_url = case_db_url  # the hand-off database on SQLite and on PostgreSQL
+    db = open_db(f"sqlite:///{tmp_path / 'cases-sqlite.db'}")
     add_case(db, "NS-2026-000040")  # before the first round: history, not news
     cfg = NonsiteConfig.model_validate({"data_dir": str(tmp_path), "integration": {
         "platform": {"database_url": handoff_url},
