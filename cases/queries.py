@@ -26,6 +26,7 @@ __all__ = [
     "CasePage",
     "LinkedCase",
     "audit_trail",
+    "audit_trails",
     "camera_choices",
     "count_by_disposition",
     "count_by_status",
@@ -36,6 +37,7 @@ __all__ = [
     "known_types",
     "linked_cases",
     "neighbours",
+    "oldest_first",
     "queue_filter",
     "queues_for",
     "search_cases",
@@ -100,13 +102,15 @@ class CaseFilter:
         if self.text and self.text.strip():
             t = self.text.strip()
             plate = normalise_plate(t) or t
+            # Case-insensitive on every database (SQLite's LIKE is, PostgreSQL's is not); the plate is
+            # compared normalised, like the drafter stores it in ``offender_plate``.
             conds.append(or_(
-                Case.number.contains(t.upper(), autoescape=True),
+                Case.number.icontains(t, autoescape=True),
                 Case.offender_plate.contains(plate, autoescape=True),
-                Case.camera_id.contains(t, autoescape=True),
-                Case.camera_name.contains(t, autoescape=True),
-                Case.zone_name.contains(t, autoescape=True),
-                Case.address.contains(t, autoescape=True),
+                Case.camera_id.icontains(t, autoescape=True),
+                Case.camera_name.icontains(t, autoescape=True),
+                Case.zone_name.icontains(t, autoescape=True),
+                Case.address.icontains(t, autoescape=True),
                 Case.event_id == t,
             ))
         if self.repeats_only:
@@ -214,6 +218,23 @@ def audit_trail(session: Session, case: Case | int) -> list[AuditEntry]:
     """The case's audit entries, oldest first."""
     cid = case if isinstance(case, int) else case.id
     return list(session.scalars(select(AuditEntry).where(AuditEntry.case_id == cid).order_by(AuditEntry.id)))
+
+
+def audit_trails(session: Session, cases: Iterable[Case | int]) -> dict[int, list[AuditEntry]]:
+    """The audit entries of several cases at once, by case id, each oldest first (a case with none: [])."""
+    ids = [c if isinstance(c, int) else c.id for c in cases]
+    out: dict[int, list[AuditEntry]] = {i: [] for i in ids}
+    if ids:
+        for entry in session.scalars(select(AuditEntry).where(AuditEntry.case_id.in_(ids)).order_by(AuditEntry.id)):
+            out[entry.case_id].append(entry)
+    return out
+
+
+def oldest_first(session: Session, status: CaseStatus, limit: int) -> list[Case]:
+    """Cases in ``status`` in the order they got there (a work list: first in, first out)."""
+    rows = session.scalars(select(Case).where(Case.status == status)
+                           .order_by(Case.updated_at.asc(), Case.id.asc()).limit(limit)).all()
+    return list(rows)
 
 
 def linked_cases(session: Session, case: Case | int) -> list[LinkedCase]:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from nonsite.cases import DISMISS_REASONS, Case, allowed_actions, case_by_number
+from nonsite.cases.queries import audit_trail, search_cases
 from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform
 from nonsite.console.auth import Principal, authorize, may
 from nonsite.console.i18n import Translator, local_time
@@ -23,12 +24,10 @@ from nonsite.console.notes import parse
 from nonsite.console.pages import feedback_url, queue_row
 from nonsite.console.render import localized_error, resolve_lang
 from nonsite.console.views import (
-    audit_of,
     case_url,
     dwell_parts,
     evidence_files,
     evidence_url,
-    list_cases,
     parse_filter,
     plate_of,
     seal_status,
@@ -207,14 +206,14 @@ def api_list_cases(
 ) -> Any:
     """Cases, newest first (by the time the violation was confirmed)."""
     state = state_of(request)
-    flt, problems = parse_filter(request.query_params, state.zone)
+    sel, problems = parse_filter(request.query_params, state.zone)
     if problems:
         param, message = problems[0]
         return err(request, 422, "bad_filter", "; ".join(m for _, m in problems), param=param)
     with state.session_factory() as session:
-        cases, total = list_cases(session, flt, limit, offset)
-    return {"total": total, "limit": limit, "offset": offset,
-            "items": [_case_out(request, c, principal) for c in cases]}
+        found = search_cases(session, sel.filter, limit=limit, offset=offset)
+    return {"total": found.total, "limit": limit, "offset": offset,
+            "items": [_case_out(request, c, principal) for c in found.items]}
 
 
 @router.get("/cases/{number}", name="api_case", response_model=CaseDetailOut, responses=_ERRORS, tags=["cases"])
@@ -226,7 +225,7 @@ def api_get_case(request: Request, number: str, principal: Principal = Depends(a
         if case is None:
             return err(request, 404, "not_found", f"no case {number}; list cases with GET /api/cases",
                        "error.case_not_found", {"number": number})
-        audit = audit_of(session, case)
+        audit = audit_trail(session, case)
     by_key = {f.key: f for f in evidence_files(case).values()}
     evidence = []
     for item in case.evidence:
@@ -320,7 +319,7 @@ async def api_events(
 ) -> Any:
     """Live updates of the alert queue, filtered like ``GET /api/cases`` (same query parameters)."""
     state = state_of(request)
-    flt, problems = parse_filter(request.query_params, state.zone)
+    sel, problems = parse_filter(request.query_params, state.zone)
     if problems:
         return err(request, 422, "bad_filter", "; ".join(m for _, m in problems))
     start = request.headers.get("last-event-id", "") or since  # a reconnecting browser resumes where it was
@@ -333,7 +332,7 @@ async def api_events(
     except ValueError as exc:
         return err(request, 422, "bad_cursor", str(exc))
     t = Translator(resolve_lang(request, state)[0])
-    carry = flt.query()
+    carry = sel.query()
 
     def payload(case: Case, matches: bool) -> dict[str, Any]:
         row = queue_row(request, case, carry)
@@ -349,7 +348,7 @@ async def api_events(
         }
 
     return StreamingResponse(
-        stream(state.session_factory, flt, cursor, payload, state.live_poll_s),
+        stream(state.session_factory, sel.filter, cursor, payload, state.live_poll_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

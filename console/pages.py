@@ -7,15 +7,23 @@ session's CSRF token; a form that cannot be applied answers 4xx with the case pa
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 
 from nonsite.cases import DISMISS_REASONS, AuditEntry, Case, CaseStatus, allowed_actions, case_by_number
+from nonsite.cases.queries import (
+    audit_trail,
+    audit_trails,
+    camera_choices,
+    count_by_status,
+    known_types,
+    neighbours,
+    oldest_first,
+    search_cases,
+)
 from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, feedback_key, perform
 from nonsite.console.auth import Principal, authorize
 from nonsite.console.live import current_cursor
@@ -24,22 +32,15 @@ from nonsite.console.render import error_page, localized_error, path_with, rende
 from nonsite.console.views import (
     PAGE_SIZE,
     STILL_PAIRS,
-    CaseFilter,
-    audit_of,
+    Selection,
     case_url,
     evidence_files,
     evidence_url,
-    known_cameras,
-    known_types,
-    list_cases,
-    neighbours,
-    oldest_first,
     parse_filter,
     plate_of,
     root_path,
     seal_status,
     state_of,
-    status_counts,
     status_values,
     thumbnail_url,
     url_by_role,
@@ -88,14 +89,14 @@ def queue_row(request: Request, case: Case, carry: str) -> dict[str, Any]:
     }
 
 
-def _filter_context(request: Request, session: Any, flt: CaseFilter) -> dict[str, Any]:
-    params = dict(flt.raw)
+def _filter_context(request: Request, session: Any, sel: Selection) -> dict[str, Any]:
+    params = dict(sel.raw)
     return {
         "f": {k: params.get(k, "") for k in ("status", "type", "camera", "from", "to", "date", "q")},
         "statuses": status_values(),
-        "counts": status_counts(session),
+        "counts": count_by_status(session),
         "types": sorted({*known_types(session), *KNOWN_TYPES}),
-        "cameras": known_cameras(session),
+        "cameras": [(cid, name or cid) for cid, name, _ in camera_choices(session)],
     }
 
 
@@ -103,12 +104,13 @@ def _filter_context(request: Request, session: Any, flt: CaseFilter) -> dict[str
 def queue_page(request: Request, page: int = Query(1, ge=1, le=100_000)) -> Response:
     """The alert queue: newest first, filters, live updates, keyboard triage."""
     state = state_of(request)
-    flt, problems = parse_filter(request.query_params, state.zone)
+    sel, problems = parse_filter(request.query_params, state.zone)
     with state.session_factory() as session:
-        cases, total = list_cases(session, flt, PAGE_SIZE, (page - 1) * PAGE_SIZE)
-        ctx = _filter_context(request, session, flt)
+        found = search_cases(session, sel.filter, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        cases, total = found.items, found.total
+        ctx = _filter_context(request, session, sel)
         cursor = current_cursor(session)
-    carry = flt.query()
+    carry = sel.query()
     pages = max(1, -(-total // PAGE_SIZE))
     live = f"{root_path(request)}/api/events" + (carry + "&" if carry else "?") + urlencode({"since": str(cursor)})
     return render(request, "queue.html", {
@@ -127,12 +129,13 @@ def queue_page(request: Request, page: int = Query(1, ge=1, le=100_000)) -> Resp
 def search_page(request: Request) -> Response:
     """Case search by number, plate, camera, place and day."""
     state = state_of(request)
-    flt, problems = parse_filter(request.query_params, state.zone)
-    asked = bool(flt.raw)
+    sel, problems = parse_filter(request.query_params, state.zone)
+    asked = bool(sel.raw)
     with state.session_factory() as session:
-        cases, total = list_cases(session, flt, WORK_LIST_SIZE, 0) if asked else ([], 0)
-        ctx = _filter_context(request, session, flt)
-    carry = flt.query()
+        found = search_cases(session, sel.filter, limit=WORK_LIST_SIZE) if asked else None
+        cases, total = (found.items, found.total) if found else ([], 0)
+        ctx = _filter_context(request, session, sel)
+    carry = sel.query()
     return render(request, "search.html", {
         **ctx,
         "asked": asked,
@@ -140,15 +143,6 @@ def search_page(request: Request) -> Response:
         "total": total,
         "notices": filter_notices(problems, request.query_params),
     })
-
-
-def _trail(session: Any, cases: list[Case]) -> dict[int, list[AuditEntry]]:
-    by_case: dict[int, list[AuditEntry]] = defaultdict(list)
-    if cases:
-        ids = [c.id for c in cases]
-        for entry in session.scalars(select(AuditEntry).where(AuditEntry.case_id.in_(ids)).order_by(AuditEntry.id)):
-            by_case[entry.case_id].append(entry)
-    return by_case
 
 
 def _last(entries: list[AuditEntry], action: str) -> AuditEntry | None:
@@ -187,7 +181,7 @@ def review_page(request: Request) -> Response:
     state = state_of(request)
     with state.session_factory() as session:
         cases = oldest_first(session, CaseStatus.CONFIRMED, WORK_LIST_SIZE)
-        trail = _trail(session, cases)
+        trail = audit_trails(session, cases)
     return render(request, "review.html", {
         "items": [_work_item(request, c, trail[c.id]) for c in cases],
         "messages": _notice(request), "notice_case": request.query_params.get("case", ""),
@@ -202,7 +196,7 @@ def tasks_page(request: Request) -> Response:
     with state.session_factory() as session:
         for status in (CaseStatus.APPROVED, CaseStatus.DISPATCHED, CaseStatus.RECTIFIED):
             cases = oldest_first(session, status, WORK_LIST_SIZE)
-            trail = _trail(session, cases)
+            trail = audit_trails(session, cases)
             groups[status.value] = [_work_item(request, c, trail[c.id]) for c in cases]
     return render(request, "tasks.html", {
         "groups": groups, "teams": state.teams, "max_upload_mb": state.max_upload_bytes / 1024 / 1024,
@@ -214,14 +208,14 @@ def tasks_page(request: Request) -> Response:
 def case_response(request: Request, number: str, *, error: ActionError | None = None,
                   status_code: int = 200) -> Response:
     state = state_of(request)
-    flt, _ = parse_filter(request.query_params, state.zone)
+    sel, _ = parse_filter(request.query_params, state.zone)
     with state.session_factory() as session:
         case = case_by_number(session, number)
         if case is None:
             return error_page(request, 404, "case_not_found", f"no case {number}", number=number)
-        audit = audit_of(session, case)
-        newer, older = neighbours(session, case, flt)
-    carry = flt.query()
+        audit = audit_trail(session, case)
+        newer, older = neighbours(session, case, sel.filter)
+    carry = sel.query()
     urls = url_by_role(request, case)
     stills = [
         {"label": f"case.still_{name}", "annotated": urls.get(annotated) or urls.get(original),

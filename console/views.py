@@ -13,11 +13,11 @@ from typing import Any
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
-from nonsite.cases import AuditEntry, Case, CaseStatus
+from nonsite.cases import Case, CaseStatus
+from nonsite.cases.queries import CaseFilter
 from nonsite.evidence import package_prefix
 from nonsite.evidence.store import Store
 from nonsite.evidence.verify import verify_package
@@ -64,61 +64,29 @@ def root_path(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-# --- queries --------------------------------------------------------------------------------------------
-
-_ORDER = (Case.confirmed_at.desc(), Case.id.desc())
-_LIKE_ESCAPE = "!"
-
-
-def _like(text: str) -> str:
-    """A LIKE pattern matching ``text`` anywhere (its own %, _ and ! taken literally)."""
-    escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-    return f"%{escaped}%"
+# --- the filter of a page or an API call ---------------------------------------------------------------
+# The queries themselves are :mod:`nonsite.cases.queries` (one query layer for the console, the API, the CLI);
+# here only the console's query parameters are read into a :class:`~nonsite.cases.queries.CaseFilter`.
 
 
 def plate_of(case: Case) -> str | None:
-    """The plate read for the case's offender, when one was read."""
-    hint = case.violation.get("offender_hint") if isinstance(case.violation, dict) else None
+    """The plate read for the case's offender (as read, for display), when one was read."""
+    hint = case.offender_hint if isinstance(case.offender_hint, dict) else None
+    if hint is None and isinstance(case.violation, dict):
+        hint = case.violation.get("offender_hint")
     plate = hint.get("plate") if isinstance(hint, dict) else None
     return plate if isinstance(plate, str) and plate else None
 
 
 @dataclass(frozen=True)
-class CaseFilter:
-    """What the queue, the search, the API list and the live stream select (all optional, AND-ed)."""
+class Selection:
+    """What the queue, the search, the API list and the live stream select, and the parameters that said so."""
 
-    status: CaseStatus | None = None
-    type: str | None = None
-    camera: str | None = None
-    start: datetime | None = None
-    """Confirmed at or after (UTC)."""
-    end: datetime | None = None
-    """Confirmed before (UTC)."""
-    q: str | None = None
-    """Text in the number, the plate, the camera id/name, the zone name or the address."""
+    filter: CaseFilter = field(default_factory=CaseFilter)
+    """The cases (all optional, AND-ed); ``text`` searches the number, the plate (normalised), the camera id
+    and name, the zone name and the address."""
     raw: tuple[tuple[str, str], ...] = ()
     """The query parameters as given (to carry into links)."""
-
-    def conditions(self) -> list[Any]:
-        conds: list[Any] = []
-        if self.status is not None:
-            conds.append(Case.status == self.status)
-        if self.type:
-            conds.append(Case.type == self.type)
-        if self.camera:
-            conds.append(Case.camera_id == self.camera)
-        if self.start is not None:
-            conds.append(Case.confirmed_at >= self.start)
-        if self.end is not None:
-            conds.append(Case.confirmed_at < self.end)
-        if self.q:
-            pattern = _like(self.q)
-            plate = Case.violation[("offender_hint", "plate")].as_string()
-            conds.append(or_(*(
-                col.ilike(pattern, escape=_LIKE_ESCAPE)
-                for col in (Case.number, Case.camera_id, Case.camera_name, Case.zone_name, Case.address, plate)
-            )))
-        return conds
 
     def query(self) -> str:
         """``?status=...&type=...`` for links that keep the filter (empty when there is none)."""
@@ -148,8 +116,12 @@ def _local_instant(value: str, zone: ZoneInfo, name: str, end_of_day: bool) -> d
     return moment.astimezone(UTC)
 
 
-def parse_filter(params: Mapping[str, str], zone: ZoneInfo) -> tuple[CaseFilter, list[tuple[str, str]]]:
-    """The filter in ``params`` and what was wrong with it (``(parameter, message)``; those are ignored)."""
+def parse_filter(params: Mapping[str, str], zone: ZoneInfo) -> tuple[Selection, list[tuple[str, str]]]:
+    """The selection in ``params`` and what was wrong with it (``(parameter, message)``; those are ignored).
+
+    ``status``, ``type``, ``camera``: one value each; ``from``/``to``: a day or a time on the city's clock (or
+    ISO 8601 with an offset), ``to`` a bare day includes that day; ``date``: one day; ``q``: search text.
+    """
     problems: list[tuple[str, str]] = []
     raw: list[tuple[str, str]] = []
     values = {k: (params.get(k) or "").strip() for k in FILTER_PARAMS}
@@ -192,57 +164,11 @@ def parse_filter(params: Mapping[str, str], zone: ZoneInfo) -> tuple[CaseFilter,
                 q = ""
         if values[key] and (key != "q" or q):
             raw.append((key, values[key]))
-    return CaseFilter(status, values["type"] or None, values["camera"] or None, start, end, q or None,
-                      tuple(raw)), problems
-
-
-def list_cases(session: Session, flt: CaseFilter, limit: int, offset: int) -> tuple[list[Case], int]:
-    """Cases newest first (by the time the violation was confirmed) and how many match in all."""
-    conds = flt.conditions()
-    total = session.scalar(select(func.count()).select_from(Case).where(*conds)) or 0
-    rows = session.scalars(select(Case).where(*conds).order_by(*_ORDER).limit(limit).offset(offset)).all()
-    return list(rows), total
-
-
-def oldest_first(session: Session, status: CaseStatus, limit: int) -> list[Case]:
-    """Cases in ``status`` in the order they got there (a work list: first in, first out)."""
-    rows = session.scalars(select(Case).where(Case.status == status)
-                           .order_by(Case.updated_at.asc(), Case.id.asc()).limit(limit)).all()
-    return list(rows)
-
-
-def status_counts(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Case.status, func.count()).group_by(Case.status)).all()
-    return {status.value: n for status, n in rows}
-
-
-def known_types(session: Session) -> list[str]:
-    return sorted(session.scalars(select(Case.type).distinct()).all())
-
-
-def known_cameras(session: Session) -> list[tuple[str, str]]:
-    """``(camera id, name)`` of every camera that has cases."""
-    rows = session.execute(select(Case.camera_id, func.max(Case.camera_name)).group_by(Case.camera_id)).all()
-    return sorted((cid, name or cid) for cid, name in rows)
-
-
-def neighbours(session: Session, case: Case, flt: CaseFilter) -> tuple[str | None, str | None]:
-    """Numbers of the case above (newer, 'k') and below (older, 'j') this one in the filtered queue."""
-    conds = flt.conditions()
-    t, i = case.confirmed_at, case.id
-    newer = session.scalar(
-        select(Case.number).where(*conds, or_(Case.confirmed_at > t, and_(Case.confirmed_at == t, Case.id > i)))
-        .order_by(Case.confirmed_at.asc(), Case.id.asc()).limit(1)
+    flt = CaseFilter(
+        statuses=(status,) if status is not None else (), types=(values["type"],) if values["type"] else (),
+        camera_ids=(values["camera"],) if values["camera"] else (), since=start, until=end, text=q or None,
     )
-    older = session.scalar(
-        select(Case.number).where(*conds, or_(Case.confirmed_at < t, and_(Case.confirmed_at == t, Case.id < i)))
-        .order_by(*_ORDER).limit(1)
-    )
-    return newer, older
-
-
-def audit_of(session: Session, case: Case) -> list[AuditEntry]:
-    return list(session.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id).order_by(AuditEntry.id)))
+    return Selection(flt, tuple(raw)), problems
 
 
 # --- evidence files -------------------------------------------------------------------------------------

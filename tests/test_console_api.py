@@ -183,6 +183,9 @@ def test_filters_and_search(env: Env, media_dir: Path) -> None:
 
     assert numbers(q="沪A12345") == [parking]
     assert numbers(q="a123") == [parking]  # plates match regardless of case
+    # ...and of the separators people type (the normalised plate column, as the case queries search it)
+    assert numbers(q="沪A·12345") == [parking]
+    assert numbers(q="沪a 123-45") == [parking]
     assert numbers(q=dog) == [dog]
     assert numbers(q="公园北门") == [dog]
     assert numbers(q="南京东路") == [parking, dog, vending]
