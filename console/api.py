@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nonsite.cases import DISMISS_REASONS, Case, allowed_actions, case_by_number
 from nonsite.cases.queries import audit_trail, search_cases
-from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform
+from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform, perform_upload
 from nonsite.console.auth import Principal, authorize, may
 from nonsite.console.i18n import Translator, local_time
 from nonsite.console.live import Cursor, current_cursor, stream
@@ -278,8 +278,8 @@ async def api_feedback(
     state = state_of(request)
     uploads = [Upload(p.filename or "", await p.read()) for p in photos]
     try:
-        case = perform(state, number, "rectify", principal, state.actor_of(request), note=note,
-                       photos=[u for u in uploads if u.data or u.filename])
+        case = await perform_upload(state, number, principal, state.actor_of(request), note=note,
+                                    photos=[u for u in uploads if u.data or u.filename])
     except ActionError as exc:
         return _action_error(request, exc)
     return _case_out(request, case, principal)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nonsite.cases import DISMISS_REASONS, AuditEntry, Case, CaseStatus, allowed_actions, case_by_number
+from nonsite.cases.attachments import feedback_key
 from nonsite.cases.queries import (
     audit_trail,
     audit_trails,
@@ -24,7 +25,7 @@ from nonsite.cases.queries import (
     oldest_first,
     search_cases,
 )
-from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, feedback_key, perform
+from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform, perform_upload
 from nonsite.console.auth import Principal, authorize
 from nonsite.console.live import current_cursor
 from nonsite.console.notes import parse
@@ -321,7 +322,7 @@ async def feedback_form(
         if data or photo.filename:
             uploads.append(Upload(photo.filename or "", data))
     try:
-        perform(state, number, "rectify", principal, state.actor_of(request), note=note, photos=uploads)
+        await perform_upload(state, number, principal, state.actor_of(request), note=note, photos=uploads)
     except ActionError as exc:
         return _failed(request, number, exc)
     return _after(request, number, "rectify", back, "")
