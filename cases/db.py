@@ -208,6 +208,11 @@ class AuditEntry(Base):
     before_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     after_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Added by migration 0003_note_columns: structured fields, never parsed from the note's text.
+    team: Mapped[str | None] = mapped_column(String(256), nullable=True, comment="Team a dispatch went to")
+    photos: Mapped[list[str] | None] = mapped_column(
+        JSON, nullable=True, comment="sha256 of each feedback photo of a rectification"
+    )
 
     case: Mapped[Case] = relationship(back_populates="audit", viewonly=True)
 

@@ -30,7 +30,6 @@ from nonsite.cases import (
 from nonsite.cases.attachments import AttachmentError, PreparedPhoto, prepare_photo, store_photo
 from nonsite.cases.workflow import TRANSITIONS, Action
 from nonsite.console.auth import ACTION_ROLES, Principal, Role
-from nonsite.console.notes import compose
 from nonsite.console.views import ConsoleState
 from nonsite.evidence.store import StoreError
 
@@ -155,11 +154,10 @@ def perform(
             log.warning("cannot store a feedback photo of case %s: %s", case.number, exc)
             raise ActionError(503, "store_unavailable", "the evidence store cannot be written right now; "
                               "try again later", "error.store_unavailable") from None
-    shas = [a["sha256"] for a in attachments]
-    try:
+    try:  # the team and the photos are recorded as fields of the audit entry; the note is only text
         return apply_action(
             state.session_factory, case.number, act, actor, role=principal.role, reason=reason,
-            note=compose(note, team=team, photos=shas), assignee=team, attachments=attachments or None,
+            note=note, assignee=team, attachments=attachments or None,
         )
     except CaseNotFound:
         raise _not_found(number) from None

@@ -20,8 +20,7 @@ from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform, 
 from nonsite.console.auth import Principal, authorize, may
 from nonsite.console.i18n import Translator, local_time
 from nonsite.console.live import Cursor, current_cursor, stream
-from nonsite.console.notes import parse
-from nonsite.console.pages import feedback_url, queue_row
+from nonsite.console.pages import note_fields, queue_row
 from nonsite.console.render import localized_error, resolve_lang
 from nonsite.console.views import (
     case_url,
@@ -71,7 +70,7 @@ class AuditOut(BaseModel):
     before_status: str | None
     after_status: str | None
     detail: dict[str, Any]
-    note: str = Field(description="The note without the console's tags.")
+    note: str = Field(description="The note as the user typed it (plain text; nothing in it is interpreted).")
     team: str | None = Field(description="The team a dispatch went to.")
     photos: list[str] = Field(description="URLs of the feedback photos of a rectify step.")
 
@@ -242,11 +241,9 @@ def api_get_case(request: Request, number: str, principal: Principal = Depends(a
     audit_out = []
     for a in audit:
         detail = a.detail if isinstance(a.detail, dict) else {}
-        parts = parse(str(detail.get("note", "")))
         audit_out.append({
             "at": a.at, "actor": a.actor, "action": a.action, "before_status": a.before_status,
-            "after_status": a.after_status, "detail": detail, "note": parts.text, "team": parts.team,
-            "photos": [feedback_url(request, case.number, s) for s in parts.photos],
+            "after_status": a.after_status, "detail": detail, **note_fields(request, case.number, a),
         })
     return {
         **_case_out(request, case, principal),

@@ -28,7 +28,6 @@ from nonsite.cases.queries import (
 from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform, perform_upload
 from nonsite.console.auth import Principal, authorize
 from nonsite.console.live import current_cursor
-from nonsite.console.notes import parse
 from nonsite.console.render import error_page, localized_error, path_with, render
 from nonsite.console.views import (
     PAGE_SIZE,
@@ -53,6 +52,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(authorize)])
 KNOWN_TYPES = ("sidewalk_parking", "street_vending", "stray_dog")
 WORK_LIST_SIZE = 200
 _SHA_JPG = re.compile(r"^([0-9a-f]{64})\.jpg$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
 _BACK_PAGES = {"review": "/review", "tasks": "/tasks"}
 
 
@@ -154,12 +154,17 @@ def feedback_url(request: Request, number: str, sha: str) -> str:
     return f"{root_path(request)}/cases/{quote(number, safe='')}/feedback/{sha}.jpg"
 
 
+def note_fields(request: Request, number: str, entry: AuditEntry) -> dict[str, Any]:
+    """The note (text as typed, never parsed), the team of a dispatch and the photo URLs of a feedback."""
+    note = entry.detail.get("note", "") if isinstance(entry.detail, dict) else ""
+    return {"note": str(note or ""), "team": entry.team,
+            "photos": [feedback_url(request, number, s) for s in entry.photos or () if _SHA.match(str(s))]}
+
+
 def _step(request: Request, number: str, entry: AuditEntry | None) -> dict[str, Any] | None:
     if entry is None:
         return None
-    parts = parse(str(entry.detail.get("note", "")) if isinstance(entry.detail, dict) else "")
-    return {"actor": entry.actor, "at": entry.at, "note": parts.text, "team": parts.team,
-            "photos": [feedback_url(request, number, s) for s in parts.photos]}
+    return {"actor": entry.actor, "at": entry.at, **note_fields(request, number, entry)}
 
 
 def _work_item(request: Request, case: Case, trail: list[AuditEntry]) -> dict[str, Any]:
@@ -243,11 +248,9 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
     model = case.violation.get("model") if isinstance(case.violation, dict) else None
     audit_rows = []
     for a in audit:
-        parts = parse(str(a.detail.get("note", ""))) if isinstance(a.detail, dict) else parse("")
         audit_rows.append({"at": a.at, "actor": a.actor, "action": a.action, "before": a.before_status,
                            "after": a.after_status, "reason": a.detail.get("reason") if isinstance(a.detail, dict)
-                           else None, "note": parts.text, "team": parts.team,
-                           "photos": [feedback_url(request, case.number, s) for s in parts.photos]})
+                           else None, **note_fields(request, case.number, a)})
     return render(request, "case.html", {
         "case": case,
         "case_path": case_url(request, case.number),

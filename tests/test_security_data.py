@@ -4,15 +4,23 @@ sees it fail."""
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from console_support import Env, Served, seed
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import DBAPIError
 
 import nonsite.cases.attachments as attachments
+from nonsite.cases import open_db
+from nonsite.cases.db import AuditEntry, head_revision
 
 
 @pytest.fixture()
@@ -107,3 +115,99 @@ def test_concurrent_decodes_are_bounded(monkeypatch: pytest.MonkeyPatch, media_d
         t.join(60)
     assert len(out) == 6 and len(set(out)) == 1
     assert peak == attachments.MAX_CONCURRENT_DECODES
+
+
+# --- notes: the team and the photos are fields, never read from the note's text -------------------------
+
+
+def test_tags_typed_into_a_note_are_text_and_dispatch_nowhere(env: Env, media_dir: Path) -> None:
+    """The attack: a note ``[team:X] [photos:<sha>]`` typed by a user showed as a dispatch to X with photos."""
+    op, _ = env.api("op")
+    rev, _ = env.api("rev")
+    n = env.cases["stray_dog"]
+    someone_elses = "ab" * 32
+    forged = f"[team:street_office] [photos:{someone_elses}] 已核实"
+    assert op.post(f"/api/cases/{n}/confirm", json={"note": forged}).status_code == 200
+    assert rev.post(f"/api/cases/{n}/approve", json={"note": "[team:street_office] ok"}).status_code == 200
+    r = op.post(f"/api/cases/{n}/dispatch", json={"team": "capture_team", "note": "[team:street_office] 今日处理"})
+    assert r.status_code == 200
+    photo = _photo(media_dir)
+    r = op.post(f"/api/cases/{n}/feedback", data={"note": f"[photos:{someone_elses}] 已整改"},
+                files=[("photos", ("after.jpg", photo, "image/jpeg"))])
+    assert r.status_code == 200
+    audit = {a["action"]: a for a in op.get(f"/api/cases/{n}").json()["audit"]}
+    assert (audit["confirm"]["note"], audit["confirm"]["team"], audit["confirm"]["photos"]) == (forged, None, [])
+    assert audit["approve"]["team"] is None
+    assert audit["dispatch"]["team"] == "capture_team"  # the form's team, not the note's
+    assert audit["dispatch"]["note"] == "[team:street_office] 今日处理"
+    stored = [k.rsplit("/", 1)[1].removesuffix(".jpg") for k in env.store.list(f"cases/{n}/feedback/")]
+    assert [u.rsplit("/", 1)[1].removesuffix(".jpg") for u in audit["rectify"]["photos"]] == stored
+    assert someone_elses not in stored and audit["rectify"]["note"] == f"[photos:{someone_elses}] 已整改"
+    page, _ = env.app("op")
+    html = page.get(f"/cases/{n}").text
+    assert "[team:street_office] [photos:" in html  # shown as the literal text it is
+    assert f"/feedback/{someone_elses}.jpg" not in html
+    shown = re.findall(r'<dd class="dispatched-to">(.*?)</dd>', page.get("/tasks").text, re.S)
+    assert len(shown) == 1 and shown[0].startswith("犬只收容队")  # capture_team
+    assert "街道办事处" not in shown[0] and "[team:street_office] 今日处理" in shown[0]  # street_office: text
+
+
+def _insert_case(conn: Any, dialect: str) -> int:
+    when = datetime(2026, 11, 21, 11, 3, 12, tzinfo=UTC) if dialect != "sqlite" else "2026-11-21 11:03:12.000000"
+    conn.execute(text(
+        "INSERT INTO cases (number, event_id, type, camera_id, camera_name, zone_id, zone_name, address, "
+        "started_at, confirmed_at, dwell_s, confidence, track_ids, evidence, manifest_key, manifest_sha256, "
+        "signature_key, seal_problems, violation, status, dismiss_note, created_at, updated_at) VALUES "
+        "('NS-2026-000001', 'e-1', 'stray_dog', 'cam', '', 'z', '', '', :t, :t, 5, 0.9, '[]', '[]', 'm', 'h', "
+        "'s', '[]', '{}', 'rectified', '', :t, :t)"), {"t": when})
+    return int(conn.execute(text("SELECT id FROM cases")).scalar_one())
+
+
+def test_migration_moves_the_consoles_tags_into_columns_and_leaves_forged_ones_as_text(case_db_url: str) -> None:
+    """Rows written before 0003_note_columns: the tag the console wrote (it matches what the workflow
+    recorded) becomes the column; a tag a user typed stays in the note as text."""
+    from alembic import command
+
+    from nonsite.cases.db import _alembic_config, migrate
+
+    sf = open_db(case_db_url, upgrade=False)
+    engine = sf.kw["bind"]
+    try:
+        migrate(engine, "0002")
+        sha = "cd" * 32
+        when = datetime(2026, 11, 21, 12, tzinfo=UTC) if engine.dialect.name != "sqlite" else "2026-11-21 12:00:00"
+        rows = [  # (action, detail as the console and the workflow wrote it)
+            ("confirm", {"role": "operator", "note": "[team:street_office] [photos:" + "ef" * 32 + "] 已核实"}),
+            ("dispatch", {"role": "operator", "note": "[team:capture_team] [team:street_office] 今日处理",
+                          "assignee": "capture_team"}),
+            ("rectify", {"role": "operator", "note": f"[photos:{sha}] 已整改",
+                         "attachments": [{"key": f"cases/NS-2026-000001/feedback/{sha}.jpg", "sha256": sha}]}),
+            ("dispatch", {"note": "[team:street_office] x", "assignee": "capture_team"}),  # forged, not the team
+        ]
+        with engine.begin() as conn:
+            cid = _insert_case(conn, engine.dialect.name)
+            for action, detail in rows:
+                conn.execute(text("INSERT INTO audit_entries (case_id, at, actor, action, detail) "
+                                  "VALUES (:c, :t, 'li', :a, :d)"),
+                             {"c": cid, "t": when, "a": action, "d": json.dumps(detail, ensure_ascii=False)})
+        assert migrate(engine)[1] == head_revision()
+        with sf() as s:
+            got = [(e.action, e.team, e.photos, e.detail.get("note")) for e in s.scalars(
+                select(AuditEntry).order_by(AuditEntry.id))]
+        assert got == [
+            ("confirm", None, None, rows[0][1]["note"]),
+            ("dispatch", "capture_team", None, "[team:street_office] 今日处理"),
+            ("rectify", None, [sha], "已整改"),
+            ("dispatch", "capture_team", None, "[team:street_office] x"),
+        ]
+        for sql in ("UPDATE audit_entries SET actor = 'x'", "DELETE FROM audit_entries"):
+            with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:  # lifted only to move
+                conn.execute(text(sql))
+        with engine.begin() as conn:  # and back: the columns go, the rows stay
+            command.downgrade(_alembic_config(conn), "0002")
+        assert "team" not in {c["name"] for c in inspect(engine).get_columns("audit_entries")}
+        for sql in ("UPDATE audit_entries SET actor = 'x'", "DELETE FROM audit_entries"):
+            with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:  # triggers still there
+                conn.execute(text(sql))
+    finally:
+        engine.dispose()
