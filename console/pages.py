@@ -32,12 +32,14 @@ from nonsite.console.render import error_page, localized_error, path_with, rende
 from nonsite.console.views import (
     PAGE_SIZE,
     STILL_PAIRS,
+    EvidenceAltered,
     Selection,
     case_url,
     evidence_files,
     evidence_url,
     parse_filter,
     plate_of,
+    read_verified,
     root_path,
     seal_status,
     state_of,
@@ -367,7 +369,10 @@ def feedback_photo(request: Request, number: str, name: str) -> Response:
     if m is None:
         return error_page(request, 404, "not_found", f"no photo {name!r} in the feedback of case {number}")
     try:
-        data = state.store.get(feedback_key(case.number, m.group(1)))
+        data, _ = read_verified(state.store, feedback_key(case.number, m.group(1)), m.group(1),
+                                f"feedback photo {name} of case {case.number}")
+    except EvidenceAltered as exc:
+        return error_page(request, 409, "evidence_altered", str(exc), name=name, number=case.number)
     except KeyError:
         return error_page(request, 404, "not_found", f"no photo {name!r} in the feedback of case {number}")
     except StoreError:

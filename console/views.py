@@ -5,6 +5,7 @@ No HTTP here: the routers in :mod:`.pages` and :mod:`.api` call these with the c
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -212,6 +213,33 @@ def evidence_files(case: Case) -> dict[str, EvidenceFile]:
     if case.signature_key:
         add("signature", case.signature_key, SIGNATURE_CONTENT_TYPE, "", None)
     return files
+
+
+class EvidenceAltered(Exception):
+    """A stored file whose bytes no longer hash to what its sealed package (or its name) says."""
+
+    def __init__(self, what: str, key: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"{what} does not match its sealed sha256 ({expected[:12]}…; the stored file hashes to {actual[:12]}…): "
+            "it was altered or damaged after sealing and is not served; check the package with "
+            "'nonsite evidence verify' and keep the store as it is for the investigation"
+        )
+        self.key, self.expected, self.actual = key, expected, actual
+
+
+def read_verified(store: Store, key: str, sha256: str, what: str) -> tuple[bytes, str]:
+    """The stored bytes of ``key`` and their sha256, after checking them against ``sha256`` (the hash the sealed
+    package recorded; empty: nothing to check against, e.g. the signature). What is served is what was hashed.
+
+    EvidenceAltered (logged as an error) when they differ; KeyError when absent; StoreError when unreadable.
+    """
+    data = store.get(key)
+    actual = hashlib.sha256(data).hexdigest()
+    if sha256 and actual != sha256.lower():
+        log.error("evidence altered: %s (%s) hashes to %s, sealed as %s; refused to serve it", key, what, actual,
+                  sha256)
+        raise EvidenceAltered(what, key, sha256, actual)
+    return data, actual
 
 
 def evidence_url(request: Request, event_id: str, name: str) -> str:

@@ -4,7 +4,9 @@ sees it fail."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 import nonsite.cases.attachments as attachments
 from nonsite.cases import open_db
 from nonsite.cases.db import AuditEntry, head_revision
+from nonsite.evidence import package_prefix
 
 
 @pytest.fixture()
@@ -211,3 +214,48 @@ def test_migration_moves_the_consoles_tags_into_columns_and_leaves_forged_ones_a
                 conn.execute(text(sql))
     finally:
         engine.dispose()
+
+
+# --- evidence: what is served is what was hashed ---------------------------------------------------------
+
+
+def test_a_tampered_evidence_file_is_refused_not_served_as_the_original(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """The attack: a still replaced in the store after sealing was served with the sealed hash as its ETag."""
+    client, _ = env.app("op")
+    eid, n = env.events["sidewalk_parking"], env.cases["sidewalk_parking"]
+    sealed = env.blobs[(eid, "confirm.jpg")]
+    ok = client.get(f"/evidence/{eid}/confirm.jpg")
+    assert ok.status_code == 200 and ok.content == sealed
+    assert ok.headers["etag"] == f'"{hashlib.sha256(sealed).hexdigest()}"'
+    forged = env.blobs[(eid, "onset.jpg")]  # another real photo put in its place
+    env.store.put(f"{package_prefix(eid)}confirm.jpg", forged, "image/jpeg")
+    with caplog.at_level(logging.ERROR, logger="nonsite.console.views"):
+        for method in ("GET", "HEAD"):
+            r = client.request(method, f"/evidence/{eid}/confirm.jpg", headers={"Range": "bytes=0-99"})
+            assert r.status_code == 409 and forged[:100] not in r.content
+            assert "etag" not in r.headers
+    body = client.get(f"/evidence/{eid}/confirm.jpg").json()["error"]
+    assert body["code"] == "evidence_altered" and "nonsite evidence verify" in body["message"]
+    assert n in body["message"] and "篡改" in body["text"]
+    assert any("evidence altered" in rec.getMessage() and hashlib.sha256(forged).hexdigest() in rec.getMessage()
+               for rec in caplog.records)
+    # The rest of the package is still served, each with the hash of what is sent.
+    clip = client.get(f"/evidence/{eid}/clip.mp4", headers={"Range": "bytes=0-99"})
+    assert clip.status_code == 206 and clip.content == env.blobs[(eid, "clip.mp4")][:100]
+    assert clip.headers["etag"] == f'"{hashlib.sha256(env.blobs[(eid, "clip.mp4")]).hexdigest()}"'
+
+
+def test_a_tampered_feedback_photo_is_refused(env: Env, media_dir: Path) -> None:
+    n = _dispatched(env, "stray_dog")
+    op, _ = env.api("op")
+    r = op.post(f"/api/cases/{n}/feedback", data={"note": "ok"}, files=[("photos", ("a.jpg", _photo(media_dir),
+                                                                                     "image/jpeg"))])
+    assert r.status_code == 200
+    page, _ = env.app("op")
+    (key,) = env.store.list(f"cases/{n}/feedback/")
+    url = f"/cases/{n}/feedback/{key.rsplit('/', 1)[1]}"
+    assert page.get(url).status_code == 200
+    env.store.put(key, env.blobs[(env.events["stray_dog"], "onset.jpg")], "image/jpeg")
+    r = page.get(url)
+    assert r.status_code == 409 and "篡改" in r.text and r.headers["content-type"].startswith("text/html")
