@@ -41,6 +41,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from nonsite.config.files import private_file
 from nonsite.config.loader import ConfigError
 
 __all__ = [
@@ -430,8 +431,8 @@ def open_db(url: str, *, upgrade: bool = True) -> sessionmaker[Session]:
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         else:
             folder = Path(database).expanduser().resolve().parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
+            try:  # 0600 in a 0700 folder, before SQLite creates it (its WAL and journal files follow)
+                private_file(Path(database).expanduser().resolve())
             except OSError as exc:
                 raise ValueError(
                     f"cannot create the folder {folder} of the case database ({exc.strerror}); "

@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import stat
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -259,3 +261,51 @@ def test_a_tampered_feedback_photo_is_refused(env: Env, media_dir: Path) -> None
     env.store.put(key, env.blobs[(env.events["stray_dog"], "onset.jpg")], "image/jpeg")
     r = page.get(url)
     assert r.status_code == 409 and "篡改" in r.text and r.headers["content-type"].startswith("text/html")
+
+
+# --- the data directory: for this user only ---------------------------------------------------------------
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_the_data_directory_and_what_nonsite_writes_in_it_are_for_this_user_only(tmp_path: Path) -> None:
+    """The attack: any local user could read cases.db, the evidence and the spools (created 0644/0755 under a
+    usual umask of 022). Now every folder is 0700 and every file 0600, from their creation on."""
+    from nonsite.app import Embedded
+    from nonsite.bus.outbox import Outbox
+    from nonsite.config import NonsiteConfig
+    from nonsite.evidence.spool import EvidenceSpool
+
+    old = os.umask(0o022)  # the usual umask, which the old code relied on
+    data = tmp_path / "data"
+    try:
+        cfg = NonsiteConfig.model_validate({"data_dir": str(data), "cameras": []})
+        node = Embedded(cfg)
+        spool = EvidenceSpool(data / "spool", max_bytes=1 << 20)
+        outbox = Outbox(data / "outbox", "edge")
+        try:
+            node.store.put("events/e-1/onset.jpg", b"\xff\xd8\xff still", "image/jpeg")
+            node.bus.publish("nonsite.violations", "cam", b"{}")
+            with node.sessions() as s:  # the database is written (its WAL file appears)
+                s.execute(text("CREATE TABLE IF NOT EXISTS probe (x INTEGER)"))
+                s.commit()
+            spool.add_blob("events/e-2/onset.jpg", b"still", "image/jpeg")
+            outbox.append("nonsite.violations", "cam", b"{}")
+            made = sorted(data.rglob("*"))  # while everything is open (SQLite's WAL files exist)
+            modes = {p: _mode(p) for p in made}
+        finally:
+            spool.close()
+            outbox.close()
+            node.close()
+    finally:
+        os.umask(old)
+    assert {p.name for p in made} >= {"cases.db", "cases.db-wal", "evidence", "onset.jpg", "keys", "signing.pem",
+                                      "bus", "bus.sqlite", "bus.sqlite-wal", "spool", "spool.sqlite", "spool.lock",
+                                      "blobs", "outbox", "edge.sqlite", "edge.lock"}
+    assert _mode(data) == 0o700
+    open_to_others = [f"{p.relative_to(data)} {m:o}" for p, m in modes.items()
+                      if p.name != "signing.pub.pem" and m & 0o077]
+    assert open_to_others == []
+    assert all(m == 0o700 for p, m in modes.items() if p.is_dir())
