@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -320,12 +321,12 @@ async def api_events(
     if problems:
         return err(request, 422, "bad_filter", "; ".join(m for _, m in problems))
     start = request.headers.get("last-event-id", "") or since  # a reconnecting browser resumes where it was
-    try:
-        if start:
-            cursor = Cursor.parse(start)
-        else:
-            with state.session_factory() as session:
-                cursor = current_cursor(session)
+    def now() -> Cursor:
+        with state.session_factory() as session:
+            return current_cursor(session)
+
+    try:  # the database is read in a worker thread: a busy database must not stall the event loop
+        cursor = Cursor.parse(start) if start else await anyio.to_thread.run_sync(now)
     except ValueError as exc:
         return err(request, 422, "bad_cursor", str(exc))
     t = Translator(resolve_lang(request, state)[0])
