@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from nonsite.cases import DISMISS_REASONS, AuditEntry, Case, CaseStatus, allowed_actions, case_by_number
 from nonsite.cases.attachments import feedback_key
 from nonsite.cases.queries import (
+    ParsedFilter,
     audit_trail,
     audit_trails,
     camera_choices,
@@ -33,7 +34,6 @@ from nonsite.console.views import (
     PAGE_SIZE,
     STILL_PAIRS,
     EvidenceAltered,
-    Selection,
     case_url,
     evidence_files,
     evidence_url,
@@ -92,7 +92,7 @@ def queue_row(request: Request, case: Case, carry: str) -> dict[str, Any]:
     }
 
 
-def _filter_context(request: Request, session: Any, sel: Selection) -> dict[str, Any]:
+def _filter_context(request: Request, session: Any, sel: ParsedFilter) -> dict[str, Any]:
     params = dict(sel.raw)
     return {
         "f": {k: params.get(k, "") for k in ("status", "type", "camera", "from", "to", "date", "q")},

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from nonsite.cases import Case, CaseStatus
-from nonsite.cases.queries import CaseFilter
+from nonsite.cases.queries import ParsedFilter, parse_params
 from nonsite.evidence import package_prefix
 from nonsite.evidence.store import Store
 from nonsite.evidence.verify import verify_package
@@ -67,7 +66,7 @@ def root_path(request: Request) -> str:
 
 # --- the filter of a page or an API call ---------------------------------------------------------------
 # The queries themselves are :mod:`nonsite.cases.queries` (one query layer for the console, the API, the CLI);
-# here only the console's query parameters are read into a :class:`~nonsite.cases.queries.CaseFilter`.
+# the query parameters are read by the same layer (:func:`~nonsite.cases.queries.parse_params`).
 
 
 def plate_of(case: Case) -> str | None:
@@ -79,97 +78,12 @@ def plate_of(case: Case) -> str | None:
     return plate if isinstance(plate, str) and plate else None
 
 
-@dataclass(frozen=True)
-class Selection:
-    """What the queue, the search, the API list and the live stream select, and the parameters that said so."""
-
-    filter: CaseFilter = field(default_factory=CaseFilter)
-    """The cases (all optional, AND-ed); ``text`` searches the number, the plate (normalised), the camera id
-    and name, the zone name and the address."""
-    raw: tuple[tuple[str, str], ...] = ()
-    """The query parameters as given (to carry into links)."""
-
-    def query(self) -> str:
-        """``?status=...&type=...`` for links that keep the filter (empty when there is none)."""
-        qs = urlencode([(k, v) for k, v in self.raw if v])
-        return f"?{qs}" if qs else ""
-
-
-FILTER_PARAMS = ("status", "type", "camera", "from", "to", "date", "q")
-_MAX_Q = 200
-
-
-def _local_instant(value: str, zone: ZoneInfo, name: str, end_of_day: bool) -> datetime:
-    """``2026-11-21``, ``2026-11-21T19:00`` (the city's wall clock) or ISO 8601 with an offset, as UTC."""
-    text = value.strip().replace(" ", "T", 1)
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, datetime.min.time())
-        else:
-            moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"{name} {value!r} is not a date or time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (city time)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC)
-
-
-def parse_filter(params: Mapping[str, str], zone: ZoneInfo) -> tuple[Selection, list[tuple[str, str]]]:
-    """The selection in ``params`` and what was wrong with it (``(parameter, message)``; those are ignored).
-
-    ``status``, ``type``, ``camera``: one value each; ``from``/``to``: a day or a time on the city's clock (or
-    ISO 8601 with an offset), ``to`` a bare day includes that day; ``date``: one day; ``q``: search text.
-    """
-    problems: list[tuple[str, str]] = []
-    raw: list[tuple[str, str]] = []
-    values = {k: (params.get(k) or "").strip() for k in FILTER_PARAMS}
-    status = None
-    if values["status"]:
-        try:
-            status = parse_status(values["status"])
-            raw.append(("status", values["status"]))
-        except ValueError as exc:
-            problems.append(("status", str(exc)))
-    start = end = None
-    for key in ("from", "to", "date"):
-        if not values[key]:
-            continue
-        try:
-            if key == "date":
-                if len(values[key]) != 10:
-                    raise ValueError(f"date {values[key]!r} is not a day; use YYYY-MM-DD (city time)")
-                start = _local_instant(values[key], zone, "date", end_of_day=False)
-                end = _local_instant(values[key], zone, "date", end_of_day=True)
-            elif key == "from":
-                start = _local_instant(values[key], zone, "from", end_of_day=False)
-            else:
-                end = _local_instant(values[key], zone, "to", end_of_day=True)
-            raw.append((key, values[key]))
-        except ValueError as exc:
-            problems.append((key, str(exc)))
-    q = values["q"]
-    if len(q) > _MAX_Q:
-        problems.append(("q", f"the search text is longer than {_MAX_Q} characters"))
-        q = ""
-    for key in ("type", "camera", "q"):
-        if key != "q" and len(values[key]) > 128:
-            problems.append((key, f"{key} is longer than 128 characters"))
-            values[key] = ""
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in values[key]):
-            problems.append((key, f"{key} contains control characters; type plain text"))
-            values[key] = ""
-            if key == "q":
-                q = ""
-        if values[key] and (key != "q" or q):
-            raw.append((key, values[key]))
-    flt = CaseFilter(
-        statuses=(status,) if status is not None else (), types=(values["type"],) if values["type"] else (),
-        camera_ids=(values["camera"],) if values["camera"] else (), since=start, until=end, text=q or None,
-    )
-    return Selection(flt, tuple(raw)), problems
+def parse_filter(params: Any, zone: ZoneInfo) -> tuple[ParsedFilter, list[tuple[str, str]]]:
+    """The filter in a request's query parameters (:func:`~nonsite.cases.queries.parse_params`) and what was
+    wrong with it (``(parameter, message)``; those values are ignored)."""
+    items = params.multi_items() if hasattr(params, "multi_items") else params
+    parsed = parse_params(items, zone)
+    return parsed, list(parsed.problems)
 
 
 # --- evidence files -------------------------------------------------------------------------------------
