@@ -193,14 +193,19 @@ def api_me(principal: Principal = Depends(authorize)) -> Any:
 def api_list_cases(
     request: Request,
     principal: Principal = Depends(authorize),
-    status: str = Query("", description="Only cases in this status."),
-    type_: str = Query("", alias="type", description="Only cases of this violation type."),
-    camera: str = Query("", description="Only cases of this camera id."),
+    status: str = Query("", description="Only cases in these statuses (comma-separated or repeated)."),
+    type_: str = Query("", alias="type", description="Only cases of these violation types."),
+    camera: str = Query("", description="Only cases of these camera ids."),
+    disposition: str = Query("", description="Only cases with these suggested dispositions "
+                             "(warning, penalty, dispatch, manual)."),
     from_: str = Query("", alias="from", description="Confirmed at or after (YYYY-MM-DD[THH:MM] city time, "
                        "or ISO 8601 with an offset)."),
     to: str = Query("", description="Confirmed before (same forms; a bare day includes the whole day)."),
     date: str = Query("", description="Confirmed on this day (YYYY-MM-DD, city time)."),
     q: str = Query("", description="Text in the number, plate, camera, zone or address."),
+    number: str = Query("", description="Part of the case number."),
+    plate: str = Query("", description="Part of the offender's plate (separators and case do not matter)."),
+    repeats: str = Query("", description="1: only repeat offences (cases linked to an earlier one)."),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10_000_000),
 ) -> Any:
