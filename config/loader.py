@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +44,15 @@ YamlLoader.add_implicit_resolver(
 
 class ConfigError(Exception):
     """A configuration problem; ``str()`` is the one-line message shown to the user (exit code 2)."""
+
+
+class LocatedError(ValueError):
+    """Raised by a model validator about a value deeper than the model it checks (a cross-reference, a
+    duplicate id): ``loc`` is the key path below that model, so the message names the offending key's line."""
+
+    def __init__(self, loc: tuple[Any, ...], message: str) -> None:
+        self.loc = tuple(loc)
+        super().__init__(message)
 
 
 def _node_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
@@ -85,16 +95,37 @@ def _expand(value: Any, path: tuple[Any, ...], problems: list[tuple[tuple[Any, .
     return value
 
 
-def _fix_for(err: dict[str, Any]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key; check its spelling against docs/config.schema.json or remove it"
-    if kind == "missing":
-        return "required key is missing; add it"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if kind == "literal_error" or kind == "enum":
-        return msg
-    return msg
+UNKNOWN_KEY = "unknown key; check its spelling against docs/config.schema.json or remove it"
+
+
+def line_of(lines: Mapping[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
+    """The line of key path ``loc`` (or of the nearest mapping above it that has one); 1 when none."""
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return 1
+
+
+def error_lines(
+    e: ValidationError, where: str, lines: Mapping[tuple[Any, ...], int], *, unknown_key: str = UNKNOWN_KEY
+) -> list[str]:
+    """One ``where:line: key: fix`` line per validation error (a :class:`LocatedError` points deeper)."""
+    msgs = []
+    for err in e.errors():
+        # pydantic reports tuple items as list indexes past the field; keep the key path we know.
+        loc = tuple(err["loc"])
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, LocatedError):
+            loc = (*loc, *ctx_err.loc)
+            msg = str(ctx_err)
+        elif err["type"] == "extra_forbidden":
+            msg = unknown_key
+        elif err["type"] == "missing":
+            msg = "required key is missing; add it"
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+        msgs.append(f"{where}:{line_of(lines, loc)}: {_loc(loc)}: {msg}")
+    return msgs
 
 
 def load_config(path: str | os.PathLike[str]) -> NonsiteConfig:
@@ -116,9 +147,10 @@ def load_model(
     what: str = "the file must be a mapping",
     defaults: dict[str, Any] | None = None,
     context: dict[str, Any] | None = None,
+    unknown_key: str = UNKNOWN_KEY,
 ) -> M:
     """Read one YAML file (``${VAR}`` expanded) into ``model``; ``defaults`` fill top-level keys it leaves out,
-    ``context`` is handed to the model's validators.
+    ``context`` is handed to the model's validators; ``unknown_key`` is the fix shown for a misspelt key.
 
     Raises :class:`ConfigError` with ``file:line: key: problem`` lines, as :func:`load_config` does.
     """
@@ -138,35 +170,23 @@ def load_model(
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}:1: {what}")
     lines = _node_lines(node) if node is not None else {}
-
-    def line_of(loc: tuple[Any, ...]) -> int:
-        for n in range(len(loc), -1, -1):
-            if loc[:n] in lines:
-                return lines[loc[:n]]
-        return 1
-
     problems: list[tuple[tuple[Any, ...], str]] = []
     data = _expand(raw, (), problems)
     if problems:
         loc, msg = problems[0]
-        raise ConfigError(f"{p}:{line_of(loc)}: {_loc(loc)}: {msg}")
+        raise ConfigError(f"{p}:{line_of(lines, loc)}: {_loc(loc)}: {msg}")
     for k, v in (defaults or {}).items():
         data.setdefault(k, v)
     try:
         return model.model_validate(data, context=context)
     except ValidationError as e:
-        msgs = []
-        for err in e.errors():
-            loc = tuple(err["loc"])
-            # pydantic reports tuple items as list indexes past the field; keep the key path we know.
-            msgs.append(f"{p}:{line_of(loc)}: {_loc(loc)}: {_fix_for(err)}")
-        raise ConfigError("\n".join(msgs)) from None
+        raise ConfigError("\n".join(error_lines(e, str(p), lines, unknown_key=unknown_key))) from None
 
 
 def _resolve_paths(cfg: NonsiteConfig, base: Path) -> NonsiteConfig:
     data_dir = os.environ.get("NONSITE_DATA_DIR") or cfg.data_dir
     cfg.data_dir = str((base / data_dir).resolve()) if not os.path.isabs(data_dir) else data_dir
-    for name in ("legal_basis", "document_font"):
+    for name in ("legal_basis", "document_font", "organisation"):
         value = getattr(cfg.cases, name)
         if value and not os.path.isabs(value):
             setattr(cfg.cases, name, str((base / value).resolve()))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,11 @@ class PlateReadingLike(Protocol):
     crop: np.ndarray
     crop_xyxy: tuple[float, float, float, float]
 
+
+StageHook = Callable[[str, float], None]
+"""``hook(stage, seconds)`` after each processed frame: ``track`` (the tracker), ``rules`` (the rule engine) and
+``evidence`` (the rest: appearance, stills, clips, publishing); the frame that builds the rule engine reports
+``track`` only (not a representative sample of the other two)."""
 
 PlateReader = Callable[[np.ndarray, tuple[float, float, float, float]], "PlateReadingLike | None"]
 """``reader(image_bgr, vehicle_xyxy)`` -> a reading that matched a configured format, or None."""
@@ -165,7 +171,10 @@ class EdgeWorker:
         model: ModelInfo,
         sequence: SequenceCounter,
         plate_reader: PlateReader | None = None,
+        *,
+        on_stage: StageHook | None = None,
     ) -> None:
+        self.on_stage = on_stage
         self.camera, self.cfg, self.store, self.bus, self.model = camera, cfg, store, bus, model
         self.sequence = sequence
         self.rules = camera_rules(camera, cfg.rules)
@@ -184,6 +193,8 @@ class EdgeWorker:
 
     def process(self, frame: Frame, detections: sv.Detections) -> list[ViolationEvent]:
         """Advance this camera by one sampled frame; returns the events published during it."""
+        started = time.perf_counter()
+        builds_engine = self.engine is None
         if self.engine is None:
             self.engine = RuleEngine(self.camera, self.cfg.rules, frame.shape, timezone=self.cfg.timezone)
         self.stats.frames += 1
@@ -195,11 +206,40 @@ class EdgeWorker:
             for o in (*self.open.values(), *self.pending):
                 o.clip.add(*latest)
         detections = merge_class_group(detections, self.rules.sidewalk_parking.vehicle_classes)
-        tracked = add_appearance(frame.image, self.tracker.update(detections, frame.ts))
-        for ev in self.engine.update(tracked, frame.ts):
+        t = time.perf_counter()
+        tracks = self.tracker.update(detections, frame.ts)
+        track_s = time.perf_counter() - t
+        tracked = add_appearance(frame.image, tracks)
+        t = time.perf_counter()
+        rule_events = self.engine.update(tracked, frame.ts)
+        rules_s = time.perf_counter() - t
+        for ev in rule_events:
             self._on_rule_event(ev, frame)
         self._second_stills(frame)
-        return self._publish_due(frame.ts)
+        published = self._publish_due(frame.ts)
+        if self.on_stage is not None:
+            self.on_stage("track", track_s)
+            if not builds_engine:
+                self.on_stage("rules", rules_s)
+                self.on_stage("evidence", time.perf_counter() - started - track_s - rules_s)
+        return published
+
+    def replace_zones(self, camera: CameraConfig) -> list[ViolationEvent]:
+        """New zones (``camera`` differs from the current one in its zones only): episodes open under the old
+        zones are closed (confirmed ones are published now, returned), the rule engine is rebuilt from the new
+        zones on the next frame; the tracker and the pre-roll carry on."""
+        events = self.finish()
+        self.camera = camera
+        self.rules = camera_rules(camera, self.cfg.rules)
+        self.engine = None
+        self.rule_hash = rule_config_hash(camera, self.cfg.rules)
+        self._meta = CameraMeta(id=camera.id, name=camera.name, address=camera.location.address)
+        return events
+
+    def snapshot(self) -> bytes | None:
+        """The latest frame as JPEG, or None before the first."""
+        latest = self.ring.latest()
+        return latest[1] if latest is not None else None
 
     def _second_stills(self, frame: Frame) -> None:
         """Take the second overview still of episodes that reached ``min_still_gap_s`` and are seen now."""
