@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 from nonsite.config import NonsiteConfig
+from nonsite.config.files import private_data_dir
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -106,7 +107,7 @@ class Embedded:
 
         self.cfg = cfg
         self.data = Path(cfg.data_dir)
-        self.data.mkdir(parents=True, exist_ok=True)
+        private_data_dir(self.data)
         self.store = open_store(cfg.evidence, self.data)
         self.bus = open_bus(cfg.bus, self.data)
         # The edge writes through the spool when the store is remote (S3): see evidence/spool.py.
@@ -364,7 +365,7 @@ def _open_edge_side(cfg: NonsiteConfig, role: str, ops: RoleOps | None) -> _Edge
     from nonsite.ops.health import broker_check, store_check
 
     data = Path(cfg.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data)
     store = open_store(cfg.evidence, data)
     bus = open_bus(cfg.bus, data, role=role)
     side = _EdgeSide(store, bus, _edge_evidence(cfg, data, store, bus))
@@ -469,7 +470,7 @@ def run_sealer_role(
     from nonsite.evidence.store import StoreError
 
     data = Path(cfg.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data)
     store = open_store(cfg.evidence, data)
     signer = Signer.load_or_create(signing_key_path(cfg.evidence, data))
     bus = open_bus(cfg.bus, data, role="sealer")
@@ -507,7 +508,7 @@ def run_drafter_role(
     from nonsite.cases.outbox import run_outbox_relay
 
     data = Path(cfg.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data)
     db_url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
     if sessions is None:
         sessions = open_db(db_url)
@@ -625,7 +626,7 @@ def run_console_role(
     from nonsite.evidence.keys import public_key_pem
 
     data = Path(cfg.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data)
     store = open_store(cfg.evidence, data)
     db_url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
     sessions = open_db(db_url)

@@ -41,6 +41,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from nonsite.config.files import private_file
 from nonsite.config.loader import ConfigError
 
 __all__ = [
@@ -208,6 +209,11 @@ class AuditEntry(Base):
     before_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     after_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Added by migration 0003_note_columns: structured fields, never parsed from the note's text.
+    team: Mapped[str | None] = mapped_column(String(256), nullable=True, comment="Team a dispatch went to")
+    photos: Mapped[list[str] | None] = mapped_column(
+        JSON, nullable=True, comment="sha256 of each feedback photo of a rectification"
+    )
 
     case: Mapped[Case] = relationship(back_populates="audit", viewonly=True)
 
@@ -425,8 +431,8 @@ def open_db(url: str, *, upgrade: bool = True) -> sessionmaker[Session]:
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         else:
             folder = Path(database).expanduser().resolve().parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
+            try:  # 0600 in a 0700 folder, before SQLite creates it (its WAL and journal files follow)
+                private_file(Path(database).expanduser().resolve())
             except OSError as exc:
                 raise ValueError(
                     f"cannot create the folder {folder} of the case database ({exc.strerror}); "

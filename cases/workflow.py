@@ -290,6 +290,7 @@ def apply_action(
             AuditEntry(
                 case_id=case.id, at=now, actor=actor, action=act.value,
                 before_status=before.value, after_status=after.value, detail=detail,
+                team=detail.get("assignee") or None, photos=[f["sha256"] for f in files] or None,
             )
         )
         decision = CaseDecision(

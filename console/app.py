@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -79,7 +79,7 @@ from nonsite.console.documents import router as documents_router
 from nonsite.console.i18n import LANGUAGES
 from nonsite.console.render import error_page
 from nonsite.console.uploads import BodyLimit, Scope
-from nonsite.console.views import ConsoleState, evidence_files, root_path, state_of
+from nonsite.console.views import ConsoleState, EvidenceAltered, evidence_files, read_verified, root_path, state_of
 from nonsite.evidence.store import Store, StoreError
 from nonsite.ops.health import database_check, metrics_text, run_now, store_check
 
@@ -276,13 +276,11 @@ def create_app(
             "Cache-Control": "private, max-age=3600",
             "Content-Disposition": f'inline; filename="{file.name}"',
         }
-        if file.sha256:
-            headers["ETag"] = f'"{file.sha256}"'
-        path_of = getattr(state.store, "path_of", None)
-        try:
-            if callable(path_of):
-                return FileResponse(path_of(file.key), media_type=file.content_type, headers=headers)
-            data = state.store.get(file.key)
+        try:  # hash what is served: a file altered after sealing is refused, never served as the original
+            data, sha256 = read_verified(state.store, file.key, file.sha256, f"{file.name} of case {case.number}")
+            headers["ETag"] = f'"{sha256}"'
+        except EvidenceAltered as exc:
+            return _error(request, 409, "evidence_altered", str(exc), name=file.name, number=case.number)
         except KeyError:
             return _error(request, 404, "not_found", f"{file.name} of case {case.number} is missing from the store")
         except StoreError as exc:

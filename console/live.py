@@ -19,7 +19,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.cases import Case
-from nonsite.console.views import CaseFilter
+from nonsite.cases.queries import CaseFilter
 
 MAX_BATCH = 200
 HEARTBEAT_S = 15.0
