@@ -159,7 +159,7 @@ def perform(
     try:
         return apply_action(
             state.session_factory, case.number, act, actor, role=principal.role, reason=reason,
-            note=compose(note, team=team, photos=shas), assignee=team,
+            note=compose(note, team=team, photos=shas), assignee=team, person=principal.person,
             attachments=[{"key": feedback_key(case.number, sha), "sha256": sha, "content_type": PHOTO_CONTENT_TYPE}
                          for sha in shas] or None,
         )

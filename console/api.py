@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nonsite.cases import DISMISS_REASONS, Case, allowed_actions, case_by_number
 from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform
-from nonsite.console.auth import Principal, authorize, may
+from nonsite.console.auth import Principal, access_of, authorize, may, still_authorized
 from nonsite.console.i18n import Translator, local_time
 from nonsite.console.live import Cursor, current_cursor, stream
 from nonsite.console.notes import parse
@@ -54,6 +54,9 @@ class MeOut(BaseModel):
     display_name: str
     role: str = Field(description="operator | reviewer | admin")
     via_token: bool = Field(description="Whether this request was authenticated by an API token.")
+    scopes: list[str] | None = Field(None, description="The API token's scopes; null for a browser session "
+                                     "(limited by its role only).")
+    acts_for: str | None = Field(None, description="The console user an API token acts for, if any.")
 
 
 class EvidenceOut(BaseModel):
@@ -187,7 +190,8 @@ def api_openapi(request: Request) -> JSONResponse:
 def api_me(principal: Principal = Depends(authorize)) -> Any:
     """Who the caller is (check an API token with it)."""
     return {"username": principal.username, "display_name": principal.display_name, "role": principal.role,
-            "via_token": principal.via_token}
+            "via_token": principal.via_token, "acts_for": principal.owner,
+            "scopes": sorted(principal.scopes) if principal.scopes is not None else None}
 
 
 @router.get("/cases", name="api_cases", response_model=CaseListOut, responses=_ERRORS, tags=["cases"])
@@ -349,7 +353,8 @@ async def api_events(
         }
 
     return StreamingResponse(
-        stream(state.session_factory, flt, cursor, payload, state.live_poll_s),
+        stream(state.session_factory, flt, cursor, payload, state.live_poll_s, alive=still_authorized(request),
+               recheck_s=access_of(request).recheck_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
