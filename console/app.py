@@ -415,6 +415,22 @@ class _CasesCollector(Collector):
         yield family
 
 
+def app_routes(app: FastAPI) -> list[tuple[str, str, frozenset[str]]]:
+    """``(name, path, methods)`` of every API route the app serves (included routers walked through)."""
+    found: list[tuple[str, str, frozenset[str]]] = []
+
+    def walk(routes: Sequence[Any]) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)  # FastAPI keeps an included router as one route
+            if inner is not None:
+                walk(inner.routes)
+            elif isinstance(route, APIRoute):
+                found.append((route.name, route.path, frozenset(route.methods or ())))
+
+    walk(app.routes)
+    return found
+
+
 def route_names(routers: Sequence[APIRouter]) -> list[tuple[str, str, frozenset[str]]]:
     """``(name, path, methods)`` of every route of ``routers``."""
     return [(r.name, r.path, frozenset(r.methods or ())) for router in routers for r in router.routes
