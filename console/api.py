@@ -181,9 +181,30 @@ def _case_out(request: Request, case: Case, principal: Principal | None) -> dict
     }
 
 
+#: Answers every operation may give besides its own (access, unknown path parameters, bad input).
+COMMON_ERRORS: dict[str, str] = {
+    "400": "The request body cannot be parsed (e.g. a malformed multipart form)",
+    "401": "Not logged in / no valid API token",
+    "403": "The caller's role or the API token's scope does not allow this (or the CSRF token is wrong)",
+    "404": "Unknown case, camera or action",
+    "422": "Bad request (path, query or body)",
+}
+
+
+def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
+    """Declare :data:`COMMON_ERRORS` (``ErrorOut`` bodies) on every operation of ``spec`` that lacks them."""
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    for methods in spec.get("paths", {}).values():
+        for operation in methods.values():
+            responses = operation.setdefault("responses", {})
+            for code, description in COMMON_ERRORS.items():
+                responses.setdefault(code, {"description": description, "content": error_body})
+    return spec
+
+
 @router.get("/openapi.json", name="api_openapi", include_in_schema=False)
 def api_openapi(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.openapi())
+    return JSONResponse(document_errors(request.app.openapi()))
 
 
 @router.get("/me", name="api_me", response_model=MeOut, responses=_ERRORS, tags=["access"])
