@@ -9,9 +9,11 @@ A new API token is printed once, on standard output, and never stored in the cle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -188,60 +190,54 @@ def cmd_document(a: argparse.Namespace) -> int:
 # --- users and tokens ---------------------------------------------------------------------------------------
 
 
-def cmd_users_add(a: argparse.Namespace) -> int:
-    from nonsite.cases.users import UserError, create_user
+@contextlib.contextmanager
+def _user_db(a: argparse.Namespace) -> Iterator[Any]:
+    """The case database for a users/tokens command: a :class:`UserError` becomes a one-line CLI error."""
+    from nonsite.cases.users import UserError
 
-    password = _read_password(confirm=True)
     sf = _sessions(a)
     try:
-        user = create_user(sf, a.username, password, a.role, a.display_name or "")
+        yield sf
     except UserError as exc:
         raise CasesCliError(str(exc)) from None
     finally:
         sf.kw["bind"].dispose()
+
+
+def cmd_users_add(a: argparse.Namespace) -> int:
+    from nonsite.cases.users import create_user
+
+    password = _read_password(confirm=True)
+    with _user_db(a) as sf:
+        user = create_user(sf, a.username, password, a.role, a.display_name or "")
     print(f"added user {user.username} ({user.role})")
     return 0
 
 
 def cmd_users_passwd(a: argparse.Namespace) -> int:
-    from nonsite.cases.users import UserError, set_password
+    from nonsite.cases.users import set_password
 
     password = _read_password(confirm=True)
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         set_password(sf, a.username, password)
-    except UserError as exc:
-        raise CasesCliError(str(exc)) from None
-    finally:
-        sf.kw["bind"].dispose()
     print(f"changed the password of {a.username}")
     return 0
 
 
 def cmd_users_active(a: argparse.Namespace) -> int:
-    from nonsite.cases.users import UserError, set_active
+    from nonsite.cases.users import set_active
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         set_active(sf, a.username, a.active)
-    except UserError as exc:
-        raise CasesCliError(str(exc)) from None
-    finally:
-        sf.kw["bind"].dispose()
     print(f"{'enabled' if a.active else 'disabled'} {a.username}")
     return 0
 
 
 def cmd_users_unlock(a: argparse.Namespace) -> int:
-    from nonsite.cases.users import UserError, unlock
+    from nonsite.cases.users import unlock
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         unlock(sf, a.username)
-    except UserError as exc:
-        raise CasesCliError(str(exc)) from None
-    finally:
-        sf.kw["bind"].dispose()
     print(f"unlocked {a.username}: the console forgets its failed logins (within a login attempt)")
     return 0
 
@@ -249,15 +245,10 @@ def cmd_users_unlock(a: argparse.Namespace) -> int:
 def cmd_users_logout(a: argparse.Namespace) -> int:
     from nonsite.cases.users import UserError, end_user_sessions, get_user
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         if get_user(sf, a.username) is None:
             raise UserError(f"no user {a.username!r}; list them with `nonsite users list`")
         n = end_user_sessions(sf, a.username, "revoked")
-    except UserError as exc:
-        raise CasesCliError(str(exc)) from None
-    finally:
-        sf.kw["bind"].dispose()
     print(f"ended {n} console session(s) of {a.username}")
     return 0
 
@@ -265,11 +256,8 @@ def cmd_users_logout(a: argparse.Namespace) -> int:
 def cmd_users_list(a: argparse.Namespace) -> int:
     from nonsite.cases.users import list_users
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         users = list_users(sf)
-    finally:
-        sf.kw["bind"].dispose()
     for u in users:
         last = u.last_login_at.isoformat(timespec="seconds") if u.last_login_at else "never"
         print(f"{u.username}\t{u.role}\t{'active' if u.active else 'disabled'}\tlast login {last}\t{u.display_name}")
@@ -279,8 +267,7 @@ def cmd_users_list(a: argparse.Namespace) -> int:
 def cmd_token_create(a: argparse.Namespace) -> int:
     from nonsite.cases.users import MAX_TOKEN_DAYS, UserError, create_token, get_user
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         if a.expires_days is not None and not 1 <= a.expires_days <= MAX_TOKEN_DAYS:
             raise UserError(f"--expires-days {a.expires_days} is out of range; use 1 to {MAX_TOKEN_DAYS}")
         owner = get_user(sf, a.user) if a.user else None
@@ -289,12 +276,8 @@ def cmd_token_create(a: argparse.Namespace) -> int:
             scopes=a.scope or ["cases:read"], created_by=getpass.getuser(), owner=a.user,
             expires_in=timedelta(days=a.expires_days) if a.expires_days else None,
         )
-    except UserError as exc:
-        raise CasesCliError(str(exc)) from None
-    finally:
-        sf.kw["bind"].dispose()
-    owner = f"; acts for {record.owner}" if record.owner else ""
-    print(f"token {record.name} ({record.role}; {', '.join(record.scopes)}{owner}) - shown once, store it now:",
+    acts_for = f"; acts for {record.owner}" if record.owner else ""
+    print(f"token {record.name} ({record.role}; {', '.join(record.scopes)}{acts_for}) - shown once, store it now:",
           file=sys.stderr)
     print(plaintext)
     return 0
@@ -303,11 +286,8 @@ def cmd_token_create(a: argparse.Namespace) -> int:
 def cmd_token_list(a: argparse.Namespace) -> int:
     from nonsite.cases.users import list_tokens
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         tokens = list_tokens(sf, include_revoked=a.all)
-    finally:
-        sf.kw["bind"].dispose()
     for t in tokens:
         state = "revoked" if t.revoked_at else (f"expires {t.expires_at.isoformat(timespec='seconds')}"
                                                  if t.expires_at else "no expiry")
@@ -317,15 +297,10 @@ def cmd_token_list(a: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(a: argparse.Namespace) -> int:
-    from nonsite.cases.users import UserError, revoke_token
+    from nonsite.cases.users import revoke_token
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         revoke_token(sf, a.name)
-    except UserError as exc:
-        raise CasesCliError(str(exc)) from None
-    finally:
-        sf.kw["bind"].dispose()
     print(f"revoked token {a.name}")
     return 0
 
