@@ -230,6 +230,8 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
     Every route is public (:data:`PUBLIC_ROUTES`) or listed in the route table with its roles and the scope
     an API token needs (:data:`~nonsite.console.auth.ROUTES`); the app refuses to start otherwise.
     """
+    if settings is not None and fields:
+        raise TypeError(f"pass ConsoleSettings or its fields, not both (got {', '.join(fields)})")
     settings = settings or ConsoleSettings(**fields)
     app = FastAPI(title=f"{settings.title} console", version="1", docs_url=None, redoc_url=None,
                   openapi_url=None, description="Cases, evidence and cameras of the nonsite console. Authenticate "
