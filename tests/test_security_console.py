@@ -402,3 +402,23 @@ def test_readiness_and_metrics_detail_only_for_those_allowed(env: Env) -> None:
         assert set(client.get("/readyz").json()["checks"]) == {"database", "store"}, who
     no_scope = TestClient(app, headers=bearer(env.users.issue_token("adm", {"cases:read"})))
     assert no_scope.get("/metrics").status_code == 401
+
+
+def test_a_configured_metrics_token_must_be_set_and_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nonsite.app import console_app
+    from nonsite.config import ConfigError
+    from nonsite.evidence import LocalStore
+
+    sf = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
+    cfg = NonsiteConfig.model_validate({"data_dir": str(tmp_path), "console": {"metrics_token_env": "PROM_TOKEN"}})
+    monkeypatch.delenv("PROM_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="PROM_TOKEN is not set"):
+        console_app(cfg, sf, LocalStore(tmp_path / "evidence"), None, None)
+    monkeypatch.setenv("PROM_TOKEN", "short")
+    with pytest.raises(ConfigError, match="PROM_TOKEN is too short"):
+        console_app(cfg, sf, LocalStore(tmp_path / "evidence"), None, None)
+    monkeypatch.setenv("PROM_TOKEN", "a-long-enough-token-42")
+    app, _ = console_app(cfg, sf, LocalStore(tmp_path / "evidence"), None, None)
+    r = TestClient(app, headers=bearer("a-long-enough-token-42")).get("/metrics")
+    assert r.status_code == 200 and "nonsite_cases" in r.text
+    sf.kw["bind"].dispose()
