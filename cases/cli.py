@@ -379,8 +379,8 @@ def add_parsers(sub: Any) -> None:
     _db_args(tc)
     tc.add_argument("--name", required=True, help="name of the token (the audit trail shows token:NAME)")
     tc.add_argument("--user", help="the console user the token acts for: its actions count as theirs (one "
-                    "person in the four-eyes rule), it stops when they are disabled; default: the token is its "
-                    "own identity")
+                    "person in the four-eyes rule), it stops when they are disabled; required for a reviewer or "
+                    "admin token with cases:write; default: the token is its own identity")
     tc.add_argument("--role", choices=roles, help="role the token acts with (default: the --user's role, else "
                     "operator; a user's token may not exceed their role)")
     tc.add_argument("--scope", action="append", choices=list(SCOPES), metavar="SCOPE",

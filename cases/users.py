@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.cases.db import ApiToken, ConsoleSession, User, utcnow, write_session
-from nonsite.cases.workflow import Role, WorkflowError, parse_role
+from nonsite.cases.workflow import PERMISSIONS, REVIEW_ACTIONS, Role, WorkflowError, parse_role
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
@@ -262,6 +262,9 @@ def create_token(
             raise UserError(f"a token of {user.username} ({user.role}) cannot act as {r.value}; use --role "
                             f"{user.role}")
         owner_name = user.username
+    elif "cases:write" in scope_list and any(r in PERMISSIONS[a] for a in REVIEW_ACTIONS):
+        raise UserError(f"a {r.value} token with cases:write may approve or return cases, so it must act for a "
+                        "person: add --user USER (the four-eyes rule then counts its actions as theirs)")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     record = ApiToken(

@@ -207,6 +207,12 @@ def test_four_eyes_holds_when_the_confirmer_uses_a_token(env: Env, staff: sessio
     assert api.get("/api/me").status_code == 401
     with pytest.raises(UserError, match="cannot act as admin"):
         create_token(staff, "clerk-admin", role="admin", owner="clerk")
+    # and a token that could approve cannot be made without a person behind it (the reported bypass)
+    with pytest.raises(UserError, match="must act for a person"):
+        create_token(staff, "nobodys-admin", role="admin", scopes=["cases:read", "cases:write"])
+    assert main(["users", "token", "create", "--database-url", env.db_url, "--name", "nobodys-reviewer",
+                 "--role", "reviewer", "--scope", "cases:write"]) == 2
+    assert "add --user USER" in capsys.readouterr().err
 
 
 # --- 3. the login rate limit under parallel guesses ----------------------------------------------------
