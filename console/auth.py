@@ -350,6 +350,7 @@ class LoginLimiter:
         self._clock = clock
         self._fails: dict[str, deque[float]] = {}
         self._unlocked: dict[str, object] = {}
+        self._refused: dict[str, float] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -397,6 +398,20 @@ class LoginLimiter:
                 for k in [k for k, q in self._fails.items() if not q or q[-1] <= now - self.window_s]:
                     del self._fails[k]
         return None
+
+    def first_refusal(self, username: str, ip: str) -> bool:
+        """Whether this refusal is the first for the user name and address in the window (log that one only:
+        a flood of refused guesses must not flood the log)."""
+        now = self._clock()
+        key = self._keys(username, ip)[0]
+        with self._lock:
+            last = self._refused.get(key)
+            if last is not None and last > now - self.window_s:
+                return False
+            if len(self._refused) > 100_000:
+                self._refused = {k: t for k, t in self._refused.items() if t > now - self.window_s}
+            self._refused[key] = now
+            return True
 
     def failed(self, username: str, ip: str) -> None:
         """Count a failed login (:meth:`begin` does this before the password is checked)."""

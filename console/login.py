@@ -123,7 +123,8 @@ async def login(
     wait = access.limiter.begin(username, ip)  # counted before the hash: parallel guesses cannot slip past
     if wait is not None:
         minutes = max(1, math.ceil(wait / 60))
-        log.warning("login refused from %s (user %s): too many failed attempts", ip, _name_tag(username))
+        log.log(logging.WARNING if access.limiter.first_refusal(username, ip) else logging.DEBUG,
+                "login refused from %s (user %s): too many failed attempts", ip, _name_tag(username))
         return _login_page(request, fresh, next_url=next_url, username=username, error="login.too_many",
                            fields={"minutes": minutes}, status_code=429,
                            headers={"Retry-After": str(max(1, math.ceil(wait)))})

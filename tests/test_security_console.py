@@ -8,6 +8,7 @@ cookie's Secure flag, and what /readyz and /metrics tell a stranger.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -251,11 +252,14 @@ async def _parallel_logins(app: Any, address: str, attempts: list[tuple[str, str
     return [r.status_code for r in responses]
 
 
-def test_parallel_wrong_passwords_are_counted_before_hashing(env: Env) -> None:
+def test_parallel_wrong_passwords_are_counted_before_hashing(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="nonsite.console.login")
     users = CountingUsers(env.users)
     app, _ = env.make_app(auth=users)
     statuses = asyncio.run(_parallel_logins(app, "203.0.113.9", [("op", "wrong-guess")] * 40))
     assert statuses.count(401) == 5 and statuses.count(429) == 35, statuses
+    refused = [r for r in caplog.records if "login refused from 203.0.113.9" in r.getMessage()]
+    assert len(refused) == 35 and [r.levelno for r in refused].count(logging.WARNING) == 1  # one warning, no flood
     assert users.calls == 5  # only the admitted attempts were hashed
     assert users.most <= 2  # and never more than two at once (the hash slots)
     # the real user, from their own desk, still gets in
