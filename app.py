@@ -9,6 +9,7 @@ Same code path everywhere: the sealer and drafter are bus consumers in both mode
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
-from nonsite.config import NonsiteConfig
+from nonsite.config import ConfigError, NonsiteConfig
 from nonsite.config.files import private_data_dir
 
 if TYPE_CHECKING:
@@ -218,8 +219,22 @@ def console_app(
         language=cfg.console.language, public_key_pem=public_pem, auth=CasesDirectory(sessions),
         session_secret=session_secret(keys / "console-session.key"), documents=documents,
         cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
+        secure_cookies=cfg.console.cookies_secure(), metrics_token=_metrics_token(cfg),
     )
     return app, password
+
+
+def _metrics_token(cfg: NonsiteConfig) -> str | None:
+    """The token of ``console.metrics_token_env`` (None when not configured); a missing or short one is an error."""
+    name = cfg.console.metrics_token_env
+    if not name:
+        return None
+    token = os.environ.get(name, "").strip()
+    if len(token) < 16:
+        raise ConfigError(f"console.metrics_token_env: the environment variable {name} is "
+                          f"{'too short' if token else 'not set'}; set it to a random token of at least 16 "
+                          "characters (e.g. openssl rand -hex 24), the one Prometheus sends")
+    return token
 
 
 def _document_verify(store: Store, key: Callable[[], bytes | None]) -> Callable[[Case], VerifyResult | None]:

@@ -54,6 +54,7 @@ __all__ = [
     "CaseLink",
     "CaseSequence",
     "CaseStatus",
+    "ConsoleSession",
     "DatabaseSchemaError",
     "OutboxMessage",
     "User",
@@ -245,6 +246,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    unlocked_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="When an admin last cleared the user's failed logins")
+    """When an admin last cleared the user's failed logins (``nonsite users unlock``)."""
 
     def __repr__(self) -> str:
         return f"User({self.username!r}, {self.role!r}{'' if self.active else ', inactive'})"
@@ -266,6 +270,10 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    owner: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, comment="The console user the token acts for (four-eyes counts them as one "
+        "person); null: the token is its own identity")
+    """The console user the token acts for (its actions are that person's); None: its own identity."""
 
     @property
     def actor(self) -> str:
@@ -274,6 +282,23 @@ class ApiToken(Base):
 
     def __repr__(self) -> str:
         return f"ApiToken({self.name!r}, {self.role!r}, {self.scopes!r})"
+
+
+class ConsoleSession(Base):
+    """A logged-in console session; the cookie carries its id, only the id's sha256 is stored here."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sid_hash: Mapped[str] = mapped_column(
+        String(64), unique=True, comment="hex sha256 of the session id in the cookie (the id itself is never stored)")
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(String(64), default="", comment="Client address at login")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    end_reason: Mapped[str] = mapped_column(String(32), default="", server_default="",
+                                            comment="logout | password_changed | disabled | revoked")
 
 
 class CaseSequence(Base):

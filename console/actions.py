@@ -157,7 +157,7 @@ def perform(
     try:  # the team and the photos are recorded as fields of the audit entry; the note is only text
         return apply_action(
             state.session_factory, case.number, act, actor, role=principal.role, reason=reason,
-            note=note, assignee=team, attachments=attachments or None,
+            note=note, assignee=team, person=principal.person, attachments=attachments or None,
         )
     except CaseNotFound:
         raise _not_found(number) from None

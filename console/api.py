@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nonsite.cases import DISMISS_REASONS, Case, allowed_actions, case_by_number
 from nonsite.cases.queries import audit_trail, search_cases
 from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform, perform_upload
-from nonsite.console.auth import Principal, authorize, may
+from nonsite.console.auth import Principal, access_of, authorize, may, still_authorized
 from nonsite.console.i18n import Translator, local_time
 from nonsite.console.live import Cursor, current_cursor, stream
 from nonsite.console.pages import note_fields, queue_row
@@ -53,6 +53,9 @@ class MeOut(BaseModel):
     display_name: str
     role: str = Field(description="operator | reviewer | admin")
     via_token: bool = Field(description="Whether this request was authenticated by an API token.")
+    scopes: list[str] | None = Field(None, description="The API token's scopes; null for a browser session "
+                                     "(limited by its role only).")
+    acts_for: str | None = Field(None, description="The console user an API token acts for, if any.")
 
 
 class EvidenceOut(BaseModel):
@@ -177,16 +180,38 @@ def _case_out(request: Request, case: Case, principal: Principal | None) -> dict
     }
 
 
+#: Answers every operation may give besides its own (access, unknown path parameters, bad input).
+COMMON_ERRORS: dict[str, str] = {
+    "400": "The request body cannot be parsed (e.g. a malformed multipart form)",
+    "401": "Not logged in / no valid API token",
+    "403": "The caller's role or the API token's scope does not allow this (or the CSRF token is wrong)",
+    "404": "Unknown case, camera or action",
+    "422": "Bad request (path, query or body)",
+}
+
+
+def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
+    """Declare :data:`COMMON_ERRORS` (``ErrorOut`` bodies) on every operation of ``spec`` that lacks them."""
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    for methods in spec.get("paths", {}).values():
+        for operation in methods.values():
+            responses = operation.setdefault("responses", {})
+            for code, description in COMMON_ERRORS.items():
+                responses.setdefault(code, {"description": description, "content": error_body})
+    return spec
+
+
 @router.get("/openapi.json", name="api_openapi", include_in_schema=False)
 def api_openapi(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.openapi())
+    return JSONResponse(document_errors(request.app.openapi()))
 
 
 @router.get("/me", name="api_me", response_model=MeOut, responses=_ERRORS, tags=["access"])
 def api_me(principal: Principal = Depends(authorize)) -> Any:
     """Who the caller is (check an API token with it)."""
     return {"username": principal.username, "display_name": principal.display_name, "role": principal.role,
-            "via_token": principal.via_token}
+            "via_token": principal.via_token, "acts_for": principal.owner,
+            "scopes": sorted(principal.scopes) if principal.scopes is not None else None}
 
 
 @router.get("/cases", name="api_cases", response_model=CaseListOut, responses=_ERRORS, tags=["cases"])
@@ -351,7 +376,8 @@ async def api_events(
         }
 
     return StreamingResponse(
-        stream(state.session_factory, sel.filter, cursor, payload, state.live_poll_s),
+        stream(state.session_factory, sel.filter, cursor, payload, state.live_poll_s, alive=still_authorized(request),
+               recheck_s=access_of(request).recheck_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

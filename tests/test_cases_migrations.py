@@ -15,6 +15,8 @@ from nonsite.cases import Case, CaseStatus, DatabaseSchemaError, open_db
 from nonsite.cases.db import Base, head_revision, migrate, schema_revision
 from nonsite.cli import main
 
+#: The newest migration (the one the console's sessions table came with).
+
 
 def test_migrated_schema_matches_the_models(case_db_url: str) -> None:
     sf = open_db(case_db_url)
@@ -26,7 +28,7 @@ def test_migrated_schema_matches_the_models(case_db_url: str) -> None:
         assert diff == [], f"models and migrations differ: {diff}"
         names = set(inspect(engine).get_table_names())
         assert {"cases", "audit_entries", "case_sequences", "outbox", "case_links", "users", "api_tokens",
-                "alembic_version"} <= names
+                "console_sessions", "alembic_version"} <= names
     finally:
         engine.dispose()
 
