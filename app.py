@@ -133,9 +133,15 @@ class Embedded:
     def start_console(self, cameras: object | None = None, metrics_registries: tuple[object, ...] = ()) -> str:
         app, self.initial_admin_password = console_app(
             self.cfg, self.sessions, self.store, self.signer.public_key_pem().encode(), self.catalogue,
-            cameras=cameras, metrics_registries=metrics_registries)
+            cameras=cameras, metrics_registries=metrics_registries, readiness=self.consumers_readiness)
         self.console = ConsoleServer(app, self.cfg.console.host, self.cfg.console.port)
         return self.console.start()
+
+    def consumers_readiness(self) -> dict[str, object]:
+        """The console's ``/readyz`` check of this node's consumer threads: not ready once one has died."""
+        from nonsite.ops.health import run_now, threads_check
+
+        return dict(run_now({"consumers": threads_check(lambda: self.threads)}))
 
     def drained(self) -> bool:
         from nonsite.bus.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS

@@ -297,7 +297,14 @@ def run_drafter(
     backoff = 0.5
     try:
         while not stop.is_set():
-            batch = consumer.poll(max_records=100, timeout_s=poll_timeout_s)
+            try:
+                batch = consumer.poll(max_records=100, timeout_s=poll_timeout_s)
+            except Exception as exc:  # a poll that fails (broker away, an unreadable log row) must not end us
+                log.error("polling %s failed (%s: %s); retrying in %.1f s", TOPIC_EVIDENCE, type(exc).__name__, exc,
+                          backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, max_backoff_s)
+                continue
             try:
                 for message in batch:
                     if stop.is_set():
