@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nonsite.config import ConfigError, NonsiteConfig, config_schema, load_config, mask_url
+from nonsite.config import ConfigError, NonsiteConfig, config_schema, load_config
+from nonsite.config.cameras import scrub
 
 if TYPE_CHECKING:
     from nonsite.app import RoleOps
@@ -32,7 +33,7 @@ class _MaskSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        masked = mask_url(msg)
+        masked = scrub(msg)
         if masked != msg:
             record.msg, record.args = masked, None
         return True
@@ -409,14 +410,18 @@ def cmd_models_export(a: argparse.Namespace) -> int:
 
 
 def cmd_cameras_probe(a: argparse.Namespace) -> int:
+    from nonsite.config import cliargs
     from nonsite.streams.probe import ProbeError, probe, save_snapshot
 
-    if a.timeout <= 0:
-        raise UserError(f"--timeout must be positive, got {a.timeout}")
+    try:
+        timeout_s = cliargs.seconds("--timeout", a.timeout)
+        url = cliargs.source_url(a.url)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if a.snapshot and not Path(a.snapshot).resolve().parent.is_dir():
         raise UserError(f"--snapshot {a.snapshot}: folder {Path(a.snapshot).resolve().parent} does not exist")
     try:
-        result = probe(a.url, timeout_s=a.timeout, transport=a.transport)
+        result = probe(url, timeout_s=timeout_s, transport=a.transport)
     except ProbeError as e:
         print(f"error: {e.kind.replace('_', ' ')}: {e}", file=sys.stderr)
         return e.exit_code

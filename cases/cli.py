@@ -248,7 +248,13 @@ def cmd_users_list(a: argparse.Namespace) -> int:
 
 def cmd_token_create(a: argparse.Namespace) -> int:
     from nonsite.cases.users import UserError, create_token
+    from nonsite.config import cliargs
 
+    try:
+        if a.expires_days is not None:
+            cliargs.days("--expires-days", a.expires_days)
+    except ValueError as exc:
+        raise CasesCliError(str(exc)) from None
     sf = _sessions(a)
     try:
         plaintext, record = create_token(
