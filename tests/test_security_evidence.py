@@ -227,3 +227,142 @@ def test_the_drafter_refuses_a_sealed_message_that_does_not_verify(site: Site) -
     assert len(reasons) == 2 and "signature does not verify" in reasons[0], reasons
     assert "differs from the sha256" in reasons[1]
     bus.close()
+
+
+# -- the audit trail's hash chain (issue 11, item 13) -----------------------------------------------------------
+# Before the fix: with the append-only trigger dropped, an edited or deleted audit row went unnoticed.
+
+
+def _audit_setup(db_url: str, frames: list[np.ndarray], root: Path) -> tuple[Any, list[str]]:
+    from nonsite.cases.workflow import approve, confirm
+
+    sessions = open_db(db_url)
+    store = LocalStore(root / "evidence")
+    signer = Signer.generate()
+    numbers = []
+    for _ in range(2):
+        case, _ = draft_case(sessions, seal(store, signer, make_event(store, frames)), "NS")
+        numbers.append(case.number)
+    confirm(sessions, numbers[0], "operator-1")
+    approve(sessions, numbers[0], "reviewer-1")
+    dismiss(sessions, numbers[1], "operator-1", "false_positive")
+    return sessions, numbers
+
+
+def _drop_triggers(sessions: Any) -> None:
+    from sqlalchemy import text
+
+    engine = sessions.kw["bind"]
+    with engine.begin() as c:
+        if engine.dialect.name == "sqlite":
+            c.execute(text("DROP TRIGGER audit_entries_no_update"))
+            c.execute(text("DROP TRIGGER audit_entries_no_delete"))
+        else:
+            c.execute(text("DROP TRIGGER audit_entries_no_change ON audit_entries"))
+
+
+def _audit_verify(db_url: str, config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["cases", "audit", "verify", "--database-url", db_url, "--config", str(config)])
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+@pytest.fixture()
+def audit_config(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.yaml"
+    path.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data")}), encoding="utf-8")
+    return path
+
+
+def test_an_edited_audit_row_is_named_even_without_the_trigger(
+        case_db_url: str, frames: list[np.ndarray], tmp_path: Path, audit_config: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy import text
+
+    sessions, numbers = _audit_setup(case_db_url, frames, tmp_path)
+    code, out = _audit_verify(case_db_url, audit_config, capsys)
+    assert code == 0 and "audit chain of 5 entries verifies" in out, out
+    _drop_triggers(sessions)
+    with sessions.kw["bind"].begin() as c:
+        target = c.execute(text("SELECT id FROM audit_entries WHERE action = 'approve'")).scalar_one()
+        c.execute(text("UPDATE audit_entries SET actor = 'someone-else' WHERE id = :i"), {"i": target})
+    code, out = _audit_verify(case_db_url, audit_config, capsys)
+    assert code == 1, out
+    assert f"FAIL row id {target} (case id 1, approve by someone-else" in out and "edited" in out
+    assert out.count("FAIL") == 1
+    sessions.kw["bind"].dispose()
+
+
+def test_a_deleted_audit_row_is_named(case_db_url: str, frames: list[np.ndarray], tmp_path: Path,
+                                      audit_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy import text
+
+    sessions, _ = _audit_setup(case_db_url, frames, tmp_path)
+    _drop_triggers(sessions)
+    with sessions.kw["bind"].begin() as c:
+        gone = c.execute(text("SELECT id FROM audit_entries WHERE action = 'confirm'")).scalar_one()
+        c.execute(text("DELETE FROM audit_entries WHERE id = :i"), {"i": gone})
+        last = c.execute(text("SELECT MAX(id) FROM audit_entries")).scalar_one()
+    code, out = _audit_verify(case_db_url, audit_config, capsys)
+    assert code == 1 and "missing: row(s) removed after row id" in out, out
+    # Removing the newest row too is noticed by the chain head.
+    with sessions.kw["bind"].begin() as c:
+        c.execute(text("DELETE FROM audit_entries WHERE id = :i"), {"i": last})
+    code, out = _audit_verify(case_db_url, audit_config, capsys)
+    assert code == 1 and "rows at the end were removed" in out, out
+    sessions.kw["bind"].dispose()
+
+
+def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(
+        frames: list[np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Someone rewrites a row and recomputes every later hash and the head: the chain is consistent again, but
+    the checkpoint signed with the sealer's key (in the evidence store) no longer matches."""
+    from sqlalchemy import text
+
+    from nonsite.cases.audit import entry_digest
+
+    data = tmp_path / "data"
+    Signer.load_or_create(data / "keys" / "signing.pem")
+    config = tmp_path / "nonsite.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(data)}), encoding="utf-8")
+    db_url = f"sqlite:///{data / 'cases.db'}"
+    sessions, _ = _audit_setup(db_url, frames, tmp_path)
+    assert main(["cases", "audit", "checkpoint", "--config", str(config)]) == 0
+    assert "checkpoint audit/checkpoints/" in capsys.readouterr().out
+    code, out = _audit_verify(db_url, config, capsys)
+    assert code == 0 and "1 signed checkpoint(s) checked" in out, out
+    _drop_triggers(sessions)
+    with sessions.kw["bind"].begin() as c:
+        rows = c.execute(text("SELECT id, case_id, at, actor, action, before_status, after_status, detail, "
+                              "chain_seq FROM audit_entries ORDER BY chain_seq")).all()
+        prev = "0" * 64
+        for r in rows:
+            actor = "nobody" if r.action == "approve" else r.actor
+            h = entry_digest(seq=r.chain_seq, prev_hash=prev, case_id=r.case_id, at=r.at, actor=actor,
+                             action=r.action, before_status=r.before_status, after_status=r.after_status,
+                             detail=r.detail)
+            c.execute(text("UPDATE audit_entries SET actor = :a, prev_hash = :p, entry_hash = :h WHERE id = :i"),
+                      {"a": actor, "p": prev, "h": h, "i": r.id})
+            prev = h
+        c.execute(text("UPDATE audit_chain SET head_hash = :h"), {"h": prev})
+    code, out = _audit_verify(db_url, config, capsys)
+    assert code == 1 and "the chain up to it was rewritten" in out, out
+    assert out.count("FAIL") == 1
+    sessions.kw["bind"].dispose()
+
+
+def test_existing_audit_rows_are_chained_by_the_migration(case_db_url: str, frames: list[np.ndarray],
+                                                          tmp_path: Path) -> None:
+    from alembic import command
+
+    from nonsite.cases.audit import verify_chain
+    from nonsite.cases.db import _alembic_config, migrate
+
+    sessions, _ = _audit_setup(case_db_url, frames, tmp_path)
+    engine = sessions.kw["bind"]
+    with engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), "0002")
+    migrate(engine)
+    report = verify_chain(sessions)
+    assert report.ok and report.entries == 5 and report.head_seq == 5, report.problems
+    engine.dispose()
