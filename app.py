@@ -14,16 +14,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from nonsite.config import NonsiteConfig
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from prometheus_client import CollectorRegistry
     from sqlalchemy.orm import Session, sessionmaker
 
     from nonsite.bus import Bus
+    from nonsite.bus.kafka import KafkaBus
+    from nonsite.cases.db import Case
+    from nonsite.cases.legal_basis import Catalogue
     from nonsite.evidence.spool import EdgeEvidence
     from nonsite.evidence.store import Store
+    from nonsite.evidence.verify import VerifyResult
+    from nonsite.ops.cameras import CameraControl
     from nonsite.pipeline.edge import EdgeRunner
     from nonsite.pipeline.worker import WorkerStats
 
@@ -49,7 +56,10 @@ class RunSummary:
                 self.violations[k] = self.violations.get(k, 0) + v
 
     def lines(self) -> list[str]:
-        types = ("sidewalk_parking", "street_vending", "stray_dog")
+        from nonsite.pipeline.violations import violation_types  # edge side only, like the runner it summarises
+
+        types = [t.name for t in violation_types()]
+        types += sorted(set(self.violations) - set(types))
         out = ["violations: " + ", ".join(f"{t} {self.violations.get(t, 0)}" for t in types)]
         out.append(f"evidence packages sealed: {self.packages_sealed}")
         out.append(f"case drafts: {self.case_drafts}")
@@ -63,7 +73,7 @@ class RunSummary:
 class ConsoleServer:
     """uvicorn in a thread; ``url`` once it listens."""
 
-    def __init__(self, app: object, host: str, port: int) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
         import uvicorn
 
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
@@ -131,7 +141,8 @@ class Embedded:
         for t in self.threads:
             t.start()
 
-    def start_console(self, cameras: object | None = None, metrics_registries: tuple[object, ...] = ()) -> str:
+    def start_console(self, cameras: CameraControl | None = None,
+                      metrics_registries: tuple[CollectorRegistry, ...] = ()) -> str:
         app, self.initial_admin_password = console_app(
             self.cfg, self.sessions, self.store, self.signer.public_key_pem().encode(), self.catalogue,
             cameras=cameras, metrics_registries=metrics_registries, readiness=self.consumers_readiness)
@@ -226,10 +237,11 @@ def seal_check(cfg: NonsiteConfig, data_dir: Path, store: object) -> Callable[[o
 
 
 def console_app(
-    cfg: NonsiteConfig, sessions: sessionmaker[Session], store: object, public_pem: bytes | None, catalogue: object,
-    *, cameras: object | None = None, metrics_registries: tuple[object, ...] = (),
+    cfg: NonsiteConfig, sessions: sessionmaker[Session], store: Store, public_pem: bytes | None,
+    catalogue: Catalogue, *, cameras: CameraControl | None = None,
+    metrics_registries: tuple[CollectorRegistry, ...] = (),
     readiness: Callable[[], dict[str, object]] | None = None, public_key: Callable[[], bytes | None] | None = None,
-) -> tuple[object, str | None]:
+) -> tuple[FastAPI, str | None]:
     """The console's ASGI app over the case database and the evidence store, and the first-start admin password
     (None when users exist). ``public_pem`` verifies seals (None: the seal check says no key is known);
     ``public_key``, when given, is asked each time instead (a key that turns up later)."""
@@ -239,25 +251,25 @@ def console_app(
     keys = Path(cfg.data_dir) / "keys"
     password = ensure_admin(sessions, keys / "initial-admin-password")
     documents = CasesDocuments(
-        sessions, store, timezone=cfg.timezone, catalogue=catalogue,  # type: ignore[arg-type]
+        sessions, store, timezone=cfg.timezone, catalogue=catalogue,
         verify=_document_verify(store, public_key or (lambda: public_pem)),
         font_path=cfg.cases.document_font,
     )
     app = create_app(
-        session_factory=sessions, store=store, timezone=cfg.timezone,  # type: ignore[arg-type]
+        session_factory=sessions, store=store, timezone=cfg.timezone,
         language=cfg.console.language, public_key_pem=public_pem, auth=CasesDirectory(sessions),
         session_secret=session_secret(keys / "console-session.key"), documents=documents,
-        cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,  # type: ignore[arg-type]
+        cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
     )
     return app, password
 
 
-def _document_verify(store: object, key: Callable[[], bytes | None]) -> Callable[[object], object]:
+def _document_verify(store: Store, key: Callable[[], bytes | None]) -> Callable[[Case], VerifyResult | None]:
     from nonsite.evidence.verify import verify_package
 
-    def verify(case: object) -> object:
+    def verify(case: Case) -> VerifyResult | None:
         pem = key()
-        return None if pem is None else verify_package(store, case.event_id, pem)  # type: ignore[arg-type, attr-defined]
+        return None if pem is None else verify_package(store, case.event_id, pem)
     return verify
 
 
@@ -352,14 +364,14 @@ def _sleep_forever() -> None:
         pass
 
 
-def _edge_evidence(cfg: NonsiteConfig, data: Path, store: object, bus: object) -> EdgeEvidence | None:
+def _edge_evidence(cfg: NonsiteConfig, data: Path, store: Store, bus: Bus) -> EdgeEvidence | None:
     """The spool between an edge and a remote (S3) store; None for a local store (nothing to spool for)."""
     if cfg.evidence.store == "local":
         return None
     from nonsite.evidence import spool_path
     from nonsite.evidence.spool import EdgeEvidence
 
-    return EdgeEvidence(store, bus, spool_path(cfg.evidence, data), cfg.evidence.spool.max_bytes,  # type: ignore[arg-type]
+    return EdgeEvidence(store, bus, spool_path(cfg.evidence, data), cfg.evidence.spool.max_bytes,
                         cfg.evidence.spool.retry_s)
 
 
@@ -374,11 +386,11 @@ class _EdgeSide:
 
     @property
     def out_store(self) -> Store:
-        return self.evidence.edge_store if self.evidence else self.store  # type: ignore[return-value]
+        return self.evidence.edge_store if self.evidence else self.store
 
     @property
     def out_bus(self) -> Bus:
-        return self.evidence.edge_bus if self.evidence else self.bus  # type: ignore[return-value]
+        return self.evidence.edge_bus if self.evidence else self.bus
 
     def close(self) -> None:
         if self.evidence is not None:
@@ -403,7 +415,22 @@ def _open_edge_side(cfg: NonsiteConfig, role: str, ops: RoleOps | None) -> _Edge
     return side
 
 
-def _retention_kwargs(cfg: NonsiteConfig) -> dict[str, object]:
+def _kafka_outbox(bus: Bus) -> KafkaBus | None:
+    """The Kafka bus with its outbox to drain, or None (the embedded bus is durable on publish)."""
+    if type(bus).__module__ != "nonsite.bus.kafka":  # not loading kafka-python just to ask
+        return None
+    from nonsite.bus.kafka import KafkaBus
+
+    return bus if isinstance(bus, KafkaBus) else None
+
+
+class SealerOptions(TypedDict):
+    retain_days: int
+    retain_mode: str
+    verify: bool
+
+
+def _retention_kwargs(cfg: NonsiteConfig) -> SealerOptions:
     """The sealer's options: retention of each package, and whether it verifies what it sealed."""
     r = cfg.evidence.retention
     return {"retain_days": r.seal_days, "retain_mode": r.mode, "verify": cfg.sealer.verify_after_seal}
@@ -506,7 +533,7 @@ def run_sealer_role(
         else:
             return
         progress(f"sealer: {bus!r} -> {store!r}; signing key {signer.fingerprint()[:16]}... (public key at {key})")
-        run_sealer(bus, store, signer, stop, **_retention_kwargs(cfg))  # type: ignore[arg-type]
+        run_sealer(bus, store, signer, stop, **_retention_kwargs(cfg))
     finally:
         bus.close()
 
@@ -592,9 +619,9 @@ def run_edge(
             if edge_evidence is not None and not edge_evidence.drain(max(0.0, deadline - time.monotonic())):
                 progress(f"warning: {edge_evidence.pending()} evidence item(s) still spooled in "
                          f"{edge_evidence.spool.dir}; they upload and publish on the next start")
-            drain = getattr(bus, "drain", None)
-            if drain is not None and not drain(max(0.0, deadline - time.monotonic())):
-                progress(f"warning: {bus.pending()} event(s) still in the outbox; "  # type: ignore[attr-defined]
+            outbox = _kafka_outbox(bus)
+            if outbox is not None and not outbox.drain(max(0.0, deadline - time.monotonic())):
+                progress(f"warning: {outbox.pending()} event(s) still in the outbox; "
                          "they are sent on the next start")
             else:
                 progress("edge: every event handed to the bus")
@@ -680,8 +707,8 @@ def run_console_role(
         if key["pem"] is not None:
             import dataclasses
 
-            state = app.state.console  # type: ignore[attr-defined]
-            app.state.console = dataclasses.replace(state, public_key_pem=key["pem"])  # type: ignore[attr-defined]
+            state = app.state.console
+            app.state.console = dataclasses.replace(state, public_key_pem=key["pem"])
             progress("console: the sealer's public key found; seals are verified")
     try:
         stop.wait()

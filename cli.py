@@ -11,10 +11,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
-from nonsite.config import ConfigError, NonsiteConfig, config_schema, load_config
+from nonsite.config import ConfigError, NonsiteConfig, load_config
 from nonsite.config.cameras import scrub
+from nonsite.config.detectors import DETECTOR_BACKENDS
 
 if TYPE_CHECKING:
     from nonsite.app import RoleOps
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from nonsite.evidence.store import Store
 
 DEFAULT_CONFIG = "examples/demo.yaml"
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What ``add_subparsers()`` returns: where each command (group) registers its parser."""
 
 
 class UserError(Exception):
@@ -46,7 +50,12 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler], force=True)
 
 
-def _load(path: str) -> NonsiteConfig:
+def _load(path: str, typed: bool = False) -> NonsiteConfig:
+    """The config file; ``typed``: with every violation type's own settings checked (where rules run)."""
+    if typed:
+        from nonsite.pipeline.violations import load_config as load_typed
+
+        return load_typed(path)
     return load_config(path)
 
 
@@ -71,7 +80,7 @@ def preflight(cfg: NonsiteConfig, config_path: str) -> None:
 def cmd_run(a: argparse.Namespace) -> int:
     from nonsite.app import run
 
-    cfg = _load(a.config)
+    cfg = _load(a.config, typed=True)
     if a.port is not None:
         cfg.console.port = a.port
     preflight(cfg, a.config)
@@ -264,7 +273,7 @@ def _role(a: argparse.Namespace, role: str) -> Iterator[tuple[NonsiteConfig, Rol
     """Load the config, start the role's ops endpoint and health checks, stop on SIGTERM/SIGINT."""
     from nonsite.app import RoleOps, stop_on_signals
 
-    cfg = _load(a.config)
+    cfg = _load(a.config, typed=role in ("edge", "pool"))
     if role == "console":  # the console serves /metrics, /healthz and /readyz on its own port
         host, port = cfg.console.host, None
     else:
@@ -367,7 +376,7 @@ def cmd_bus_status(a: argparse.Namespace) -> int:
 def cmd_config_check(a: argparse.Namespace) -> int:
     from nonsite.cases.legal_basis import load_catalogue
 
-    cfg = _load(a.config)
+    cfg = _load(a.config, typed=True)
     load_catalogue(cfg.cases.legal_basis)
     print(f"{a.config}: OK ({len(cfg.cameras)} cameras, "
           f"{sum(len(c.zones) for c in cfg.cameras)} zones, data in {cfg.data_dir})")
@@ -375,6 +384,8 @@ def cmd_config_check(a: argparse.Namespace) -> int:
 
 
 def cmd_config_schema(a: argparse.Namespace) -> int:
+    from nonsite.pipeline.violations import config_schema
+
     text = json.dumps(config_schema(), indent=2, ensure_ascii=False) + "\n"
     if a.out:
         Path(a.out).write_text(text, encoding="utf-8")
@@ -424,7 +435,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         write_json,
     )
 
-    cfg = _load(a.config) if a.config else NonsiteConfig()
+    cfg = _load(a.config, typed=True) if a.config else NonsiteConfig()
     root = Path(a.dataset).resolve()
     try:
         clips = load_dataset(root)  # every clip's files are checked before the detector loads
@@ -482,11 +493,7 @@ def cmd_cameras_probe(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nonsite", description="Non-site (AI camera) enforcement pipeline.")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_run(sub: Subparsers) -> None:
     r = sub.add_parser("run", help="run the cameras of a config end to end (embedded mode)")
     r.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
     r.add_argument("--exit-when-done", action="store_true", help="exit once file sources end (no console)")
@@ -494,17 +501,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", type=int, help="console port (overrides console.port)")
     r.set_defaults(fn=cmd_run)
 
+
+def _add_detect(sub: Subparsers) -> None:
     d = sub.add_parser("detect", help="print detections of an image or video")
     d.add_argument("path", help="image or video file")
     d.add_argument("--save", help="write an annotated copy here")
     d.add_argument("--config", help="take detector settings from this config")
-    d.add_argument("--backend", choices=["onnx", "ultralytics", "openvino"])
+    d.add_argument("--backend", choices=list(DETECTOR_BACKENDS))
     d.add_argument("--model", help="registry name or weights path")
     d.add_argument("--imgsz", type=int)
     d.add_argument("--conf", type=float, help="confidence threshold")
     d.add_argument("--every", type=int, default=1, help="videos: every Nth frame")
     d.set_defaults(fn=cmd_detect)
 
+
+def _add_evidence(sub: Subparsers) -> None:
     e = sub.add_parser("evidence", help="evidence packages").add_subparsers(dest="evidence_cmd", required=True)
     v = e.add_parser("verify", help="recompute hashes and the signature of evidence packages")
     v.add_argument("event_id", nargs="?", help="event id of the package")
@@ -524,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--data-dir", help="data directory (default: from the config or NONSITE_DATA_DIR)")
     pk.set_defaults(fn=cmd_public_key)
 
+
+def _add_roles(sub: Subparsers) -> None:
+    """The distributed mode: one role per process."""
     for name, fn, what in (
         ("edge", cmd_edge, "distributed mode: run the cameras, publish violations to the bus"),
         ("sealer", cmd_sealer, "distributed mode: the evidence sealer (consumer group nonsite-sealer)"),
@@ -549,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--host", help="listen on this address (default console.host)")
     co.set_defaults(fn=cmd_console)
 
+
+def _add_bus(sub: Subparsers) -> None:
     b = sub.add_parser("bus", help="event bus").add_subparsers(dest="bus_cmd", required=True)
     bs = b.add_parser("schemas", help="write the JSON Schema of every topic (docs/schemas)")
     bs.add_argument("--out", default="docs/schemas", help="directory (default docs/schemas)")
@@ -558,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     bst.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
     bst.set_defaults(fn=cmd_bus_status)
 
+
+def _add_config(sub: Subparsers) -> None:
     c = sub.add_parser("config", help="configuration").add_subparsers(dest="config_cmd", required=True)
     cc = c.add_parser("check", help="validate a config file")
     cc.add_argument("config")
@@ -566,6 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--out", help="write it here")
     cs.set_defaults(fn=cmd_config_schema)
 
+
+def _add_clock(sub: Subparsers) -> None:
     clk = sub.add_parser("clock", help="clock health").add_subparsers(dest="clock_cmd", required=True)
     ck = clk.add_parser("check", help="compare the device clock with the (S)NTP servers of clock.servers",
                         description="Exit status: 0 within clock.max_offset_s, 1 drifted or no server answered, "
@@ -575,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="time server to ask instead of clock.servers (repeat for several)")
     ck.set_defaults(fn=cmd_clock_check)
 
+
+def _add_eval(sub: Subparsers) -> None:
     ev = sub.add_parser("eval", help="run the pipeline over a labelled dataset of clips and score the alerts")
     ev.add_argument("--dataset", required=True,
                     help="folder with one folder per clip: video.mp4|avi (or source.yaml), camera.yaml, truth.yaml")
@@ -583,14 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--evidence-dir", help="keep the evidence packages of the alerts here (default: discarded)")
     ev.set_defaults(fn=cmd_eval)
 
+
+def _add_models(sub: Subparsers) -> None:
     m = sub.add_parser("models", help="detector weights").add_subparsers(dest="models_cmd", required=True)
     ml = m.add_parser("list", help="list the weights registry and where each file resolves")
     ml.set_defaults(fn=cmd_models_list)
-
-    from nonsite.cases.cli import add_parsers as add_cases_parsers
-
-    add_cases_parsers(sub)  # nonsite cases ..., nonsite users ...
-
     mt = m.add_parser("train", help="fine-tune a detector on a YOLO dataset (CPU) and register it by name")
     mt.add_argument("--data", required=True, help="YOLO dataset yaml (path, train, val, names)")
     mt.add_argument("--base", default="yolo11n-coco", help="registry name or .pt to start from (default yolo11n-coco)")
@@ -605,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--imgsz", type=int, help="export image size (default: the model's)")
     me.add_argument("--name", help="registry name of the export (default <model>-<format>)")
     me.set_defaults(fn=cmd_models_export)
+
+
+def _add_cameras(sub: Subparsers) -> None:
     cam = sub.add_parser("cameras", help="cameras").add_subparsers(dest="cameras_cmd", required=True)
     cp = cam.add_parser(
         "probe", help="connect to a camera once: codec, resolution, fps, time to first frame, a snapshot",
@@ -616,6 +638,18 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--timeout", type=float, default=10.0, metavar="S", help="give up after S seconds (default 10)")
     cp.add_argument("--transport", choices=["tcp", "udp"], default="tcp", help="RTSP transport (default tcp)")
     cp.set_defaults(fn=cmd_cameras_probe)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `nonsite` command line: each command (group) registers its own subparsers."""
+    from nonsite.cases.cli import add_parsers as add_cases_parsers  # nonsite cases ..., nonsite users ...
+
+    p = argparse.ArgumentParser(prog="nonsite", description="Non-site (AI camera) enforcement pipeline.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_detect, _add_evidence, _add_roles, _add_bus, _add_config, _add_clock, _add_eval,
+                _add_models, add_cases_parsers, _add_cameras):
+        add(sub)
     return p
 
 

@@ -96,7 +96,7 @@ def detector(backend: str):  # noqa: ANN201
     from nonsite.config import DetectorConfig
     from nonsite.models import create_detector
 
-    return create_detector(DetectorConfig(backend=backend))  # type: ignore[arg-type]
+    return create_detector(DetectorConfig(backend=backend))
 
 
 def warm_up(det: Any, images: list[np.ndarray], max_batch: int) -> None:
@@ -460,11 +460,10 @@ def main() -> int:
     fastest = max(ones, key=lambda r: r["fps"])["backend"]
     res["fastest_backend"] = fastest
 
-    from nonsite.pipeline.edge import preferred_batch
+    from nonsite.config.detectors import DETECTOR_BACKENDS
 
-    class _Backend:
-        def __init__(self, name: str) -> None:
-            self.backend = name
+    def preferred_batch(backend: str) -> int:
+        return DETECTOR_BACKENDS[backend].preferred_batch("cpu")
 
     pipe = []
     counts = [int(x) for x in a.cameras.split(",") if x]
@@ -472,7 +471,7 @@ def main() -> int:
     if "onnx" in backends and fastest != "onnx":
         runs.append(("onnx", 4))  # the other CPU backend, side by side
     for backend, n in runs:
-        mb = preferred_batch(_Backend(backend))  # type: ignore[arg-type]
+        mb = preferred_batch(backend)
         per_cam = frames if n < 16 else max(1, frames // 2)  # keeps 16 cameras within the time budget
         print(f"pipeline: {backend}, {n} cameras x {per_cam} frames, max batch {mb} ...", flush=True)
         row = child(["pipeline", backend, str(n), str(per_cam), str(mb)])
@@ -489,7 +488,7 @@ def main() -> int:
     for n_live in sorted({min(4, max(counts)), max(counts)}):
         print(f"live: {fastest}, {n_live} cameras at 5 fps for {live_s:g} s ...", flush=True)
         res["live"].append(child(["live", fastest, str(n_live), "5", str(live_s),
-                                  str(preferred_batch(_Backend(fastest)))]))
+                                  str(preferred_batch(fastest))]))
     res["load_after"] = [round(x, 2) for x in os.getloadavg()]
     res["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     res["took_s"] = round(time.time() - started, 1)

@@ -22,9 +22,6 @@ TOPIC_EVIDENCE = "nonsite.evidence"
 TOPIC_CASES = "nonsite.cases"
 TOPIC_DEAD_LETTER = "nonsite.dead-letter"
 
-VIOLATION_TYPES = ("sidewalk_parking", "street_vending", "stray_dog")
-
-
 def _utc(v: datetime) -> datetime:
     if v.tzinfo is None:
         raise ValueError("timestamps must carry a time zone (UTC)")
@@ -122,7 +119,11 @@ class ViolationEvent(_Event):
 
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Schema version of this event.")
     event_id: str = Field(default_factory=new_event_id, description="UUID; the idempotency key.")
-    type: str = Field(description="sidewalk_parking | street_vending | stray_dog | a custom rule name.")
+    type: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="Violation type: the name of a registered type (sidewalk_parking, street_vending, stray_dog "
+        "or one added later), lower-case letters, digits and '_'.",
+    )
     camera_id: str = Field(description="Camera that saw it.")
     camera_name: str = Field("", description="Human name of the camera.")
     zone_id: str = Field(description="Zone the violation happened in.")

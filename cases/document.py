@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from nonsite.cases.db import AuditEntry, Case, utcnow
 from nonsite.cases.legal_basis import Catalogue, default_catalogue
 from nonsite.config.loader import ConfigError
+from nonsite.config.manifest import locale_strings
 
 __all__ = [
     "CJK_FONT_CANDIDATES",
@@ -80,12 +80,10 @@ Verification = VerificationLike | Callable[[Case], VerificationLike | None] | No
 # --- text ---------------------------------------------------------------------------------------------------
 
 
-@cache
 def messages(lang: str) -> dict[str, str]:
     if lang not in LANGUAGES:
         raise ValueError(f"unknown document language {lang!r}; use one of {', '.join(LANGUAGES)}")
-    data = json.loads((_HERE / "locales" / f"{lang}.json").read_text(encoding="utf-8"))
-    return {str(k): str(v) for k, v in data.items()}
+    return locale_strings(_HERE / "locales", lang)  # with the NONSITE_LOCALES overlays
 
 
 class _T:
@@ -199,7 +197,7 @@ def _legal_snapshot(case: Case, catalogue: Catalogue | None) -> dict[str, Any]:
     return (catalogue or default_catalogue()).snapshot(case.type)
 
 
-def _offender(t: _T, case: Case) -> str:
+def _offender(t: _T, case: Case, snap: dict[str, Any]) -> str:
     hint = case.offender_hint if isinstance(case.offender_hint, dict) else None
     plate = (hint or {}).get("plate") or case.offender_plate  # as read (the normalised form is for matching)
     if plate:
@@ -208,7 +206,8 @@ def _offender(t: _T, case: Case) -> str:
         if isinstance(conf, int | float):
             text += t("value.plate_confidence", confidence=f"{conf:.2f}")
         return text
-    return t("value.no_plate") if case.type == "sidewalk_parking" else t("value.no_offender")
+    by_plate = "plate" in ((snap.get("repeat") or {}).get("by") or [])  # the catalogue: offenders are vehicles
+    return t("value.no_plate") if by_plate else t("value.no_offender")
 
 
 def _repeats(t: _T, case: Case, snap: dict[str, Any]) -> str:
@@ -273,8 +272,8 @@ def document_context(
     t = _T(lang)
     snap = _legal_snapshot(case, catalogue)
     type_name = t.label("type", case.type)
-    if t.lang == "zh" and snap.get("name") and f"type.{case.type}" not in t.m:
-        type_name = str(snap["name"].get("zh", type_name))
+    if snap.get("name") and f"type.{case.type}" not in t.m:  # a type without its own label: the catalogue's name
+        type_name = str(snap["name"].get(t.lang, type_name))
     coords = f"{case.lat:.6f}, {case.lon:.6f}" if case.lat is not None and case.lon is not None else t("value.none")
     camera = f"{case.camera_name} ({case.camera_id})" if case.camera_name else case.camera_id
     zone = f"{case.zone_name} ({case.zone_id})" if case.zone_name else case.zone_id
@@ -291,7 +290,7 @@ def document_context(
         (t("field.coordinates"), coords),
         (t("field.camera"), camera),
         (t("field.zone"), zone),
-        (t("field.offender"), _offender(t, case)),
+        (t("field.offender"), _offender(t, case, snap)),
         (t("field.repeats"), _repeats(t, case, snap)),
         (t("field.confidence"), f"{case.confidence:.2f}"),
     ]

@@ -17,7 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from nonsite.config.loader import ConfigError, _loc, _node_lines
+from nonsite.cases.deadlines import TimeLimitDefaults, TimeLimitTable, TypeTimeLimits
+from nonsite.config.loader import ConfigError, LocatedError, _node_lines, error_lines
 
 __all__ = [
     "DEFAULT_CATALOGUE",
@@ -34,6 +35,9 @@ __all__ = [
 DEFAULT_CATALOGUE = Path(__file__).resolve().parent / "legal_basis.yaml"
 
 Disposition = Literal["warning", "penalty", "dispatch", "manual"]
+
+
+UNKNOWN_KEY = "unknown key; check its spelling against the schema at the top of cases/legal_basis.yaml"
 
 
 class LegalBasisError(ConfigError):
@@ -129,6 +133,9 @@ class TypeBasis(_Model):
     discretion: list[DiscretionRule] = Field(
         min_length=1, description="Ordered discretion table; the first matching rule wins."
     )
+    time_limits: TypeTimeLimits | None = Field(
+        None, description="This type's time limits where they differ from the catalogue's (cases/deadlines.py)."
+    )
 
     @model_validator(mode="after")
     def _unique_rules(self) -> TypeBasis:
@@ -164,6 +171,10 @@ class Catalogue(_Model):
     version: str = Field(min_length=1, description="Version label of the catalogue (stored on every case).")
     provisions: dict[str, Provision] = Field(description="Provisions by id.")
     types: dict[str, TypeBasis] = Field(description="Legal basis per violation type.")
+    time_limits: TimeLimitDefaults = Field(
+        default_factory=TimeLimitDefaults,
+        description="Time limits per step for every type (限时办结), overridden per type (cases/deadlines.py).",
+    )
     sha256: str = Field("", description="sha256 of the catalogue file (set by the loader).")
 
     @model_validator(mode="after")
@@ -177,6 +188,13 @@ class Catalogue(_Model):
                     if pid not in self.provisions:
                         raise _Unknown(("types", tname, "discretion", i, "basis"), pid, self.provisions)
         return self
+
+    def time_limit_table(self) -> TimeLimitTable:
+        """The time limits of every step, with each type's overrides applied."""
+        return TimeLimitTable(
+            defaults=self.time_limits,
+            per_type={t: b.time_limits for t, b in self.types.items() if b.time_limits is not None},
+        )
 
     def for_type(self, violation_type: str) -> TypeBasis | None:
         return self.types.get(violation_type)
@@ -213,10 +231,10 @@ class Catalogue(_Model):
         }
 
 
-class _Unknown(ValueError):
+class _Unknown(LocatedError):
     def __init__(self, loc: tuple[Any, ...], pid: str, known: dict[str, Provision]) -> None:
-        self.loc, self.pid = loc, pid
-        super().__init__(f"unknown provision id '{pid}'; define it under provisions: or use one of "
+        self.pid = pid
+        super().__init__(loc, f"unknown provision id '{pid}'; define it under provisions: or use one of "
                          f"{', '.join(sorted(known))}")
 
 
@@ -244,32 +262,11 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
     if not isinstance(raw, dict):
         raise LegalBasisError(f"{p}:1: the catalogue must be a mapping with version:, provisions: and types:")
     lines = _node_lines(node) if node is not None else {}
-
-    def line_of(loc: tuple[Any, ...]) -> int:
-        for n in range(len(loc), -1, -1):
-            if loc[:n] in lines:
-                return lines[loc[:n]]
-        return 1
-
     raw["sha256"] = hashlib.sha256(raw_bytes).hexdigest()
     try:
         return Catalogue.model_validate(raw)
     except ValidationError as e:
-        msgs = []
-        for err in e.errors():
-            loc = tuple(err["loc"])
-            ctx_err = (err.get("ctx") or {}).get("error")
-            if isinstance(ctx_err, _Unknown):
-                loc = ctx_err.loc
-                msg = str(ctx_err)
-            elif err["type"] == "extra_forbidden":
-                msg = "unknown key; check its spelling against the schema at the top of cases/legal_basis.yaml"
-            elif err["type"] == "missing":
-                msg = "required key is missing; add it"
-            else:
-                msg = str(err["msg"]).removeprefix("Value error, ")
-            msgs.append(f"{p}:{line_of(loc)}: {_loc(loc)}: {msg}")
-        raise LegalBasisError("\n".join(msgs)) from None
+        raise LegalBasisError("\n".join(error_lines(e, str(p), lines, unknown_key=UNKNOWN_KEY))) from None
 
 
 @lru_cache(maxsize=1)

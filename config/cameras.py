@@ -4,49 +4,29 @@ from __future__ import annotations
 
 import re
 import threading
-from enum import StrEnum
+from typing import ClassVar
 from urllib.parse import quote, unquote
 
 from pydantic import Field, field_validator, model_validator
 
 from nonsite.config.base import Section
-from nonsite.config.rules import RuleOverrides, ScheduleWindow
+from nonsite.config.manifest import zone_kinds
+from nonsite.config.rules import RuleOverrides, ScheduleWindow, override_names
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class ZoneKind(StrEnum):
-    """What a zone means; it decides which rule watches it."""
-
-    sidewalk = "sidewalk"
-    no_parking = "no_parking"
-    no_vending = "no_vending"
-    no_stray_dogs = "no_stray_dogs"
-    vending_allowed = "vending_allowed"
-    dogs_allowed = "dogs_allowed"
-
-
-#: Zone kind -> the rule that raises violations inside it.
-RULE_OF_ZONE: dict[ZoneKind, str] = {
-    ZoneKind.sidewalk: "sidewalk_parking",
-    ZoneKind.no_parking: "sidewalk_parking",
-    ZoneKind.no_vending: "street_vending",
-    ZoneKind.no_stray_dogs: "stray_dog",
-}
-
-#: Allow-zone kind -> the rule it exempts.
-EXEMPTS: dict[ZoneKind, str] = {
-    ZoneKind.vending_allowed: "street_vending",
-    ZoneKind.dogs_allowed: "stray_dog",
-}
-
-
 class ZoneConfig(Section):
+    rule_of_kind: ClassVar[dict[str, str]] = {}
+    """Zone kind -> the violation type that watches it; set on the typed model of the registry (empty here:
+    the central roles do not check which rule a zone's overrides belong to)."""
+
     id: str = Field(pattern=_ID, description="Zone id, unique within its camera (letters, digits, '-', '_', '.').")
     name: str = Field("", description="Human name shown to operators, e.g. '东侧人行道'.")
-    kind: ZoneKind = Field(
-        description="sidewalk / no_parking (parking rule), no_vending (vending rule), no_stray_dogs "
-        "(stray-dog rule), vending_allowed / dogs_allowed (exempt areas)."
+    kind: str = Field(
+        description="What the zone means, which decides the violation type that watches it (e.g. sidewalk / "
+        "no_parking: sidewalk_parking) or the type it exempts (e.g. vending_allowed); the kinds are those of "
+        "the registered violation types."
     )
     polygon: list[tuple[float, float]] = Field(
         description="Polygon corners as [x, y] in normalized image coordinates (0..1, origin top-left); "
@@ -67,6 +47,16 @@ class ZoneConfig(Section):
         "min_confidence: 0.4}}); unset keys inherit from the camera and from rules:.",
     )
 
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if cls.rule_of_kind:  # the typed model: an enumeration of the registered kinds checked it
+            return v
+        known = zone_kinds()
+        if v not in known:
+            raise ValueError(f"unknown zone kind '{v}'; use one of {', '.join(known)}")
+        return v
+
     @field_validator("polygon")
     @classmethod
     def _polygon(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -82,14 +72,14 @@ class ZoneConfig(Section):
 
     @model_validator(mode="after")
     def _own_rule_only(self) -> ZoneConfig:
-        if self.rules is None:
+        if self.rules is None or not self.rule_of_kind:
             return self
-        own = RULE_OF_ZONE.get(self.kind)
-        for name in self.rules.named():
+        own = self.rule_of_kind.get(self.kind)
+        for name in override_names(self.rules):
             if name != own:
                 watched = f"is watched by {own}" if own else "exempts areas and is watched by no rule"
                 raise ValueError(
-                    f"zone '{self.id}' of kind {self.kind.value} {watched}; remove rules.{name} here "
+                    f"zone '{self.id}' of kind {self.kind} {watched}; remove rules.{name} here "
                     "or put it on a zone of the matching kind"
                 )
         ov = getattr(self.rules, own) if own else None

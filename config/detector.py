@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, create_model, model_validator
 
 from nonsite.config.base import Section
+from nonsite.config.detectors import DETECTOR_BACKENDS, DetectorBackend
+
+DEFAULT_BACKEND = "openvino"
+S = TypeVar("S", bound=Section)
 
 
-class DetectorConfig(Section):
-    backend: Literal["onnx", "ultralytics", "openvino"] = Field(
-        "openvino",
-        description="openvino: OpenVINO on an OpenVINO IR (.xml), an ONNX, or a .pt exported to ONNX once (the "
-        "fastest on CPU here, see bench/); onnx: ONNX Runtime on the same export; "
-        "ultralytics: the .pt checkpoint through ultralytics/PyTorch (CPU or CUDA).",
-    )
+class _DetectorSettings(Section):
+    """What every backend shares; :data:`DetectorConfig` adds ``backend`` (one of the declared backends) and
+    each backend's own section (:mod:`nonsite.config.detectors`)."""
+
+    backend: str = Field(DEFAULT_BACKEND, description="The detector backend.")
     model: str = Field(
         "yolo11n-coco",
         description="A weights-registry name (see `nonsite models list`) or a path to a .pt / .onnx file.",
@@ -26,15 +28,61 @@ class DetectorConfig(Section):
     threads: int = Field(0, ge=0, description="Inference threads; 0 lets the runtime choose.")
     device: str = Field(
         "cpu", pattern=r"^(cpu|cuda(:\d+)?)$",
-        description="'cpu' or a CUDA device like 'cuda:0': ultralytics runs PyTorch there; onnx uses ONNX Runtime's "
-        "TensorRT (fp16, engines cached beside the model) and CUDA execution providers (needs onnxruntime-gpu); "
-        "openvino is CPU only.",
+        description="'cpu' or a CUDA device like 'cuda:0' (which backends run there: see `backend`).",
     )
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32",
-        description="openvino backend only: inference precision. bf16 is about twice as fast on CPUs with AMX "
-        "or AVX512-BF16, with slightly different boxes and scores; fp32 matches the other backends.",
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_keys(cls, data: Any) -> Any:
+        """Settings older configs wrote directly under ``detector:`` (``precision``) move into their backend's
+        section."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for spec in DETECTOR_BACKENDS.values():
+            for key in spec.legacy_keys:
+                if key in data and isinstance(data.get(spec.name, {}), dict):
+                    section = dict(data.get(spec.name) or {})
+                    section.setdefault(key, data.pop(key))
+                    data[spec.name] = section
+        return data
+
+    def settings(self, kind: type[S]) -> S:
+        """This config's section of the backend whose settings model is ``kind`` (e.g. ``OpenVinoSettings``)."""
+        for spec in DETECTOR_BACKENDS.values():
+            if spec.settings is kind:
+                value = getattr(self, spec.name)
+                assert isinstance(value, kind)
+                return value
+        raise KeyError(f"no detector backend has the settings {kind.__name__}")
+
+    @property
+    def spec(self) -> DetectorBackend:
+        """The declaration of ``backend``."""
+        return DETECTOR_BACKENDS[self.backend]
+
+
+def _detector_config() -> type[_DetectorSettings]:
+    names = tuple(DETECTOR_BACKENDS)
+    backend_doc = "; ".join(f"{n}: {b.summary.rstrip('.')}" for n, b in DETECTOR_BACKENDS.items()) + "."
+    fields: dict[str, Any] = {
+        "backend": (Literal[names], Field(DEFAULT_BACKEND, description=backend_doc)),
+    }
+    for n, b in DETECTOR_BACKENDS.items():
+        if b.settings is not None:
+            fields[n] = (b.settings, Field(default_factory=b.settings,
+                                          description=f"Settings of the {n} backend only (ignored by the others)."))
+    model: type[_DetectorSettings] = create_model(
+        "DetectorConfig", __base__=_DetectorSettings, __module__=__name__, __doc__="The detector backend, its "
+        "weights and thresholds.", **fields)
+    return model
+
+
+if TYPE_CHECKING:
+    DetectorConfig = _DetectorSettings
+else:
+    DetectorConfig = _detector_config()
+"""The ``detector:`` section, built from the declared backends (:mod:`nonsite.config.detectors`)."""
 
 
 class TrackerConfig(Section):

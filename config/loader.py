@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,6 +109,15 @@ def check_yaml_shape(text: str, p: Path) -> None:
                               "(aliases included); a configuration is far smaller: remove the repeated aliases")
 
 
+class LocatedError(ValueError):
+    """Raised by a model validator about a value deeper than the model it checks (a cross-reference, a
+    duplicate id): ``loc`` is the key path below that model, so the message names the offending key's line."""
+
+    def __init__(self, loc: tuple[Any, ...], message: str) -> None:
+        self.loc = tuple(loc)
+        super().__init__(message)
+
+
 def _node_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
     """Map every key path of a composed YAML document to its 1-based line."""
     lines = {path: node.start_mark.line + 1}
@@ -180,27 +190,50 @@ def _expand(value: Any, path: tuple[Any, ...], problems: list[tuple[tuple[Any, .
     return value
 
 
-def _fix_for(err: dict[str, Any]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key; check its spelling against docs/config.schema.json or remove it"
-    if kind == "missing":
-        return "required key is missing; add it"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if kind == "literal_error" or kind == "enum":
-        return msg
-    return msg
+UNKNOWN_KEY = "unknown key; check its spelling against docs/config.schema.json or remove it"
 
 
-def load_config(path: str | os.PathLike[str]) -> NonsiteConfig:
-    """Read, expand ``${VAR}`` / ``${VAR:-default}`` and validate a config file.
+def line_of(lines: Mapping[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
+    """The line of key path ``loc`` (or of the nearest mapping above it that has one); 1 when none."""
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return 1
+
+
+def error_lines(
+    e: ValidationError, where: str, lines: Mapping[tuple[Any, ...], int], *, unknown_key: str = UNKNOWN_KEY
+) -> list[str]:
+    """One ``where:line: key: fix`` line per validation error (a :class:`LocatedError` points deeper)."""
+    msgs = []
+    for err in e.errors():
+        # pydantic reports tuple items as list indexes past the field; keep the key path we know.
+        loc = tuple(err["loc"])
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, LocatedError):
+            loc = (*loc, *ctx_err.loc)
+            msg = str(ctx_err)
+        elif err["type"] == "extra_forbidden":
+            msg = unknown_key
+        elif err["type"] == "missing":
+            msg = "required key is missing; add it"
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+        msgs.append(f"{where}:{line_of(lines, loc)}: {_loc(loc)}: {msg}")
+    return msgs
+
+
+def load_config(path: str | os.PathLike[str], model: type[NonsiteConfig] = NonsiteConfig) -> NonsiteConfig:
+    """Read, expand ``${VAR}`` / ``${VAR:-default}`` and validate a config file with ``model``: the plain
+    :class:`NonsiteConfig` (central roles), or the typed model of the violation types where rules run
+    (:func:`nonsite.pipeline.violations.load_config`).
 
     Raises :class:`ConfigError` with ``file:line: key: problem`` lines; never a traceback for bad input.
     """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found; pass an existing YAML file with --config")
-    cfg = load_model(p, NonsiteConfig, what="the file must be a mapping of sections (cameras:, detector:, ...)")
+    cfg = load_model(p, model, what="the file must be a mapping of sections (cameras:, detector:, ...)")
     return _resolve_paths(cfg, p.parent.resolve())
 
 
@@ -211,9 +244,10 @@ def load_model(
     what: str = "the file must be a mapping",
     defaults: dict[str, Any] | None = None,
     context: dict[str, Any] | None = None,
+    unknown_key: str = UNKNOWN_KEY,
 ) -> M:
     """Read one YAML file (``${VAR}`` expanded) into ``model``; ``defaults`` fill top-level keys it leaves out,
-    ``context`` is handed to the model's validators.
+    ``context`` is handed to the model's validators; ``unknown_key`` is the fix shown for a misspelt key.
 
     Raises :class:`ConfigError` with ``file:line: key: problem`` lines, as :func:`load_config` does.
     """
@@ -237,35 +271,24 @@ def load_model(
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}:1: {what}")
     lines = _node_lines(node) if node is not None else {}
-
-    def line_of(loc: tuple[Any, ...]) -> int:
-        for n in range(len(loc), -1, -1):
-            if loc[:n] in lines:
-                return lines[loc[:n]]
-        return 1
-
     problems: list[tuple[tuple[Any, ...], str]] = []
     data = _expand(raw, (), problems)
     if problems:
         loc, msg = problems[0]
-        raise ConfigError(f"{p}:{line_of(loc)}: {_loc(loc)}: {_one_line(msg)}")
+        raise ConfigError(f"{p}:{line_of(lines, loc)}: {_loc(loc)}: {_one_line(msg)}")
     for k, v in (defaults or {}).items():
         data.setdefault(k, v)
     try:
         return model.model_validate(data, context=context)
     except ValidationError as e:
-        msgs = []
-        for err in e.errors():
-            loc = tuple(err["loc"])
-            # pydantic reports tuple items as list indexes past the field; keep the key path we know.
-            msgs.append(f"{p}:{line_of(loc)}: {_loc(loc)}: {_one_line(_fix_for(err))}")
-        raise ConfigError("\n".join(msgs)) from None
+        found = error_lines(e, str(p), lines, unknown_key=unknown_key)
+        raise ConfigError("\n".join(_one_line(line) for line in found)) from None
 
 
 def _resolve_paths(cfg: NonsiteConfig, base: Path) -> NonsiteConfig:
     data_dir = os.environ.get("NONSITE_DATA_DIR") or cfg.data_dir
     cfg.data_dir = str((base / data_dir).resolve()) if not os.path.isabs(data_dir) else data_dir
-    for name in ("legal_basis", "document_font"):
+    for name in ("legal_basis", "document_font", "organisation"):
         value = getattr(cfg.cases, name)
         if value and not os.path.isabs(value):
             setattr(cfg.cases, name, str((base / value).resolve()))
@@ -277,6 +300,7 @@ def _resolve_paths(cfg: NonsiteConfig, base: Path) -> NonsiteConfig:
     return cfg
 
 
-def config_schema() -> dict[str, Any]:
-    """JSON schema of the configuration file (published as docs/config.schema.json)."""
-    return NonsiteConfig.model_json_schema()
+def config_schema(model: type[NonsiteConfig] = NonsiteConfig) -> dict[str, Any]:
+    """JSON schema of the configuration file validated with ``model`` (docs/config.schema.json is that of the
+    typed model: :func:`nonsite.pipeline.violations.config_schema`)."""
+    return model.model_json_schema()

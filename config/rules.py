@@ -1,23 +1,25 @@
-"""The three violation rules, their thresholds and schedules.
+"""Rule settings common to every violation type: thresholds of the episode machinery, schedules, overrides.
 
 Thresholds are set once under ``rules:`` and can be overridden per camera (``cameras[].rules``) and per
-zone (``cameras[].zones[].rules``); the most specific setting wins. Schedules (``schedule:``) say when a
+zone (``cameras[].zones[].rules``); the most specific setting wins. Each violation type adds its own fields
+to :class:`RuleCommon` in its module (:mod:`nonsite.pipeline.violations`). Schedules (``schedule:``) say when a
 rule or a zone is enforced, in the city's time zone (``timezone:``).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, create_model, field_validator, model_validator
 
 from nonsite.config.base import Section
+from nonsite.config.manifest import type_names
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-RULE_NAMES = ("sidewalk_parking", "street_vending", "stray_dog")
 
 _HHMM = re.compile(r"^(?P<h>\d{1,2}):(?P<m>\d{2})$")
 
@@ -126,145 +128,48 @@ class RuleCommon(Section):
     )
 
 
-class SidewalkParkingRule(RuleCommon):
-    dwell_s: float = Field(60.0, gt=0, description="Seconds a vehicle must stand still in the zone.")
-    max_gap_s: float = Field(
-        3.0, ge=0, description="A condition interrupted for at most this long (missed detections, a passing "
-        "pedestrian or bus) continues."
-    )
-    rematch_s: float = Field(
-        600.0, ge=0,
-        description="After an alerted parking episode ends (the vehicle was hidden or lost), a new track at the "
-        "same place that looks the same within this many seconds continues it instead of alerting again.",
-    )
-    vehicle_classes: list[str] = Field(
-        default_factory=lambda: ["car", "truck", "bus", "motorcycle"],
-        description="Detector class names counted as vehicles.",
-    )
-    max_shift: float = Field(
-        0.12, gt=0, le=1,
-        description="A vehicle is stationary while its box centre stays within this fraction of its box "
-        "diagonal of where it stopped ...",
-    )
-    min_overlap: float = Field(
-        0.8, gt=0, le=1,
-        description="... or while its box overlaps where it stopped by at least this fraction of the smaller "
-        "box (a box shrunk by partial occlusion still counts as standing). A move must show on two "
-        "consecutive frames to count, so one bad box never restarts the dwell.",
-    )
-    ridden_classes: list[str] = Field(
-        default_factory=lambda: ["motorcycle", "bicycle"],
-        description="Vehicle classes that are in traffic, not parked, while a person rides them (a person box "
-        "sitting on the vehicle box).",
-    )
-    person_class: str = Field("person", description="Detector class name of a person (riders).")
-    rider_memory_s: float = Field(
-        10.0, ge=0, description="A vehicle seen with a rider counts as ridden for this many seconds more."
-    )
-    read_plates: bool = Field(
-        True,
-        description="Read the licence plate of a confirmed vehicle when a plate reader is installed "
-        "(nonsite.models.plates, configured in the plates: section); the reading goes into the event's "
-        "offender hint, the crop into the evidence (role plate). Set false for a camera or zone where plates "
-        "are never legible.",
-    )
+@dataclass(frozen=True)
+class _UnknownType:
+    name: str
 
 
-class StreetVendingRule(RuleCommon):
-    dwell_s: float = Field(120.0, gt=0, description="Seconds a vendor must stay with the stall in the zone.")
-    cooldown_s: float = Field(
-        600.0, ge=0, description="After an alert, no new vending alert in that zone for this many seconds "
-        "(several people at one stall are one case)."
-    )
-    rematch_distance: float = Field(
-        1.0, ge=0,
-        description="... or whose centre lies within this many box diagonals of the last box's centre.",
-    )
-    person_class: str = Field("person", description="Detector class name of a person.")
-    stall_classes: list[str] = Field(
-        default_factory=lambda: ["dining table", "suitcase", "stall", "vendor_cart"],
-        description="Detector class names of stall-like objects standing on the ground (a fine-tuned model's "
-        "own classes, e.g. stall or vendor_cart, count when the model has them).",
-    )
-    overhead_classes: list[str] = Field(
-        default_factory=lambda: ["umbrella"],
-        description="Stall-like objects above the vendor (a market umbrella): they count when the person "
-        "stands under them and they are at least half a person-height wide (not a hand-held umbrella).",
-    )
-    cart_classes: list[str] = Field(
-        default_factory=lambda: ["bicycle", "motorcycle"],
-        description="Vehicles used as a cart: they count as a stall while nobody rides them.",
-    )
-    seat_classes: list[str] = Field(
-        default_factory=lambda: ["chair", "bench"],
-        description="Seats count as stall evidence only beside a stall or cart (a person alone on a bench is "
-        "not a vendor).",
-    )
-    proximity: float = Field(
-        0.5, gt=0,
-        description="A ground object counts when the gap between its box and the person's is at most this many "
-        "person-heights ...",
-    )
-    depth_tolerance: float = Field(
-        0.35, gt=0,
-        description="... and it stands at about the person's depth: the bottoms of both boxes (where they touch "
-        "the ground) at most this many person-heights apart vertically.",
-    )
-    carried_overlap: float = Field(
-        0.6, gt=0, le=1,
-        description="An object no bigger than the person lying at least this fraction inside the person's box "
-        "(extended upwards by half a height) is carried (a handbag, a hand-held umbrella), not a stall.",
-    )
-    max_shift: float = Field(
-        0.35, gt=0, le=2, description="A person is stationary while within this fraction of their box diagonal ..."
-    )
-    min_overlap: float = Field(
-        0.6, gt=0, le=1,
-        description="... or while their box overlaps where they stopped by at least this fraction of the "
-        "smaller box.",
-    )
+def _known_type(value: Any) -> Any:
+    if isinstance(value, _UnknownType):
+        raise ValueError(f"unknown violation type '{value.name}'; use one of {', '.join(type_names())}")
+    return value
 
 
-class StrayDogRule(RuleCommon):
-    dwell_s: float = Field(30.0, gt=0, description="Seconds a dog must be seen with nobody near it.")
-    cooldown_s: float = Field(
-        300.0, ge=0, description="After an alert, no new stray-dog alert in that zone for this many seconds."
-    )
-    rematch_distance: float = Field(
-        4.0, ge=0,
-        description="... or whose centre lies within this many box diagonals of the last box's centre "
-        "(dogs wander: keep it wide).",
-    )
-    dog_class: str = Field("dog", description="Detector class name of a dog.")
-    person_class: str = Field("person", description="Detector class name of a person.")
-    person_distance: float = Field(
-        4.0, gt=0, description="A person within this many dog-box diagonals counts as an owner."
-    )
-    owner_follow_s: float = Field(
-        3.0, ge=0,
-        description="A person who moved together with the dog over the last this-many seconds (same "
-        "direction, similar distance) counts as its owner even when farther away; 0 switches this off.",
-    )
-    owner_follow_distance: float = Field(
-        12.0, gt=0, description="How far (in dog-box diagonals) a person moving with the dog may walk."
-    )
-    owner_memory_s: float = Field(
-        5.0, ge=0, description="A dog seen with an owner stays owned for this many seconds (the owner briefly "
-        "hidden)."
-    )
+class _ByType(Section):
+    """Settings keyed by violation type. Central roles (sealer, drafter, console) validate only that every key
+    names a known type (:func:`nonsite.config.manifest.type_names`); the models with each type's own fields
+    are built from the registry of violation types where rules run (:mod:`nonsite.pipeline.violations`)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Annotated[dict[str, Any] | None, BeforeValidator(_known_type)]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mark_unknown(cls, data: Any) -> Any:
+        """Unknown type names fail as their own key (file:line of the key, not of the section)."""
+        if isinstance(data, dict):
+            known = type_names()
+            return {k: v if k in known else _UnknownType(str(k)) for k, v in data.items()}
+        return data
+
+    def named(self) -> list[str]:
+        """The types this section sets something for."""
+        return [n for n, v in (self.model_extra or {}).items() if v is not None]
 
 
-class RulesConfig(Section):
-    sidewalk_parking: SidewalkParkingRule = Field(
-        default_factory=SidewalkParkingRule, description="Vehicle standing on a sidewalk / no-parking zone."
-    )
-    street_vending: StreetVendingRule = Field(
-        default_factory=StreetVendingRule, description="Person with stall-like objects in a no-vending zone."
-    )
-    stray_dog: StrayDogRule = Field(default_factory=StrayDogRule, description="Dog with no person near it.")
+class RulesConfig(_ByType):
+    """Thresholds and schedules of each violation type (``rules.<type>``); see docs/config.schema.json."""
 
 
-def _overrides(rule: type[RuleCommon], name: str) -> type[Section]:
+class RuleOverrides(_ByType):
+    """Rule settings that differ for one camera or one zone; unset keys inherit from ``rules:``."""
+
+
+def overrides_model(rule: type[RuleCommon], name: str) -> type[Section]:
     """A model with every field of ``rule`` optional (None = inherit), for camera- and zone-level overrides."""
     fields: dict[str, Any] = {}
     for fname, f in rule.model_fields.items():
@@ -275,37 +180,36 @@ def _overrides(rule: type[RuleCommon], name: str) -> type[Section]:
     return model
 
 
-SidewalkParkingOverrides = _overrides(SidewalkParkingRule, "sidewalk_parking")
-StreetVendingOverrides = _overrides(StreetVendingRule, "street_vending")
-StrayDogOverrides = _overrides(StrayDogRule, "stray_dog")
+def typed_rules_models(types: list[tuple[str, type[RuleCommon], str]]) -> tuple[type[Section], type[Section]]:
+    """``rules:`` and the camera/zone overrides with each type's own model: ``types`` is (name, model,
+    description) per type, in order."""
+    rules = create_model("RulesConfig", __base__=Section, **{  # type: ignore[call-overload]
+        name: (model, Field(default_factory=model, description=desc)) for name, model, desc in types
+    })
+    rules.__doc__ = "Thresholds and schedules of each violation type."
+    over = create_model("RuleOverrides", __base__=Section, **{  # type: ignore[call-overload]
+        name: (overrides_model(model, name) | None, Field(None, description=f"Overrides of rules.{name} here."))
+        for name, model, _ in types
+    })
+    over.__doc__ = RuleOverrides.__doc__
+    return rules, over
 
 
-class RuleOverrides(Section):
-    """Rule settings that differ for one camera or one zone; unset keys inherit from ``rules:``."""
-
-    sidewalk_parking: SidewalkParkingOverrides | None = Field(  # type: ignore[valid-type]
-        None, description="Overrides of rules.sidewalk_parking here."
-    )
-    street_vending: StreetVendingOverrides | None = Field(  # type: ignore[valid-type]
-        None, description="Overrides of rules.street_vending here."
-    )
-    stray_dog: StrayDogOverrides | None = Field(  # type: ignore[valid-type]
-        None, description="Overrides of rules.stray_dog here."
-    )
-
-    def named(self) -> list[str]:
-        return [n for n in RULE_NAMES if getattr(self, n) is not None]
+def override_names(over: Section) -> list[str]:
+    """The types an overrides section (typed or not) sets something for."""
+    if isinstance(over, _ByType):
+        return over.named()
+    return [n for n in type(over).model_fields if getattr(over, n) is not None]
 
 
-def apply_overrides(rules: RulesConfig, over: RuleOverrides | None) -> RulesConfig:
-    """``rules`` with the keys set in ``over`` replaced (a new object; ``rules`` is left alone)."""
+def apply_overrides(rules: Section, over: Section | None) -> Section:
+    """``rules`` with the keys set in ``over`` replaced (a new object; ``rules`` is left alone). Both are the
+    typed models of :func:`typed_rules_models`."""
     if over is None:
         return rules
     update: dict[str, RuleCommon] = {}
-    for name in RULE_NAMES:
+    for name in override_names(over):
         ov = getattr(over, name)
-        if ov is None:
-            continue
         changes = {k: getattr(ov, k) for k in ov.model_fields_set if getattr(ov, k) is not None}
         update[name] = getattr(rules, name).model_copy(update=changes)
     return rules.model_copy(update=update)

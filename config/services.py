@@ -204,6 +204,11 @@ class CasesConfig(Section):
         description="The city's legal-basis catalogue (YAML: provisions, penalties, discretion table per violation "
         "type); default: the shipped cases/legal_basis.yaml. Relative paths are relative to the config file.",
     )
+    organisation: str | None = Field(
+        None,
+        description="The bureau's organisation (YAML: districts, streets, grids, teams; see examples/organisation.yaml "
+        "and cases/organisation.py): who a new case is routed to. Relative paths are relative to the config file.",
+    )
     document_font: str | None = Field(
         None,
         description="TrueType font with Chinese glyphs embedded in case PDFs; default: the Debian package "

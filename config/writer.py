@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,8 @@ def _apply_zones(cameras: CommentedSeq, index: int, zones: list[dict[str, Any]])
     _put_tail(cameras, index, blanks)
 
 
-def update_camera_zones(config_path: str | os.PathLike[str], camera_id: str, zones: list[dict[str, Any]]) -> None:
+def update_camera_zones(config_path: str | os.PathLike[str], camera_id: str, zones: list[dict[str, Any]],
+                        loader: Callable[[Path], object] = load_config) -> None:
     """Replace the ``zones:`` of camera ``camera_id`` in the config file, keeping everything else.
 
     Raises ``KeyError`` when no camera has that id, ``ValueError`` with the loader's one-line message
@@ -211,7 +212,7 @@ def update_camera_zones(config_path: str | os.PathLike[str], camera_id: str, zon
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(new_text)
         try:
-            load_config(tmp)
+            loader(tmp)  # the loader the cameras run with (typed rules), so what it refuses never lands
         except ConfigError as e:
             raise ValueError(str(e).replace(str(tmp), str(path))) from None
         os.chmod(tmp, path.stat().st_mode & 0o7777)

@@ -17,7 +17,8 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
-from nonsite.config.cameras import ZoneConfig, ZoneKind, scrub
+from nonsite.config.cameras import ZoneConfig, scrub
+from nonsite.config.manifest import zone_kinds
 from nonsite.console.api import err
 from nonsite.console.auth import authorize
 from nonsite.console.cameras import CameraControl, CameraStatus
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 pages = APIRouter(include_in_schema=False, dependencies=[Depends(authorize)])
 api = APIRouter(prefix="/api", tags=["cameras"], dependencies=[Depends(authorize)])
 
-ZONE_KINDS: tuple[str, ...] = tuple(k.value for k in ZoneKind)
 MAX_ZONES = 64
 MAX_POINTS = 200
 _ZONE_FIELDS = {"id", "name", "kind", "polygon", "dwell_s", "schedule", "rules"}
@@ -96,9 +96,10 @@ def validate_zones(value: Any) -> tuple[list[dict[str, Any]], list[ZoneProblem]]
             bad(i, zid_text, "bad_name", f"zone {i + 1}: name must be text of at most 128 characters")
             name = ""
         kind = zone.get("kind")
-        if kind not in ZONE_KINDS:
-            bad(i, zid_text, "unknown_kind", f"zone {i + 1}: kind {kind!r} is not one of {', '.join(ZONE_KINDS)}",
-                kinds=", ".join(ZONE_KINDS))
+        kinds = zone_kinds()
+        if kind not in kinds:
+            bad(i, zid_text, "unknown_kind", f"zone {i + 1}: kind {kind!r} is not one of {', '.join(kinds)}",
+                kinds=", ".join(kinds))
         polygon = zone.get("polygon")
         points: list[list[float]] = []
         if not isinstance(polygon, list):
@@ -150,8 +151,15 @@ def _schedule_and_rules(item: dict[str, Any], schedule: Any, rules: Any) -> tupl
     if zone.schedule:
         item["schedule"] = [w.model_dump(mode="json", exclude_defaults=True) for w in zone.schedule]
     if zone.rules is not None and zone.rules.named():
-        item["rules"] = zone.rules.model_dump(mode="json", exclude_none=True)
+        item["rules"] = _set_only(zone.rules.model_dump(mode="json", exclude_none=True))
     return None
+
+
+def _set_only(value: Any) -> Any:
+    """``value`` without the keys whose value is None (None = inherit; a typed camera config lists every key)."""
+    if isinstance(value, dict):
+        return {k: _set_only(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def _control(request: Request) -> CameraControl | None:
@@ -202,11 +210,11 @@ def zone_editor(request: Request, camera_id: str) -> Response:
     data = {
         "camera": cam.id,
         "zones": cam.zones,
-        "kinds": [{"value": k, "label": t.label("zone_kind", k)} for k in ZONE_KINDS],
+        "kinds": [{"value": k, "label": t.label("zone_kind", k)} for k in zone_kinds()],
         "save_url": f"{root_path(request)}/api/cameras/{cam.id}/zones",
     }
     return render(request, "zones.html", {"cam": _health(request, cam), "editor_data": data,
-                                          "kinds": ZONE_KINDS})
+                                          "kinds": zone_kinds()})
 
 
 def _snapshot(request: Request, camera_id: str, json_errors: bool) -> Response:

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
-from functools import cache
-from pathlib import Path
 from zoneinfo import ZoneInfo
+
+from nonsite.config.manifest import CONSOLE_LOCALES, locale_strings
 
 log = logging.getLogger(__name__)
 
-LOCALES_DIR = Path(__file__).resolve().parent / "locales"
+LOCALES_DIR = CONSOLE_LOCALES
 LANGUAGES: tuple[str, ...] = ("zh", "en")
 HTML_LANG = {"zh": "zh-CN", "en": "en"}
 
 
-@cache
 def catalogue(lang: str) -> dict[str, str]:
-    """The flat ``key -> text`` catalogue of ``lang`` (one of :data:`LANGUAGES`)."""
+    """The flat ``key -> text`` catalogue of ``lang`` (one of :data:`LANGUAGES`), with the extra strings of
+    ``NONSITE_LOCALES`` (violation types added outside the repository, :mod:`nonsite.config.manifest`)."""
     if lang not in LANGUAGES:
         raise ValueError(f"unknown console language {lang!r}; use one of {', '.join(LANGUAGES)}")
-    path = LOCALES_DIR / f"{lang}.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ValueError(f"{path} must be a JSON object of strings")
-    return data
+    return locale_strings(LOCALES_DIR, lang)
 
 
 class Translator:

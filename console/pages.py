@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from nonsite.cases import DISMISS_REASONS, AuditEntry, Case, CaseStatus, allowed_actions, case_by_number
+from nonsite.config.manifest import type_names
 from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, feedback_key, perform
 from nonsite.console.auth import Principal, authorize
 from nonsite.console.live import current_cursor
@@ -48,7 +49,6 @@ from nonsite.evidence.store import StoreError
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(authorize)])
 
-KNOWN_TYPES = ("sidewalk_parking", "street_vending", "stray_dog")
 WORK_LIST_SIZE = 200
 _SHA_JPG = re.compile(r"^([0-9a-f]{64})\.jpg$")
 _BACK_PAGES = {"review": "/review", "tasks": "/tasks"}
@@ -94,7 +94,7 @@ def _filter_context(request: Request, session: Any, flt: CaseFilter) -> dict[str
         "f": {k: params.get(k, "") for k in ("status", "type", "camera", "from", "to", "date", "q")},
         "statuses": status_values(),
         "counts": status_counts(session),
-        "types": sorted({*known_types(session), *KNOWN_TYPES}),
+        "types": sorted({*known_types(session), *type_names()}),  # in the cases, or labelled
         "cameras": known_cameras(session),
     }
 

@@ -6,7 +6,10 @@ ONNX export needs them, onnxruntime only when the ONNX backend is created.
 
 from __future__ import annotations
 
+import importlib
+
 from nonsite.config.detector import DetectorConfig
+from nonsite.config.detectors import DETECTOR_BACKENDS
 from nonsite.models.base import Detector, WeightsInfo
 from nonsite.models.registry import (
     ResolvedWeights,
@@ -34,21 +37,15 @@ __all__ = [
 
 
 def create_detector(cfg: DetectorConfig | None = None, *, download: bool = True) -> Detector:
-    """The detector for ``cfg.backend`` (``onnx``, ``openvino`` or ``ultralytics``) on ``cfg.model``.
+    """The detector for ``cfg.backend`` (one of :data:`~nonsite.config.detectors.DETECTOR_BACKENDS`: onnx,
+    openvino, ultralytics) on ``cfg.model``; the backend's implementation is imported only now.
 
     Raises :class:`WeightsError` (or a subclass) with a one-sentence fix when the weights cannot be found
     or loaded."""
     cfg = cfg or DetectorConfig()
-    if cfg.backend == "onnx":
-        from nonsite.models.onnx_backend import OnnxDetector
-
-        return OnnxDetector(cfg, download=download)
-    if cfg.backend == "ultralytics":
-        from nonsite.models.ultralytics_backend import UltralyticsDetector
-
-        return UltralyticsDetector(cfg, download=download)
-    if cfg.backend == "openvino":
-        from nonsite.models.openvino_backend import OpenVinoDetector
-
-        return OpenVinoDetector(cfg, download=download)
-    raise WeightsError(f"Unknown detector backend '{cfg.backend}'; use onnx, openvino or ultralytics.")
+    spec = DETECTOR_BACKENDS.get(cfg.backend)
+    if spec is None:
+        raise WeightsError(f"Unknown detector backend '{cfg.backend}'; use {', '.join(DETECTOR_BACKENDS)}.")
+    module, _, name = spec.implementation.partition(":")
+    detector: Detector = getattr(importlib.import_module(module), name)(cfg, download=download)
+    return detector

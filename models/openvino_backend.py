@@ -8,7 +8,7 @@ see the same pixels and produce the same kind of detections.
 The model is compiled for static input shapes (batch, height, width), one compiled model per shape
 seen, kept in a small LRU: a static shape runs markedly faster on CPU than a dynamic one, and a box
 sees few shapes (one per camera resolution and batch size). OpenVINO chooses the inference precision
-as ``detector.precision`` says: fp32 (default, the same numbers as the other backends) or bf16 (about
+as ``detector.openvino.precision`` says: fp32 (default, the same numbers as the other backends) or bf16 (about
 twice as fast on CPUs with AMX or AVX512-BF16, see bench/).
 """
 
@@ -25,6 +25,7 @@ import numpy as np
 import supervision as sv
 
 from nonsite.config.detector import DetectorConfig
+from nonsite.config.detectors.openvino import OpenVinoSettings
 from nonsite.models.base import WeightsInfo
 from nonsite.models.postprocess import decode_yolo, prepare_batch, run_in_batches
 from nonsite.models.registry import ResolvedWeights, WeightsError, resolve
@@ -98,7 +99,7 @@ class OpenVinoDetector:
             )
         self._props: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[cfg.precision],
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[cfg.settings(OpenVinoSettings).precision],
         }
         if cfg.threads:
             self._props["INFERENCE_NUM_THREADS"] = cfg.threads

@@ -1,5 +1,5 @@
 """The console's view of the cameras an :class:`~nonsite.pipeline.edge.EdgeRunner` runs in this process
-(:class:`nonsite.console.cameras.CameraControl`): health, the latest picture, and zone edits that are
+(:class:`nonsite.ops.cameras.CameraControl`): health, the latest picture, and zone edits that are
 written to the config file and applied live (the camera keeps its connection and tracks)."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from nonsite.config import CameraConfig, ConfigError, load_config
+from nonsite.config import CameraConfig, ConfigError
 from nonsite.config.writer import update_camera_zones
-from nonsite.console.cameras import CameraStatus
+from nonsite.ops.cameras import CameraStatus
 from nonsite.pipeline.edge import EdgeRunner
+from nonsite.pipeline.violations import load_config
 
 
 def zone_dicts(camera: CameraConfig) -> list[dict[str, Any]]:
@@ -21,7 +22,7 @@ def zone_dicts(camera: CameraConfig) -> list[dict[str, Any]]:
 
 
 class EdgeCameraControl:
-    """:class:`~nonsite.console.cameras.CameraControl` over a running :class:`EdgeRunner` and its config
+    """:class:`~nonsite.ops.cameras.CameraControl` over a running :class:`EdgeRunner` and its config
     file."""
 
     def __init__(self, runner: EdgeRunner, config_path: str | os.PathLike[str]) -> None:
@@ -53,14 +54,13 @@ class EdgeCameraControl:
         run = self.runner.run_of(camera_id)
         if run is None:
             return None
-        latest = run.worker.ring.latest()
-        return latest[1] if latest is not None else None
+        return run.worker.snapshot()
 
     def set_zones(self, camera_id: str, zones: list[dict[str, Any]]) -> None:
         with self._lock:
             if camera_id not in {c.id for c in self.runner.cameras}:
                 raise KeyError(camera_id)
-            update_camera_zones(self.config_path, camera_id, zones)  # ValueError: file untouched
+            update_camera_zones(self.config_path, camera_id, zones, load_config)  # ValueError: file untouched
             try:
                 cfg = load_config(self.config_path)
             except ConfigError as e:  # the file changed under us between the write and this read

@@ -28,11 +28,12 @@ import supervision as sv
 from nonsite.bus.base import Bus
 from nonsite.bus.events import ModelInfo, ViolationEvent
 from nonsite.config import CameraConfig, NonsiteConfig, mask_url
+from nonsite.config.detectors import DETECTOR_BACKENDS
 from nonsite.evidence.store import Store
 from nonsite.models.base import Detector
 from nonsite.pipeline.metrics import CameraSample, EdgeMetrics
-from nonsite.pipeline.rules import rule_config_hash
 from nonsite.pipeline.scheduler import FrameQueue, RoundRobin
+from nonsite.pipeline.violations import typed_camera
 from nonsite.pipeline.worker import EdgeWorker, SequenceCounter, WorkerStats
 from nonsite.streams import LiveSource, open_source
 from nonsite.streams.base import Frame, Source, SourceError
@@ -96,39 +97,14 @@ def model_info(detector: Detector) -> ModelInfo:
 
 
 def preferred_batch(detector: Detector) -> int:
-    """How many frames per detector call suit the backend (``edge.max_batch: 0``). On this project's CPUs a
-    batch of 4 runs OpenVINO and ONNX Runtime faster per frame than single frames (bench/results), at
-    the cost of up to one batch of latency, which the rules' dwell times (seconds) absorb; a GPU wants
-    bigger batches. PyTorch on CPU (unmeasured) gets single frames."""
-    backend = getattr(detector, "backend", "")
+    """How many frames per detector call suit the backend (``edge.max_batch: 0``), as its declaration says
+    (:mod:`nonsite.config.detectors`): on this project's CPUs a batch of 4 runs OpenVINO and ONNX Runtime
+    faster per frame than single frames (bench/results), at the cost of up to one batch of latency, which the
+    rules' dwell times (seconds) absorb; a GPU wants bigger batches. A detector of no declared backend (a
+    test double) gets single frames."""
+    spec = DETECTOR_BACKENDS.get(getattr(detector, "backend", ""))
     device = str(getattr(getattr(detector, "config", None), "device", "cpu"))
-    if device.startswith("cuda"):
-        return 8
-    if backend in ("openvino", "onnx"):
-        return 4
-    return 1
-
-
-class _Timed:
-    """Forwards to ``inner`` and adds the duration of its ``update`` calls to ``self.spent``."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.spent = 0.0
-
-    def update(self, *args: Any, **kwargs: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return self.inner.update(*args, **kwargs)
-        finally:
-            self.spent += time.perf_counter() - t
-
-    def take(self) -> float:
-        s, self.spent = self.spent, 0.0
-        return s
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    return spec.preferred_batch(device) if spec is not None else 1
 
 
 def _frame_size(item: Any) -> tuple[int, ...] | None:
@@ -173,7 +149,7 @@ class EdgeRunner:
         self._history: list[CameraRun] = []
         self._running = False
         self._wake = threading.Event()
-        for c in cfg.cameras:
+        for c in map(typed_camera, cfg.cameras):
             self._cameras[c.id] = c
             if c.enabled:
                 self._runs[c.id] = self._new_run(c)
@@ -199,9 +175,9 @@ class EdgeRunner:
     def _new_run(self, camera: CameraConfig) -> CameraRun:
         source = open_source(camera)
         live = isinstance(source, LiveSource) or camera.source.realtime
-        worker = EdgeWorker(camera, self.cfg, self.store, self.bus, self._model, self._sequence)
-        worker.tracker = _Timed(worker.tracker)  # type: ignore[assignment]
         cid = camera.id
+        worker = EdgeWorker(camera, self.cfg, self.store, self.bus, self._model, self._sequence,
+                            on_stage=lambda stage, seconds: self.metrics.stage(cid, stage, seconds))
         # A file may read ahead enough to fill a batch on its own; a live camera keeps only its newest frames.
         size = self.cfg.edge.queue_frames if live else max(self.cfg.edge.queue_frames, self.max_batch)
         queue: FrameQueue[Any] = FrameQueue(size, drop_oldest=live,
@@ -215,6 +191,7 @@ class EdgeRunner:
     def add_camera(self, camera: CameraConfig) -> Change:
         """Start a new camera (``ValueError`` if its id exists; :class:`SourceError` if its video file is
         missing). A disabled camera is only recorded."""
+        camera = typed_camera(camera)
         with self._lock:
             if camera.id in self._cameras:
                 raise ValueError(f"camera '{camera.id}' already exists; use update_camera to change it")
@@ -260,6 +237,7 @@ class EdgeRunner:
         """Apply a changed camera config: nothing if equal; zones only: swap zones and rules live; else
         restart this camera alone. Enabling or disabling starts or stops it. ``KeyError`` if unknown;
         :class:`SourceError` (the old camera keeps running) if the new video file is missing."""
+        camera = typed_camera(camera)
         old_run: CameraRun | None = None
         swap_wait: CameraRun | None = None
         with self._lock:
@@ -359,15 +337,9 @@ class EdgeRunner:
             run.finished.set()
 
     def _swap_zones(self, run: CameraRun, camera: CameraConfig) -> None:
-        """New zones for a running camera: episodes open under the old zones are closed (confirmed ones are
-        published now), the rule engine is rebuilt from the new zones on the next frame; the source,
-        tracker and pre-roll carry on."""
-        w = run.worker
-        events = w.finish()
+        """New zones for a running camera (:meth:`EdgeWorker.replace_zones`); the source carries on."""
+        events = run.worker.replace_zones(camera)
         self.metrics.published(run.camera.id, (e.type for e in events))
-        w.camera = camera
-        w.engine = None
-        w.rule_hash = rule_config_hash(camera, self.cfg.rules)
         run.camera = camera
 
     # -- reading --------------------------------------------------------------------------------
@@ -500,27 +472,13 @@ class EdgeRunner:
             self._process(r, q.frame, d)
 
     def _process(self, r: CameraRun, frame: Frame, d: sv.Detections) -> None:
-        w = r.worker
         cid = r.camera.id
-        tracker = w.tracker if isinstance(w.tracker, _Timed) else None
-        engine = w.engine if isinstance(w.engine, _Timed) else None
-        fresh_engine = w.engine is None
-        t = time.perf_counter()
         try:
-            events = w.process(frame, d)
+            events = r.worker.process(frame, d)  # reports its stages' times to the metrics (on_stage)
         except Exception as e:  # one camera's failure (a bad frame, a full disk) is its own
             r.error = f"{type(e).__name__}: {e}"
             log.exception("camera %s: frame %d failed", cid, frame.index)
             return
-        total = time.perf_counter() - t
-        track_s = tracker.take() if tracker else 0.0
-        rules_s = engine.take() if engine else 0.0
-        self.metrics.stage(cid, "track", track_s)
-        if not fresh_engine:  # the first frame also builds the engine: not a representative sample
-            self.metrics.stage(cid, "rules", rules_s)
-            self.metrics.stage(cid, "evidence", total - track_s - rules_s)
-        if w.engine is not None and not isinstance(w.engine, _Timed):
-            w.engine = _Timed(w.engine)  # type: ignore[assignment]
         self.metrics.frames_processed.labels(camera=cid).inc()
         self.metrics.published(cid, (e.type for e in events))
         r.processed_at.append(time.monotonic())

@@ -37,13 +37,13 @@ import cv2
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from nonsite.bus.events import VIOLATION_TYPES, ViolationEvent
+from nonsite.bus.events import ViolationEvent
 from nonsite.config import CameraConfig, ConfigError, NonsiteConfig
 from nonsite.config.base import Section
-from nonsite.config.cameras import RULE_OF_ZONE
 from nonsite.config.loader import load_model
 from nonsite.models.base import Detector
 from nonsite.pipeline.rules import zone_rule_config
+from nonsite.pipeline.violations import models, violation_types, watched_by
 from nonsite.streams.base import Frame
 
 VIDEO_NAMES = ("video.mp4", "video.avi")
@@ -55,7 +55,7 @@ class EvalError(Exception):
 
 
 class TruthEpisode(Section):
-    type: str = Field(description="Violation type: sidewalk_parking, street_vending or stray_dog.")
+    type: str = Field(description="Violation type: a registered type's name, e.g. sidewalk_parking.")
     zone: str = Field(description="Zone id in the clip's camera.yaml where it happens.")
     start_s: float = Field(
         ge=0, description="Seconds into the clip when the violation begins (the dwell counts from here)."
@@ -65,8 +65,9 @@ class TruthEpisode(Section):
     @field_validator("type")
     @classmethod
     def _type(cls, v: str) -> str:
-        if v not in VIOLATION_TYPES:
-            raise ValueError(f"unknown type '{v}'; use one of {', '.join(VIOLATION_TYPES)}")
+        names = [t.name for t in violation_types()]
+        if v not in names:
+            raise ValueError(f"unknown type '{v}'; use one of {', '.join(names)}")
         return v
 
     @model_validator(mode="after")
@@ -153,9 +154,9 @@ def load_clip(folder: Path) -> Clip:
         else:
             assert src.image is not None
             image, duration = _expand_path(src.image, folder, f"{src_file}: image"), src.duration_s
-    camera = load_model(cam_file, CameraConfig, what="camera.yaml must be one camera block (a mapping)",
+    camera = load_model(cam_file, models().camera, what="camera.yaml must be one camera block (a mapping)",
                         defaults={"id": _camera_id(folder.name), "source": {"url": str(video or image or "")}})
-    zones = {z.id: RULE_OF_ZONE.get(z.kind) for z in camera.zones}
+    zones = {z.id: _watcher(z.kind) for z in camera.zones}
     truth = load_model(truth_file, Truth, what="truth.yaml must be a mapping with episodes:",
                        context={"zones": zones})
     if video is None and image is None:
@@ -243,6 +244,11 @@ def clip_frames(clip: Clip) -> Iterator[Frame]:
         yield Frame(f.camera_id, f.index, clip.start_ts + (f.ts - first), f.image)
 
 
+def _watcher(kind: str) -> str | None:
+    vt = watched_by(kind)
+    return vt.name if vt else None
+
+
 def run_clip(clip: Clip, cfg: NonsiteConfig, detector: Detector, work: Path) -> ClipResult:
     """Run one clip through the edge worker; evidence goes to ``work``."""
     from nonsite.bus.embedded import EmbeddedBus
@@ -272,8 +278,8 @@ def run_clip(clip: Clip, cfg: NonsiteConfig, detector: Detector, work: Path) -> 
     finally:
         bus.close()
     seconds = clip.duration_s if clip.image is not None else (last_ts - clip.start_ts + 1.0 / clip.camera.fps)
-    dwell = {z.id: zone_rule_config(clip.camera, cfg.rules, z, RULE_OF_ZONE[z.kind]).dwell_s
-             for z in clip.camera.zones if z.kind in RULE_OF_ZONE}
+    dwell = {z.id: zone_rule_config(clip.camera, cfg.rules, z, rule).dwell_s
+             for z in clip.camera.zones if (rule := _watcher(z.kind)) is not None}
     alerts = [Alert(e.type, e.zone_id, round(e.started_at.timestamp() - clip.start_ts, 3),
                     round(e.confirmed_at.timestamp() - clip.start_ts, 3), e.event_id) for e in events]
     result = ClipResult(clip.name, str(clip.camera.source.url), frames, round(float(seconds or 0.0), 3),
@@ -308,7 +314,7 @@ def score(results: list[ClipResult]) -> dict[str, Any]:
     """Per type and overall: episodes, TP, FP, FN, precision, recall, false alerts per camera-hour, median delay."""
     hours = sum(r.seconds for r in results) / 3600.0
     rows: dict[str, Any] = {}
-    for t in (*VIOLATION_TYPES, "all"):
+    for t in (*(vt.name for vt in violation_types()), "all"):
         eps = sum(1 for r in results for e in r.episodes if t in ("all", e["type"]))
         alerts = [a for r in results for a in r.alerts if t in ("all", a.type)]
         tp = sum(a.episode is not None for a in alerts)

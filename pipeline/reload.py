@@ -15,8 +15,9 @@ import signal
 import threading
 from pathlib import Path
 
-from nonsite.config import ConfigError, load_config
+from nonsite.config import ConfigError
 from nonsite.pipeline.edge import Change, EdgeRunner
+from nonsite.pipeline.violations import load_config
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,12 @@
-"""The three violation rules as a pure function of tracked detections, their appearance and time.
+"""The episode machinery: violation types' hits over time become onsets, confirmations and ends.
 
-Per frame each rule names the objects for which its condition holds ("hits"); the engine turns hits
-into episodes: ``onset`` when a condition starts, ``confirmed`` once it has held for the zone's dwell
-(one alert per episode), ``retracted`` when it stops before the dwell, ``ended`` when a confirmed one
-stops. A condition interrupted for at most ``max_gap_s`` (a missed detection, a short occlusion that
-the tracker bridges) continues.
+It knows no violation type: each type (:mod:`nonsite.pipeline.violations`, one module each) is a pure
+function of tracked detections, time, the zones it watches and its own state. Per frame each type names
+the objects for which its condition holds ("hits"); the engine turns hits into episodes: ``onset`` when a
+condition starts, ``confirmed`` once it has held for the zone's dwell (one alert per episode),
+``retracted`` when it stops before the dwell, ``ended`` when a confirmed one stops. A condition
+interrupted for at most ``max_gap_s`` (a missed detection, a short occlusion that the tracker bridges)
+continues.
 
 One alert per episode, even when the tracker does not keep the id: a new track whose hit has no
 episode yet is first matched, by place (IoU or centre distance to the episode's last box) and by look
@@ -21,10 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -32,52 +33,30 @@ import supervision as sv
 
 from nonsite.bus.events import BoxRecord
 from nonsite.config.cameras import CameraConfig, ZoneConfig
-from nonsite.config.rules import (
-    RuleCommon,
-    RulesConfig,
-    SidewalkParkingRule,
-    StrayDogRule,
-    StreetVendingRule,
-    apply_overrides,
-    schedule_active,
-)
+from nonsite.config.rules import RuleCommon, apply_overrides, schedule_active
 from nonsite.pipeline.appearance import APPEARANCE, similarity
-from nonsite.pipeline.detections import box_records, names_of
-from nonsite.pipeline.stationarity import Stationarity
+from nonsite.pipeline.detections import box_records
+from nonsite.pipeline.geometry import centre, diag, iou
+from nonsite.pipeline.violations import typed_camera, typed_rules, violation_types
+from nonsite.pipeline.violations.base import Hit, Scene, TypeState, ViolationType
 from nonsite.pipeline.zones import Zone
 
-RuleName = Literal["sidewalk_parking", "street_vending", "stray_dog"]
-RULES: tuple[RuleName, ...] = ("sidewalk_parking", "street_vending", "stray_dog")
-RIDER_MIN_CONFIDENCE = 0.25  # riders are half hidden by what they ride: take weaker person boxes too
-SAME_OBJECT_IOU = 0.7  # a "person" box on top of the dog's box is the dog labelled twice, not an owner
+__all__ = ["Episode", "Hit", "RuleEngine", "RuleEvent", "camera_rules", "rule_config_hash", "zone_rule_config"]
 
 
-def camera_rules(camera: CameraConfig, rules: RulesConfig) -> RulesConfig:
-    """``rules`` with the camera's own overrides applied."""
-    return apply_overrides(rules, camera.rules)
+def camera_rules(camera: CameraConfig, rules: Any) -> Any:
+    """``rules`` with the camera's own overrides applied (both as the registry's typed models)."""
+    return apply_overrides(typed_rules(rules), typed_camera(camera).rules)
 
 
-def zone_rule_config(camera: CameraConfig, rules: RulesConfig, zone: ZoneConfig, rule: str) -> RuleCommon:
+def zone_rule_config(camera: CameraConfig, rules: Any, zone: ZoneConfig, rule: str) -> RuleCommon:
     """The thresholds of ``rule`` in ``zone``: zone overrides > camera overrides > ``rules:``."""
+    zone = next(z for z in typed_camera(camera).zones if z.id == zone.id)
     cfg = apply_overrides(camera_rules(camera, rules), zone.rules)
     out: RuleCommon = getattr(cfg, rule)
     if zone.dwell_s is not None:
         out = out.model_copy(update={"dwell_s": zone.dwell_s})
     return out
-
-
-@dataclass(frozen=True)
-class Hit:
-    """The condition of ``rule`` holds this frame for the object at ``index`` in ``zone_id``."""
-
-    rule: str
-    zone_id: str
-    track_id: int
-    index: int
-    since: float = float("-inf")
-    """Earliest onset the rule's own state allows (e.g. when the vehicle stopped); -inf: no limit."""
-    related: tuple[int, ...] = ()
-    """Indices of other detections that make the case (stall objects)."""
 
 
 @dataclass
@@ -123,89 +102,21 @@ class RuleEvent:
     main_xyxy: tuple[float, float, float, float] | None = None
 
 
-# -- geometry --------------------------------------------------------------------------------------
-
-
-def _iou(a: np.ndarray | tuple[float, ...], b: np.ndarray | tuple[float, ...]) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-def _gap(a: np.ndarray, b: np.ndarray) -> float:
-    """Shortest distance between two boxes (0 when they touch or overlap)."""
-    dx = max(0.0, float(max(a[0], b[0]) - min(a[2], b[2])))
-    dy = max(0.0, float(max(a[1], b[1]) - min(a[3], b[3])))
-    return float(np.hypot(dx, dy))
-
-
-def _centre(b: np.ndarray | tuple[float, ...]) -> np.ndarray:
-    return np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2], dtype=float)
-
-
-def _diag(b: np.ndarray | tuple[float, ...]) -> float:
-    return float(np.hypot(b[2] - b[0], b[3] - b[1]))
-
-
-def _area(b: np.ndarray) -> float:
-    return float(max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
-
-
-def _inside_fraction(obj: np.ndarray, region: np.ndarray) -> float:
-    """Fraction of ``obj``'s area that lies inside ``region``."""
-    iw = min(obj[2], region[2]) - max(obj[0], region[0])
-    ih = min(obj[3], region[3]) - max(obj[1], region[1])
-    a = _area(obj)
-    return float(iw * ih / a) if iw > 0 and ih > 0 and a > 0 else 0.0
-
-
-def _rides(people: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Which person boxes sit on vehicle box ``v``: feet within the vehicle's lower part and horizontal
-    extent, top above the vehicle's upper quarter (a rider, not a pedestrian walking past)."""
-    vh = v[3] - v[1]
-    fx = (people[:, 0] + people[:, 2]) / 2
-    return np.asarray(
-        (fx >= v[0]) & (fx <= v[2])
-        & (people[:, 3] >= v[1] + 0.25 * vh) & (people[:, 3] <= v[3] + 0.15 * vh)
-        & (people[:, 1] < v[1] + 0.25 * vh)
-    )
-
-
-def riders(vehicles: np.ndarray, people: np.ndarray) -> np.ndarray:
-    """For each vehicle box, whether a person box sits on it (see :func:`_rides`)."""
-    if not len(people):
-        return np.zeros(len(vehicles), dtype=bool)
-    return np.array([bool(_rides(people, v).any()) for v in vehicles], dtype=bool)
-
-
-def riding(people: np.ndarray, vehicles: np.ndarray) -> np.ndarray:
-    """For each person box, whether it sits on one of the vehicle boxes."""
-    out = np.zeros(len(people), dtype=bool)
-    for v in vehicles:
-        out |= _rides(people, v)
-    return out
-
-
 class RuleEngine:
-    """Rules of one camera. Feed it tracked detections frame by frame with :meth:`update`."""
+    """The violation types of one camera. Feed it tracked detections frame by frame with :meth:`update`."""
 
-    def __init__(self, camera: CameraConfig, rules: RulesConfig, frame_wh: tuple[int, int],
+    def __init__(self, camera: CameraConfig, rules: Any, frame_wh: tuple[int, int],
                  timezone: str = "Asia/Shanghai") -> None:
-        self.camera = camera
+        self.camera = camera = typed_camera(camera)
         self.rules = camera_rules(camera, rules)
         self.tz = ZoneInfo(timezone)
         self.zones = [Zone(z, frame_wh) for z in camera.zones]
         self._zone_cfg: dict[str, RuleCommon] = {
             z.id: zone_rule_config(camera, rules, z.cfg, z.rule) for z in self.zones if z.rule
         }
-        self._stationarity: dict[tuple[str, float, float], Stationarity] = {}
-        self._ridden_at: dict[int, float] = {}
-        self._owned_at: dict[int, float] = {}
-        self._paths: dict[int, deque[tuple[float, float, float]]] = {}
+        watched = {z.rule for z in self.zones if z.rule}
+        self.types: list[ViolationType] = [t for t in violation_types() if t.name in watched]
+        self._state: dict[str, TypeState] = {t.name: t.new_state() for t in self.types}
         self.episodes: dict[int, Episode] = {}
         self._by_track: dict[tuple[str, str, int], int] = {}
         self._recent: list[Episode] = []
@@ -222,239 +133,39 @@ class RuleEngine:
     def _local(self, ts: float) -> datetime:
         return datetime.fromtimestamp(ts, UTC).astimezone(self.tz)
 
-    def _active_zones(self, rule: str, ts: float) -> list[tuple[Zone, RuleCommon]]:
+    def scene(self, vt: ViolationType, d: sv.Detections, ts: float) -> Scene[Any]:
+        """What type ``vt`` sees at ``ts``: its zones and allow zones that apply now, its thresholds."""
         local = self._local(ts)
-        return [
+        zones = [
             (z, self._zone_cfg[z.id]) for z in self.zones
-            if z.rule == rule and self._zone_cfg[z.id].enabled
+            if z.rule == vt.name and self._zone_cfg[z.id].enabled
             and schedule_active(z.cfg.schedule, local) and schedule_active(self._zone_cfg[z.id].schedule, local)
         ]
-
-    def _exempt(self, rule: str, d: sv.Detections, ts: float) -> np.ndarray:
-        mask = np.zeros(len(d), dtype=bool)
-        local = self._local(ts)
-        for z in self.zones:
-            if z.exempts == rule and schedule_active(z.cfg.schedule, local):
-                mask |= z.contains(d)
-        return mask
-
-    def _tracked(self, d: sv.Detections) -> np.ndarray:
-        return d.tracker_id if d.tracker_id is not None else np.full(len(d), -1, dtype=int)
-
-    def _select(self, d: sv.Detections, classes: list[str] | set[str], min_conf: float) -> np.ndarray:
-        mask = np.isin(names_of(d), list(classes))
-        if d.confidence is not None:
-            mask &= d.confidence >= min_conf
-        return mask
-
-    def _standing(self, rule: str, cfg: SidewalkParkingRule | StreetVendingRule, d: sv.Detections,
-                  mask: np.ndarray, ts: float) -> dict[int, float]:
-        st = self._stationarity.get((rule, cfg.max_shift, cfg.min_overlap))
-        if st is None:
-            st = self._stationarity[(rule, cfg.max_shift, cfg.min_overlap)] = Stationarity(
-                cfg.max_shift, cfg.min_overlap)
-        return st.update(self._tracked(d)[mask], d.xyxy[mask], ts)
-
-    def _ridden(self, d: sv.Detections, vehicles: np.ndarray, person_class: str, memory_s: float,
-                ts: float) -> np.ndarray:
-        """Mask of ``vehicles`` ridden now or within ``memory_s`` (per track)."""
-        tid = self._tracked(d)
-        people = d.xyxy[self._select(d, [person_class], RIDER_MIN_CONFIDENCE)]
-        idx = np.flatnonzero(vehicles)
-        now = riders(d.xyxy[idx], people)
-        out = np.zeros(len(d), dtype=bool)
-        for i, r in zip(idx, now, strict=True):
-            t = int(tid[i])
-            if r:
-                if t >= 0:
-                    self._ridden_at[t] = ts
-                out[i] = True
-            elif t >= 0 and ts - self._ridden_at.get(t, float("-inf")) <= memory_s:
-                out[i] = True
-        return out
-
-    # -- per-rule conditions -------------------------------------------------------------------
-
-    def sidewalk_parking(self, d: sv.Detections, ts: float) -> list[Hit]:
-        zones = self._active_zones("sidewalk_parking", ts)
-        base = self.rules.sidewalk_parking
-        cfgs: list[SidewalkParkingRule] = [base, *(c for _, c in zones)]  # type: ignore[list-item]
-        tid = self._tracked(d)
-        tracked = tid >= 0
-        classes = {c for cfg in cfgs for c in cfg.vehicle_classes}
-        any_vehicle = self._select(d, classes, min(c.min_confidence for c in cfgs)) & tracked
-        ridden_classes = {c for cfg in cfgs for c in cfg.ridden_classes}
-        ridden = self._ridden(d, any_vehicle & np.isin(names_of(d), list(ridden_classes)), base.person_class,
-                              base.rider_memory_s, ts)
-        since_by: dict[tuple[float, float], dict[int, float]] = {}
-        for cfg in cfgs:
-            if (cfg.max_shift, cfg.min_overlap) not in since_by:
-                since_by[(cfg.max_shift, cfg.min_overlap)] = self._standing("sidewalk_parking", cfg, d,
-                                                                             any_vehicle, ts)
-        hits = []
-        for zone, zcfg in zones:
-            cfg: SidewalkParkingRule = zcfg  # type: ignore[assignment]
-            since = since_by[(cfg.max_shift, cfg.min_overlap)]
-            ridden_here = ridden & np.isin(names_of(d), cfg.ridden_classes)
-            inside = zone.contains(d) & self._select(d, cfg.vehicle_classes, cfg.min_confidence) & tracked
-            inside &= ~ridden_here
-            hits += [Hit("sidewalk_parking", zone.id, int(tid[i]), int(i), since[int(tid[i])])
-                     for i in np.flatnonzero(inside)]
-        return hits
-
-    def street_vending(self, d: sv.Detections, ts: float) -> list[Hit]:
-        zones = self._active_zones("street_vending", ts)
-        base = self.rules.street_vending
-        cfgs: list[StreetVendingRule] = [base, *(c for _, c in zones)]  # type: ignore[list-item]
-        tid = self._tracked(d)
-        person_classes = {c.person_class for c in cfgs}
-        all_persons = self._select(d, person_classes, min(c.min_confidence for c in cfgs)) & (tid >= 0)
-        since_by = {(c.max_shift, c.min_overlap): self._standing("street_vending", c, d, all_persons, ts)
-                    for c in cfgs}
-        if not zones:
-            return []
-        exempt = self._exempt("street_vending", d, ts)
-        cart_classes = {c for cfg in cfgs for c in cfg.cart_classes}
-        carts_any = self._select(d, cart_classes, min(c.min_confidence for c in cfgs))
-        ridden = self._ridden(d, carts_any, base.person_class, 0.0, ts)
-        hits = []
-        for zone, zcfg in zones:
-            cfg: StreetVendingRule = zcfg  # type: ignore[assignment]
-            since = since_by[(cfg.max_shift, cfg.min_overlap)]
-            persons = self._select(d, [cfg.person_class], cfg.min_confidence) & (tid >= 0) & ~exempt
-            vehicles = d.xyxy[self._select(d, cfg.cart_classes, RIDER_MIN_CONFIDENCE)]
-            if len(vehicles) and persons.any():  # a rider is travelling, not vending
-                persons[persons] &= ~riding(d.xyxy[persons], vehicles)
-            ground = np.flatnonzero(self._select(d, cfg.stall_classes, cfg.min_confidence)
-                                    | (self._select(d, cfg.cart_classes, cfg.min_confidence) & ~ridden))
-            overhead = np.flatnonzero(self._select(d, cfg.overhead_classes, cfg.min_confidence))
-            seats = np.flatnonzero(self._select(d, cfg.seat_classes, cfg.min_confidence))
-            if not len(ground) and not len(overhead):
-                continue
-            for i in np.flatnonzero(zone.contains(d) & persons):
-                p = d.xyxy[i]
-                strong = [int(j) for j in ground if j != i and self._beside(p, d.xyxy[j], cfg)]
-                strong += [int(j) for j in overhead if j != i and self._under(p, d.xyxy[j], cfg)]
-                if not strong:
-                    continue
-                near_seats = [int(j) for j in seats if self._beside(p, d.xyxy[j], cfg, carried_ok=True)]
-                hits.append(Hit("street_vending", zone.id, int(tid[i]), int(i), since[int(tid[i])],
-                                tuple(dict.fromkeys(strong + near_seats))))
-        return hits
-
-    @staticmethod
-    def _carried(p: np.ndarray, obj: np.ndarray, cfg: StreetVendingRule) -> bool:
-        """An object no bigger than the person lying mostly inside the person's box extended upwards."""
-        h = p[3] - p[1]
-        held = np.array([p[0], p[1] - 0.5 * h, p[2], p[3]])
-        return _area(obj) <= _area(p) and _inside_fraction(obj, held) >= cfg.carried_overlap
-
-    def _beside(self, p: np.ndarray, obj: np.ndarray, cfg: StreetVendingRule, carried_ok: bool = False) -> bool:
-        """A ground object next to the person at about the same depth."""
-        h = p[3] - p[1]
-        if _gap(p, obj) > cfg.proximity * h or abs(obj[3] - p[3]) > cfg.depth_tolerance * h:
-            return False
-        return carried_ok or not self._carried(p, obj, cfg)
-
-    def _under(self, p: np.ndarray, obj: np.ndarray, cfg: StreetVendingRule) -> bool:
-        """The person stands under an overhead object (a market umbrella) of stall size."""
-        h = p[3] - p[1]
-        width = obj[2] - obj[0]
-        if not 0.6 * h <= width <= 3.0 * h or self._carried(p, obj, cfg):
-            return False
-        over = min(p[2], obj[2]) - max(p[0], obj[0])
-        return bool(over > 0 and p[1] - 0.5 * h <= obj[3] <= p[1] + 0.4 * h)
-
-    def _follows(self, dog: int, person: int, cfg: StrayDogRule, dog_diag: float, ts: float) -> bool:
-        """Whether tracked ``person`` moved together with tracked ``dog`` over the last ``owner_follow_s``."""
-        dp, pp = self._paths.get(dog), self._paths.get(person)
-        if not dp or not pp or cfg.owner_follow_s <= 0:
-            return False
-        # Over the last owner_follow_s, or the part of it both were seen in (at least a third of it).
-        start = max(ts - cfg.owner_follow_s, dp[0][0], pp[0][0])
-        if ts - start < cfg.owner_follow_s / 3:
-            return False
-
-        def at(path: deque[tuple[float, float, float]], t: float) -> np.ndarray | None:
-            best = min(path, key=lambda s: abs(s[0] - t))
-            return np.array(best[1:]) if abs(best[0] - t) <= max(0.5, cfg.owner_follow_s / 3) else None
-
-        d0, d1, p0, p1 = at(dp, start), at(dp, ts), at(pp, start), at(pp, ts)
-        if d0 is None or d1 is None or p0 is None or p1 is None:
-            return False
-        vd, vp = d1 - d0, p1 - p0
-        nd, np_ = float(np.hypot(*vd)), float(np.hypot(*vp))
-        if nd < 0.5 * dog_diag or np_ < 0.25 * nd or np_ > 4 * nd:
-            return False  # the dog did not go anywhere, or the person did not go along
-        if float(vd @ vp) / (nd * np_) < 0.7:
-            return False
-        far = max(float(np.hypot(*(d0 - p0))), float(np.hypot(*(d1 - p1))))
-        return far <= cfg.owner_follow_distance * dog_diag
-
-    def stray_dog(self, d: sv.Detections, ts: float) -> list[Hit]:
-        zones = self._active_zones("stray_dog", ts)
-        base = self.rules.stray_dog
-        cfgs: list[StrayDogRule] = [base, *(c for _, c in zones)]  # type: ignore[list-item]
-        tid = self._tracked(d)
-        dog_classes = {c.dog_class for c in cfgs}
-        person_classes = {c.person_class for c in cfgs}
-        dogs = self._select(d, dog_classes, min(c.min_confidence for c in cfgs)) & (tid >= 0)
-        people_mask = self._select(d, person_classes, min(c.min_confidence for c in cfgs))
-        c = (d.xyxy[:, :2] + d.xyxy[:, 2:]) / 2 if len(d) else np.zeros((0, 2))
-        keep = max((cfg.owner_follow_s for cfg in cfgs), default=0.0) + 1.0
-        for i in np.flatnonzero((dogs | people_mask) & (tid >= 0)):
-            path = self._paths.setdefault(int(tid[i]), deque())
-            path.append((ts, float(c[i, 0]), float(c[i, 1])))
-            while path and ts - path[0][0] > keep:
-                path.popleft()
-        for t in [t for t, p in self._paths.items() if not p or ts - p[-1][0] > keep]:
-            del self._paths[t]
-        if not zones:
-            return []
-        exempt = self._exempt("stray_dog", d, ts)
-        hits = []
-        for zone, zcfg in zones:
-            cfg: StrayDogRule = zcfg  # type: ignore[assignment]
-            people = np.flatnonzero(self._select(d, [cfg.person_class], cfg.min_confidence))
-            here = zone.contains(d) & self._select(d, [cfg.dog_class], cfg.min_confidence) & (tid >= 0) & ~exempt
-            for i in np.flatnonzero(here):
-                t, diag = int(tid[i]), _diag(d.xyxy[i])
-                owned = any(
-                    _iou(d.xyxy[i], d.xyxy[j]) < SAME_OBJECT_IOU and (
-                        float(np.hypot(*(c[j] - c[i]))) <= cfg.person_distance * diag
-                        or (tid[j] >= 0 and self._follows(t, int(tid[j]), cfg, diag, ts)))
-                    for j in people
-                )
-                if owned:
-                    self._owned_at[t] = ts
-                if ts - self._owned_at.get(t, float("-inf")) <= cfg.owner_memory_s:
-                    continue
-                hits.append(Hit("stray_dog", zone.id, t, int(i)))
-        return hits
+        exempt = [z for z in self.zones if z.exempts == vt.name and schedule_active(z.cfg.schedule, local)]
+        return Scene(d, ts, zones, getattr(self.rules, vt.name), exempt)
 
     # -- episodes -------------------------------------------------------------------------------
 
     def hits(self, d: sv.Detections, ts: float) -> list[Hit]:
+        """What every type watched on this camera finds in this frame."""
         out: list[Hit] = []
-        for name, fn in (("sidewalk_parking", self.sidewalk_parking), ("street_vending", self.street_vending),
-                         ("stray_dog", self.stray_dog)):
-            if any(z.rule == name for z in self.zones):
-                out += fn(d, ts)
+        for vt in self.types:
+            out += vt.detect(self.scene(vt, d, ts), self._state[vt.name])
         return out
 
     def _place_matches(self, ep: Episode, box: tuple[float, ...], feat: np.ndarray | None, cfg: RuleCommon
                        ) -> float | None:
         """Match score of a new box against an episode's object, None when it is not the same object."""
-        iou = _iou(box, ep.last_xyxy)
-        dist = float(np.hypot(*(_centre(box) - _centre(ep.last_xyxy))))
-        if iou < cfg.rematch_iou and dist > cfg.rematch_distance * max(_diag(ep.last_xyxy), 1.0):
+        overlap = iou(box, ep.last_xyxy)
+        dist = float(np.hypot(*(centre(box) - centre(ep.last_xyxy))))
+        if overlap < cfg.rematch_iou and dist > cfg.rematch_distance * max(diag(ep.last_xyxy), 1.0):
             return None
         sim = 1.0
         if cfg.rematch_similarity > 0 and feat is not None and ep.appearance is not None:
             sim = similarity(feat, ep.appearance)
             if sim < cfg.rematch_similarity:
                 return None
-        return iou + sim - dist / max(_diag(ep.last_xyxy), 1.0) * 0.01
+        return overlap + sim - dist / max(diag(ep.last_xyxy), 1.0) * 0.01
 
     def _rematch(self, hit: Hit, box: tuple[float, ...], feat: np.ndarray | None, ts: float,
                  visible: set[int], seen: set[int]) -> Episode | None:
@@ -482,7 +193,7 @@ class RuleEngine:
         """Advance to time ``ts`` with this frame's tracked detections; returns what changed."""
         events: list[RuleEvent] = []
         seen: set[int] = set()
-        tids = self._tracked(d)
+        tids = d.tracker_id if d.tracker_id is not None else np.full(len(d), -1, dtype=int)
         visible = {int(t) for t in tids if t >= 0}
         feats = d.data.get(APPEARANCE)
         # The strongest case first: when a zone's cooldown lets one alert through, it is the person with the
@@ -495,7 +206,8 @@ class RuleEngine:
                 first = ts
             self._continuous[tkey] = (first, ts)
             onset = max(first, hit.since)
-            box = tuple(float(v) for v in d.xyxy[hit.index])
+            x1, y1, x2, y2 = (float(v) for v in d.xyxy[hit.index])
+            box = (x1, y1, x2, y2)
             feat = np.asarray(feats[hit.index], dtype=np.float32) if feats is not None else None
             ep = self.episodes.get(self._by_track.get(tkey, -1))
             if ep is not None and ep.id in seen:
@@ -518,11 +230,11 @@ class RuleEngine:
                 self._next_id += 1
                 self.episodes[ep.id] = ep
                 self._by_track[tkey] = ep.id
-                events.append(RuleEvent("onset", ep, ts, boxes, box))  # type: ignore[arg-type]
+                events.append(RuleEvent("onset", ep, ts, boxes, box))
             seen.add(ep.id)
             ep.track_ids.add(hit.track_id)
             ep.last_true = ts
-            ep.last_xyxy = box  # type: ignore[assignment]
+            ep.last_xyxy = box
             ep.last_boxes = boxes
             if feat is not None and feat.any():
                 ep.appearance = feat if ep.appearance is None else 0.8 * ep.appearance + 0.2 * feat
@@ -537,7 +249,7 @@ class RuleEngine:
                     ep.suppressed = True
                 else:
                     self._last_alert[zone_key] = ts
-                    events.append(RuleEvent("confirmed", ep, ts, boxes, box))  # type: ignore[arg-type]
+                    events.append(RuleEvent("confirmed", ep, ts, boxes, box))
         for ep in list(self.episodes.values()):
             if ep.id not in seen and ts - ep.last_true > self._zone_cfg[ep.zone_id].max_gap_s:
                 events.append(self._close(ep, ts))
@@ -552,9 +264,8 @@ class RuleEngine:
         live = set(self.episodes) | {ep.id for ep in self._recent}
         for key in [k for k, v in self._by_track.items() if v not in live]:
             del self._by_track[key]
-        for store in (self._ridden_at, self._owned_at):
-            for t in [t for t, at in store.items() if ts - at > 600.0]:
-                del store[t]
+        for state in self._state.values():
+            state.forget(ts)
 
     def _close(self, ep: Episode, ts: float) -> RuleEvent:
         del self.episodes[ep.id]
@@ -568,8 +279,9 @@ class RuleEngine:
         return [self._close(ep, ts) for ep in list(self.episodes.values())]
 
 
-def rule_config_hash(camera: CameraConfig, rules: RulesConfig) -> str:
+def rule_config_hash(camera: CameraConfig, rules: Any) -> str:
     """sha256 of the rule thresholds and this camera's zones: evidence names the exact config in force."""
+    camera, rules = typed_camera(camera), typed_rules(rules)
     doc = {"rules": rules.model_dump(mode="json"), "zones": [z.model_dump(mode="json") for z in camera.zones]}
     if camera.rules is not None:
         doc["camera_rules"] = camera.rules.model_dump(mode="json", exclude_none=True)

@@ -7,8 +7,10 @@ the blobs by key and sha256, media never rides the bus).
 
 Evidence is two-stage (GA/T 832): the onset still, a second overview still ``evidence.min_still_gap_s``
 after it while the object stays (role ``overview_2``; publishing waits for it when the dwell is shorter),
-the confirmation still and a close-up. For sidewalk parking the plate is read from the vehicle when a
-plate reader is there (``plate_reader``, by default :mod:`nonsite.models.plates` when installed).
+the confirmation still and a close-up. For a violation type whose evidence hook asks for it (sidewalk
+parking: ``reads_plate``) the plate is read from the main object when a plate reader is there
+(``plate_reader``, by default :mod:`nonsite.models.plates` when installed); look-alike classes a type names
+(``merge_classes``: car/truck/bus) are merged into one box per object before tracking.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +45,7 @@ from nonsite.pipeline.appearance import add_appearance
 from nonsite.pipeline.detections import merge_class_group
 from nonsite.pipeline.rules import Episode, RuleEngine, RuleEvent, camera_rules, rule_config_hash
 from nonsite.pipeline.tracking import Tracker
+from nonsite.pipeline.violations import violation_types
 from nonsite.streams.base import Frame
 from nonsite.streams.ringbuffer import RingBuffer
 
@@ -60,6 +64,11 @@ class PlateReadingLike(Protocol):
     crop: np.ndarray
     crop_xyxy: tuple[float, float, float, float]
 
+
+StageHook = Callable[[str, float], None]
+"""``hook(stage, seconds)`` after each processed frame: ``track`` (the tracker), ``rules`` (the rule engine) and
+``evidence`` (the rest: appearance, stills, clips, publishing); the frame that builds the rule engine reports
+``track`` only (not a representative sample of the other two)."""
 
 PlateReader = Callable[[np.ndarray, tuple[float, float, float, float]], "PlateReadingLike | None"]
 """``reader(image_bgr, vehicle_xyxy)`` -> a reading that matched a configured format, or None."""
@@ -165,10 +174,14 @@ class EdgeWorker:
         model: ModelInfo,
         sequence: SequenceCounter,
         plate_reader: PlateReader | None = None,
+        *,
+        on_stage: StageHook | None = None,
     ) -> None:
+        self.on_stage = on_stage
         self.camera, self.cfg, self.store, self.bus, self.model = camera, cfg, store, bus, model
         self.sequence = sequence
-        self.rules = camera_rules(camera, cfg.rules)
+        self._types = {t.name: t for t in violation_types()}
+        self._set_camera(camera)
         self.plate_reader = plate_reader if plate_reader is not None else default_plate_reader(cfg)
         self.tracker = Tracker(cfg.tracker, camera.fps)
         self.ring = RingBuffer(
@@ -176,14 +189,23 @@ class EdgeWorker:
             jpeg_quality=cfg.evidence.jpeg_quality,
         )
         self.engine: RuleEngine | None = None
-        self.rule_hash = rule_config_hash(camera, cfg.rules)
         self.open: dict[tuple[str, str, int], _Open] = {}
         self.pending: list[_Open] = []
         self.stats = WorkerStats()
+
+    def _set_camera(self, camera: CameraConfig) -> None:
+        """The camera's zones and rules: thresholds, the class groups its types merge, the rule hash, the meta."""
+        self.camera = camera
+        self.rules = camera_rules(camera, self.cfg.rules)
+        self._merge_groups = [list(t.merge_classes(getattr(self.rules, t.name)))
+                              for t in self._types.values() if t.merge_classes is not None]
+        self.rule_hash = rule_config_hash(camera, self.cfg.rules)
         self._meta = CameraMeta(id=camera.id, name=camera.name, address=camera.location.address)
 
     def process(self, frame: Frame, detections: sv.Detections) -> list[ViolationEvent]:
         """Advance this camera by one sampled frame; returns the events published during it."""
+        started = time.perf_counter()
+        builds_engine = self.engine is None
         if self.engine is None:
             self.engine = RuleEngine(self.camera, self.cfg.rules, frame.shape, timezone=self.cfg.timezone)
         self.stats.frames += 1
@@ -194,12 +216,39 @@ class EdgeWorker:
         if latest is not None:
             for o in (*self.open.values(), *self.pending):
                 o.clip.add(*latest)
-        detections = merge_class_group(detections, self.rules.sidewalk_parking.vehicle_classes)
-        tracked = add_appearance(frame.image, self.tracker.update(detections, frame.ts))
-        for ev in self.engine.update(tracked, frame.ts):
+        for group in self._merge_groups:
+            detections = merge_class_group(detections, group)
+        t = time.perf_counter()
+        tracks = self.tracker.update(detections, frame.ts)
+        track_s = time.perf_counter() - t
+        tracked = add_appearance(frame.image, tracks)
+        t = time.perf_counter()
+        rule_events = self.engine.update(tracked, frame.ts)
+        rules_s = time.perf_counter() - t
+        for ev in rule_events:
             self._on_rule_event(ev, frame)
         self._second_stills(frame)
-        return self._publish_due(frame.ts)
+        published = self._publish_due(frame.ts)
+        if self.on_stage is not None:
+            self.on_stage("track", track_s)
+            if not builds_engine:
+                self.on_stage("rules", rules_s)
+                self.on_stage("evidence", time.perf_counter() - started - track_s - rules_s)
+        return published
+
+    def replace_zones(self, camera: CameraConfig) -> list[ViolationEvent]:
+        """New zones (``camera`` differs from the current one in its zones only): episodes open under the old
+        zones are closed (confirmed ones are published now, returned), the rule engine is rebuilt from the new
+        zones on the next frame; the tracker and the pre-roll carry on."""
+        events = self.finish()
+        self._set_camera(camera)
+        self.engine = None
+        return events
+
+    def snapshot(self) -> bytes | None:
+        """The latest frame as JPEG, or None before the first."""
+        latest = self.ring.latest()
+        return latest[1] if latest is not None else None
 
     def _second_stills(self, frame: Frame) -> None:
         """Take the second overview still of episodes that reached ``min_still_gap_s`` and are seen now."""
@@ -247,9 +296,10 @@ class EdgeWorker:
     def _read_plate(self, o: _Open, still: Still, xyxy: tuple[float, float, float, float]) -> None:
         """Keep the most confident plate reading of the vehicle over the stills offered (never invented: a
         reader returns only readings that match a configured format)."""
-        if self.plate_reader is None or o.episode.rule != "sidewalk_parking":
+        vt = self._types.get(o.episode.rule)
+        if self.plate_reader is None or self.engine is None or vt is None or vt.reads_plate is None:
             return
-        if not getattr(self.engine.zone_config(o.episode.zone_id) if self.engine else None, "read_plates", False):
+        if not vt.reads_plate(self.engine.zone_config(o.episode.zone_id)):
             return
         try:
             reading = self.plate_reader(still.image, xyxy)

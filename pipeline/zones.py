@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import supervision as sv
 
-from nonsite.config.cameras import EXEMPTS, RULE_OF_ZONE, ZoneConfig
+from nonsite.config.cameras import ZoneConfig
+from nonsite.pipeline.violations import exempted_by, watched_by
 
 
 class Zone:
@@ -14,8 +15,11 @@ class Zone:
     def __init__(self, cfg: ZoneConfig, frame_wh: tuple[int, int]) -> None:
         self.cfg = cfg
         self.id = cfg.id
-        self.rule = RULE_OF_ZONE.get(cfg.kind)
-        self.exempts = EXEMPTS.get(cfg.kind)
+        watcher, exempted = watched_by(cfg.kind), exempted_by(cfg.kind)
+        self.rule = watcher.name if watcher else None
+        """The violation type that watches this zone (None: an allow zone)."""
+        self.exempts = exempted.name if exempted else None
+        """The violation type this allow zone exempts (None: a watched zone)."""
         w, h = frame_wh
         self.polygon_px = np.round(np.asarray(cfg.polygon, dtype=float) * [w, h]).astype(np.int64)
         self._zone = sv.PolygonZone(self.polygon_px, triggering_anchors=(sv.Position.BOTTOM_CENTER,))

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from nonsite.config import ConfigError, config_schema, load_config, mask_url
+from nonsite.config import ConfigError, load_config, mask_url
+from nonsite.pipeline.violations import config_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 

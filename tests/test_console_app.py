@@ -13,10 +13,10 @@ from console_support import Env, csrf_of, seed
 
 from nonsite.bus.events import new_event_id
 from nonsite.cases import open_db
+from nonsite.config.manifest import zone_kinds
 from nonsite.console import create_app
 from nonsite.console.app import DEFAULT_TEAMS
 from nonsite.console.auth import Role
-from nonsite.console.camera_views import ZONE_KINDS
 from nonsite.console.i18n import LOCALES_DIR, catalogue
 from nonsite.evidence import LocalStore, package_prefix
 
@@ -269,7 +269,7 @@ def test_catalogues_cover_every_text_the_templates_use() -> None:
         "action": ("created", "confirm", "dismiss", "approve", "return", "dispatch", "rectify", "close"),
         "user_role": tuple(r.value for r in Role),
         "team": DEFAULT_TEAMS,
-        "zone_kind": ZONE_KINDS,
+        "zone_kind": zone_kinds(),
         "camera_state": ("connecting", "up", "down", "finished", "disabled"),
         "group": ("approved", "dispatched", "rectified"),
         "zone_error": ("not_a_list", "too_many_zones", "not_an_object", "unknown_field", "bad_id", "duplicate_id",

@@ -11,8 +11,8 @@ import pytest
 from edge_helpers import DOG, PARKING, FixedLatencyDetector, Running, runner, wait_until
 
 from nonsite.config import DetectorConfig, load_config
-from nonsite.console.cameras import CameraControl, CameraStatus
 from nonsite.models import create_detector
+from nonsite.ops.cameras import CameraControl, CameraStatus
 from nonsite.pipeline.control import EdgeCameraControl
 
 CONFIG = """\
@@ -60,7 +60,8 @@ def test_cameras_report_health_zones_and_rate(node) -> None:
     park, dog, later = control.cameras()
     assert all(isinstance(s, CameraStatus) for s in (park, dog, later))
     assert (park.id, park.name, park.address, park.state) == ("cam-park", "停车场东口", "演示路 1 号", "up")
-    assert park.fps == pytest.approx(5, abs=1.5) and park.reconnects == 0 and park.last_error is None
+    assert 0 < park.fps <= 5.5  # never above the camera's fps (a busy box gets less)
+    assert park.reconnects == 0 and park.last_error is None
     assert park.last_frame_ts is not None
     expected = {"id": "bays", "name": "禁停区", "kind": "no_parking", "dwell_s": None,
                 "polygon": [[0.0, 0.64], [0.78, 0.62], [0.78, 0.8], [0.0, 0.9]]}

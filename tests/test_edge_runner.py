@@ -1,11 +1,15 @@
 """The edge runner with many cameras: fair shares of a detector slower than the cameras, each camera's fps
 respected, latest-frame semantics for live cameras, and cameras added, changed and removed while the
-others keep running. Cameras are the shared media; "live" ones are files paced in real time and looped."""
+others keep running. Cameras are the shared media; "live" ones are files paced in real time and looped.
+
+No test here compares wall-clock times (a loaded machine would fail them): fairness is checked on the
+scheduler's decisions (who had a frame waiting, who was served), fps on the frames' own timestamps (video
+time), and the rest as counts. Rates and latencies are measured in bench/.
+"""
 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,8 @@ from edge_helpers import DOG, JUNCTION, PARKING, FixedLatencyDetector, Running, 
 
 from nonsite.config import CameraConfig, DetectorConfig
 from nonsite.models import create_detector
+from nonsite.pipeline.scheduler import RoundRobin
+from nonsite.pipeline.worker import EdgeWorker
 from nonsite.streams import SourceError
 
 
@@ -35,73 +41,105 @@ def dropped(r, cid: str) -> float:
     return r.metrics.value("nonsite_frames_dropped_total", camera=cid, where="queue")
 
 
-def test_a_busy_live_camera_cannot_starve_a_quiet_one(tmp_path: Path, media_dir: Path, yolo) -> None:
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[frozenset[str], list[str]]]:
+    """Every batch the runner's scheduler hands out: (the cameras with a frame waiting just before, the
+    cameras served, in order)."""
+    seen: list[tuple[frozenset[str], list[str]]] = []
+    take = RoundRobin.next_batch
+
+    def recording(self: RoundRobin, lanes):  # type: ignore[no-untyped-def]
+        waiting = frozenset(k for k, q in lanes if len(q))
+        batch = take(self, lanes)
+        if batch:
+            seen.append((waiting, [k for k, _ in batch]))
+        return batch
+
+    monkeypatch.setattr(RoundRobin, "next_batch", recording)
+    return seen
+
+
+def longest_wait(batches: list[tuple[frozenset[str], list[str]]], cid: str) -> int:
+    """The most batches in a row that ``cid`` had a frame waiting and was not served."""
+    longest = run = 0
+    for waiting, served in batches:
+        run = run + 1 if cid in waiting and cid not in served else 0
+        longest = max(longest, run)
+    return longest
+
+
+def test_a_busy_live_camera_cannot_starve_a_quiet_one(tmp_path: Path, media_dir: Path, yolo, batches) -> None:
     # 20 fps + 2 fps of demand on a detector that manages at most 10 frames/s.
     cfg = config(tmp_path, [camera("busy", media_dir / PARKING, fps=20, live=True),
                             camera("quiet", media_dir / DOG, fps=2, live=True)])
     r = runner(cfg, accelerator(yolo, 0.1), max_batch=1)
     run = Running(r)
-    time.sleep(5.0)
+    wait_until(lambda: processed(r, "quiet") >= 6 and dropped(r, "busy") >= 6, 30, "frames of both cameras")
     run.stop()
     busy_h, quiet_h = r.run_of("busy").health, r.run_of("quiet").health
     busy, quiet = processed(r, "busy"), processed(r, "quiet")
-    # The quiet camera gets every frame it samples (2/s), or half the detector if even that is less;
-    # the busy one gets the rest.
-    assert quiet_h.frames_sampled >= 8
-    assert quiet >= min(quiet_h.frames_sampled - 2, 0.45 * (busy + quiet)), (quiet, busy, quiet_h)
-    assert quiet <= 2 * 5.0 + 2  # never faster than its own fps
+    # A frame of the quiet camera waits for at most one frame of the busy one (two cameras, batches of one),
+    # so it is never dropped for being stale; the busy one gets the rest of the detector.
+    assert longest_wait(batches, "quiet") <= 1 and longest_wait(batches, "busy") <= 1
+    assert any(w == {"busy", "quiet"} for w, _ in batches)  # they did compete
+    assert dropped(r, "quiet") == 0 and quiet <= quiet_h.frames_sampled
     assert busy >= quiet - 1
     # The busy camera is behind: it drops its oldest frames, and every sampled frame is accounted for.
-    assert dropped(r, "busy") >= 0.3 * busy_h.frames_sampled
     in_queue = len(r.run_of("busy").frames)
     assert processed(r, "busy") + dropped(r, "busy") + in_queue == pytest.approx(busy_h.frames_sampled, abs=2)
 
 
-def test_equal_demand_gets_equal_shares_under_overload(tmp_path: Path, media_dir: Path, yolo) -> None:
+def test_equal_demand_gets_equal_shares_under_overload(tmp_path: Path, media_dir: Path, yolo, batches) -> None:
     cams = [camera(f"cam{i}", media_dir / v, fps=10, live=True) for i, v in enumerate((PARKING, DOG, JUNCTION))]
     r = runner(config(tmp_path, cams), accelerator(yolo, 0.1), max_batch=1)
     run = Running(r)
-    time.sleep(4.0)
+    wait_until(lambda: all(processed(r, f"cam{i}") >= 4 and dropped(r, f"cam{i}") > 0 for i in range(3)), 30,
+               "frames and drops of every camera")  # 30 fps asked of a 10 fps detector
     run.stop()
-    shares = [processed(r, f"cam{i}") for i in range(3)]
-    assert min(shares) >= 3 and min(shares) >= 0.75 * max(shares), shares
-    assert all(dropped(r, f"cam{i}") > 0 for i in range(3))  # 30 fps asked of a 10 fps detector
+    # Round robin: a camera with a frame waiting is served within one batch per other camera.
+    assert all(longest_wait(batches, f"cam{i}") <= 2 for i in range(3))
+    # While all three had frames waiting, they took turns: equal shares, give or take the turn in progress.
+    contested = [served[0] for waiting, served in batches if len(waiting) == 3]
+    shares = [contested.count(f"cam{i}") for i in range(3)]
+    assert min(shares) >= 3 and max(shares) - min(shares) <= 1, shares
 
 
-def test_each_camera_is_detected_at_its_own_fps(tmp_path: Path, media_dir: Path, yolo) -> None:
+def test_each_camera_is_detected_at_its_own_fps(tmp_path: Path, media_dir: Path, yolo,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, list[float]] = {"slow": [], "fast": []}
+    process = EdgeWorker.process
+
+    def recording(self: EdgeWorker, frame, detections):  # type: ignore[no-untyped-def]
+        seen[self.camera.id].append(frame.ts)
+        return process(self, frame, detections)
+
+    monkeypatch.setattr(EdgeWorker, "process", recording)
     cfg = config(tmp_path, [camera("slow", media_dir / DOG, fps=1, live=True),
                             camera("fast", media_dir / PARKING, fps=4, live=True)])
     r = runner(cfg, accelerator(yolo, 0.01))
     run = Running(r)
-    wait_until(lambda: processed(r, "slow") >= 1 and processed(r, "fast") >= 1, 10, "first frames")
-    p0 = {c: processed(r, c) for c in ("slow", "fast")}
-    t0 = time.monotonic()
-    time.sleep(4.0)
-    dt = time.monotonic() - t0
-    rates = {c: (processed(r, c) - p0[c]) / dt for c in ("slow", "fast")}
+    wait_until(lambda: processed(r, "slow") >= 4 and processed(r, "fast") >= 12, 30, "frames of both cameras")
     run.stop()
-    # Each at its own rate (the fast one may get less on a machine too slow for 5 frames/s, never more).
-    assert rates["slow"] == pytest.approx(1, abs=0.3) and rates["fast"] <= 4 * 1.15, rates
-    assert rates["fast"] >= 2 * rates["slow"], rates
+    # The frames' own timestamps (video time, 20 fps clips): each camera's frames are 1/fps apart, never
+    # closer (a frame dropped under load would only widen a gap).
+    for cid, fps in (("slow", 1), ("fast", 4)):
+        gaps = sorted(b - a for a, b in zip(seen[cid], seen[cid][1:], strict=False))
+        assert gaps[0] >= 1 / fps - 1 / 20 - 1e-6, (cid, gaps)
+        assert gaps[len(gaps) // 2] == pytest.approx(1 / fps, abs=1e-3), (cid, gaps)
 
 
 def test_file_cameras_wait_instead_of_dropping_and_share_fairly(tmp_path: Path, media_dir: Path,
-                                                                yolo) -> None:
+                                                                yolo, batches) -> None:
     # Files are read as fast as the detector takes them; one has ten times the frames of the other.
     cfg = config(tmp_path, [camera("many", media_dir / PARKING, fps=10), camera("few", media_dir / PARKING, fps=1)])
     r = runner(cfg, accelerator(yolo, 0.01), max_batch=2)
     stats = r.run(threading.Event())
     assert stats["many"].frames == 81 and stats["few"].frames == 9  # every frame, none dropped
     assert dropped(r, "many") == dropped(r, "few") == 0
-    # Each frame of the quiet file is detected as soon as it is decoded (it waits for at most the batch in
-    # flight), while the busy file's frames queue up behind each other.
-    m = r.metrics
-
-    def wait(cid: str, what: str, **le: str) -> float:
-        return m.value(f"nonsite_stage_latency_seconds_{what}", camera=cid, stage="queue", **le)
-
-    assert wait("few", "bucket", le="0.1") == wait("few", "count") == 9
-    assert wait("few", "sum") / 9 < wait("many", "sum") / 81
+    # Each frame of the quiet file goes into the next batch (batches of two, two cameras): it never queues
+    # behind the busy file's frames, which wait for each other.
+    assert longest_wait(batches, "few") == 0
+    assert [sum(served.count(cid) for _, served in batches) for cid in ("few", "many")] == [9 + 1, 81 + 1]  # + ends
 
 
 def test_cameras_added_changed_and_removed_while_the_others_run(tmp_path: Path, media_dir: Path,

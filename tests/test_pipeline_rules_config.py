@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nonsite.config import ConfigError, load_config
+from nonsite.config import ConfigError
 from nonsite.pipeline.rules import zone_rule_config
+from nonsite.pipeline.violations import load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

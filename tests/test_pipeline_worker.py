@@ -13,9 +13,10 @@ import pytest
 
 from nonsite.bus.embedded import EmbeddedBus
 from nonsite.bus.events import TOPIC_VIOLATIONS, ModelInfo, ViolationEvent
-from nonsite.config import NonsiteConfig
+from nonsite.config import CameraConfig, NonsiteConfig
 from nonsite.evidence.local import LocalStore
 from nonsite.pipeline.detections import make_detections
+from nonsite.pipeline.violations import models
 from nonsite.pipeline.worker import EdgeWorker, PlateReader, SequenceCounter
 from nonsite.streams.base import Frame
 
@@ -26,7 +27,7 @@ GREY, RED = (128, 128, 128), (40, 40, 220)
 
 
 def config(**evidence: object) -> NonsiteConfig:
-    return NonsiteConfig.model_validate({
+    return models().config.model_validate({
         "rules": {"sidewalk_parking": {"dwell_s": 2}},
         "evidence": {"pre_roll_s": 1, "post_roll_s": 0.4, **evidence},
         "cameras": [{"id": "cam-1", "source": {"url": "x.mp4"}, "fps": FPS,
@@ -208,3 +209,29 @@ def test_car_hidden_long_enough_to_lose_its_track_is_not_alerted_twice(world: Ca
     assert first.started_at < second.started_at
     assert (second.started_at.timestamp() - T0) * FPS == pytest.approx(141, abs=2)  # the red car's own onset
     assert w.worker.stats.onsets == 2
+
+
+def test_the_runner_drives_a_worker_through_its_methods(world: Callable[..., World]) -> None:
+    """What the edge runner uses: the stage-time hook, the latest picture, and new zones without a restart."""
+    w = world()
+    stages: list[tuple[str, float]] = []
+    w.worker.on_stage = lambda stage, seconds: stages.append((stage, seconds))
+    assert w.worker.snapshot() is None
+    w.play(lambda i: RED, 3)
+    # The first frame builds the rule engine: only the tracker's time is a fair sample of it.
+    assert [s for s, _ in stages] == ["track", "track", "rules", "evidence", "track", "rules", "evidence"]
+    assert all(seconds >= 0 for _, seconds in stages)
+    assert frame_index(w.worker.snapshot() or b"") == 2
+    tracker, old_hash = w.worker.tracker, w.worker.rule_hash
+    w.play(lambda i: RED, 15, start=3)  # confirmed after the 2 s dwell; publishing waits for the second still
+    assert w.published == []
+    curb = CameraConfig.model_validate({**config().cameras[0].model_dump(), "zones": [
+        {"id": "curb", "kind": "sidewalk", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}]})
+    events = w.worker.replace_zones(curb)
+    # The episode open under the old zones is closed and its confirmed violation published now.
+    assert [(e.type, e.zone_id) for e in events] == [("sidewalk_parking", "walk")]
+    assert w.worker.engine is None and w.worker.rule_hash != old_hash
+    assert [z.id for z in w.worker.camera.zones] == ["curb"]
+    w.play(lambda i: RED, 1, start=18)
+    assert w.worker.engine is not None and w.worker.tracker is tracker  # same tracks, new rules
+    assert frame_index(w.worker.snapshot() or b"") == 18

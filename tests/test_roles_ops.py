@@ -60,6 +60,7 @@ def test_ops_endpoint_answers_probes_with_the_failing_check_named() -> None:
     ops = OpsServer(health, [REGISTRY, registry], "127.0.0.1", 0)
     try:
         assert get(ops.url + "/readyz")[0] == 503  # not checked yet: not ready
+        health_started = time.time()
         health.start()
         time.sleep(0.2)
         status, body = get(ops.url + "/readyz")
@@ -68,7 +69,7 @@ def test_ops_endpoint_answers_probes_with_the_failing_check_named() -> None:
         status, body = wait_for(lambda: (r := get(ops.url + "/readyz"))[0] == 200 and r, 10, "ready")  # type: ignore[misc]
         store_check = json.loads(body)["checks"]["store"]
         assert store_check["ok"] is True and store_check["detail"] == "store answers"
-        assert abs(store_check["checked_at"] - time.time()) < 60
+        assert health_started <= store_check["checked_at"] <= time.time()
         store_up["ok"] = False
         _, body = wait_for(lambda: (r := get(ops.url + "/readyz"))[0] == 503 and r, 10, "not ready")  # type: ignore[misc]
         assert json.loads(body)["checks"]["store"]["detail"] == "127.0.0.1:9 refused the connection"
