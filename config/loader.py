@@ -264,6 +264,8 @@ def load_model(
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         raise ConfigError(f"{where}: not valid YAML ({_one_line(getattr(e, 'problem', None) or e)}); fix the syntax "
                           "there") from None
+    except ConfigError:
+        raise
     except Exception as e:  # noqa: BLE001 - a value PyYAML's constructors trip over (`!!int ""`): a last guard
         raise ConfigError(f"{p}: cannot read a value ({_one_line(e) or type(e).__name__}); fix it there") from None
     if raw is None:

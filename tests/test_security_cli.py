@@ -50,6 +50,7 @@ def assert_one_line_error(code: int, output: str, *expected: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), output
     for e in expected:
         assert e in lines[0], output
+    assert "cannot read a value" not in lines[0], output  # the bound's own message, not a wrapped one
 
 
 @pytest.mark.parametrize(("name", "content", "expected"), [
