@@ -9,6 +9,7 @@ saving zones unchanged deleted each zone's ``schedule:`` and ``rules:`` from the
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,53 @@ def test_the_editor_page_hands_schedules_and_rules_to_the_editor(
     curb = next(z for z in data["zones"] if z["id"] == "curb")
     assert curb["schedule"][0]["start"] == "07:30" and curb["rules"]["sidewalk_parking"]["dwell_s"] == 120
     assert 'class="zone-extra' in html
+
+
+def test_the_editor_in_a_browser_shows_and_keeps_schedules_and_rules(
+        setup: tuple[Env, Path, Runner, EdgeCameraControl]) -> None:
+    """The zone editor (console/static/zones.js) in Debian's chromium: it shows each zone's schedule and rule
+    settings, saving unchanged zones leaves the file byte-identical, renaming one zone keeps every schedule."""
+    import os
+
+    from console_support import PASSWORDS, Served
+    from playwright import sync_api
+
+    chromium = os.environ.get("NONSITE_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        pytest.fail(f"{chromium} not found: install Debian's chromium (make system-deps) or set NONSITE_CHROMIUM")
+    env, path, runner, control = setup
+    before = path.read_bytes()
+    app, _ = env.make_app(cameras=control)
+    with Served(app) as served, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_context(locale="zh-CN").new_page()
+            page.set_default_timeout(15_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(served.url + "/cameras")
+            page.wait_for_url(re.compile(r"/login\?next="))
+            page.fill("#username", "adm")
+            page.fill("#password", PASSWORDS["adm"])
+            page.click("#login-submit")
+            page.wait_for_url(re.compile(r"/cameras$"))
+            page.goto(served.url + "/cameras/cam-1/zones")
+            page.wait_for_selector("body[data-editor-ready='1']")
+            extras = page.locator(".zone-extra").all_inner_texts()
+            assert "07:30-19:00" in extras[0] and "dwell_s=120" in extras[0], extras
+            assert "fri,sat 18:00-23:00" in extras[1], extras
+            page.click("#zone-save")
+            page.wait_for_selector("#zone-result.ok")
+            assert path.read_bytes() == before
+            page.locator(".zone-item").nth(1).locator(".zone-name").fill("夜市")
+            page.evaluate("document.querySelector('#zone-result').className = ''")
+            page.click("#zone-save")
+            page.wait_for_selector("#zone-result.ok")
+            assert not errors, errors
+        finally:
+            browser.close()
+    live = {z.id: z for z in runner.cameras[0].zones}
+    assert live["night-market"].name == "夜市" and [w.days for w in live["night-market"].schedule] == [["fri", "sat"]]
+    assert live["curb"].rules is not None and live["curb"].rules.sidewalk_parking.dwell_s == 120  # type: ignore[union-attr]
+    assert "{days: [fri, sat], start: '18:00', end: '23:00'}" in path.read_text(encoding="utf-8")
