@@ -366,32 +366,3 @@ def test_existing_audit_rows_are_chained_by_the_migration(case_db_url: str, fram
     report = verify_chain(sessions)
     assert report.ok and report.entries == 5 and report.head_seq == 5, report.problems
     engine.dispose()
-
-
-def test_concurrent_writers_extend_one_chain(case_db_url: str) -> None:
-    import threading
-
-    from test_cases_drafter import make_sealed
-
-    from nonsite.cases.audit import verify_chain
-
-    sessions = open_db(case_db_url)
-    barrier = threading.Barrier(6)
-    errors: list[BaseException] = []
-
-    def writer() -> None:
-        try:
-            barrier.wait()
-            draft_case(sessions, make_sealed(), "NS")
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
-    report = verify_chain(sessions)
-    assert report.ok and report.entries == report.head_seq == 6, report.problems
-    sessions.kw["bind"].dispose()
