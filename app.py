@@ -134,7 +134,8 @@ class Embedded:
                              kwargs=_retention_kwargs(self.cfg), name="sealer", daemon=True),
             threading.Thread(target=run_drafter, args=(self.bus, self.sessions, self.cfg.cases.number_prefix,
                                                        self.stop),
-                             kwargs={"timezone": self.cfg.timezone, "catalogue": self.catalogue},
+                             kwargs={"timezone": self.cfg.timezone, "catalogue": self.catalogue,
+                                     "check_seal": seal_check(self.cfg, self.data, self.store)},
                              name="drafter", daemon=True),
             threading.Thread(target=run_outbox_relay, args=(self.bus, self.sessions, self.stop),
                              name="decisions", daemon=True),
@@ -146,9 +147,15 @@ class Embedded:
                       metrics_registries: tuple[CollectorRegistry, ...] = ()) -> str:
         app, self.initial_admin_password = console_app(
             self.cfg, self.sessions, self.store, self.signer.public_key_pem().encode(), self.catalogue,
-            cameras=cameras, metrics_registries=metrics_registries)
+            cameras=cameras, metrics_registries=metrics_registries, readiness=self.consumers_readiness)
         self.console = ConsoleServer(app, self.cfg.console.host, self.cfg.console.port)
         return self.console.start()
+
+    def consumers_readiness(self) -> dict[str, object]:
+        """The console's ``/readyz`` check of this node's consumer threads: not ready once one has died."""
+        from nonsite.ops.health import run_now, threads_check
+
+        return dict(run_now({"consumers": threads_check(lambda: self.threads)}))
 
     def drained(self) -> bool:
         from nonsite.bus.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
@@ -193,6 +200,42 @@ class Embedded:
         if self.edge_evidence is not None:
             self.edge_evidence.close()
         self.bus.close()
+
+
+def seal_check(cfg: NonsiteConfig, data_dir: Path, store: object) -> Callable[[object], str | None]:
+    """The drafter's check of each ``nonsite.evidence`` message: the manifest it announces is in the store with
+    that sha256, signed by a trusted key (``evidence.trusted_keys``, else this deployment's one key). The keys
+    are looked up again every minute (a sealer publishes its key on start)."""
+    from nonsite.cases.drafter import SealUnavailable
+    from nonsite.evidence.signing import SigningError
+    from nonsite.evidence.store import BadKeyError, StoreError
+    from nonsite.evidence.trust import KeyRing, key_ring
+    from nonsite.evidence.verify import check_sealed
+
+    cached: dict[str, tuple[float, KeyRing]] = {}
+
+    def ring() -> KeyRing:
+        hit = cached.get("ring")
+        if hit is not None and time.monotonic() - hit[0] < 60 and hit[1].keys:
+            return hit[1]
+        try:
+            fresh = key_ring(cfg.evidence, data_dir, store)  # type: ignore[arg-type]
+        except SigningError as e:
+            raise SealUnavailable(str(e)) from None
+        cached["ring"] = (time.monotonic(), fresh)
+        return fresh
+
+    def check(sealed: object) -> str | None:
+        s = sealed  # an EvidenceSealed
+        try:
+            return check_sealed(store, ring(), s.event_id, s.manifest_key, s.manifest_sha256,  # type: ignore[arg-type, attr-defined]
+                                s.signature_key, s.public_key_fingerprint)  # type: ignore[attr-defined]
+        except BadKeyError as e:
+            return str(e)
+        except StoreError as e:
+            raise SealUnavailable(str(e)) from None
+
+    return check
 
 
 def console_app(
@@ -527,6 +570,9 @@ def run_drafter_role(
     db_url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
     if sessions is None:
         sessions = open_db(db_url)
+    from nonsite.evidence import open_store
+
+    store = open_store(cfg.evidence, data)  # the drafter checks each announced seal against the store
     bus = open_bus(cfg.bus, data, role="drafter")
     relay = threading.Thread(target=run_outbox_relay, args=(bus, sessions, stop), name="decisions", daemon=True)
     relay.start()
@@ -538,7 +584,8 @@ def run_drafter_role(
         ops.health.add_liveness("decisions relay", threads_alive([relay]))
     progress(f"drafter: {bus!r} -> cases in {_mask_db(db_url)}")
     try:
-        run_drafter(bus, sessions, cfg.cases.number_prefix, stop, timezone=cfg.timezone)
+        run_drafter(bus, sessions, cfg.cases.number_prefix, stop, timezone=cfg.timezone,
+                    check_seal=seal_check(cfg, data, store))
     finally:
         stop.set()
         relay.join(timeout=10)

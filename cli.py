@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from nonsite.config import ConfigError, NonsiteConfig, load_config, mask_url
+from nonsite.config import ConfigError, NonsiteConfig, load_config
+from nonsite.config.cameras import scrub
 from nonsite.config.detectors import DETECTOR_BACKENDS
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class _MaskSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        masked = mask_url(msg)
+        masked = scrub(msg)
         if masked != msg:
             record.msg, record.args = masked, None
         return True
@@ -140,28 +141,58 @@ def _open_store(cfg: NonsiteConfig, data: Path) -> Store:
 
 
 def cmd_verify(a: argparse.Namespace) -> int:
-    from nonsite.evidence.keys import public_key_pem
     from nonsite.evidence.signing import SigningError
+    from nonsite.evidence.trust import key_ring
     from nonsite.evidence.verify import verify_command
 
     if not a.all and not a.event_id:
         raise UserError("name an EVENT_ID to verify, or pass --all")
     cfg, data = _store_data_dir(a)
     store = _open_store(cfg, data)
+    given: bytes | None = None
     if a.public_key:
         pub = Path(a.public_key)
         if not pub.is_file():
             raise UserError(f"public key not found at {pub}; pass --public-key FILE (the console publishes it)")
-        pem: bytes | None = pub.read_bytes()
-    else:
+        given = pub.read_bytes()
+    try:
+        ring = key_ring(cfg.evidence, data, store, given)
+    except SigningError as e:
+        raise UserError(str(e)) from None
+    if not ring.keys and not ring.pinned:
+        raise UserError("no public key found (no signing key in the data directory, none in evidence.public_key, "
+                        "not exactly one published in the store); pin the sealer's key in evidence.trusted_keys "
+                        "or pass --public-key FILE (`nonsite evidence public-key` prints it)")
+    if not ring.pinned:
+        print(f"note: the signing key is not pinned (set evidence.trusted_keys to its fingerprint, "
+              f"{ring.keys[0].fingerprint})", file=sys.stderr)
+    return verify_command(store, ring, a.event_id, a.all, known=_known_events(cfg, data))
+
+
+def _known_events(cfg: NonsiteConfig, data: Path) -> dict[str, str] | None:
+    """Event id -> case number of every case the case database knows (None, with a note, when it cannot be read:
+    then ``verify --all`` cannot tell that a package vanished)."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from nonsite.cases.db import Case, open_db
+
+    url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        print("note: no case database here; a package that vanished from the store cannot be noticed",
+              file=sys.stderr)
+        return None
+    try:
+        sessions = open_db(url, upgrade=False)
         try:
-            pem = public_key_pem(cfg.evidence, data, store)
-        except SigningError as e:
-            raise UserError(str(e)) from None
-        if pem is None:
-            raise UserError("no public key found (none beside the signing key, none in evidence.public_key, none "
-                            "published in the store); pass --public-key FILE (the console publishes it)")
-    return verify_command(store, pem, a.event_id, a.all)
+            with sessions() as s:
+                return {str(e): str(n) for e, n in s.execute(select(Case.event_id, Case.number)).all()}
+        finally:
+            sessions.kw["bind"].dispose()
+    except (SQLAlchemyError, ValueError) as e:
+        print(f"note: cannot read the case database ({type(e).__name__}); a package that vanished from the store "
+              "cannot be noticed", file=sys.stderr)
+        return None
 
 
 def case_states(db_url: str) -> list[CaseState]:
@@ -192,7 +223,16 @@ def cmd_retention(a: argparse.Namespace) -> int:
     if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).is_file():
         raise UserError(f"no case database at {db_url.removeprefix('sqlite:///')}; pass --data-dir or set "
                         "cases.database_url")
-    actions = apply_retention(store, case_states(db_url), cfg.evidence.retention, dry_run=a.dry_run)
+    from nonsite.evidence import signing_key_path
+    from nonsite.evidence.signing import Signer
+
+    key = signing_key_path(cfg.evidence, data)
+    if not key.is_file() and not a.dry_run:
+        raise UserError(f"no signing key at {key}: a deletion must leave a record signed by the sealer's key; run "
+                        "retention where the sealer's key is (or set evidence.signing_key)")
+    with _service_errors():
+        signer = Signer.load_or_create(key) if key.is_file() else None
+    actions = apply_retention(store, case_states(db_url), cfg.evidence.retention, dry_run=a.dry_run, signer=signer)
     return print_report(actions, dry_run=a.dry_run)
 
 
@@ -208,13 +248,24 @@ def cmd_public_key(a: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     if pem is None:
         raise UserError(f"no signing key under {data} and none published in the store; run the sealer first")
+    fp = public_key_fingerprint(pem)
+    pin = (f"# pin it where seals are verified (key rotation: add the new key, set valid_until on the old):\n"
+           f"#   evidence:\n#     trusted_keys:\n#       - fingerprint: {fp}\n"
+           f"#         description: sealer key\n#         valid_from: {_utc_now_iso()}")
     if a.out:
         Path(a.out).write_bytes(pem)
-        print(f"wrote {a.out} (Ed25519, sha256 fingerprint {public_key_fingerprint(pem)})")
+        print(f"wrote {a.out} (Ed25519, sha256 fingerprint {fp})")
+        print(pin)
     else:
         sys.stdout.write(pem.decode("ascii"))
-        print(f"# sha256 fingerprint {public_key_fingerprint(pem)}", file=sys.stderr)
+        print(f"# sha256 fingerprint {fp}\n{pin}", file=sys.stderr)
     return 0
+
+
+def _utc_now_iso() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 @contextlib.contextmanager
@@ -420,14 +471,18 @@ def cmd_models_export(a: argparse.Namespace) -> int:
 
 
 def cmd_cameras_probe(a: argparse.Namespace) -> int:
+    from nonsite.config import cliargs
     from nonsite.streams.probe import ProbeError, probe, save_snapshot
 
-    if a.timeout <= 0:
-        raise UserError(f"--timeout must be positive, got {a.timeout}")
+    try:
+        timeout_s = cliargs.seconds("--timeout", a.timeout)
+        url = cliargs.source_url(a.url)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if a.snapshot and not Path(a.snapshot).resolve().parent.is_dir():
         raise UserError(f"--snapshot {a.snapshot}: folder {Path(a.snapshot).resolve().parent} does not exist")
     try:
-        result = probe(a.url, timeout_s=a.timeout, transport=a.transport)
+        result = probe(url, timeout_s=timeout_s, transport=a.transport)
     except ProbeError as e:
         print(f"error: {e.kind.replace('_', ' ')}: {e}", file=sys.stderr)
         return e.exit_code

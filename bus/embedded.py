@@ -83,6 +83,16 @@ class EmbeddedBus:
             self._local.conn = None
 
 
+def _message(topic: str, offset: int, key: object, value: object) -> Message:
+    """A row of the log as a :class:`Message`, whatever was written into it (a row another program wrote with a
+    text or numeric value, or a non-text key, becomes bytes the consumer then rejects to the dead letters)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+    else:
+        data = ("" if value is None else str(value)).encode("utf-8", "surrogatepass")
+    return Message(topic, int(offset), key if isinstance(key, str) else ("" if key is None else str(key)), data)
+
+
 class EmbeddedConsumer:
     """One member of a consumer group (the embedded bus gives a whole topic to each member)."""
 
@@ -101,7 +111,7 @@ class EmbeddedConsumer:
             ).fetchall()
             if rows:
                 self._position = rows[-1][0] + 1
-                return [Message(self.topic, o, k, bytes(v)) for o, k, v in rows]
+                return [_message(self.topic, o, k, v) for o, k, v in rows]
             if time.monotonic() >= deadline:
                 return []
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))

@@ -8,6 +8,7 @@ Topics:
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -29,6 +30,30 @@ def _utc(v: datetime) -> datetime:
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
+#: Characters a store key may use (each '/'-separated part also must not be empty, '.' or '..').
+STORE_KEY_CHARSET = "A-Za-z0-9._/-"
+_STORE_KEY = re.compile(rf"^[{STORE_KEY_CHARSET}]{{1,512}}$")
+
+
+def check_store_key(key: str) -> str:
+    """``key`` if it can only name a blob inside the evidence store, else ValueError saying why.
+
+    A key is relative ('/'-separated, no leading '/'), has no empty, '.' or '..' part, at most 512 characters of
+    letters, digits, '.', '_', '-' and '/'. Checked at the contract, so a poisoned event is rejected (and
+    dead-lettered) before any consumer touches the store with it.
+    """
+    if not isinstance(key, str) or not _STORE_KEY.match(key):
+        raise ValueError(
+            f"store key {key!r} must be 1-512 characters of letters, digits, '.', '_', '-' and '/' "
+            "(e.g. events/<event_id>/onset.jpg)"
+        )
+    if key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"store key {key!r} must be relative, without empty, '.' or '..' parts")
+    return key
+
+
+StoreKey = Annotated[str, AfterValidator(check_store_key)]
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -49,7 +74,10 @@ class EvidenceItem(_Event):
         description="onset | confirm (overview stills, originals), onset_annotated | confirm_annotated, "
         "closeup, clip, manifest, signature"
     )
-    key: str = Field(description="Key of the blob in the evidence store.")
+    key: StoreKey = Field(
+        description="Key of the blob in the evidence store: relative, '/'-separated, no '.' or '..' parts, "
+        "letters, digits, '.', '_', '-' only (e.g. events/<event_id>/onset.jpg)."
+    )
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the blob's bytes.")
     bytes: int = Field(ge=0, description="Size of the blob.")
     content_type: str = Field(description="MIME type, e.g. image/jpeg or video/mp4.")
@@ -120,9 +148,11 @@ class EvidenceSealed(_Event):
     schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Schema version of this event.")
     event_id: str = Field(description="The violation's event id.")
     violation: ViolationEvent = Field(description="The violation event as received.")
-    manifest_key: str = Field(description="Store key of manifest.json.")
+    manifest_key: StoreKey = Field(description="Store key of manifest.json (a store key, as evidence keys).")
     manifest_sha256: str = Field(description="sha256 of manifest.json.")
-    signature_key: str = Field(description="Store key of the detached Ed25519 signature over manifest.json.")
+    signature_key: StoreKey = Field(
+        description="Store key of the detached Ed25519 signature over manifest.json (a store key, as evidence keys)."
+    )
     public_key_fingerprint: str = Field(description="sha256 of the raw Ed25519 public key that verifies it.")
     sealed_at: UtcDatetime = Field(default_factory=utcnow, description="When it was sealed.")
     problems: list[str] = Field(

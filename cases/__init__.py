@@ -5,11 +5,13 @@ schema by Alembic migrations).
 Imports nothing from detection (only the event schema, the bus and the config), so the central roles
 never load a model or open a camera. Modules: ``db`` (models, :func:`open_db`, migrations), ``drafter``,
 ``legal_basis``, ``workflow`` (transitions, roles, permissions), ``users``, ``queries`` (read side for the
-console), ``document`` (HTML/PDF case file), ``negatives`` (false-positive export), ``outbox``.
+console), ``document`` (HTML/PDF case file), ``negatives`` (false-positive export), ``outbox``, ``audit``
+(the audit trail's hash chain and its signed checkpoints).
 """
 
 from __future__ import annotations
 
+from nonsite.cases import audit as _audit  # noqa: F401 - chains every audit entry written (before_flush hook)
 from nonsite.cases.db import (
     DISPOSITIONS,
     ApiToken,

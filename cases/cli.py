@@ -146,20 +146,20 @@ def cmd_document(a: argparse.Namespace) -> int:
     from nonsite.cases.document import render_case_html, render_case_pdf
     from nonsite.cases.legal_basis import load_catalogue
     from nonsite.cases.queries import audit_trail, get_case
-    from nonsite.evidence import open_store, signing_key_path
-    from nonsite.evidence.signing import public_key_path
+    from nonsite.evidence import open_store
+    from nonsite.evidence.trust import key_ring
     from nonsite.evidence.verify import verify_package
 
     cfg = _config(a)
     data = _data_dir(a, cfg)
     store = open_store(cfg.evidence, data)
-    pub = Path(a.public_key) if a.public_key else public_key_path(signing_key_path(cfg.evidence, data))
+    # The trusted keys (pinned, or this node's own), never a public-key file that merely lies in the data dir.
+    ring = key_ring(cfg.evidence, data, store, Path(a.public_key).read_bytes() if a.public_key else None)
     verification = None
-    if pub.is_file():
-        pem = pub.read_bytes()
+    if ring.keys or ring.pinned:
 
         def verification(case: Any) -> Any:
-            return verify_package(store, case.event_id, pem)
+            return verify_package(store, case.event_id, ring)
 
     sf = _sessions(a, cfg)
     try:
@@ -308,6 +308,109 @@ def cmd_token_revoke(a: argparse.Namespace) -> int:
 # --- the parsers ----------------------------------------------------------------------------------------------
 
 
+def cmd_audit_verify(a: argparse.Namespace) -> int:
+    """Recompute the audit hash chain and check every signed checkpoint in the evidence store: names each row
+    that was edited or removed; exit 1 when any is."""
+    from nonsite.cases.audit import verify_chain
+
+    cfg = _config(a)
+    sf = _sessions(a, cfg)
+    try:
+        report = verify_chain(sf)
+        problems = list(report.problems)
+        checked, notes = _check_checkpoints(a, cfg, sf, problems)
+    finally:
+        sf.kw["bind"].dispose()
+    for p in problems:
+        print(f"FAIL {p}")
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    verdict = "does not verify" if problems else "verifies"
+    print(f"audit chain of {report.entries} entries {verdict} (head {report.head_seq}, "
+          f"{report.head_hash[:16]}...); {checked} signed checkpoint(s) checked")
+    return 1 if problems else 0
+
+
+def _checkpoints_store(a: argparse.Namespace, cfg: NonsiteConfig) -> tuple[Any, Path]:
+    from nonsite.evidence import open_store
+    from nonsite.evidence.store import StoreError
+
+    data = _data_dir(a, cfg)
+    try:
+        return open_store(cfg.evidence, data), data
+    except StoreError as exc:
+        raise CasesCliError(str(exc)) from None
+
+
+def _check_checkpoints(a: argparse.Namespace, cfg: NonsiteConfig, sf: Any, problems: list[str]
+                       ) -> tuple[int, list[str]]:
+    """Verify each checkpoint's signature (trusted keys) and that the chain still holds it."""
+    import json
+
+    from nonsite.cases.audit import CHECKPOINTS, verify_checkpoint
+    from nonsite.evidence.manifest import parse_time
+    from nonsite.evidence.trust import UntrustedKeyError, key_ring
+
+    store, data = _checkpoints_store(a, cfg)
+    ring = key_ring(cfg.evidence, data, store)
+    names = sorted(k for k in store.list(CHECKPOINTS) if k.endswith(".json"))
+    if not names:
+        return 0, ["no signed checkpoint in the store yet: run `nonsite cases audit checkpoint` daily, or a "
+                   "rewrite of the whole chain cannot be noticed"]
+    for key in names:
+        raw = store.get(key)
+        try:
+            record = json.loads(raw)
+            ring.verify(raw, store.get(key + ".sig"), str(record.get("signed_by", "")),
+                        parse_time(str(record.get("at"))))
+        except KeyError:
+            problems.append(f"checkpoint {key} is not signed")
+            continue
+        except (ValueError, AttributeError, UntrustedKeyError) as exc:
+            problems.append(f"checkpoint {key}: {exc}")
+            continue
+        why = verify_checkpoint(sf, record)
+        if why:
+            problems.append(why)
+    return len(names), []
+
+
+def cmd_audit_checkpoint(a: argparse.Namespace) -> int:
+    """Sign the audit chain's head with the sealer's key and keep it in the evidence store (run it daily)."""
+    from nonsite.cases.audit import CHECKPOINTS, checkpoint_record, verify_chain
+    from nonsite.evidence import signing_key_path
+    from nonsite.evidence.manifest import canonical_json
+    from nonsite.evidence.signing import Signer, SigningError
+
+    cfg = _config(a)
+    store, data = _checkpoints_store(a, cfg)
+    key = signing_key_path(cfg.evidence, data)
+    if not key.is_file():
+        raise CasesCliError(f"no signing key at {key}; run the checkpoint where the sealer's key is")
+    try:
+        signer = Signer.load_or_create(key)
+    except SigningError as exc:
+        raise CasesCliError(str(exc)) from None
+    sf = _sessions(a, cfg)
+    try:
+        report = verify_chain(sf)
+    finally:
+        sf.kw["bind"].dispose()
+    if not report.ok:
+        for p in report.problems:
+            print(f"FAIL {p}")
+        print("the audit chain does not verify: no checkpoint signed (investigate first)")
+        return 1
+    record = {**checkpoint_record(report), "signed_by": signer.fingerprint()}
+    data_bytes = canonical_json(record)
+    name = f"{CHECKPOINTS}{str(record['at']).replace(':', '-')}.json"
+    store.put(name, data_bytes, "application/json")
+    store.put(name + ".sig", signer.sign(data_bytes), "application/octet-stream")
+    print(f"checkpoint {name}: {report.head_seq} entries, head {report.head_hash[:16]}..., signed by key "
+          f"{signer.fingerprint()[:16]}...")
+    return 0
+
+
 def _db_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (default examples/demo.yaml when present)")
     p.add_argument("--data-dir", help="data directory (default: from the config or NONSITE_DATA_DIR)")
@@ -342,6 +445,16 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--lang", choices=["zh", "en"], default="zh")
     d.add_argument("--public-key", help="PEM public key to verify the package (default: the node's own)")
     d.set_defaults(fn=cmd_document)
+
+    au = c.add_parser("audit", help="the audit trail's hash chain").add_subparsers(dest="audit_cmd", required=True)
+    av = au.add_parser("verify", help="recompute the audit hash chain and the signed checkpoints; name every row "
+                                      "edited or removed (exit 1)")
+    _db_args(av)
+    av.set_defaults(fn=cmd_audit_verify)
+    ac = au.add_parser("checkpoint", help="sign the chain's head with the sealer's key into the evidence store "
+                                          "(daily, e.g. from cron)")
+    _db_args(ac)
+    ac.set_defaults(fn=cmd_audit_checkpoint)
 
     u = sub.add_parser("users", help="console users and API tokens").add_subparsers(dest="users_cmd", required=True)
     ua = u.add_parser("add", help=f"add a user (password from ${PASSWORD_ENV} or standard input)")

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Engine,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -215,8 +216,27 @@ class AuditEntry(Base):
     photos: Mapped[list[str] | None] = mapped_column(
         JSON, nullable=True, comment="sha256 of each feedback photo of a rectification"
     )
+    chain_seq: Mapped[int | None] = mapped_column(
+        Integer, nullable=True, comment="Position in the audit hash chain (1, 2, ...; set when written)")
+    prev_hash: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, comment="entry_hash of the previous entry of the chain (64 zeros for the first)")
+    entry_hash: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, comment="sha256 over this entry's content and prev_hash (nonsite.cases.audit)")
 
     case: Mapped[Case] = relationship(back_populates="audit", viewonly=True)
+
+    __table_args__ = (Index("ix_audit_entries_chain_seq", "chain_seq", unique=True),)
+
+
+class AuditChain(Base):
+    """The head of the audit hash chain (one row): the last position and hash, advanced under a row lock by
+    every transaction that writes audit entries, so concurrent writers extend one chain."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, comment="chain_seq of the last entry (0: none yet)")
+    head_hash: Mapped[str] = mapped_column(String(64), comment="entry_hash of the last entry")
 
 
 class CaseLink(Base):

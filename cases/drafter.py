@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -32,19 +33,29 @@ from nonsite.bus.metrics import DEAD_LETTERS
 from nonsite.cases.db import AuditEntry, Case, CaseLink, CaseStatus, allocate_number, utcnow, write_session
 from nonsite.cases.legal_basis import Catalogue, default_catalogue
 
-__all__ = ["DRAFTER_ACTOR", "DraftError", "draft_case", "draft_pending", "find_repeats", "normalise_plate",
+__all__ = ["DRAFTER_ACTOR", "DraftError", "SealCheck", "SealUnavailable", "draft_case",
+           "draft_pending", "find_repeats", "normalise_plate",
            "run_drafter"]
 
 log = logging.getLogger(__name__)
 
 DRAFTER_ACTOR = "system:drafter"
-_TRANSIENT = (OperationalError, InterfaceError)
+_TRANSIENT: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 #: Evidence roles that make a good thumbnail for the queue, best first.
 THUMBNAIL_ROLES = ("closeup", "confirm_annotated", "confirm", "onset_annotated", "onset")
 
 
 class DraftError(ValueError):
     """A sealed event that cannot become a case (it goes to the dead-letter topic)."""
+
+
+class SealUnavailable(Exception):
+    """The seal of a message cannot be checked right now (store down, no key known yet): retry it later."""
+
+
+#: Checks the package a ``nonsite.evidence`` message announces (manifest hash, signature by a trusted key):
+#: None when it holds, else why not (the message is refused); raises :class:`SealUnavailable` to retry.
+SealCheck = Callable[[EvidenceSealed], str | None]
 
 
 def _thumbnail_key(sealed: EvidenceSealed) -> str | None:
@@ -231,14 +242,19 @@ def _parse(message: Message) -> EvidenceSealed:
 
 def _handle(
     bus: Bus, session_factory: sessionmaker[Session], number_prefix: str, message: Message, group: str,
-    timezone: str, catalogue: Catalogue | None = None,
+    timezone: str, catalogue: Catalogue | None = None, check_seal: SealCheck | None = None,
 ) -> bool:
-    """Draft the case of one message (True if a case was created); poison goes to the dead letter."""
+    """Draft the case of one message (True if a case was created); poison, and a message whose seal does not
+    verify, go to the dead letter."""
     try:
         sealed = _parse(message)
+        if check_seal is not None:
+            problem = check_seal(sealed)
+            if problem:
+                raise DraftError(f"the announced evidence package does not verify: {problem}")
         _, created = draft_case(session_factory, sealed, number_prefix, timezone=timezone, catalogue=catalogue)
         return created
-    except _TRANSIENT:
+    except (*_TRANSIENT, SealUnavailable):
         raise
     except DraftError as exc:
         _dead_letter(bus, message, group, str(exc))
@@ -257,6 +273,7 @@ def draft_pending(
     timezone: str = "Asia/Shanghai",
     poll_timeout_s: float = 0.0,
     catalogue: Catalogue | None = None,
+    check_seal: SealCheck | None = None,
 ) -> int:
     """Drain ``nonsite.evidence`` once (until a poll comes back empty); returns the cases created.
 
@@ -270,7 +287,8 @@ def draft_pending(
             if not batch:
                 return created
             for message in batch:
-                created += _handle(bus, session_factory, number_prefix, message, group, timezone, catalogue)
+                created += _handle(bus, session_factory, number_prefix, message, group, timezone, catalogue,
+                                   check_seal)
                 consumer.commit(message)
     finally:
         consumer.close()
@@ -287,6 +305,7 @@ def run_drafter(
     poll_timeout_s: float = 0.5,
     max_backoff_s: float = 30.0,
     catalogue: Catalogue | None = None,
+    check_seal: SealCheck | None = None,
 ) -> None:
     """Consume ``nonsite.evidence`` in consumer group ``group`` until ``stop`` is set.
 
@@ -297,16 +316,24 @@ def run_drafter(
     backoff = 0.5
     try:
         while not stop.is_set():
-            batch = consumer.poll(max_records=100, timeout_s=poll_timeout_s)
+            try:
+                batch = consumer.poll(max_records=100, timeout_s=poll_timeout_s)
+            except Exception as exc:  # a poll that fails (broker away, an unreadable log row) must not end us
+                log.error("polling %s failed (%s: %s); retrying in %.1f s", TOPIC_EVIDENCE, type(exc).__name__, exc,
+                          backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, max_backoff_s)
+                continue
             try:
                 for message in batch:
                     if stop.is_set():
                         break
-                    _handle(bus, session_factory, number_prefix, message, group, timezone, catalogue)
+                    _handle(bus, session_factory, number_prefix, message, group, timezone, catalogue, check_seal)
                     consumer.commit(message)
                 backoff = 0.5
-            except _TRANSIENT as exc:
-                log.warning("case database unavailable (%s); retrying in %.1f s", exc.__class__.__name__, backoff)
+            except (*_TRANSIENT, SealUnavailable) as exc:
+                log.warning("case database or evidence store unavailable (%s: %s); retrying in %.1f s",
+                            exc.__class__.__name__, exc, backoff)
                 consumer.close()
                 consumer = bus.consumer(TOPIC_EVIDENCE, group)
                 stop.wait(backoff)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import threading
 from typing import ClassVar
+from urllib.parse import quote, unquote
 
 from pydantic import Field, field_validator, model_validator
 
@@ -141,9 +143,70 @@ class CameraConfig(Section):
         return self
 
 
-_CRED = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+#: A URL in free text: a scheme, then everything up to the next white space (a password may hold '@', ':', '/',
+#: '#', '%' and quotes, so the userinfo is not cut at the first '@').
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>\S*)")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+
+
+def _userinfo(rest: str) -> tuple[str, str, str] | None:
+    """(user, password, the rest after '@') of a URL's part after ``scheme://``; None when it has no password.
+
+    The userinfo ends at the last '@' of the token, not of the authority: a password written with a raw '@',
+    '/', '?' or '#' is masked whole (a path with an '@' is masked too far: masking too much is safe, too little
+    is not)."""
+    at = rest.rfind("@")
+    if at < 0:
+        return None
+    user, sep, password = rest[:at].partition(":")
+    return (user, password, rest[at + 1:]) if sep else None
 
 
 def mask_url(url: str) -> str:
-    """Hide the password of a URL (``rtsp://admin:secret@host`` -> ``rtsp://admin:***@host``)."""
-    return _CRED.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+    """Hide the password of every URL in ``url`` (one URL or a whole message):
+    ``rtsp://admin:p@ss:w/rd@host`` -> ``rtsp://admin:***@host``."""
+
+    def masked(scheme: str, rest: str) -> str:
+        parts = _userinfo(rest)
+        if parts is None:
+            return scheme + rest
+        user, _, after = parts
+        return f"{scheme}{user}:***@{after}"
+
+    whole = _SCHEME.match(url)
+    if whole:  # one URL (the text starts with it): a password with white space is masked whole too
+        return masked(whole[0], url[whole.end():])
+    return _URL.sub(lambda m: masked(m["scheme"], m["rest"]), url)
+
+
+def url_secrets(url: str) -> set[str]:
+    """The password of ``url`` as written, decoded and percent-encoded (what a library's message may echo)."""
+    scheme, sep, rest = url.strip().partition("://")
+    parts = _userinfo(rest) if sep and scheme else None  # one URL: white space in the password is the password
+    if parts is None or not parts[1]:
+        return set()
+    raw = parts[1]
+    plain = unquote(raw)
+    return {s for s in (raw, plain, quote(plain, safe=""), quote(plain, safe="/:@")) if s}
+
+
+def scrub(text: str, url: str | None = None) -> str:
+    """``text`` without any camera password: URLs masked, then every occurrence of the password of ``url`` and
+    of every camera URL registered with :func:`register_secrets` (as written, decoded, percent-encoded)."""
+    text = mask_url(text)
+    secrets = url_secrets(url) if url else set()
+    with _SECRETS_LOCK:
+        secrets |= _SECRETS
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def register_secrets(url: str) -> None:
+    """Remember the password of ``url`` so that :func:`scrub` hides it wherever it turns up (log lines)."""
+    found = url_secrets(url)
+    if found:
+        with _SECRETS_LOCK:
+            _SECRETS.update(found)

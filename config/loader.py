@@ -11,9 +11,12 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from nonsite.config.cameras import register_secrets
 from nonsite.config.root import NonsiteConfig
 
-_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+#: ``${VAR}`` / ``${VAR:-default}``, and the escape ``$${`` for a literal ``${`` (what the console writes for a
+#: value that came from a user: values from the console or the API are data and are never expanded).
+_VAR = re.compile(r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -46,6 +49,66 @@ class ConfigError(Exception):
     """A configuration problem; ``str()`` is the one-line message shown to the user (exit code 2)."""
 
 
+#: Bounds checked on the YAML event stream before any object is built (a config is a few KiB, a dozen levels).
+MAX_YAML_BYTES = 4 * 1024 * 1024
+MAX_YAML_DEPTH = 64
+#: Nodes of the document with every alias expanded (an alias bomb of a few hundred bytes expands to billions).
+MAX_YAML_NODES = 200_000
+#: Digits of an integer (Python refuses to convert more than 4300).
+MAX_INT_DIGITS = 1000
+_LONG_INT = re.compile(r"^[-+]?(?:0x[0-9a-fA-F_]+|0b[01_]+|[0-9_]+)$")
+
+
+def read_yaml_text(p: Path) -> str:
+    """The text of a YAML file: UTF-8 (a BOM is allowed), at most :data:`MAX_YAML_BYTES`; ConfigError otherwise."""
+    try:
+        size = p.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"{p}: {size} bytes; a configuration file has at most {MAX_YAML_BYTES} bytes")
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read it ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{p}:{line}: byte 0x{data[e.start]:02x} is not UTF-8; save the file as UTF-8") from None
+
+
+def check_yaml_shape(text: str, p: Path) -> None:
+    """Refuse, before any object is built, a document nested deeper than :data:`MAX_YAML_DEPTH`, one whose
+    aliases expand to more than :data:`MAX_YAML_NODES` nodes, or an integer of more than :data:`MAX_INT_DIGITS`
+    digits (ConfigError naming the line). The event stream is parsed without recursion."""
+    depth = 0
+    nodes = 0
+    sizes: dict[str, int] = {}  # anchor -> nodes of its value, aliases inside expanded
+    open_: list[tuple[str | None, int]] = []
+    for event in yaml.parse(text, Loader=YamlLoader):
+        line = event.start_mark.line + 1 if event.start_mark else 1
+        if isinstance(event, yaml.ScalarEvent):
+            nodes += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+            if event.style is None and len(event.value) > MAX_INT_DIGITS and _LONG_INT.match(event.value):
+                raise ConfigError(f"{p}:{line}: a number of {len(event.value)} digits; at most {MAX_INT_DIGITS}")
+        elif isinstance(event, yaml.AliasEvent):
+            nodes += sizes.get(event.anchor or "", 1)
+        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{p}:{line}: nested more than {MAX_YAML_DEPTH} levels deep; flatten it")
+            open_.append((event.anchor, nodes))
+            nodes += 1
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+            anchor, start = open_.pop()
+            if anchor:
+                sizes[anchor] = nodes - start
+        if nodes > MAX_YAML_NODES:
+            raise ConfigError(f"{p}:{line}: the document expands to more than {MAX_YAML_NODES} values "
+                              "(aliases included); a configuration is far smaller: remove the repeated aliases")
+
+
 class LocatedError(ValueError):
     """Raised by a model validator about a value deeper than the model it checks (a cross-reference, a
     duplicate id): ``loc`` is the key path below that model, so the message names the offending key's line."""
@@ -68,11 +131,41 @@ def _node_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, 
     return lines
 
 
+def _one_line(text: object) -> str:
+    """``text`` on one line: runs of white space (newlines too) become one space, control characters escaped."""
+    flat = " ".join(str(text).split())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+
+
 def _loc(path: tuple[Any, ...]) -> str:
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        part = p if isinstance(p, int) else (str(p) if str(p).isprintable() and str(p) else repr(p))
+        out += f"[{part}]" if isinstance(p, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
+
+
+def escape_value(value: Any) -> Any:
+    """``value`` (strings inside lists and mappings too) written so that loading gives it back unchanged:
+    every ``${`` becomes ``$${``. The console writes what users typed this way, so ``${CAM_PASSWORD}`` typed
+    as a zone name stays that text and never reads the server's environment."""
+    if isinstance(value, str):
+        return value.replace("${", "$${")
+    if isinstance(value, dict):
+        return {k: escape_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [escape_value(v) for v in value]
+    return value
+
+
+def expand_value(value: Any) -> Any:
+    """``value`` as the loader reads it (``${VAR}`` expanded, ``$${`` unescaped); ValueError when a variable is
+    not set."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    out = _expand(value, (), problems)
+    if problems:
+        raise ValueError(problems[0][1])
+    return out
 
 
 def _expand(value: Any, path: tuple[Any, ...], problems: list[tuple[tuple[Any, ...], str]]) -> Any:
@@ -83,6 +176,8 @@ def _expand(value: Any, path: tuple[Any, ...], problems: list[tuple[tuple[Any, .
     if isinstance(value, str) and "${" in value:
 
         def sub(m: re.Match[str]) -> str:
+            if m[0] == "$${":
+                return "${"
             name, default = m["name"], m["default"]
             if name in os.environ:
                 return os.environ[name]
@@ -159,14 +254,20 @@ def load_model(
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: file not found")
-    text = p.read_text(encoding="utf-8")
+    text = read_yaml_text(p)
     try:
+        check_yaml_shape(text, p)
         node = yaml.compose(text, Loader=YamlLoader)
         raw = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax there") from None
+        raise ConfigError(f"{where}: not valid YAML ({_one_line(getattr(e, 'problem', None) or e)}); fix the syntax "
+                          "there") from None
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a value PyYAML's constructors trip over (`!!int ""`): a last guard
+        raise ConfigError(f"{p}: cannot read a value ({_one_line(e) or type(e).__name__}); fix it there") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -176,13 +277,14 @@ def load_model(
     data = _expand(raw, (), problems)
     if problems:
         loc, msg = problems[0]
-        raise ConfigError(f"{p}:{line_of(lines, loc)}: {_loc(loc)}: {msg}")
+        raise ConfigError(f"{p}:{line_of(lines, loc)}: {_loc(loc)}: {_one_line(msg)}")
     for k, v in (defaults or {}).items():
         data.setdefault(k, v)
     try:
         return model.model_validate(data, context=context)
     except ValidationError as e:
-        raise ConfigError("\n".join(error_lines(e, str(p), lines, unknown_key=unknown_key))) from None
+        found = error_lines(e, str(p), lines, unknown_key=unknown_key)
+        raise ConfigError("\n".join(_one_line(line) for line in found)) from None
 
 
 def _resolve_paths(cfg: NonsiteConfig, base: Path) -> NonsiteConfig:
@@ -194,6 +296,7 @@ def _resolve_paths(cfg: NonsiteConfig, base: Path) -> NonsiteConfig:
             setattr(cfg.cases, name, str((base / value).resolve()))
     for cam in cfg.cameras:
         url = cam.source.url
+        register_secrets(url)  # masked wherever it turns up (log lines, errors a library echoes)
         if "://" not in url and not url.startswith("device:"):
             cam.source.url = str((base / url).resolve()) if not os.path.isabs(url) else url
     return cfg

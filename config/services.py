@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AwareDatetime, Field, model_validator
 
 from nonsite.config.base import Section
 
@@ -75,6 +75,27 @@ class RetentionConfig(Section):
     )
 
 
+class TrustedKeyConfig(Section):
+    """A public key whose signatures `verify`, the console and the drafter accept, pinned by fingerprint."""
+
+    fingerprint: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 fingerprint of the raw Ed25519 public key, as `nonsite evidence public-key` prints it.",
+    )
+    description: str = Field("", description="Whose key this is and why it is trusted (e.g. 'sealer 2026, HSM 1').")
+    valid_from: AwareDatetime | None = Field(
+        None, description="Packages sealed before this time (ISO 8601 with zone) are not accepted with this key.",
+    )
+    valid_until: AwareDatetime | None = Field(
+        None, description="Packages sealed after this time are not accepted with this key (set when it is rotated "
+        "out: the old packages keep verifying, new ones must carry the new key).",
+    )
+    public_key: str | None = Field(
+        None, description="PEM file of this key (relative to DATA_DIR); default: found by fingerprint among "
+        "--public-key, evidence.public_key, this node's signing key and the keys published in the store.",
+    )
+
+
 class EvidenceConfig(Section):
     store: Literal["local", "s3"] = Field(
         "local", description="Evidence store: local (a directory under data_dir) or s3 (MinIO / S3, see `s3`)."
@@ -102,6 +123,13 @@ class EvidenceConfig(Section):
         None,
         description="The sealer's public key (PEM) that `verify` and the console check signatures with, when the "
         "sealer runs elsewhere; default: this node's key, else the key the sealer published in the store.",
+    )
+    trusted_keys: list[TrustedKeyConfig] = Field(
+        default_factory=list,
+        description="The signing keys whose seals are accepted, pinned by fingerprint, each with an optional "
+        "validity period (key rotation: add the new key, set valid_until on the old one). Empty: only this node's "
+        "own signing key, evidence.public_key or --public-key is trusted (never a bare public-key file), and "
+        "verify says the key is not pinned.",
     )
     s3: S3Config = Field(default_factory=S3Config, description="The S3 store (when store is s3).")
     spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Edge spool for store outages (s3).")

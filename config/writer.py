@@ -12,10 +12,11 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import CommentMark, YAMLError
@@ -23,9 +24,9 @@ from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from nonsite.config.cameras import ZoneConfig
-from nonsite.config.loader import ConfigError, load_config
+from nonsite.config.loader import ConfigError, escape_value, expand_value, load_config
 
-ZONE_KEYS = ("id", "name", "kind", "polygon", "dwell_s")
+ZONE_KEYS = ("id", "name", "kind", "polygon", "dwell_s", "schedule", "rules")
 
 
 def _yaml_for(text: str) -> tuple[YAML, Any]:
@@ -56,7 +57,7 @@ def _zone_map(zone: Mapping[str, Any]) -> dict[str, Any]:
     keys = [k for k in ZONE_KEYS if k in zone] + [k for k in zone if k not in ZONE_KEYS]
     out: dict[str, Any] = {}
     for k in keys:
-        v = zone[k]
+        v = escape_value(zone[k])  # a value from the console is data: written so that it is never expanded
         if v is None or (k == "name" and v == "") or _is_default(k, v):
             continue
         if k == "polygon" and isinstance(v, Sequence) and not isinstance(v, str):
@@ -69,6 +70,28 @@ def _zone_map(zone: Mapping[str, Any]) -> dict[str, Any]:
             v = seq
         out[str(k)] = v
     return out
+
+
+def _normal(key: str, value: Any) -> Any:
+    """``value`` of zone field ``key`` as the loader reads it (expanded, validated, in JSON form)."""
+    plain = expand_value(value)
+    field = ZoneConfig.model_fields.get(key)
+    if field is None:
+        return plain
+    adapter: TypeAdapter[Any] = TypeAdapter(field.annotation)
+    return adapter.dump_python(adapter.validate_python(plain), mode="json")
+
+
+def _same_value(key: str, old: Any, new: Any) -> bool:
+    """True when the file's ``old`` already says ``new`` (both in the file's form): the file keeps its own
+    spelling (quoting, ``${VAR}`` references, a schedule's default days left out), so re-saving unchanged
+    zones leaves the file byte-identical."""
+    if old == new:
+        return True
+    try:
+        return bool(_normal(key, old) == _normal(key, new))
+    except (ValueError, TypeError):
+        return False
 
 
 def _take_tail(zones: CommentedSeq) -> int:
@@ -138,7 +161,7 @@ def _apply_zones(cameras: CommentedSeq, index: int, zones: list[dict[str, Any]])
         for k in [k for k in m if k not in z]:
             del m[k]
         for k, v in z.items():
-            if m.get(k) != v:
+            if k not in m or not _same_value(k, m[k], v):
                 m[k] = v
         result.append(m)
     kept = {id(m) for m in result}
@@ -162,7 +185,8 @@ def _apply_zones(cameras: CommentedSeq, index: int, zones: list[dict[str, Any]])
     _put_tail(cameras, index, blanks)
 
 
-def update_camera_zones(config_path: str | os.PathLike[str], camera_id: str, zones: list[dict[str, Any]]) -> None:
+def update_camera_zones(config_path: str | os.PathLike[str], camera_id: str, zones: list[dict[str, Any]],
+                        loader: Callable[[Path], object] = load_config) -> None:
     """Replace the ``zones:`` of camera ``camera_id`` in the config file, keeping everything else.
 
     Raises ``KeyError`` when no camera has that id, ``ValueError`` with the loader's one-line message
@@ -188,7 +212,7 @@ def update_camera_zones(config_path: str | os.PathLike[str], camera_id: str, zon
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(new_text)
         try:
-            load_config(tmp)
+            loader(tmp)  # the loader the cameras run with (typed rules), so what it refuses never lands
         except ConfigError as e:
             raise ValueError(str(e).replace(str(tmp), str(path))) from None
         os.chmod(tmp, path.stat().st_mode & 0o7777)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
-from nonsite.config.cameras import ZoneConfig
+from nonsite.config.cameras import ZoneConfig, scrub
 from nonsite.config.manifest import zone_kinds
 from nonsite.console.api import err
 from nonsite.console.auth import authorize
@@ -33,7 +33,7 @@ api = APIRouter(prefix="/api", tags=["cameras"], dependencies=[Depends(authorize
 
 MAX_ZONES = 64
 MAX_POINTS = 200
-_ZONE_FIELDS = {"id", "name", "kind", "polygon", "dwell_s"}
+_ZONE_FIELDS = {"id", "name", "kind", "polygon", "dwell_s", "schedule", "rules"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def validate_zones(value: Any) -> tuple[list[dict[str, Any]], list[ZoneProblem]]
                                                               **fields}))
 
     if not isinstance(value, list):
-        bad(None, "", "not_a_list", "zones must be a list of {id, name, kind, polygon, dwell_s}")
+        bad(None, "", "not_a_list", "zones must be a list of {id, name, kind, polygon, dwell_s, schedule, rules}")
         return [], problems
     if len(value) > MAX_ZONES:
         bad(None, "", "too_many_zones", f"{len(value)} zones; at most {MAX_ZONES} per camera", max=MAX_ZONES)
@@ -129,8 +129,37 @@ def validate_zones(value: Any) -> tuple[list[dict[str, Any]], list[ZoneProblem]]
             item: dict[str, Any] = {"id": zid_text, "name": name.strip(), "kind": kind, "polygon": points}
             if dwell is not None:
                 item["dwell_s"] = float(dwell)
-            out.append(item)
+            extra_problem = _schedule_and_rules(item, zone.get("schedule"), zone.get("rules"))
+            if extra_problem is not None:
+                code, message = extra_problem
+                bad(i, zid_text, code, f"zone {i + 1}: {message}", detail=message)
+            else:
+                out.append(item)
     return (out if not problems else []), problems
+
+
+def _schedule_and_rules(item: dict[str, Any], schedule: Any, rules: Any) -> tuple[str, str] | None:
+    """Check a zone's ``schedule`` and ``rules`` (kept as the editor got them: the editor does not drop what it
+    does not edit) and put them into ``item`` in their short form; (code, message) when they are invalid."""
+    try:
+        zone = ZoneConfig.model_validate({**item, "schedule": schedule or [], "rules": rules})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        code = "bad_schedule" if where.startswith("schedule") else "bad_rules"
+        return code, f"{where or 'rules'}: {str(first.get('msg', '')).removeprefix('Value error, ')}"
+    if zone.schedule:
+        item["schedule"] = [w.model_dump(mode="json", exclude_defaults=True) for w in zone.schedule]
+    if zone.rules is not None and zone.rules.named():
+        item["rules"] = _set_only(zone.rules.model_dump(mode="json", exclude_none=True))
+    return None
+
+
+def _set_only(value: Any) -> Any:
+    """``value`` without the keys whose value is None (None = inherit; a typed camera config lists every key)."""
+    if isinstance(value, dict):
+        return {k: _set_only(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def _control(request: Request) -> CameraControl | None:
@@ -149,7 +178,7 @@ def _health(request: Request, cam: CameraStatus) -> dict[str, Any]:
         "id": cam.id, "name": cam.name or cam.id, "address": cam.address, "state": cam.state,
         "up": cam.state == "up", "fps": cam.fps, "last_frame": local_time(last, state.zone) if last else "",
         "age_s": max(0, int(datetime.now(UTC).timestamp() - cam.last_frame_ts)) if cam.last_frame_ts else None,
-        "reconnects": cam.reconnects, "last_error": cam.last_error or "", "zones": cam.zones,
+        "reconnects": cam.reconnects, "last_error": scrub(cam.last_error or ""), "zones": cam.zones,
         "snapshot_url": f"{root_path(request)}/cameras/{cam.id}/snapshot.jpg",
         "editor_url": f"{root_path(request)}/cameras/{cam.id}/zones",
         "svg_zones": [
@@ -219,7 +248,8 @@ def api_cameras(request: Request) -> Any:
     if control is None:
         return err(request, 404, "cameras_unmanaged", "the cameras are not managed by this console",
                    "error.cameras_unmanaged")
-    return {"items": [{**asdict(c), "snapshot_url": f"{root_path(request)}/api/cameras/{c.id}/snapshot"}
+    return {"items": [{**asdict(c), "last_error": scrub(c.last_error) if c.last_error else c.last_error,
+                       "snapshot_url": f"{root_path(request)}/api/cameras/{c.id}/snapshot"}
                       for c in control.cameras()]}
 
 
@@ -232,7 +262,9 @@ def api_camera_snapshot(request: Request, camera_id: str) -> Response:
 
 @api.put("/cameras/{camera_id}/zones", name="api_camera_zones")
 def api_camera_zones(request: Request, camera_id: str, body: Any = Body(
-        ..., description='{"zones": [{"id", "name", "kind", "polygon": [[x, y], ...], "dwell_s"}]}')) -> Any:
+        ..., description='{"zones": [{"id", "name", "kind", "polygon": [[x, y], ...], "dwell_s", "schedule", '
+        '"rules"}]} (schedule and rules as in the config file; send back what GET /api/cameras gave to keep them)'
+        )) -> Any:
     """Replace the camera's zones (checked, then persisted and applied live by the camera control)."""
     control = _control(request)
     if control is None:

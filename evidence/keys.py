@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 
 from nonsite.config.services import EvidenceConfig
-from nonsite.evidence.signing import Signer, SigningError, load_public_key, public_key_fingerprint, public_key_path
-from nonsite.evidence.store import Store, StoreError
+from nonsite.evidence.signing import Signer, SigningError, public_key_fingerprint
+from nonsite.evidence.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -53,33 +53,18 @@ def published_public_keys(store: Store) -> dict[str, bytes]:
 def public_key_pem(cfg: EvidenceConfig, data_dir: str | Path, store: Store | None = None) -> bytes | None:
     """The public key (PEM) that verifies this deployment's manifests, or None when none can be found.
 
-    Order: ``evidence.public_key`` (a file), this node's own key (``signing.pub.pem`` beside the signing
-    key), then the single key the sealer published in ``store``. For the console: pass what it returns as
+    With ``evidence.trusted_keys``: the pinned key valid most recently (by ``valid_from``). Without: in order
+    ``evidence.public_key`` (a file), this node's own key (derived from its private key, never read from a
+    ``signing.pub.pem`` that anyone able to write the directory could replace), then the single key the sealer
+    published in ``store`` (see :mod:`nonsite.evidence.trust`). For the console: pass what it returns as
     ``public_key_pem`` to ``create_app``.
     """
-    from nonsite.evidence import signing_key_path
+    from datetime import UTC, datetime
 
-    if cfg.public_key:
-        p = Path(cfg.public_key).expanduser()
-        p = p if p.is_absolute() else Path(data_dir) / p
-        try:
-            pem = p.read_bytes()
-        except OSError as e:
-            raise SigningError(f"cannot read evidence.public_key {p}: {e.strerror or e}") from None
-        load_public_key(pem)
-        return pem
-    own = public_key_path(signing_key_path(cfg, data_dir))
-    if own.is_file():
-        return own.read_bytes()
-    if store is not None:
-        try:
-            keys = published_public_keys(store)
-        except StoreError as e:
-            log.warning("cannot read the published signing keys from %r: %s", store, e)
-            return None
-        if len(keys) == 1:
-            return next(iter(keys.values()))
-        if len(keys) > 1:
-            log.warning("%d signing keys are published in %r; set evidence.public_key to the one to trust",
-                        len(keys), store)
-    return None
+    from nonsite.evidence.trust import key_ring
+
+    ring = key_ring(cfg, data_dir, store)
+    if not ring.keys:
+        return None
+    oldest = datetime.min.replace(tzinfo=UTC)
+    return max(ring.keys, key=lambda k: k.valid_from or oldest).pem

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from nonsite.config.files import PRIVATE_FILE_MODE, private_dir
-from nonsite.evidence.store import StoreError
+from nonsite.evidence.store import BadKeyError, StoreError
 
 _TMP_PREFIX = ".nonsite-tmp-"
 
@@ -17,15 +17,15 @@ _TMP_PREFIX = ".nonsite-tmp-"
 def check_key(key: str) -> list[str]:
     """The '/'-separated parts of ``key``; StoreError when it could escape the store or name nothing."""
     if not isinstance(key, str) or not key:
-        raise StoreError("a store key must be a non-empty string such as 'events/<event_id>/onset.jpg'")
+        raise BadKeyError("a store key must be a non-empty string such as 'events/<event_id>/onset.jpg'")
     if key.startswith("/") or "\\" in key or "\x00" in key:
-        raise StoreError(f"store key {key!r} must be a relative path with '/' separators (no leading '/')")
+        raise BadKeyError(f"store key {key!r} must be a relative path with '/' separators (no leading '/')")
     parts = key.split("/")
     for part in parts:
         if part in ("", ".", ".."):
-            raise StoreError(f"store key {key!r} has an empty, '.' or '..' part; keys name files inside the store")
+            raise BadKeyError(f"store key {key!r} has an empty, '.' or '..' part; keys name files inside the store")
         if part.startswith(_TMP_PREFIX):
-            raise StoreError(f"store key {key!r} uses the reserved prefix {_TMP_PREFIX!r}")
+            raise BadKeyError(f"store key {key!r} uses the reserved prefix {_TMP_PREFIX!r}")
     return parts
 
 

@@ -22,7 +22,9 @@ from datetime import UTC, datetime, timedelta
 from nonsite.config.services import RetentionConfig
 from nonsite.evidence.manifest import canonical_json, iso_utc, parse_manifest, parse_time
 from nonsite.evidence.package import manifest_key, package_prefix
+from nonsite.evidence.signing import Signer
 from nonsite.evidence.store import Store, StoreError
+from nonsite.evidence.trust import KeyRing, UntrustedKeyError
 
 TOMBSTONES = "retention/deleted/"
 DISMISSED = "dismissed"
@@ -54,12 +56,47 @@ def tombstone_key(event_id: str) -> str:
     return f"{TOMBSTONES}{event_id}.json"
 
 
+def tombstone_signature_key(event_id: str) -> str:
+    return f"{TOMBSTONES}{event_id}.json.sig"
+
+
 def read_tombstone(store: Store, event_id: str) -> dict[str, object] | None:
-    """The record the retention job left when it deleted ``event_id``'s package, if it did."""
+    """The record the retention job left when it deleted ``event_id``'s package, if it did (unchecked: use
+    :func:`verified_tombstone` before believing it)."""
     try:
-        return json.loads(store.get(tombstone_key(event_id)))  # type: ignore[no-any-return]
+        record = json.loads(store.get(tombstone_key(event_id)))
     except (KeyError, ValueError, StoreError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+def verified_tombstone(store: Store, event_id: str, ring: KeyRing) -> tuple[dict[str, object] | None, str]:
+    """(the deletion record of ``event_id``, "") when it exists and carries a valid signature by a trusted key;
+    (record or None, why it cannot be believed) otherwise. An unsigned record proves nothing: anyone who can
+    delete a package can write one."""
+    try:
+        data = store.get(tombstone_key(event_id))
+    except KeyError:
+        return None, "no deletion record"
+    except StoreError as e:
+        return None, f"cannot read the deletion record: {e}"
+    record = read_tombstone(store, event_id)
+    if record is None or record.get("event_id") != event_id:
+        return None, f"the deletion record {tombstone_key(event_id)} is malformed"
+    try:
+        sig = store.get(tombstone_signature_key(event_id))
+    except (KeyError, StoreError):
+        return record, f"the deletion record {tombstone_key(event_id)} is not signed"
+    try:
+        deleted_at = parse_time(str(record.get("deleted_at")))
+    except (ValueError, TypeError):
+        deleted_at = None
+    try:
+        key = ring.verify(data, sig, str(record.get("signed_by", "")), deleted_at)
+    except UntrustedKeyError as e:
+        return record, f"the deletion record {tombstone_key(event_id)}: {e}"
+    record["verified_by"] = key.label()
+    return record, ""
 
 
 def _sealed_at(store: Store, case: CaseState) -> datetime:
@@ -83,7 +120,7 @@ def _locked_until(store: Store, keys: list[str], now: datetime) -> datetime | No
 
 def apply_retention(
     store: Store, cases: list[CaseState], cfg: RetentionConfig, *, dry_run: bool = False,
-    now: datetime | None = None,
+    now: datetime | None = None, signer: Signer | None = None,
 ) -> list[RetentionAction]:
     """Apply the policy to every case's package (see the module docstring); what was (or would be) done."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
@@ -93,7 +130,7 @@ def apply_retention(
         act = RetentionAction(case.event_id, case.case_number, status, "kept")
         try:
             if status == DISMISSED:
-                _dismissed(store, case, case.dismissed_at or case.created_at, cfg, now, dry_run, act)
+                _dismissed(store, case, case.dismissed_at or case.created_at, cfg, now, dry_run, act, signer)
             elif status in KEPT_STATUSES:
                 _confirmed(store, case, cfg, dry_run, act)
         except StoreError as e:
@@ -104,7 +141,7 @@ def apply_retention(
 
 
 def _dismissed(store: Store, case: CaseState, dismissed: datetime, cfg: RetentionConfig, now: datetime, dry_run: bool,
-               act: RetentionAction) -> None:
+               act: RetentionAction, signer: Signer | None) -> None:
     due = dismissed + timedelta(days=cfg.dismissed_delete_after_days)
     if due > now:
         act.detail = f"dismissed {iso_utc(dismissed)}; deletion due {iso_utc(due)}"
@@ -119,12 +156,18 @@ def _dismissed(store: Store, case: CaseState, dismissed: datetime, cfg: Retentio
     if dry_run:
         act.action, act.detail = "would-delete", f"{len(keys)} file(s); dismissed {iso_utc(dismissed)}"
         return
+    if signer is None:
+        act.action, act.detail = "failed", "no signing key: a deletion must leave a signed record; kept"
+        return
     record = {
         "event_id": case.event_id, "case_number": case.case_number, "reason": "dismissed case, retention period over",
         "dismissed_at": iso_utc(dismissed), "deleted_at": iso_utc(now),
-        "policy_days": cfg.dismissed_delete_after_days, "files": keys,
+        "policy_days": cfg.dismissed_delete_after_days, "files": keys, "signed_by": signer.fingerprint(),
     }
-    store.put(tombstone_key(case.event_id), canonical_json(record), "application/json")
+    data = canonical_json(record)
+    # The signed record first: a package never disappears without one (a crash after it deletes nothing).
+    store.put(tombstone_key(case.event_id), data, "application/json")
+    store.put(tombstone_signature_key(case.event_id), signer.sign(data), "application/octet-stream")
     for key in keys:
         store.delete(key)
     act.action, act.detail = "deleted", f"{len(keys)} file(s); dismissed {iso_utc(dismissed)}"

@@ -42,7 +42,7 @@ from nonsite.evidence.package import (
     signature_key,
 )
 from nonsite.evidence.signing import Signer, verify_signature
-from nonsite.evidence.store import Store, StoreError
+from nonsite.evidence.store import BadKeyError, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +262,10 @@ def _handle_with_retry(
         try:
             _handle(bus, store, signer, message, group, retain_days, retain_mode, verify)
             return True
+        except BadKeyError as e:  # the event names a key no store can hold: retrying cannot fix that
+            log.error("handling %s offset %d failed for good: %s", message.topic, message.offset, e)
+            if _dead_letter_or_keep(bus, message, group, f"unusable evidence key: {e}", delay):
+                return True
         except (StoreError, OSError) as e:
             log.error("sealing %s offset %d failed (%s); retrying in %.1f s", message.topic, message.offset, e, delay)
         except Exception as e:
@@ -269,15 +273,32 @@ def _handle_with_retry(
             reason = f"sealer error: {type(e).__name__}: {e}"
             log.error("handling %s offset %d failed (%s), attempt %d", message.topic, message.offset, reason,
                       other_failures)
-            if other_failures >= _MAX_OTHER_FAILURES:
-                try:
-                    _dead_letter(bus, message, group, reason)
-                    return True
-                except Exception as e2:  # the bus itself is down: keep the message and keep trying
-                    log.error("cannot publish to %s either (%s); retrying in %.1f s", TOPIC_DEAD_LETTER, e2, delay)
+            if other_failures >= _MAX_OTHER_FAILURES and _dead_letter_or_keep(bus, message, group, reason, delay):
+                return True
         if stop.wait(delay):
             return False
         delay = min(delay * 2, _RETRY_MAX_S)
+
+
+def _dead_letter_or_keep(bus: Bus, message: Message, group: str, reason: str, delay: float) -> bool:
+    """Dead-letter ``message``; False (keep it, retry later) when the bus itself refuses."""
+    try:
+        _dead_letter(bus, message, group, reason)
+        return True
+    except Exception as e:  # the bus itself is down: keep the message and keep trying
+        log.error("cannot publish to %s either (%s); retrying in %.1f s", TOPIC_DEAD_LETTER, e, delay)
+        return False
+
+
+def _poll(consumer: Consumer, stop: threading.Event, max_records: int, timeout_s: float) -> list[Message]:
+    """One poll; a failing poll (broker away, a log row that cannot be read) is logged and answered empty after
+    a short wait, so the consumer loop lives on."""
+    try:
+        return consumer.poll(max_records=max_records, timeout_s=timeout_s)
+    except Exception as e:
+        log.error("polling failed (%s: %s); polling again in %.1f s", type(e).__name__, e, _RETRY_MIN_S)
+        stop.wait(_RETRY_MIN_S)
+        return []
 
 
 def _commit_with_retry(consumer: Consumer, message: Message, stop: threading.Event) -> bool:
@@ -308,7 +329,7 @@ def run_sealer(
     consumer: Consumer = bus.consumer(TOPIC_VIOLATIONS, group)
     try:
         while not stop.is_set():
-            for message in consumer.poll(max_records=50, timeout_s=0.5):
+            for message in _poll(consumer, stop, 50, 0.5):
                 if not _handle_with_retry(bus, store, signer, message, group, stop, retain_days, retain_mode,
                                           verify):
                     return  # stopped while retrying; not committed, so redelivered on the next start

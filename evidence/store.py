@@ -10,6 +10,10 @@ class StoreError(Exception):
     """The store cannot do what was asked; the message says why."""
 
 
+class BadKeyError(StoreError, ValueError):
+    """The key can never name a blob (escapes the store, empty, reserved): retrying cannot help."""
+
+
 class Store(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Write ``data`` under ``key`` durably (overwriting an identical retry is harmless)."""

@@ -261,3 +261,17 @@ def clock_check(monitor: Any) -> Check:
 def threads_alive(threads: Iterable[threading.Thread]) -> Callable[[], bool]:
     ts = list(threads)
     return lambda: all(t.is_alive() for t in ts)
+
+
+def threads_check(threads: Callable[[], Iterable[threading.Thread]]) -> Check:
+    """Readiness of a role's work threads (consumers): fails, naming them, once one has stopped (a consumer
+    thread that died on a bad message must not leave the role reporting ready)."""
+    def check() -> str:
+        ts = list(threads())
+        if not ts:
+            raise RuntimeError("the work threads are not running")
+        dead = [t.name for t in ts if not t.is_alive()]
+        if dead:
+            raise RuntimeError(f"work thread(s) stopped: {', '.join(dead)}")
+        return ", ".join(t.name for t in ts) + " running"
+    return check

@@ -60,7 +60,7 @@ class EdgeCameraControl:
         with self._lock:
             if camera_id not in {c.id for c in self.runner.cameras}:
                 raise KeyError(camera_id)
-            update_camera_zones(self.config_path, camera_id, zones)  # ValueError: file untouched
+            update_camera_zones(self.config_path, camera_id, zones, load_config)  # ValueError: file untouched
             try:
                 cfg = load_config(self.config_path)
             except ConfigError as e:  # the file changed under us between the write and this read

@@ -29,12 +29,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
-from nonsite.config.cameras import mask_url
+from nonsite.config.cameras import mask_url, scrub
 from nonsite.streams.base import Frame, SourceError
 from nonsite.streams.health import Backoff, HealthTracker, SourceHealth, SourceState
 
@@ -84,16 +84,8 @@ _OPTIONS = _CaptureOptions()
 
 
 def _scrub(text: str, url: str) -> str:
-    """Remove a URL's password from any text (library messages may quote the URL)."""
-    text = mask_url(text)
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    if password:
-        for secret in {password, unquote(password)}:
-            text = text.replace(secret, "***")
-    return text
+    """Remove a URL's password from any text (library messages may quote the URL, or the password alone)."""
+    return scrub(text, url)
 
 
 def _finite_positive(x: float) -> float | None:
@@ -414,7 +406,7 @@ class LiveSource:
                     cap.release()
                 if self._closed.is_set():
                     break
-                reason = self._diagnose(time.monotonic() - started)
+                reason = _scrub(self._diagnose(time.monotonic() - started), self._url)
                 self._health.open_failed(reason)
                 self._health.set_state(SourceState.down, reason)
                 wait = backoff.next()

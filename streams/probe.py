@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
-from nonsite.config.cameras import mask_url
+from nonsite.config.cameras import mask_url, register_secrets
 from nonsite.streams.opencv_source import _scrub
 
 ProbeFailure = Literal["unreachable", "auth_failed", "not_found", "no_video", "timeout", "unreadable"]
@@ -93,7 +93,13 @@ def probe(target: str, *, timeout_s: float = 10.0, transport: str = "tcp", measu
     the first one, and describe the stream. Raises :class:`ProbeError` (never with the password)."""
     if timeout_s <= 0:
         raise ValueError(f"timeout must be positive, got {timeout_s}")
-    target = target.strip()
+    from nonsite.config.cliargs import source_url
+
+    try:
+        target = source_url(target)
+    except ValueError as e:
+        raise ProbeError("unreachable", str(e)) from None
+    register_secrets(target)
     if target.lower().startswith("device:"):
         return _probe_device(target, timeout_s, measure_s, max_frames)
     scheme = urlsplit(target).scheme.lower()

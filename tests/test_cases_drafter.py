@@ -155,6 +155,10 @@ def test_concurrent_drafters_make_one_case_per_event_with_gapless_numbers(db: se
     year = datetime.now(UTC).year
     assert [c.number for c in cases] == [f"NS-{year}-{i:06d}" for i in range(1, len(events) + 1)]
     assert count(db, AuditEntry) == len(events)
+    from nonsite.cases.audit import verify_chain
+
+    chain = verify_chain(db)  # concurrent writers extended one hash chain
+    assert chain.ok and chain.entries == chain.head_seq == len(events), chain.problems
 
 
 def test_numbers_are_per_prefix(db: sessionmaker[Session]) -> None:

@@ -97,7 +97,7 @@ def test_the_period_counts_from_the_dismissal(tmp_path: Path, clip_frames: list[
     early = apply_retention(store, states, policy, now=when + timedelta(days=29))
     assert [(a.action, a.event_id) for a in early] == [("kept", dismissed)] and "deletion due" in early[0].detail
     assert store.exists(f"events/{dismissed}/manifest.json")
-    late = apply_retention(store, states, policy, now=when + timedelta(days=31))
+    late = apply_retention(store, states, policy, now=when + timedelta(days=31), signer=signer)
     assert [(a.action, a.event_id) for a in late] == [("deleted", dismissed)]
 
 

@@ -169,7 +169,9 @@ def test_verify_command_output_and_exit_codes(
     pem = signer.public_key_pem()
 
     assert verify_command(store, pem, good.event_id, False) == 0
-    assert capsys.readouterr().out == f"OK {good.event_id} (6 files)\n"
+    fp = signer.fingerprint()[:16]
+    assert capsys.readouterr().out == f"OK {good.event_id} (6 files; signed by key {fp}..., not pinned: set " \
+        "evidence.trusted_keys)\n"
 
     store.path_of(f"events/{bad.event_id}/clip.mp4").unlink()
     assert verify_command(store, pem, bad.event_id, False) == 1
@@ -177,7 +179,8 @@ def test_verify_command_output_and_exit_codes(
 
     assert verify_command(store, pem, None, True) == 1
     out = capsys.readouterr().out
-    assert f"OK {good.event_id} (6 files)" in out and f"FAIL {bad.event_id}\n  clip.mp4: missing" in out
+    assert f"OK {good.event_id} (6 files; signed by key {fp}" in out
+    assert f"FAIL {bad.event_id}\n  clip.mp4: missing" in out
     assert [r.ok for r in verify_all(store, pem)].count(False) == 1
 
     unknown = new_event_id()

@@ -37,7 +37,8 @@
     var n = zones.length + 1;
     var ids = zones.map(function (z) { return z.id; });
     while (ids.indexOf("zone-" + n) >= 0) { n += 1; }
-    zones.push({ id: "zone-" + n, name: "", kind: data.kinds[0].value, polygon: [], dwell_s: null });
+    zones.push({ id: "zone-" + n, name: "", kind: data.kinds[0].value, polygon: [], dwell_s: null, schedule: [],
+                 rules: null });
     current = zones.length - 1;
   }
 
@@ -89,6 +90,11 @@
       kind.value = z.kind;
       dwell.value = z.dwell_s === null || z.dwell_s === undefined ? "" : String(z.dwell_s);
       node.querySelector(".zone-points").textContent = text("js.zone_points", { n: z.polygon.length });
+      var extra = [];
+      if (z.schedule.length) { extra.push(text("js.zone_schedule", { windows: scheduleText(z.schedule) })); }
+      var rules = z.rules ? rulesText(z.rules) : "";
+      if (rules) { extra.push(text("js.zone_rules", { rules: rules })); }
+      node.querySelector(".zone-extra").textContent = extra.join(" · ");
       id.addEventListener("input", function () { z.id = id.value.trim(); draw(); });
       name.addEventListener("input", function () { z.name = name.value; draw(); });
       kind.addEventListener("change", function () { z.kind = kind.value; draw(); });
@@ -152,6 +158,9 @@
     var payload = { zones: zones.map(function (z) {
       var out = { id: z.id, name: z.name, kind: z.kind, polygon: z.polygon };
       if (z.dwell_s !== null && z.dwell_s !== undefined && !isNaN(z.dwell_s)) { out.dwell_s = z.dwell_s; }
+      // Schedule and rule settings are not edited here: sent back as they came, so saving keeps them.
+      if (z.schedule && z.schedule.length) { out.schedule = z.schedule; }
+      if (z.rules) { out.rules = z.rules; }
       return out;
     }) };
     fetch(data.save_url, {
@@ -187,8 +196,27 @@
     return {
       id: String(z.id || ""), name: String(z.name || ""), kind: String(z.kind || data.kinds[0].value),
       polygon: (z.polygon || []).map(function (p) { return [Number(p[0]), Number(p[1])]; }),
-      dwell_s: z.dwell_s === null || z.dwell_s === undefined ? null : Number(z.dwell_s)
+      dwell_s: z.dwell_s === null || z.dwell_s === undefined ? null : Number(z.dwell_s),
+      schedule: Array.isArray(z.schedule) ? z.schedule : [],
+      rules: z.rules && typeof z.rules === "object" ? z.rules : null
     };
+  }
+
+  function scheduleText(windows) {
+    return windows.map(function (w) {
+      return (w.days && w.days.length && w.days.length < 7 ? w.days.join(",") + " " : "") + w.start + "-" + w.end;
+    }).join("; ");
+  }
+
+  function rulesText(rules) {
+    var parts = [];
+    Object.keys(rules).forEach(function (name) {
+      var r = rules[name];
+      if (!r) { return; }
+      var set = Object.keys(r).filter(function (k) { return r[k] !== null && r[k] !== undefined; });
+      if (set.length) { parts.push(name + " " + set.map(function (k) { return k + "=" + JSON.stringify(r[k]); }).join(", ")); }
+    });
+    return parts.join("; ");
   }
 
   function sized() {
