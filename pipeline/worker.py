@@ -10,7 +10,8 @@ after it while the object stays (role ``overview_2``; publishing waits for it wh
 the confirmation still and a close-up. For a violation type whose evidence hook asks for it (sidewalk
 parking: ``reads_plate``) the plate is read from the main object when a plate reader is there
 (``plate_reader``, by default :mod:`nonsite.models.plates` when installed); look-alike classes a type names
-(``merge_classes``: car/truck/bus) are merged into one box per object before tracking.
+(``merge_classes``: car/truck/bus) are merged into one box per object before tracking, and so are the
+overlapping partial boxes of one object of one class (``tracker.split_boxes``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from nonsite.config import CameraConfig, NonsiteConfig
 from nonsite.evidence.capture import CameraMeta, Still, write_package_blobs
 from nonsite.evidence.store import Store
 from nonsite.pipeline.appearance import add_appearance
-from nonsite.pipeline.detections import merge_class_group
+from nonsite.pipeline.detections import merge_class_group, merge_split_boxes
 from nonsite.pipeline.rules import Episode, RuleEngine, RuleEvent, camera_rules, rule_config_hash
 from nonsite.pipeline.tracking import Tracker
 from nonsite.pipeline.violations import violation_types
@@ -218,6 +219,9 @@ class EdgeWorker:
                 o.clip.add(*latest)
         for group in self._merge_groups:
             detections = merge_class_group(detections, group)
+        split = self.cfg.tracker.split_boxes
+        if split.enabled:
+            detections = merge_split_boxes(detections, split.classes, split.min_overlap)
         t = time.perf_counter()
         tracks = self.tracker.update(detections, frame.ts)
         track_s = time.perf_counter() - t
