@@ -364,7 +364,7 @@ class EdgeRunner:
             self._wake.set()
 
     def _samples(self) -> Iterable[CameraSample]:
-        return [CameraSample(r.camera.id, r.health, len(r.frames), r.live) for r in self.runs]
+        return [CameraSample(r.camera.id, r.health, len(r.frames), r.live, r.worker.view_status()) for r in self.runs]
 
     # -- the loop -------------------------------------------------------------------------------
 

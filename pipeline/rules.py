@@ -115,6 +115,7 @@ class RuleEngine:
         self.camera = camera = typed_camera(camera)
         self.rules = camera_rules(camera, rules)
         self.tz = ZoneInfo(timezone)
+        self.frame_wh = frame_wh
         self.zones = [Zone(z, frame_wh) for z in camera.zones]
         self._zone_cfg: dict[str, RuleCommon] = {
             z.id: zone_rule_config(camera, rules, z.cfg, z.rule) for z in self.zones if z.rule
@@ -130,6 +131,12 @@ class RuleEngine:
         self._next_id = 1
 
     # -- configuration -------------------------------------------------------------------------
+
+    def move_zones(self, camera: CameraConfig) -> None:
+        """The same zones (ids, kinds, thresholds) at new places in the image (the camera's view shifted and
+        the zones were re-registered): episodes and their memory carry on."""
+        moved = {z.id: z for z in typed_camera(camera).zones}
+        self.zones = [Zone(moved.get(z.id, z.cfg), self.frame_wh) for z in self.zones]
 
     def zone_config(self, zone_id: str) -> RuleCommon:
         """Effective thresholds of the rule that watches ``zone_id``."""
