@@ -118,6 +118,7 @@ ROUTE_ROLES: Mapping[str, RouteRoles] = {
     "document_pdf": ALL_ROLES,
     "cameras": _OPS,
     "camera_snapshot": _OPS,
+    "camera_reference": _OPS,
     "zone_editor": _ADMIN,
     # JSON API
     "api_openapi": ALL_ROLES,

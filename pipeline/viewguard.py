@@ -14,7 +14,8 @@ frame with the reference: ORB features, matched, and a homography fitted with RA
   alerts) until the view comes back.
 
 A state changes only after ``confirm_checks`` checks in a row agree (a bus passing in front of the lens is not
-a moved camera). The guard's cost is one ORB pass on a ``width``-pixel grey frame per check (milliseconds,
+a moved camera). A reference or a frame with too little texture to judge (a blank, dark or blurred view)
+changes nothing. The guard's cost is one ORB pass on a ``width``-pixel grey frame per check (milliseconds,
 every few seconds).
 """
 
@@ -144,7 +145,8 @@ class ViewGuard:
     returns the new state when the state (or the re-registration) changed."""
 
     cfg: ViewGuardConfig
-    folder: Path
+    folder: Path | None
+    """Where the reference is kept (None: in memory only, taken again at the next start)."""
     camera_id: str
     zones: str
     state: State = "ok"
@@ -167,6 +169,8 @@ class ViewGuard:
     # -- the reference ----------------------------------------------------------------------------------
 
     def _load(self) -> _Reference | None:
+        if self.folder is None:
+            return None
         meta_path, jpeg_path = self.folder / "reference.json", self.folder / "reference.jpg"
         try:
             meta = json.loads(meta_path.read_text())
@@ -190,6 +194,11 @@ class ViewGuard:
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         jpeg = buf.tobytes() if ok else b""
         ref = self._make(image, jpeg, ts)
+        if len(ref.pts) < 2 * self.cfg.min_inliers:
+            log.warning("camera %s: its view has too little texture (%d features) to be checked; the view guard "
+                        "stays silent until the zones are saved on a clearer view", self.camera_id, len(ref.pts))
+        if self.folder is None:
+            return ref
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / "reference.jpg").write_bytes(jpeg)
@@ -217,10 +226,15 @@ class ViewGuard:
             return None
         self._next_check = ts + self.cfg.check_interval_s
         assert self._feat is not None
+        ref = self._ref
+        if len(ref.pts) < 2 * self.cfg.min_inliers:
+            return None  # a reference without texture (a blank or dark view) cannot tell a move
         started = time.process_time()
         grey = self._feat.small(image)
         pts, desc = self._feat.describe(grey)
-        ref = self._ref
+        if len(pts) < self.cfg.min_inliers:  # a dark, blurred or blank frame says nothing about where it looks
+            self.check_seconds = time.process_time() - started
+            return None
         reg = register(self._feat, (ref.pts, ref.desc, ref.grey.shape[::-1]), (pts, desc, grey.shape[::-1]))
         self.check_seconds = time.process_time() - started
         self.last = reg

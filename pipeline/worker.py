@@ -181,8 +181,12 @@ class EdgeWorker:
         plate_reader: PlateReader | None = None,
         *,
         on_stage: StageHook | None = None,
+        views_dir: Path | None = None,
     ) -> None:
+        """``views_dir``: where the view guard keeps each camera's reference snapshot (the runner passes
+        ``DATA_DIR/edge/views``); None keeps it in memory only."""
         self.on_stage = on_stage
+        self.views_dir = views_dir
         self.camera, self.cfg, self.store, self.bus, self.model = camera, cfg, store, bus, model
         self.sequence = sequence
         self._types = {t.name: t for t in violation_types()}
@@ -214,8 +218,8 @@ class EdgeWorker:
         on = guard.enabled if camera.view_guard is None else camera.view_guard
         self.view: ViewGuard | None = None
         if on and camera.zones:
-            self.view = ViewGuard(guard, Path(self.cfg.data_dir) / "edge" / "views" / camera.id, camera.id,
-                                  zones_hash(camera))
+            folder = self.views_dir / camera.id if self.views_dir is not None else None
+            self.view = ViewGuard(guard, folder, camera.id, zones_hash(camera))
 
     def _check_view(self, frame: Frame) -> None:
         """The view guard at its interval: a moved view closes the open episodes and pauses the rules (alerted
