@@ -183,3 +183,35 @@ def test_view_guard_off_for_a_camera_leaves_its_rules_alone(tmp_path: Path, medi
     assert r.runs[0].worker.view_status() is None
     assert sum(r.stats()["dome"].published.values()) == 1
     assert not (Path(r.cfg.data_dir) / "edge" / "views" / "dome").exists()
+
+
+def test_an_object_alerted_before_the_view_moved_does_not_alert_again_when_it_returns(
+        tmp_path: Path, media_dir: Path) -> None:
+    """A dome camera visits another preset and comes back: the car it already reported is still parked there."""
+    # the lot as a still (the clip is a time-lapse: its cars change within seconds, this one must look the same)
+    home = _frames(media_dir / PARKING, 1) * 60
+    video = write_video(tmp_path / "visit.mp4", [home, _frames(media_dir / HIGHWAY, 40), home])
+    r = run(config(tmp_path, video))
+    view = r.runs[0].worker.view_status()
+    assert view is not None and [c.state for c in reversed(view.changes)] == ["moved", "ok"]
+    assert sum(r.stats()["dome"].published.values()) == 1
+
+
+def test_a_view_without_texture_is_never_called_moved(tmp_path: Path) -> None:
+    """A blank reference (a lens cap, a test pattern) or a dark frame cannot tell where the camera looks: the rules
+    go on."""
+    from nonsite.config.edge import ViewGuardConfig
+    from nonsite.pipeline.viewguard import ViewGuard
+
+    blank = np.full((480, 640, 3), 90, np.uint8)
+    rng = np.random.default_rng(0)
+    busy = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    guard = ViewGuard(ViewGuardConfig(check_interval_s=0.1, confirm_checks=1), None, "cam", "hash")
+    for i in range(10):
+        assert guard.observe(blank if i == 0 else busy, i * 0.2) is None
+    assert guard.state == "ok"
+    guard = ViewGuard(ViewGuardConfig(check_interval_s=0.1, confirm_checks=1), None, "cam", "hash")
+    guard.observe(busy, 0.0)
+    for i in range(1, 10):
+        assert guard.observe(np.zeros_like(busy), i * 0.2) is None  # the lights went out
+    assert guard.state == "ok"
