@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -156,6 +157,8 @@ class ViewGuard:
     """Reference -> current zones transform in force (None: the zones as drawn)."""
     changes: deque[ViewChange] = field(default_factory=lambda: deque(maxlen=20))
     counts: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    """Guards what :meth:`status` reads (the metrics scrape and the console read it from other threads)."""
     _ref: _Reference | None = None
     _next_check: float = float("-inf")
     _streak: tuple[State, int] = ("ok", 0)
@@ -263,17 +266,19 @@ class ViewGuard:
             "moved": f"the view no longer matches the zones' reference ({reg.inliers} of {reg.matches} features "
                      f"agree, shift {reg.shift:.0%}); rules paused",
         }[reg.verdict]
-        self.changes.appendleft(ViewChange(ts=ts, state=reg.verdict, message=message))
-        self.counts[reg.verdict] = self.counts.get(reg.verdict, 0) + 1
+        with self._lock:
+            self.changes.appendleft(ViewChange(ts=ts, state=reg.verdict, message=message))
+            self.counts[reg.verdict] = self.counts.get(reg.verdict, 0) + 1
         level = logging.WARNING if reg.verdict == "moved" or before == "moved" else logging.INFO
         log.log(level, "camera %s: view %s -> %s: %s", self.camera_id, before, reg.verdict, message)
         return reg.verdict
 
     def status(self) -> ViewStatus:
-        reg = self.last
+        reg, ref = self.last, self._ref
+        with self._lock:
+            changes, counts = list(self.changes), dict(self.counts)
         return ViewStatus(
             state=self.state, since=self.since, shift=round(reg.shift, 4) if reg else None,
             inliers=reg.inliers if reg else None, matches=reg.matches if reg else None,
-            reference_taken_at=self._ref.taken_at if self._ref else None,
-            changes=list(self.changes), changes_by_state=dict(self.counts),
+            reference_taken_at=ref.taken_at if ref else None, changes=changes, changes_by_state=counts,
         )
