@@ -215,3 +215,33 @@ def test_a_view_without_texture_is_never_called_moved(tmp_path: Path) -> None:
     for i in range(1, 10):
         assert guard.observe(np.zeros_like(busy), i * 0.2) is None  # the lights went out
     assert guard.state == "ok"
+
+
+
+def _night(img: np.ndarray, t: float, rng: np.random.Generator) -> np.ndarray:
+    """The view as the evening falls (t: 0 day .. 1 night): the light drops to a twentieth outside three lamp
+    pools, the shadows deepen (gamma), the sensor noise rises."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    pools = sum(np.exp(-((xx - cx * w) ** 2 + (yy - cy * h) ** 2) / (2 * (0.12 * w) ** 2))
+                for cx, cy in ((0.2, 0.3), (0.6, 0.5), (0.85, 0.2)))
+    gain = (1 - t) + t * (0.05 + 0.9 * np.clip(pools, 0, 1))
+    lit = (img.astype(np.float32) / 255) ** (1 + 1.5 * t) * gain[..., None] * 255
+    return np.clip(lit + rng.normal(0, 1 + 4 * t, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_nightfall_is_not_a_moved_camera_but_another_street_at_night_is(media_dir: Path) -> None:
+    """Checked every 30 s through the evening, the lot stays "ok" (its rules go on at night); the same night on
+    another street is a moved camera."""
+    from nonsite.config.edge import ViewGuardConfig
+    from nonsite.pipeline.viewguard import ViewGuard
+
+    rng = np.random.default_rng(1)
+    home = _frames(media_dir / PARKING, 1)[0]
+    other = _frames(media_dir / HIGHWAY, 1)[0]
+    guard = ViewGuard(ViewGuardConfig(check_interval_s=30), None, "cam", "hash")
+    guard.observe(home, 0.0)
+    changes = [guard.observe(_night(home, t, rng), 30.0 * (i + 1)) for i, t in enumerate(np.linspace(0, 1, 40))]
+    assert [c for c in changes if c is not None] == [] and guard.state == "ok"
+    later = [guard.observe(_night(other, 1.0, rng), 30.0 * (41 + i)) for i in range(3)]
+    assert "moved" in later and guard.state == "moved"
