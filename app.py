@@ -9,6 +9,7 @@ Same code path everywhere: the sealer and drafter are bus consumers in both mode
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
-from nonsite.config import NonsiteConfig
+from nonsite.config import ConfigError, NonsiteConfig
+from nonsite.config.files import private_data_dir
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -106,7 +108,7 @@ class Embedded:
 
         self.cfg = cfg
         self.data = Path(cfg.data_dir)
-        self.data.mkdir(parents=True, exist_ok=True)
+        private_data_dir(self.data)
         self.store = open_store(cfg.evidence, self.data)
         self.bus = open_bus(cfg.bus, self.data)
         # The edge writes through the spool when the store is remote (S3): see evidence/spool.py.
@@ -217,8 +219,22 @@ def console_app(
         language=cfg.console.language, public_key_pem=public_pem, auth=CasesDirectory(sessions),
         session_secret=session_secret(keys / "console-session.key"), documents=documents,
         cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
+        secure_cookies=cfg.console.cookies_secure(), metrics_token=_metrics_token(cfg),
     )
     return app, password
+
+
+def _metrics_token(cfg: NonsiteConfig) -> str | None:
+    """The token of ``console.metrics_token_env`` (None when not configured); a missing or short one is an error."""
+    name = cfg.console.metrics_token_env
+    if not name:
+        return None
+    token = os.environ.get(name, "").strip()
+    if len(token) < 16:
+        raise ConfigError(f"console.metrics_token_env: the environment variable {name} is "
+                          f"{'too short' if token else 'not set'}; set it to a random token of at least 16 "
+                          "characters (e.g. openssl rand -hex 24), the one Prometheus sends")
+    return token
 
 
 def _document_verify(store: Store, key: Callable[[], bytes | None]) -> Callable[[Case], VerifyResult | None]:
@@ -364,7 +380,7 @@ def _open_edge_side(cfg: NonsiteConfig, role: str, ops: RoleOps | None) -> _Edge
     from nonsite.ops.health import broker_check, store_check
 
     data = Path(cfg.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data)
     store = open_store(cfg.evidence, data)
     bus = open_bus(cfg.bus, data, role=role)
     side = _EdgeSide(store, bus, _edge_evidence(cfg, data, store, bus))
@@ -469,7 +485,7 @@ def run_sealer_role(
     from nonsite.evidence.store import StoreError
 
     data = Path(cfg.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data)
     store = open_store(cfg.evidence, data)
     signer = Signer.load_or_create(signing_key_path(cfg.evidence, data))
     bus = open_bus(cfg.bus, data, role="sealer")
@@ -507,7 +523,7 @@ def run_drafter_role(
     from nonsite.cases.outbox import run_outbox_relay
 
     data = Path(cfg.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data)
     db_url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
     if sessions is None:
         sessions = open_db(db_url)
@@ -625,7 +641,7 @@ def run_console_role(
     from nonsite.evidence.keys import public_key_pem
 
     data = Path(cfg.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data)
     store = open_store(cfg.evidence, data)
     db_url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
     sessions = open_db(db_url)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from nonsite.bus.base import Message
+from nonsite.config.files import private_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -26,7 +27,7 @@ CREATE TABLE IF NOT EXISTS commits (
 class EmbeddedBus:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # 0600 in a 0700 folder, before SQLite creates it (its WAL files follow)
         self._local = threading.local()
         self._closed = False
         with self._conn() as c:

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nonsite.config.files import PRIVATE_FILE_MODE, private_dir, private_file
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
   id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
@@ -43,11 +45,11 @@ class Outbox:
 
     def __init__(self, directory: str | os.PathLike[str], name: str) -> None:
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        private_dir(d)
         self._lock_fd = -1
         for slot in range(_MAX_SLOTS):
             stem = name if slot == 0 else f"{name}-{slot}"
-            fd = os.open(d / f"{stem}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(d / f"{stem}.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -62,7 +64,7 @@ class Outbox:
                 "give this process its own data directory"
             )
         self._mutex = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(private_file(self.path), timeout=30, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)

@@ -9,9 +9,11 @@ A new API token is printed once, on standard output, and never stored in the cle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -188,58 +190,74 @@ def cmd_document(a: argparse.Namespace) -> int:
 # --- users and tokens ---------------------------------------------------------------------------------------
 
 
-def cmd_users_add(a: argparse.Namespace) -> int:
-    from nonsite.cases.users import UserError, create_user
+@contextlib.contextmanager
+def _user_db(a: argparse.Namespace) -> Iterator[Any]:
+    """The case database for a users/tokens command: a :class:`UserError` becomes a one-line CLI error."""
+    from nonsite.cases.users import UserError
 
-    password = _read_password(confirm=True)
     sf = _sessions(a)
     try:
-        user = create_user(sf, a.username, password, a.role, a.display_name or "")
+        yield sf
     except UserError as exc:
         raise CasesCliError(str(exc)) from None
     finally:
         sf.kw["bind"].dispose()
+
+
+def cmd_users_add(a: argparse.Namespace) -> int:
+    from nonsite.cases.users import create_user
+
+    password = _read_password(confirm=True)
+    with _user_db(a) as sf:
+        user = create_user(sf, a.username, password, a.role, a.display_name or "")
     print(f"added user {user.username} ({user.role})")
     return 0
 
 
 def cmd_users_passwd(a: argparse.Namespace) -> int:
-    from nonsite.cases.users import UserError, set_password
+    from nonsite.cases.users import set_password
 
     password = _read_password(confirm=True)
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         set_password(sf, a.username, password)
-    except UserError as exc:
-        raise CasesCliError(str(exc)) from None
-    finally:
-        sf.kw["bind"].dispose()
     print(f"changed the password of {a.username}")
     return 0
 
 
 def cmd_users_active(a: argparse.Namespace) -> int:
-    from nonsite.cases.users import UserError, set_active
+    from nonsite.cases.users import set_active
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         set_active(sf, a.username, a.active)
-    except UserError as exc:
-        raise CasesCliError(str(exc)) from None
-    finally:
-        sf.kw["bind"].dispose()
     print(f"{'enabled' if a.active else 'disabled'} {a.username}")
+    return 0
+
+
+def cmd_users_unlock(a: argparse.Namespace) -> int:
+    from nonsite.cases.users import unlock
+
+    with _user_db(a) as sf:
+        unlock(sf, a.username)
+    print(f"unlocked {a.username}: the console forgets its failed logins (within a login attempt)")
+    return 0
+
+
+def cmd_users_logout(a: argparse.Namespace) -> int:
+    from nonsite.cases.users import UserError, end_user_sessions, get_user
+
+    with _user_db(a) as sf:
+        if get_user(sf, a.username) is None:
+            raise UserError(f"no user {a.username!r}; list them with `nonsite users list`")
+        n = end_user_sessions(sf, a.username, "revoked")
+    print(f"ended {n} console session(s) of {a.username}")
     return 0
 
 
 def cmd_users_list(a: argparse.Namespace) -> int:
     from nonsite.cases.users import list_users
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         users = list_users(sf)
-    finally:
-        sf.kw["bind"].dispose()
     for u in users:
         last = u.last_login_at.isoformat(timespec="seconds") if u.last_login_at else "never"
         print(f"{u.username}\t{u.role}\t{'active' if u.active else 'disabled'}\tlast login {last}\t{u.display_name}")
@@ -247,19 +265,19 @@ def cmd_users_list(a: argparse.Namespace) -> int:
 
 
 def cmd_token_create(a: argparse.Namespace) -> int:
-    from nonsite.cases.users import UserError, create_token
+    from nonsite.cases.users import MAX_TOKEN_DAYS, UserError, create_token, get_user
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
+        if a.expires_days is not None and not 1 <= a.expires_days <= MAX_TOKEN_DAYS:
+            raise UserError(f"--expires-days {a.expires_days} is out of range; use 1 to {MAX_TOKEN_DAYS}")
+        owner = get_user(sf, a.user) if a.user else None
         plaintext, record = create_token(
-            sf, a.name, role=a.role, scopes=a.scope or ["cases:read"], created_by=getpass.getuser(),
+            sf, a.name, role=a.role or (owner.role if owner is not None else "operator"),
+            scopes=a.scope or ["cases:read"], created_by=getpass.getuser(), owner=a.user,
             expires_in=timedelta(days=a.expires_days) if a.expires_days else None,
         )
-    except UserError as exc:
-        raise CasesCliError(str(exc)) from None
-    finally:
-        sf.kw["bind"].dispose()
-    print(f"token {record.name} ({record.role}; {', '.join(record.scopes)}) - shown once, store it now:",
+    acts_for = f"; acts for {record.owner}" if record.owner else ""
+    print(f"token {record.name} ({record.role}; {', '.join(record.scopes)}{acts_for}) - shown once, store it now:",
           file=sys.stderr)
     print(plaintext)
     return 0
@@ -268,11 +286,8 @@ def cmd_token_create(a: argparse.Namespace) -> int:
 def cmd_token_list(a: argparse.Namespace) -> int:
     from nonsite.cases.users import list_tokens
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         tokens = list_tokens(sf, include_revoked=a.all)
-    finally:
-        sf.kw["bind"].dispose()
     for t in tokens:
         state = "revoked" if t.revoked_at else (f"expires {t.expires_at.isoformat(timespec='seconds')}"
                                                  if t.expires_at else "no expiry")
@@ -282,15 +297,10 @@ def cmd_token_list(a: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(a: argparse.Namespace) -> int:
-    from nonsite.cases.users import UserError, revoke_token
+    from nonsite.cases.users import revoke_token
 
-    sf = _sessions(a)
-    try:
+    with _user_db(a) as sf:
         revoke_token(sf, a.name)
-    except UserError as exc:
-        raise CasesCliError(str(exc)) from None
-    finally:
-        sf.kw["bind"].dispose()
     print(f"revoked token {a.name}")
     return 0
 
@@ -306,7 +316,7 @@ def _db_args(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: Any) -> None:
     """Register ``cases`` and ``users`` on the main parser's subcommands."""
-    from nonsite.cases.users import SCOPES
+    from nonsite.cases.users import SCOPE_HELP, SCOPES
     from nonsite.cases.workflow import Role
 
     roles = [r.value for r in Role]
@@ -349,18 +359,33 @@ def add_parsers(sub: Any) -> None:
         _db_args(ud)
         ud.add_argument("username")
         ud.set_defaults(fn=cmd_users_active, active=active)
+    uu = u.add_parser("unlock", help="clear a user's failed logins (after too many wrong passwords)")
+    _db_args(uu)
+    uu.add_argument("username")
+    uu.set_defaults(fn=cmd_users_unlock)
+    uo = u.add_parser("logout", help="end every console session of a user (everywhere, at once)")
+    _db_args(uo)
+    uo.add_argument("username")
+    uo.set_defaults(fn=cmd_users_logout)
     ul = u.add_parser("list", help="list users")
     _db_args(ul)
     ul.set_defaults(fn=cmd_users_list)
 
     t = u.add_parser("token", help="API tokens for integrators").add_subparsers(dest="token_cmd", required=True)
-    tc = t.add_parser("create", help="create a token (printed once)")
+    scopes_help = "; ".join(f"{name}: {what}" for name, what in SCOPE_HELP.items())
+    tc = t.add_parser("create", help="create a token (printed once)",
+                      description="An API token for an integrator, printed once. A token is limited by its role "
+                      "AND its scopes: " + scopes_help + ".")
     _db_args(tc)
     tc.add_argument("--name", required=True, help="name of the token (the audit trail shows token:NAME)")
-    tc.add_argument("--role", choices=roles, default="operator", help="role the token acts with")
-    tc.add_argument("--scope", action="append", choices=list(SCOPES),
-                    help="a scope (repeatable; default cases:read)")
-    tc.add_argument("--expires-days", type=int, help="lifetime in days (default: until revoked)")
+    tc.add_argument("--user", help="the console user the token acts for: its actions count as theirs (one "
+                    "person in the four-eyes rule), it stops when they are disabled; required for a reviewer or "
+                    "admin token with cases:write; default: the token is its own identity")
+    tc.add_argument("--role", choices=roles, help="role the token acts with (default: the --user's role, else "
+                    "operator; a user's token may not exceed their role)")
+    tc.add_argument("--scope", action="append", choices=list(SCOPES), metavar="SCOPE",
+                    help="what the token may do (repeatable; default cases:read): " + ", ".join(SCOPES))
+    tc.add_argument("--expires-days", type=int, help="lifetime in days, 1 to 3650 (default: until revoked)")
     tc.set_defaults(fn=cmd_token_create)
     tl = t.add_parser("list", help="list tokens (never their secret)")
     _db_args(tl)

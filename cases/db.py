@@ -41,6 +41,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from nonsite.config.files import private_file
 from nonsite.config.loader import ConfigError
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "CaseLink",
     "CaseSequence",
     "CaseStatus",
+    "ConsoleSession",
     "DatabaseSchemaError",
     "OutboxMessage",
     "User",
@@ -208,6 +210,11 @@ class AuditEntry(Base):
     before_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     after_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Added by migration 0003_note_columns: structured fields, never parsed from the note's text.
+    team: Mapped[str | None] = mapped_column(String(256), nullable=True, comment="Team a dispatch went to")
+    photos: Mapped[list[str] | None] = mapped_column(
+        JSON, nullable=True, comment="sha256 of each feedback photo of a rectification"
+    )
 
     case: Mapped[Case] = relationship(back_populates="audit", viewonly=True)
 
@@ -239,6 +246,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     password_changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    unlocked_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="When an admin last cleared the user's failed logins")
+    """When an admin last cleared the user's failed logins (``nonsite users unlock``)."""
 
     def __repr__(self) -> str:
         return f"User({self.username!r}, {self.role!r}{'' if self.active else ', inactive'})"
@@ -260,6 +270,10 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    owner: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, comment="The console user the token acts for (four-eyes counts them as one "
+        "person); null: the token is its own identity")
+    """The console user the token acts for (its actions are that person's); None: its own identity."""
 
     @property
     def actor(self) -> str:
@@ -268,6 +282,23 @@ class ApiToken(Base):
 
     def __repr__(self) -> str:
         return f"ApiToken({self.name!r}, {self.role!r}, {self.scopes!r})"
+
+
+class ConsoleSession(Base):
+    """A logged-in console session; the cookie carries its id, only the id's sha256 is stored here."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sid_hash: Mapped[str] = mapped_column(
+        String(64), unique=True, comment="hex sha256 of the session id in the cookie (the id itself is never stored)")
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(String(64), default="", comment="Client address at login")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    end_reason: Mapped[str] = mapped_column(String(32), default="", server_default="",
+                                            comment="logout | password_changed | disabled | revoked")
 
 
 class CaseSequence(Base):
@@ -425,8 +456,8 @@ def open_db(url: str, *, upgrade: bool = True) -> sessionmaker[Session]:
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         else:
             folder = Path(database).expanduser().resolve().parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
+            try:  # 0600 in a 0700 folder, before SQLite creates it (its WAL and journal files follow)
+                private_file(Path(database).expanduser().resolve())
             except OSError as exc:
                 raise ValueError(
                     f"cannot create the folder {folder} of the case database ({exc.strerror}); "

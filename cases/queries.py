@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, false, func, or_, select
@@ -24,8 +25,11 @@ __all__ = [
     "QUEUES",
     "CaseFilter",
     "CasePage",
+    "FILTER_PARAMS",
     "LinkedCase",
+    "ParsedFilter",
     "audit_trail",
+    "audit_trails",
     "camera_choices",
     "count_by_disposition",
     "count_by_status",
@@ -36,6 +40,8 @@ __all__ = [
     "known_types",
     "linked_cases",
     "neighbours",
+    "parse_params",
+    "oldest_first",
     "queue_filter",
     "queues_for",
     "search_cases",
@@ -100,13 +106,15 @@ class CaseFilter:
         if self.text and self.text.strip():
             t = self.text.strip()
             plate = normalise_plate(t) or t
+            # Case-insensitive on every database (SQLite's LIKE is, PostgreSQL's is not); the plate is
+            # compared normalised, like the drafter stores it in ``offender_plate``.
             conds.append(or_(
-                Case.number.contains(t.upper(), autoescape=True),
+                Case.number.icontains(t, autoescape=True),
                 Case.offender_plate.contains(plate, autoescape=True),
-                Case.camera_id.contains(t, autoescape=True),
-                Case.camera_name.contains(t, autoescape=True),
-                Case.zone_name.contains(t, autoescape=True),
-                Case.address.contains(t, autoescape=True),
+                Case.camera_id.icontains(t, autoescape=True),
+                Case.camera_name.icontains(t, autoescape=True),
+                Case.zone_name.icontains(t, autoescape=True),
+                Case.address.icontains(t, autoescape=True),
                 Case.event_id == t,
             ))
         if self.repeats_only:
@@ -216,6 +224,23 @@ def audit_trail(session: Session, case: Case | int) -> list[AuditEntry]:
     return list(session.scalars(select(AuditEntry).where(AuditEntry.case_id == cid).order_by(AuditEntry.id)))
 
 
+def audit_trails(session: Session, cases: Iterable[Case | int]) -> dict[int, list[AuditEntry]]:
+    """The audit entries of several cases at once, by case id, each oldest first (a case with none: [])."""
+    ids = [c if isinstance(c, int) else c.id for c in cases]
+    out: dict[int, list[AuditEntry]] = {i: [] for i in ids}
+    if ids:
+        for entry in session.scalars(select(AuditEntry).where(AuditEntry.case_id.in_(ids)).order_by(AuditEntry.id)):
+            out[entry.case_id].append(entry)
+    return out
+
+
+def oldest_first(session: Session, status: CaseStatus, limit: int) -> list[Case]:
+    """Cases in ``status`` in the order they got there (a work list: first in, first out)."""
+    rows = session.scalars(select(Case).where(Case.status == status)
+                           .order_by(Case.updated_at.asc(), Case.id.asc()).limit(limit)).all()
+    return list(rows)
+
+
 def linked_cases(session: Session, case: Case | int) -> list[LinkedCase]:
     """Cases linked to this one in either direction, newest first, with the kinds of link."""
     cid = case if isinstance(case, int) else case.id
@@ -249,49 +274,140 @@ def camera_choices(session: Session) -> list[tuple[str, str, int]]:
     return [(cid, name or "", int(n)) for cid, name, n in rows]
 
 
-def filter_from_params(params: Mapping[str, Any] | Iterable[tuple[str, str]], tz: str = "Asia/Shanghai") -> CaseFilter:
-    """A :class:`CaseFilter` from query parameters (``status``, ``type``, ``camera``, ``disposition`` — each
-    repeatable or comma-separated — ``from``/``to`` as YYYY-MM-DD on the city's clock, ``number``, ``plate``,
-    ``q``, ``repeats``). Raises ValueError naming the bad parameter."""
+#: The query parameters :func:`parse_params` reads (others, such as ``page`` or ``lang``, are not its business).
+FILTER_PARAMS = ("status", "type", "camera", "disposition", "from", "to", "date", "number", "plate", "q", "repeats")
+_MAX_ID = 128
+_MAX_TEXT = 200
+_TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ParsedFilter:
+    """A :class:`CaseFilter` read from query parameters, the parameters it took and those it ignored."""
+
+    filter: CaseFilter = field(default_factory=CaseFilter)
+    raw: tuple[tuple[str, str], ...] = ()
+    """The accepted parameters as given (to carry into links that keep the filter)."""
+    problems: tuple[tuple[str, str], ...] = ()
+    """``(parameter, message)`` of each value that was ignored, the message saying what to write instead."""
+
+    def query(self) -> str:
+        """``?status=...&type=...`` for links that keep the filter (empty when there is none)."""
+        qs = urlencode([(k, v) for k, v in self.raw if v])
+        return f"?{qs}" if qs else ""
+
+
+def _instant(key: str, value: str, zone: ZoneInfo, end_of_day: bool) -> datetime:
+    """``2026-11-21`` (the whole day; ``to`` includes it), ``2026-11-21T19:00`` on the city's clock, or ISO 8601
+    with an offset; as UTC."""
+    text = value.replace(" ", "T", 1)
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time())
+        else:
+            moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{key} {value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (city time)") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=zone)).astimezone(UTC)
+
+
+def parse_params(params: Mapping[str, Any] | Iterable[tuple[str, Any]],
+                 tz: str | ZoneInfo = "Asia/Shanghai") -> ParsedFilter:
+    """The case filter in query parameters, leniently: a bad value is left out and named in ``problems``.
+
+    ``status``, ``type``, ``camera``, ``disposition``: repeatable or comma-separated; ``from`` / ``to``: a day
+    (``to`` includes it) or a time on the city's clock ``tz``, or ISO 8601 with an offset; ``date``: one day;
+    ``number``, ``plate`` (compared normalised), ``q`` (number, plate, camera, zone or address): text;
+    ``repeats``: 1/true/yes/on for repeat offences only. Text with control characters or too long is refused.
+    """
+    zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
     items = list(params.items()) if isinstance(params, Mapping) else list(params)
-    multi: dict[str, list[str]] = {}
-    for k, v in items:
-        values = v if isinstance(v, list | tuple) else [v]
-        for one in values:
-            multi.setdefault(k, []).extend(x.strip() for x in str(one).split(",") if x.strip())
+    given: dict[str, list[str]] = {}
+    for key, value in items:
+        if key in FILTER_PARAMS:
+            for one in value if isinstance(value, list | tuple) else [value]:
+                given.setdefault(key, []).append(str(one).strip())
+    raw: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = []
 
-    def one(key: str) -> str | None:
-        vals = multi.get(key) or []
-        return vals[-1] if vals else None
+    def plain(key: str, value: str, limit: int) -> bool:
+        if len(value) > limit:
+            problems.append((key, f"{key} is longer than {limit} characters" if key != "q"
+                             else f"the search text is longer than {limit} characters"))
+        elif any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            problems.append((key, f"{key} contains control characters; type plain text"))
+        else:
+            return True
+        return False
 
-    statuses: list[CaseStatus] = []
-    for s in multi.get("status", []):
+    def listed(key: str, check: Any = None) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for value in given.get(key, []):
+            kept = []
+            for item in (x.strip() for x in value.split(",")):
+                if not item or not plain(key, item, _MAX_ID):
+                    continue
+                try:
+                    out.append(check(item) if check else item)
+                    kept.append(item)
+                except ValueError as exc:
+                    problems.append((key, str(exc)))
+            if kept:
+                raw.append((key, ",".join(kept)))
+        return tuple(out)
+
+    def one(key: str, limit: int = _MAX_ID) -> str | None:
+        value = (given.get(key) or [""])[-1]
+        if value and plain(key, value, limit):
+            raw.append((key, value))
+            return value
+        return None
+
+    def status(value: str) -> CaseStatus:
         try:
-            statuses.append(CaseStatus(s))
+            return CaseStatus(value)
         except ValueError:
-            raise ValueError(f"status {s!r} is not one of {', '.join(x.value for x in CaseStatus)}") from None
-    dispositions = multi.get("disposition", [])
-    for d in dispositions:
-        if d not in DISPOSITIONS:
-            raise ValueError(f"disposition {d!r} is not one of {', '.join(DISPOSITIONS)}")
+            raise ValueError(f"status {value!r} is not one of {', '.join(x.value for x in CaseStatus)}") from None
 
-    def day(key: str) -> date | None:
-        v = one(key)
-        if v is None:
-            return None
+    def disposition(value: str) -> str:
+        if value not in DISPOSITIONS:
+            raise ValueError(f"disposition {value!r} is not one of {', '.join(DISPOSITIONS)}")
+        return value
+
+    statuses, dispositions = listed("status", status), listed("disposition", disposition)
+    types, cameras = listed("type"), listed("camera")
+    since = until = None
+    for key in ("from", "to", "date"):
+        value = (given.get(key) or [""])[-1]
+        if not value:
+            continue
         try:
-            return date.fromisoformat(v)
-        except ValueError:
-            raise ValueError(f"{key} {v!r} is not a date; use YYYY-MM-DD") from None
+            if key == "date":
+                if len(value) != 10:
+                    raise ValueError(f"date {value!r} is not a day; use YYYY-MM-DD (city time)")
+                since, until = _instant(key, value, zone, False), _instant(key, value, zone, True)
+            elif key == "from":
+                since = _instant(key, value, zone, False)
+            else:
+                end = _instant(key, value, zone, True)
+                if since is not None and end <= since:
+                    raise ValueError(f"to {value!r} is before from {given['from'][-1]!r}; swap them")
+                until = end
+            raw.append((key, value))
+        except ValueError as exc:
+            problems.append((key, str(exc)))
+    number, plate, text = one("number"), one("plate"), one("q", _MAX_TEXT)
+    repeats = (one("repeats") or "").lower() in _TRUE
+    flt = CaseFilter(statuses=statuses, types=types, camera_ids=cameras, dispositions=dispositions, since=since,
+                     until=until, number=number, plate=plate, text=text, repeats_only=repeats)
+    return ParsedFilter(flt, tuple(raw), tuple(problems))
 
-    start, end = day("from"), day("to")
-    if start and end and end < start:
-        raise ValueError(f"to {end} is before from {start}; swap them")
-    since = day_range(start, tz=tz)[0] if start else None
-    until = day_range(end, tz=tz)[1] if end else None
-    repeats = (one("repeats") or "").lower() in ("1", "true", "yes", "on")
-    return CaseFilter(
-        statuses=tuple(statuses), types=tuple(multi.get("type", [])), camera_ids=tuple(multi.get("camera", [])),
-        dispositions=tuple(dispositions), since=since, until=until, number=one("number"), plate=one("plate"),
-        text=one("q"), repeats_only=repeats,
-    )
+
+def filter_from_params(params: Mapping[str, Any] | Iterable[tuple[str, Any]],
+                       tz: str | ZoneInfo = "Asia/Shanghai") -> CaseFilter:
+    """:func:`parse_params`, strictly: ValueError naming the first bad parameter (for scripts and the CLI)."""
+    parsed = parse_params(params, tz)
+    if parsed.problems:
+        raise ValueError(parsed.problems[0][1])
+    return parsed.filter

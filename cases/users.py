@@ -4,7 +4,11 @@ Passwords are hashed with argon2id (argon2-cffi; parameters upgraded on the next
 the library's defaults grow). API tokens are 256-bit random strings shown once at creation; only their
 sha256 is stored (a token has the entropy a password lacks, so a fast hash is enough and lookups are
 direct). A token acts with a role (the same permission table as users) and carries scopes that the console
-checks per endpoint. Nothing here logs a password or a token.
+checks per endpoint. A token may act for a console user (its ``owner``): what it does counts as that
+person's (the four-eyes rule of the workflow), it stops working when the owner is disabled, and its role may
+not exceed the owner's. Logged-in console sessions live here too (:func:`start_session`): logout, a password
+change and disabling a user end them for good, whatever process or restart comes next. Nothing here logs a
+password or a token.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nonsite.cases.db import ApiToken, User, utcnow, write_session
-from nonsite.cases.workflow import Role, WorkflowError, parse_role
+from nonsite.cases.db import ApiToken, ConsoleSession, User, utcnow, write_session
+from nonsite.cases.workflow import PERMISSIONS, REVIEW_ACTIONS, Role, WorkflowError, parse_role
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
@@ -35,6 +39,8 @@ __all__ = [
     "UserError",
     "authenticate",
     "create_token",
+    "end_session",
+    "end_user_sessions",
     "create_user",
     "get_user",
     "list_tokens",
@@ -43,13 +49,26 @@ __all__ = [
     "set_active",
     "set_password",
     "set_role",
+    "session_active",
+    "start_session",
+    "unlock",
     "verify_token",
 ]
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
-#: Scopes an API token may carry (the console maps its endpoints onto these).
-SCOPES: tuple[str, ...] = ("cases:read", "cases:write", "evidence:read", "cameras:read", "cameras:write")
+#: Scopes an API token may carry, with what each allows (the console's route table maps every endpoint onto one).
+SCOPE_HELP: dict[str, str] = {
+    "cases:read": "list, read and follow cases (/api/cases, /api/events, case pages and documents)",
+    "cases:write": "apply case actions and record feedback (POST /api/cases/{number}/...)",
+    "evidence:read": "download evidence files (/evidence/...)",
+    "cameras:read": "camera health and snapshots (/api/cameras)",
+    "cameras:write": "change a camera's zones (PUT /api/cameras/{id}/zones)",
+    "metrics:read": "the detailed /metrics and /readyz (case counts, store and database detail)",
+}
+SCOPES: tuple[str, ...] = tuple(SCOPE_HELP)
+#: The longest token lifetime ``create_token`` accepts (ten years).
+MAX_TOKEN_DAYS = 3650
 #: Every token starts with this, so a leaked one is recognisable (and secret scanners can match it).
 TOKEN_PREFIX = "nst_"
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -130,6 +149,7 @@ def set_password(session_factory: sessionmaker[Session], username: str, password
         user = _load_user(session, username)
         user.password_hash = _hasher.hash(password)
         user.password_changed_at = utcnow()
+        _end_sessions(session, user.username, "password_changed")
     return user
 
 
@@ -145,10 +165,20 @@ def set_role(session_factory: sessionmaker[Session], username: str, role: Role |
 
 
 def set_active(session_factory: sessionmaker[Session], username: str, active: bool) -> User:
-    """Disable (or re-enable) a user: a disabled user cannot log in."""
+    """Disable (or re-enable) a user: a disabled user cannot log in, and their open sessions end."""
     with write_session(session_factory) as session:
         user = _load_user(session, username)
         user.active = bool(active)
+        if not active:
+            _end_sessions(session, user.username, "disabled")
+    return user
+
+
+def unlock(session_factory: sessionmaker[Session], username: str) -> User:
+    """Clear the user's failed logins: the console ignores failures before now (``nonsite users unlock``)."""
+    with write_session(session_factory) as session:
+        user = _load_user(session, username)
+        user.unlocked_at = utcnow()
     return user
 
 
@@ -206,8 +236,13 @@ def create_token(
     scopes: Sequence[str] = ("cases:read",),
     created_by: str = "",
     expires_in: timedelta | None = None,
+    owner: str | None = None,
 ) -> tuple[str, ApiToken]:
-    """A new API token: ``(plaintext, record)``. The plaintext is returned only here; store it safely."""
+    """A new API token: ``(plaintext, record)``. The plaintext is returned only here; store it safely.
+
+    ``owner`` is the console user the token acts for (its actions are theirs; the token's role may not exceed
+    theirs: the same role, or any role for an admin's token); without one the token is its own identity.
+    """
     tname = (name or "").strip()
     if not _TOKEN_NAME.match(tname):
         raise UserError(f"token name {name!r} is not allowed; use 1-64 letters, digits and . _ -")
@@ -216,13 +251,25 @@ def create_token(
     except WorkflowError as exc:
         raise UserError(str(exc)) from None
     scope_list = _check_scopes(scopes)
-    if expires_in is not None and expires_in <= timedelta(0):
-        raise UserError("a token's lifetime must be positive")
+    if expires_in is not None and not timedelta(0) < expires_in <= timedelta(days=MAX_TOKEN_DAYS):
+        raise UserError(f"a token's lifetime must be between 1 and {MAX_TOKEN_DAYS} days")
+    owner_name: str | None = None
+    if owner is not None:
+        user = get_user(session_factory, owner)
+        if user is None or not user.active:
+            raise UserError(f"no active user {owner!r} to own the token; add it with `nonsite users add`")
+        if not _role_within(r.value, user.role):
+            raise UserError(f"a token of {user.username} ({user.role}) cannot act as {r.value}; use --role "
+                            f"{user.role}")
+        owner_name = user.username
+    elif "cases:write" in scope_list and any(r in PERMISSIONS[a] for a in REVIEW_ACTIONS):
+        raise UserError(f"a {r.value} token with cases:write may approve or return cases, so it must act for a "
+                        "person: add --user USER (the four-eyes rule then counts its actions as theirs)")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     record = ApiToken(
         name=tname, token_hash=_token_hash(plaintext), prefix=plaintext[: len(TOKEN_PREFIX) + 6], role=r.value,
-        scopes=scope_list, created_by=created_by, created_at=now,
+        scopes=scope_list, created_by=created_by, created_at=now, owner=owner_name,
         expires_at=now + expires_in if expires_in is not None else None,
     )
     try:
@@ -247,6 +294,10 @@ def verify_token(session_factory: sessionmaker[Session], token: str, scope: str 
         return None
     if scope is not None and scope not in record.scopes:
         return None
+    if record.owner is not None:
+        owner = get_user(session_factory, record.owner)
+        if owner is None or not owner.active or not _role_within(record.role, owner.role):
+            return None  # the person it acts for is gone, disabled or no longer holds its role
     if record.last_used_at is None or now - record.last_used_at >= _LAST_USED_GRANULARITY:
         with write_session(session_factory) as session:
             row = session.get(ApiToken, record.id)
@@ -254,6 +305,11 @@ def verify_token(session_factory: sessionmaker[Session], token: str, scope: str 
                 row.last_used_at = now
                 record = row
     return record
+
+
+def _role_within(token_role: str, user_role: str) -> bool:
+    """Whether a token of a user with ``user_role`` may act as ``token_role`` (admins may issue any role)."""
+    return token_role == user_role or user_role == Role.ADMIN.value
 
 
 def list_tokens(session_factory: sessionmaker[Session], include_revoked: bool = False) -> list[ApiToken]:
@@ -277,3 +333,50 @@ def revoke_token(session_factory: sessionmaker[Session], name: str) -> ApiToken:
 
 def token_expired(record: ApiToken, now: datetime | None = None) -> bool:
     return record.expires_at is not None and record.expires_at <= (now or utcnow())
+
+
+# --- console sessions ----------------------------------------------------------------------------------------
+
+
+def _sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode("utf-8")).hexdigest()
+
+
+def start_session(session_factory: sessionmaker[Session], sid: str, username: str, expires_at: datetime,
+                  address: str = "") -> None:
+    """Record a logged-in session (the id's hash only); drops sessions that expired more than a day ago."""
+    now = utcnow()
+    with write_session(session_factory) as session:
+        session.query(ConsoleSession).filter(ConsoleSession.expires_at < now - timedelta(days=1)).delete()
+        session.add(ConsoleSession(sid_hash=_sid_hash(sid), username=username, address=address[:64],
+                                   created_at=now, expires_at=expires_at))
+
+
+def session_active(session_factory: sessionmaker[Session], sid: str, username: str) -> bool:
+    """Whether the session ``sid`` of ``username`` was started, has not ended and has not expired."""
+    with session_factory() as session:
+        row = session.scalar(select(ConsoleSession).where(ConsoleSession.sid_hash == _sid_hash(sid)))
+    return (row is not None and row.username == username and row.ended_at is None
+            and row.expires_at > utcnow())
+
+
+def end_session(session_factory: sessionmaker[Session], sid: str, reason: str = "logout") -> None:
+    with write_session(session_factory) as session:
+        row = session.scalar(select(ConsoleSession).where(ConsoleSession.sid_hash == _sid_hash(sid)))
+        if row is not None and row.ended_at is None:
+            row.ended_at, row.end_reason = utcnow(), reason
+
+
+def _end_sessions(session: Session, username: str, reason: str) -> int:
+    rows = list(session.scalars(select(ConsoleSession).where(ConsoleSession.username == username,
+                                                              ConsoleSession.ended_at.is_(None))))
+    now = utcnow()
+    for row in rows:
+        row.ended_at, row.end_reason = now, reason
+    return len(rows)
+
+
+def end_user_sessions(session_factory: sessionmaker[Session], username: str, reason: str = "revoked") -> int:
+    """End every open session of ``username`` (``nonsite users logout``); returns how many."""
+    with write_session(session_factory) as session:
+        return _end_sessions(session, (username or "").strip(), reason)

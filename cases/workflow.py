@@ -56,6 +56,7 @@ __all__ = [
     "dismiss",
     "dispatch",
     "parse_role",
+    "person_of",
     "rectify",
     "return_case",
 ]
@@ -179,11 +180,19 @@ def _load_for_update(session: Session, case_ref: int | str) -> Case:
     return case
 
 
+def person_of(entry: AuditEntry) -> str:
+    """The person accountable for an audit entry: the user a token acted for, else the actor."""
+    person = (entry.detail or {}).get("person")
+    return person if isinstance(person, str) and person else entry.actor
+
+
 def _last_confirmer(session: Session, case_id: int) -> str | None:
-    return session.scalar(
-        select(AuditEntry.actor).where(AuditEntry.case_id == case_id, AuditEntry.action == A.CONFIRM.value)
+    """The person who last confirmed the case (the user behind a token, not the token's name)."""
+    entry = session.scalar(
+        select(AuditEntry).where(AuditEntry.case_id == case_id, AuditEntry.action == A.CONFIRM.value)
         .order_by(AuditEntry.id.desc()).limit(1)
     )
+    return person_of(entry) if entry is not None else None
 
 
 def _attachment_records(attachments: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
@@ -208,8 +217,13 @@ def apply_action(
     note: str = "",
     assignee: str | None = None,
     attachments: Sequence[Mapping[str, Any]] | None = None,
+    person: str | None = None,
 ) -> Case:
     """Apply ``action`` to the case (its id, or its number as a string) on behalf of ``actor``.
+
+    ``person`` is the human accountable when ``actor`` is not one (an API token acting for its owner;
+    default: the actor). The four-eyes rule compares persons: whoever confirmed a case, through the browser
+    or any of their tokens, cannot approve or return it.
 
     ``role`` is the acting user's role, checked against :data:`PERMISSIONS` (the console and the API
     always pass it; ``None`` is for trusted internal callers such as the command line). ``reason`` is
@@ -229,6 +243,7 @@ def apply_action(
     actor = (actor or "").strip()
     if not actor:
         raise WorkflowError("an action needs an actor (the user who acts)")
+    person = (person or "").strip() or actor
     acting_role = parse_role(role) if role is not None else None
     if acting_role is not None and acting_role not in PERMISSIONS[act]:
         allowed = " or ".join(r.value for r in Role if r in PERMISSIONS[act])
@@ -263,9 +278,9 @@ def apply_action(
         after = TRANSITIONS[before].get(act)
         if after is None:
             raise InvalidTransition(case.number, before, act)
-        if act in REVIEW_ACTIONS and _last_confirmer(session, case.id) == actor:
+        if act in REVIEW_ACTIONS and _last_confirmer(session, case.id) == person:
             raise PermissionDenied(
-                f"{actor} confirmed case {case.number}, so another user must review it (evidence review and "
+                f"{person} confirmed case {case.number}, so another user must review it (evidence review and "
                 "legal review are done by two people)"
             )
         now = utcnow()
@@ -274,6 +289,8 @@ def apply_action(
         detail: dict[str, Any] = {}
         if acting_role is not None:
             detail["role"] = acting_role.value
+        if person != actor:
+            detail["person"] = person
         if note:
             detail["note"] = note
         if act is A.DISMISS:
@@ -290,6 +307,7 @@ def apply_action(
             AuditEntry(
                 case_id=case.id, at=now, actor=actor, action=act.value,
                 before_status=before.value, after_status=after.value, detail=detail,
+                team=detail.get("assignee") or None, photos=[f["sha256"] for f in files] or None,
             )
         )
         decision = CaseDecision(

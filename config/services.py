@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -192,3 +193,27 @@ class ConsoleConfig(Section):
     host: str = Field("127.0.0.1", description="Address the console listens on.")
     port: int = Field(8080, ge=0, le=65535, description="Port of the console (0 picks a free one).")
     language: Literal["zh", "en"] = Field("zh", description="Default console language.")
+    secure_cookies: bool | None = Field(
+        None,
+        description="Mark the session cookie Secure, so browsers send it over HTTPS only (put the console behind "
+        "TLS). Default: on when `host` is not a loopback address, off on loopback (127.0.0.1, ::1, localhost).",
+    )
+    metrics_token_env: str | None = Field(
+        None, pattern=r"^[A-Z_][A-Z0-9_]{0,127}$",
+        description="Name of an environment variable holding a bearer token that reads the detailed /metrics "
+        "and /readyz (what Prometheus sends: `authorization: {credentials_file: ...}`). Without it only an "
+        "admin's session or an API token with the scope metrics:read sees them; others get 401 from /metrics "
+        "and the bare status from /readyz.",
+    )
+
+    def cookies_secure(self) -> bool:
+        """``secure_cookies``, or its default for ``host``: Secure unless the console listens on loopback."""
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        host = self.host.strip().strip("[]").lower()
+        if host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:  # a host name: assume it is reachable from elsewhere
+            return True

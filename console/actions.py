@@ -6,11 +6,15 @@ with an HTTP status, a code, an English message for the API and a catalogue key 
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from nonsite.cases import (
     DISMISS_REASONS,
@@ -23,10 +27,9 @@ from nonsite.cases import (
     apply_action,
     case_by_number,
 )
+from nonsite.cases.attachments import AttachmentError, PreparedPhoto, prepare_photo, store_photo
 from nonsite.cases.workflow import TRANSITIONS, Action
 from nonsite.console.auth import ACTION_ROLES, Principal, Role
-from nonsite.console.notes import compose
-from nonsite.console.uploads import UploadRejected, reencode_photo
 from nonsite.console.views import ConsoleState
 from nonsite.evidence.store import StoreError
 
@@ -36,15 +39,10 @@ log = logging.getLogger(__name__)
 FORM_ACTIONS: tuple[str, ...] = ("confirm", "dismiss", "approve", "return", "dispatch", "close")
 MAX_NOTE = 2000
 MAX_PHOTOS = 5
-PHOTO_CONTENT_TYPE = "image/jpeg"
-
-
-def feedback_prefix(number: str) -> str:
-    return f"cases/{number}/feedback/"
-
-
-def feedback_key(number: str, sha256: str) -> str:
-    return f"{feedback_prefix(number)}{sha256}.jpg"
+#: Feedback uploads handled at once (each in a worker thread); more wait on the event loop, holding no thread.
+MAX_CONCURRENT_UPLOADS = 4
+#: HTTP status of each refused photo (:class:`~nonsite.cases.attachments.AttachmentError` codes).
+_PHOTO_STATUS = {"too_large": 413, "bad_case_number": 404}
 
 
 @dataclass
@@ -137,31 +135,29 @@ def perform(
     if act not in TRANSITIONS[case.status]:
         raise _invalid(InvalidTransition(case.number, case.status, act))
 
-    shas: list[str] = []
-    if photos:
-        encoded = []
-        for upload in photos:
-            try:
-                encoded.append(reencode_photo(upload.data, upload.filename))
-            except UploadRejected as exc:
-                raise ActionError(exc.status, exc.code, exc.message, f"error.{exc.code}",
-                                  {"filename": upload.filename}) from None
-        for data in encoded:
-            sha = hashlib.sha256(data).hexdigest()
-            try:
-                state.store.put(feedback_key(case.number, sha), data, PHOTO_CONTENT_TYPE)
-            except StoreError as exc:
-                log.warning("cannot store a feedback photo of case %s: %s", case.number, exc)
-                raise ActionError(503, "store_unavailable", "the evidence store cannot be written right now; "
-                                  "try again later", "error.store_unavailable") from None
-            if sha not in shas:
-                shas.append(sha)
-    try:
+    # Every photo is checked before any is stored: a refused one leaves nothing behind.
+    prepared: list[PreparedPhoto] = []
+    for upload in photos:
+        try:
+            prepared.append(prepare_photo(upload.data, upload.filename, max_bytes=state.max_upload_bytes))
+        except AttachmentError as exc:
+            raise _photo_error(exc, state.max_upload_bytes) from None
+    attachments: list[dict[str, Any]] = []
+    for photo in prepared:
+        if any(a["sha256"] == photo.sha256 for a in attachments):
+            continue
+        try:
+            attachments.append(store_photo(state.store, case.number, photo))
+        except AttachmentError as exc:
+            raise _photo_error(exc, state.max_upload_bytes) from None
+        except StoreError as exc:
+            log.warning("cannot store a feedback photo of case %s: %s", case.number, exc)
+            raise ActionError(503, "store_unavailable", "the evidence store cannot be written right now; "
+                              "try again later", "error.store_unavailable") from None
+    try:  # the team and the photos are recorded as fields of the audit entry; the note is only text
         return apply_action(
             state.session_factory, case.number, act, actor, role=principal.role, reason=reason,
-            note=compose(note, team=team, photos=shas), assignee=team,
-            attachments=[{"key": feedback_key(case.number, sha), "sha256": sha, "content_type": PHOTO_CONTENT_TYPE}
-                         for sha in shas] or None,
+            note=note, assignee=team, person=principal.person, attachments=attachments or None,
         )
     except CaseNotFound:
         raise _not_found(number) from None
@@ -173,6 +169,40 @@ def perform(
         raise ActionError(403, "forbidden", str(exc), "error.bad_request", {"message": str(exc)}) from None
     except WorkflowError as exc:
         raise ActionError(422, "bad_request", str(exc), "error.bad_request", {"message": str(exc)}) from None
+
+
+def _photo_error(exc: AttachmentError, limit: int) -> ActionError:
+    status = _PHOTO_STATUS.get(exc.code, 415)
+    key = {"empty": "bad_image", "bad_case_number": "case_not_found"}.get(exc.code, exc.code)
+    return ActionError(status, exc.code, exc.message, f"error.{key}",
+                       {"filename": exc.filename, "size": "", "limit": f"{limit / 1024 / 1024:.1f} MB"})
+
+
+_UPLOAD_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = \
+    weakref.WeakKeyDictionary()
+
+
+def _upload_limiter() -> anyio.CapacityLimiter:
+    loop = asyncio.get_running_loop()
+    limiter = _UPLOAD_LIMITERS.get(loop)
+    if limiter is None:
+        limiter = _UPLOAD_LIMITERS[loop] = anyio.CapacityLimiter(MAX_CONCURRENT_UPLOADS)
+    return limiter
+
+
+async def perform_upload(
+    state: ConsoleState, number: str, principal: Principal, actor: str, *, note: str, photos: Sequence[Upload],
+) -> Case:
+    """:func:`perform` ``rectify`` with photos from an ``async`` handler, in a worker thread.
+
+    Decoding, re-encoding, hashing and writing photos block for a while (seconds for a large PNG); on the
+    event loop they would stall every other request, ``/healthz`` included. At most
+    :data:`MAX_CONCURRENT_UPLOADS` run at once; the others wait without holding a thread.
+    """
+    def run() -> Case:
+        return perform(state, number, "rectify", principal, actor, note=note, photos=photos)
+
+    return await anyio.to_thread.run_sync(run, limiter=_upload_limiter())
 
 
 def _invalid(exc: InvalidTransition) -> ActionError:

@@ -10,25 +10,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from nonsite.cases import DISMISS_REASONS, Case, allowed_actions, case_by_number
-from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform
-from nonsite.console.auth import Principal, authorize, may
+from nonsite.cases.queries import audit_trail, search_cases
+from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform, perform_upload
+from nonsite.console.auth import Principal, access_of, authorize, may, still_authorized
 from nonsite.console.i18n import Translator, local_time
 from nonsite.console.live import Cursor, current_cursor, stream
-from nonsite.console.notes import parse
-from nonsite.console.pages import feedback_url, queue_row
+from nonsite.console.pages import note_fields, queue_row
 from nonsite.console.render import localized_error, resolve_lang
 from nonsite.console.views import (
-    audit_of,
     case_url,
     dwell_parts,
     evidence_files,
     evidence_url,
-    list_cases,
     parse_filter,
     plate_of,
     seal_status,
@@ -54,6 +53,9 @@ class MeOut(BaseModel):
     display_name: str
     role: str = Field(description="operator | reviewer | admin")
     via_token: bool = Field(description="Whether this request was authenticated by an API token.")
+    scopes: list[str] | None = Field(None, description="The API token's scopes; null for a browser session "
+                                     "(limited by its role only).")
+    acts_for: str | None = Field(None, description="The console user an API token acts for, if any.")
 
 
 class EvidenceOut(BaseModel):
@@ -72,7 +74,7 @@ class AuditOut(BaseModel):
     before_status: str | None
     after_status: str | None
     detail: dict[str, Any]
-    note: str = Field(description="The note without the console's tags.")
+    note: str = Field(description="The note as the user typed it (plain text; nothing in it is interpreted).")
     team: str | None = Field(description="The team a dispatch went to.")
     photos: list[str] = Field(description="URLs of the feedback photos of a rectify step.")
 
@@ -178,43 +180,70 @@ def _case_out(request: Request, case: Case, principal: Principal | None) -> dict
     }
 
 
+#: Answers every operation may give besides its own (access, unknown path parameters, bad input).
+COMMON_ERRORS: dict[str, str] = {
+    "400": "The request body cannot be parsed (e.g. a malformed multipart form)",
+    "401": "Not logged in / no valid API token",
+    "403": "The caller's role or the API token's scope does not allow this (or the CSRF token is wrong)",
+    "404": "Unknown case, camera or action",
+    "422": "Bad request (path, query or body)",
+}
+
+
+def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
+    """Declare :data:`COMMON_ERRORS` (``ErrorOut`` bodies) on every operation of ``spec`` that lacks them."""
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    for methods in spec.get("paths", {}).values():
+        for operation in methods.values():
+            responses = operation.setdefault("responses", {})
+            for code, description in COMMON_ERRORS.items():
+                responses.setdefault(code, {"description": description, "content": error_body})
+    return spec
+
+
 @router.get("/openapi.json", name="api_openapi", include_in_schema=False)
 def api_openapi(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.openapi())
+    return JSONResponse(document_errors(request.app.openapi()))
 
 
 @router.get("/me", name="api_me", response_model=MeOut, responses=_ERRORS, tags=["access"])
 def api_me(principal: Principal = Depends(authorize)) -> Any:
     """Who the caller is (check an API token with it)."""
     return {"username": principal.username, "display_name": principal.display_name, "role": principal.role,
-            "via_token": principal.via_token}
+            "via_token": principal.via_token, "acts_for": principal.owner,
+            "scopes": sorted(principal.scopes) if principal.scopes is not None else None}
 
 
 @router.get("/cases", name="api_cases", response_model=CaseListOut, responses=_ERRORS, tags=["cases"])
 def api_list_cases(
     request: Request,
     principal: Principal = Depends(authorize),
-    status: str = Query("", description="Only cases in this status."),
-    type_: str = Query("", alias="type", description="Only cases of this violation type."),
-    camera: str = Query("", description="Only cases of this camera id."),
+    status: str = Query("", description="Only cases in these statuses (comma-separated or repeated)."),
+    type_: str = Query("", alias="type", description="Only cases of these violation types."),
+    camera: str = Query("", description="Only cases of these camera ids."),
+    disposition: str = Query("", description="Only cases with these suggested dispositions "
+                             "(warning, penalty, dispatch, manual)."),
     from_: str = Query("", alias="from", description="Confirmed at or after (YYYY-MM-DD[THH:MM] city time, "
                        "or ISO 8601 with an offset)."),
     to: str = Query("", description="Confirmed before (same forms; a bare day includes the whole day)."),
     date: str = Query("", description="Confirmed on this day (YYYY-MM-DD, city time)."),
     q: str = Query("", description="Text in the number, plate, camera, zone or address."),
+    number: str = Query("", description="Part of the case number."),
+    plate: str = Query("", description="Part of the offender's plate (separators and case do not matter)."),
+    repeats: str = Query("", description="1: only repeat offences (cases linked to an earlier one)."),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10_000_000),
 ) -> Any:
     """Cases, newest first (by the time the violation was confirmed)."""
     state = state_of(request)
-    flt, problems = parse_filter(request.query_params, state.zone)
+    sel, problems = parse_filter(request.query_params, state.zone)
     if problems:
         param, message = problems[0]
         return err(request, 422, "bad_filter", "; ".join(m for _, m in problems), param=param)
     with state.session_factory() as session:
-        cases, total = list_cases(session, flt, limit, offset)
-    return {"total": total, "limit": limit, "offset": offset,
-            "items": [_case_out(request, c, principal) for c in cases]}
+        found = search_cases(session, sel.filter, limit=limit, offset=offset)
+    return {"total": found.total, "limit": limit, "offset": offset,
+            "items": [_case_out(request, c, principal) for c in found.items]}
 
 
 @router.get("/cases/{number}", name="api_case", response_model=CaseDetailOut, responses=_ERRORS, tags=["cases"])
@@ -226,7 +255,7 @@ def api_get_case(request: Request, number: str, principal: Principal = Depends(a
         if case is None:
             return err(request, 404, "not_found", f"no case {number}; list cases with GET /api/cases",
                        "error.case_not_found", {"number": number})
-        audit = audit_of(session, case)
+        audit = audit_trail(session, case)
     by_key = {f.key: f for f in evidence_files(case).values()}
     evidence = []
     for item in case.evidence:
@@ -243,11 +272,9 @@ def api_get_case(request: Request, number: str, principal: Principal = Depends(a
     audit_out = []
     for a in audit:
         detail = a.detail if isinstance(a.detail, dict) else {}
-        parts = parse(str(detail.get("note", "")))
         audit_out.append({
             "at": a.at, "actor": a.actor, "action": a.action, "before_status": a.before_status,
-            "after_status": a.after_status, "detail": detail, "note": parts.text, "team": parts.team,
-            "photos": [feedback_url(request, case.number, s) for s in parts.photos],
+            "after_status": a.after_status, "detail": detail, **note_fields(request, case.number, a),
         })
     return {
         **_case_out(request, case, principal),
@@ -279,8 +306,8 @@ async def api_feedback(
     state = state_of(request)
     uploads = [Upload(p.filename or "", await p.read()) for p in photos]
     try:
-        case = perform(state, number, "rectify", principal, state.actor_of(request), note=note,
-                       photos=[u for u in uploads if u.data or u.filename])
+        case = await perform_upload(state, number, principal, state.actor_of(request), note=note,
+                                    photos=[u for u in uploads if u.data or u.filename])
     except ActionError as exc:
         return _action_error(request, exc)
     return _case_out(request, case, principal)
@@ -320,20 +347,20 @@ async def api_events(
 ) -> Any:
     """Live updates of the alert queue, filtered like ``GET /api/cases`` (same query parameters)."""
     state = state_of(request)
-    flt, problems = parse_filter(request.query_params, state.zone)
+    sel, problems = parse_filter(request.query_params, state.zone)
     if problems:
         return err(request, 422, "bad_filter", "; ".join(m for _, m in problems))
     start = request.headers.get("last-event-id", "") or since  # a reconnecting browser resumes where it was
-    try:
-        if start:
-            cursor = Cursor.parse(start)
-        else:
-            with state.session_factory() as session:
-                cursor = current_cursor(session)
+    def now() -> Cursor:
+        with state.session_factory() as session:
+            return current_cursor(session)
+
+    try:  # the database is read in a worker thread: a busy database must not stall the event loop
+        cursor = Cursor.parse(start) if start else await anyio.to_thread.run_sync(now)
     except ValueError as exc:
         return err(request, 422, "bad_cursor", str(exc))
     t = Translator(resolve_lang(request, state)[0])
-    carry = flt.query()
+    carry = sel.query()
 
     def payload(case: Case, matches: bool) -> dict[str, Any]:
         row = queue_row(request, case, carry)
@@ -349,7 +376,8 @@ async def api_events(
         }
 
     return StreamingResponse(
-        stream(state.session_factory, flt, cursor, payload, state.live_poll_s),
+        stream(state.session_factory, sel.filter, cursor, payload, state.live_poll_s, alive=still_authorized(request),
+               recheck_s=access_of(request).recheck_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

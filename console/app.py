@@ -1,7 +1,8 @@
 """The operators' console: server-rendered pages, the JSON API and the evidence files, in one FastAPI app.
 
-Every route needs a logged-in user with the right role (:mod:`nonsite.console.auth`), except the login
-form, ``/healthz`` and ``/static``. Pages speak Simplified Chinese by default (``?lang=en`` switches and
+Every route needs a logged-in user with the right role, and an API token the route's scope
+(:mod:`nonsite.console.auth`), except the login form, ``/healthz``, ``/readyz`` (bare status) and
+``/static``. Pages speak Simplified Chinese by default (``?lang=en`` switches and
 sticks in a cookie); times are on the city's clock.
 
 Pages::
@@ -30,6 +31,7 @@ API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx stat
     GET  /api/events                server-sent events (same filters; ?since=cursor)
     GET  /api/cameras, GET /api/cameras/{id}/snapshot, PUT /api/cameras/{id}/zones
     GET  /healthz, /readyz, /metrics     liveness, readiness (database, store), Prometheus metrics
+                                    (details of /readyz and /metrics: metrics token, admin, metrics:read)
 """
 
 from __future__ import annotations
@@ -38,14 +40,16 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -62,16 +66,19 @@ from nonsite.cases import Case
 from nonsite.console import api, camera_views, login, pages
 from nonsite.console.auth import (
     PUBLIC_ROUTES,
-    ROUTE_ROLES,
+    ROUTES,
     AccessConfig,
     AccessError,
     AuthBackend,
+    DatabaseSessions,
     Forbidden,
     LoginLimiter,
     NotAuthenticated,
+    ScopeMissing,
     SessionCodec,
     authorize,
     principal_of,
+    sees_detail,
 )
 from nonsite.console.cameras import CameraControl
 from nonsite.console.documents import DocumentRenderer
@@ -79,7 +86,7 @@ from nonsite.console.documents import router as documents_router
 from nonsite.console.i18n import LANGUAGES
 from nonsite.console.render import error_page
 from nonsite.console.uploads import BodyLimit, Scope
-from nonsite.console.views import ConsoleState, evidence_files, root_path, state_of
+from nonsite.console.views import ConsoleState, EvidenceAltered, evidence_files, read_verified, root_path, state_of
 from nonsite.evidence.store import Store, StoreError
 from nonsite.ops.health import database_check, metrics_text, run_now, store_check
 
@@ -138,89 +145,131 @@ def _too_large(scope: Scope, size: int, limit: int) -> Response:
     return response
 
 
-def create_app(
-    *,
-    session_factory: sessionmaker[Session],
-    store: Store,
-    timezone: str = "Asia/Shanghai",
-    language: str = "zh",
-    public_key_pem: bytes | None = None,
-    title: str = "nonsite",
-    actor_of: Callable[[Request], str] = _console_actor,
-    auth: AuthBackend | None = None,
-    session_secret: str | bytes | None = None,
-    secure_cookies: bool = False,
-    session_max_age_s: int = 12 * 3600,
-    login_max_failures: int = 5,
-    login_max_failures_per_ip: int = 20,
-    login_window_s: float = 300.0,
-    cameras: CameraControl | None = None,
-    documents: DocumentRenderer | None = None,
-    teams: Sequence[str] = DEFAULT_TEAMS,
-    max_upload_bytes: int = 10 * 1024 * 1024,
-    live_poll_s: float = 1.0,
-    metrics_registries: Sequence[CollectorRegistry] = (),
-    readiness: Callable[[], dict[str, Any]] | None = None,
-) -> FastAPI:
-    """The console over the case database ``session_factory`` and the evidence ``store``.
+@dataclass
+class ConsoleSettings:
+    """What the console is built from, checked once (:func:`create_app` takes these as keywords too).
 
     ``timezone`` is the city's zone for every time shown; ``language`` the default (zh | en);
     ``public_key_pem`` (the sealer's ``signing.pub.pem``) turns on the seal check of each package;
     ``actor_of`` names the user behind a request in the audit trail (default: the logged-in user).
-
-    ``auth`` is the user directory (passwords, API tokens, roles); without it nobody can log in.
-    ``session_secret`` signs the session cookies (random per process when not given: sessions end
-    when the console restarts); ``secure_cookies`` marks them Secure (set it behind HTTPS);
-    ``session_max_age_s`` is how long a login lasts. A user name gets ``login_max_failures`` failed
-    logins and a client address ``login_max_failures_per_ip`` per ``login_window_s`` (then 429).
-    ``cameras`` (the running cameras) enables the cameras page and the zone editor; ``documents``
-    renders the case document (HTML and PDF); ``teams`` are the dispatch targets (labels in the
-    catalogues as ``team.<id>``); ``max_upload_bytes`` caps one feedback upload (413 above it);
-    ``live_poll_s`` is how often the live queue looks for changes.
-
-    ``/metrics`` serves the process's default Prometheus registry, ``nonsite_cases{status}`` (counted in the
-    database at scrape time) and ``metrics_registries`` (the edge's, in the embedded mode). ``/readyz``
-    answers 200 when the database and the evidence store answer and every check in ``readiness()`` (name ->
-    ``{"ok": bool, "detail": str}``) is ok; 503 otherwise.
     """
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {timezone!r}; use an IANA name such as Asia/Shanghai") from None
-    if language not in LANGUAGES:
-        raise ValueError(f"unknown console language {language!r}; use one of {', '.join(LANGUAGES)}")
-    if max_upload_bytes < 1024:
-        raise ValueError(f"max_upload_bytes {max_upload_bytes} is too small; use at least 1024 (e.g. 10 MB)")
-    if session_max_age_s < 60:
-        raise ValueError(f"session_max_age_s {session_max_age_s} is too short; use at least 60 seconds")
-    if live_poll_s <= 0:
-        raise ValueError("live_poll_s must be above 0 seconds (e.g. 1)")
-    bad_teams = [t for t in teams if not _TEAM_ID.match(t)]
-    if bad_teams or not teams:
-        raise ValueError(f"dispatch teams must be ids of letters, digits, '_', '-' or '.', got {list(teams)!r}")
-    if session_secret is None:
-        session_secret = secrets.token_bytes(32)
-        log.info("console sessions are signed with a per-process key: logins end when the console restarts")
-    elif len(session_secret) < 16:
-        raise ValueError("session_secret is too short; use at least 16 random bytes (e.g. secrets.token_hex(32))")
 
-    app = FastAPI(title=f"{title} console", version="1", docs_url=None, redoc_url=None, openapi_url=None,
-                  description="Cases, evidence and cameras of the nonsite console. Authenticate with "
-                  "'Authorization: Bearer <API token>'.")
+    session_factory: sessionmaker[Session]
+    store: Store
+    timezone: str = "Asia/Shanghai"
+    language: str = "zh"
+    public_key_pem: bytes | None = None
+    title: str = "nonsite"
+    actor_of: Callable[[Request], str] = _console_actor
+    # --- access
+    auth: AuthBackend | None = None
+    """The user directory (passwords, API tokens, roles); without it nobody can log in."""
+    session_secret: str | bytes | None = None
+    """Signs the session cookies (random per process when not given: logins end when the console restarts)."""
+    secure_cookies: bool = False
+    """Mark the cookies Secure (HTTPS only; ``console.secure_cookies``)."""
+    session_max_age_s: int = 12 * 3600
+    session_recheck_s: float = 5.0
+    """How often an open live-update stream checks that its session or token still holds."""
+    login_max_failures: int = 5
+    """Failed logins per user name from one client address per ``login_window_s`` (then 429)."""
+    login_max_failures_per_user: int = 50
+    """Failed logins per user name from anywhere (longer, so a guesser elsewhere does not lock the user out)."""
+    login_max_failures_per_ip: int = 20
+    login_window_s: float = 300.0
+    login_hash_slots: int = 2
+    """Password hashes (argon2id, memory-hard) computed at once; further logins wait their turn."""
+    metrics_token: str | None = None
+    """Bearer token that reads the detailed /metrics and /readyz (``console.metrics_token_env``)."""
+    # --- what the pages offer
+    cameras: CameraControl | None = None
+    """The running cameras: enables the cameras page and the zone editor."""
+    documents: DocumentRenderer | None = None
+    teams: Sequence[str] = DEFAULT_TEAMS
+    """Dispatch targets (labels in the catalogues as ``team.<id>``)."""
+    max_upload_bytes: int = 10 * 1024 * 1024
+    live_poll_s: float = 1.0
+    # --- operations
+    metrics_registries: Sequence[CollectorRegistry] = ()
+    """Served on /metrics next to the default registry and ``nonsite_cases{status}`` (the edge's, embedded)."""
+    readiness: Callable[[], dict[str, Any]] | None = None
+    """Extra /readyz checks: name -> ``{"ok": bool, "detail": str}``."""
+    zone: ZoneInfo = field(init=False)
+
+    def __post_init__(self) -> None:
+        try:
+            self.zone = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}; use an IANA name such as Asia/Shanghai") from None
+        if self.language not in LANGUAGES:
+            raise ValueError(f"unknown console language {self.language!r}; use one of {', '.join(LANGUAGES)}")
+        if self.max_upload_bytes < 1024:
+            raise ValueError(f"max_upload_bytes {self.max_upload_bytes} is too small; use at least 1024 (e.g. 10 MB)")
+        if self.session_max_age_s < 60:
+            raise ValueError(f"session_max_age_s {self.session_max_age_s} is too short; use at least 60 seconds")
+        if self.live_poll_s <= 0 or self.session_recheck_s <= 0:
+            raise ValueError("live_poll_s and session_recheck_s must be above 0 seconds (e.g. 1 and 5)")
+        if self.login_hash_slots < 1:
+            raise ValueError("login_hash_slots must be at least 1")
+        bad_teams = [t for t in self.teams if not _TEAM_ID.match(t)]
+        if bad_teams or not self.teams:
+            raise ValueError(f"dispatch teams must be ids of letters, digits, '_', '-' or '.', "
+                             f"got {list(self.teams)!r}")
+        if self.session_secret is None:
+            self.session_secret = secrets.token_bytes(32)
+            log.info("console sessions are signed with a per-process key: logins end when the console restarts")
+        elif len(self.session_secret) < 16:
+            raise ValueError("session_secret is too short; use at least 16 random bytes (e.g. secrets.token_hex(32))")
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ValueError("the metrics token is too short; use at least 16 random characters")
+
+
+def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> FastAPI:
+    """The console over the case database and the evidence store: ``settings``, or its fields as keywords.
+
+    Every route is public (:data:`PUBLIC_ROUTES`) or listed in the route table with its roles and the scope
+    an API token needs (:data:`~nonsite.console.auth.ROUTES`); the app refuses to start otherwise.
+    """
+    if settings is not None and fields:
+        raise TypeError(f"pass ConsoleSettings or its fields, not both (got {', '.join(fields)})")
+    settings = settings or ConsoleSettings(**fields)
+    app = FastAPI(title=f"{settings.title} console", version="1", docs_url=None, redoc_url=None,
+                  openapi_url=None, description="Cases, evidence and cameras of the nonsite console. Authenticate "
+                  "with 'Authorization: Bearer <API token>'; each route needs a role and a token scope.")
     app.state.console = ConsoleState(
-        session_factory=session_factory, store=store, zone=zone, language=language,
-        public_key_pem=public_key_pem, title=title, actor_of=actor_of, teams=tuple(teams), cameras=cameras,
-        documents=documents, max_upload_bytes=max_upload_bytes, live_poll_s=live_poll_s,
+        session_factory=settings.session_factory, store=settings.store, zone=settings.zone,
+        language=settings.language, public_key_pem=settings.public_key_pem, title=settings.title,
+        actor_of=settings.actor_of, teams=tuple(settings.teams), cameras=settings.cameras,
+        documents=settings.documents, max_upload_bytes=settings.max_upload_bytes, live_poll_s=settings.live_poll_s,
     )
-    app.state.access = AccessConfig(
-        backend=auth, sessions=SessionCodec(session_secret, session_max_age_s),
-        limiter=LoginLimiter(login_max_failures, login_max_failures_per_ip, login_window_s),
-        secure_cookies=secure_cookies,
-    )
+    app.state.access = _access(settings)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.add_middleware(BodyLimit, limit_of=_body_limit(max_upload_bytes), too_large=_too_large)
-
+    app.add_middleware(BodyLimit, limit_of=_body_limit(settings.max_upload_bytes), too_large=_too_large)
     app.add_middleware(Guard)
+    _install_error_handlers(app)
+    routers = [login.public, _health_router(settings), login.router, _evidence_router(), documents_router,
+               camera_views.pages, camera_views.api, pages.router, api.router]
+    _check_route_table(routers)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _access(settings: ConsoleSettings) -> AccessConfig:
+    assert settings.session_secret is not None  # set in __post_init__
+    return AccessConfig(
+        backend=settings.auth,
+        sessions=SessionCodec(settings.session_secret, settings.session_max_age_s,
+                              DatabaseSessions(settings.session_factory)),
+        limiter=LoginLimiter(settings.login_max_failures, settings.login_max_failures_per_ip,
+                             settings.login_window_s, per_user=settings.login_max_failures_per_user),
+        secure_cookies=settings.secure_cookies, metrics_token=settings.metrics_token,
+        recheck_s=settings.session_recheck_s, hash_slots=anyio.CapacityLimiter(settings.login_hash_slots),
+    )
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """401 / 403 / 404 / 405 / 422 as JSON for the API and evidence, as the error page for people."""
 
     @app.exception_handler(AccessError)
     async def access_error(request: Request, exc: AccessError) -> Response:
@@ -234,13 +283,15 @@ def create_app(
             response.headers["WWW-Authenticate"] = 'Bearer realm="nonsite"'
             return response
         key = exc.code
-        if isinstance(exc, Forbidden):
+        if isinstance(exc, ScopeMissing):
+            key = exc.key
+        elif isinstance(exc, Forbidden):
             key = "forbidden_action" if exc.fields.get("action") else "forbidden_page"
         return _error(request, exc.status, exc.code, exc.message, key=key, **exc.fields)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such path {request.url.path}"
@@ -259,8 +310,10 @@ def create_app(
             parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
         return _error(request, 422, "bad_request", "; ".join(parts) or "invalid request")
 
+
+def _evidence_router() -> APIRouter:
+    """``/evidence/{event_id}/{name}``: a file of a case's package (only the files the case lists)."""
     files = APIRouter(include_in_schema=False, dependencies=[Depends(authorize)])
-    health = APIRouter(tags=["health"])
 
     @files.api_route("/evidence/{event_id}/{name}", methods=["GET", "HEAD"], name="evidence")
     def evidence(event_id: str, name: str, request: Request) -> Response:
@@ -276,13 +329,11 @@ def create_app(
             "Cache-Control": "private, max-age=3600",
             "Content-Disposition": f'inline; filename="{file.name}"',
         }
-        if file.sha256:
-            headers["ETag"] = f'"{file.sha256}"'
-        path_of = getattr(state.store, "path_of", None)
-        try:
-            if callable(path_of):
-                return FileResponse(path_of(file.key), media_type=file.content_type, headers=headers)
-            data = state.store.get(file.key)
+        try:  # hash what is served: a file altered after sealing is refused, never served as the original
+            data, sha256 = read_verified(state.store, file.key, file.sha256, f"{file.name} of case {case.number}")
+            headers["ETag"] = f'"{sha256}"'
+        except EvidenceAltered as exc:
+            return _error(request, 409, "evidence_altered", str(exc), name=file.name, number=case.number)
         except KeyError:
             return _error(request, 404, "not_found", f"{file.name} of case {case.number} is missing from the store")
         except StoreError as exc:
@@ -290,12 +341,30 @@ def create_app(
             return _error(request, 503, "store_unavailable", "the evidence store cannot be read right now")
         return _bytes_response(request, data, file.content_type, headers)
 
+    return files
+
+
+def _health_router(settings: ConsoleSettings) -> APIRouter:
+    """``/healthz`` (liveness), ``/readyz`` (readiness) and ``/metrics`` (Prometheus).
+
+    ``/readyz`` answers 200 when the database, the evidence store and every ``settings.readiness`` check are
+    ok, 503 otherwise; only :func:`sees_detail` callers (the metrics token, an admin, a ``metrics:read`` token)
+    see which check failed and why. ``/metrics`` (case counts by status, the process, the edge) answers them
+    only; anyone else gets 401.
+    """
+    health = APIRouter(tags=["health"])
     cases_registry = CollectorRegistry(auto_describe=False)
-    cases_registry.register(_CasesCollector(session_factory))
-    registries = [REGISTRY, cases_registry, *metrics_registries]
+    cases_registry.register(_CasesCollector(settings.session_factory))
+    registries = [REGISTRY, cases_registry, *settings.metrics_registries]
+    readiness = settings.readiness
 
     @health.get("/metrics", name="metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        if not sees_detail(request):
+            return JSONResponse({"error": {"code": "not_authenticated", "message": (
+                "/metrics needs the metrics token (console.metrics_token_env), an admin's login or an API token "
+                "with the scope metrics:read, sent as 'Authorization: Bearer <token>'")}}, status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="nonsite"'})
         return Response(metrics_text(registries), media_type=CONTENT_TYPE_LATEST)
 
     @health.get("/readyz", name="readyz")
@@ -305,8 +374,10 @@ def create_app(
         if readiness is not None:
             checks.update(readiness())
         ok = all(c["ok"] for c in checks.values())
-        return JSONResponse({"status": "ready" if ok else "not ready", "role": "console", "checks": checks},
-                            status_code=200 if ok else 503)
+        body: dict[str, Any] = {"status": "ready" if ok else "not ready"}
+        if sees_detail(request):
+            body.update(role="console", checks=checks)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @health.get("/healthz", name="healthz")
     def healthz(request: Request) -> JSONResponse:
@@ -318,12 +389,7 @@ def create_app(
             return JSONResponse({"status": "unavailable", "database": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
-    routers = [login.public, health, login.router, files, documents_router, camera_views.pages,
-               camera_views.api, pages.router, api.router]
-    _check_route_table(routers)
-    for router in routers:
-        app.include_router(router)
-    return app
+    return health
 
 
 class _CasesCollector(Collector):
@@ -349,6 +415,22 @@ class _CasesCollector(Collector):
         yield family
 
 
+def app_routes(app: FastAPI) -> list[tuple[str, str, frozenset[str]]]:
+    """``(name, path, methods)`` of every API route the app serves (included routers walked through)."""
+    found: list[tuple[str, str, frozenset[str]]] = []
+
+    def walk(routes: Sequence[Any]) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)  # FastAPI keeps an included router as one route
+            if inner is not None:
+                walk(inner.routes)
+            elif isinstance(route, APIRoute):
+                found.append((route.name, route.path, frozenset(route.methods or ())))
+
+    walk(app.routes)
+    return found
+
+
 def route_names(routers: Sequence[APIRouter]) -> list[tuple[str, str, frozenset[str]]]:
     """``(name, path, methods)`` of every route of ``routers``."""
     return [(r.name, r.path, frozenset(r.methods or ())) for router in routers for r in router.routes
@@ -356,15 +438,17 @@ def route_names(routers: Sequence[APIRouter]) -> list[tuple[str, str, frozenset[
 
 
 def _check_route_table(routers: Sequence[APIRouter]) -> None:
-    """Every route is public or in the role table, and every non-public route runs :func:`authorize`."""
+    """Every route is public or in the route table (roles and scope), and every non-public route runs
+    :func:`authorize`."""
     for router in routers:
         guarded = any(d.dependency is authorize for d in router.dependencies)
         for route in router.routes:
             name = getattr(route, "name", "")
             if name in PUBLIC_ROUTES and not guarded:
                 continue
-            if name not in ROUTE_ROLES:
-                raise RuntimeError(f"route {name!r} ({getattr(route, 'path', '?')}) has no entry in ROUTE_ROLES")
+            if name not in ROUTES:
+                raise RuntimeError(f"route {name!r} ({getattr(route, 'path', '?')}) has no entry (roles and "
+                                   "token scope) in console.auth.ROUTES")
             if not guarded:
                 raise RuntimeError(f"route {name!r} does not check access (its router needs Depends(authorize))")
 
@@ -445,4 +529,4 @@ def _bytes_response(request: Request, data: bytes, content_type: str, headers: d
     return Response(body, media_type=content_type, headers={**headers, "Content-Length": str(size)})
 
 
-__all__ = ["DEFAULT_ACTOR", "create_app"]
+__all__ = ["DEFAULT_ACTOR", "ConsoleSettings", "create_app"]

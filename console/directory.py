@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,20 @@ class CasesDirectory:
             return None
         if record is None:
             return None
-        return Principal(f"token:{record.name}", record.name, record.role, via_token=True)
+        return Principal(record.actor, record.name, record.role, via_token=True, scopes=frozenset(record.scopes),
+                         owner=record.owner)
 
     def principal(self, username: str) -> Principal | None:
         user = users.get_user(self.sf, username)
         if user is None or not user.active:
             return None
         return Principal(user.username, user.display_name or user.username, user.role)
+
+    def unlocked_at(self, username: str) -> datetime | None:
+        """When an admin last cleared the user's failed logins (``nonsite users unlock``)."""
+        user = users.get_user(self.sf, username)
+        return user.unlocked_at if user is not None else None
+
 
 
 class CasesDocuments:

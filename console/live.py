@@ -3,6 +3,8 @@
 The stream polls the case database (``live_poll_s``, 1 s by default) for cases whose ``updated_at``
 (then id) is past the cursor it last sent; the cursor is the event id, so a reconnecting browser
 (``Last-Event-ID``) misses nothing. Each event says whether the case matches the page's filter.
+Every ``recheck_s`` the stream asks whether its session or API token still holds; once the user logged out,
+changed the password, was disabled or the token was revoked, it sends an ``end`` event and closes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.cases import Case
-from nonsite.console.views import CaseFilter
+from nonsite.cases.queries import CaseFilter
 
 MAX_BATCH = 200
 HEARTBEAT_S = 15.0
@@ -103,8 +105,14 @@ async def stream(
     payload: Callable[[Case, bool], dict[str, Any]],
     poll_s: float,
     stream_s: float = STREAM_S,
+    *,
+    alive: Callable[[], bool] | None = None,
+    recheck_s: float = 5.0,
 ) -> AsyncIterator[str]:
     """``case`` events (``payload(case, matches)``) for every change after ``cursor``, for ``stream_s``.
+
+    ``alive`` (blocking; run in a thread every ``recheck_s``) says whether the caller may still listen; when
+    it says no, the stream sends ``event: end`` and stops (the browser is not told to reconnect).
 
     A client that left is noticed when the next event or keep-alive cannot be sent (the server then
     closes this generator).
@@ -115,8 +123,13 @@ async def stream(
             return changes_since(session, at, flt)
 
     yield f"retry: 2000\nid: {cursor}\n\n"
-    started = last_sent = time.monotonic()
+    started = last_sent = checked = time.monotonic()
     while time.monotonic() - started < stream_s:
+        if alive is not None and time.monotonic() - checked >= recheck_s:
+            if not await anyio.to_thread.run_sync(alive):
+                yield sse("end", {"reason": "session_ended"})
+                return
+            checked = time.monotonic()
         cases, matching = await anyio.to_thread.run_sync(poll, cursor)
         for case, after in cases:
             cursor = after  # the event's id: a reconnecting client resumes right after it

@@ -1,4 +1,9 @@
-"""Log in and out: the login form (public), the session cookie, the login rate limit."""
+"""Log in and out: the login form (public), the session cookie, the login rate limit.
+
+A login attempt is counted before its password is hashed (:meth:`LoginLimiter.begin`), and the hash runs in a
+worker thread, at most ``AccessConfig.hash_slots`` at a time: forty parallel guesses cost at most a few
+argon2id hashes and never block the event loop.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,19 @@ import logging
 import math
 import re
 
+import anyio
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from nonsite.console.auth import SESSION_COOKIE, Principal, Session, access_of, authorize, session_of
+from nonsite.console.auth import (
+    SESSION_COOKIE,
+    AccessConfig,
+    Principal,
+    Session,
+    access_of,
+    authorize,
+    session_of,
+)
 from nonsite.console.render import render
 from nonsite.console.views import root_path
 
@@ -71,8 +85,21 @@ def login_page(request: Request) -> Response:
     return _login_page(request, session, next_url=next_url)
 
 
+def _unlock_marker(access: AccessConfig, username: str) -> None:
+    """Forget the user's failures when an admin unlocked them since (``nonsite users unlock``)."""
+    lookup = getattr(access.backend, "unlocked_at", None)
+    if not callable(lookup) or not username:
+        return
+    try:
+        marker = lookup(username)
+    except Exception:  # a directory failure leaves the limits as they are
+        return
+    if marker is not None:
+        access.limiter.unlock(username, marker)
+
+
 @public.post("/login", name="login")
-def login(
+async def login(
     request: Request,
     username: str = Form(""),
     password: str = Form(""),
@@ -91,27 +118,32 @@ def login(
         return _login_page(request, fresh, next_url=next_url, username=username, error="login.no_users",
                            status_code=503)
     ip = request.client.host if request.client else "unknown"
-    wait = access.limiter.retry_after(username, ip)
+    backend = access.backend
+    await anyio.to_thread.run_sync(_unlock_marker, access, username)
+    wait = access.limiter.begin(username, ip)  # counted before the hash: parallel guesses cannot slip past
     if wait is not None:
         minutes = max(1, math.ceil(wait / 60))
-        log.warning("login refused from %s (user %s): too many failed attempts", ip, _name_tag(username))
+        log.log(logging.WARNING if access.limiter.first_refusal(username, ip) else logging.DEBUG,
+                "login refused from %s (user %s): too many failed attempts", ip, _name_tag(username))
         return _login_page(request, fresh, next_url=next_url, username=username, error="login.too_many",
                            fields={"minutes": minutes}, status_code=429,
                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
     principal: Principal | None = None
     if username and password and len(username) <= _MAX_NAME and len(password) <= _MAX_PASSWORD:
-        principal = access.backend.authenticate(username, password)
+        principal = await anyio.to_thread.run_sync(backend.authenticate, username, password,
+                                                   limiter=access.hash_slots)
     if principal is None:
-        access.limiter.failed(username, ip)
         log.info("failed login from %s (user %s)", ip, _name_tag(username))
         return _login_page(request, fresh, next_url=next_url, username=username, error="login.failed",
                            status_code=401)
-    access.limiter.succeeded(username)
+    access.limiter.succeeded(username, ip)
     log.info("user %s (%s) logged in from %s", principal.username, principal.role, ip)
     response = RedirectResponse(f"{root_path(request)}{next_url}", status_code=303)
-    set_session_cookie(request, response, access.sessions.new(principal.username))
-    if session is not None:
-        access.sessions.revoke(session)
+    new = access.sessions.new(principal.username)
+    await anyio.to_thread.run_sync(access.sessions.start, new, ip)
+    set_session_cookie(request, response, new)
+    if session.username is not None:
+        await anyio.to_thread.run_sync(access.sessions.revoke, session)
     return response
 
 

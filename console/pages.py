@@ -7,41 +7,44 @@ session's CSRF token; a form that cannot be applied answers 4xx with the case pa
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 
 from nonsite.cases import DISMISS_REASONS, AuditEntry, Case, CaseStatus, allowed_actions, case_by_number
+from nonsite.cases.attachments import feedback_key
+from nonsite.cases.queries import (
+    ParsedFilter,
+    audit_trail,
+    audit_trails,
+    camera_choices,
+    count_by_status,
+    known_types,
+    neighbours,
+    oldest_first,
+    search_cases,
+)
 from nonsite.config.manifest import type_names
-from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, feedback_key, perform
+from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform, perform_upload
 from nonsite.console.auth import Principal, authorize
 from nonsite.console.live import current_cursor
-from nonsite.console.notes import parse
 from nonsite.console.render import error_page, localized_error, path_with, render
 from nonsite.console.view_guard import moved_cameras
 from nonsite.console.views import (
     PAGE_SIZE,
     STILL_PAIRS,
-    CaseFilter,
-    audit_of,
+    EvidenceAltered,
     case_url,
     evidence_files,
     evidence_url,
-    known_cameras,
-    known_types,
-    list_cases,
-    neighbours,
-    oldest_first,
     parse_filter,
     plate_of,
+    read_verified,
     root_path,
     seal_status,
     state_of,
-    status_counts,
     status_values,
     thumbnail_url,
     url_by_role,
@@ -52,6 +55,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(authorize)])
 
 WORK_LIST_SIZE = 200
 _SHA_JPG = re.compile(r"^([0-9a-f]{64})\.jpg$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
 _BACK_PAGES = {"review": "/review", "tasks": "/tasks"}
 
 
@@ -89,14 +93,14 @@ def queue_row(request: Request, case: Case, carry: str) -> dict[str, Any]:
     }
 
 
-def _filter_context(request: Request, session: Any, flt: CaseFilter) -> dict[str, Any]:
-    params = dict(flt.raw)
+def _filter_context(request: Request, session: Any, sel: ParsedFilter) -> dict[str, Any]:
+    params = dict(sel.raw)
     return {
         "f": {k: params.get(k, "") for k in ("status", "type", "camera", "from", "to", "date", "q")},
         "statuses": status_values(),
-        "counts": status_counts(session),
-        "types": sorted({*known_types(session), *type_names()}),  # in the cases, or labelled
-        "cameras": known_cameras(session),
+        "counts": count_by_status(session),
+        "types": sorted({*known_types(session), *type_names()}),  # in the cases, or labelled,
+        "cameras": [(cid, name or cid) for cid, name, _ in camera_choices(session)],
     }
 
 
@@ -104,12 +108,13 @@ def _filter_context(request: Request, session: Any, flt: CaseFilter) -> dict[str
 def queue_page(request: Request, page: int = Query(1, ge=1, le=100_000)) -> Response:
     """The alert queue: newest first, filters, live updates, keyboard triage."""
     state = state_of(request)
-    flt, problems = parse_filter(request.query_params, state.zone)
+    sel, problems = parse_filter(request.query_params, state.zone)
     with state.session_factory() as session:
-        cases, total = list_cases(session, flt, PAGE_SIZE, (page - 1) * PAGE_SIZE)
-        ctx = _filter_context(request, session, flt)
+        found = search_cases(session, sel.filter, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        cases, total = found.items, found.total
+        ctx = _filter_context(request, session, sel)
         cursor = current_cursor(session)
-    carry = flt.query()
+    carry = sel.query()
     pages = max(1, -(-total // PAGE_SIZE))
     live = f"{root_path(request)}/api/events" + (carry + "&" if carry else "?") + urlencode({"since": str(cursor)})
     return render(request, "queue.html", {
@@ -129,12 +134,13 @@ def queue_page(request: Request, page: int = Query(1, ge=1, le=100_000)) -> Resp
 def search_page(request: Request) -> Response:
     """Case search by number, plate, camera, place and day."""
     state = state_of(request)
-    flt, problems = parse_filter(request.query_params, state.zone)
-    asked = bool(flt.raw)
+    sel, problems = parse_filter(request.query_params, state.zone)
+    asked = bool(sel.raw)
     with state.session_factory() as session:
-        cases, total = list_cases(session, flt, WORK_LIST_SIZE, 0) if asked else ([], 0)
-        ctx = _filter_context(request, session, flt)
-    carry = flt.query()
+        found = search_cases(session, sel.filter, limit=WORK_LIST_SIZE) if asked else None
+        cases, total = (found.items, found.total) if found else ([], 0)
+        ctx = _filter_context(request, session, sel)
+    carry = sel.query()
     return render(request, "search.html", {
         **ctx,
         "asked": asked,
@@ -142,15 +148,6 @@ def search_page(request: Request) -> Response:
         "total": total,
         "notices": filter_notices(problems, request.query_params),
     })
-
-
-def _trail(session: Any, cases: list[Case]) -> dict[int, list[AuditEntry]]:
-    by_case: dict[int, list[AuditEntry]] = defaultdict(list)
-    if cases:
-        ids = [c.id for c in cases]
-        for entry in session.scalars(select(AuditEntry).where(AuditEntry.case_id.in_(ids)).order_by(AuditEntry.id)):
-            by_case[entry.case_id].append(entry)
-    return by_case
 
 
 def _last(entries: list[AuditEntry], action: str) -> AuditEntry | None:
@@ -161,12 +158,17 @@ def feedback_url(request: Request, number: str, sha: str) -> str:
     return f"{root_path(request)}/cases/{quote(number, safe='')}/feedback/{sha}.jpg"
 
 
+def note_fields(request: Request, number: str, entry: AuditEntry) -> dict[str, Any]:
+    """The note (text as typed, never parsed), the team of a dispatch and the photo URLs of a feedback."""
+    note = entry.detail.get("note", "") if isinstance(entry.detail, dict) else ""
+    return {"note": str(note or ""), "team": entry.team,
+            "photos": [feedback_url(request, number, s) for s in entry.photos or () if _SHA.match(str(s))]}
+
+
 def _step(request: Request, number: str, entry: AuditEntry | None) -> dict[str, Any] | None:
     if entry is None:
         return None
-    parts = parse(str(entry.detail.get("note", "")) if isinstance(entry.detail, dict) else "")
-    return {"actor": entry.actor, "at": entry.at, "note": parts.text, "team": parts.team,
-            "photos": [feedback_url(request, number, s) for s in parts.photos]}
+    return {"actor": entry.actor, "at": entry.at, **note_fields(request, number, entry)}
 
 
 def _work_item(request: Request, case: Case, trail: list[AuditEntry]) -> dict[str, Any]:
@@ -189,7 +191,7 @@ def review_page(request: Request) -> Response:
     state = state_of(request)
     with state.session_factory() as session:
         cases = oldest_first(session, CaseStatus.CONFIRMED, WORK_LIST_SIZE)
-        trail = _trail(session, cases)
+        trail = audit_trails(session, cases)
     return render(request, "review.html", {
         "items": [_work_item(request, c, trail[c.id]) for c in cases],
         "messages": _notice(request), "notice_case": request.query_params.get("case", ""),
@@ -204,7 +206,7 @@ def tasks_page(request: Request) -> Response:
     with state.session_factory() as session:
         for status in (CaseStatus.APPROVED, CaseStatus.DISPATCHED, CaseStatus.RECTIFIED):
             cases = oldest_first(session, status, WORK_LIST_SIZE)
-            trail = _trail(session, cases)
+            trail = audit_trails(session, cases)
             groups[status.value] = [_work_item(request, c, trail[c.id]) for c in cases]
     return render(request, "tasks.html", {
         "groups": groups, "teams": state.teams, "max_upload_mb": state.max_upload_bytes / 1024 / 1024,
@@ -216,14 +218,14 @@ def tasks_page(request: Request) -> Response:
 def case_response(request: Request, number: str, *, error: ActionError | None = None,
                   status_code: int = 200) -> Response:
     state = state_of(request)
-    flt, _ = parse_filter(request.query_params, state.zone)
+    sel, _ = parse_filter(request.query_params, state.zone)
     with state.session_factory() as session:
         case = case_by_number(session, number)
         if case is None:
             return error_page(request, 404, "case_not_found", f"no case {number}", number=number)
-        audit = audit_of(session, case)
-        newer, older = neighbours(session, case, flt)
-    carry = flt.query()
+        audit = audit_trail(session, case)
+        newer, older = neighbours(session, case, sel.filter)
+    carry = sel.query()
     urls = url_by_role(request, case)
     stills = [
         {"label": f"case.still_{name}", "annotated": urls.get(annotated) or urls.get(original),
@@ -250,11 +252,9 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
     model = case.violation.get("model") if isinstance(case.violation, dict) else None
     audit_rows = []
     for a in audit:
-        parts = parse(str(a.detail.get("note", ""))) if isinstance(a.detail, dict) else parse("")
         audit_rows.append({"at": a.at, "actor": a.actor, "action": a.action, "before": a.before_status,
                            "after": a.after_status, "reason": a.detail.get("reason") if isinstance(a.detail, dict)
-                           else None, "note": parts.text, "team": parts.team,
-                           "photos": [feedback_url(request, case.number, s) for s in parts.photos]})
+                           else None, **note_fields(request, case.number, a)})
     return render(request, "case.html", {
         "case": case,
         "case_path": case_url(request, case.number),
@@ -329,7 +329,7 @@ async def feedback_form(
         if data or photo.filename:
             uploads.append(Upload(photo.filename or "", data))
     try:
-        perform(state, number, "rectify", principal, state.actor_of(request), note=note, photos=uploads)
+        await perform_upload(state, number, principal, state.actor_of(request), note=note, photos=uploads)
     except ActionError as exc:
         return _failed(request, number, exc)
     return _after(request, number, "rectify", back, "")
@@ -371,7 +371,10 @@ def feedback_photo(request: Request, number: str, name: str) -> Response:
     if m is None:
         return error_page(request, 404, "not_found", f"no photo {name!r} in the feedback of case {number}")
     try:
-        data = state.store.get(feedback_key(case.number, m.group(1)))
+        data, _ = read_verified(state.store, feedback_key(case.number, m.group(1)), m.group(1),
+                                f"feedback photo {name} of case {case.number}")
+    except EvidenceAltered as exc:
+        return error_page(request, 409, "evidence_altered", str(exc), name=name, number=case.number)
     except KeyError:
         return error_page(request, 404, "not_found", f"no photo {name!r} in the feedback of case {number}")
     except StoreError:

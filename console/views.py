@@ -5,19 +5,19 @@ No HTTP here: the routers in :mod:`.pages` and :mod:`.api` call these with the c
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
-from nonsite.cases import AuditEntry, Case, CaseStatus
+from nonsite.cases import Case, CaseStatus
+from nonsite.cases.queries import ParsedFilter, parse_params
 from nonsite.evidence import package_prefix
 from nonsite.evidence.store import Store
 from nonsite.evidence.verify import verify_package
@@ -64,185 +64,26 @@ def root_path(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
-# --- queries --------------------------------------------------------------------------------------------
-
-_ORDER = (Case.confirmed_at.desc(), Case.id.desc())
-_LIKE_ESCAPE = "!"
-
-
-def _like(text: str) -> str:
-    """A LIKE pattern matching ``text`` anywhere (its own %, _ and ! taken literally)."""
-    escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-    return f"%{escaped}%"
+# --- the filter of a page or an API call ---------------------------------------------------------------
+# The queries themselves are :mod:`nonsite.cases.queries` (one query layer for the console, the API, the CLI);
+# the query parameters are read by the same layer (:func:`~nonsite.cases.queries.parse_params`).
 
 
 def plate_of(case: Case) -> str | None:
-    """The plate read for the case's offender, when one was read."""
-    hint = case.violation.get("offender_hint") if isinstance(case.violation, dict) else None
+    """The plate read for the case's offender (as read, for display), when one was read."""
+    hint = case.offender_hint if isinstance(case.offender_hint, dict) else None
+    if hint is None and isinstance(case.violation, dict):
+        hint = case.violation.get("offender_hint")
     plate = hint.get("plate") if isinstance(hint, dict) else None
     return plate if isinstance(plate, str) and plate else None
 
 
-@dataclass(frozen=True)
-class CaseFilter:
-    """What the queue, the search, the API list and the live stream select (all optional, AND-ed)."""
-
-    status: CaseStatus | None = None
-    type: str | None = None
-    camera: str | None = None
-    start: datetime | None = None
-    """Confirmed at or after (UTC)."""
-    end: datetime | None = None
-    """Confirmed before (UTC)."""
-    q: str | None = None
-    """Text in the number, the plate, the camera id/name, the zone name or the address."""
-    raw: tuple[tuple[str, str], ...] = ()
-    """The query parameters as given (to carry into links)."""
-
-    def conditions(self) -> list[Any]:
-        conds: list[Any] = []
-        if self.status is not None:
-            conds.append(Case.status == self.status)
-        if self.type:
-            conds.append(Case.type == self.type)
-        if self.camera:
-            conds.append(Case.camera_id == self.camera)
-        if self.start is not None:
-            conds.append(Case.confirmed_at >= self.start)
-        if self.end is not None:
-            conds.append(Case.confirmed_at < self.end)
-        if self.q:
-            pattern = _like(self.q)
-            plate = Case.violation[("offender_hint", "plate")].as_string()
-            conds.append(or_(*(
-                col.ilike(pattern, escape=_LIKE_ESCAPE)
-                for col in (Case.number, Case.camera_id, Case.camera_name, Case.zone_name, Case.address, plate)
-            )))
-        return conds
-
-    def query(self) -> str:
-        """``?status=...&type=...`` for links that keep the filter (empty when there is none)."""
-        qs = urlencode([(k, v) for k, v in self.raw if v])
-        return f"?{qs}" if qs else ""
-
-
-FILTER_PARAMS = ("status", "type", "camera", "from", "to", "date", "q")
-_MAX_Q = 200
-
-
-def _local_instant(value: str, zone: ZoneInfo, name: str, end_of_day: bool) -> datetime:
-    """``2026-11-21``, ``2026-11-21T19:00`` (the city's wall clock) or ISO 8601 with an offset, as UTC."""
-    text = value.strip().replace(" ", "T", 1)
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, datetime.min.time())
-        else:
-            moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"{name} {value!r} is not a date or time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (city time)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC)
-
-
-def parse_filter(params: Mapping[str, str], zone: ZoneInfo) -> tuple[CaseFilter, list[tuple[str, str]]]:
-    """The filter in ``params`` and what was wrong with it (``(parameter, message)``; those are ignored)."""
-    problems: list[tuple[str, str]] = []
-    raw: list[tuple[str, str]] = []
-    values = {k: (params.get(k) or "").strip() for k in FILTER_PARAMS}
-    status = None
-    if values["status"]:
-        try:
-            status = parse_status(values["status"])
-            raw.append(("status", values["status"]))
-        except ValueError as exc:
-            problems.append(("status", str(exc)))
-    start = end = None
-    for key in ("from", "to", "date"):
-        if not values[key]:
-            continue
-        try:
-            if key == "date":
-                if len(values[key]) != 10:
-                    raise ValueError(f"date {values[key]!r} is not a day; use YYYY-MM-DD (city time)")
-                start = _local_instant(values[key], zone, "date", end_of_day=False)
-                end = _local_instant(values[key], zone, "date", end_of_day=True)
-            elif key == "from":
-                start = _local_instant(values[key], zone, "from", end_of_day=False)
-            else:
-                end = _local_instant(values[key], zone, "to", end_of_day=True)
-            raw.append((key, values[key]))
-        except ValueError as exc:
-            problems.append((key, str(exc)))
-    q = values["q"]
-    if len(q) > _MAX_Q:
-        problems.append(("q", f"the search text is longer than {_MAX_Q} characters"))
-        q = ""
-    for key in ("type", "camera", "q"):
-        if key != "q" and len(values[key]) > 128:
-            problems.append((key, f"{key} is longer than 128 characters"))
-            values[key] = ""
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in values[key]):
-            problems.append((key, f"{key} contains control characters; type plain text"))
-            values[key] = ""
-            if key == "q":
-                q = ""
-        if values[key] and (key != "q" or q):
-            raw.append((key, values[key]))
-    return CaseFilter(status, values["type"] or None, values["camera"] or None, start, end, q or None,
-                      tuple(raw)), problems
-
-
-def list_cases(session: Session, flt: CaseFilter, limit: int, offset: int) -> tuple[list[Case], int]:
-    """Cases newest first (by the time the violation was confirmed) and how many match in all."""
-    conds = flt.conditions()
-    total = session.scalar(select(func.count()).select_from(Case).where(*conds)) or 0
-    rows = session.scalars(select(Case).where(*conds).order_by(*_ORDER).limit(limit).offset(offset)).all()
-    return list(rows), total
-
-
-def oldest_first(session: Session, status: CaseStatus, limit: int) -> list[Case]:
-    """Cases in ``status`` in the order they got there (a work list: first in, first out)."""
-    rows = session.scalars(select(Case).where(Case.status == status)
-                           .order_by(Case.updated_at.asc(), Case.id.asc()).limit(limit)).all()
-    return list(rows)
-
-
-def status_counts(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Case.status, func.count()).group_by(Case.status)).all()
-    return {status.value: n for status, n in rows}
-
-
-def known_types(session: Session) -> list[str]:
-    return sorted(session.scalars(select(Case.type).distinct()).all())
-
-
-def known_cameras(session: Session) -> list[tuple[str, str]]:
-    """``(camera id, name)`` of every camera that has cases."""
-    rows = session.execute(select(Case.camera_id, func.max(Case.camera_name)).group_by(Case.camera_id)).all()
-    return sorted((cid, name or cid) for cid, name in rows)
-
-
-def neighbours(session: Session, case: Case, flt: CaseFilter) -> tuple[str | None, str | None]:
-    """Numbers of the case above (newer, 'k') and below (older, 'j') this one in the filtered queue."""
-    conds = flt.conditions()
-    t, i = case.confirmed_at, case.id
-    newer = session.scalar(
-        select(Case.number).where(*conds, or_(Case.confirmed_at > t, and_(Case.confirmed_at == t, Case.id > i)))
-        .order_by(Case.confirmed_at.asc(), Case.id.asc()).limit(1)
-    )
-    older = session.scalar(
-        select(Case.number).where(*conds, or_(Case.confirmed_at < t, and_(Case.confirmed_at == t, Case.id < i)))
-        .order_by(*_ORDER).limit(1)
-    )
-    return newer, older
-
-
-def audit_of(session: Session, case: Case) -> list[AuditEntry]:
-    return list(session.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id).order_by(AuditEntry.id)))
+def parse_filter(params: Any, zone: ZoneInfo) -> tuple[ParsedFilter, list[tuple[str, str]]]:
+    """The filter in a request's query parameters (:func:`~nonsite.cases.queries.parse_params`) and what was
+    wrong with it (``(parameter, message)``; those values are ignored)."""
+    items = params.multi_items() if hasattr(params, "multi_items") else params
+    parsed = parse_params(items, zone)
+    return parsed, list(parsed.problems)
 
 
 # --- evidence files -------------------------------------------------------------------------------------
@@ -286,6 +127,33 @@ def evidence_files(case: Case) -> dict[str, EvidenceFile]:
     if case.signature_key:
         add("signature", case.signature_key, SIGNATURE_CONTENT_TYPE, "", None)
     return files
+
+
+class EvidenceAltered(Exception):
+    """A stored file whose bytes no longer hash to what its sealed package (or its name) says."""
+
+    def __init__(self, what: str, key: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"{what} does not match its sealed sha256 ({expected[:12]}…; the stored file hashes to {actual[:12]}…): "
+            "it was altered or damaged after sealing and is not served; check the package with "
+            "'nonsite evidence verify' and keep the store as it is for the investigation"
+        )
+        self.key, self.expected, self.actual = key, expected, actual
+
+
+def read_verified(store: Store, key: str, sha256: str, what: str) -> tuple[bytes, str]:
+    """The stored bytes of ``key`` and their sha256, after checking them against ``sha256`` (the hash the sealed
+    package recorded; empty: nothing to check against, e.g. the signature). What is served is what was hashed.
+
+    EvidenceAltered (logged as an error) when they differ; KeyError when absent; StoreError when unreadable.
+    """
+    data = store.get(key)
+    actual = hashlib.sha256(data).hexdigest()
+    if sha256 and actual != sha256.lower():
+        log.error("evidence altered: %s (%s) hashes to %s, sealed as %s; refused to serve it", key, what, actual,
+                  sha256)
+        raise EvidenceAltered(what, key, sha256, actual)
+    return data, actual
 
 
 def evidence_url(request: Request, event_id: str, name: str) -> str:

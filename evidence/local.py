@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from nonsite.config.files import PRIVATE_FILE_MODE, private_dir
 from nonsite.evidence.store import StoreError
 
 _TMP_PREFIX = ".nonsite-tmp-"
@@ -34,7 +35,7 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)  # 0700: evidence is for this user only (files 0600)
         except OSError as e:
             raise StoreError(
                 f"cannot create the evidence directory {self.root}: {e.strerror or e}; "
@@ -69,8 +70,8 @@ class LocalStore:
         path = self._path(key)
         tmp = path.parent / f"{_TMP_PREFIX}{path.name}.{uuid.uuid4().hex}"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            private_dir(path.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
             try:
                 view = memoryview(data)
                 while view:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from nonsite.bus.base import Bus, Consumer
 from nonsite.bus.events import TOPIC_VIOLATIONS
+from nonsite.config.files import PRIVATE_FILE_MODE, private_dir, private_file
 from nonsite.evidence.local import check_key, fsync_dir
 from nonsite.evidence.metrics import (
     SPOOL_BLOBS,
@@ -87,10 +88,10 @@ class EvidenceSpool:
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
         self.dir = Path(directory)
         self.blob_dir = self.dir / "blobs"
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.blob_dir)
         self.max_bytes = max_bytes
         SPOOL_MAX_BYTES.set(max_bytes)
-        self._lock_fd = os.open(self.dir / "spool.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = os.open(self.dir / "spool.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -98,7 +99,7 @@ class EvidenceSpool:
             raise StoreError(f"the evidence spool {self.dir} is in use by another edge process; "
                              "give each edge its own data directory (or evidence.spool.path)") from None
         self._mutex = threading.Lock()
-        self._db = sqlite3.connect(self.dir / "spool.sqlite", timeout=30, isolation_level=None,
+        self._db = sqlite3.connect(private_file(self.dir / "spool.sqlite"), timeout=30, isolation_level=None,
                                    check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -128,7 +129,7 @@ class EvidenceSpool:
                 raise SpoolFullError(msg)
             name = f"{uuid.uuid4().hex}.blob"
             tmp = self.blob_dir / f".{name}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
             try:
                 view = memoryview(data)
                 while view:

@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from nonsite.bus.events import (
     new_event_id,
 )
 from nonsite.cases import Case, draft_case, open_db
+from nonsite.cases.users import SCOPES
 from nonsite.config.cameras import ZoneConfig
 from nonsite.console import create_app
 from nonsite.console.auth import Principal
@@ -59,7 +60,7 @@ class MemoryUsers:
         # argon2id with light parameters: the tests log in often (production costs are the user table's).
         self._hasher = PasswordHasher(time_cost=2, memory_cost=8192, parallelism=1)
         self._users: dict[str, dict[str, Any]] = {}
-        self._tokens: dict[str, str] = {}
+        self._tokens: dict[str, tuple[str, frozenset[str]]] = {}
         self._lock = threading.Lock()
         # A fixed hash to verify against for unknown users, so they take as long as known ones.
         self._dummy = self._hasher.hash(secrets.token_hex(8))
@@ -77,15 +78,16 @@ class MemoryUsers:
         with self._lock:
             self._users[username]["role"] = role
 
-    def issue_token(self, username: str) -> str:
+    def issue_token(self, username: str, scopes: tuple[str, ...] | frozenset[str] = SCOPES) -> str:
+        """A token acting as ``username`` with ``scopes`` (default: every scope)."""
         token = "nst_" + secrets.token_urlsafe(32)
         with self._lock:
-            self._tokens[hashlib.sha256(token.encode()).hexdigest()] = username
+            self._tokens[hashlib.sha256(token.encode()).hexdigest()] = (username, frozenset(scopes))
         return token
 
     def revoke_tokens(self, username: str) -> None:
         with self._lock:
-            for digest in [d for d, u in self._tokens.items() if u == username]:
+            for digest in [d for d, (u, _) in self._tokens.items() if u == username]:
                 del self._tokens[digest]
 
     def principal(self, username: str) -> Principal | None:
@@ -103,8 +105,9 @@ class MemoryUsers:
         return self.principal(username) if user else None
 
     def verify_token(self, token: str) -> Principal | None:
-        username = self._tokens.get(hashlib.sha256(token.encode()).hexdigest())
-        return self.principal(username) if username else None
+        found = self._tokens.get(hashlib.sha256(token.encode()).hexdigest())
+        user = self.principal(found[0]) if found else None
+        return None if user is None or found is None else replace(user, via_token=True, scopes=found[1])
 
 
 def standard_users() -> MemoryUsers:

@@ -25,6 +25,7 @@ from nonsite.cases.queries import (
     known_types,
     linked_cases,
     neighbours,
+    parse_params,
     queue_filter,
     queues_for,
     search_cases,
@@ -163,3 +164,16 @@ def test_filter_from_query_parameters() -> None:
             filter_from_params(params)
     with pytest.raises(ValueError, match="timezone-aware"):
         CaseFilter(since=datetime(2026, 1, 1))
+
+
+def test_query_parameters_read_leniently_for_pages() -> None:
+    """The console's pages keep what is good in a filter and say what they ignored (the API answers 422)."""
+    parsed = parse_params([("status", "draft,bogus"), ("from", "2026-11-21T18:00"), ("to", "yesterday"),
+                           ("camera", "a\nb"), ("q", " 沪A·12345 "), ("page", "3")])
+    assert parsed.filter.statuses == (CaseStatus.DRAFT,) and parsed.filter.camera_ids == ()
+    assert parsed.filter.since == datetime(2026, 11, 21, 10, 0, tzinfo=UTC) and parsed.filter.until is None
+    assert parsed.raw == (("status", "draft"), ("from", "2026-11-21T18:00"), ("q", "沪A·12345"))
+    assert parsed.query() == "?status=draft&from=2026-11-21T18%3A00&q=%E6%B2%AAA%C2%B712345"
+    assert [p for p, _ in parsed.problems] == ["status", "camera", "to"]
+    assert parse_params({"from": "2026-11-21T10:30:00Z"}).filter.since == datetime(2026, 11, 21, 10, 30, tzinfo=UTC)
+    assert parse_params({"q": "x" * 201}).problems == (("q", "the search text is longer than 200 characters"),)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -270,8 +273,14 @@ def test_feedback_photos_are_checked_and_stored_outside_the_package(
     store = LocalStore(tmp_path / "evidence")
     photo = (media_dir / "generic_bus_ultralytics.jpg").read_bytes()
     att = store_feedback_photo(store, case.number, photo, "../../after 整改.jpg")
-    assert att["key"].startswith(f"cases/{case.number}/feedback/") and att["key"].endswith(".jpg")
-    assert store.get(att["key"]) == photo and att["content_type"] == "image/jpeg" and att["bytes"] == len(photo)
+    assert att["key"] == f"cases/{case.number}/feedback/{att['sha256']}.jpg"
+    stored = store.get(att["key"])  # re-encoded: only pixels, named by the hash of what is stored
+    assert hashlib.sha256(stored).hexdigest() == att["sha256"] and att["bytes"] == len(stored)
+    assert att["content_type"] == "image/jpeg" and stored.startswith(b"\xff\xd8\xff")
+    original = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
+    assert cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_COLOR).shape == original.shape
+    with_payload = photo + b"<script>alert(1)</script>"  # a trailing payload does not survive
+    assert b"<script>" not in store.get(store_feedback_photo(store, case.number, with_payload)["key"])
     assert "/" not in att["name"] and att["name"].endswith(".jpg")
     for data, message in [(b"", "empty"), (b"GIF89a" + bytes(100), "only JPEG or PNG"),
                           (photo[:200], "does not decode"), (b"<script>alert(1)</script>", "only JPEG or PNG")]:

@@ -11,6 +11,7 @@ import pytest
 from console_support import PASSWORDS, Env, csrf_of, login, seed
 from fastapi.testclient import TestClient
 
+from nonsite.cases.users import SCOPES
 from nonsite.console import api, camera_views, documents, pages
 from nonsite.console import login as login_module
 from nonsite.console.app import route_names
@@ -166,7 +167,8 @@ def test_a_deactivated_user_or_a_new_role_takes_effect_at_once(env: Env) -> None
 def test_api_tokens(env: Env) -> None:
     client, _ = env.api("rev")
     me = client.get("/api/me").json()
-    assert me == {"username": "rev", "display_name": "审核员老李", "role": "reviewer", "via_token": True}
+    assert me == {"username": "rev", "display_name": "审核员老李", "role": "reviewer", "via_token": True,
+                  "acts_for": None, "scopes": sorted(SCOPES)}
     number = env.cases["stray_dog"]
     r = client.post(f"/api/cases/{number}/confirm", json={})  # no CSRF needed, but the role is checked
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"

@@ -183,6 +183,9 @@ def test_filters_and_search(env: Env, media_dir: Path) -> None:
 
     assert numbers(q="沪A12345") == [parking]
     assert numbers(q="a123") == [parking]  # plates match regardless of case
+    # ...and of the separators people type (the normalised plate column, as the case queries search it)
+    assert numbers(q="沪A·12345") == [parking]
+    assert numbers(q="沪a 123-45") == [parking]
     assert numbers(q=dog) == [dog]
     assert numbers(q="公园北门") == [dog]
     assert numbers(q="南京东路") == [parking, dog, vending]
@@ -194,6 +197,12 @@ def test_filters_and_search(env: Env, media_dir: Path) -> None:
     assert numbers(date="2026-11-22") == []
     assert numbers(**{"from": "2026-11-21T10:30:00Z"}) == [parking]  # ISO with an offset is taken as given
     assert numbers(status="draft", type="stray_dog", q="公园") == [dog]
+    # the parameters of the case queries' one reader: lists, the plate alone, repeats
+    assert numbers(type="stray_dog,street_vending") == [dog, vending]
+    assert numbers(plate="沪a·12345") == [parking] and numbers(plate="苏E") == []
+    assert numbers(number=parking[-6:]) == [parking] and numbers(repeats="1") == []
+    r = client.get("/api/cases", params={"from": "2026-11-22", "to": "2026-11-21"})
+    assert r.status_code == 422 and "swap them" in r.json()["error"]["message"]
 
 
 def test_case_documents(env: Env) -> None:

@@ -50,8 +50,22 @@ def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
 # --- Prometheus ------------------------------------------------------------------------------------------
 
 
-def test_promtool_checks_the_compose_config_and_its_rules() -> None:
-    r = run([tool("promtool"), "check", "config", str(PROM / "prometheus.yml")])
+def _with_token_files(cfg: dict[str, Any], folder: Path) -> None:
+    """Point every scrape job's bearer-token file at a real file under ``folder`` (promtool opens it; the real
+    one is mounted into the Prometheus container from a secret)."""
+    for job in cfg["scrape_configs"]:
+        if "authorization" in job:
+            token = folder / f"{job['job_name']}.token"
+            token.write_text("a-token-for-promtool-0123456789\n")
+            job["authorization"]["credentials_file"] = str(token)
+
+
+def test_promtool_checks_the_compose_config_and_its_rules(tmp_path: Path) -> None:
+    cfg = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    _with_token_files(cfg, tmp_path)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
+    shutil.copytree(PROM / "rules", tmp_path / "rules")
+    r = run([tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout and "rules found" in r.stdout  # the rule files were found and checked too
 
@@ -60,10 +74,13 @@ def test_promtool_checks_the_kubernetes_config(tmp_path: Path) -> None:
     """Debian's promtool is built without Kubernetes service discovery, so the pod discovery block is swapped
     for a static target; everything else (relabelling, rule files) is checked as written."""
     cfg = yaml.safe_load((PROM / "prometheus-k8s.yml").read_text())
-    job = cfg["scrape_configs"][0]
-    assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": ["nonsite"]}}]
-    job.pop("kubernetes_sd_configs")
-    job["static_configs"] = [{"targets": ["pod:9104"]}]
+    for job in cfg["scrape_configs"]:
+        assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": ["nonsite"]}}]
+        job.pop("kubernetes_sd_configs")
+        job["static_configs"] = [{"targets": ["pod:9104"]}]
+    console = next(j for j in cfg["scrape_configs"] if j["job_name"] == "nonsite-console")
+    assert console["authorization"]["credentials_file"]  # the console's /metrics needs its token
+    _with_token_files(cfg, tmp_path)
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     shutil.copytree(PROM / "rules", tmp_path / "rules")
     r = run([tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")])
@@ -277,6 +294,15 @@ def test_prometheus_scrapes_every_compose_role_on_its_metrics_port() -> None:
     for role in ROLES:
         host, port = targets[f"nonsite-{role}"].split(":")
         assert host in services and int(port) == ports[role], role
+    # the console's /metrics answers its metrics token only: Prometheus reads it from the compose secret that
+    # carries the console's NONSITE_METRICS_TOKEN
+    console_job = next(j for j in prom["scrape_configs"] if j["job_name"] == "nonsite-console")
+    secret_file = console_job["authorization"]["credentials_file"]
+    (secret,) = services["prometheus"]["secrets"]
+    assert secret_file == f"/run/secrets/{secret}"
+    env_name = compose()["secrets"][secret]["environment"]
+    cfg = yaml.safe_load((DEPLOY / "config" / "nonsite.yaml").read_text())
+    assert cfg["console"]["metrics_token_env"] == env_name and env_name in services["console"]["environment"]
 
 
 def test_env_example_names_every_required_secret_with_placeholders_only() -> None:

@@ -28,9 +28,11 @@ from nonsite.evidence.spool import EvidenceSpool
 from nonsite.ops.health import Health, OpsServer
 
 
-def get(url: str) -> tuple[int, str]:
+def get(url: str, token: str | None = None) -> tuple[int, str]:
+    """GET ``url`` (with ``Authorization: Bearer token`` when given): (status, body); (0, "") when unreachable."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=5) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -180,8 +182,9 @@ def test_console_counts_cases_by_status_and_answers_readiness(tmp_path: Path, cl
         e = make_event(store, clip_frames, n_clip=2)
         draft_case(sessions, seal(store, signer, e), "NS")
     extra: dict[str, Any] = {"camera link": {"ok": True, "detail": "fine"}}
-    app = create_app(session_factory=sessions, store=store, readiness=lambda: dict(extra))
-    client = TestClient(app)
+    app = create_app(session_factory=sessions, store=store, readiness=lambda: dict(extra),
+                     metrics_token="prometheus-token-0123456789")
+    client = TestClient(app, headers={"Authorization": "Bearer prometheus-token-0123456789"})
     text = client.get("/metrics").text
     assert 'nonsite_cases{status="draft"} 3.0' in text and 'nonsite_cases{status="closed"} 0.0' in text
     r = client.get("/readyz")
@@ -189,6 +192,10 @@ def test_console_counts_cases_by_status_and_answers_readiness(tmp_path: Path, cl
     extra["camera link"] = {"ok": False, "detail": "no public key"}
     r = client.get("/readyz")
     assert r.status_code == 503 and r.json()["checks"]["camera link"]["detail"] == "no public key"
+    stranger = TestClient(app)  # the orchestrator's probe: the status only
+    r = stranger.get("/readyz")
+    assert r.status_code == 503 and r.json() == {"status": "not ready"}
+    assert stranger.get("/metrics").status_code == 401
 
 
 def test_the_console_role_serves_before_the_sealer_and_picks_up_its_key(tmp_path: Path) -> None:
@@ -203,18 +210,20 @@ def test_the_console_role_serves_before_the_sealer_and_picks_up_its_key(tmp_path
         "data_dir": str(tmp_path / "console"),
         "evidence": {"store": "local", "path": str(evidence)},
         "cases": {"database_url": f"sqlite:///{tmp_path / 'cases.db'}"},
-        "console": {"port": port},
+        "console": {"port": port, "metrics_token_env": "NONSITE_METRICS_TOKEN"},
     }), encoding="utf-8")
     log = tmp_path / "console.log"
-    console = nonsite_process(["console", "--config", str(conf)], {}, log)
+    token = "prometheus-token-0123456789"
+    console = nonsite_process(["console", "--config", str(conf)], {"NONSITE_METRICS_TOKEN": token}, log)
     base = f"http://127.0.0.1:{port}"
     try:
-        _, body = wait_for(lambda: (r := get(base + "/readyz"))[0] == 503 and r, 60, "the console up, not ready",  # type: ignore[misc]
-                           logs=lambda: log.read_text()[-3000:])
+        _, body = wait_for(lambda: (r := get(base + "/readyz", token))[0] == 503 and r, 60,  # type: ignore[misc]
+                           "the console up, not ready", logs=lambda: log.read_text()[-3000:])
         checks = json.loads(body)["checks"]
         assert checks["database"]["ok"] and checks["store"]["ok"] and not checks["signing key"]["ok"], checks
         assert get(base + "/login")[0] == 200  # operators can log in meanwhile
-        assert 'nonsite_cases{status="draft"} 0.0' in get(base + "/metrics")[1]
+        assert 'nonsite_cases{status="draft"} 0.0' in get(base + "/metrics", token)[1]
+        assert get(base + "/metrics")[0] == 401 and json.loads(get(base + "/readyz")[1]) == {"status": "not ready"}
 
         publish_public_key(LocalStore(evidence), Signer.load_or_create(tmp_path / "sealer" / "signing.pem"))
         wait_for(lambda: get(base + "/readyz")[0] == 200, 60, "the console ready once the key is published",

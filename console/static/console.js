@@ -316,6 +316,10 @@
     source.addEventListener("case", function (ev) {
       try { applyLive(JSON.parse(ev.data)); } catch (err) { /* a malformed event changes nothing */ }
     });
+    source.addEventListener("end", function () {  /* logged out (here or elsewhere): stop listening */
+      source.close();
+      if (status) { status.dataset.state = "off"; status.textContent = text("js.live_ended"); }
+    });
   }
 
   /* --- the case page ------------------------------------------------------------------------------- */
