@@ -128,6 +128,10 @@ class CameraConfig(Section):
     fps: float = Field(5.0, gt=0, le=60, description="Frames per second sampled for detection.")
     location: LocationConfig = Field(default_factory=LocationConfig, description="Where the camera stands.")
     zones: list[ZoneConfig] = Field(default_factory=list, description="Zones drawn on this camera's view.")
+    view_guard: bool | None = Field(
+        None, description="Check that this camera still looks where its zones were drawn (see view_guard:); "
+        "unset = view_guard.enabled. Set false for a camera whose view is meant to change.",
+    )
     rules: RuleOverrides | None = Field(
         None, description="Rule thresholds that differ for this camera (e.g. {stray_dog: {dwell_s: 60}}); zones "
         "can override them again; unset keys inherit from rules:."

@@ -85,6 +85,23 @@ else:
 """The ``detector:`` section, built from the declared backends (:mod:`nonsite.config.detectors`)."""
 
 
+class SplitBoxesConfig(Section):
+    """Boxes of one object that the detector split in two (at night, motorcycles) merged before tracking."""
+
+    enabled: bool = Field(True, description="Merge same-class boxes that one contains or mostly overlaps into one "
+                          "box (their union) before tracking, so one object gets one track and one alert.")
+    classes: list[str] = Field(
+        default_factory=lambda: ["car", "truck", "bus", "motorcycle", "bicycle", "dog"],
+        description="Classes whose split boxes are merged (the same class only). People are left out by default: "
+        "in a crowd one person often stands mostly in front of another.",
+    )
+    min_overlap: float = Field(
+        0.6, gt=0, le=1,
+        description="Merge two boxes when their intersection covers at least this fraction of the smaller box "
+        "(1.0 = only when one contains the other). Lower merges more; too low merges neighbours parked close.",
+    )
+
+
 class TrackerConfig(Section):
     track_activation_threshold: float = Field(
         0.4, gt=0, lt=1, description="ByteTrack: confidence a detection needs to start a new track."
@@ -102,4 +119,8 @@ class TrackerConfig(Section):
     )
     minimum_iou: float = Field(
         0.1, gt=0, lt=1, description="ByteTrack: least IoU between a track's prediction and a detection to match."
+    )
+    split_boxes: SplitBoxesConfig = Field(
+        default_factory=SplitBoxesConfig,
+        description="One object, one box: same-class partial boxes of one object merged before tracking.",
     )

@@ -42,3 +42,37 @@ class EdgeConfig(Section):
         "(`--metrics-port` overrides). `nonsite run` uses the top-level metrics: section.",
     )
 
+
+
+class ViewGuardConfig(Section):
+    """Camera view guard: rules pause while a camera looks elsewhere than where its zones were drawn."""
+
+    enabled: bool = Field(
+        True, description="Compare each camera's view with the reference snapshot taken when its zones were saved "
+        "or loaded (kept in DATA_DIR/edge/views/<camera>/); pause the camera's rules while it looks elsewhere "
+        "(a dome camera on another preset, a knocked camera). Cameras without zones are not checked.",
+    )
+    check_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="Seconds between two checks of a camera's view (one small grey frame).")
+    confirm_checks: int = Field(
+        2, ge=1, le=100,
+        description="Checks in a row that must agree before the state changes (a bus passing in front of the lens "
+        "is not a moved camera). The time to notice a move is about check_interval_s x confirm_checks.",
+    )
+    width: int = Field(320, ge=64, le=1920, description="Width in pixels of the grey frame the check works on.")
+    features: int = Field(1000, ge=50, le=5000, description="ORB features found per frame.")
+    min_inliers: int = Field(
+        15, ge=4, description="Least number of features that must agree with one homography for the view to match.")
+    min_inlier_ratio: float = Field(
+        0.2, ge=0, le=1, description="... and least fraction of the matched features that agree with it.")
+    still_shift: float = Field(
+        0.025, ge=0, le=1,
+        description="A view whose points moved by at most this fraction of the frame diagonal has not moved.",
+    )
+    reregister_max_shift: float = Field(
+        0.08, ge=0, le=1,
+        description="A view that moved by more than still_shift and at most this fraction of the diagonal is "
+        "re-registered: the zones follow it through the homography and the rules go on (logged, shown on the "
+        "camera page as 'shifted'). Further than this, or no match at all: 'view moved', the rules pause. "
+        "0 = never re-register.",
+    )

@@ -10,7 +10,7 @@ from nonsite.config.base import Section
 from nonsite.config.cameras import CameraConfig
 from nonsite.config.clock import ClockConfig
 from nonsite.config.detector import DetectorConfig, TrackerConfig
-from nonsite.config.edge import EdgeConfig, MetricsConfig
+from nonsite.config.edge import EdgeConfig, MetricsConfig, ViewGuardConfig
 from nonsite.config.integration import IntegrationConfig
 from nonsite.config.plates import PlatesConfig
 from nonsite.config.roles import DrafterConfig, PoolConfig, SealerConfig
@@ -37,6 +37,11 @@ class NonsiteConfig(Section):
                              "live reload of the cameras.")
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig, description="`nonsite run` (embedded mode): its Prometheus metrics endpoint."
+    )
+    view_guard: ViewGuardConfig = Field(
+        default_factory=ViewGuardConfig,
+        description="Camera view guard: the rules of a camera pause while its view does not match the reference "
+        "snapshot of its zones; a small shift re-registers the zones.",
     )
     sealer: SealerConfig = Field(default_factory=SealerConfig, description="`nonsite sealer` (distributed mode).")
     drafter: DrafterConfig = Field(default_factory=DrafterConfig, description="`nonsite drafter` (distributed mode).")

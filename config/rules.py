@@ -107,6 +107,12 @@ class RuleCommon(Section):
         description="When the rule is enforced, in the city's time zone; empty = always. Outside the windows "
         "the rule is silent and open episodes end.",
     )
+    same_object_overlap: float = Field(
+        0.6, ge=0, le=1,
+        description="One object, one alert: a confirmation in a zone whose box overlaps an open, already confirmed "
+        "episode's object there by at least this fraction of the smaller box is that same object (a second, "
+        "partial box of it) and raises no second alert; 0 = off.",
+    )
     rematch_s: float = Field(
         120.0, ge=0,
         description="After an alerted episode ends (the object was lost), a new track at the same place that "

@@ -191,6 +191,7 @@ ROUTES: Mapping[str, RouteAccess] = {
     "document_pdf": RouteAccess(ALL_ROLES, _READ),
     "cameras": RouteAccess(_OPS, "cameras:read"),
     "camera_snapshot": RouteAccess(_OPS, "cameras:read"),
+    "camera_reference": RouteAccess(_OPS, "cameras:read"),
     "zone_editor": RouteAccess(_ADMIN, "cameras:read"),
     # JSON API
     "api_openapi": RouteAccess(ALL_ROLES, ANY_SCOPE),

@@ -24,6 +24,7 @@ from nonsite.console.auth import authorize
 from nonsite.console.cameras import CameraControl, CameraStatus
 from nonsite.console.i18n import local_time
 from nonsite.console.render import error_page, render, translator
+from nonsite.console.view_guard import view_of
 from nonsite.console.views import root_path, state_of
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ def _health(request: Request, cam: CameraStatus) -> dict[str, Any]:
         "reconnects": cam.reconnects, "last_error": scrub(cam.last_error or ""), "zones": cam.zones,
         "snapshot_url": f"{root_path(request)}/cameras/{cam.id}/snapshot.jpg",
         "editor_url": f"{root_path(request)}/cameras/{cam.id}/zones",
+        "view": view_of(request, cam),
         "svg_zones": [
             {"points": " ".join(f"{float(x):.4f},{float(y):.4f}" for x, y in z.get("polygon", [])),
              "kind": z.get("kind", ""), "label": z.get("name") or z.get("id", "")}
@@ -217,7 +219,7 @@ def zone_editor(request: Request, camera_id: str) -> Response:
                                           "kinds": zone_kinds()})
 
 
-def _snapshot(request: Request, camera_id: str, json_errors: bool) -> Response:
+def _snapshot(request: Request, camera_id: str, json_errors: bool, reference: bool = False) -> Response:
     control = _control(request)
 
     def fail(status: int, code: str, message: str, **fields: Any) -> Response:
@@ -228,9 +230,12 @@ def _snapshot(request: Request, camera_id: str, json_errors: bool) -> Response:
     if control is None:
         return fail(404, "cameras_unmanaged", "the cameras are not managed by this console")
     try:
-        frame = control.snapshot(camera_id)
+        frame = control.reference(camera_id) if reference else control.snapshot(camera_id)
     except KeyError:
         return fail(404, "camera_not_found", f"no camera {camera_id}", camera=camera_id)
+    if frame is None and reference:
+        return fail(404, "no_reference", f"camera {camera_id} has no reference snapshot (its view is not checked)",
+                    camera=camera_id)
     if frame is None:
         return fail(404, "no_frame", f"camera {camera_id} has not delivered a frame yet", camera=camera_id)
     return Response(frame, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -239,6 +244,12 @@ def _snapshot(request: Request, camera_id: str, json_errors: bool) -> Response:
 @pages.get("/cameras/{camera_id}/snapshot.jpg", name="camera_snapshot")
 def camera_snapshot(request: Request, camera_id: str) -> Response:
     return _snapshot(request, camera_id, json_errors=False)
+
+
+@pages.get("/cameras/{camera_id}/reference.jpg", name="camera_reference")
+def camera_reference(request: Request, camera_id: str) -> Response:
+    """The reference snapshot the camera's zones were drawn on (view guard), JPEG."""
+    return _snapshot(request, camera_id, json_errors=False, reference=True)
 
 
 @api.get("/cameras", name="api_cameras")

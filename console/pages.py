@@ -31,6 +31,7 @@ from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform, 
 from nonsite.console.auth import Principal, authorize
 from nonsite.console.live import current_cursor
 from nonsite.console.render import error_page, localized_error, path_with, render
+from nonsite.console.view_guard import moved_cameras
 from nonsite.console.views import (
     PAGE_SIZE,
     STILL_PAIRS,
@@ -125,6 +126,7 @@ def queue_page(request: Request, page: int = Query(1, ge=1, le=100_000)) -> Resp
         "notices": filter_notices(problems, request.query_params),
         "live_url": live if page == 1 else "",
         "reasons": DISMISS_REASONS,
+        "moved_cameras": moved_cameras(request),
     })
 
 

@@ -14,6 +14,34 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
+class ViewChange:
+    ts: float
+    state: str
+    """ok | shifted | moved"""
+    message: str
+    """English, for the log and the API."""
+
+
+@dataclass(frozen=True)
+class ViewStatus:
+    """The camera view guard's verdict: does the camera still look where its zones were drawn?"""
+
+    state: str
+    """ok (matches the zones' reference) | shifted (moved a little: zones re-registered, rules go on) |
+    moved (rules paused)"""
+    since: float | None = None
+    shift: float | None = None
+    """Movement of the view at the last check, as a fraction of the frame diagonal."""
+    inliers: int | None = None
+    matches: int | None = None
+    reference_taken_at: float | None = None
+    changes: list[ViewChange] = field(default_factory=list)
+    """The latest state changes, newest first."""
+    changes_by_state: dict[str, int] = field(default_factory=dict)
+    """How many times the view entered each state (for the metrics)."""
+
+
+@dataclass(frozen=True)
 class CameraStatus:
     id: str
     name: str
@@ -27,6 +55,8 @@ class CameraStatus:
     zones: list[dict[str, Any]] = field(default_factory=list)
     """The camera's zones as config dicts: id, name, kind, polygon (normalized), dwell_s."""
     address: str = ""
+    view: ViewStatus | None = None
+    """The view guard's verdict (None: not checked, e.g. a camera without zones)."""
 
 
 class CameraControl(Protocol):
@@ -35,6 +65,10 @@ class CameraControl(Protocol):
 
     def snapshot(self, camera_id: str) -> bytes | None:
         """The latest frame as JPEG, or None when none was seen yet. KeyError for an unknown camera."""
+
+    def reference(self, camera_id: str) -> bytes | None:
+        """The JPEG reference snapshot the camera's zones were drawn on (view guard), or None. KeyError for an
+        unknown camera."""
 
     def set_zones(self, camera_id: str, zones: list[dict[str, Any]]) -> None:
         """Validate, persist to the config file and apply live. ValueError with a user-readable message

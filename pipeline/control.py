@@ -45,6 +45,7 @@ class EdgeCameraControl:
             out.append(CameraStatus(
                 id=cam.id, name=cam.name, state=state, fps=round(fps, 2), last_frame_ts=last_ts,
                 reconnects=reconnects, last_error=error, zones=zone_dicts(cam), address=cam.location.address,
+                view=run.worker.view_status() if run is not None else None,
             ))
         return out
 
@@ -55,6 +56,12 @@ class EdgeCameraControl:
         if run is None:
             return None
         return run.worker.snapshot()
+
+    def reference(self, camera_id: str) -> bytes | None:
+        if camera_id not in {c.id for c in self.runner.cameras}:
+            raise KeyError(camera_id)
+        run = self.runner.run_of(camera_id)
+        return run.worker.reference() if run is not None else None
 
     def set_zones(self, camera_id: str, zones: list[dict[str, Any]]) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ import numpy as np
 import supervision as sv
 
 from nonsite.bus.events import BoxRecord
+from nonsite.pipeline.geometry import overlap_of_smaller
 
 Detections = sv.Detections
 
@@ -95,3 +96,47 @@ def merge_class_group(d: sv.Detections, classes: Iterable[str], iou: float = 0.6
         return d
     merged = d[group].with_nms(threshold=iou, class_agnostic=True)
     return sv.Detections.merge([merged, d[~group]])
+
+
+def merge_split_boxes(d: sv.Detections, classes: Iterable[str], min_overlap: float = 0.6) -> sv.Detections:
+    """One box per object when the detector split it into overlapping partial boxes of one class (a motorcycle
+    at night as its front and its rear, a car and its lit half): boxes of the same class in ``classes`` where
+    one contains the other or they mostly overlap (intersection over the smaller box's area at least
+    ``min_overlap``) become one box, their union, with the highest confidence and the other fields
+    of the most confident part. Other classes, and boxes that merely touch, pass through untouched."""
+    if len(d) < 2:
+        return d
+    names = names_of(d)
+    wanted = set(classes)
+    conf = d.confidence if d.confidence is not None else np.ones(len(d), dtype=np.float32)
+    parent = list(range(len(d)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    idx = [i for i in range(len(d)) if names[i] in wanted]
+    for a_pos, i in enumerate(idx):
+        for j in idx[a_pos + 1:]:
+            if names[i] != names[j]:
+                continue
+            a, b = d.xyxy[i], d.xyxy[j]
+            if overlap_of_smaller(a, b) >= min_overlap:
+                ri, rj = root(i), root(j)
+                if ri != rj:
+                    parent[rj] = ri
+    groups: dict[int, list[int]] = {}
+    for i in range(len(d)):
+        groups.setdefault(root(i), []).append(i)
+    if len(groups) == len(d):
+        return d
+    keep = [max(g, key=lambda k: float(conf[k])) for g in groups.values()]
+    out = d[np.asarray(keep, dtype=int)]
+    xyxy = out.xyxy.copy()
+    for row, g in enumerate(groups.values()):
+        boxes = d.xyxy[g]
+        xyxy[row] = (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max())
+    out.xyxy = xyxy
+    return out

@@ -177,7 +177,8 @@ class EdgeRunner:
         live = isinstance(source, LiveSource) or camera.source.realtime
         cid = camera.id
         worker = EdgeWorker(camera, self.cfg, self.store, self.bus, self._model, self._sequence,
-                            on_stage=lambda stage, seconds: self.metrics.stage(cid, stage, seconds))
+                            on_stage=lambda stage, seconds: self.metrics.stage(cid, stage, seconds),
+                            views_dir=Path(self.cfg.data_dir) / "edge" / "views")
         # A file may read ahead enough to fill a batch on its own; a live camera keeps only its newest frames.
         size = self.cfg.edge.queue_frames if live else max(self.cfg.edge.queue_frames, self.max_batch)
         queue: FrameQueue[Any] = FrameQueue(size, drop_oldest=live,
@@ -364,7 +365,7 @@ class EdgeRunner:
             self._wake.set()
 
     def _samples(self) -> Iterable[CameraSample]:
-        return [CameraSample(r.camera.id, r.health, len(r.frames), r.live) for r in self.runs]
+        return [CameraSample(r.camera.id, r.health, len(r.frames), r.live, r.worker.view_status()) for r in self.runs]
 
     # -- the loop -------------------------------------------------------------------------------
 

@@ -34,6 +34,14 @@ def area(b: np.ndarray) -> float:
     return float(max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
 
 
+def overlap_of_smaller(a: np.ndarray | tuple[float, ...], b: np.ndarray | tuple[float, ...]) -> float:
+    """Intersection of two boxes over the smaller one's area: 1.0 when one contains the other."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    small = min(max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]), max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
+    return float(iw * ih / small) if iw > 0 and ih > 0 and small > 0 else 0.0
+
+
 def inside_fraction(obj: np.ndarray, region: np.ndarray) -> float:
     """Fraction of ``obj``'s area that lies inside ``region``."""
     iw = min(obj[2], region[2]) - max(obj[0], region[0])

@@ -26,6 +26,11 @@ Exposed series (``camera`` = camera id):
 ``nonsite_reconnects_total``                lost streams opened again
 ``nonsite_open_failures_total``             failed attempts to open a stream
 ``nonsite_events_published_total``          violation events published, by ``type``
+``nonsite_camera_view_moved``               1 while the camera looks elsewhere than where its zones were
+                                            drawn (view guard: its rules are paused), else 0; only cameras
+                                            whose view is checked
+``nonsite_camera_view_shifted``             1 while its zones are re-registered after a small shift
+``nonsite_camera_view_changes_total``       view guard state changes, by ``state`` (ok, shifted, moved)
 ``nonsite_cameras``                         cameras running (gauge)
 ``process_*``                               the process (resident memory, CPU) from prometheus-client
 ==========================================  ==============================================================
@@ -44,6 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from nonsite.ops.cameras import ViewStatus
 from nonsite.streams.health import SourceHealth, SourceState
 
 STAGES = ("decode", "queue", "detect", "track", "rules", "evidence")
@@ -60,6 +66,8 @@ class CameraSample:
     health: SourceHealth | None
     queue_depth: int
     live: bool
+    view: ViewStatus | None = None
+    """The view guard's verdict (None: the camera's view is not checked)."""
 
 
 @dataclass
@@ -181,6 +189,12 @@ class _SourceCollector(Collector):
         age = GaugeMetricFamily("nonsite_camera_last_frame_age_seconds", "Seconds since the newest frame of a "
                                 "live camera.", labels=lab)
         running = GaugeMetricFamily("nonsite_cameras", "Cameras running.")
+        view_moved = GaugeMetricFamily("nonsite_camera_view_moved", "1 while the camera's view does not match the "
+                                       "reference snapshot of its zones (its rules are paused), else 0.", labels=lab)
+        view_shifted = GaugeMetricFamily("nonsite_camera_view_shifted", "1 while the camera's zones are "
+                                         "re-registered after a small shift of its view, else 0.", labels=lab)
+        view_changes = CounterMetricFamily("nonsite_camera_view_changes", "View guard state changes.",
+                                           labels=["camera", "state"])
         now = time.time()
         seen: set[str] = set()
         n = 0
@@ -203,6 +217,11 @@ class _SourceCollector(Collector):
                 state.add_metric([cid, st.value], 1.0 if st is cur else 0.0)
             if s.live and h is not None and h.last_frame_ts is not None:
                 age.add_metric([cid], max(0.0, now - h.last_frame_ts))
+            if s.view is not None:
+                view_moved.add_metric([cid], 1.0 if s.view.state == "moved" else 0.0)
+                view_shifted.add_metric([cid], 1.0 if s.view.state == "shifted" else 0.0)
+                for st in ("ok", "shifted", "moved"):
+                    view_changes.add_metric([cid, st], s.view.changes_by_state.get(st, 0))
         for cid in sorted(m.known_cameras() - seen):  # removed cameras keep their totals
             c = m.carried(cid)
             decoded.add_metric([cid], c.decoded)
@@ -212,5 +231,6 @@ class _SourceCollector(Collector):
             reconnects.add_metric([cid], c.reconnects)
             failures.add_metric([cid], c.open_failures)
         running.add_metric([], n)
-        yield from (decoded, sampled, dropped, reconnects, failures, depth, up, state, age, running)
+        yield from (decoded, sampled, dropped, reconnects, failures, depth, up, state, age, running, view_moved,
+                    view_shifted, view_changes)
 

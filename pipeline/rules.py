@@ -12,7 +12,10 @@ One alert per episode, even when the tracker does not keep the id: a new track w
 episode yet is first matched, by place (IoU or centre distance to the episode's last box) and by look
 (colour histogram, ``Detections.data['appearance']`` when the worker computed it), to an open episode
 whose track was lost, then to an alerted episode that ended less than ``rematch_s`` ago; a match
-continues that episode instead of starting a new one. A per-zone cooldown keeps one rule quiet in a
+continues that episode instead of starting a new one. One alert per object, even when the detector gives it
+two boxes that the merge before tracking left apart (two tracks): an episode that reaches its dwell while
+its box overlaps an open, already confirmed episode of the same rule in the same zone (``same_object_overlap``
+of the smaller box) is that object again and raises no alert. A per-zone cooldown keeps one rule quiet in a
 zone after an alert. Rules, zones and allow-zones apply by their schedules in the city's time zone.
 
 Thresholds come from ``rules:``, overridden per camera (``cameras[].rules``) and per zone
@@ -36,7 +39,7 @@ from nonsite.config.cameras import CameraConfig, ZoneConfig
 from nonsite.config.rules import RuleCommon, apply_overrides, schedule_active
 from nonsite.pipeline.appearance import APPEARANCE, similarity
 from nonsite.pipeline.detections import box_records
-from nonsite.pipeline.geometry import centre, diag, iou
+from nonsite.pipeline.geometry import centre, diag, iou, overlap_of_smaller
 from nonsite.pipeline.violations import typed_camera, typed_rules, violation_types
 from nonsite.pipeline.violations.base import Hit, Scene, TypeState, ViolationType
 from nonsite.pipeline.zones import Zone
@@ -82,6 +85,8 @@ class Episode:
     appearance: np.ndarray | None = None
     baseline: float = 0.0
     """Onset the current track's own state gave when it took the episode over; a later one = a new start."""
+    same_as: int | None = None
+    """The open, alerted episode whose object this one turned out to be (a second box of it): no alert."""
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -110,6 +115,7 @@ class RuleEngine:
         self.camera = camera = typed_camera(camera)
         self.rules = camera_rules(camera, rules)
         self.tz = ZoneInfo(timezone)
+        self.frame_wh = frame_wh
         self.zones = [Zone(z, frame_wh) for z in camera.zones]
         self._zone_cfg: dict[str, RuleCommon] = {
             z.id: zone_rule_config(camera, rules, z.cfg, z.rule) for z in self.zones if z.rule
@@ -125,6 +131,12 @@ class RuleEngine:
         self._next_id = 1
 
     # -- configuration -------------------------------------------------------------------------
+
+    def move_zones(self, camera: CameraConfig) -> None:
+        """The same zones (ids, kinds, thresholds) at new places in the image (the camera's view shifted and
+        the zones were re-registered): episodes and their memory carry on."""
+        moved = {z.id: z for z in typed_camera(camera).zones}
+        self.zones = [Zone(moved.get(z.id, z.cfg), self.frame_wh) for z in self.zones]
 
     def zone_config(self, zone_id: str) -> RuleCommon:
         """Effective thresholds of the rule that watches ``zone_id``."""
@@ -189,6 +201,22 @@ class RuleEngine:
             self.episodes[ep.id] = ep
         return ep
 
+    def _same_object(self, ep: Episode, box: tuple[float, ...], cfg: RuleCommon) -> Episode | None:
+        """An open episode of the same rule and zone, already confirmed, whose object's box overlaps ``box``
+        (``same_object_overlap`` of the smaller box): ``ep`` is a second box of that object."""
+        if cfg.same_object_overlap <= 0:
+            return None
+        best: tuple[float, Episode] | None = None
+        for other in self.episodes.values():
+            if other is ep or other.confirmed_at is None or (other.rule, other.zone_id) != (ep.rule, ep.zone_id):
+                continue
+            overlap = overlap_of_smaller(box, other.last_xyxy)
+            if overlap >= cfg.same_object_overlap and (best is None or overlap > best[0]):
+                best = (overlap, other)
+        if best is None:
+            return None
+        return self.episodes.get(best[1].same_as, best[1]) if best[1].same_as is not None else best[1]
+
     def update(self, d: sv.Detections, ts: float) -> list[RuleEvent]:
         """Advance to time ``ts`` with this frame's tracked detections; returns what changed."""
         events: list[RuleEvent] = []
@@ -245,7 +273,10 @@ class RuleEngine:
             if ep.confirmed_at is None and ts - ep.onset >= ep.dwell_s - 1e-6:
                 ep.confirmed_at = ts
                 zone_key = (ep.rule, ep.zone_id)
-                if ts - self._last_alert.get(zone_key, -np.inf) < cfg.cooldown_s:
+                same = self._same_object(ep, box, cfg)
+                if same is not None:
+                    ep.suppressed, ep.same_as = True, same.id
+                elif ts - self._last_alert.get(zone_key, -np.inf) < cfg.cooldown_s:
                     ep.suppressed = True
                 else:
                     self._last_alert[zone_key] = ts

@@ -10,7 +10,10 @@ after it while the object stays (role ``overview_2``; publishing waits for it wh
 the confirmation still and a close-up. For a violation type whose evidence hook asks for it (sidewalk
 parking: ``reads_plate``) the plate is read from the main object when a plate reader is there
 (``plate_reader``, by default :mod:`nonsite.models.plates` when installed); look-alike classes a type names
-(``merge_classes``: car/truck/bus) are merged into one box per object before tracking.
+(``merge_classes``: car/truck/bus) are merged into one box per object before tracking, and so are the
+overlapping partial boxes of one object of one class (``tracker.split_boxes``). The camera view guard
+(:mod:`nonsite.pipeline.viewguard`) pauses the rules while the view does not match the zones' reference
+snapshot and re-registers the zones after a small shift.
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ from nonsite.bus.events import (
 from nonsite.config import CameraConfig, NonsiteConfig
 from nonsite.evidence.capture import CameraMeta, Still, write_package_blobs
 from nonsite.evidence.store import Store
+from nonsite.ops.cameras import ViewStatus
 from nonsite.pipeline.appearance import add_appearance
-from nonsite.pipeline.detections import merge_class_group
+from nonsite.pipeline.detections import merge_class_group, merge_split_boxes
 from nonsite.pipeline.rules import Episode, RuleEngine, RuleEvent, camera_rules, rule_config_hash
 from nonsite.pipeline.tracking import Tracker
+from nonsite.pipeline.viewguard import ViewGuard, warp_zones, zones_hash
 from nonsite.pipeline.violations import violation_types
 from nonsite.streams.base import Frame
 from nonsite.streams.ringbuffer import RingBuffer
@@ -176,8 +181,12 @@ class EdgeWorker:
         plate_reader: PlateReader | None = None,
         *,
         on_stage: StageHook | None = None,
+        views_dir: Path | None = None,
     ) -> None:
+        """``views_dir``: where the view guard keeps each camera's reference snapshot (the runner passes
+        ``DATA_DIR/edge/views``); None keeps it in memory only."""
         self.on_stage = on_stage
+        self.views_dir = views_dir
         self.camera, self.cfg, self.store, self.bus, self.model = camera, cfg, store, bus, model
         self.sequence = sequence
         self._types = {t.name: t for t in violation_types()}
@@ -189,6 +198,8 @@ class EdgeWorker:
             jpeg_quality=cfg.evidence.jpeg_quality,
         )
         self.engine: RuleEngine | None = None
+        self.paused_frames = 0
+        """Frames whose rules were skipped because the view moved (view guard)."""
         self.open: dict[tuple[str, str, int], _Open] = {}
         self.pending: list[_Open] = []
         self.stats = WorkerStats()
@@ -201,13 +212,53 @@ class EdgeWorker:
                               for t in self._types.values() if t.merge_classes is not None]
         self.rule_hash = rule_config_hash(camera, self.cfg.rules)
         self._meta = CameraMeta(id=camera.id, name=camera.name, address=camera.location.address)
+        self._zones_camera = camera
+        """The camera with its zones where they lie in the image now (re-registered by the view guard)."""
+        guard = self.cfg.view_guard
+        on = guard.enabled if camera.view_guard is None else camera.view_guard
+        self.view: ViewGuard | None = None
+        if on and camera.zones:
+            folder = self.views_dir / camera.id if self.views_dir is not None else None
+            self.view = ViewGuard(guard, folder, camera.id, zones_hash(camera))
+
+    def _check_view(self, frame: Frame) -> None:
+        """The view guard at its interval: a moved view closes the open episodes and pauses the rules (alerted
+        objects are remembered: one still there when the view returns does not alert again); a shifted one
+        re-registers the zones; a view back home restores them."""
+        if self.view is None:
+            return
+        change = self.view.observe(frame.image, frame.ts)
+        if change is None:
+            return
+        h = self.view.homography
+        self._zones_camera = warp_zones(self.camera, h) if change == "shifted" and h is not None else self.camera
+        if self.engine is None:
+            return
+        if change == "moved":
+            for ev in self.engine.finish(frame.ts):
+                self._on_rule_event(ev, None)
+        else:
+            self.engine.move_zones(self._zones_camera)
+
+    @property
+    def rules_paused(self) -> bool:
+        """True while the view guard says the camera looks elsewhere than where its zones were drawn."""
+        return self.view is not None and self.view.state == "moved"
+
+    def view_status(self) -> ViewStatus | None:
+        return self.view.status() if self.view is not None else None
+
+    def reference(self) -> bytes | None:
+        """The reference snapshot of the zones (JPEG), or None before the first frame / without a guard."""
+        return self.view.reference_jpeg() if self.view is not None else None
 
     def process(self, frame: Frame, detections: sv.Detections) -> list[ViolationEvent]:
         """Advance this camera by one sampled frame; returns the events published during it."""
         started = time.perf_counter()
+        self._check_view(frame)
         builds_engine = self.engine is None
         if self.engine is None:
-            self.engine = RuleEngine(self.camera, self.cfg.rules, frame.shape, timezone=self.cfg.timezone)
+            self.engine = RuleEngine(self._zones_camera, self.cfg.rules, frame.shape, timezone=self.cfg.timezone)
         self.stats.frames += 1
         self.stats.detections += len(detections)
         self.stats.last_ts = frame.ts
@@ -218,12 +269,19 @@ class EdgeWorker:
                 o.clip.add(*latest)
         for group in self._merge_groups:
             detections = merge_class_group(detections, group)
+        split = self.cfg.tracker.split_boxes
+        if split.enabled:
+            detections = merge_split_boxes(detections, split.classes, split.min_overlap)
         t = time.perf_counter()
         tracks = self.tracker.update(detections, frame.ts)
         track_s = time.perf_counter() - t
         tracked = add_appearance(frame.image, tracks)
         t = time.perf_counter()
-        rule_events = self.engine.update(tracked, frame.ts)
+        if self.rules_paused:
+            rule_events: list[RuleEvent] = []
+            self.paused_frames += 1
+        else:
+            rule_events = self.engine.update(tracked, frame.ts)
         rules_s = time.perf_counter() - t
         for ev in rule_events:
             self._on_rule_event(ev, frame)
@@ -323,7 +381,7 @@ class EdgeWorker:
     def _publish(self, o: _Open) -> ViolationEvent:
         ep, confirm = o.episode, o.confirm
         assert confirm is not None and o.closeup is not None and ep.confirmed_at is not None
-        zone = next(z for z in self.camera.zones if z.id == ep.zone_id)
+        zone = next(z for z in self._zones_camera.zones if z.id == ep.zone_id)
         extra_stills = [(SECOND_STILL_ROLE, o.second)] if o.second is not None else []
         extra_images = [(PLATE_ROLE, o.plate.crop)] if o.plate is not None else []
         items = write_package_blobs(

@@ -45,6 +45,7 @@ from nonsite.console.cameras import CameraStatus
 from nonsite.evidence import LocalStore, package_prefix
 from nonsite.evidence.sealer import seal
 from nonsite.evidence.signing import Signer
+from nonsite.ops.cameras import ViewStatus
 
 T0 = datetime(2026, 11, 21, 11, 3, 12, tzinfo=UTC)  # 19:03:12 in Shanghai
 PASSWORDS = {"op": "op-pass-4821", "rev": "rev-pass-7730", "adm": "adm-pass-1956"}
@@ -125,6 +126,8 @@ class FakeCamera:
     frame: bytes | None
     zones: list[dict[str, Any]] = field(default_factory=list)
     address: str = ""
+    view: ViewStatus | None = None
+    reference: bytes | None = None
 
 
 class MemoryCameras:
@@ -140,11 +143,14 @@ class MemoryCameras:
         return [CameraStatus(id=c.id, name=c.name, state=c.state, fps=c.fps,
                              last_frame_ts=self.last_frame_ts if c.frame else None, reconnects=0 if c.state == "up"
                              else 3, last_error=None if c.state == "up" else "connection refused <rtsp>",
-                             zones=[dict(z) for z in c.zones], address=c.address)
+                             zones=[dict(z) for z in c.zones], address=c.address, view=c.view)
                 for c in self._cams.values()]
 
     def snapshot(self, camera_id: str) -> bytes | None:
         return self._cams[camera_id].frame
+
+    def reference(self, camera_id: str) -> bytes | None:
+        return self._cams[camera_id].reference
 
     def set_zones(self, camera_id: str, zones: list[dict[str, Any]]) -> None:
         cam = self._cams[camera_id]
