@@ -9,6 +9,8 @@ mode) slots in through the URL. The schema is created and upgraded by the Alembi
 from __future__ import annotations
 
 import enum
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -354,6 +356,26 @@ def _refuse_audit_delete(mapper: Any, connection: Any, target: AuditEntry) -> No
     raise PermissionError("audit entries are append-only and cannot be deleted")
 
 
+def _set_wal(cur: Any, wait_s: float = 30.0) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting while another connection holds the write lock.
+
+    On a fresh database file the switch to WAL needs an exclusive lock, and SQLite answers "database is
+    locked" at once (its busy handler is not called, to avoid a deadlock) while another opener migrates the
+    database in a write transaction; that opener's switch to WAL persists in the file, so a retry succeeds.
+    """
+    deadline = time.monotonic() + wait_s
+    delay = 0.02
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -363,7 +385,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA journal_mode=WAL")
+        _set_wal(cur)
         cur.execute("PRAGMA synchronous=FULL")
         cur.close()
 
