@@ -436,9 +436,14 @@ def cmd_eval(a: argparse.Namespace) -> int:
     )
 
     cfg = _load(a.config, typed=True) if a.config else NonsiteConfig()
+    if a.gating is not None:
+        cfg.edge.gating.enabled = a.gating == "on"
     root = Path(a.dataset).resolve()
     try:
         clips = load_dataset(root)  # every clip's files are checked before the detector loads
+        if a.gating is not None:  # the flag wins over a clip's own camera.yaml gating:
+            for clip in clips:
+                clip.camera.gating = None
         detector = create_detector(cfg.detector)
         print(f"detector: {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
               f"{len(clips)} clips in {root}", flush=True)
@@ -603,6 +608,8 @@ def _add_eval(sub: Subparsers) -> None:
     ev.add_argument("--json", help="also write the scores and every alert as JSON here")
     ev.add_argument("--config", help="take detector, tracker, rule and evidence settings from this config")
     ev.add_argument("--evidence-dir", help="keep the evidence packages of the alerts here (default: discarded)")
+    ev.add_argument("--gating", choices=("on", "off"),
+                    help="motion-gated detection on or off for every clip (default: edge.gating.enabled)")
     ev.set_defaults(fn=cmd_eval)
 
 

@@ -132,6 +132,10 @@ class CameraConfig(Section):
         None, description="Check that this camera still looks where its zones were drawn (see view_guard:); "
         "unset = view_guard.enabled. Set false for a camera whose view is meant to change.",
     )
+    gating: bool | None = Field(
+        None, description="Motion-gated detection for this camera (see edge.gating); unset = edge.gating.enabled. "
+        "Set false for a camera whose rules need every frame detected.",
+    )
     rules: RuleOverrides | None = Field(
         None, description="Rule thresholds that differ for this camera (e.g. {stray_dog: {dwell_s: 60}}); zones "
         "can override them again; unset keys inherit from rules:."

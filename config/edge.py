@@ -16,6 +16,43 @@ class MetricsConfig(Section):
     host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on.")
 
 
+class GatingConfig(Section):
+    """Motion-gated detection: a still scene is detected at a keep-alive rate, a moving one at the camera's fps."""
+
+    enabled: bool = Field(
+        True, description="Run the detector on a sampled frame only when the picture changed in or near the zones "
+        "since the last frame the detector saw, or keepalive_s passed; the other frames reuse the last detections "
+        "(tracks, dwell clocks and evidence carry on by timestamp). Off = every sampled frame is detected.",
+    )
+    keepalive_s: float = Field(
+        2.0, gt=0, le=60,
+        description="While the scene is still, detect at least once every this many seconds (video time). An alert "
+        "is late by at most this much when a change too small for the gate matters to a rule.",
+    )
+    hold_s: float = Field(
+        1.0, ge=0, le=60,
+        description="After a change, keep detecting every frame for this many seconds (an object that just stopped "
+        "gets its track confirmed and its position settled before the gate closes).",
+    )
+    width: int = Field(
+        160, ge=32, le=640, description="Width in pixels of the small grey frame the change is measured on.")
+    pixel_threshold: float = Field(
+        15.0, gt=0, le=255,
+        description="A pixel of the small blurred grey frame counts as changed when it differs from the last "
+        "detected frame by more than this many grey levels (0-255); above sensor and compression noise.",
+    )
+    min_changed: float = Field(
+        0.001, gt=0, le=1,
+        description="Share of the region's pixels that must change to count as motion (0.001 of a 160x90 frame = "
+        "about 14 pixels: a person far away).",
+    )
+    margin: float = Field(
+        0.15, ge=0, le=1,
+        description="The region watched is the bounding box of the camera's zones grown by this share of the "
+        "frame's width and height on each side (objects near a zone matter to its rules); no zones = whole frame.",
+    )
+
+
 class EdgeConfig(Section):
     max_batch: int = Field(
         0, ge=0, le=64,
@@ -35,6 +72,11 @@ class EdgeConfig(Section):
     )
     reload_poll_s: float = Field(
         2.0, gt=0, le=3600, description="How often the config file is checked for changes, in seconds."
+    )
+    gating: GatingConfig = Field(
+        default_factory=GatingConfig,
+        description="Motion-gated detection: the detector runs at full rate while things move in or near the zones "
+        "and at a keep-alive rate while the scene is still (a camera's gating: overrides enabled).",
     )
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig,

@@ -31,6 +31,7 @@ from nonsite.config import CameraConfig, NonsiteConfig, mask_url
 from nonsite.config.detectors import DETECTOR_BACKENDS
 from nonsite.evidence.store import Store
 from nonsite.models.base import Detector
+from nonsite.pipeline.gating import MotionGate, gate_for, zones_region
 from nonsite.pipeline.metrics import CameraSample, EdgeMetrics
 from nonsite.pipeline.scheduler import FrameQueue, RoundRobin
 from nonsite.pipeline.violations import typed_camera
@@ -52,6 +53,8 @@ class _Queued:
     frame: Frame
     at: float
     """time.perf_counter() when the frame entered the queue."""
+    gated: bool = False
+    """The motion gate held it back from the detector: it rides along a batch without taking a place in it."""
 
 
 @dataclass
@@ -64,6 +67,8 @@ class CameraRun:
     frames: FrameQueue[Any]
     live: bool
     """Latest-frame semantics: a live stream, or a file paced in real time (a simulated camera)."""
+    gate: MotionGate | None = None
+    """Motion-gated detection (:mod:`nonsite.pipeline.gating`), decided in the reader thread; None = off."""
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     done: bool = False
@@ -108,8 +113,10 @@ def preferred_batch(detector: Detector) -> int:
 
 
 def _frame_size(item: Any) -> tuple[int, ...] | None:
-    """Batches hold frames of one size (no padding to a common size); end markers join any batch."""
-    return item.frame.image.shape if isinstance(item, _Queued) else None
+    """Batches hold frames of one size (no padding to a common size); end markers and gated frames (no
+    detection) join any batch without taking a place in it, so the detector time still scenes free goes to the
+    cameras that move."""
+    return item.frame.image.shape if isinstance(item, _Queued) and not item.gated else None
 
 
 def _only_zones_differ(a: CameraConfig, b: CameraConfig) -> bool:
@@ -183,7 +190,7 @@ class EdgeRunner:
         size = self.cfg.edge.queue_frames if live else max(self.cfg.edge.queue_frames, self.max_batch)
         queue: FrameQueue[Any] = FrameQueue(size, drop_oldest=live,
                                             on_drop=lambda _item: self.metrics.queue_dropped(cid))
-        return CameraRun(camera, source, worker, queue, live)
+        return CameraRun(camera, source, worker, queue, live, gate_for(camera, self.cfg))
 
     def _start(self, run: CameraRun) -> None:
         run.thread = threading.Thread(target=self._read, args=(run,), name=f"read-{run.camera.id}", daemon=True)
@@ -342,6 +349,8 @@ class EdgeRunner:
         events = run.worker.replace_zones(camera)
         self.metrics.published(run.camera.id, (e.type for e in events))
         run.camera = camera
+        if run.gate is not None:
+            run.gate.region = zones_region(camera, self.cfg.edge.gating.margin)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -352,7 +361,8 @@ class EdgeRunner:
                 if run.stop.is_set():
                     break
                 self.metrics.stage(cid, "decode", frame.decode_s)
-                if not run.frames.put(_Queued(frame, time.perf_counter()), run.stop):
+                gated = run.gate is not None and not run.gate.decide(frame.image, frame.ts)
+                if not run.frames.put(_Queued(frame, time.perf_counter(), gated), run.stop):
                     break
         except SourceError as e:
             run.error = str(e)
@@ -454,25 +464,36 @@ class EdgeRunner:
         return out
 
     def _detect_and_process(self, work: list[tuple[CameraRun, _Queued]]) -> None:
+        """Detect the batch's frames that the motion gate let through (one call), then process every frame of
+        the batch in order, gated ones with their camera's last detections."""
         t0 = time.perf_counter()
-        try:
-            dets = self._detect([q.frame.image for _, q in work])
-        except Exception as e:
-            dets = [None]
-            log.error("detector failed on a frame of camera %s: %s", work[0][0].camera.id, e)
+        todo = [i for i, (_, q) in enumerate(work) if not q.gated]
+        dets: list[sv.Detections | None] = [None] * len(work)
+        if todo:
+            try:
+                found = self._detect([work[i][1].frame.image for i in todo])
+            except Exception as e:
+                found = [None] * len(todo)
+                log.error("detector failed on a frame of camera %s: %s", work[todo[0]][0].camera.id, e)
+            for i, d in zip(todo, found, strict=True):
+                dets[i] = d
+                self.metrics.frames_detected.labels(camera=work[i][0].camera.id).inc()
         detect_s = time.perf_counter() - t0
         for (r, q), d in zip(work, dets, strict=True):
             cid = r.camera.id
             self.metrics.stage(cid, "queue", t0 - q.at)
-            if d is None:
+            if d is None and not q.gated:
                 r.error = "the detector failed on a frame (see the log)"
                 continue
             if r.stop.is_set() or (self.admit is not None and not self.admit(cid)):
                 continue  # removed while the batch was detected, or not ours to process (detector pool)
-            self.metrics.stage(cid, "detect", detect_s)
+            if q.gated:
+                self.metrics.frames_gated.labels(camera=cid).inc()
+            else:
+                self.metrics.stage(cid, "detect", detect_s)
             self._process(r, q.frame, d)
 
-    def _process(self, r: CameraRun, frame: Frame, d: sv.Detections) -> None:
+    def _process(self, r: CameraRun, frame: Frame, d: sv.Detections | None) -> None:
         cid = r.camera.id
         try:
             events = r.worker.process(frame, d)  # reports its stages' times to the metrics (on_stage)
@@ -505,6 +526,7 @@ class EdgeRunner:
             s = r.worker.stats
             acc = out.setdefault(r.camera.id, WorkerStats())
             acc.frames += s.frames
+            acc.gated += s.gated
             acc.detections += s.detections
             acc.onsets += s.onsets
             acc.retracted += s.retracted

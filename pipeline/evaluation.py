@@ -17,6 +17,9 @@ Each clip runs through the production path: detector -> :class:`~nonsite.pipelin
 store, publish on an embedded bus); frames carry video time. A published event matches an episode of the
 same type and zone whose [start_s, end_s] contains its confirmation time (each episode at most once);
 unmatched events are false alerts, unmatched episodes misses.
+
+Motion gating (``edge.gating``, ``nonsite eval --gating on|off``) applies as on the edge: the clip's frames the
+gate holds back are processed with the last detections; the scores report the detector calls and gated share.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import supervision as sv
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from nonsite.bus.events import ViolationEvent
@@ -42,6 +46,7 @@ from nonsite.config import CameraConfig, ConfigError, NonsiteConfig
 from nonsite.config.base import Section
 from nonsite.config.loader import load_model
 from nonsite.models.base import Detector
+from nonsite.pipeline.gating import gate_for
 from nonsite.pipeline.rules import zone_rule_config
 from nonsite.pipeline.violations import models, violation_types, watched_by
 from nonsite.streams.base import Frame
@@ -209,6 +214,11 @@ class ClipResult:
     alerts: list[Alert]
     dwell_s: dict[str, float] = field(default_factory=dict)
     seconds_run: float = 0.0
+    detector_calls: int = 0
+    """Frames the detector was asked about (a still-image clip's repeated frame is computed once but counted
+    each time, as a camera would detect it); with motion gating, the frames the gate let through."""
+    gated: int = 0
+    """Frames the motion gate held back (processed with the last detections)."""
 
     @property
     def tp(self) -> int:
@@ -262,14 +272,21 @@ def run_clip(clip: Clip, cfg: NonsiteConfig, detector: Detector, work: Path) -> 
                         SequenceCounter(work / "sequence.json"))
     events: list[ViolationEvent] = []
     frames, last_ts, cached = 0, clip.start_ts, None
+    gate = gate_for(clip.camera, cfg)
+    calls = 0
     started = time.monotonic()
     try:
         for frame in clip_frames(clip):
-            if clip.image is not None:  # the same picture every frame: detect once
+            dets: sv.Detections | None = None
+            if gate is not None and not gate.decide(frame.image, frame.ts):
+                pass  # gated: the worker reuses the last detections
+            elif clip.image is not None:  # the same picture every frame: detect once
+                calls += 1
                 if cached is None:
                     cached = detector.detect([frame.image])[0]
                 dets = cached[np.arange(len(cached))]
             else:
+                calls += 1
                 dets = detector.detect([frame.image])[0]
             events += worker.process(frame, dets)
             frames += 1
@@ -284,7 +301,7 @@ def run_clip(clip: Clip, cfg: NonsiteConfig, detector: Detector, work: Path) -> 
                     round(e.confirmed_at.timestamp() - clip.start_ts, 3), e.event_id) for e in events]
     result = ClipResult(clip.name, str(clip.camera.source.url), frames, round(float(seconds or 0.0), 3),
                         [ep.model_dump() for ep in clip.truth], alerts, dwell,
-                        round(time.monotonic() - started, 2))
+                        round(time.monotonic() - started, 2), calls, frames - calls)
     match(result)
     return result
 
@@ -327,7 +344,11 @@ def score(results: list[ClipResult]) -> dict[str, Any]:
             "false_alerts_per_camera_hour": round(fp / hours, 2) if hours else None,
             "median_delay_s": round(statistics.median(delays), 3) if delays else None,
         }
-    return {"camera_hours": round(hours, 5), "clips": len(results), "per_type": rows}
+    frames = sum(r.frames for r in results)
+    gated = sum(r.gated for r in results)
+    return {"camera_hours": round(hours, 5), "clips": len(results), "per_type": rows,
+            "frames": frames, "detector_calls": sum(r.detector_calls for r in results),
+            "gated_share": round(gated / frames, 4) if frames else None}
 
 
 def _fmt(v: float | int | None, spec: str = "") -> str:
@@ -348,6 +369,9 @@ def report_lines(results: list[ClipResult], scores: dict[str, Any]) -> list[str]
                    f"{_fmt(row['false_alerts_per_camera_hour'], '.1f'):>9} {_fmt(row['median_delay_s'], '.2f'):>15}")
     out.append(f"{scores['clips']} clips, {scores['camera_hours'] * 3600:.1f} s of video "
                f"({scores['camera_hours']:.4f} camera-hours)")
+    if "detector_calls" in scores:
+        out.append(f"detector calls: {scores['detector_calls']} for {scores['frames']} frames "
+                   f"(gated share {_fmt(scores['gated_share'], '.1%')})")
     return out
 
 
@@ -379,6 +403,7 @@ def to_json(root: Path, results: list[ClipResult], scores: dict[str, Any], cfg: 
         "dataset": str(root),
         "detector": {"backend": detector.backend, "name": w.name, "sha256": w.sha256,
                      "imgsz": cfg.detector.imgsz, "confidence": cfg.detector.confidence},
+        "gating": cfg.edge.gating.model_dump(mode="json"),
         **scores,
         "results": [{**asdict(r), "tp": r.tp, "fp": r.fp, "fn": r.fn} for r in results],
     }

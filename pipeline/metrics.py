@@ -10,6 +10,10 @@ Exposed series (``camera`` = camera id):
 ``nonsite_frames_decoded_total``            frames read from the source, sampled or not (counter)
 ``nonsite_frames_sampled_total``            frames picked at the camera's detection fps (counter)
 ``nonsite_frames_processed_total``          frames that went through detection, tracking and rules
+``nonsite_frames_detected_total``           frames the detector ran on (the motion gate let them through)
+``nonsite_frames_gated_total``              frames processed with the last detections: the motion gate
+                                            held them back (still scene); gated share = gated / (gated +
+                                            detected)
 ``nonsite_frames_dropped_total``            frames never detected, by ``where``: ``source`` (a newer
                                             frame replaced it in the live reader) or ``queue`` (the
                                             camera's queue was full: the detector is behind)
@@ -93,6 +97,11 @@ class EdgeMetrics:
         r = self.registry
         self.frames_processed = Counter("nonsite_frames_processed", "Frames that went through detection, tracking "
                                         "and rules.", ["camera"], registry=r)
+        self.frames_detected = Counter("nonsite_frames_detected", "Frames the detector ran on.", ["camera"],
+                                       registry=r)
+        self.frames_gated = Counter("nonsite_frames_gated", "Frames processed with the last detections: the motion "
+                                    "gate held them back from the detector (nothing moved near the zones).",
+                                    ["camera"], registry=r)
         self.detector_latency = Histogram("nonsite_detector_latency_seconds", "Duration of one detector call.",
                                           ["backend", "batch_size"], buckets=LATENCY_BUCKETS, registry=r)
         self.stage_latency = Histogram("nonsite_stage_latency_seconds", "Seconds a frame spent in each stage.",

@@ -162,6 +162,8 @@ class SequenceCounter:
 @dataclass
 class WorkerStats:
     frames: int = 0
+    gated: int = 0
+    """Frames processed with the last detections (motion gate: the detector did not run on them)."""
     detections: int = 0
     onsets: int = 0
     retracted: int = 0
@@ -203,6 +205,8 @@ class EdgeWorker:
         self.open: dict[tuple[str, str, int], _Open] = {}
         self.pending: list[_Open] = []
         self.stats = WorkerStats()
+        self._held: sv.Detections | None = None
+        """The last detected frame's detections (classes merged): what a gated frame (no detection) reuses."""
 
     def _set_camera(self, camera: CameraConfig) -> None:
         """The camera's zones and rules: thresholds, the class groups its types merge, the rule hash, the meta."""
@@ -252,26 +256,33 @@ class EdgeWorker:
         """The reference snapshot of the zones (JPEG), or None before the first frame / without a guard."""
         return self.view.reference_jpeg() if self.view is not None else None
 
-    def process(self, frame: Frame, detections: sv.Detections) -> list[ViolationEvent]:
-        """Advance this camera by one sampled frame; returns the events published during it."""
+    def process(self, frame: Frame, detections: sv.Detections | None) -> list[ViolationEvent]:
+        """Advance this camera by one sampled frame; returns the events published during it.
+
+        ``detections`` None: the motion gate skipped the detector on this frame (:mod:`nonsite.pipeline.gating`,
+        nothing moved in or near the zones): the last detected frame's detections stand for it, through the
+        tracker (which ages lost tracks by time and frames: fed the held detections, a still object keeps its
+        track and id however long the scene stays still), the rules, the view guard and the evidence, all with
+        this frame's timestamp and picture."""
         started = time.perf_counter()
         self._check_view(frame)
         builds_engine = self.engine is None
         if self.engine is None:
             self.engine = RuleEngine(self._zones_camera, self.cfg.rules, frame.shape, timezone=self.cfg.timezone)
         self.stats.frames += 1
-        self.stats.detections += len(detections)
         self.stats.last_ts = frame.ts
         self.ring.append(frame.ts, frame.image)
         latest = self.ring.latest()
         if latest is not None:
             for o in (*self.open.values(), *self.pending):
                 o.clip.add(*latest)
-        for group in self._merge_groups:
-            detections = merge_class_group(detections, group)
-        split = self.cfg.tracker.split_boxes
-        if split.enabled:
-            detections = merge_split_boxes(detections, split.classes, split.min_overlap)
+        if detections is None:
+            self.stats.gated += 1
+            detections = self._held if self._held is not None else sv.Detections.empty()
+        else:
+            self.stats.detections += len(detections)
+            detections = self._merge(detections)
+            self._held = detections
         t = time.perf_counter()
         tracks = self.tracker.update(detections, frame.ts)
         track_s = time.perf_counter() - t
@@ -293,6 +304,15 @@ class EdgeWorker:
                 self.on_stage("rules", rules_s)
                 self.on_stage("evidence", time.perf_counter() - started - track_s - rules_s)
         return published
+
+    def _merge(self, detections: sv.Detections) -> sv.Detections:
+        """One box per object: look-alike classes a type merges, then split partial boxes of one object."""
+        for group in self._merge_groups:
+            detections = merge_class_group(detections, group)
+        split = self.cfg.tracker.split_boxes
+        if split.enabled:
+            detections = merge_split_boxes(detections, split.classes, split.min_overlap)
+        return detections
 
     def replace_zones(self, camera: CameraConfig) -> list[ViolationEvent]:
         """New zones (``camera`` differs from the current one in its zones only): episodes open under the old

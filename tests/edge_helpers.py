@@ -36,8 +36,12 @@ def camera(cid: str, video: Path, fps: float = 5, *, live: bool = False, zones: 
 
 
 def config(tmp_path: Path, cameras: list[dict[str, Any]], **sections: Any) -> NonsiteConfig:
+    """Motion gating is off unless ``edge`` asks for it: these tests count frames the detector sees (scheduling,
+    fairness, metrics); tests/test_gating.py covers the gate."""
+    edge = {"gating": {"enabled": False}, **sections.pop("edge", {})}
     return NonsiteConfig.model_validate({"data_dir": str(tmp_path / "data"), "cameras": cameras,
-                                         "evidence": {"pre_roll_s": 1, "post_roll_s": 0.5}, **sections})
+                                         "evidence": {"pre_roll_s": 1, "post_roll_s": 0.5}, "edge": edge,
+                                         **sections})
 
 
 def runner(cfg: NonsiteConfig, detector: Detector, **kw: Any) -> EdgeRunner:
