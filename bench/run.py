@@ -2,7 +2,8 @@
 
 Every figure is measured on this machine in this run, side by side, each in a fresh process (so one
 measurement's memory and warm caches do not leak into the next). See bench/README.md for what each figure
-means. Options: --frames N (per camera, default 200), --cameras 1,4,16, --quick (a smoke run: 20 frames).
+means. Options: --frames N (per camera, default 200), --cameras 1,4,16, --quick (a smoke run: 20 frames),
+--gating (only the motion-gating figure: eval video clips with gating off vs on).
 """
 
 from __future__ import annotations
@@ -239,7 +240,8 @@ def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int) -> 
     def pipeline() -> tuple[float, Any, dict[str, int]]:
         det.calls.clear()
         with tempfile.TemporaryDirectory(prefix="nonsite-bench-") as tmp:
-            cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {"max_batch": max_batch}})
+            cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {
+                "max_batch": max_batch, "gating": {"enabled": False}}})  # every frame: the ratio to the bare detector
             bus = EmbeddedBus(Path(tmp) / "bus.sqlite")
             runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)
             start = time.perf_counter()
@@ -301,7 +303,8 @@ def measure_live(backend: str, n_cams: int, fps: float, seconds: float, max_batc
     warm = decode(cams[: len(VIDEOS)], 2)
     warm_up(det, [im for v in warm.values() for im in v], max_batch)
     with tempfile.TemporaryDirectory(prefix="nonsite-bench-") as tmp:
-        cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {"max_batch": max_batch}})
+        cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {
+            "max_batch": max_batch, "gating": {"enabled": False}}})  # capacity at every frame detected
         bus = EmbeddedBus(Path(tmp) / "bus.sqlite")
         runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)
         stop = threading.Event()
@@ -333,6 +336,86 @@ def measure_live(backend: str, n_cams: int, fps: float, seconds: float, max_batc
         "dropped_pct": round(100 * dropped / sampled, 1) if sampled else 0.0,
         "queue_wait_ms": stages["queue"]["mean_ms"],
     }
+
+
+def still_video(image: Path, fps: float, seconds: float, out: Path) -> Path:
+    """A still-image eval clip as a video file (the photograph repeated at ``fps``): a perfectly still scene
+    the edge runner can play as a file camera."""
+    import cv2
+
+    img = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    h, w = img.shape[:2]
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    for _ in range(int(seconds * fps) + 1):
+        writer.write(img)
+    writer.release()
+    return out
+
+
+def measure_gating(backend: str, max_batch: int, quick: bool) -> dict[str, Any]:
+    """The eval dataset's clips (tests/data/eval, their zones and fps; a still-image clip as a video of the
+    repeated photograph) together through the edge runner as file cameras, gating off then on, in this one
+    process after one warm-up: frames, detector frames and alerts per kind of scene (busy videos, still
+    scenes), wall time and frames/s of the whole run."""
+    from nonsite.bus.embedded import EmbeddedBus
+    from nonsite.config import NonsiteConfig
+    from nonsite.evidence.local import LocalStore
+    from nonsite.pipeline.edge import EdgeRunner
+    from nonsite.pipeline.evaluation import load_dataset
+
+    os.environ.setdefault("NONSITE_MEDIA_DIR", str(media_dir()))
+    clips = load_dataset(HERE.parent / "tests" / "data" / "eval")
+    videos, stills = [c for c in clips if c.video is not None], [c for c in clips if c.image is not None]
+    if quick:
+        videos, stills = videos[:1], stills[:2]
+    det = detector(backend)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nonsite-bench-media-") as media:
+        for c in stills:
+            assert c.image is not None and c.duration_s is not None
+            c.camera.source.url = str(still_video(c.image, c.camera.fps, c.duration_s, Path(media) / f"{c.name}.avi"))
+        cams = [c.camera.model_dump(mode="json", exclude_none=True) for c in (*videos, *stills)]
+        scenes = {"busy (videos)": {c.camera.id for c in videos}, "still (photographs)": {c.camera.id for c in stills}}
+        warm_up(det, [im for v in decode(cams, 1).values() for im in v], max_batch)
+        for on in (False, True):
+            with tempfile.TemporaryDirectory(prefix="nonsite-bench-") as tmp:
+                cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {
+                    "max_batch": max_batch, "gating": {"enabled": on}}})
+                bus = EmbeddedBus(Path(tmp) / "bus.sqlite")
+                runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)
+                start = time.perf_counter()
+                stats = runner.run(threading.Event())
+                wall = time.perf_counter() - start
+                bus.close()
+            m = runner.metrics
+            for scene, ids in (*scenes.items(), ("all", set(stats))):
+                frames = sum(s.frames for cid, s in stats.items() if cid in ids)
+                detected = sum(m.value("nonsite_frames_detected_total", camera=cid) for cid in ids)
+                row: dict[str, Any] = {
+                    "scene": scene, "gating": "on" if on else "off", "clips": len(ids), "frames": frames,
+                    "detector_frames": int(detected),
+                    "gated_share": round(1 - detected / frames, 3) if frames else None,
+                    "alerts": sum(sum(s.published.values()) for cid, s in stats.items() if cid in ids)}
+                if scene == "all":
+                    row.update(wall_s=round(wall, 2), fps=round(frames / wall, 2) if wall else None)
+                rows.append(row)
+    by = {(r["scene"], r["gating"]): r for r in rows}
+    off, on_row = by[("all", "off")], by[("all", "on")]
+    return {"backend": backend, "max_batch": max_batch, "runs": rows,
+            "detector_frames_saved": round(1 - on_row["detector_frames"] / off["detector_frames"], 3)
+            if off["detector_frames"] else None,
+            "speedup": round(on_row["fps"] / off["fps"], 2) if off["fps"] and on_row["fps"] else None}
+
+
+def gating_markdown(g: dict[str, Any]) -> list[str]:
+    return [
+        "## Motion-gated detection (eval clips through the edge runner, gating off vs on)", "",
+        *table(g["runs"], [("scene", "scene"), ("gating", "gating"), ("clips", "clips"), ("frames", "frames"),
+                           ("detector frames", "detector_frames"), ("gated share", "gated_share"),
+                           ("wall s", "wall_s"), ("frames/s", "fps"), ("alerts", "alerts")]),
+        "", f"All clips: detector frames saved {g['detector_frames_saved']}; throughput on/off: **{g['speedup']}x** "
+        f"({g['backend']}, max batch {g['max_batch']}).", "",
+    ]
 
 
 # -- orchestration ------------------------------------------------------------------------------
@@ -411,6 +494,8 @@ def markdown(res: dict[str, Any]) -> str:
             row[s] = f"{st['mean_ms']} / {st['p95_ms']}" if st["mean_ms"] is not None else ""
         srows.append(row)
     lines += table(srows, [("run", "run"), *[(s, s) for s in STAGES]])
+    if res.get("gating"):
+        lines += ["", *gating_markdown(res["gating"])]
     live = res.get("live")
     if live:
         lines += ["", "## Live cameras at capacity (files paced in real time, latest-frame semantics)", ""]
@@ -430,6 +515,9 @@ def main() -> int:
     ap.add_argument("--live-seconds", type=float, default=20.0)
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 frames per camera, 5 s live")
     ap.add_argument("--out", default=str(RESULTS / "latest"), help="output path without extension")
+    ap.add_argument("--gating", action="store_true",
+                    help="only the motion-gating figure (eval video clips, gating off vs on), written to "
+                    "results/gating.json unless --out is given")
     ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -438,6 +526,8 @@ def main() -> int:
             out = measure_detector(rest[0], int(rest[1]), int(rest[2]))
         elif kind == "pipeline":
             out = measure_pipeline(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+        elif kind == "gating":
+            out = measure_gating(rest[0], int(rest[1]), rest[2] == "quick")
         else:
             out = measure_live(rest[0], int(rest[1]), float(rest[2]), float(rest[3]), int(rest[4]))
         print(json.dumps(out))
@@ -446,6 +536,8 @@ def main() -> int:
     frames = 20 if a.quick else a.frames
     live_s = 5.0 if a.quick else a.live_seconds
     started = time.time()
+    if a.gating:
+        return gating_only(a)
     res: dict[str, Any] = {"machine": machine(), "frames_per_camera": frames,
                            "load_before": [round(x, 2) for x in os.getloadavg()]}
     backends = [b for b in a.backends.split(",") if b]
@@ -489,6 +581,8 @@ def main() -> int:
         print(f"live: {fastest}, {n_live} cameras at 5 fps for {live_s:g} s ...", flush=True)
         res["live"].append(child(["live", fastest, str(n_live), "5", str(live_s),
                                   str(preferred_batch(fastest))]))
+    print(f"gating: {fastest}, eval video clips, off vs on ...", flush=True)
+    res["gating"] = child(["gating", fastest, str(preferred_batch(fastest)), "quick" if a.quick else "full"])
     res["load_after"] = [round(x, 2) for x in os.getloadavg()]
     res["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     res["took_s"] = round(time.time() - started, 1)
@@ -498,6 +592,23 @@ def main() -> int:
     out.with_suffix(".md").write_text(markdown(res), encoding="utf-8")
     print(markdown(res))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+def gating_only(a: argparse.Namespace) -> int:
+    """``--gating``: just the motion-gating figure, on the OpenVINO backend (the default one)."""
+    from nonsite.config.detectors import DETECTOR_BACKENDS
+
+    backend = "openvino"
+    g = child(["gating", backend, str(DETECTOR_BACKENDS[backend].preferred_batch("cpu")),
+               "quick" if a.quick else "full"])
+    g.update(machine=machine(), finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+             load=[round(x, 2) for x in os.getloadavg()])
+    out = Path(a.out) if a.out != str(RESULTS / "latest") else RESULTS / "gating"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(g, indent=2) + "\n", encoding="utf-8")
+    print("\n".join(gating_markdown(g)))
+    print(f"wrote {out.with_suffix('.json')}")
     return 0
 
 
