@@ -201,3 +201,45 @@ def test_runner_keeps_gated_frames_out_of_the_batches_and_counts_them(tmp_path: 
     assert m.value("nonsite_frames_gated_total", camera="still-b") == b.gated == 0
     assert sum(det.calls) == 24  # the detector saw only the frames the gate let through
     assert m.value("nonsite_frames_processed_total", camera="still-a") == 20
+
+
+# -- nonsite eval: the same clip with gating off and on ---------------------------------------------------------
+
+
+class ScriptedDetector:
+    """Finds one dog in the middle of whatever it is shown, and counts the frames it was asked about."""
+
+    backend = "scripted"
+
+    def __init__(self) -> None:
+        from nonsite.models.base import WeightsInfo
+
+        self.weights = WeightsInfo(name="scripted", version="1", sha256="0" * 64, path="")
+        self.frames = 0
+
+    def detect(self, images: list[np.ndarray]) -> list[Any]:
+        self.frames += len(images)
+        out = []
+        for im in images:
+            h, w = im.shape[:2]
+            out.append(make_detections([(w * 0.4, h * 0.4, w * 0.6, h * 0.7)], ["dog"], confidence=[0.9]))
+        return out
+
+
+def test_eval_scores_the_same_alert_with_gating_and_counts_detector_calls(
+        tmp_path: Path, media_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nonsite.pipeline.evaluation import load_clip, run_clip, score
+
+    monkeypatch.setenv("NONSITE_MEDIA_DIR", str(media_dir))
+    clip = load_clip(Path(__file__).parent / "data" / "eval" / "dog-road-black")  # a photograph, 8 s at 5 fps
+    results = {}
+    for on in (False, True):
+        cfg = models().config.model_validate({"edge": {"gating": {"enabled": on, "keepalive_s": 2.0}}})
+        results[on] = run_clip(clip, cfg, ScriptedDetector(), tmp_path / str(on))  # type: ignore[arg-type]
+    off, on_ = results[False], results[True]
+    assert (off.frames, off.detector_calls, off.gated) == (41, 41, 0)
+    assert (on_.frames, on_.detector_calls, on_.gated) == (41, 5, 36)  # 0, 2, 4, 6, 8 s
+    (a_off,), (a_on,) = off.alerts, on_.alerts
+    assert (a_on.type, a_on.episode, a_on.confirm_s, a_on.delay_s) == (a_off.type, 0, a_off.confirm_s, a_off.delay_s)
+    s = score([on_])
+    assert (s["frames"], s["detector_calls"], s["gated_share"]) == (41, 5, round(36 / 41, 4))
