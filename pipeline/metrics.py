@@ -9,7 +9,7 @@ Exposed series (``camera`` = camera id):
 ==========================================  ==============================================================
 ``nonsite_frames_decoded_total``            frames read from the source, sampled or not (counter)
 ``nonsite_frames_sampled_total``            frames picked at the camera's detection fps (counter)
-``nonsite_frames_processed_total``          frames that went through detection, tracking and rules
+``nonsite_frames_processed_total``          frames that went through tracking and rules (detected or gated)
 ``nonsite_frames_detected_total``           frames the detector ran on (the motion gate let them through)
 ``nonsite_frames_gated_total``              frames processed with the last detections: the motion gate
                                             held them back (still scene); gated share = gated / (gated +
@@ -95,8 +95,8 @@ class EdgeMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.frames_processed = Counter("nonsite_frames_processed", "Frames that went through detection, tracking "
-                                        "and rules.", ["camera"], registry=r)
+        self.frames_processed = Counter("nonsite_frames_processed", "Frames that went through tracking and rules "
+                                        "(detected, or gated: with the last detections).", ["camera"], registry=r)
         self.frames_detected = Counter("nonsite_frames_detected", "Frames the detector ran on.", ["camera"],
                                        registry=r)
         self.frames_gated = Counter("nonsite_frames_gated", "Frames processed with the last detections: the motion "
