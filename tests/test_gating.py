@@ -56,6 +56,18 @@ def test_still_frames_are_detected_at_the_keepalive_cadence_by_timestamps() -> N
     assert [i for i in range(13) if slow.decide(img, T0 + i / 2.0)] == [0, 4, 8, 12]
 
 
+def test_sensor_noise_and_jpeg_artefacts_on_a_still_scene_stay_gated() -> None:
+    rng = np.random.default_rng(3)
+    base = scene().astype(np.float32)
+
+    def noisy() -> np.ndarray:  # sensor noise (sigma 8 grey levels) and JPEG at quality 70, new every frame
+        f = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+        return cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 70])[1], cv2.IMREAD_COLOR)
+
+    gate = MotionGate(GatingConfig(keepalive_s=2.0))
+    assert decisions(gate, [noisy() for _ in range(31)]) == [0, 10, 20, 30]
+
+
 def test_motion_in_the_zones_region_is_detected_every_frame() -> None:
     region = zones_region(models().camera.model_validate(
         {"id": "c", "source": {"url": "x.mp4"}, "zones": [{"id": "z", "kind": "sidewalk", "polygon": ZONE}]}), 0.05)
