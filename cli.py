@@ -400,7 +400,7 @@ def cmd_models_train(a: argparse.Namespace) -> int:
     from nonsite.models.cli import train_command
 
     return train_command(a.data, a.base, a.epochs, imgsz=a.imgsz, name=a.name, batch=a.batch, freeze=a.freeze,
-                         hours=a.hours, cache=a.cache)
+                         hours=a.hours, cache=a.cache, lr0=a.lr0)
 
 
 def cmd_models_val(a: argparse.Namespace) -> int:
@@ -559,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--freeze", type=int, help="keep the first N layers fixed (10: a YOLO11's backbone)")
     mt.add_argument("--hours", type=float, help="cap the training time; the epochs are fitted into it")
     mt.add_argument("--cache", action="store_true", help="keep decoded training images in RAM")
+    mt.add_argument("--lr0", type=float, help="AdamW learning rate (default: ultralytics' automatic choice)")
     mt.set_defaults(fn=cmd_models_train)
     mv = m.add_parser("val", help="per-class precision, recall and mAP of a model on a YOLO dataset's val split")
     mv.add_argument("--model", required=True, help="registry name or .pt/.onnx path")

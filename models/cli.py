@@ -201,6 +201,7 @@ def train_command(
     freeze: int | None = None,
     hours: float | None = None,
     cache: bool = False,
+    lr0: float | None = None,
     out: TextIO | None = None,
 ) -> int:
     """``nonsite models train``: fine-tune, register, print what a camera config needs. 0, or 2 after a
@@ -209,7 +210,8 @@ def train_command(
 
     out = out or sys.stdout
     try:
-        r = train(data, base, epochs, imgsz=imgsz, name=name, batch=batch, freeze=freeze, hours=hours, cache=cache)
+        r = train(data, base, epochs, imgsz=imgsz, name=name, batch=batch, freeze=freeze, hours=hours, cache=cache,
+                  lr0=lr0)
     except WeightsError as e:
         return _err(str(e))
     m = r.metrics

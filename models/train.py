@@ -478,11 +478,15 @@ def train(
     freeze: int | None = None,
     hours: float | None = None,
     cache: bool = False,
+    lr0: float | None = None,
 ) -> TrainResult:
     """Fine-tune ``base`` (a registry name or a .pt path) on the dataset yaml ``data`` and register the
     best weights under ``name`` (default ``<dataset>-<base>``). ``freeze`` keeps the first N layers fixed (10:
     the backbone of a YOLO11), ``hours`` caps the training time (ultralytics' ``time``: it then fits the epochs
-    into it, ``epochs`` only sets the schedule's first guess), ``cache`` keeps decoded images in RAM. When the
+    into it, ``epochs`` only sets the schedule's first guess), ``cache`` keeps decoded images in RAM, ``lr0``
+    sets AdamW's learning rate (default: ultralytics' automatic choice). The biases warm up from 0 like the
+    weights, not from ultralytics' 0.1 (a warm-up meant for SGD from scratch: with AdamW on pretrained weights
+    it throws the biases around for the first epochs and undoes the base model). When the
     dataset's class names start with the base model's, the head is widened rather than rebuilt
     (:func:`extend_head`). Raises :class:`TrainError`/``WeightsError``
     with a one-sentence fix on bad input; ultralytics' own failures are wrapped the same way."""
@@ -490,6 +494,8 @@ def train(
         raise TrainError(f"--epochs must be 1 or more, got {epochs}.")
     if freeze is not None and freeze < 0:
         raise TrainError(f"--freeze must be 0 or more layers, got {freeze}.")
+    if lr0 is not None and not 0 < lr0 < 1:
+        raise TrainError(f"--lr0 must be between 0 and 1 (e.g. 0.0003), got {lr0}.")
     if hours is not None and hours <= 0:
         raise TrainError(f"--hours must be more than 0, got {hours}.")
     if imgsz < 32 or imgsz % 32:
@@ -524,7 +530,9 @@ def train(
             added = extend_head(base_copy, staged.names)
             if added:
                 log.info("%s: kept its %d classes' head and added %d", src.name, len(staged.names) - added, added)
-            extra: dict[str, Any] = {}
+            extra: dict[str, Any] = {"warmup_bias_lr": 0.0, "warmup_epochs": 1.0}
+            if lr0:
+                extra.update(optimizer="AdamW", lr0=lr0)
             if freeze:
                 extra["freeze"] = freeze
             if hours:
@@ -592,6 +600,7 @@ def train(
         "batch": batch,
         "freeze": freeze,
         "hours_cap": hours,
+        "lr0": lr0,
         "device": device,
         "seconds": round(seconds, 1),
         "val": metrics,
