@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 
 import av
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = (
@@ -30,16 +29,6 @@ CLIPS = (
     "traffic_highway.mp4",
 )
 CLASSES = ("person", "car", "motorcycle", "bus", "truck", "dog")
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(2)
-    area_a, area_b = (a[:, 2:] - a[:, :2]).prod(1), (b[:, 2:] - b[:, :2]).prod(1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
 def _frames(path: Path, every: int):  # type: ignore[no-untyped-def]
@@ -57,6 +46,7 @@ def main() -> int:
     a = ap.parse_args()
     from nonsite.config.detector import DetectorConfig
     from nonsite.models import create_detector
+    from nonsite.models.street import box_iou
 
     media = Path(os.environ.get("NONSITE_MEDIA_DIR") or ROOT.parent / "shared" / "media")
     base = create_detector(DetectorConfig(model=a.base))
@@ -75,9 +65,9 @@ def main() -> int:
                 bconf = b.confidence[b.data["class_name"] == cls]
                 mconf = m.confidence[m.data["class_name"] == cls]
                 ref[cls] += int((bconf >= 0.5).sum())
-                found[cls] += int((_iou(bb[bconf >= 0.5], mb).max(1, initial=0) >= 0.5).sum())
+                found[cls] += int((box_iou(bb[bconf >= 0.5], mb).max(1, initial=0) >= 0.5).sum())
                 mine[cls] += int((mconf >= 0.5).sum())
-                agreed[cls] += int((_iou(mb[mconf >= 0.5], bb).max(1, initial=0) >= 0.5).sum())
+                agreed[cls] += int((box_iou(mb[mconf >= 0.5], bb).max(1, initial=0) >= 0.5).sum())
             for n in extra:
                 extra_per_clip[clip][n] += int((m.data["class_name"] == n).sum())
     print(f"{a.model} against {a.base}: {frames} frames (every {a.every}th) of {len(CLIPS)} clips, openvino 640\n")

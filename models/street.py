@@ -65,7 +65,10 @@ def _xywhn_to_xyxy(b: np.ndarray) -> np.ndarray:
     return np.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], 1)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of xyxy boxes."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(2)
@@ -91,7 +94,7 @@ def merge_labels(
     class ``len(names)``. Returns the lines and how many pseudo-labels were dropped."""
     keep = np.ones(len(pseudo_cls), dtype=bool)
     if len(carts_xywhn) and len(pseudo_cls):
-        iou = _iou(_xywhn_to_xyxy(pseudo_xywhn), _xywhn_to_xyxy(carts_xywhn)).max(1)
+        iou = box_iou(_xywhn_to_xyxy(pseudo_xywhn), _xywhn_to_xyxy(carts_xywhn)).max(1)
         lookalike = np.array([names[int(c)] in CART_LOOKALIKES for c in pseudo_cls], dtype=bool)
         keep = ~(lookalike & (iou >= CART_OVERLAP_IOU))
     lines = [

@@ -14,6 +14,7 @@ import pytest
 from nonsite.config.detector import DetectorConfig
 from nonsite.models import create_detector, registry
 from nonsite.models.registry import get_entry, resolve
+from nonsite.models.street import box_iou
 
 ZOO = Path(registry.__file__).resolve().parent / "zoo"
 STREET = "street-yolo11n"
@@ -22,14 +23,6 @@ MAX_BYTES = 12_000_000
 # and a street with people and cars the base model finds.
 CART_IMAGE = "val_0093"
 STREET_IMAGE = "val_0086"
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(2)
-    area = lambda x: (x[:, 2:] - x[:, :2]).prod(1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
 def test_every_zoo_file_is_registered_with_the_sha256_its_card_states() -> None:
@@ -76,7 +69,7 @@ def test_street_model_finds_the_labelled_vendor_cart(val_dir: Path, models_dir: 
     (d,) = det.detect([im])
     found = d.xyxy[d.data["class_name"] == "vendor_cart"]
     assert len(found), f"no vendor_cart in {CART_IMAGE}: {list(d.data['class_name'])}"
-    assert _iou(carts, found).max() >= 0.5
+    assert box_iou(carts, found).max() >= 0.5
     base = create_detector(DetectorConfig(model="yolo11n-coco"), download=False)
     (b,) = base.detect([im])
     assert "vendor_cart" not in set(b.data["class_name"])
@@ -93,7 +86,7 @@ def test_street_model_finds_the_people_and_cars_the_base_model_finds(val_dir: Pa
         if not len(want):
             continue
         assert len(got), f"the street model finds no {cls} where the base model finds {len(want)}"
-        matched = (_iou(want, got).max(1) >= 0.5).sum()
+        matched = (box_iou(want, got).max(1) >= 0.5).sum()
         assert matched >= max(1, int(0.5 * len(want))), f"{cls}: {matched} of {len(want)} base boxes found"
         checked += 1
     assert checked, f"the base model finds no confident person or car in {STREET_IMAGE}; pick another image"
