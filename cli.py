@@ -466,7 +466,20 @@ def cmd_eval(a: argparse.Namespace) -> int:
 def cmd_models_train(a: argparse.Namespace) -> int:
     from nonsite.models.cli import train_command
 
-    return train_command(a.data, a.base, a.epochs, imgsz=a.imgsz, name=a.name, batch=a.batch)
+    return train_command(a.data, a.base, a.epochs, imgsz=a.imgsz, name=a.name, batch=a.batch, freeze=a.freeze,
+                         hours=a.hours, cache=a.cache, lr0=a.lr0)
+
+
+def cmd_models_val(a: argparse.Namespace) -> int:
+    from nonsite.models.cli import val_command
+
+    return val_command(a.model, a.data, imgsz=a.imgsz)
+
+
+def cmd_models_build_street(a: argparse.Namespace) -> int:
+    from nonsite.models.cli import build_street_command
+
+    return build_street_command(a.out, a.source, a.base, conf=a.conf)
 
 
 def cmd_models_export(a: argparse.Namespace) -> int:
@@ -624,7 +637,24 @@ def _add_models(sub: Subparsers) -> None:
     mt.add_argument("--imgsz", type=int, default=640, help="training image size (multiple of 32, default 640)")
     mt.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     mt.add_argument("--name", help="registry name of the result (default <dataset>-<base>)")
+    mt.add_argument("--freeze", type=int, help="keep the first N layers fixed (10: a YOLO11's backbone)")
+    mt.add_argument("--hours", type=float, help="cap the training time; the epochs are fitted into it")
+    mt.add_argument("--cache", action="store_true", help="keep decoded training images in RAM")
+    mt.add_argument("--lr0", type=float, help="AdamW learning rate (default: ultralytics' automatic choice)")
     mt.set_defaults(fn=cmd_models_train)
+    mv = m.add_parser("val", help="per-class precision, recall and mAP of a model on a YOLO dataset's val split")
+    mv.add_argument("--model", required=True, help="registry name or .pt/.onnx path")
+    mv.add_argument("--data", required=True, help="YOLO dataset yaml (path, train, val, names)")
+    mv.add_argument("--imgsz", type=int, default=640, help="image size (multiple of 32, default 640)")
+    mv.set_defaults(fn=cmd_models_val)
+    mb = m.add_parser("build-street-dataset",
+                      help="pseudo-label COCO classes on a cart dataset and add vendor_cart (class 80)")
+    mb.add_argument("--out", required=True, help="output folder, outside the repository (images are symlinked)")
+    mb.add_argument("--source",
+                    help="YOLO dataset yaml with a 'thela' class (default: $NONSITE_MEDIA_DIR/india_road_obstacles)")
+    mb.add_argument("--base", default="yolo11n-coco", help="the COCO model that pseudo-labels (default yolo11n-coco)")
+    mb.add_argument("--conf", type=float, default=0.35, help="pseudo-label confidence threshold (default 0.35)")
+    mb.set_defaults(fn=cmd_models_build_street)
     me = m.add_parser("export", help="export a .pt model to ONNX or OpenVINO and register the export")
     me.add_argument("--model", required=True, help="registry name or .pt path")
     me.add_argument("--format", required=True, choices=["onnx", "openvino"])

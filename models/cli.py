@@ -198,6 +198,10 @@ def train_command(
     imgsz: int = 640,
     name: str | None = None,
     batch: int = 8,
+    freeze: int | None = None,
+    hours: float | None = None,
+    cache: bool = False,
+    lr0: float | None = None,
     out: TextIO | None = None,
 ) -> int:
     """``nonsite models train``: fine-tune, register, print what a camera config needs. 0, or 2 after a
@@ -206,7 +210,8 @@ def train_command(
 
     out = out or sys.stdout
     try:
-        r = train(data, base, epochs, imgsz=imgsz, name=name, batch=batch)
+        r = train(data, base, epochs, imgsz=imgsz, name=name, batch=batch, freeze=freeze, hours=hours, cache=cache,
+                  lr0=lr0)
     except WeightsError as e:
         return _err(str(e))
     m = r.metrics
@@ -227,6 +232,44 @@ def train_command(
         file=out,
     )
     print(f"use it: detector.model: {r.name}   (ultralytics run files: {r.run_dir})", file=out)
+    return 0
+
+
+def val_command(model: str, data: str, *, imgsz: int = 640, out: TextIO | None = None) -> int:
+    """``nonsite models val``: a table of per-class metrics (markdown). 0, or 2 after a one-line error."""
+    from nonsite.models.train import validate
+
+    out = out or sys.stdout
+    try:
+        rows = validate(model, data, imgsz=imgsz)
+    except WeightsError as e:
+        return _err(str(e))
+    print(f"{model} on {data} (val split), imgsz {imgsz}", file=out)
+    print("| class | images | boxes | precision | recall | mAP50 | mAP50-95 |", file=out)
+    print("|---|---:|---:|---:|---:|---:|---:|", file=out)
+    for r in rows:
+        print(f"| {r.name} | {r.images} | {r.boxes} | {r.precision:.3f} | {r.recall:.3f} | {r.mAP50:.3f} | "
+              f"{r.mAP50_95:.3f} |", file=out)
+    return 0
+
+
+def build_street_command(
+    out_dir: str, source: str | None, base: str, *, conf: float = 0.35, out: TextIO | None = None
+) -> int:
+    """``nonsite models build-street-dataset``: COCO pseudo-labels + vendor_cart. 0, or 2 after a one-line error."""
+    from nonsite.models.street import build_street_dataset
+
+    out = out or sys.stdout
+    try:
+        r = build_street_dataset(out_dir, source, base, conf=conf)
+    except WeightsError as e:
+        return _err(str(e))
+    for split, n in r.images.items():
+        top = sorted(r.boxes[split].items(), key=lambda kv: -kv[1])[:8]
+        print(f"{split}: {n} images; boxes " + ", ".join(f"{k} {v}" for k, v in top), file=out)
+    print(f"dropped {r.dropped} pseudo-labels that were a cart; {len(r.names)} classes; built in {r.seconds:.0f} s",
+          file=out)
+    print(f"wrote {r.yaml_path} (dataset sha256 {r.manifest_sha256}, the sha256 of MANIFEST.sha256)", file=out)
     return 0
 
 

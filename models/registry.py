@@ -6,6 +6,8 @@ Built-in entries live in ``registry.yaml`` next to this module; models trained l
 :func:`resolve` turns a name or a path into a local file, in this order:
 
 1. an explicit path to an existing file (a registry entry is matched by sha256 when one fits);
+   for a name whose entry has a ``path`` (a locally trained model, or a ``models/zoo/`` file shipped in the
+   repository: relative paths in ``registry.yaml`` are relative to this package), that file;
 2. ``$NONSITE_MODELS_DIR/<file>``;
 3. ``<cache>/<file>``;
 4. the entry's normal download (ultralytics' own asset download for the official ``.pt``, a pinned URL
@@ -88,7 +90,11 @@ class _Entry(BaseModel):
     license: str = ""
     description: str = ""
     download: _Download | None = None
-    path: str | None = Field(None, description="Local registry: absolute path of the registered file.")
+    path: str | None = Field(
+        None,
+        description="Where the file is: in the local registry an absolute path; in registry.yaml a path relative "
+        "to its folder, for weights this project trained and ships in models/zoo/ (e.g. zoo/street.onnx).",
+    )
     companions: dict[str, str] = Field(
         default_factory=dict,
         description="Files the model needs beside it (an OpenVINO IR's .bin): file name -> sha256, checked too.",
@@ -211,11 +217,19 @@ def _read_entries(path: Path, origin: str) -> dict[str, RegistryEntry]:
             description=e.description,
             download_url=e.download.url if e.download else None,
             ultralytics_asset=e.download.ultralytics_asset if e.download else None,
-            path=e.path,
+            path=_entry_path(e.path, path.parent),
             origin=origin,
             companions=tuple(sorted(e.companions.items())),
         )
     return out
+
+
+def _entry_path(raw: str | None, folder: Path) -> str | None:
+    """An entry's ``path``: absolute as written, or relative to the registry file's folder (``zoo/...``)."""
+    if not raw:
+        return None
+    p = Path(raw).expanduser()
+    return str(p if p.is_absolute() else (folder / p).resolve())
 
 
 def load_registry() -> dict[str, RegistryEntry]:

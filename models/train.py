@@ -371,6 +371,52 @@ def unfuse_checkpoint(src: Path, dst: Path, images: list[Path], imgsz: int = 320
     return len(fresh_convs)
 
 
+def extend_head(ckpt: Path, names: list[str]) -> int:
+    """Widen the classification head of the checkpoint ``ckpt`` (in place) to the dataset's ``names`` when these
+    start with the checkpoint's own classes (e.g. COCO 80 + ``vendor_cart``); return how many classes were
+    added (0: nothing to do, file untouched).
+
+    ultralytics builds a fresh head for a dataset with another class count and keeps only tensors of the same
+    shape; a YOLO11's class branch is as wide as its class count, so all of it would start from random weights
+    and every COCO class would have to be learnt again. Here every old channel keeps its weights (and ignores
+    the added input channels), the added channels and the new classes start from ultralytics' own
+    initialisation: the widened model gives the base model's scores for the old classes."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    ck = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+    old = (ck.get("ema") or ck["model"]).float()
+    old_names = [str(old.names[i]) for i in range(len(old.names))]
+    if len(names) <= len(old_names) or names[: len(old_names)] != old_names:
+        return 0
+    nc_old = len(old_names)
+    new = DetectionModel(cfg=dict(old.yaml), nc=len(names), verbose=False)
+    new.names = dict(enumerate(names))
+    new.args = getattr(old, "args", {})
+    osd, nsd = old.state_dict(), new.state_dict()
+    widened = 0
+    with torch.no_grad():
+        for k, v in nsd.items():
+            o = osd.get(k)
+            if o is None:
+                continue
+            if o.shape == v.shape:
+                v.copy_(o)
+            elif o.dim() == v.dim() and all(a <= b for a, b in zip(o.shape, v.shape, strict=True)):
+                # The class branch is wider (YOLO11 sizes it by nc): old channels keep their weights and ignore
+                # the new input channels, so every old class computes exactly what it did.
+                v[tuple(slice(0, n) for n in o.shape)].copy_(o)
+                if o.dim() > 1 and v.shape[1] > o.shape[1]:
+                    v[: o.shape[0], o.shape[1] :].zero_()
+                widened += 1
+    if not widened:
+        raise TrainError(f"{ckpt}: found no class layer with {nc_old} outputs to widen to {len(names)} classes.")
+    ck = {k: v for k, v in ck.items() if k not in {"model", "ema", "optimizer"}}
+    ck["model"] = new
+    torch.save(ck, str(ckpt))
+    return len(names) - nc_old
+
+
 # --------------------------------------------------------------------------------------------- training
 
 
@@ -429,12 +475,29 @@ def train(
     device: str = "cpu",
     seed: int = 0,
     patience: int = 50,
+    freeze: int | None = None,
+    hours: float | None = None,
+    cache: bool = False,
+    lr0: float | None = None,
 ) -> TrainResult:
     """Fine-tune ``base`` (a registry name or a .pt path) on the dataset yaml ``data`` and register the
-    best weights under ``name`` (default ``<dataset>-<base>``). Raises :class:`TrainError`/``WeightsError``
+    best weights under ``name`` (default ``<dataset>-<base>``). ``freeze`` keeps the first N layers fixed (10:
+    the backbone of a YOLO11), ``hours`` caps the training time (ultralytics' ``time``: it then fits the epochs
+    into it, ``epochs`` only sets the schedule's first guess), ``cache`` keeps decoded images in RAM, ``lr0``
+    sets AdamW's learning rate (default: ultralytics' automatic choice). The biases warm up from 0 like the
+    weights, not from ultralytics' 0.1 (a warm-up meant for SGD from scratch: with AdamW on pretrained weights
+    it throws the biases around for the first epochs and undoes the base model). When the
+    dataset's class names start with the base model's, the head is widened rather than rebuilt
+    (:func:`extend_head`). Raises :class:`TrainError`/``WeightsError``
     with a one-sentence fix on bad input; ultralytics' own failures are wrapped the same way."""
     if epochs < 1:
         raise TrainError(f"--epochs must be 1 or more, got {epochs}.")
+    if freeze is not None and freeze < 0:
+        raise TrainError(f"--freeze must be 0 or more layers, got {freeze}.")
+    if lr0 is not None and not 0 < lr0 < 1:
+        raise TrainError(f"--lr0 must be between 0 and 1 (e.g. 0.0003), got {lr0}.")
+    if hours is not None and hours <= 0:
+        raise TrainError(f"--hours must be more than 0, got {hours}.")
     if imgsz < 32 or imgsz % 32:
         raise TrainError(f"--imgsz must be a multiple of 32 (e.g. 320 or 640), got {imgsz}.")
     name = name or default_name(data, base)
@@ -464,6 +527,16 @@ def train(
                 log.info("%s has its batch norms folded in: unfused %d layers for training", src.name, unfused)
             else:
                 shutil.copyfile(src.path, base_copy)
+            added = extend_head(base_copy, staged.names)
+            if added:
+                log.info("%s: kept its %d classes' head and added %d", src.name, len(staged.names) - added, added)
+            extra: dict[str, Any] = {"warmup_bias_lr": 0.0, "warmup_epochs": 1.0}
+            if lr0:
+                extra.update(optimizer="AdamW", lr0=lr0)
+            if freeze:
+                extra["freeze"] = freeze
+            if hours:
+                extra["time"] = hours
             try:
                 model = YOLO(str(base_copy), task="detect")
                 model.train(
@@ -480,8 +553,9 @@ def train(
                     exist_ok=True,
                     plots=False,
                     amp=False,
-                    cache=False,
+                    cache="ram" if cache else False,
                     verbose=False,
+                    **extra,
                 )
             except TrainError:
                 raise
@@ -493,6 +567,7 @@ def train(
         if not best.is_file():
             raise TrainError(f"training finished without a weights file in {trainer.save_dir}; see the log above.")
         metrics = _metrics(trainer)
+        epochs_run = int(getattr(trainer, "epoch", epochs - 1)) + 1
         weights = out_dir / f"{name}.pt"
         shutil.copyfile(best, weights)
         run_dir = Path(trainer.save_dir)
@@ -520,9 +595,12 @@ def train(
         "images": staged.images,
         "labelled_images": staged.labels,
         "boxes": staged.boxes,
-        "epochs": epochs,
+        "epochs": epochs_run,
         "imgsz": imgsz,
         "batch": batch,
+        "freeze": freeze,
+        "hours_cap": hours,
+        "lr0": lr0,
         "device": device,
         "seconds": round(seconds, 1),
         "val": metrics,
@@ -530,6 +608,49 @@ def train(
     }
     (out_dir / "train.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
     return TrainResult(
-        name=name, weights=weights, entry=entry, classes=staged.names, base=src.name, epochs=epochs, imgsz=imgsz,
+        name=name, weights=weights, entry=entry, classes=staged.names, base=src.name, epochs=epochs_run, imgsz=imgsz,
         seconds=seconds, metrics=metrics, run_dir=run_dir, dataset=staged,
     )
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    name: str
+    images: int
+    boxes: int
+    precision: float
+    recall: float
+    mAP50: float
+    mAP50_95: float
+
+
+def validate(model: str | Path, data: str | Path, *, imgsz: int = 640, batch: int = 8) -> list[ClassMetrics]:
+    """Validate ``model`` (a registry name or a .pt/.onnx path) on the val split of the dataset yaml ``data``
+    with ultralytics' metrics; one row per class that has val boxes, then ``all``. The dataset is staged the
+    same way as for training (the share is never written to)."""
+    if imgsz < 32 or imgsz % 32:
+        raise TrainError(f"--imgsz must be a multiple of 32 (e.g. 320 or 640), got {imgsz}.")
+    weights = resolve(model)
+    if weights.format not in {"pt", "onnx"}:
+        raise TrainError(f"{weights.path}: validation runs on a .pt or .onnx model, not {weights.format}.")
+    with tempfile.TemporaryDirectory(prefix="nonsite-val-") as tmp:
+        staged = stage_dataset(data, Path(tmp) / "dataset")
+        with offline_ultralytics() as YOLO:
+            try:
+                m = YOLO(str(weights.path), task="detect")
+                r = m.val(data=str(staged.yaml_path), imgsz=imgsz, batch=batch, device="cpu", plots=False,
+                          verbose=False, project=tmp, name="val", workers=0)
+            except Exception as e:  # noqa: BLE001 (ultralytics/torch raise many types)
+                raise TrainError(f"ultralytics validation failed ({type(e).__name__}: {e}).") from e
+        box = r.box
+        rows = []
+        for i, c in enumerate(box.ap_class_index):
+            p, rec, ap50, ap = box.class_result(i)
+            rows.append(ClassMetrics(staged.names[int(c)], int(r.nt_per_image[c]), int(r.nt_per_class[c]),
+                                     float(p), float(rec), float(ap50), float(ap)))
+        rows.append(ClassMetrics("all", staged.images.get("val", 0), int(r.nt_per_class.sum()), float(box.mp),
+                                 float(box.mr), float(box.map50), float(box.map)))
+        return rows

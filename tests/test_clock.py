@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from pathlib import Path
@@ -224,11 +225,15 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     with SntpServer(shift_s=-0.2) as good, SntpServer(shift_s=-2.5) as bad:
         assert main(["clock", "check", "--config", config([good.address])]) == 0
         out = capsys.readouterr().out
-        assert f"{good.address}: offset +0.2" in out and "stratum 1" in out
-        assert out.strip().splitlines()[-1].startswith("OK: clock 0.2")
+        # The measured offset is exact up to half the round trip's asymmetry (a loaded machine skews it by
+        # milliseconds): check it against the injected 0.2 s within the delay the check itself reports.
+        m = re.search(re.escape(good.address) + r": offset \+(\d+\.\d+) s, delay (\d+\.\d+) ms, stratum 1", out)
+        assert m is not None, out
+        assert abs(float(m.group(1)) - 0.2) <= float(m.group(2)) / 1000 / 2 + 0.005, out
+        assert out.strip().splitlines()[-1].startswith("OK: clock 0.")
 
         assert main(["clock", "check", "--config", config([bad.address])]) == 1
-        assert capsys.readouterr().out.strip().splitlines()[-1].startswith("DRIFTED: clock 2.5")
+        assert capsys.readouterr().out.strip().splitlines()[-1].startswith("DRIFTED: clock 2.")
 
         # --server replaces the configured servers
         assert main(["clock", "check", "--config", config([bad.address]), "--server", good.address]) == 0

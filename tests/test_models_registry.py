@@ -102,7 +102,8 @@ def test_not_found_says_when_models_dir_is_unset(empty_places: tuple[Path, Path]
 
 
 def test_unknown_name_lists_known_names(empty_places: tuple[Path, Path]) -> None:
-    with pytest.raises(WeightsNotFound, match="known: yolo11n-coco, yolo11n-coco-int8-320, yolox-nano-coco-416"):
+    known = "known: street-yolo11n, yolo11n-coco, yolo11n-coco-int8-320, yolox-nano-coco-416"
+    with pytest.raises(WeightsNotFound, match=known):
         resolve("yolo99-coco")
 
 
