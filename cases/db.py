@@ -60,6 +60,7 @@ __all__ = [
     "ConsoleSession",
     "DatabaseSchemaError",
     "OutboxMessage",
+    "Supervision",
     "User",
     "allocate_number",
     "case_by_number",
@@ -191,9 +192,23 @@ class Case(Base):
     dispatched_to: Mapped[str] = mapped_column(
         String(256), default="", server_default="", comment="Team the case was dispatched to"
     )
+    # Added by migration 0006_bureau (issue 14).
+    team: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, comment="Team id the case is routed to (organisation file; reassign changes it)")
+    grid: Mapped[str | None] = mapped_column(String(64), nullable=True, comment="Grid id of the camera when routed")
+    street: Mapped[str | None] = mapped_column(String(64), nullable=True, comment="Street id of that grid")
+    due_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="First late instant of the current step (UTC; null: no limit)")
+    due_step: Mapped[str | None] = mapped_column(
+        String(16), nullable=True, comment="The step due_at belongs to (confirm | review | dispatch | rectify | close)")
 
     audit: Mapped[list[AuditEntry]] = relationship(
         back_populates="case", order_by="AuditEntry.id", viewonly=True
+    )
+
+    __table_args__ = (
+        Index("ix_cases_team_status_due", "team", "status", "due_at"),
+        Index("ix_cases_status_due", "status", "due_at"),
     )
 
     def __repr__(self) -> str:
@@ -239,6 +254,27 @@ class AuditChain(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, comment="chain_seq of the last entry (0: none yet)")
     head_hash: Mapped[str] = mapped_column(String(64), comment="entry_hash of the last entry")
+
+
+class Supervision(Base):
+    """A supervision order (督办) on a case: a supervisor's instruction and new deadline, the team's answer."""
+
+    __tablename__ = "supervisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="RESTRICT"), index=True)
+    instruction: Mapped[str] = mapped_column(Text, comment="What the supervisor orders (督办意见)")
+    new_deadline: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="The deadline the order sets (UTC)")
+    issued_by: Mapped[str] = mapped_column(String(128))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    answered_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    answer: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+    @property
+    def open(self) -> bool:
+        return self.answered_at is None
 
 
 class CaseLink(Base):

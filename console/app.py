@@ -41,6 +41,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -63,6 +64,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nonsite.cases import Case
+from nonsite.cases.db import utcnow
+from nonsite.cases.deadlines import TimeLimitTable
+from nonsite.cases.legal_basis import default_catalogue
+from nonsite.cases.organisation import Organisation
 from nonsite.console import api, camera_views, login, pages
 from nonsite.console.auth import (
     PUBLIC_ROUTES,
@@ -110,9 +115,10 @@ _UPLOAD_PATH = re.compile(r"^/(?:api/)?cases/[^/]+/feedback$")
 _TEAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_BODY_BYTES = 1024 * 1024
 """Largest request body outside the feedback upload (forms, JSON)."""
-#: Dispatch targets (labels ``team.<id>`` in the catalogues): the city management enforcement squad, the
-#: stray-animal capture team, the sub-district office.
-DEFAULT_TEAMS: tuple[str, ...] = ("enforcement_team", "capture_team", "street_office")
+#: Dispatch targets of a console without an organisation file (labels ``team.<id>`` in the catalogues): the
+#: city management enforcement squad, the stray-animal capture team, the sub-district office. With
+#: ``cases.organisation`` configured the targets are the organisation's teams (docs/bureau.md).
+UNORGANISED_TEAMS: tuple[str, ...] = ("enforcement_team", "capture_team", "street_office")
 
 
 def _console_actor(request: Request) -> str:
@@ -185,8 +191,14 @@ class ConsoleSettings:
     cameras: CameraControl | None = None
     """The running cameras: enables the cameras page and the zone editor."""
     documents: DocumentRenderer | None = None
-    teams: Sequence[str] = DEFAULT_TEAMS
-    """Dispatch targets (labels in the catalogues as ``team.<id>``)."""
+    organisation: Organisation | None = None
+    """The bureau's organisation (``cases.organisation``): dispatch targets, who sees which team's tasks."""
+    time_limits: TimeLimitTable | None = None
+    """The catalogue's time limits (due times of each step); default: the shipped catalogue's."""
+    clock: Callable[[], datetime] = utcnow
+    """The current instant (UTC) for due states; tests inject a fixed one."""
+    teams: Sequence[str] = ()
+    """Dispatch targets: default the organisation's team ids, else :data:`UNORGANISED_TEAMS`."""
     max_upload_bytes: int = 10 * 1024 * 1024
     live_poll_s: float = 1.0
     # --- operations
@@ -211,6 +223,8 @@ class ConsoleSettings:
             raise ValueError("live_poll_s and session_recheck_s must be above 0 seconds (e.g. 1 and 5)")
         if self.login_hash_slots < 1:
             raise ValueError("login_hash_slots must be at least 1")
+        if not self.teams:
+            self.teams = tuple(t.id for t in self.organisation.teams) if self.organisation else UNORGANISED_TEAMS
         bad_teams = [t for t in self.teams if not _TEAM_ID.match(t)]
         if bad_teams or not self.teams:
             raise ValueError(f"dispatch teams must be ids of letters, digits, '_', '-' or '.', "
@@ -241,6 +255,8 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
         language=settings.language, public_key_pem=settings.public_key_pem, title=settings.title,
         actor_of=settings.actor_of, teams=tuple(settings.teams), cameras=settings.cameras,
         documents=settings.documents, max_upload_bytes=settings.max_upload_bytes, live_poll_s=settings.live_poll_s,
+        organisation=settings.organisation,
+        time_limits=settings.time_limits or default_catalogue().time_limit_table(), clock=settings.clock,
     )
     app.state.access = _access(settings)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -9,6 +9,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from nonsite.cases import Case, CaseStatus
+from nonsite.cases.db import utcnow
 from nonsite.cases.queries import ParsedFilter, parse_params
 from nonsite.evidence import package_prefix
 from nonsite.evidence.store import Store
@@ -53,6 +55,12 @@ class ConsoleState:
     """The :class:`~nonsite.console.documents.DocumentRenderer`, or None."""
     max_upload_bytes: int = 10 * 1024 * 1024
     live_poll_s: float = 1.0
+    organisation: Any = None
+    """The :class:`~nonsite.cases.organisation.Organisation`, or None (no routing, every team's tasks to all)."""
+    time_limits: Any = None
+    """The catalogue's :class:`~nonsite.cases.deadlines.TimeLimitTable` (due times of each step)."""
+    clock: Callable[[], datetime] = utcnow
+    """The current instant (UTC), for due states."""
 
 
 def state_of(request: Request) -> ConsoleState:
