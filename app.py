@@ -273,7 +273,7 @@ def console_app(
         session_secret=session_secret(keys / "console-session.key"), documents=documents,
         cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
         secure_cookies=cfg.console.cookies_secure(), metrics_token=_metrics_token(cfg),
-        organisation=organisation_of(cfg), time_limits=catalogue.time_limit_table(),
+        organisation=organisation_of(cfg), time_limits=catalogue.time_limit_table() if catalogue else None,
     )
     return app, password
 

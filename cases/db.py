@@ -199,6 +199,10 @@ class Case(Base):
     street: Mapped[str | None] = mapped_column(String(64), nullable=True, comment="Street id of that grid")
     due_at: Mapped[datetime | None] = mapped_column(
         UtcDateTime, nullable=True, comment="First late instant of the current step (UTC; null: no limit)")
+    step_started_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="When the case entered its current step (UTC)")
+    due_soon_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="From this instant the step is due soon (UTC)")
     due_step: Mapped[str | None] = mapped_column(
         String(16), nullable=True, comment="The step due_at belongs to (confirm | review | dispatch | rectify | close)")
 

@@ -33,6 +33,7 @@ from nonsite.bus.metrics import DEAD_LETTERS
 from nonsite.cases.db import AuditEntry, Case, CaseLink, CaseStatus, allocate_number, utcnow, write_session
 from nonsite.cases.legal_basis import Catalogue, default_catalogue
 from nonsite.cases.organisation import Organisation, Routing
+from nonsite.cases.workflow import due_soon_from
 
 __all__ = ["DRAFTER_ACTOR", "DraftError", "SealCheck", "SealUnavailable", "draft_case",
            "draft_pending", "find_repeats", "normalise_plate",
@@ -195,6 +196,9 @@ def draft_case(
                 legal_basis=cat.snapshot(v.type),
                 due_at=due.at if due is not None else None,
                 due_step="confirm" if due is not None else None,
+                step_started_at=created,
+                due_soon_at=(due_soon_from(created, due.at, cat.time_limit_table().due_soon_fraction(v.type))
+                             if due is not None else None),
                 **_routed(routing, organisation),
             )
             session.add(case)

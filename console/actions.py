@@ -158,6 +158,7 @@ def perform(
         return apply_action(
             state.session_factory, case.number, act, actor, role=principal.role, reason=reason,
             note=note, assignee=team, person=principal.person, attachments=attachments or None,
+            time_limits=state.time_limits, timezone=state.zone.key, now=state.clock(),
         )
     except CaseNotFound:
         raise _not_found(number) from None

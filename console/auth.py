@@ -59,6 +59,12 @@ class Role(enum.StrEnum):
     """法制审核: approves or returns confirmed cases, closes rectified ones."""
     ADMIN = "admin"
     """Everything, plus cameras and zones."""
+    SUPERVISOR = "supervisor"
+    """督查: sees every case, issues 督办 (supervision orders)."""
+    FIELD_OFFICER = "field_officer"
+    """执法队员: sees and works only their teams' cases (the organisation's members and leaders)."""
+    LEADER = "leader"
+    """领导: reads everything, changes nothing."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("street", sa.String(64), nullable=True, comment="Street id of that grid"))
         batch.add_column(sa.Column("due_at", sa.DateTime(timezone=True), nullable=True,
                                    comment="First late instant of the current step (UTC; null: no limit)"))
+        batch.add_column(sa.Column("step_started_at", sa.DateTime(timezone=True), nullable=True,
+                                   comment="When the case entered its current step (UTC)"))
+        batch.add_column(sa.Column("due_soon_at", sa.DateTime(timezone=True), nullable=True,
+                                   comment="From this instant the step is due soon (UTC)"))
         batch.add_column(sa.Column("due_step", sa.String(16), nullable=True,
                                    comment="The step due_at belongs to "
                                    "(confirm | review | dispatch | rectify | close)"))
@@ -51,5 +55,5 @@ def downgrade() -> None:
     op.drop_index("ix_cases_status_due", table_name="cases")
     op.drop_index("ix_cases_team_status_due", table_name="cases")
     with op.batch_alter_table("cases") as batch:
-        for column in ("due_step", "due_at", "street", "grid", "team"):
+        for column in ("due_step", "due_soon_at", "step_started_at", "due_at", "street", "grid", "team"):
             batch.drop_column(column)
