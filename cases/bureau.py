@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from nonsite.cases import reminders
 from nonsite.cases.db import AuditEntry, Case, Supervision, utcnow, write_session
 from nonsite.cases.deadlines import DueState, TimeLimitTable
 from nonsite.cases.legal_basis import default_catalogue
@@ -38,6 +39,7 @@ from nonsite.cases.workflow import (
 __all__ = [
     "BUREAU_PERMISSIONS",
     "answer_supervision",
+    "as_order",
     "due_state",
     "open_supervisions",
     "reassign",
@@ -203,6 +205,13 @@ def due_state(case: Case, now: datetime) -> DueState | None:
     if case.due_soon_at is not None and now >= case.due_soon_at:
         return DueState.DUE_SOON
     return DueState.ON_TIME
+
+
+def as_order(s: Supervision, case_number: str) -> reminders.Supervision:
+    """A stored order as the planner's :class:`~nonsite.cases.reminders.Supervision` (pinning, reminders)."""
+    return reminders.Supervision(case_number=case_number, instruction=s.instruction, issued_by=s.issued_by,
+                                 issued_at=s.issued_at, new_deadline=s.new_deadline, answered_at=s.answered_at,
+                                 answer=s.answer, answered_by=s.answered_by)
 
 
 def supervisions_of(session: Session, case_id: int) -> list[Supervision]:

@@ -91,7 +91,15 @@ from nonsite.console.documents import router as documents_router
 from nonsite.console.i18n import LANGUAGES
 from nonsite.console.render import error_page
 from nonsite.console.uploads import BodyLimit, Scope
-from nonsite.console.views import ConsoleState, EvidenceAltered, evidence_files, read_verified, root_path, state_of
+from nonsite.console.views import (
+    ConsoleState,
+    EvidenceAltered,
+    evidence_files,
+    read_verified,
+    root_path,
+    sees_case,
+    state_of,
+)
 from nonsite.evidence.store import Store, StoreError
 from nonsite.ops.health import database_check, metrics_text, run_now, store_check
 
@@ -336,7 +344,7 @@ def _evidence_router() -> APIRouter:
         state = state_of(request)
         with state.session_factory() as session:
             case = session.scalar(select(Case).where(Case.event_id == event_id))
-        if case is None:
+        if case is None or not sees_case(state, principal_of(request), case):
             return _error(request, 404, "not_found", f"no case for event {event_id}")
         file = evidence_files(case).get(name)
         if file is None:

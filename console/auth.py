@@ -41,6 +41,7 @@ from sqlalchemy.orm import sessionmaker
 from starlette.requests import Request
 
 from nonsite.cases import users
+from nonsite.cases.bureau import BUREAU_PERMISSIONS
 from nonsite.cases.users import SCOPES
 from nonsite.cases.workflow import PERMISSIONS
 
@@ -144,6 +145,12 @@ ACTION_ROLES: Mapping[str, frozenset[Role]] = {
 }
 
 
+#: Bureau action (reassign, supervise, answer_supervision) -> roles: the table of ``cases/bureau.py``.
+_BUREAU: Mapping[str, frozenset[Role]] = {
+    action: frozenset(Role(r.value) for r in roles) for action, roles in BUREAU_PERMISSIONS.items()
+}
+
+
 class PerAction:
     """Marker in :data:`ROUTES`: the roles come from :data:`ACTION_ROLES` for the route's action."""
 
@@ -207,6 +214,9 @@ ROUTES: Mapping[str, RouteAccess] = {
     "api_case_feedback": RouteAccess(PerAction("rectify"), _WRITE),
     "api_case_action": RouteAccess(PerAction(), _WRITE),
     "api_events": RouteAccess(ALL_ROLES, _READ),
+    "api_case_reassign": RouteAccess(_BUREAU["reassign"], _WRITE),
+    "api_case_supervise": RouteAccess(_BUREAU["supervise"], _WRITE),
+    "api_supervision_answer": RouteAccess(_BUREAU["answer_supervision"], _WRITE),
     "api_cameras": RouteAccess(_OPS, "cameras:read"),
     "api_camera_snapshot": RouteAccess(_OPS, "cameras:read"),
     "api_camera_zones": RouteAccess(_ADMIN, "cameras:write"),

@@ -15,7 +15,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nonsite.cases import DISMISS_REASONS, AuditEntry, Case, CaseStatus, allowed_actions, case_by_number
 from nonsite.cases.attachments import feedback_key
+from nonsite.cases.bureau import as_order, open_supervisions, supervisions_of
 from nonsite.cases.queries import (
+    DUE_STATES,
+    SORTS,
+    CaseFilter,
     ParsedFilter,
     audit_trail,
     audit_trails,
@@ -26,9 +30,10 @@ from nonsite.cases.queries import (
     oldest_first,
     search_cases,
 )
+from nonsite.cases.reminders import task_sort_key
 from nonsite.config.manifest import type_names
 from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform, perform_upload
-from nonsite.console.auth import Principal, authorize
+from nonsite.console.auth import Principal, authorize, principal_of
 from nonsite.console.live import current_cursor
 from nonsite.console.render import error_page, localized_error, path_with, render
 from nonsite.console.view_guard import moved_cameras
@@ -37,13 +42,16 @@ from nonsite.console.views import (
     STILL_PAIRS,
     EvidenceAltered,
     case_url,
+    due_fields,
     evidence_files,
     evidence_url,
     parse_filter,
     plate_of,
     read_verified,
     root_path,
+    scoped,
     seal_status,
+    sees_case,
     state_of,
     status_values,
     thumbnail_url,
@@ -90,13 +98,29 @@ def queue_row(request: Request, case: Case, carry: str) -> dict[str, Any]:
         "annotated": urls.get("confirm_annotated") or urls.get("confirm"),
         "original": urls.get("confirm") or urls.get("confirm_annotated"),
         "plate": plate_of(case),
+        **_due_row(request, case),
     }
+
+
+def _due_row(request: Request, case: Case) -> dict[str, Any]:
+    """Team and deadline of a row."""
+    state = state_of(request)
+    due = due_fields(state, case)
+    return {"team": case.team, "team_name": team_name(state, case.team), "due_state": due["due_state"],
+            "due_step": due["due_step"], "due_at": case.due_at}
+
+
+def team_name(state: Any, team: str | None) -> str:
+    """A team's name from the organisation (its id when unknown, empty for none)."""
+    found = state.organisation.team(team) if state.organisation is not None and team else None
+    return found.name if found is not None else (team or "")
 
 
 def _filter_context(request: Request, session: Any, sel: ParsedFilter) -> dict[str, Any]:
     params = dict(sel.raw)
     return {
-        "f": {k: params.get(k, "") for k in ("status", "type", "camera", "from", "to", "date", "q")},
+        "f": {k: params.get(k, "") for k in ("status", "type", "camera", "from", "to", "date", "q", "due", "sort")},
+        "due_states": DUE_STATES, "sorts": SORTS,
         "statuses": status_values(),
         "counts": count_by_status(session),
         "types": sorted({*known_types(session), *type_names()}),  # in the cases, or labelled,
@@ -110,7 +134,8 @@ def queue_page(request: Request, page: int = Query(1, ge=1, le=100_000)) -> Resp
     state = state_of(request)
     sel, problems = parse_filter(request.query_params, state.zone)
     with state.session_factory() as session:
-        found = search_cases(session, sel.filter, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+        found = search_cases(session, scoped(state, principal_of(request), sel.filter), limit=PAGE_SIZE,
+                             offset=(page - 1) * PAGE_SIZE)
         cases, total = found.items, found.total
         ctx = _filter_context(request, session, sel)
         cursor = current_cursor(session)
@@ -137,7 +162,8 @@ def search_page(request: Request) -> Response:
     sel, problems = parse_filter(request.query_params, state.zone)
     asked = bool(sel.raw)
     with state.session_factory() as session:
-        found = search_cases(session, sel.filter, limit=WORK_LIST_SIZE) if asked else None
+        found = search_cases(session, scoped(state, principal_of(request), sel.filter),
+                             limit=WORK_LIST_SIZE) if asked else None
         cases, total = (found.items, found.total) if found else ([], 0)
         ctx = _filter_context(request, session, sel)
     carry = sel.query()
@@ -200,19 +226,33 @@ def review_page(request: Request) -> Response:
 
 @router.get("/tasks", response_class=HTMLResponse, name="tasks")
 def tasks_page(request: Request) -> Response:
-    """Approved cases to dispatch, dispatched ones waiting for feedback, rectified ones to close."""
+    """Open supervision orders (督办) pinned first; then approved cases to dispatch, dispatched ones waiting for
+    feedback, rectified ones to close, each by due time. A field officer sees their teams' cases only."""
     state = state_of(request)
+    principal = principal_of(request)
     groups = {}
     with state.session_factory() as session:
+        pinned = search_cases(session, scoped(state, principal, CaseFilter(sort="due", supervised=True)),
+                              limit=WORK_LIST_SIZE).items
+        orders = open_supervisions(session, [c.id for c in pinned])
+        pinned.sort(key=lambda c: task_sort_key(c.number, c.due_at, [as_order(o, c.number) for o in orders[c.id]]))
+        trail = audit_trails(session, pinned)
+        supervised = [{**_work_item(request, c, trail[c.id]), "orders": orders[c.id]} for c in pinned]
         for status in (CaseStatus.APPROVED, CaseStatus.DISPATCHED, CaseStatus.RECTIFIED):
-            cases = oldest_first(session, status, WORK_LIST_SIZE)
+            flt = scoped(state, principal, CaseFilter(statuses=(status,), sort="due"))
+            cases = search_cases(session, flt, limit=WORK_LIST_SIZE).items
             trail = audit_trails(session, cases)
             groups[status.value] = [_work_item(request, c, trail[c.id]) for c in cases]
     return render(request, "tasks.html", {
+        "supervised": supervised, "team_names": _team_names(state),
         "groups": groups, "teams": state.teams, "max_upload_mb": state.max_upload_bytes / 1024 / 1024,
         "max_upload_bytes": state.max_upload_bytes,
         "messages": _notice(request), "notice_case": request.query_params.get("case", ""),
     })
+
+
+def _team_names(state: Any) -> dict[str, str]:
+    return {t.id: t.name for t in state.organisation.teams} if state.organisation is not None else {}
 
 
 def case_response(request: Request, number: str, *, error: ActionError | None = None,
@@ -221,10 +261,11 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
     sel, _ = parse_filter(request.query_params, state.zone)
     with state.session_factory() as session:
         case = case_by_number(session, number)
-        if case is None:
+        if case is None or not sees_case(state, principal_of(request), case):
             return error_page(request, 404, "case_not_found", f"no case {number}", number=number)
         audit = audit_trail(session, case)
-        newer, older = neighbours(session, case, sel.filter)
+        newer, older = neighbours(session, case, scoped(state, principal_of(request), sel.filter))
+        orders = supervisions_of(session, case.id)
     carry = sel.query()
     urls = url_by_role(request, case)
     stills = [
@@ -272,6 +313,9 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
         "actions": actions,
         "reasons": DISMISS_REASONS,
         "teams": state.teams,
+        "team_names": _team_names(state),
+        "due": _due_row(request, case),
+        "supervisions": orders,
         "max_upload_bytes": state.max_upload_bytes,
         "max_upload_mb": state.max_upload_bytes / 1024 / 1024,
         "documents": state.documents is not None,
@@ -366,7 +410,7 @@ def feedback_photo(request: Request, number: str, name: str) -> Response:
     m = _SHA_JPG.match(name)
     with state.session_factory() as session:
         case = case_by_number(session, number)
-    if case is None:
+    if case is None or not sees_case(state, principal_of(request), case):
         return error_page(request, 404, "case_not_found", f"no case {number}", number=number)
     if m is None:
         return error_page(request, 404, "not_found", f"no photo {name!r} in the feedback of case {number}")

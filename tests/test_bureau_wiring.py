@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from console_support import MemoryUsers, login
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from test_cases_drafter import make_sealed
@@ -20,7 +23,8 @@ from nonsite.cases.deadlines import DueState
 from nonsite.cases.organisation import Organisation, load_organisation
 from nonsite.cases.workflow import InvalidReason, PermissionDenied, WorkflowError, apply_action
 from nonsite.config.loader import load_config
-from nonsite.console.app import UNORGANISED_TEAMS, ConsoleSettings
+from nonsite.console.app import UNORGANISED_TEAMS, ConsoleSettings, create_app
+from nonsite.evidence import LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]
 ORG_FILE = ROOT / "examples" / "organisation.yaml"
@@ -41,10 +45,19 @@ def db(case_db_url: str) -> Iterator[sessionmaker[Session]]:
     sf.kw["bind"].dispose()
 
 
+#: Where the demo's cameras stand (examples/demo.yaml); cam-junction-03 and cam-fence-02 are in no grid's camera
+#: list, so their grid is the polygon that holds them.
+PLACES = {"cam-junction-03": (31.2320, 121.4761), "cam-fence-02": (31.2311, 121.4750)}
+
+
 def draft(sf: sessionmaker[Session], org: Organisation | None, camera: str, type_: str = "sidewalk_parking",
           at: datetime = T0) -> Case:
-    case, created = draft_case(sf, make_sealed(type_=type_, camera_id=camera, confirmed_at=at), "NS",
-                               now=at, organisation=org)
+    sealed = make_sealed(type_=type_, camera_id=camera, confirmed_at=at)
+    if camera in PLACES:
+        lat, lon = PLACES[camera]
+        place = sealed.violation.location.model_copy(update={"lat": lat, "lon": lon})
+        sealed = sealed.model_copy(update={"violation": sealed.violation.model_copy(update={"location": place})})
+    case, created = draft_case(sf, sealed, "NS", now=at, organisation=org)
     assert created
     return case
 
@@ -74,8 +87,6 @@ def test_without_an_organisation_nothing_is_routed(tmp_path: Path) -> None:
 
 def test_dispatch_targets_are_the_organisations_teams(tmp_path: Path, org: Organisation) -> None:
     sf = open_db(f"sqlite:///{tmp_path / 'c.db'}")
-    from nonsite.evidence import LocalStore
-
     store = LocalStore(tmp_path / "ev")
     with_org = ConsoleSettings(session_factory=sf, store=store, organisation=org)
     assert list(with_org.teams) == ["duty-desk", "yanshi-squad", "yanshi-group-1", "yanshi-group-2",
@@ -170,3 +181,135 @@ def test_a_review_goes_overdue_on_the_working_day_clock_across_the_holiday(
         last = apply_action(db, case.number, action, actor, role=roles[actor], now=end_of_8_october, **kw)
     assert (last.due_step, last.due_at, due_state(last, end_of_8_october)) == (None, None, None)
     assert last.dispatched_to == "yanshi-group-1"  # dispatch goes to the routed team unless told otherwise
+
+
+# --- the console's API over the same bureau -----------------------------------------------------------------
+
+BUREAU_USERS = {"op": "operator", "sun.hao": "field_officer", "zhao.lei": "field_officer", "zhou.min": "supervisor",
+                "boss": "leader"}
+
+
+@pytest.fixture()
+def bureau(tmp_path: Path, org: Organisation) -> Iterator[tuple[sessionmaker[Session], dict[str, Case], Any]]:
+    """Four cases drafted 50, 25, 20 and 5 minutes before T0: group 1's (carpark), group 2's (junction), the dog
+    team's, and the duty desk's (a camera in no grid); an app whose clock stands at T0."""
+    sf = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
+    cases = {
+        "group1": draft(sf, org, "cam-carpark-01", at=T0 - timedelta(minutes=50)),  # 30 min to confirm: overdue
+        "group2": draft(sf, org, "cam-junction-03", at=T0 - timedelta(minutes=25)),  # 5 min left: due soon
+        "dogs": draft(sf, org, "cam-fence-02", "stray_dog", at=T0 - timedelta(minutes=20)),  # 10 min left: on time
+        "desk": draft(sf, org, "cam-nowhere", at=T0 - timedelta(minutes=5)),  # 25 min left: on time
+    }
+    users = MemoryUsers()
+    for name, role in BUREAU_USERS.items():
+        users.add(name, "pw-" + name, role)
+    app = create_app(session_factory=sf, store=LocalStore(tmp_path / "evidence"), auth=users,
+                     session_secret="test-secret-" + "x" * 20, organisation=org, clock=lambda: T0)
+    yield sf, cases, (app, users)
+    sf.kw["bind"].dispose()
+
+
+def api_as(bureau: Any, user: str) -> TestClient:
+    app, users = bureau[2]
+    return TestClient(app, headers={"Authorization": f"Bearer {users.issue_token(user)}"})
+
+
+def numbers(r: Any) -> list[str]:
+    assert r.status_code == 200, r.text
+    return [c["number"] for c in r.json()["items"]]
+
+
+def test_a_field_officer_sees_only_their_teams_cases(bureau: Any) -> None:
+    _, cases, _ = bureau
+    sun, zhao = api_as(bureau, "sun.hao"), api_as(bureau, "zhao.lei")
+    assert numbers(sun.get("/api/cases")) == [cases["group1"].number]
+    assert numbers(zhao.get("/api/cases")) == [cases["group2"].number]
+    other = cases["group2"].number
+    assert sun.get(f"/api/cases/{other}").status_code == 404
+    assert sun.get(f"/api/cases/{cases['group1'].number}").json()["team_name"] == "演示中队第一班组"
+    assert sun.post(f"/api/cases/{other}/supervisions/1/answer", json={"answer": "x"}).status_code == 404
+    assert sun.post(f"/api/cases/{other}/feedback", data={"note": "已整改"}).status_code == 404
+    r = sun.get(f"/evidence/{cases['group2'].event_id}/onset.jpg")
+    assert r.status_code == 404 and "no case for event" in r.json()["error"]["message"]
+    # Everyone else sees every case, the read-only leader included.
+    assert len(numbers(api_as(bureau, "boss").get("/api/cases"))) == 4
+    assert len(numbers(api_as(bureau, "zhou.min").get("/api/cases"))) == 4
+
+
+def test_due_state_filter_and_sort_in_the_api(bureau: Any) -> None:
+    _, cases, _ = bureau
+    op = api_as(bureau, "op")
+    listed = {c["number"]: c for c in op.get("/api/cases").json()["items"]}
+    states = {k: listed[c.number]["due_state"] for k, c in cases.items()}
+    assert states == {"group1": "overdue", "group2": "due_soon", "dogs": "on_time", "desk": "on_time"}
+    assert listed[cases["desk"].number]["due_step"] == "confirm"
+    assert listed[cases["group1"].number]["team"] == "yanshi-group-1"
+    assert numbers(op.get("/api/cases?due=overdue")) == [cases["group1"].number]
+    assert numbers(op.get("/api/cases?due=due_soon")) == [cases["group2"].number]
+    assert set(numbers(op.get("/api/cases?due=on_time"))) == {cases["dogs"].number, cases["desk"].number}
+    by_due = [cases[k].number for k in ("group1", "group2", "dogs", "desk")]
+    assert numbers(op.get("/api/cases?sort=due")) == by_due
+    assert numbers(op.get("/api/cases")) == by_due[::-1]  # newest first by default
+    r = op.get("/api/cases?due=late")
+    assert r.status_code == 422 and r.json()["error"]["code"] == "bad_filter"
+
+
+def test_reassign_supervise_and_answer_through_the_api(bureau: Any) -> None:
+    sf, cases, _ = bureau
+    number = cases["desk"].number
+    op, sup, sun = api_as(bureau, "op"), api_as(bureau, "zhou.min"), api_as(bureau, "sun.hao")
+    assert sun.get(f"/api/cases/{number}").status_code == 404
+    assert op.post(f"/api/cases/{number}/reassign", json={"team": "yanshi-group-1", "reason": ""}).status_code == 422
+    assert sup.post(f"/api/cases/{number}/reassign",
+                    json={"team": "yanshi-group-1", "reason": "属演示路东"}).status_code == 403
+    r = op.post(f"/api/cases/{number}/reassign", json={"team": "yanshi-group-1", "reason": "属演示路东"})
+    assert r.status_code == 200 and r.json()["team"] == "yanshi-group-1"
+    assert numbers(sun.get("/api/cases?sort=due")) == [cases["group1"].number, number]  # now theirs too
+    deadline = (T0 + timedelta(hours=2)).isoformat()
+    assert op.post(f"/api/cases/{number}/supervise", json={"instruction": "速办"}).status_code == 403
+    r = sup.post(f"/api/cases/{number}/supervise", json={"instruction": "两小时内处理", "new_deadline": deadline})
+    assert r.status_code == 200, r.text
+    order = r.json()["id"]
+    detail = sun.get(f"/api/cases/{number}").json()
+    assert detail["open_supervisions"] == 1 and detail["due_at"].startswith("2026-09-30T04:00")
+    assert detail["supervisions"][0]["instruction"] == "两小时内处理"
+    r = sun.post(f"/api/cases/{number}/supervisions/{order}/answer", json={"answer": "已到场处置"})
+    assert r.status_code == 200 and r.json()["answered_by"] == "sun.hao"
+    assert sun.post(f"/api/cases/{number}/supervisions/{order}/answer", json={"answer": "again"}).status_code == 422
+    detail = sun.get(f"/api/cases/{number}").json()
+    assert detail["open_supervisions"] == 0
+    assert [a["action"] for a in detail["audit"]] == ["created", "reassign", "supervise", "answer_supervision"]
+    assert verify_chain(sf).ok
+
+
+def browser_as(bureau: Any, user: str) -> TestClient:
+    client = TestClient(bureau[2][0])
+    assert login(client, user, "pw-" + user).status_code == 303
+    return client
+
+
+def test_the_pages_show_due_states_and_pin_supervision_for_the_team_only(bureau: Any) -> None:
+    sf, cases, _ = bureau
+    g1, g2 = cases["group1"].number, cases["group2"].number
+    for number in (g1, g2):
+        apply_action(sf, number, "confirm", "op", role="operator", now=T0)
+        apply_action(sf, number, "approve", "rev", role="reviewer", now=T0)
+    supervise(sf, g2, "zhou.min", "示范街占道请今日处理", new_deadline=T0 + timedelta(hours=4), role="supervisor",
+              now=T0)
+    zhao = browser_as(bureau, "zhao.lei").get("/tasks").text
+    pinned, _, rest = zhao.partition('id="tasks-approved"')
+    assert 'id="tasks-supervised"' in pinned and g2 in pinned and "示范街占道请今日处理" in pinned
+    assert "督办件" in pinned and g2 in rest and g1 not in zhao  # their team's case only, pinned above the groups
+    sun = browser_as(bureau, "sun.hao")
+    tasks = sun.get("/tasks").text
+    assert g1 in tasks and g2 not in tasks and 'id="tasks-supervised"' not in tasks
+    assert "演示中队第一班组" in tasks and "按时" in tasks  # the team, and dispatch due in a working day: on time
+    assert sun.get(f"/cases/{g2}").status_code == 404 and sun.get(f"/cases/{g1}").status_code == 200
+    assert g2 not in sun.get("/").text
+    op = browser_as(bureau, "op")
+    overdue = op.get("/?due=overdue").text
+    assert not any(c.number in overdue for c in cases.values())  # the approved ones have a working day to dispatch
+    on_time = op.get("/?status=draft&due=on_time&sort=due").text
+    dogs, desk = cases["dogs"].number, cases["desk"].number
+    assert on_time.index(dogs) < on_time.index(desk) and "按时" in on_time  # earliest deadline first
+    assert 'value="on_time" selected' in on_time and 'value="due" selected' in on_time
