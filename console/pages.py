@@ -7,6 +7,7 @@ session's CSRF token; a form that cannot be applied answers 4xx with the case pa
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -15,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nonsite.cases import DISMISS_REASONS, AuditEntry, Case, CaseStatus, allowed_actions, case_by_number
 from nonsite.cases.attachments import feedback_key
-from nonsite.cases.bureau import as_order, open_supervisions, supervisions_of
+from nonsite.cases.bureau import BUREAU_PERMISSIONS, as_order, open_supervisions, supervisions_of
 from nonsite.cases.queries import (
     DUE_STATES,
     SORTS,
@@ -32,7 +33,7 @@ from nonsite.cases.queries import (
 )
 from nonsite.cases.reminders import task_sort_key
 from nonsite.config.manifest import type_names
-from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform, perform_upload
+from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, bureau_action, perform, perform_upload
 from nonsite.console.auth import Principal, authorize, principal_of
 from nonsite.console.live import current_cursor
 from nonsite.console.render import error_page, localized_error, path_with, render
@@ -65,6 +66,8 @@ WORK_LIST_SIZE = 200
 _SHA_JPG = re.compile(r"^([0-9a-f]{64})\.jpg$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _BACK_PAGES = {"review": "/review", "tasks": "/tasks"}
+#: Actions whose success the pages confirm (``notice.<action>``).
+NOTICES = (*FORM_ACTIONS, "rectify", "reassign", "supervise", "answer_supervision")
 
 
 def filter_notices(problems: list[tuple[str, str]], params: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -208,7 +211,7 @@ def _work_item(request: Request, case: Case, trail: list[AuditEntry]) -> dict[st
 
 def _notice(request: Request) -> list[tuple[str, str]]:
     notice = request.query_params.get("notice", "")
-    return [("ok", f"notice.{notice}")] if notice in (*FORM_ACTIONS, "rectify") else []
+    return [("ok", f"notice.{notice}")] if notice in NOTICES else []
 
 
 @router.get("/review", response_class=HTMLResponse, name="review")
@@ -244,11 +247,18 @@ def tasks_page(request: Request) -> Response:
             trail = audit_trails(session, cases)
             groups[status.value] = [_work_item(request, c, trail[c.id]) for c in cases]
     return render(request, "tasks.html", {
-        "supervised": supervised, "team_names": _team_names(state),
+        "supervised": supervised, "team_names": _team_names(state), "bureau_may": _bureau_may(principal, state),
         "groups": groups, "teams": state.teams, "max_upload_mb": state.max_upload_bytes / 1024 / 1024,
         "max_upload_bytes": state.max_upload_bytes,
         "messages": _notice(request), "notice_case": request.query_params.get("case", ""),
     })
+
+
+def _bureau_may(principal: Principal | None, state: Any) -> dict[str, bool]:
+    """Which bureau forms the case page offers ``principal`` (reassign needs an organisation)."""
+    role = principal.role if principal is not None else ""
+    return {action: role in {r.value for r in roles} and (action != "reassign" or state.organisation is not None)
+            for action, roles in BUREAU_PERMISSIONS.items()}
 
 
 def _team_names(state: Any) -> dict[str, str]:
@@ -288,7 +298,7 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
     actions = [a.value for a in allowed_actions(case.status)]
     messages: list[tuple[str, str]] = []
     notice = request.query_params.get("notice", "")
-    if notice in (*FORM_ACTIONS, "rectify"):
+    if notice in NOTICES:
         messages.append(("ok", f"notice.{notice}"))
     model = case.violation.get("model") if isinstance(case.violation, dict) else None
     audit_rows = []
@@ -316,6 +326,7 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
         "team_names": _team_names(state),
         "due": _due_row(request, case),
         "supervisions": orders,
+        "bureau_may": _bureau_may(principal_of(request), state),
         "max_upload_bytes": state.max_upload_bytes,
         "max_upload_mb": state.max_upload_bytes / 1024 / 1024,
         "documents": state.documents is not None,
@@ -377,6 +388,55 @@ async def feedback_form(
     except ActionError as exc:
         return _failed(request, number, exc)
     return _after(request, number, "rectify", back, "")
+
+
+@router.post("/cases/{number}/reassign", name="case_reassign_form")
+def reassign_form(request: Request, number: str, principal: Principal = Depends(authorize), team: str = Form(""),
+                  reason: str = Form(""), f: str = Form("")) -> Response:
+    """Give the case to another team of the organisation, with the reason."""
+    state = state_of(request)
+    try:
+        bureau_action(state, principal, state.actor_of(request), "reassign", number, team=team, text=reason)
+    except ActionError as exc:
+        return _failed(request, number, exc)
+    return _after(request, number, "reassign", "", _carry(f))
+
+
+@router.post("/cases/{number}/supervise", name="case_supervise_form")
+def supervise_form(request: Request, number: str, principal: Principal = Depends(authorize),
+                   instruction: str = Form(""), new_deadline: str = Form(""), f: str = Form("")) -> Response:
+    """Issue a supervision order (督办): the instruction and optionally a new deadline (city time)."""
+    state = state_of(request)
+    try:
+        deadline = _local_instant(new_deadline, state.zone) if new_deadline.strip() else None
+        bureau_action(state, principal, state.actor_of(request), "supervise", number, text=instruction,
+                      deadline=deadline)
+    except ActionError as exc:
+        return _failed(request, number, exc)
+    return _after(request, number, "supervise", "", _carry(f))
+
+
+@router.post("/cases/{number}/supervisions/{order}/answer", name="supervision_answer_form")
+def answer_form(request: Request, number: str, order: int, principal: Principal = Depends(authorize),
+                answer: str = Form(""), back: str = Form(""), f: str = Form("")) -> Response:
+    """The team's answer to a supervision order."""
+    state = state_of(request)
+    try:
+        bureau_action(state, principal, state.actor_of(request), "answer_supervision", number, text=answer,
+                      order=order)
+    except ActionError as exc:
+        return _failed(request, number, exc)
+    return _after(request, number, "answer_supervision", back, _carry(f))
+
+
+def _local_instant(value: str, zone: Any) -> datetime:
+    """``2026-10-01T18:00`` on the city's clock (a datetime-local field) as UTC; ActionError when not a time."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ActionError(422, "bad_request", f"{value!r} is not a time; use YYYY-MM-DDTHH:MM", "error.bad_request",
+                          {"message": f"{value!r}: YYYY-MM-DDTHH:MM"}) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=zone)).astimezone(UTC)
 
 
 @router.post("/cases/{number}/{action}", name="case_action_form")

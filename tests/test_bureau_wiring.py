@@ -3,6 +3,7 @@ limited to their teams' tasks, due states in the API (examples/organisation.yaml
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -313,3 +314,43 @@ def test_the_pages_show_due_states_and_pin_supervision_for_the_team_only(bureau:
     dogs, desk = cases["dogs"].number, cases["desk"].number
     assert on_time.index(dogs) < on_time.index(desk) and "按时" in on_time  # earliest deadline first
     assert 'value="on_time" selected' in on_time and 'value="due" selected' in on_time
+
+
+def form_post(client: TestClient, path: str, data: dict[str, str]) -> Any:
+    page = client.get("/tasks")
+    m = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert m, page.text[:300]
+    return client.post(path, data={"csrf": m.group(1), **data}, follow_redirects=False)
+
+
+def test_the_case_page_forms_reassign_supervise_and_answer(bureau: Any) -> None:
+    sf, cases, _ = bureau
+    number = cases["desk"].number
+    op, sup, sun = browser_as(bureau, "op"), browser_as(bureau, "zhou.min"), browser_as(bureau, "sun.hao")
+    page = op.get(f"/cases/{number}").text
+    assert 'class="reassign-form"' in page and 'class="supervise-form"' not in page and "指挥中心值班组" in page
+    assert 'class="reassign-form"' not in sup.get(f"/cases/{number}").text
+    r = form_post(op, f"/cases/{number}/reassign", {"team": "yanshi-group-1", "reason": "属演示路东网格"})
+    assert r.status_code == 303 and "notice=reassign" in r.headers["location"]
+    r = form_post(sup, f"/cases/{number}/supervise", {"instruction": "请于今日16时前处理", "new_deadline":
+                                                      "2026-09-30T16:00"})
+    assert r.status_code == 303, r.text[:500]
+    assert reload(sf, case_of(sf, number)).due_at == datetime(2026, 9, 30, 8, 0, tzinfo=UTC)  # 16:00 in Shanghai
+    tasks = sun.get("/tasks").text
+    assert 'id="tasks-supervised"' in tasks and "请于今日16时前处理" in tasks and 'class="answer-form"' in tasks
+    with sf() as s:
+        (order,) = supervisions_of(s, cases["desk"].id)
+    m = re.search(r'name="csrf" value="([^"]+)"', tasks)
+    assert m
+    r = sun.post(f"/cases/{number}/supervisions/{order.id}/answer",
+                 data={"csrf": m.group(1), "answer": "已到场，车辆已驶离", "back": "tasks"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].endswith(f"/tasks?notice=answer_supervision&case={number}")
+    after = sun.get(r.headers["location"]).text
+    assert 'id="tasks-supervised"' not in after and "已答复案件" in after
+    assert "已到场，车辆已驶离" in sun.get(f"/cases/{number}").text
+    assert [e.action for e in trail(sf, cases["desk"])][-3:] == ["reassign", "supervise", "answer_supervision"]
+
+
+def case_of(sf: sessionmaker[Session], number: str) -> Case:
+    with sf() as s:
+        return s.scalars(select(Case).where(Case.number == number)).one()
