@@ -48,6 +48,7 @@ from nonsite.config.files import private_file
 from nonsite.config.loader import ConfigError
 
 __all__ = [
+    "DECISIONS",
     "DISPOSITIONS",
     "LINK_KINDS",
     "ApiToken",
@@ -74,6 +75,8 @@ __all__ = [
 
 #: Suggested dispositions of a draft (from the legal-basis catalogue's discretion table).
 DISPOSITIONS: tuple[str, ...] = ("warning", "penalty", "dispatch", "manual")
+#: What the legal reviewer decides with the approval (首违不罚 warning, a fine, no penalty, transfer elsewhere).
+DECISIONS: tuple[str, ...] = ("warning", "penalty", "no_penalty", "transfer")
 #: How two cases are linked as possible repeats: the same zone of the same camera, or the same plate.
 LINK_KINDS: tuple[str, ...] = ("same_zone", "same_plate")
 
@@ -205,6 +208,13 @@ class Case(Base):
         UtcDateTime, nullable=True, comment="From this instant the step is due soon (UTC)")
     due_step: Mapped[str | None] = mapped_column(
         String(16), nullable=True, comment="The step due_at belongs to (confirm | review | dispatch | rectify | close)")
+
+    decision: Mapped[str | None] = mapped_column(
+        String(16), nullable=True, comment="The reviewer's decision: warning | penalty | no_penalty | transfer")
+    decision_amount_yuan: Mapped[int | None] = mapped_column(
+        Integer, nullable=True, comment="The fine of a penalty decision (within the catalogue's range)")
+    decision_reason: Mapped[str] = mapped_column(
+        Text, default="", server_default="", comment="Why (required for no_penalty)")
 
     audit: Mapped[list[AuditEntry]] = relationship(
         back_populates="case", order_by="AuditEntry.id", viewonly=True

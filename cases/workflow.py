@@ -37,7 +37,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.bus.events import TOPIC_CASES, CaseDecision
-from nonsite.cases.db import AuditEntry, Case, CaseStatus, OutboxMessage, Supervision, utcnow, write_session
+from nonsite.cases.db import (
+    DECISIONS,
+    AuditEntry,
+    Case,
+    CaseStatus,
+    OutboxMessage,
+    Supervision,
+    utcnow,
+    write_session,
+)
 from nonsite.cases.deadlines import STEP_OF_STATUS, TimeLimitTable
 from nonsite.cases.legal_basis import default_catalogue
 
@@ -233,6 +242,7 @@ def apply_action(
     time_limits: TimeLimitTable | None = None,
     timezone: str = "Asia/Shanghai",
     now: datetime | None = None,
+    decision: Mapping[str, Any] | None = None,
 ) -> Case:
     """Apply ``action`` to the case (its id, or its number as a string) on behalf of ``actor``.
 
@@ -245,6 +255,10 @@ def apply_action(
     for dismiss only; ``note`` is a comment (required to return a case); ``assignee`` names the team
     a dispatch goes to (default: the suggested team); ``attachments`` (``{key, sha256, content_type,
     bytes, name}`` of blobs already in the evidence store) are the feedback of a rectification.
+
+    ``decision`` (approve only): ``{"kind": warning | penalty | no_penalty | transfer, "amount_yuan": int,
+    "reason": str}`` — a penalty's amount within the penalty range the case was drafted under, a reason for
+    no_penalty; stored on the case and in the audit entry.
 
     The next step's due time (``due_at``, ``due_step``) is computed from ``time_limits`` (default: the shipped
     catalogue's) counted from ``now`` (default: the current instant) on the clock of ``timezone``; an open
@@ -291,6 +305,8 @@ def apply_action(
     if assignee is not None and act is not A.DISPATCH:
         raise WorkflowError(f"only dispatch takes an assignee, not '{act.value}'")
 
+    if decision is not None and act is not A.APPROVE:
+        raise WorkflowError(f"only approve takes a decision, not '{act.value}'")
     with write_session(session_factory) as session:
         case = _load_for_update(session, case_id)
         before = case.status
@@ -323,6 +339,8 @@ def apply_action(
             detail["assignee"] = team
         if files:
             detail["attachments"] = files
+        if decision is not None:
+            detail["decision"] = _record_decision(case, decision)
         session.add(
             AuditEntry(
                 case_id=case.id, at=now, actor=actor, action=act.value,
@@ -336,6 +354,31 @@ def apply_action(
         )
         session.add(OutboxMessage(topic=TOPIC_CASES, key=case.number, value=decision.model_dump_json()))
     return case
+
+
+def _record_decision(case: Case, decision: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the reviewer's decision against the case's legal basis and store it on the case."""
+    kind = str(decision.get("kind") or "")
+    if kind not in DECISIONS:
+        raise InvalidReason(f"decision {kind!r} is not one of {', '.join(DECISIONS)}")
+    reason = str(decision.get("reason") or "").strip()
+    amount = decision.get("amount_yuan")
+    if kind == "penalty":
+        penalty = (case.legal_basis or {}).get("penalty") or None
+        if penalty is None:
+            raise InvalidReason(f"the catalogue sets no fine for {case.type}; decide warning, no_penalty or transfer")
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise InvalidReason("a penalty decision needs the fine in whole yuan")
+        low, high = penalty.get("min_yuan"), penalty.get("max_yuan")
+        if (low is not None and amount < low) or (high is not None and amount > high) or amount < 0:
+            raise InvalidReason(f"a fine of {amount} yuan is outside the catalogue's range "
+                                f"{low if low is not None else 0}-{high if high is not None else '∞'} yuan")
+    elif amount is not None:
+        raise InvalidReason(f"only a penalty decision takes an amount, not {kind}")
+    if kind == "no_penalty" and not reason:
+        raise InvalidReason("a decision not to penalise needs the reason")
+    case.decision, case.decision_amount_yuan, case.decision_reason = kind, amount, reason
+    return {"kind": kind, "amount_yuan": amount, "reason": reason}
 
 
 def set_step_due(session: Session, case: Case, time_limits: TimeLimitTable | None, timezone: str,

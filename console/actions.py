@@ -83,6 +83,7 @@ def perform(
     note: str = "",
     team: str | None = None,
     photos: Sequence[Upload] = (),
+    decision: dict[str, Any] | None = None,
 ) -> Case:
     """Apply ``action`` to case ``number`` for ``principal`` (recorded as ``actor``); ActionError otherwise."""
     roles = ACTION_ROLES.get(action)
@@ -160,7 +161,7 @@ def perform(
         return apply_action(
             state.session_factory, case.number, act, actor, role=principal.role, reason=reason,
             note=note, assignee=team, person=principal.person, attachments=attachments or None,
-            time_limits=state.time_limits, timezone=state.zone.key, now=state.clock(),
+            time_limits=state.time_limits, timezone=state.zone.key, now=state.clock(), decision=decision,
         )
     except CaseNotFound:
         raise _not_found(number) from None

@@ -23,7 +23,7 @@ from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, bureau_ac
 from nonsite.console.auth import Principal, access_of, authorize, may, principal_of, still_authorized
 from nonsite.console.i18n import Translator, local_time
 from nonsite.console.live import Cursor, current_cursor, stream
-from nonsite.console.pages import note_fields, queue_row
+from nonsite.console.pages import decision_of, note_fields, queue_row
 from nonsite.console.render import localized_error, resolve_lang
 from nonsite.console.views import (
     case_url,
@@ -129,6 +129,12 @@ class CaseOut(BaseModel):
                                  "close.")
     due_state: str | None = Field(description="on_time | due_soon | overdue now; null without a deadline.")
     open_supervisions: int = Field(description="Supervision orders (督办) not answered yet.")
+    suggested_disposition: str = Field(description="warning | penalty | dispatch | manual (the discretion table).")
+    legal_basis: dict[str, Any] = Field(description="The catalogue entry the case was drafted under: provisions, "
+                                        "penalty range, catalogue version.")
+    decision: str | None = Field(description="The reviewer's decision: warning | penalty | no_penalty | transfer.")
+    decision_amount_yuan: int | None = Field(description="The fine of a penalty decision.")
+    decision_reason: str = Field(description="Why (no_penalty).")
 
 
 class SupervisionOut(BaseModel):
@@ -183,6 +189,10 @@ class ActionIn(BaseModel):
     note: str = Field("", max_length=2000, description="Comment for the audit trail (required to return).")
     reason: str | None = Field(None, description=f"dismiss only: one of {', '.join(DISMISS_REASONS)}.")
     team: str | None = Field(None, max_length=64, description="dispatch only: the team's id.")
+    decision: str | None = Field(None, description="approve only: warning | penalty | no_penalty | transfer.")
+    amount_yuan: int | None = Field(None, ge=0, le=10_000_000, description="penalty only: the fine in yuan, "
+                                    "within the catalogue's range for the type.")
+    decision_reason: str = Field("", max_length=2000, description="Why (required for no_penalty).")
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -215,6 +225,9 @@ def _case_out(request: Request, case: Case, principal: Principal | None, open_or
     return {
         "team": case.team, "team_name": team.name if team is not None else None, "grid": case.grid,
         "street": case.street, **due_fields(state, case), "open_supervisions": open_orders,
+        "suggested_disposition": case.suggested_disposition, "legal_basis": case.legal_basis or {},
+        "decision": case.decision, "decision_amount_yuan": case.decision_amount_yuan,
+        "decision_reason": case.decision_reason or "",
         "number": case.number, "event_id": case.event_id, "type": case.type, "status": case.status.value,
         "camera_id": case.camera_id, "camera_name": case.camera_name, "zone_id": case.zone_id,
         "zone_name": case.zone_name, "address": case.address, "lat": case.lat, "lon": case.lon,
@@ -433,7 +446,8 @@ def api_action(request: Request, number: str, action: str, body: ActionIn | None
                    f"{', '.join(DISMISS_REASONS)})", "error.invalid_reason")
     try:
         case = perform(state, number, action, principal, state.actor_of(request), reason=body.reason,
-                       note=body.note, team=body.team)
+                       note=body.note, team=body.team,
+                       decision=decision_of(body.decision or "", body.amount_yuan, body.decision_reason))
     except ActionError as exc:
         return _action_error(request, exc)
     return _case_out(request, case, principal)

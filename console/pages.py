@@ -27,6 +27,7 @@ from nonsite.cases.queries import (
     camera_choices,
     count_by_status,
     known_types,
+    linked_cases,
     neighbours,
     oldest_first,
     search_cases,
@@ -200,6 +201,12 @@ def _step(request: Request, number: str, entry: AuditEntry | None) -> dict[str, 
     return {"actor": entry.actor, "at": entry.at, **note_fields(request, number, entry)}
 
 
+def repeat_links(request: Request, session: Any, case: Case) -> list[dict[str, Any]]:
+    """The case's possible repeats (earlier and later linked cases) for the legal panel."""
+    return [{"number": lc.case.number, "url": case_url(request, lc.case.number), "kinds": list(lc.kinds),
+             "status": lc.case.status.value, "earlier": lc.earlier} for lc in linked_cases(session, case)]
+
+
 def _work_item(request: Request, case: Case, trail: list[AuditEntry]) -> dict[str, Any]:
     return {
         **queue_row(request, case, ""),
@@ -221,8 +228,9 @@ def review_page(request: Request) -> Response:
     with state.session_factory() as session:
         cases = oldest_first(session, CaseStatus.CONFIRMED, WORK_LIST_SIZE)
         trail = audit_trails(session, cases)
+        links = {c.id: repeat_links(request, session, c) for c in cases}
     return render(request, "review.html", {
-        "items": [_work_item(request, c, trail[c.id]) for c in cases],
+        "items": [{**_work_item(request, c, trail[c.id]), "case": c, "links": links[c.id]} for c in cases],
         "messages": _notice(request), "notice_case": request.query_params.get("case", ""),
     })
 
@@ -276,6 +284,7 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
         audit = audit_trail(session, case)
         newer, older = neighbours(session, case, scoped(state, principal_of(request), sel.filter))
         orders = supervisions_of(session, case.id)
+        links = repeat_links(request, session, case)
     carry = sel.query()
     urls = url_by_role(request, case)
     stills = [
@@ -326,6 +335,7 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
         "team_names": _team_names(state),
         "due": _due_row(request, case),
         "supervisions": orders,
+        "links": links,
         "bureau_may": _bureau_may(principal_of(request), state),
         "max_upload_bytes": state.max_upload_bytes,
         "max_upload_mb": state.max_upload_bytes / 1024 / 1024,
@@ -429,6 +439,20 @@ def answer_form(request: Request, number: str, order: int, principal: Principal 
     return _after(request, number, "answer_supervision", back, _carry(f))
 
 
+def decision_of(kind: str, amount: str | int | None, reason: str) -> dict[str, Any] | None:
+    """The reviewer's decision from a form or the API (None when none was chosen); ActionError for a bad amount."""
+    if not kind:
+        if (str(amount or "").strip()) or reason.strip():
+            raise ActionError(422, "bad_request", "choose the decision the amount or reason belongs to",
+                              "error.bad_request", {"message": "decision"})
+        return None
+    text = str(amount if amount is not None else "").strip()
+    if text and not text.isdigit():
+        raise ActionError(422, "bad_request", f"the fine {text!r} is not a whole number of yuan", "error.bad_request",
+                          {"message": f"{text!r}"})
+    return {"kind": kind, "amount_yuan": int(text) if text else None, "reason": reason}
+
+
 def _local_instant(value: str, zone: Any) -> datetime:
     """``2026-10-01T18:00`` on the city's clock (a datetime-local field) as UTC; ActionError when not a time."""
     try:
@@ -450,14 +474,17 @@ def action_form(
     team: str = Form(""),
     back: str = Form(""),
     f: str = Form(""),
+    decision: str = Form(""),
+    amount_yuan: str = Form(""),
+    decision_reason: str = Form(""),
 ) -> Response:
-    """confirm | dismiss (reason) | approve | return (comment) | dispatch (team) | close, from a form."""
+    """confirm | dismiss (reason) | approve (with the decision) | return (comment) | dispatch (team) | close."""
     state = state_of(request)
     if action not in FORM_ACTIONS:
         return error_page(request, 404, "unknown_action", f"no case action {action!r}", action=action)
     try:
         perform(state, number, action, principal, state.actor_of(request), reason=reason or None, note=note,
-                team=team or None)
+                team=team or None, decision=decision_of(decision, amount_yuan, decision_reason))
     except ActionError as exc:
         return _failed(request, number, exc)
     return _after(request, number, action, back, _carry(f))

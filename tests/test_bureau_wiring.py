@@ -354,3 +354,39 @@ def test_the_case_page_forms_reassign_supervise_and_answer(bureau: Any) -> None:
 def case_of(sf: sessionmaker[Session], number: str) -> Case:
     with sf() as s:
         return s.scalars(select(Case).where(Case.number == number)).one()
+
+
+def test_the_reviewer_sees_the_legal_basis_and_records_a_decision(bureau: Any, org: Organisation) -> None:
+    sf, cases, (app, users) = bureau
+    first = cases["group1"]
+    again = draft(sf, org, "cam-carpark-01", at=T0 - timedelta(minutes=1))  # same camera and zone: a repeat
+    for case in (first, again):
+        apply_action(sf, case.number, "confirm", "op", role="operator", now=T0)
+    users.add("rev", "pw-rev", "reviewer")
+    rev = browser_as(bureau, "rev")
+    review = rev.get("/review").text
+    item = review[review.index(f'id="review-{again.number}"'):]
+    assert "道路交通安全法" in item and "处二十元以上二百元以下罚款" in item  # provisions and the penalty range
+    assert f'href="/cases/{first.number}"' in item and "同一区域" in item  # the earlier case, linked by zone
+    assert 'name="decision"' in item and 'value="no_penalty"' in item
+    assert "法律依据与处置建议" in rev.get(f"/cases/{again.number}").text
+    api = TestClient(app, headers={"Authorization": f"Bearer {users.issue_token('rev')}"})
+    for body in ({"decision": "penalty", "amount_yuan": 500}, {"decision": "penalty"},
+                 {"decision": "no_penalty"}, {"decision": "fine"}, {"amount_yuan": 50}):
+        r = api.post(f"/api/cases/{again.number}/approve", json=body)
+        assert r.status_code == 422, (body, r.text)
+    m = re.search(r'name="csrf" value="([^"]+)"', review)
+    assert m
+    r = rev.post(f"/cases/{again.number}/approve", data={"csrf": m.group(1), "back": "review", "decision": "penalty",
+                                                        "amount_yuan": "100", "decision_reason": "再次违停"},
+                 follow_redirects=False)
+    assert r.status_code == 303, r.text[:400]
+    out = api.get(f"/api/cases/{again.number}").json()
+    assert (out["status"], out["decision"], out["decision_amount_yuan"], out["decision_reason"]) == (
+        "approved", "penalty", 100, "再次违停")
+    assert out["audit"][-1]["detail"]["decision"] == {"kind": "penalty", "amount_yuan": 100, "reason": "再次违停"}
+    r = api.post(f"/api/cases/{first.number}/approve",
+                 json={"decision": "no_penalty", "decision_reason": "首违，已驶离"})
+    assert r.status_code == 200 and r.json()["decision"] == "no_penalty"
+    assert "不予处罚" in rev.get(f"/cases/{first.number}").text
+    assert verify_chain(sf).ok

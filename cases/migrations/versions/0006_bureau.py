@@ -1,5 +1,5 @@
 """The bureau's side of a case (issue 14): the team it is routed to, its grid and street, the current step's due
-time; supervision orders (督办).
+time, the reviewer's decision; supervision orders (督办).
 
 Revision ID: 0006_bureau
 Revises: 0005_audit_chain
@@ -32,6 +32,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("due_step", sa.String(16), nullable=True,
                                    comment="The step due_at belongs to "
                                    "(confirm | review | dispatch | rectify | close)"))
+        batch.add_column(sa.Column("decision", sa.String(16), nullable=True,
+                                   comment="The reviewer's decision: warning | penalty | no_penalty | transfer"))
+        batch.add_column(sa.Column("decision_amount_yuan", sa.Integer(), nullable=True,
+                                   comment="The fine of a penalty decision (within the catalogue's range)"))
+        batch.add_column(sa.Column("decision_reason", sa.Text(), nullable=False, server_default="",
+                                   comment="Why (required for no_penalty)"))
     op.create_index("ix_cases_team_status_due", "cases", ["team", "status", "due_at"])
     op.create_index("ix_cases_status_due", "cases", ["status", "due_at"])
     op.create_table(
@@ -55,5 +61,6 @@ def downgrade() -> None:
     op.drop_index("ix_cases_status_due", table_name="cases")
     op.drop_index("ix_cases_team_status_due", table_name="cases")
     with op.batch_alter_table("cases") as batch:
-        for column in ("due_step", "due_soon_at", "step_started_at", "due_at", "street", "grid", "team"):
+        for column in ("decision_reason", "decision_amount_yuan", "decision", "due_step", "due_soon_at",
+                       "step_started_at", "due_at", "street", "grid", "team"):
             batch.drop_column(column)
