@@ -22,6 +22,7 @@ from nonsite.cases.audit import verify_chain
 from nonsite.cases.bureau import answer_supervision, due_state, reassign, supervise, supervisions_of
 from nonsite.cases.deadlines import DueState
 from nonsite.cases.organisation import Organisation, load_organisation
+from nonsite.cases.statistics import case_rows
 from nonsite.cases.workflow import InvalidReason, PermissionDenied, WorkflowError, apply_action
 from nonsite.config.loader import load_config
 from nonsite.console.app import UNORGANISED_TEAMS, ConsoleSettings, create_app
@@ -390,3 +391,8 @@ def test_the_reviewer_sees_the_legal_basis_and_records_a_decision(bureau: Any, o
     assert r.status_code == 200 and r.json()["decision"] == "no_penalty"
     assert "不予处罚" in rev.get(f"/cases/{first.number}").text
     assert verify_chain(sf).ok
+    with sf() as s:  # the statistics count the stored decisions and routed teams
+        rows = {r.number: r for r in case_rows(s, T0 - timedelta(days=1), T0 + timedelta(days=1))}
+    assert (rows[again.number].decision, rows[again.number].team_id, rows[again.number].grid_id) == (
+        "penalty", "yanshi-group-1", "yanshi-east")
+    assert rows[first.number].decision == "no_penalty"
