@@ -6,7 +6,7 @@ normal audit path: chained by :mod:`nonsite.cases.audit`) and leaves the status 
 
     reassign            operator, admin          a reason is required; the team must be one of the organisation's
     supervise           supervisor, admin        an instruction, optionally a new deadline (after now)
-    answer_supervision  the case team's people (field officer, operator), admin   an answer, once per order
+    answer_supervision  a field officer of the case's team; an operator or admin for any team; once per order
 
 Who belongs to a team is the organisation file's ``leader``/``members`` (no user column).
 """
@@ -50,8 +50,7 @@ __all__ = [
 ]
 
 R = Role
-#: Who may apply each bureau action (``answer_supervision`` also needs the person to be in the case's team,
-#: unless they are an admin or an operator of the duty desk).
+#: Who may apply each bureau action (a field officer answers only for a case of their teams).
 BUREAU_PERMISSIONS: Mapping[str, frozenset[Role]] = {
     "reassign": frozenset({R.OPERATOR, R.ADMIN}),
     "supervise": frozenset({R.SUPERVISOR, R.ADMIN}),
@@ -140,7 +139,10 @@ def supervise(
     if new_deadline is not None:
         if new_deadline.tzinfo is None:
             raise WorkflowError("the new deadline must carry its time zone")
-        new_deadline = new_deadline.astimezone(UTC)
+        try:
+            new_deadline = new_deadline.astimezone(UTC)
+        except OverflowError:
+            raise WorkflowError("the new deadline is out of range; give a date in the next months") from None
         if new_deadline <= at:
             raise WorkflowError("the new deadline of a supervision order must be in the future")
     with write_session(session_factory) as session:

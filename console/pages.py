@@ -126,7 +126,7 @@ def _filter_context(request: Request, session: Any, sel: ParsedFilter) -> dict[s
         "f": {k: params.get(k, "") for k in ("status", "type", "camera", "from", "to", "date", "q", "due", "sort")},
         "due_states": DUE_STATES, "sorts": SORTS,
         "statuses": status_values(),
-        "counts": count_by_status(session),
+        "counts": count_by_status(session, scoped(state_of(request), principal_of(request), CaseFilter())),
         "types": sorted({*known_types(session), *type_names()}),  # in the cases, or labelled,
         "cameras": [(cid, name or cid) for cid, name, _ in camera_choices(session)],
     }

@@ -233,9 +233,15 @@ def test_a_field_officer_sees_only_their_teams_cases(bureau: Any) -> None:
     assert sun.post(f"/api/cases/{other}/feedback", data={"note": "已整改"}).status_code == 404
     r = sun.get(f"/evidence/{cases['group2'].event_id}/onset.jpg")
     assert r.status_code == 404 and "no case for event" in r.json()["error"]["message"]
+    assert "待确认 (1)" in browser_as(bureau, "sun.hao").get("/").text  # the status counts too
+    assert "待确认 (4)" in browser_as(bureau, "op").get("/").text
     # Everyone else sees every case, the read-only leader included.
     assert len(numbers(api_as(bureau, "boss").get("/api/cases"))) == 4
     assert len(numbers(api_as(bureau, "zhou.min").get("/api/cases"))) == 4
+    boss = api_as(bureau, "boss")  # read-only
+    for path, body in (("confirm", {}), ("reassign", {"team": "duty-desk", "reason": "x"}),
+                       ("supervise", {"instruction": "x"})):
+        assert boss.post(f"/api/cases/{other}/{path}", json=body).status_code == 403, path
 
 
 def test_due_state_filter_and_sort_in_the_api(bureau: Any) -> None:
