@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from nonsite.bus.kafka import KafkaBus
     from nonsite.cases.db import Case
     from nonsite.cases.legal_basis import Catalogue
+    from nonsite.cases.organisation import Organisation
     from nonsite.evidence.spool import EdgeEvidence
     from nonsite.evidence.store import Store
     from nonsite.evidence.verify import VerifyResult
@@ -119,6 +120,7 @@ class Embedded:
         self.db_url = cfg.cases.database_url or f"sqlite:///{self.data / 'cases.db'}"
         self.sessions = open_db(self.db_url)
         self.catalogue = load_catalogue(cfg.cases.legal_basis)
+        self.organisation = organisation_of(cfg)
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.console: ConsoleServer | None = None
@@ -135,7 +137,8 @@ class Embedded:
             threading.Thread(target=run_drafter, args=(self.bus, self.sessions, self.cfg.cases.number_prefix,
                                                        self.stop),
                              kwargs={"timezone": self.cfg.timezone, "catalogue": self.catalogue,
-                                     "check_seal": seal_check(self.cfg, self.data, self.store)},
+                                     "check_seal": seal_check(self.cfg, self.data, self.store),
+                                     "organisation": self.organisation},
                              name="drafter", daemon=True),
             threading.Thread(target=run_outbox_relay, args=(self.bus, self.sessions, self.stop),
                              name="decisions", daemon=True),
@@ -238,6 +241,13 @@ def seal_check(cfg: NonsiteConfig, data_dir: Path, store: object) -> Callable[[o
     return check
 
 
+def organisation_of(cfg: NonsiteConfig) -> Organisation | None:
+    """The bureau's organisation (``cases.organisation``), validated; None when not configured."""
+    from nonsite.cases.organisation import load_organisation
+
+    return load_organisation(cfg.cases.organisation) if cfg.cases.organisation else None
+
+
 def console_app(
     cfg: NonsiteConfig, sessions: sessionmaker[Session], store: Store, public_pem: bytes | None,
     catalogue: Catalogue, *, cameras: CameraControl | None = None,
@@ -263,6 +273,7 @@ def console_app(
         session_secret=session_secret(keys / "console-session.key"), documents=documents,
         cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
         secure_cookies=cfg.console.cookies_secure(), metrics_token=_metrics_token(cfg),
+        organisation=organisation_of(cfg), time_limits=catalogue.time_limit_table() if catalogue else None,
     )
     return app, password
 
@@ -585,7 +596,7 @@ def run_drafter_role(
     progress(f"drafter: {bus!r} -> cases in {_mask_db(db_url)}")
     try:
         run_drafter(bus, sessions, cfg.cases.number_prefix, stop, timezone=cfg.timezone,
-                    check_seal=seal_check(cfg, data, store))
+                    check_seal=seal_check(cfg, data, store), organisation=organisation_of(cfg))
     finally:
         stop.set()
         relay.join(timeout=10)

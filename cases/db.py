@@ -48,6 +48,7 @@ from nonsite.config.files import private_file
 from nonsite.config.loader import ConfigError
 
 __all__ = [
+    "DECISIONS",
     "DISPOSITIONS",
     "LINK_KINDS",
     "ApiToken",
@@ -60,6 +61,7 @@ __all__ = [
     "ConsoleSession",
     "DatabaseSchemaError",
     "OutboxMessage",
+    "Supervision",
     "User",
     "allocate_number",
     "case_by_number",
@@ -73,6 +75,8 @@ __all__ = [
 
 #: Suggested dispositions of a draft (from the legal-basis catalogue's discretion table).
 DISPOSITIONS: tuple[str, ...] = ("warning", "penalty", "dispatch", "manual")
+#: What the legal reviewer decides with the approval (首违不罚 warning, a fine, no penalty, transfer elsewhere).
+DECISIONS: tuple[str, ...] = ("warning", "penalty", "no_penalty", "transfer")
 #: How two cases are linked as possible repeats: the same zone of the same camera, or the same plate.
 LINK_KINDS: tuple[str, ...] = ("same_zone", "same_plate")
 
@@ -191,9 +195,34 @@ class Case(Base):
     dispatched_to: Mapped[str] = mapped_column(
         String(256), default="", server_default="", comment="Team the case was dispatched to"
     )
+    # Added by migration 0006_bureau (issue 14).
+    team: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, comment="Team id the case is routed to (organisation file; reassign changes it)")
+    grid: Mapped[str | None] = mapped_column(String(64), nullable=True, comment="Grid id of the camera when routed")
+    street: Mapped[str | None] = mapped_column(String(64), nullable=True, comment="Street id of that grid")
+    due_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="First late instant of the current step (UTC; null: no limit)")
+    step_started_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="When the case entered its current step (UTC)")
+    due_soon_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="From this instant the step is due soon (UTC)")
+    due_step: Mapped[str | None] = mapped_column(
+        String(16), nullable=True, comment="The step due_at belongs to (confirm | review | dispatch | rectify | close)")
+
+    decision: Mapped[str | None] = mapped_column(
+        String(16), nullable=True, comment="The reviewer's decision: warning | penalty | no_penalty | transfer")
+    decision_amount_yuan: Mapped[int | None] = mapped_column(
+        Integer, nullable=True, comment="The fine of a penalty decision (within the catalogue's range)")
+    decision_reason: Mapped[str] = mapped_column(
+        Text, default="", server_default="", comment="Why (required for no_penalty)")
 
     audit: Mapped[list[AuditEntry]] = relationship(
         back_populates="case", order_by="AuditEntry.id", viewonly=True
+    )
+
+    __table_args__ = (
+        Index("ix_cases_team_status_due", "team", "status", "due_at"),
+        Index("ix_cases_status_due", "status", "due_at"),
     )
 
     def __repr__(self) -> str:
@@ -239,6 +268,27 @@ class AuditChain(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, comment="chain_seq of the last entry (0: none yet)")
     head_hash: Mapped[str] = mapped_column(String(64), comment="entry_hash of the last entry")
+
+
+class Supervision(Base):
+    """A supervision order (督办) on a case: a supervisor's instruction and new deadline, the team's answer."""
+
+    __tablename__ = "supervisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="RESTRICT"), index=True)
+    instruction: Mapped[str] = mapped_column(Text, comment="What the supervisor orders (督办意见)")
+    new_deadline: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="The deadline the order sets (UTC)")
+    issued_by: Mapped[str] = mapped_column(String(128))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    answered_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    answer: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+    @property
+    def open(self) -> bool:
+        return self.answered_at is None
 
 
 class CaseLink(Base):

@@ -32,6 +32,8 @@ from nonsite.bus.events import TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, EvidenceSealed
 from nonsite.bus.metrics import DEAD_LETTERS
 from nonsite.cases.db import AuditEntry, Case, CaseLink, CaseStatus, allocate_number, utcnow, write_session
 from nonsite.cases.legal_basis import Catalogue, default_catalogue
+from nonsite.cases.organisation import Organisation, Routing
+from nonsite.cases.workflow import due_soon_from
 
 __all__ = ["DRAFTER_ACTOR", "DraftError", "SealCheck", "SealUnavailable", "draft_case",
            "draft_pending", "find_repeats", "normalise_plate",
@@ -116,8 +118,12 @@ def draft_case(
     timezone: str = "Asia/Shanghai",
     now: datetime | None = None,
     catalogue: Catalogue | None = None,
+    organisation: Organisation | None = None,
 ) -> tuple[Case, bool]:
     """The case of ``sealed`` and whether this call created it (False: it existed already).
+
+    ``organisation`` routes the case: its team, the camera's grid and street (none without one); the confirm
+    step's due time comes from the catalogue's time limits, counted from ``now`` on the city's clock.
 
     The number's year is the filing year in the city's ``timezone``; the sequence is allocated in the
     same transaction as the insert, so numbers have no gaps and no duplicates. ``catalogue`` is the
@@ -138,6 +144,8 @@ def draft_case(
     policy = cat.repeat_policy(v.type)
     created = (now or utcnow()).astimezone(UTC)
     year = created.astimezone(ZoneInfo(timezone)).year
+    routing = organisation.explain_route(v.type, v.camera_id, v.location) if organisation is not None else None
+    due = cat.time_limit_table().due_for(v.type, "confirm", created, timezone)
     try:
         with write_session(session_factory) as session:
             again = session.scalar(select(Case).where(Case.event_id == sealed.event_id))
@@ -186,6 +194,12 @@ def draft_case(
                 suggested_disposition=suggestion.disposition,
                 disposition=suggestion.as_record(cat),
                 legal_basis=cat.snapshot(v.type),
+                due_at=due.at if due is not None else None,
+                due_step="confirm" if due is not None else None,
+                step_started_at=created,
+                due_soon_at=(due_soon_from(created, due.at, cat.time_limit_table().due_soon_fraction(v.type))
+                             if due is not None else None),
+                **_routed(routing, organisation),
             )
             session.add(case)
             session.flush()
@@ -198,7 +212,9 @@ def draft_case(
                     detail={"event_id": sealed.event_id, "manifest_sha256": sealed.manifest_sha256,
                             "seal_problems": len(sealed.problems), "repeat_count": repeat_count,
                             "suggested_disposition": suggestion.disposition, "rule": suggestion.rule,
-                            "catalogue_version": cat.version},
+                            "catalogue_version": cat.version,
+                            **({"routing": routing.as_detail() | {"version": organisation.version}}
+                               if routing is not None and organisation is not None else {})},
                 )
             )
     except IntegrityError:
@@ -210,6 +226,15 @@ def draft_case(
     log.info("drafted case %s for event %s (%s, camera %s, %d repeat(s), suggests %s)", case.number, case.event_id,
              case.type, case.camera_id, case.repeat_count, case.suggested_disposition)
     return case, True
+
+
+def _routed(routing: Routing | None, organisation: Organisation | None) -> dict[str, str | None]:
+    """The case's team, grid and street columns from a routing decision."""
+    if routing is None or organisation is None:
+        return {}
+    street = organisation.street_of(routing.grid.id) if routing.grid is not None else None
+    return {"team": routing.team.id if routing.team else None, "grid": routing.grid.id if routing.grid else None,
+            "street": street.id if street is not None else None}
 
 
 def dead_letter_value(message: Message, reason: str, group: str) -> bytes:
@@ -243,6 +268,7 @@ def _parse(message: Message) -> EvidenceSealed:
 def _handle(
     bus: Bus, session_factory: sessionmaker[Session], number_prefix: str, message: Message, group: str,
     timezone: str, catalogue: Catalogue | None = None, check_seal: SealCheck | None = None,
+    organisation: Organisation | None = None,
 ) -> bool:
     """Draft the case of one message (True if a case was created); poison, and a message whose seal does not
     verify, go to the dead letter."""
@@ -252,7 +278,8 @@ def _handle(
             problem = check_seal(sealed)
             if problem:
                 raise DraftError(f"the announced evidence package does not verify: {problem}")
-        _, created = draft_case(session_factory, sealed, number_prefix, timezone=timezone, catalogue=catalogue)
+        _, created = draft_case(session_factory, sealed, number_prefix, timezone=timezone, catalogue=catalogue,
+                                organisation=organisation)
         return created
     except (*_TRANSIENT, SealUnavailable):
         raise
@@ -274,6 +301,7 @@ def draft_pending(
     poll_timeout_s: float = 0.0,
     catalogue: Catalogue | None = None,
     check_seal: SealCheck | None = None,
+    organisation: Organisation | None = None,
 ) -> int:
     """Drain ``nonsite.evidence`` once (until a poll comes back empty); returns the cases created.
 
@@ -288,7 +316,7 @@ def draft_pending(
                 return created
             for message in batch:
                 created += _handle(bus, session_factory, number_prefix, message, group, timezone, catalogue,
-                                   check_seal)
+                                   check_seal, organisation)
                 consumer.commit(message)
     finally:
         consumer.close()
@@ -306,6 +334,7 @@ def run_drafter(
     max_backoff_s: float = 30.0,
     catalogue: Catalogue | None = None,
     check_seal: SealCheck | None = None,
+    organisation: Organisation | None = None,
 ) -> None:
     """Consume ``nonsite.evidence`` in consumer group ``group`` until ``stop`` is set.
 
@@ -328,7 +357,8 @@ def run_drafter(
                 for message in batch:
                     if stop.is_set():
                         break
-                    _handle(bus, session_factory, number_prefix, message, group, timezone, catalogue, check_seal)
+                    _handle(bus, session_factory, number_prefix, message, group, timezone, catalogue, check_seal,
+                            organisation)
                     consumer.commit(message)
                 backoff = 0.5
             except (*_TRANSIENT, SealUnavailable) as exc:

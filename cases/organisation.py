@@ -27,7 +27,7 @@ Two teams that tie at the top for some grid and type are refused when the file i
 is a configuration error, not a coin toss). :meth:`Organisation.explain_route` says how a case was routed (for
 the audit trail).
 
-**Roles** that come with the organisation (added to the console's roles when this is wired in; the workflow
+**Roles** that come with the organisation (in the console's roles since the wiring of issue 14; the workflow
 roles operator 值班员, reviewer 法制审核员 and admin stay as they are):
 
 - **supervisor** (督查): sees every case and team, issues 督办 (supervision orders with a new deadline,

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
-from nonsite.cases.db import DISPOSITIONS, AuditEntry, Case, CaseLink, CaseStatus
+from nonsite.cases.db import DISPOSITIONS, AuditEntry, Case, CaseLink, CaseStatus, Supervision, utcnow
 from nonsite.cases.drafter import normalise_plate
 from nonsite.cases.workflow import Role
 
@@ -75,8 +75,17 @@ class CaseFilter:
     plate: str | None = None  # part of the plate (normalised like the drafter does)
     text: str | None = None  # part of the number, plate, camera, zone or address
     repeats_only: bool = False  # only cases with at least one earlier linked case
+    due: str | None = None  # on_time | due_soon | overdue (the current step's deadline at ``now``)
+    now: datetime | None = None  # the instant ``due`` is judged at (default: the current one)
+    teams: tuple[str, ...] | None = None  # only these teams' cases (a field officer's); None: every case
+    sort: str = "newest"  # newest (detection time, newest first) | due (earliest deadline first, none last)
+    supervised: bool = False  # only cases with an open supervision order (督办)
 
     def __post_init__(self) -> None:
+        if self.due is not None and self.due not in DUE_STATES:
+            raise ValueError(f"due {self.due!r} is not one of {', '.join(DUE_STATES)}")
+        if self.sort not in SORTS:
+            raise ValueError(f"sort {self.sort!r} is not one of {', '.join(SORTS)}")
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
@@ -119,7 +128,24 @@ class CaseFilter:
             ))
         if self.repeats_only:
             conds.append(Case.repeat_count > 0)
+        if self.supervised:
+            conds.append(Case.id.in_(select(Supervision.case_id).where(Supervision.answered_at.is_(None))))
+        if self.teams is not None:
+            conds.append(Case.team.in_(self.teams) if self.teams else false())
+        if self.due is not None:
+            now = self.now or utcnow()
+            if self.due == "overdue":
+                conds.append(Case.due_at <= now)
+            elif self.due == "due_soon":
+                conds.append(and_(Case.due_at > now, Case.due_soon_at <= now))
+            else:
+                conds.append(and_(Case.due_at > now, or_(Case.due_soon_at.is_(None), Case.due_soon_at > now)))
         return conds
+
+    def order(self) -> tuple[Any, ...]:
+        if self.sort == "due":
+            return (Case.due_at.is_(None), Case.due_at, Case.id)
+        return _ORDER
 
 
 @dataclass
@@ -154,7 +180,7 @@ def search_cases(session: Session, flt: CaseFilter | None = None, *, limit: int 
     offset = max(0, int(offset))
     conds = flt.conditions()
     total = session.scalar(select(func.count()).select_from(Case).where(*conds)) or 0
-    rows = session.scalars(select(Case).where(*conds).order_by(*_ORDER).limit(limit).offset(offset)).all()
+    rows = session.scalars(select(Case).where(*conds).order_by(*flt.order()).limit(limit).offset(offset)).all()
     return CasePage(items=list(rows), total=int(total), limit=limit, offset=offset)
 
 
@@ -275,7 +301,11 @@ def camera_choices(session: Session) -> list[tuple[str, str, int]]:
 
 
 #: The query parameters :func:`parse_params` reads (others, such as ``page`` or ``lang``, are not its business).
-FILTER_PARAMS = ("status", "type", "camera", "disposition", "from", "to", "date", "number", "plate", "q", "repeats")
+FILTER_PARAMS = ("status", "type", "camera", "disposition", "from", "to", "date", "number", "plate", "q", "repeats",
+                 "due", "sort")
+#: Due states a list can be filtered by, and the orders it can be sorted in.
+DUE_STATES = ("on_time", "due_soon", "overdue")
+SORTS = ("newest", "due")
 _MAX_ID = 128
 _MAX_TEXT = 200
 _TRUE = ("1", "true", "yes", "on")
@@ -319,7 +349,8 @@ def parse_params(params: Mapping[str, Any] | Iterable[tuple[str, Any]],
     ``status``, ``type``, ``camera``, ``disposition``: repeatable or comma-separated; ``from`` / ``to``: a day
     (``to`` includes it) or a time on the city's clock ``tz``, or ISO 8601 with an offset; ``date``: one day;
     ``number``, ``plate`` (compared normalised), ``q`` (number, plate, camera, zone or address): text;
-    ``repeats``: 1/true/yes/on for repeat offences only. Text with control characters or too long is refused.
+    ``repeats``: 1/true/yes/on for repeat offences only; ``due``: on_time | due_soon | overdue; ``sort``:
+    newest | due. Text with control characters or too long is refused.
     """
     zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
     items = list(params.items()) if isinstance(params, Mapping) else list(params)
@@ -399,8 +430,18 @@ def parse_params(params: Mapping[str, Any] | Iterable[tuple[str, Any]],
             problems.append((key, str(exc)))
     number, plate, text = one("number"), one("plate"), one("q", _MAX_TEXT)
     repeats = (one("repeats") or "").lower() in _TRUE
+    due, sort = one("due"), one("sort")
+    if due is not None and due not in DUE_STATES:
+        raw.remove(("due", due))
+        problems.append(("due", f"due {due!r} is not one of {', '.join(DUE_STATES)}"))
+        due = None
+    if sort is not None and sort not in SORTS:
+        raw.remove(("sort", sort))
+        problems.append(("sort", f"sort {sort!r} is not one of {', '.join(SORTS)}"))
+        sort = None
     flt = CaseFilter(statuses=statuses, types=types, camera_ids=cameras, dispositions=dispositions, since=since,
-                     until=until, number=number, plate=plate, text=text, repeats_only=repeats)
+                     until=until, number=number, plate=plate, text=text, repeats_only=repeats, due=due,
+                     sort=sort or "newest")
     return ParsedFilter(flt, tuple(raw), tuple(problems))
 
 

@@ -468,19 +468,21 @@ def case_rows(
     time_limits: Any = None,
     tz: str | ZoneInfo = "Asia/Shanghai",
 ) -> list[CaseRow]:
-    """:class:`CaseRow` values of the case database as it is today (before the bureau's columns exist):
+    """:class:`CaseRow` values of the case database:
     cases confirmed by the pipeline in [since, until); the first time each reached each status, from the audit
     trail (``draft`` = drafted; in time order); grid and street from ``organisation`` (an ``Organisation``:
-    the camera's grid); the team from ``dispatched_to``; the deadline from ``time_limits`` (a
-    ``TimeLimitTable``: ``finish_due`` from the operator's confirmation). Two queries (the cases, then the
-    first time per case and status); no decision yet (it is not stored before the wiring)."""
+    the camera's grid) unless the case was routed (then the stored snapshot); the team the case is routed to
+    (else ``dispatched_to``); the reviewer's decision; the deadline from ``time_limits`` (a ``TimeLimitTable``:
+    ``finish_due`` from the operator's confirmation). Two queries (the cases, then the first time per case and
+    status)."""
     from sqlalchemy import func, select
 
     from nonsite.cases.db import AuditEntry, Case
     from nonsite.cases.organisation import Location
 
     stmt = select(Case.id, Case.number, Case.type, Case.camera_id, Case.lat, Case.lon, Case.confirmed_at,
-                  Case.created_at, Case.status, Case.dismiss_reason, Case.dispatched_to)
+                  Case.created_at, Case.status, Case.dismiss_reason, Case.dispatched_to, Case.team, Case.grid,
+                  Case.street, Case.decision)
     if since is not None:
         stmt = stmt.where(Case.confirmed_at >= since)
     if until is not None:
@@ -498,8 +500,8 @@ def case_rows(
     out = []
     for c in cases:
         times = dict(sorted({"draft": c.created_at, **reached.get(c.id, {})}.items(), key=lambda kv: kv[1]))
-        grid_id = street_id = None
-        if organisation is not None:
+        grid_id, street_id = c.grid, c.street  # the snapshot taken when the case was routed
+        if organisation is not None and grid_id is None:
             key = (c.camera_id, c.lat, c.lon)
             if key not in grids:
                 loc = Location(lat=c.lat, lon=c.lon) if c.lat is not None and c.lon is not None else None
@@ -514,7 +516,8 @@ def case_rows(
         out.append(CaseRow(
             number=c.number, type=c.type, camera_id=c.camera_id, detected_at=c.confirmed_at,
             status=getattr(c.status, "value", str(c.status)), times=times, street_id=street_id, grid_id=grid_id,
-            team_id=c.dispatched_to or None, dismiss_reason=c.dismiss_reason, due_at=due,
+            team_id=c.team or c.dispatched_to or None, dismiss_reason=c.dismiss_reason, due_at=due,
+            decision=c.decision,
         ))
     return out
 

@@ -14,7 +14,9 @@ Who may do what is a second table (:data:`PERMISSIONS`), the one the console enf
 
     operator (值班员):   confirm, dismiss, dispatch, rectify (feedback)
     reviewer (法制审核): approve, return, dismiss, close
+    field_officer (执法队员): rectify (feedback) on their teams' cases
     admin:               everything
+    (supervisor and leader apply no transition; the bureau's actions are in :mod:`nonsite.cases.bureau`)
 
 and the legal review is a second pair of eyes: whoever confirmed a case cannot approve or return it.
 Returning needs a comment; rectifying needs feedback (a note or an attachment such as a photo).
@@ -28,13 +30,25 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.bus.events import TOPIC_CASES, CaseDecision
-from nonsite.cases.db import AuditEntry, Case, CaseStatus, OutboxMessage, utcnow, write_session
+from nonsite.cases.db import (
+    DECISIONS,
+    AuditEntry,
+    Case,
+    CaseStatus,
+    OutboxMessage,
+    Supervision,
+    utcnow,
+    write_session,
+)
+from nonsite.cases.deadlines import STEP_OF_STATUS, TimeLimitTable
+from nonsite.cases.legal_basis import default_catalogue
 
 __all__ = [
     "DISMISS_REASONS",
@@ -59,6 +73,7 @@ __all__ = [
     "person_of",
     "rectify",
     "return_case",
+    "set_step_due",
 ]
 
 
@@ -89,11 +104,17 @@ DISMISS_REASONS: tuple[str, ...] = ("false_positive", "duplicate", "not_a_violat
 
 
 class Role(enum.StrEnum):
-    """Console roles."""
+    """Console roles (the last three come with the organisation, docs/bureau.md)."""
 
     OPERATOR = "operator"
     REVIEWER = "reviewer"
     ADMIN = "admin"
+    SUPERVISOR = "supervisor"
+    """督查: sees every case, issues 督办 (supervision orders)."""
+    FIELD_OFFICER = "field_officer"
+    """执法队员: sees and works only the cases of their teams (the organisation's ``members``/``leader``)."""
+    LEADER = "leader"
+    """领导: reads everything, changes nothing."""
 
 
 R = Role
@@ -105,7 +126,7 @@ PERMISSIONS: Mapping[Action, frozenset[Role]] = {
     A.APPROVE: frozenset({R.REVIEWER, R.ADMIN}),
     A.RETURN: frozenset({R.REVIEWER, R.ADMIN}),
     A.DISPATCH: frozenset({R.OPERATOR, R.ADMIN}),
-    A.RECTIFY: frozenset({R.OPERATOR, R.ADMIN}),
+    A.RECTIFY: frozenset({R.OPERATOR, R.FIELD_OFFICER, R.ADMIN}),
     A.CLOSE: frozenset({R.REVIEWER, R.ADMIN}),
 }
 
@@ -218,6 +239,10 @@ def apply_action(
     assignee: str | None = None,
     attachments: Sequence[Mapping[str, Any]] | None = None,
     person: str | None = None,
+    time_limits: TimeLimitTable | None = None,
+    timezone: str = "Asia/Shanghai",
+    now: datetime | None = None,
+    decision: Mapping[str, Any] | None = None,
 ) -> Case:
     """Apply ``action`` to the case (its id, or its number as a string) on behalf of ``actor``.
 
@@ -230,6 +255,14 @@ def apply_action(
     for dismiss only; ``note`` is a comment (required to return a case); ``assignee`` names the team
     a dispatch goes to (default: the suggested team); ``attachments`` (``{key, sha256, content_type,
     bytes, name}`` of blobs already in the evidence store) are the feedback of a rectification.
+
+    ``decision`` (approve only): ``{"kind": warning | penalty | no_penalty | transfer, "amount_yuan": int,
+    "reason": str}`` — a penalty's amount within the penalty range the case was drafted under, a reason for
+    no_penalty; stored on the case and in the audit entry.
+
+    The next step's due time (``due_at``, ``due_step``) is computed from ``time_limits`` (default: the shipped
+    catalogue's) counted from ``now`` (default: the current instant) on the clock of ``timezone``; an open
+    督办 with a new deadline keeps that deadline.
 
     Raises :class:`CaseNotFound`, :class:`InvalidTransition`, :class:`InvalidReason`,
     :class:`PermissionDenied` or :class:`WorkflowError`; on success the status, the audit entry and
@@ -272,6 +305,8 @@ def apply_action(
     if assignee is not None and act is not A.DISPATCH:
         raise WorkflowError(f"only dispatch takes an assignee, not '{act.value}'")
 
+    if decision is not None and act is not A.APPROVE:
+        raise WorkflowError(f"only approve takes a decision, not '{act.value}'")
     with write_session(session_factory) as session:
         case = _load_for_update(session, case_id)
         before = case.status
@@ -283,9 +318,10 @@ def apply_action(
                 f"{person} confirmed case {case.number}, so another user must review it (evidence review and "
                 "legal review are done by two people)"
             )
-        now = utcnow()
+        now = (now or utcnow()).astimezone(UTC)
         case.status = after
         case.updated_at = now
+        set_step_due(session, case, time_limits, timezone, now)
         detail: dict[str, Any] = {}
         if acting_role is not None:
             detail["role"] = acting_role.value
@@ -298,11 +334,13 @@ def apply_action(
             case.dismiss_note = note
             detail["reason"] = reason
         if act is A.DISPATCH:
-            team = assignee or _suggested_team(case)
+            team = assignee or case.team or _suggested_team(case)
             case.dispatched_to = team
             detail["assignee"] = team
         if files:
             detail["attachments"] = files
+        if decision is not None:
+            detail["decision"] = _record_decision(case, decision)
         session.add(
             AuditEntry(
                 case_id=case.id, at=now, actor=actor, action=act.value,
@@ -316,6 +354,56 @@ def apply_action(
         )
         session.add(OutboxMessage(topic=TOPIC_CASES, key=case.number, value=decision.model_dump_json()))
     return case
+
+
+def _record_decision(case: Case, decision: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the reviewer's decision against the case's legal basis and store it on the case."""
+    kind = str(decision.get("kind") or "")
+    if kind not in DECISIONS:
+        raise InvalidReason(f"decision {kind!r} is not one of {', '.join(DECISIONS)}")
+    reason = str(decision.get("reason") or "").strip()
+    amount = decision.get("amount_yuan")
+    if kind == "penalty":
+        penalty = (case.legal_basis or {}).get("penalty") or None
+        if penalty is None:
+            raise InvalidReason(f"the catalogue sets no fine for {case.type}; decide warning, no_penalty or transfer")
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise InvalidReason("a penalty decision needs the fine in whole yuan")
+        low, high = penalty.get("min_yuan"), penalty.get("max_yuan")
+        if (low is not None and amount < low) or (high is not None and amount > high) or amount < 0:
+            raise InvalidReason(f"a fine of {amount} yuan is outside the catalogue's range "
+                                f"{low if low is not None else 0}-{high if high is not None else '∞'} yuan")
+    elif amount is not None:
+        raise InvalidReason(f"only a penalty decision takes an amount, not {kind}")
+    if kind == "no_penalty" and not reason:
+        raise InvalidReason("a decision not to penalise needs the reason")
+    case.decision, case.decision_amount_yuan, case.decision_reason = kind, amount, reason
+    return {"kind": kind, "amount_yuan": amount, "reason": reason}
+
+
+def set_step_due(session: Session, case: Case, time_limits: TimeLimitTable | None, timezone: str,
+                 now: datetime) -> None:
+    """Set the due time of the step the case is in now (none once dismissed or closed): the step's limit counted
+    from ``now``, or the deadline of the newest open 督办 that set one; and when it becomes "due soon"."""
+    step = STEP_OF_STATUS.get(case.status.value)
+    table = time_limits or default_catalogue().time_limit_table()
+    due = table.due_for(case.type, step, now, timezone) if step is not None else None
+    ordered = session.execute(
+        select(Supervision.issued_at, Supervision.new_deadline)
+        .where(Supervision.case_id == case.id, Supervision.answered_at.is_(None),
+               Supervision.new_deadline.is_not(None))
+        .order_by(Supervision.issued_at.desc()).limit(1)
+    ).first() if step is not None else None
+    case.step_started_at = now if step is not None else None
+    start, at = (ordered[0], ordered[1]) if ordered is not None else (now, due.at if due is not None else None)
+    case.due_step = step if at is not None else None
+    case.due_at = at
+    case.due_soon_at = due_soon_from(start, at, table.due_soon_fraction(case.type)) if at is not None else None
+
+
+def due_soon_from(start: datetime, at: datetime, fraction: float) -> datetime:
+    """The instant from which a step due at ``at`` (begun at ``start``) is "due soon" (:func:`deadlines.state`)."""
+    return at - (at - start) * fraction
 
 
 def _suggested_team(case: Case) -> str:

@@ -11,6 +11,7 @@ import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -28,9 +29,10 @@ from nonsite.cases import (
     case_by_number,
 )
 from nonsite.cases.attachments import AttachmentError, PreparedPhoto, prepare_photo, store_photo
+from nonsite.cases.bureau import BUREAU_PERMISSIONS, answer_supervision, reassign, supervise, supervisions_of
 from nonsite.cases.workflow import TRANSITIONS, Action
 from nonsite.console.auth import ACTION_ROLES, Principal, Role
-from nonsite.console.views import ConsoleState
+from nonsite.console.views import ConsoleState, sees_case
 from nonsite.evidence.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ def perform(
     note: str = "",
     team: str | None = None,
     photos: Sequence[Upload] = (),
+    decision: dict[str, Any] | None = None,
 ) -> Case:
     """Apply ``action`` to case ``number`` for ``principal`` (recorded as ``actor``); ActionError otherwise."""
     roles = ACTION_ROLES.get(action)
@@ -129,7 +132,7 @@ def perform(
 
     with state.session_factory() as session:
         case = case_by_number(session, number)
-    if case is None:
+    if case is None or not sees_case(state, principal, case):
         raise _not_found(number)
     act = Action(action)
     if act not in TRANSITIONS[case.status]:
@@ -158,6 +161,7 @@ def perform(
         return apply_action(
             state.session_factory, case.number, act, actor, role=principal.role, reason=reason,
             note=note, assignee=team, person=principal.person, attachments=attachments or None,
+            time_limits=state.time_limits, timezone=state.zone.key, now=state.clock(), decision=decision,
         )
     except CaseNotFound:
         raise _not_found(number) from None
@@ -208,3 +212,44 @@ async def perform_upload(
 def _invalid(exc: InvalidTransition) -> ActionError:
     return ActionError(409, "invalid_transition", str(exc), "error.invalid_transition",
                        {"action": exc.action.value, "status": exc.status.value})
+
+
+def bureau_action(
+    state: ConsoleState, principal: Principal, actor: str, action: str, number: str, *, text: str,
+    team: str | None = None, deadline: datetime | None = None, order: int | None = None,
+) -> Any:
+    """reassign (``team``, reason in ``text``) | supervise (instruction, ``deadline``) | answer_supervision (answer,
+    ``order``) on case ``number`` for ``principal``: the case or the order; ActionError otherwise."""
+    roles = BUREAU_PERMISSIONS[action]
+    if principal.role not in roles:
+        names = [r.value for r in Role if r.value in {x.value for x in roles}]
+        raise ActionError(403, "forbidden", f"your role ({principal.role}) may not '{action}'; this needs "
+                          f"{' or '.join(names)}", "error.forbidden_action",
+                          {"action": action, "roles": names, "role": principal.role})
+    with state.session_factory() as session:
+        case = case_by_number(session, number)
+        orders = supervisions_of(session, case.id) if case is not None else []
+    if case is None or not sees_case(state, principal, case):
+        raise _not_found(number)
+    now, kw = state.clock(), {"role": principal.role, "person": principal.person}
+    try:
+        if action == "reassign":
+            if state.organisation is None or state.organisation.team(team or "") is None:
+                raise ActionError(422, "unknown_team", f"team {team!r} is not one of {', '.join(state.teams)}",
+                                  "error.unknown_team", {"team": team or ""})
+            return reassign(state.session_factory, case.number, team or "", actor, text,
+                            organisation=state.organisation, now=now, **kw)
+        if action == "supervise":
+            return supervise(state.session_factory, case.number, actor, text, new_deadline=deadline, now=now,
+                             time_limits=state.time_limits, **kw)
+        if order not in {o.id for o in orders}:
+            raise ActionError(404, "not_found", f"case {case.number} has no supervision order {order}",
+                              "error.bad_request", {"message": f"{order}"})
+        return answer_supervision(state.session_factory, order or 0, actor, text, organisation=state.organisation,
+                                  now=now, time_limits=state.time_limits, timezone=state.zone.key, **kw)
+    except CaseNotFound:
+        raise _not_found(number) from None
+    except PermissionDenied as exc:
+        raise ActionError(403, "forbidden", str(exc), "error.bad_request", {"message": str(exc)}) from None
+    except WorkflowError as exc:
+        raise ActionError(422, "bad_request", str(exc), "error.bad_request", {"message": str(exc)}) from None

@@ -16,21 +16,26 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from nonsite.cases import DISMISS_REASONS, Case, allowed_actions, case_by_number
+from nonsite.cases.bureau import open_supervisions, supervisions_of
+from nonsite.cases.db import Supervision
 from nonsite.cases.queries import audit_trail, search_cases
-from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, perform, perform_upload
-from nonsite.console.auth import Principal, access_of, authorize, may, still_authorized
+from nonsite.console.actions import FORM_ACTIONS, ActionError, Upload, bureau_action, perform, perform_upload
+from nonsite.console.auth import Principal, access_of, authorize, may, principal_of, still_authorized
 from nonsite.console.i18n import Translator, local_time
 from nonsite.console.live import Cursor, current_cursor, stream
-from nonsite.console.pages import note_fields, queue_row
+from nonsite.console.pages import decision_of, note_fields, queue_row
 from nonsite.console.render import localized_error, resolve_lang
 from nonsite.console.views import (
     case_url,
+    due_fields,
     dwell_parts,
     evidence_files,
     evidence_url,
     parse_filter,
     plate_of,
+    scoped,
     seal_status,
+    sees_case,
     state_of,
     thumbnail_url,
 )
@@ -114,6 +119,50 @@ class CaseOut(BaseModel):
     permitted_actions: list[str] = Field(description="Those of them the caller's role may apply.")
     url: str = Field(description="The case page in the console.")
     thumbnail_url: str | None
+    team: str | None = Field(description="Team id the case is routed to (the organisation file); null: none.")
+    team_name: str | None = Field(description="That team's name.")
+    grid: str | None = Field(description="Grid id of the camera when the case was routed.")
+    street: str | None = Field(description="Street id of that grid.")
+    due_at: datetime | None = Field(description="When the current step is due (first late instant, UTC); null: "
+                                    "no deadline (final status, or the step has no limit).")
+    due_step: str | None = Field(description="The step due_at belongs to: confirm | review | dispatch | rectify | "
+                                 "close.")
+    due_state: str | None = Field(description="on_time | due_soon | overdue now; null without a deadline.")
+    open_supervisions: int = Field(description="Supervision orders (督办) not answered yet.")
+    suggested_disposition: str = Field(description="warning | penalty | dispatch | manual (the discretion table).")
+    legal_basis: dict[str, Any] = Field(description="The catalogue entry the case was drafted under: provisions, "
+                                        "penalty range, catalogue version.")
+    decision: str | None = Field(description="The reviewer's decision: warning | penalty | no_penalty | transfer.")
+    decision_amount_yuan: int | None = Field(description="The fine of a penalty decision.")
+    decision_reason: str = Field(description="Why (no_penalty).")
+
+
+class SupervisionOut(BaseModel):
+    id: int
+    instruction: str
+    new_deadline: datetime | None
+    issued_by: str
+    issued_at: datetime
+    answered_by: str | None
+    answered_at: datetime | None
+    answer: str
+
+
+class ReassignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    team: str = Field(max_length=64, description="Team id of the organisation to give the case to.")
+    reason: str = Field(max_length=2000, description="Why (required; recorded in the audit trail).")
+
+
+class SuperviseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instruction: str = Field(max_length=2000, description="What the team must do (督办意见).")
+    new_deadline: datetime | None = Field(None, description="The new deadline (ISO 8601 with an offset), after now.")
+
+
+class AnswerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    answer: str = Field(max_length=2000, description="The team's answer (办理情况).")
 
 
 class CaseDetailOut(CaseOut):
@@ -125,6 +174,7 @@ class CaseDetailOut(CaseOut):
     rule_config_hash: str | None
     document_url: str | None = Field(description="The case document (HTML); null when not set up.")
     document_pdf_url: str | None = Field(description="The case document (PDF); null when not set up.")
+    supervisions: list[SupervisionOut] = Field(description="Supervision orders (督办), oldest first.")
 
 
 class CaseListOut(BaseModel):
@@ -139,6 +189,10 @@ class ActionIn(BaseModel):
     note: str = Field("", max_length=2000, description="Comment for the audit trail (required to return).")
     reason: str | None = Field(None, description=f"dismiss only: one of {', '.join(DISMISS_REASONS)}.")
     team: str | None = Field(None, max_length=64, description="dispatch only: the team's id.")
+    decision: str | None = Field(None, description="approve only: warning | penalty | no_penalty | transfer.")
+    amount_yuan: int | None = Field(None, ge=0, le=10_000_000, description="penalty only: the fine in yuan, "
+                                    "within the catalogue's range for the type.")
+    decision_reason: str = Field("", max_length=2000, description="Why (required for no_penalty).")
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -164,9 +218,16 @@ def _action_error(request: Request, exc: ActionError) -> JSONResponse:
     return err(request, exc.status, exc.code, exc.message, exc.key, exc.fields)
 
 
-def _case_out(request: Request, case: Case, principal: Principal | None) -> dict[str, Any]:
+def _case_out(request: Request, case: Case, principal: Principal | None, open_orders: int = 0) -> dict[str, Any]:
     allowed = [a.value for a in allowed_actions(case.status)]
+    state = state_of(request)
+    team = state.organisation.team(case.team) if state.organisation is not None and case.team else None
     return {
+        "team": case.team, "team_name": team.name if team is not None else None, "grid": case.grid,
+        "street": case.street, **due_fields(state, case), "open_supervisions": open_orders,
+        "suggested_disposition": case.suggested_disposition, "legal_basis": case.legal_basis or {},
+        "decision": case.decision, "decision_amount_yuan": case.decision_amount_yuan,
+        "decision_reason": case.decision_reason or "",
         "number": case.number, "event_id": case.event_id, "type": case.type, "status": case.status.value,
         "camera_id": case.camera_id, "camera_name": case.camera_name, "zone_id": case.zone_id,
         "zone_name": case.zone_name, "address": case.address, "lat": case.lat, "lon": case.lon,
@@ -231,19 +292,24 @@ def api_list_cases(
     number: str = Query("", description="Part of the case number."),
     plate: str = Query("", description="Part of the offender's plate (separators and case do not matter)."),
     repeats: str = Query("", description="1: only repeat offences (cases linked to an earlier one)."),
+    due: str = Query("", description="Only cases whose current step is on_time, due_soon or overdue now."),
+    sort: str = Query("", description="newest (default: detection time, newest first) or due (earliest deadline "
+                      "first, cases without one last)."),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10_000_000),
 ) -> Any:
-    """Cases, newest first (by the time the violation was confirmed)."""
+    """Cases, newest first (by the time the violation was confirmed) or by due time; a field officer gets their
+    teams' cases only."""
     state = state_of(request)
     sel, problems = parse_filter(request.query_params, state.zone)
     if problems:
         param, message = problems[0]
         return err(request, 422, "bad_filter", "; ".join(m for _, m in problems), param=param)
     with state.session_factory() as session:
-        found = search_cases(session, sel.filter, limit=limit, offset=offset)
+        found = search_cases(session, scoped(state, principal, sel.filter), limit=limit, offset=offset)
+        orders = open_supervisions(session, [c.id for c in found.items])
     return {"total": found.total, "limit": limit, "offset": offset,
-            "items": [_case_out(request, c, principal) for c in found.items]}
+            "items": [_case_out(request, c, principal, len(orders.get(c.id, []))) for c in found.items]}
 
 
 @router.get("/cases/{number}", name="api_case", response_model=CaseDetailOut, responses=_ERRORS, tags=["cases"])
@@ -252,10 +318,11 @@ def api_get_case(request: Request, number: str, principal: Principal = Depends(a
     state = state_of(request)
     with state.session_factory() as session:
         case = case_by_number(session, number)
-        if case is None:
+        if case is None or not sees_case(state, principal, case):
             return err(request, 404, "not_found", f"no case {number}; list cases with GET /api/cases",
                        "error.case_not_found", {"number": number})
         audit = audit_trail(session, case)
+        orders = supervisions_of(session, case.id)
     by_key = {f.key: f for f in evidence_files(case).values()}
     evidence = []
     for item in case.evidence:
@@ -277,7 +344,8 @@ def api_get_case(request: Request, number: str, principal: Principal = Depends(a
             "after_status": a.after_status, "detail": detail, **note_fields(request, case.number, a),
         })
     return {
-        **_case_out(request, case, principal),
+        **_case_out(request, case, principal, sum(1 for o in orders if o.open)),
+        "supervisions": [_supervision_out(o) for o in orders],
         "track_ids": case.track_ids,
         "evidence": evidence,
         "seal": {
@@ -313,6 +381,52 @@ async def api_feedback(
     return _case_out(request, case, principal)
 
 
+def _supervision_out(o: Supervision) -> dict[str, Any]:
+    return {"id": o.id, "instruction": o.instruction, "new_deadline": o.new_deadline, "issued_by": o.issued_by,
+            "issued_at": o.issued_at, "answered_by": o.answered_by, "answered_at": o.answered_at, "answer": o.answer}
+
+
+@router.post("/cases/{number}/reassign", name="api_case_reassign", response_model=CaseOut, responses=_ERRORS,
+             tags=["bureau"])
+def api_reassign(request: Request, number: str, body: ReassignIn, principal: Principal = Depends(authorize)) -> Any:
+    """Give the case to another team of the organisation, with the reason (audited)."""
+    state = state_of(request)
+    try:
+        case = bureau_action(state, principal, state.actor_of(request), "reassign", number, team=body.team,
+                             text=body.reason)
+    except ActionError as exc:
+        return _action_error(request, exc)
+    return _case_out(request, case, principal)
+
+
+@router.post("/cases/{number}/supervise", name="api_case_supervise", response_model=SupervisionOut,
+             responses=_ERRORS, tags=["bureau"])
+def api_supervise(request: Request, number: str, body: SuperviseIn, principal: Principal = Depends(authorize)) -> Any:
+    """Issue a supervision order (督办): the instruction and optionally a new deadline; pinned first in the team's
+    tasks until answered."""
+    state = state_of(request)
+    try:
+        order = bureau_action(state, principal, state.actor_of(request), "supervise", number,
+                              text=body.instruction, deadline=body.new_deadline)
+    except ActionError as exc:
+        return _action_error(request, exc)
+    return _supervision_out(order)
+
+
+@router.post("/cases/{number}/supervisions/{order}/answer", name="api_supervision_answer",
+             response_model=SupervisionOut, responses=_ERRORS, tags=["bureau"])
+def api_answer(request: Request, number: str, order: int, body: AnswerIn,
+               principal: Principal = Depends(authorize)) -> Any:
+    """The team's answer to a supervision order (once)."""
+    state = state_of(request)
+    try:
+        answered = bureau_action(state, principal, state.actor_of(request), "answer_supervision", number,
+                                 text=body.answer, order=order)
+    except ActionError as exc:
+        return _action_error(request, exc)
+    return _supervision_out(answered)
+
+
 @router.post("/cases/{number}/{action}", name="api_case_action", response_model=CaseOut, responses=_ERRORS,
              tags=["cases"])
 def api_action(request: Request, number: str, action: str, body: ActionIn | None = None,
@@ -332,7 +446,8 @@ def api_action(request: Request, number: str, action: str, body: ActionIn | None
                    f"{', '.join(DISMISS_REASONS)})", "error.invalid_reason")
     try:
         case = perform(state, number, action, principal, state.actor_of(request), reason=body.reason,
-                       note=body.note, team=body.team)
+                       note=body.note, team=body.team,
+                       decision=decision_of(body.decision or "", body.amount_yuan, body.decision_reason))
     except ActionError as exc:
         return _action_error(request, exc)
     return _case_out(request, case, principal)
@@ -366,7 +481,7 @@ async def api_events(
         row = queue_row(request, case, carry)
         key, fields = dwell_parts(case.dwell_s)
         return {
-            **{k: v for k, v in row.items() if k != "confirmed_at"},
+            **{k: v for k, v in row.items() if k not in ("confirmed_at", "due_at")},
             "matches": matches,
             "status_label": t.label("status", case.status.value),
             "type_label": t.label("type", case.type),
@@ -376,7 +491,8 @@ async def api_events(
         }
 
     return StreamingResponse(
-        stream(state.session_factory, sel.filter, cursor, payload, state.live_poll_s, alive=still_authorized(request),
+        stream(state.session_factory, scoped(state, principal_of(request), sel.filter), cursor, payload,
+               state.live_poll_s, alive=still_authorized(request),
                recheck_s=access_of(request).recheck_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},

@@ -41,6 +41,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -63,6 +64,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nonsite.cases import Case
+from nonsite.cases.db import utcnow
+from nonsite.cases.deadlines import TimeLimitTable
+from nonsite.cases.legal_basis import default_catalogue
+from nonsite.cases.organisation import Organisation
 from nonsite.console import api, camera_views, login, pages
 from nonsite.console.auth import (
     PUBLIC_ROUTES,
@@ -86,7 +91,15 @@ from nonsite.console.documents import router as documents_router
 from nonsite.console.i18n import LANGUAGES
 from nonsite.console.render import error_page
 from nonsite.console.uploads import BodyLimit, Scope
-from nonsite.console.views import ConsoleState, EvidenceAltered, evidence_files, read_verified, root_path, state_of
+from nonsite.console.views import (
+    ConsoleState,
+    EvidenceAltered,
+    evidence_files,
+    read_verified,
+    root_path,
+    sees_case,
+    state_of,
+)
 from nonsite.evidence.store import Store, StoreError
 from nonsite.ops.health import database_check, metrics_text, run_now, store_check
 
@@ -110,9 +123,10 @@ _UPLOAD_PATH = re.compile(r"^/(?:api/)?cases/[^/]+/feedback$")
 _TEAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_BODY_BYTES = 1024 * 1024
 """Largest request body outside the feedback upload (forms, JSON)."""
-#: Dispatch targets (labels ``team.<id>`` in the catalogues): the city management enforcement squad, the
-#: stray-animal capture team, the sub-district office.
-DEFAULT_TEAMS: tuple[str, ...] = ("enforcement_team", "capture_team", "street_office")
+#: Dispatch targets of a console without an organisation file (labels ``team.<id>`` in the catalogues): the
+#: city management enforcement squad, the stray-animal capture team, the sub-district office. With
+#: ``cases.organisation`` configured the targets are the organisation's teams (docs/bureau.md).
+UNORGANISED_TEAMS: tuple[str, ...] = ("enforcement_team", "capture_team", "street_office")
 
 
 def _console_actor(request: Request) -> str:
@@ -185,8 +199,14 @@ class ConsoleSettings:
     cameras: CameraControl | None = None
     """The running cameras: enables the cameras page and the zone editor."""
     documents: DocumentRenderer | None = None
-    teams: Sequence[str] = DEFAULT_TEAMS
-    """Dispatch targets (labels in the catalogues as ``team.<id>``)."""
+    organisation: Organisation | None = None
+    """The bureau's organisation (``cases.organisation``): dispatch targets, who sees which team's tasks."""
+    time_limits: TimeLimitTable | None = None
+    """The catalogue's time limits (due times of each step); default: the shipped catalogue's."""
+    clock: Callable[[], datetime] = utcnow
+    """The current instant (UTC) for due states; tests inject a fixed one."""
+    teams: Sequence[str] = ()
+    """Dispatch targets: default the organisation's team ids, else :data:`UNORGANISED_TEAMS`."""
     max_upload_bytes: int = 10 * 1024 * 1024
     live_poll_s: float = 1.0
     # --- operations
@@ -211,6 +231,8 @@ class ConsoleSettings:
             raise ValueError("live_poll_s and session_recheck_s must be above 0 seconds (e.g. 1 and 5)")
         if self.login_hash_slots < 1:
             raise ValueError("login_hash_slots must be at least 1")
+        if not self.teams:
+            self.teams = tuple(t.id for t in self.organisation.teams) if self.organisation else UNORGANISED_TEAMS
         bad_teams = [t for t in self.teams if not _TEAM_ID.match(t)]
         if bad_teams or not self.teams:
             raise ValueError(f"dispatch teams must be ids of letters, digits, '_', '-' or '.', "
@@ -241,6 +263,8 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
         language=settings.language, public_key_pem=settings.public_key_pem, title=settings.title,
         actor_of=settings.actor_of, teams=tuple(settings.teams), cameras=settings.cameras,
         documents=settings.documents, max_upload_bytes=settings.max_upload_bytes, live_poll_s=settings.live_poll_s,
+        organisation=settings.organisation,
+        time_limits=settings.time_limits or default_catalogue().time_limit_table(), clock=settings.clock,
     )
     app.state.access = _access(settings)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -320,7 +344,7 @@ def _evidence_router() -> APIRouter:
         state = state_of(request)
         with state.session_factory() as session:
             case = session.scalar(select(Case).where(Case.event_id == event_id))
-        if case is None:
+        if case is None or not sees_case(state, principal_of(request), case):
             return _error(request, 404, "not_found", f"no case for event {event_id}")
         file = evidence_files(case).get(name)
         if file is None:

@@ -41,6 +41,7 @@ from sqlalchemy.orm import sessionmaker
 from starlette.requests import Request
 
 from nonsite.cases import users
+from nonsite.cases.bureau import BUREAU_PERMISSIONS
 from nonsite.cases.users import SCOPES
 from nonsite.cases.workflow import PERMISSIONS
 
@@ -59,6 +60,12 @@ class Role(enum.StrEnum):
     """法制审核: approves or returns confirmed cases, closes rectified ones."""
     ADMIN = "admin"
     """Everything, plus cameras and zones."""
+    SUPERVISOR = "supervisor"
+    """督查: sees every case, issues 督办 (supervision orders)."""
+    FIELD_OFFICER = "field_officer"
+    """执法队员: sees and works only their teams' cases (the organisation's members and leaders)."""
+    LEADER = "leader"
+    """领导: reads everything, changes nothing."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,12 @@ ACTION_ROLES: Mapping[str, frozenset[Role]] = {
 }
 
 
+#: Bureau action (reassign, supervise, answer_supervision) -> roles: the table of ``cases/bureau.py``.
+_BUREAU: Mapping[str, frozenset[Role]] = {
+    action: frozenset(Role(r.value) for r in roles) for action, roles in BUREAU_PERMISSIONS.items()
+}
+
+
 class PerAction:
     """Marker in :data:`ROUTES`: the roles come from :data:`ACTION_ROLES` for the route's action."""
 
@@ -186,6 +199,9 @@ ROUTES: Mapping[str, RouteAccess] = {
     "case_feedback_form": RouteAccess(PerAction("rectify"), _WRITE),
     "case_action_form": RouteAccess(PerAction(), _WRITE),
     "feedback_photo": RouteAccess(ALL_ROLES, _READ),
+    "case_reassign_form": RouteAccess(_BUREAU["reassign"], _WRITE),
+    "case_supervise_form": RouteAccess(_BUREAU["supervise"], _WRITE),
+    "supervision_answer_form": RouteAccess(_BUREAU["answer_supervision"], _WRITE),
     "evidence": RouteAccess(ALL_ROLES, "evidence:read"),
     "document_html": RouteAccess(ALL_ROLES, _READ),
     "document_pdf": RouteAccess(ALL_ROLES, _READ),
@@ -201,6 +217,9 @@ ROUTES: Mapping[str, RouteAccess] = {
     "api_case_feedback": RouteAccess(PerAction("rectify"), _WRITE),
     "api_case_action": RouteAccess(PerAction(), _WRITE),
     "api_events": RouteAccess(ALL_ROLES, _READ),
+    "api_case_reassign": RouteAccess(_BUREAU["reassign"], _WRITE),
+    "api_case_supervise": RouteAccess(_BUREAU["supervise"], _WRITE),
+    "api_supervision_answer": RouteAccess(_BUREAU["answer_supervision"], _WRITE),
     "api_cameras": RouteAccess(_OPS, "cameras:read"),
     "api_camera_snapshot": RouteAccess(_OPS, "cameras:read"),
     "api_camera_zones": RouteAccess(_ADMIN, "cameras:write"),

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from nonsite.cases import Case, case_by_number
-from nonsite.console.auth import authorize
+from nonsite.console.auth import authorize, principal_of
 from nonsite.console.render import error_page, resolve_lang
-from nonsite.console.views import state_of
+from nonsite.console.views import sees_case, state_of
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _load(request: Request, number: str) -> tuple[DocumentRenderer | None, Case 
     state = state_of(request)
     with state.session_factory() as session:
         case = case_by_number(session, number)
-    if case is None:
+    if case is None or not sees_case(state, principal_of(request), case):
         return None, None, error_page(request, 404, "case_not_found", f"no case {number}", number=number)
     if state.documents is None:
         return None, None, error_page(request, 404, "documents_unavailable",

@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -17,7 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from nonsite.cases import Case, CaseStatus
-from nonsite.cases.queries import ParsedFilter, parse_params
+from nonsite.cases.bureau import due_state, visible_teams
+from nonsite.cases.db import utcnow
+from nonsite.cases.queries import CaseFilter, ParsedFilter, parse_params
 from nonsite.evidence import package_prefix
 from nonsite.evidence.store import Store
 from nonsite.evidence.verify import verify_package
@@ -53,6 +56,12 @@ class ConsoleState:
     """The :class:`~nonsite.console.documents.DocumentRenderer`, or None."""
     max_upload_bytes: int = 10 * 1024 * 1024
     live_poll_s: float = 1.0
+    organisation: Any = None
+    """The :class:`~nonsite.cases.organisation.Organisation`, or None (no routing, every team's tasks to all)."""
+    time_limits: Any = None
+    """The catalogue's :class:`~nonsite.cases.deadlines.TimeLimitTable` (due times of each step)."""
+    clock: Callable[[], datetime] = utcnow
+    """The current instant (UTC), for due states."""
 
 
 def state_of(request: Request) -> ConsoleState:
@@ -67,6 +76,26 @@ def root_path(request: Request) -> str:
 # --- the filter of a page or an API call ---------------------------------------------------------------
 # The queries themselves are :mod:`nonsite.cases.queries` (one query layer for the console, the API, the CLI);
 # the query parameters are read by the same layer (:func:`~nonsite.cases.queries.parse_params`).
+
+
+def scoped(state: ConsoleState, principal: Any, flt: CaseFilter) -> CaseFilter:
+    """``flt`` limited to what ``principal`` sees (a field officer: their teams' cases), due states judged now."""
+    teams = visible_teams(principal.role, principal.person, state.organisation) if principal is not None else None
+    return replace(flt, teams=tuple(sorted(teams)) if teams is not None else None, now=state.clock())
+
+
+def sees_case(state: ConsoleState, principal: Any, case: Case) -> bool:
+    """Whether ``principal`` may see ``case`` at all (a field officer: a case of their teams only)."""
+    if principal is None:
+        return True
+    teams = visible_teams(principal.role, principal.person, state.organisation)
+    return teams is None or case.team in teams
+
+
+def due_fields(state: ConsoleState, case: Case) -> dict[str, Any]:
+    """The current step's deadline as pages and the API show it."""
+    st = due_state(case, state.clock())
+    return {"due_at": case.due_at, "due_step": case.due_step, "due_state": st.value if st is not None else None}
 
 
 def plate_of(case: Case) -> str | None:

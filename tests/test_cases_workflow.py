@@ -198,7 +198,8 @@ def test_the_permission_table() -> None:
     op, rev, adm = Role.OPERATOR, Role.REVIEWER, Role.ADMIN
     expected = {
         Action.CONFIRM: {op, adm}, Action.DISMISS: {op, rev, adm}, Action.APPROVE: {rev, adm},
-        Action.RETURN: {rev, adm}, Action.DISPATCH: {op, adm}, Action.RECTIFY: {op, adm}, Action.CLOSE: {rev, adm},
+        Action.RETURN: {rev, adm}, Action.DISPATCH: {op, adm}, Action.RECTIFY: {op, Role.FIELD_OFFICER, adm},
+        Action.CLOSE: {rev, adm},
     }
     assert dict(PERMISSIONS) == expected
     assert all(can("admin", a) for a in Action)
@@ -207,6 +208,8 @@ def test_the_permission_table() -> None:
     assert allowed_actions("confirmed", "operator") == [Action.DISMISS]
     assert allowed_actions("confirmed", "reviewer") == [Action.APPROVE, Action.RETURN, Action.DISMISS]
     assert allowed_actions("draft", "reviewer") == [Action.DISMISS]
+    assert allowed_actions("dispatched", "field_officer") == [Action.RECTIFY]
+    assert all(allowed_actions(s, r) == [] for s in CaseStatus for r in ("supervisor", "leader"))
 
 
 def test_the_wrong_role_is_refused_and_nothing_is_written(db: sessionmaker[Session], case: Case) -> None:

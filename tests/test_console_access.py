@@ -268,8 +268,8 @@ def test_the_role_table_matches_the_issue() -> None:
     op, rev, adm = Role.OPERATOR, Role.REVIEWER, Role.ADMIN
     # The console enforces the workflow's own table (a reviewer may also dismiss during the legal review).
     assert {a: set(r) for a, r in ACTION_ROLES.items()} == {
-        "confirm": {op, adm}, "dismiss": {op, rev, adm}, "dispatch": {op, adm}, "rectify": {op, adm},
-        "approve": {rev, adm}, "return": {rev, adm}, "close": {rev, adm},
+        "confirm": {op, adm}, "dismiss": {op, rev, adm}, "dispatch": {op, adm},
+        "rectify": {op, Role.FIELD_OFFICER, adm}, "approve": {rev, adm}, "return": {rev, adm}, "close": {rev, adm},
     }
     assert ROUTE_ROLES["zone_editor"] == ROUTE_ROLES["api_camera_zones"] == frozenset({adm})
     assert ROUTE_ROLES["review"] == frozenset({rev, adm})

@@ -15,7 +15,7 @@ from nonsite.bus.events import new_event_id
 from nonsite.cases import open_db
 from nonsite.config.manifest import zone_kinds
 from nonsite.console import create_app
-from nonsite.console.app import DEFAULT_TEAMS
+from nonsite.console.app import UNORGANISED_TEAMS
 from nonsite.console.auth import Role
 from nonsite.console.i18n import LOCALES_DIR, catalogue
 from nonsite.evidence import LocalStore, package_prefix
@@ -268,7 +268,7 @@ def test_catalogues_cover_every_text_the_templates_use() -> None:
         "reason": ("false_positive", "duplicate", "not_a_violation", "other"),
         "action": ("created", "confirm", "dismiss", "approve", "return", "dispatch", "rectify", "close"),
         "user_role": tuple(r.value for r in Role),
-        "team": DEFAULT_TEAMS,
+        "team": UNORGANISED_TEAMS,
         "zone_kind": zone_kinds(),
         "camera_state": ("connecting", "up", "down", "finished", "disabled"),
         "group": ("approved", "dispatched", "rectified"),
