@@ -60,7 +60,8 @@ def downgrade() -> None:
     op.drop_table("supervisions")
     op.drop_index("ix_cases_status_due", table_name="cases")
     op.drop_index("ix_cases_team_status_due", table_name="cases")
-    with op.batch_alter_table("cases") as batch:
-        for column in ("decision_reason", "decision_amount_yuan", "decision", "due_step", "due_soon_at",
-                       "step_started_at", "due_at", "street", "grid", "team"):
-            batch.drop_column(column)
+    # Plain ALTER TABLE … DROP COLUMN (SQLite >= 3.35 has it): a batch "move and copy" of `cases` would drop the
+    # table that the audit entries reference, which SQLite's foreign keys refuse once cases exist.
+    for column in ("decision_reason", "decision_amount_yuan", "decision", "due_step", "due_soon_at",
+                   "step_started_at", "due_at", "street", "grid", "team"):
+        op.drop_column("cases", column)
