@@ -67,11 +67,19 @@ class CompositeSpec(Section):
 
     background: str = Field(description="Real video or still the clip is made of (path; ${NONSITE_MEDIA_DIR}).")
     background_start_s: float = Field(0.0, ge=0, description="Where in the background video the clip starts.")
+    still: bool = Field(False, description="Use one frame of the background video (at background_start_s) as a still.")
+    width: int | None = Field(
+        None, ge=64, le=4096, description="Resize the background to this width (large photographs); default as is."
+    )
     duration_s: float = Field(gt=0, le=3600, description="Length of the clip in seconds.")
     pastes: list[Paste] = Field(default_factory=list, description="Objects pasted in.")
     lights: list[Light] = Field(default_factory=list, description="Lighting changes (gains over time).")
     shake_px: float = Field(0.0, ge=0, le=20, description="Camera shake: random shift of up to this many pixels.")
     rain: float = Field(0.0, ge=0, le=1, description="Rain streaks: 0 none, 1 heavy.")
+    noise: float = Field(
+        2.0, ge=0, le=20, description="Sensor noise added to every frame (standard deviation, grey levels): a still "
+        "background is never the same twice on a real camera."
+    )
     seed: int = Field(0, description="Seed of the shake and rain (a clip is the same every run).")
 
 
@@ -179,6 +187,11 @@ def add_rain(frame: np.ndarray, rng: np.random.Generator, amount: float) -> np.n
     return np.clip(frame.astype(np.float32) * (1 - 0.35 * layer) + 200 * 0.35 * layer, 0, 255).astype(np.uint8)
 
 
+def media_paths(spec: CompositeSpec) -> list[str]:
+    """The files a spec names (background first), as written."""
+    return [spec.background, *(p.image for p in spec.pastes)]
+
+
 def composite_frames(spec: CompositeSpec, fps: float, resolve: dict[str, Path] | None = None
                      ) -> Iterator[tuple[float, np.ndarray]]:
     """(seconds into the clip, BGR frame) at ``fps`` for ``duration_s``. ``resolve`` maps the spec's path strings
@@ -186,6 +199,11 @@ def composite_frames(spec: CompositeSpec, fps: float, resolve: dict[str, Path] |
     paths = resolve or {}
     bg = _read_background(paths.get(spec.background, Path(spec.background)), fps, spec.background_start_s,
                           spec.duration_s)
+    if spec.still:
+        bg = bg[:1]
+    if spec.width is not None:
+        bg = [cv2.resize(b, (spec.width, round(b.shape[0] * spec.width / b.shape[1])), interpolation=cv2.INTER_AREA)
+              for b in bg]
     crops = [load_crop(paths.get(p.image, Path(p.image)), p.crop) for p in spec.pastes]
     rng = np.random.default_rng(spec.seed)
     n = int(np.floor(spec.duration_s * fps + 1e-9)) + 1
@@ -208,7 +226,12 @@ def composite_frames(spec: CompositeSpec, fps: float, resolve: dict[str, Path] |
             frame = shift(frame, float(dx), float(dy))
         if spec.rain > 0:
             frame = add_rain(frame, rng, spec.rain)
+        if spec.noise > 0:
+            frame = np.clip(frame.astype(np.float32) + rng.normal(0, spec.noise, frame.shape), 0, 255).astype(np.uint8)
         yield t, frame
 
 
-__all__ = ["CompositeSpec", "Light", "Paste", "apply_gain", "composite_frames", "load_crop", "paste", "shift"]
+__all__ = [
+    "CompositeSpec", "Light", "Paste", "add_rain", "apply_gain", "composite_frames", "load_crop", "media_paths",
+    "paste", "shift",
+]

@@ -1,23 +1,24 @@
-"""Class-agnostic left objects: things that appear in a zone, stay unchanged, and no tracked object explains.
+"""Class-agnostic left objects: things that appear in a zone, stay unchanged, and no detected person or vehicle
+explains.
 
-Cheap by design: small grey frames (``width`` pixels wide), analysed at most once per ``sample_s``.
+Cheap by design: small colour frames (``width`` pixels wide), analysed at most once per ``sample_s``.
 
 Per camera, :class:`LeftObjects` keeps
 
 - a **temporal median** of the last ``median_n`` samples, so what passes through (people, vehicles, an
   object carried by, rain streaks) never reaches the comparison;
 - a **long-horizon background** of what the empty scene looks like, learned with time constant ``learn_s``
-  only where nothing differs and no tracked person or vehicle stands (their boxes are masked out of the
-  update, so a person standing still is never learned, nor reported: tracked boxes are also masked out of the
+  only where nothing differs and no detected person or vehicle stands (their boxes are masked out of the
+  update, so a person standing still is never learned, nor reported: their boxes are also masked out of the
   comparison); a region that differs is not learned (no object fades into the background) until it has
   differed for ``absorb_s`` (a lasting change of the scene);
 - the comparison, robust to light: the current image is first **registered** to the background (phase
   correlation, so a small camera shake cancels) and **normalised by the global gain** (median ratio over the
-  unchanged area, so a light switched on or a cloud does not count); a pixel then differs when its
-  brightness changed by more than ``diff`` grey levels AND its local texture did not survive the change:
-  where both images have texture, a normalised cross-correlation over a small window above ``texture_ncc``
-  means the same surface under other light (a shadow, a lamp, a ramp), and in flat areas only a change
-  beyond the ``flat_ratio`` brightness ratio counts;
+  unchanged area, so a light switched on, dusk or a cloud does not count); a pixel then differs when its
+  brightness changed by more than ``diff`` grey levels and it is not the same surface under other light:
+  not the same colour at another brightness (chromaticity within ``chroma``: a shadow, a lamp), not the same
+  local texture (normalised cross-correlation over a small window above ``texture_ncc``), and, in flat
+  areas, beyond the ``flat_ratio`` brightness ratio;
 - **candidates**: connected regions of differing pixels of at least ``min_area`` of the frame, followed from
   sample to sample by overlap; a candidate stands *since* it appeared and starts over when its content
   changes (median change above ``still_diff`` grey levels: a crowd milling about never stands);
@@ -70,6 +71,8 @@ class Params:
     lost_s: float = 5.0
     reference_every_s: float = 10.0
     explained_overlap: float = 0.3
+    occluded_s: float = 120.0
+    clear_s: float = 5.0
     chroma: float = 0.035
 
 
@@ -201,6 +204,17 @@ class Candidate:
     last_seen: float
     anchor: tuple[int, int, int, int] = (0, 0, 0, 0)
     """Its box when it started standing (a move away from it starts it over)."""
+    look: np.ndarray | None = None
+    """The small grey frame where it was last seen unoccluded (to tell whether it changed)."""
+    clear_first: float | None = None
+    clear_last: float | None = None
+    """First and last time it was seen with no person or vehicle on it."""
+
+    def stood_clear(self, seconds: float) -> bool:
+        """Whether it was seen on its own over at least ``seconds`` (then a person or vehicle later in front of it
+        hides it rather than explains it)."""
+        return self.clear_first is not None and self.clear_last is not None and \
+            self.clear_last - self.clear_first >= seconds
 
 
 @dataclass
@@ -220,14 +234,18 @@ class LeftObjects:
     since_fg: np.ndarray | None = None
     """Per pixel: since when it has differed (inf: it does not)."""
     recent: deque[np.ndarray] = field(default_factory=deque)
+    recent_ignore: deque[np.ndarray] = field(default_factory=deque)
+    """The masks of people and vehicles of the samples in the median (it may still show them after they left)."""
     candidates: list[Candidate] = field(default_factory=list)
     references: dict[str, Reference] = field(default_factory=dict)
+    clean: dict[str, deque[Reference]] = field(default_factory=dict)
+    """Per zone, its latest clean samples: the median shows a new object only after a few samples, so the
+    reference is the oldest of them (from before the object can have come)."""
+    _encoded: Reference | None = None
     started: float | None = None
     last_sample: float = float("-inf")
     scale: float = 1.0
     frame_shape: tuple[int, int] = (0, 0)
-    previous: np.ndarray | None = None
-    """Last sample's registered, gain-normalised median (to tell whether a candidate changed)."""
     next_id: int = TRACK_ID_BASE
     skipped: int = 0
     """Samples skipped because the view moved farther than a shake."""
@@ -237,7 +255,7 @@ class LeftObjects:
 
     def update(self, image: np.ndarray, ts: float, ignore_boxes: np.ndarray, area: np.ndarray | None = None
                ) -> list[Candidate]:
-        """Analyse one sample: ``ignore_boxes`` are tracked people/vehicles (full-resolution pixels); ``area`` an
+        """Analyse one sample: ``ignore_boxes`` are detected people/vehicles (full-resolution pixels); ``area`` an
         optional small-frame mask the candidates must touch (the zones). Returns the candidates now."""
         p = self.params
         self.last_sample = ts
@@ -250,7 +268,12 @@ class LeftObjects:
             self.background, self.started = small.copy(), ts
             self.since_fg = np.full(shape, np.inf, np.float32)
             self.recent.clear()
+            self.recent_ignore.clear()
         self.recent.append(small)
+        self.recent_ignore.append(ignore)
+        while len(self.recent_ignore) > p.median_n:
+            self.recent_ignore.popleft()
+        ignore = np.logical_or.reduce(list(self.recent_ignore))
         while len(self.recent) > p.median_n:
             self.recent.popleft()
         current = np.median(np.stack(self.recent), axis=0).astype(np.float32) if len(self.recent) > 2 else small
@@ -267,19 +290,20 @@ class LeftObjects:
         norm = current / max(g, 1e-3)
         fg = np.zeros(shape, bool) if warm else foreground(norm, bg, p) & ~ignore
         self.since_fg = np.where(fg, np.minimum(self.since_fg, ts), np.inf).astype(np.float32)
-        # Learn where nothing differs and nobody tracked stands, fast while warming up; absorb lasting changes.
+        # Learn where nothing differs and no person or vehicle stands, fast while warming up; absorb lasting changes.
         alpha = min(1.0, p.sample_s / (min(p.learn_s, p.warmup_s) if warm else p.learn_s))
         learn = ~ignore & (~fg | (ts - self.since_fg >= p.absorb_s))
         bg[learn] = (1 - alpha) * bg[learn] + alpha * norm[learn]
         found = [] if warm else regions(fg, max(3, int(p.min_area * fg.size)))
         if area is not None:
             found = [(m, b) for m, b in found if (m & area).any()]
-        self._follow(found, norm, ts)
-        self.previous = norm
+        self._follow(found, norm, ts, ignore)
         return self.candidates
 
-    def _follow(self, found: list[tuple[np.ndarray, tuple[int, int, int, int]]], norm: np.ndarray, ts: float) -> None:
+    def _follow(self, found: list[tuple[np.ndarray, tuple[int, int, int, int]]], norm: np.ndarray, ts: float,
+                ignore: np.ndarray) -> None:
         p = self.params
+        g = grey(norm)
         kept: list[Candidate] = []
         taken: set[int] = set()
         for mask, box in found:
@@ -291,19 +315,25 @@ class LeftObjects:
                 if ov > best_ov:
                     best, best_ov = c, ov
             if best is None or best_ov < 0.3:
-                c = Candidate(self.next_id, box, mask, ts, ts, box)
+                c = Candidate(self.next_id, box, mask, ts, ts, box, g.copy())
                 self.next_id += 1
             else:
                 c = best
-                common = mask & c.mask
-                if self.previous is not None and common.any():
-                    change = float(np.median(np.abs(grey(norm)[common] - grey(self.previous)[common])))
+                common = mask & c.mask & ~ignore
+                if c.look is not None and common.any():
+                    change = float(np.median(np.abs(g[common] - c.look[common])))
                     if change > p.still_diff or _moved(c.anchor, box):
                         c.since, c.anchor = ts, box  # the content changed or it moved: it starts standing again
                 c.box, c.mask, c.last_seen = box, mask, ts
+                c.look = g.copy() if c.look is None else np.where(ignore, c.look, g)
             taken.add(c.id)
             kept.append(c)
-        kept += [c for c in self.candidates if c.id not in taken and ts - c.last_seen <= p.lost_s]
+        for c in self.candidates:  # not seen now: hidden behind a person or vehicle, or gone
+            if c.id in taken:
+                continue
+            hidden = float((c.mask & ignore).sum()) >= 0.5 * float(c.mask.sum()) and c.stood_clear(p.clear_s)
+            if ts - c.last_seen <= (p.occluded_s if hidden else p.lost_s):
+                kept.append(c)
         self.candidates = kept
 
     def full_box(self, c: Candidate) -> tuple[float, float, float, float]:
@@ -314,12 +344,20 @@ class LeftObjects:
         return (max(0.0, x1 / s), max(0.0, y1 / s), min(float(w), x2 / s), min(float(h), y2 / s))
 
     def keep_reference(self, zone_id: str, image: np.ndarray, ts: float, quality: int = 90) -> None:
-        """Remember ``image`` as the zone's clean reference (at most every ``reference_every_s``)."""
-        ref = self.references.get(zone_id)
-        if ref is None or ts - ref.ts >= self.params.reference_every_s:
+        """The zone looks clean in the sample at ``ts``: remember ``image``; the zone's reference becomes the oldest
+        clean sample kept, ``median_n`` samples back (refreshed at most every ``reference_every_s``)."""
+        if self._encoded is None or self._encoded.ts != ts:
             ok, buf = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), quality])
-            if ok:
-                self.references[zone_id] = Reference(ts, buf.tobytes())
+            if not ok:
+                return
+            self._encoded = Reference(ts, buf.tobytes())
+        recent = self.clean.setdefault(zone_id, deque(maxlen=self.params.median_n))
+        if recent and ts - recent[-1].ts > 1.5 * self.params.sample_s:  # not clean in between: start over
+            recent.clear()
+        recent.append(self._encoded)
+        ref = self.references.get(zone_id)
+        if len(recent) == recent.maxlen and (ref is None or recent[0].ts - ref.ts >= self.params.reference_every_s):
+            self.references[zone_id] = recent[0]
 
 
 # -- the violation types' common part ----------------------------------------------------------------------
@@ -351,8 +389,8 @@ class LeftObjectRule(RuleCommon):
     )
     ignore_classes: list[str] = Field(
         default_factory=lambda: ["person", "car", "truck", "bus", "motorcycle", "bicycle", "dog"],
-        description="Tracked detections of these classes explain what differs under them (people, vehicles): "
-        "never learned into the background, never a left object.",
+        description="Detections of these classes explain what differs under them (people, vehicles), tracked "
+        "or not: never learned into the background, never a left object.",
     )
     object_classes: list[str] = Field(
         default_factory=list,
@@ -417,8 +455,9 @@ def detect_left_objects(scene: Scene[Any], state: LeftObjectState, rule: str) ->
         state.detector = LeftObjects(_params(base))
     det = state.detector
     d = scene.d
-    tracked = scene.tracked >= 0
-    ignore = scene.select(base.ignore_classes, base.min_confidence) & tracked
+    # People and vehicles the detector sees explain what differs under them, tracked or not yet (a track needs a
+    # few frames to get its id; at a low frame rate a standing person may never get one).
+    ignore = scene.select(base.ignore_classes, base.min_confidence)
     if det.due(scene.ts):
         small = (max(8, int(round(image.shape[0] * det.params.width / image.shape[1]))), det.params.width)
         scale = det.params.width / image.shape[1]
@@ -448,7 +487,12 @@ def detect_left_objects(scene: Scene[Any], state: LeftObjectState, rule: str) ->
         for k in np.flatnonzero(inside):
             box, c = boxes[k], det.candidates[k]
             if (_overlap(box, ignore_xyxy) >= det.params.explained_overlap).any():
-                continue  # a tracked person or vehicle stands there
+                if not c.stood_clear(det.params.clear_s):
+                    continue  # a person or vehicle stands there: it explains what differs
+                # else it stood on its own before: the person or vehicle is in front of it, it is still there
+            else:
+                c.clear_first = scene.ts if c.clear_first is None else c.clear_first
+                c.clear_last = scene.ts
             cover = np.flatnonzero(labels)
             cover = cover[_overlap(box, d.xyxy[cover]) >= 0.3] if len(cover) else cover
             if cfg.require_class and not len(cover):

@@ -68,14 +68,14 @@ def rules(name: str, **over: object) -> object:
 
 
 def play(engine: RuleEngine, seq: list[tuple[float, np.ndarray, tuple[float, ...] | None]],
-         people: bool = False, labels: str | None = None) -> list[tuple[str, float, str, int]]:
-    """Feed the engine; ``people``: a tracked person stands on the goods' box; ``labels``: a detection of that
-    class covers them. Returns (kind, seconds, class of the main box, track id)."""
+         people: int | None = None, labels: str | None = None) -> list[tuple[str, float, str, int]]:
+    """Feed the engine; ``people``: a person with this track id (-1: not tracked yet) stands on the goods' box;
+    ``labels``: a detection of that class covers them. Returns (kind, seconds, class of the main box, track id)."""
     out = []
     for ts, img, box in seq:
         objs: list[tuple[int, str, tuple[float, ...]]] = []
-        if box is not None and people:
-            objs.append((7, "person", box))
+        if box is not None and people is not None:
+            objs.append((people, "person", box))
         if box is not None and labels:
             objs.append((8, labels, box))
         d = make_detections([o[2] for o in objs], [o[1] for o in objs], tracker_id=[o[0] for o in objs])
@@ -117,9 +117,28 @@ def test_an_object_outside_the_zone_or_on_an_allowed_site_raises_nothing(backgro
     assert play(RuleEngine(allowed, rules("piled_materials"), (320, 240)), seq) == []
 
 
-def test_a_tracked_person_standing_there_is_not_a_left_object(background: np.ndarray, goods: np.ndarray) -> None:
+@pytest.mark.parametrize("track_id", [7, -1])  # tracked, or seen but not tracked (yet)
+def test_a_person_standing_there_is_not_a_left_object(background: np.ndarray, goods: np.ndarray,
+                                                      track_id: int) -> None:
     engine = RuleEngine(camera("shop_front"), rules("outside_shop"), (320, 240))
-    assert play(engine, frames(background, goods, 50), people=True) == []
+    assert play(engine, frames(background, goods, 50), people=track_id) == []
+
+
+def test_a_person_standing_in_front_of_the_object_hides_it_without_restarting_its_time(
+        background: np.ndarray, goods: np.ndarray, media_dir: Path) -> None:
+    person = load_crop(media_dir / "generic_bus_ultralytics.jpg", (0.274, 0.377, 0.426, 0.795))
+    seq = frames(background, goods, 60, appear=5)
+    out = []
+    engine = RuleEngine(camera("no_piling_area"), rules("piled_materials", dwell_s=40), (320, 240))
+    for ts, img, _ in seq:
+        objs: list[tuple[float, ...]] = []
+        if 25 <= ts - T0 < 40:  # someone stops right in front of the goods for 15 s
+            img = img.copy()
+            objs.append(paste(img, person, (AT[0], AT[1] + 0.02), WIDTH * 0.8))
+        d = make_detections(objs, ["person"] * len(objs), tracker_id=[3] * len(objs))
+        out += [(e.kind, round(ts - T0)) for e in engine.update(d, ts, img)]
+    assert [k for k, _ in out] == ["onset", "confirmed"]
+    assert out[1][1] - out[0][1] == 40  # one episode from when the goods came, through the person's stay
 
 
 def test_a_trained_class_labels_the_object_and_can_be_required(background: np.ndarray, goods: np.ndarray) -> None:
