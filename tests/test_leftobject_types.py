@@ -12,8 +12,12 @@ import pytest
 
 from nonsite.bus.embedded import EmbeddedBus
 from nonsite.bus.events import ModelInfo
+from nonsite.cases import draft_case, open_db
+from nonsite.cases.document import render_case_html
 from nonsite.config import CameraConfig
 from nonsite.evidence.local import LocalStore
+from nonsite.evidence.sealer import seal
+from nonsite.evidence.signing import Signer
 from nonsite.pipeline.composite import load_crop, paste
 from nonsite.pipeline.detections import make_detections
 from nonsite.pipeline.leftobject import LEFT_OBJECT, TRACK_ID_BASE
@@ -190,3 +194,15 @@ def test_the_evidence_has_the_clean_reference_still_before_the_object_came(
     assert float(np.abs(pixels("reference")[region] - clean).mean()) < 8  # before: the zone clean
     assert float(np.abs(pixels("confirm")[region] - clean).mean()) > 25  # after: the goods there
     assert ev.boxes["confirm"][0].class_name == LEFT_OBJECT
+
+    # sealed and drafted: the case cites the city appearance regulation and its document shows the reference first
+    sealed = seal(store, Signer.load_or_create(tmp_path / "signing.pem"), ev)
+    sf = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
+    try:
+        case, _ = draft_case(sf, sealed, "NS")
+    finally:
+        sf.kw["bind"].dispose()
+    assert [p["id"] for p in case.legal_basis["provisions"]] == ["cacsr-14", "cacsr-36"]
+    html = render_case_html(case, "zh", image_src=lambda role, key: f"/e/{role}.jpg")
+    stills = [html.index(f'/e/{role}.jpg') for role in ("reference_annotated", "onset_annotated", "confirm_annotated")]
+    assert stills == sorted(stills) and "参照图：该区域清洁时（标注）" in html and "乱堆物料" in html
