@@ -43,7 +43,7 @@ from pydantic import Field
 
 from nonsite.config.rules import RuleCommon
 from nonsite.pipeline.detections import names_of
-from nonsite.pipeline.violations.base import Hit, Scene, TypeState
+from nonsite.pipeline.violations.base import Hit, Scene, TypeState, ViolationType
 
 TRACK_ID_BASE = 1 << 30
 """Track ids of left objects start here (ByteTrack ids are small)."""
@@ -502,7 +502,20 @@ def detect_left_objects(scene: Scene[Any], state: LeftObjectState, rule: str) ->
     return hits
 
 
+def left_object_type(name: str, config: type[LeftObjectRule], description: str, watches: tuple[str, ...],
+                     exempts: tuple[str, ...] = (), order: int = 100) -> ViolationType:
+    """A violation type whose objects are left objects: what each left-object type module declares as ``TYPE``."""
+
+    def detect(scene: Scene[Any], state: LeftObjectState) -> list[Hit]:
+        return detect_left_objects(scene, state, name)
+
+    return ViolationType(name=name, config=config, description=description, watches=watches, exempts=exempts,
+                         detect=detect, new_state=LeftObjectState, reference=LeftObjectState.reference_of,
+                         order=order)
+
+
 __all__ = [
     "LEFT_OBJECT", "TRACK_ID_BASE", "Candidate", "LeftObjectRule", "LeftObjectState", "LeftObjects", "Params",
-    "Reference", "boxes_mask", "detect_left_objects", "foreground", "gain", "regions", "register", "small_colour",
+    "Reference", "boxes_mask", "detect_left_objects", "foreground", "gain", "left_object_type", "regions", "register",
+    "small_colour",
 ]

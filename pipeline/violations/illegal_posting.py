@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from nonsite.pipeline.leftobject import LeftObjectRule, LeftObjectState, detect_left_objects
-from nonsite.pipeline.violations.base import Hit, Scene, ViolationType
+from nonsite.pipeline.leftobject import LeftObjectRule, left_object_type
 
 
 class IllegalPostingRule(LeftObjectRule):
@@ -23,18 +22,8 @@ class IllegalPostingRule(LeftObjectRule):
     )
 
 
-def detect(scene: Scene[IllegalPostingRule], state: LeftObjectState) -> list[Hit]:
-    return detect_left_objects(scene, state, TYPE.name)
-
-
-TYPE = ViolationType(
-    name="illegal_posting",
-    config=IllegalPostingRule,
-    description="A poster, banner or sign put up in a no-posting zone (a left object on a wall, pole or fence).",
-    watches=("no_posting",),
-    exempts=("notice_board",),
-    detect=detect,
-    new_state=LeftObjectState,
-    reference=LeftObjectState.reference_of,
-    order=60,
+TYPE = left_object_type(
+    "illegal_posting", IllegalPostingRule,
+    "A poster, banner or sign put up in a no-posting zone (a left object on a wall, pole or fence).",
+    ("no_posting",), ("notice_board",), order=60,
 )

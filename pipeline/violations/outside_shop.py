@@ -12,25 +12,15 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from nonsite.pipeline.leftobject import LeftObjectRule, LeftObjectState, detect_left_objects
-from nonsite.pipeline.violations.base import Hit, Scene, ViolationType
+from nonsite.pipeline.leftobject import LeftObjectRule, left_object_type
 
 
 class OutsideShopRule(LeftObjectRule):
     dwell_s: float = Field(300.0, gt=0, description="Seconds the goods must stand unchanged in front of the shop.")
 
 
-def detect(scene: Scene[OutsideShopRule], state: LeftObjectState) -> list[Hit]:
-    return detect_left_objects(scene, state, TYPE.name)
-
-
-TYPE = ViolationType(
-    name="outside_shop",
-    config=OutsideShopRule,
-    description="Goods, stands or tables of a shop outside its front (a left object in a shop-front zone).",
-    watches=("shop_front",),
-    detect=detect,
-    new_state=LeftObjectState,
-    reference=LeftObjectState.reference_of,
-    order=70,
+TYPE = left_object_type(
+    "outside_shop", OutsideShopRule,
+    "Goods, stands or tables of a shop outside its front (a left object in a shop-front zone).",
+    ("shop_front",), order=70,
 )

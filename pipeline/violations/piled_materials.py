@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from nonsite.pipeline.leftobject import LeftObjectRule, LeftObjectState, detect_left_objects
-from nonsite.pipeline.violations.base import Hit, Scene, ViolationType
+from nonsite.pipeline.leftobject import LeftObjectRule, left_object_type
 
 
 class PiledMaterialsRule(LeftObjectRule):
@@ -25,18 +24,8 @@ class PiledMaterialsRule(LeftObjectRule):
     )
 
 
-def detect(scene: Scene[PiledMaterialsRule], state: LeftObjectState) -> list[Hit]:
-    return detect_left_objects(scene, state, TYPE.name)
-
-
-TYPE = ViolationType(
-    name="piled_materials",
-    config=PiledMaterialsRule,
-    description="Materials piled in a no-piling area (a left object standing unchanged).",
-    watches=("no_piling_area",),
-    exempts=("piling_allowed",),
-    detect=detect,
-    new_state=LeftObjectState,
-    reference=LeftObjectState.reference_of,
-    order=40,
+TYPE = left_object_type(
+    "piled_materials", PiledMaterialsRule,
+    "Materials piled in a no-piling area (a left object standing unchanged).",
+    ("no_piling_area",), ("piling_allowed",), order=40,
 )

@@ -12,25 +12,15 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from nonsite.pipeline.leftobject import LeftObjectRule, LeftObjectState, detect_left_objects
-from nonsite.pipeline.violations.base import Hit, Scene, ViolationType
+from nonsite.pipeline.leftobject import LeftObjectRule, left_object_type
 
 
 class StreetDryingRule(LeftObjectRule):
     dwell_s: float = Field(300.0, gt=0, description="Seconds the things must hang unchanged in the zone.")
 
 
-def detect(scene: Scene[StreetDryingRule], state: LeftObjectState) -> list[Hit]:
-    return detect_left_objects(scene, state, TYPE.name)
-
-
-TYPE = ViolationType(
-    name="street_drying",
-    config=StreetDryingRule,
-    description="Things hung or spread to dry along a street (a left object in a no-drying zone).",
-    watches=("no_drying",),
-    detect=detect,
-    new_state=LeftObjectState,
-    reference=LeftObjectState.reference_of,
-    order=50,
+TYPE = left_object_type(
+    "street_drying", StreetDryingRule,
+    "Things hung or spread to dry along a street (a left object in a no-drying zone).",
+    ("no_drying",), order=50,
 )
