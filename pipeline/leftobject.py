@@ -319,13 +319,20 @@ class LeftObjects:
                 self.next_id += 1
             else:
                 c = best
-                common = mask & c.mask & ~ignore
+                c.last_seen = ts
+                if (c.mask & ignore).any():
+                    # Partly hidden by someone in front of it (or just gone: the median still shows them): it keeps
+                    # its whole box, and whether it changed is left undecided.
+                    taken.add(c.id)
+                    kept.append(c)
+                    continue
+                common = mask & c.mask
                 if c.look is not None and common.any():
                     change = float(np.median(np.abs(g[common] - c.look[common])))
                     if change > p.still_diff or _moved(c.anchor, box):
                         c.since, c.anchor = ts, box  # the content changed or it moved: it starts standing again
-                c.box, c.mask, c.last_seen = box, mask, ts
-                c.look = g.copy() if c.look is None else np.where(ignore, c.look, g)
+                c.box, c.mask = box, mask
+                c.look = g.copy()
             taken.add(c.id)
             kept.append(c)
         for c in self.candidates:  # not seen now: hidden behind a person or vehicle, or gone
