@@ -21,9 +21,12 @@ Per camera, :class:`LeftObjects` keeps
   areas, beyond the ``flat_ratio`` brightness ratio;
 - **candidates**: connected regions of differing pixels of at least ``min_area`` of the frame, followed from
   sample to sample by overlap; a candidate stands *since* it appeared and starts over when its content
-  changes (median change above ``still_diff`` grey levels: a crowd milling about never stands);
-- per zone, a **reference still**: the latest full-resolution frame in which the zone held no candidate
-  (refreshed every ``reference_every_s``): the "before" picture of the evidence.
+  changes (median change above ``still_diff`` grey levels: a crowd milling about never stands) or it moves; a
+  person or vehicle in front of a candidate hides it without restarting it (its box and time are kept, up to
+  ``occluded_s``), but explains a region it covers that never stood on its own for ``clear_s``;
+- per zone, a **reference still**: a full-resolution frame in which the zone held no candidate, taken
+  ``median_n`` samples before the latest clean one (the median shows a new object only after a few samples;
+  refreshed every ``reference_every_s``): the "before" picture of the evidence.
 
 Pure functions (:func:`foreground`, :func:`regions`, :func:`gain`) do the image work; :class:`LeftObjects` is the
 small per-camera state. The violation types (piled materials, street drying, posting, goods outside shops)
