@@ -24,6 +24,8 @@ Per camera, :class:`LeftObjects` keeps
   changes (median change above ``still_diff`` grey levels: a crowd milling about never stands) or it moves; a
   person or vehicle in front of a candidate hides it without restarting it (its box and time are kept, up to
   ``occluded_s``), but explains a region it covers that never stood on its own for ``clear_s``;
+- **ghosts**: a region whose outline is in the background but not in the current image is something the
+  background had learned (there when the camera started) that has gone: the uncovered scene is learned at once;
 - per zone, a **reference still**: a full-resolution frame in which the zone held no candidate, taken
   ``median_n`` samples before the latest clean one (the median shows a new object only after a few samples;
   refreshed every ``reference_every_s``): the "before" picture of the evidence.
@@ -180,6 +182,23 @@ def _moved(anchor: tuple[int, int, int, int], box: tuple[int, int, int, int], fr
                                                                              anchor[3] - anchor[1])))
 
 
+def is_ghost(current: np.ndarray, background: np.ndarray, mask: np.ndarray, ignore: np.ndarray) -> bool:
+    """Whether a differing region is a ghost: the outline of something the background learned and that has gone.
+    An object put down brings its contour into the current image; a ghost's contour is in the background and
+    the current image shows plain scene there. Compared on the region's border (people and vehicles left out)."""
+    m = mask.astype(np.uint8)
+    k = np.ones((3, 3), np.uint8)
+    border = (cv2.dilate(m, k) - cv2.erode(m, k)).astype(bool) & ~ignore
+    if border.sum() < 8:
+        return False
+
+    def edges(x: np.ndarray) -> float:
+        gx, gy = cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1)
+        return float(np.hypot(gx, gy)[border].mean())
+
+    return edges(background) > 1.3 * edges(current)
+
+
 def boxes_mask(shape: tuple[int, int], boxes: np.ndarray, scale: float, grow: float = 0.15) -> np.ndarray:
     """Mask of ``boxes`` (full-resolution pixels) on a small frame of ``shape``, each grown by ``grow``."""
     m = np.zeros(shape, bool)
@@ -300,6 +319,11 @@ class LeftObjects:
         found = [] if warm else regions(fg, max(3, int(p.min_area * fg.size)))
         if area is not None:
             found = [(m, b) for m, b in found if (m & area).any()]
+        ghosts = [m for m, _ in found if is_ghost(grey(norm), grey(bg), m, ignore)]
+        for m in ghosts:  # something the background learned has left: learn the uncovered scene at once
+            bg[m] = norm[m]
+            self.since_fg[m] = np.inf
+        found = [(m, b) for m, b in found if not any(m is x for x in ghosts)]
         self._follow(found, norm, ts, ignore)
         return self.candidates
 
@@ -526,6 +550,6 @@ def left_object_type(name: str, config: type[LeftObjectRule], description: str, 
 
 __all__ = [
     "LEFT_OBJECT", "TRACK_ID_BASE", "Candidate", "LeftObjectRule", "LeftObjectState", "LeftObjects", "Params",
-    "Reference", "boxes_mask", "detect_left_objects", "foreground", "gain", "left_object_type", "regions", "register",
-    "small_colour",
+    "Reference", "boxes_mask", "detect_left_objects", "foreground", "gain", "is_ghost", "left_object_type", "regions",
+    "register", "small_colour",
 ]

@@ -88,6 +88,16 @@ def test_an_object_that_appears_and_stays_is_found_standing_since_it_came_and_go
     assert history[-1] == []  # taken away at 75 s: the empty zone is what the background knows
 
 
+def test_an_object_there_at_start_and_then_taken_away_leaves_no_ghost(background: np.ndarray,
+                                                                     crates: np.ndarray) -> None:
+    def make(f: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+        if t < 30:  # learned as part of the empty scene while the detector warms up
+            paste(f, crates, (0.5, 0.85), 0.2)
+        return f, NONE
+
+    assert longest_standing(run(background, make)) < 10  # the uncovered ground is not an object
+
+
 def test_an_object_carried_through_never_stands(background: np.ndarray, crates: np.ndarray) -> None:
     def make(f: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
         if 20 <= t < 60:
