@@ -56,9 +56,11 @@ CJK_FONT_CANDIDATES: tuple[tuple[str, int, int | None], ...] = (
     ("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf", 0, None),
     ("/usr/share/fonts/truetype/arphic/uming.ttc", 0, None),
 )
-#: Still roles shown in the document, in order (annotated first; originals when an annotated one is missing).
+#: Still roles shown in the document, in order (annotated first; originals when an annotated one is missing;
+#: a role the package lacks is left out): the clean zone before the object came (left-object types), onset, ...
 STILL_ROLES: tuple[tuple[str, str], ...] = (
-    ("onset_annotated", "onset"), ("confirm_annotated", "confirm"), ("closeup", "closeup"),
+    ("reference_annotated", "reference"), ("onset_annotated", "onset"), ("confirm_annotated", "confirm"),
+    ("closeup", "closeup"),
 )
 
 

@@ -291,6 +291,7 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
         {"label": f"case.still_{name}", "annotated": urls.get(annotated) or urls.get(original),
          "original": urls.get(original) or urls.get(annotated)}
         for name, annotated, original in STILL_PAIRS
+        if name != "reference" or annotated in urls or original in urls
     ]
     by_key = {f.key: f for f in evidence_files(case).values()}
     evidence_rows = []

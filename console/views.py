@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 MANIFEST_CONTENT_TYPE = "application/json"
 SIGNATURE_CONTENT_TYPE = "application/octet-stream"
-#: Roles shown as stills, each with its annotated twin (boxes on) and its original (boxes off).
+#: Roles shown as stills, each with its annotated twin (boxes on) and its original (boxes off); the reference
+#: (the zone clean, before a left object came) only when the package has one.
 STILL_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("reference", "reference_annotated", "reference"),
     ("onset", "onset_annotated", "onset"),
     ("confirm", "confirm_annotated", "confirm"),
 )

@@ -19,6 +19,8 @@ ROLE_FILES: dict[str, str] = {
     "overview_2": "overview_2.jpg",
     "overview_2_annotated": "overview_2_annotated.jpg",
     "plate": "plate.jpg",
+    "reference": "reference.jpg",
+    "reference_annotated": "reference_annotated.jpg",
 }
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

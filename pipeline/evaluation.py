@@ -8,7 +8,10 @@ Dataset layout (one folder per clip)::
     DIR/<clip>/truth.yaml              episodes: [{type, zone, start_s, end_s}, ...]  ([] = no violation)
     DIR/<clip>/source.yaml             optional, when there is no video.* file: video: PATH, or
                                        image: PATH + duration_s (a still repeated: a perfectly stationary
-                                       scene); start_time: when the clip was recorded (schedules use it)
+                                       scene), or composite: a clip generated in memory from real media
+                                       (:mod:`nonsite.pipeline.composite`: a background with object crops
+                                       pasted in for a time, light changes, shake, rain); start_time: when
+                                       the clip was recorded (schedules use it)
 
 Paths in source.yaml and camera.yaml may use ``${NONSITE_MEDIA_DIR}`` and are relative to the clip folder.
 
@@ -46,6 +49,7 @@ from nonsite.config import CameraConfig, ConfigError, NonsiteConfig
 from nonsite.config.base import Section
 from nonsite.config.loader import load_model
 from nonsite.models.base import Detector
+from nonsite.pipeline.composite import CompositeSpec, composite_frames, media_paths
 from nonsite.pipeline.gating import gate_for
 from nonsite.pipeline.rules import zone_rule_config
 from nonsite.pipeline.violations import models, violation_types, watched_by
@@ -96,6 +100,9 @@ class ClipSource(Section):
     video: str | None = Field(None, description="Video file of the clip (relative to the clip folder).")
     image: str | None = Field(None, description="A still image repeated for duration_s (a stationary scene).")
     duration_s: float | None = Field(None, gt=0, le=3600, description="Length of a still-image clip in seconds.")
+    composite: CompositeSpec | None = Field(
+        None, description="A composite clip generated from real media at run time (nothing is stored as video)."
+    )
     start_time: datetime | None = Field(
         None, description="When the clip's first frame was recorded (ISO 8601 with a UTC offset); schedules "
         f"are evaluated at this time plus the video time. Default {DEFAULT_START}.",
@@ -103,8 +110,8 @@ class ClipSource(Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> ClipSource:
-        if (self.video is None) == (self.image is None):
-            raise ValueError("give exactly one of video: or image:")
+        if sum(x is not None for x in (self.video, self.image, self.composite)) != 1:
+            raise ValueError("give exactly one of video:, image: or composite:")
         if self.image is not None and self.duration_s is None:
             raise ValueError("a still-image clip needs duration_s (seconds to repeat it)")
         if self.video is not None and self.duration_s is not None:
@@ -124,6 +131,9 @@ class Clip:
     image: Path | None
     duration_s: float | None
     start_ts: float
+    composite: CompositeSpec | None = None
+    media: dict[str, Path] = field(default_factory=dict)
+    """The composite's files as written in source.yaml -> where they are."""
 
 
 def _expand_path(value: str, folder: Path, where: str) -> Path:
@@ -153,9 +163,18 @@ def load_clip(folder: Path) -> Clip:
     video = next((folder / n for n in VIDEO_NAMES if (folder / n).is_file()), None)
     src = load_model(src_file, ClipSource) if src_file.is_file() else None
     image = duration = None
+    composite, files = None, {}
     if video is None and src is not None:
         if src.video is not None:
             video = _expand_path(src.video, folder, f"{src_file}: video")
+        elif src.composite is not None:
+            composite, duration = src.composite, src.composite.duration_s
+            files = {m: _expand_path(m, folder, f"{src_file}: composite") for m in media_paths(composite)}
+            for m, path in files.items():
+                if not path.is_file():
+                    raise EvalError(f"{src_file}: composite: {m} not found ({path}); fix the path or set "
+                                    "NONSITE_MEDIA_DIR")
+            image = files[composite.background]
         else:
             assert src.image is not None
             image, duration = _expand_path(src.image, folder, f"{src_file}: image"), src.duration_s
@@ -176,7 +195,7 @@ def load_clip(folder: Path) -> Clip:
         raise EvalError(f"{folder}: clip media not found: {media}; fix the path or set NONSITE_MEDIA_DIR")
     camera.source.url = str(media)
     start = (src.start_time if src and src.start_time else datetime.fromisoformat(DEFAULT_START)).timestamp()
-    return Clip(folder.name, folder, camera, truth.episodes, video, image, duration, start)
+    return Clip(folder.name, folder, camera, truth.episodes, video, image, duration, start, composite, files)
 
 
 def load_dataset(root: Path) -> list[Clip]:
@@ -236,6 +255,13 @@ class ClipResult:
 def clip_frames(clip: Clip) -> Iterator[Frame]:
     """The clip's frames at the camera's fps, stamped with video time from ``clip.start_ts``."""
     fps = clip.camera.fps
+    if clip.composite is not None:
+        try:
+            for t, img in composite_frames(clip.composite, fps, clip.media):
+                yield Frame(clip.camera.id, int(round(t * fps)), clip.start_ts + t, img)
+        except ValueError as e:
+            raise EvalError(f"{clip.folder}: composite: {e}") from None
+        return
     if clip.image is not None:
         img = cv2.imread(str(clip.image), cv2.IMREAD_COLOR)
         if img is None:
@@ -280,7 +306,7 @@ def run_clip(clip: Clip, cfg: NonsiteConfig, detector: Detector, work: Path) -> 
             dets: sv.Detections | None = None
             if gate is not None and not gate.decide(frame.image, frame.ts):
                 pass  # gated: the worker reuses the last detections
-            elif clip.image is not None:  # the same picture every frame: detect once
+            elif clip.image is not None and clip.composite is None:  # the same picture every frame: detect once
                 calls += 1
                 if cached is None:
                     cached = detector.detect([frame.image])[0]

@@ -145,7 +145,7 @@ class RuleEngine:
     def _local(self, ts: float) -> datetime:
         return datetime.fromtimestamp(ts, UTC).astimezone(self.tz)
 
-    def scene(self, vt: ViolationType, d: sv.Detections, ts: float) -> Scene[Any]:
+    def scene(self, vt: ViolationType, d: sv.Detections, ts: float, image: np.ndarray | None = None) -> Scene[Any]:
         """What type ``vt`` sees at ``ts``: its zones and allow zones that apply now, its thresholds."""
         local = self._local(ts)
         zones = [
@@ -154,16 +154,20 @@ class RuleEngine:
             and schedule_active(z.cfg.schedule, local) and schedule_active(self._zone_cfg[z.id].schedule, local)
         ]
         exempt = [z for z in self.zones if z.exempts == vt.name and schedule_active(z.cfg.schedule, local)]
-        return Scene(d, ts, zones, getattr(self.rules, vt.name), exempt)
+        return Scene(d, ts, zones, getattr(self.rules, vt.name), exempt, image)
 
     # -- episodes -------------------------------------------------------------------------------
 
-    def hits(self, d: sv.Detections, ts: float) -> list[Hit]:
+    def hits(self, d: sv.Detections, ts: float, image: np.ndarray | None = None) -> list[Hit]:
         """What every type watched on this camera finds in this frame."""
         out: list[Hit] = []
         for vt in self.types:
-            out += vt.detect(self.scene(vt, d, ts), self._state[vt.name])
+            out += vt.detect(self.scene(vt, d, ts, image), self._state[vt.name])
         return out
+
+    def state(self, rule: str) -> TypeState:
+        """The memory of type ``rule`` on this camera (for its evidence hooks)."""
+        return self._state[rule]
 
     def _place_matches(self, ep: Episode, box: tuple[float, ...], feat: np.ndarray | None, cfg: RuleCommon
                        ) -> float | None:
@@ -217,8 +221,9 @@ class RuleEngine:
             return None
         return self.episodes.get(best[1].same_as, best[1]) if best[1].same_as is not None else best[1]
 
-    def update(self, d: sv.Detections, ts: float) -> list[RuleEvent]:
-        """Advance to time ``ts`` with this frame's tracked detections; returns what changed."""
+    def update(self, d: sv.Detections, ts: float, image: np.ndarray | None = None) -> list[RuleEvent]:
+        """Advance to time ``ts`` with this frame's tracked detections (and the frame, for types that look at
+        pixels); returns what changed."""
         events: list[RuleEvent] = []
         seen: set[int] = set()
         tids = d.tracker_id if d.tracker_id is not None else np.full(len(d), -1, dtype=int)
@@ -226,7 +231,7 @@ class RuleEngine:
         feats = d.data.get(APPEARANCE)
         # The strongest case first: when a zone's cooldown lets one alert through, it is the person with the
         # most stall evidence.
-        for hit in sorted(self.hits(d, ts), key=lambda h: -len(h.related)):
+        for hit in sorted(self.hits(d, ts, image), key=lambda h: -len(h.related)):
             tkey = (hit.rule, hit.zone_id, hit.track_id)
             cfg = self._zone_cfg[hit.zone_id]
             first, last = self._continuous.get(tkey, (ts, ts))
@@ -234,9 +239,10 @@ class RuleEngine:
                 first = ts
             self._continuous[tkey] = (first, ts)
             onset = max(first, hit.since)
-            x1, y1, x2, y2 = (float(v) for v in d.xyxy[hit.index])
+            own = hit.index >= 0  # else a region no detection stands for (hit.xyxy)
+            x1, y1, x2, y2 = (float(v) for v in (d.xyxy[hit.index] if own else hit.xyxy or (0, 0, 0, 0)))
             box = (x1, y1, x2, y2)
-            feat = np.asarray(feats[hit.index], dtype=np.float32) if feats is not None else None
+            feat = np.asarray(feats[hit.index], dtype=np.float32) if feats is not None and own else None
             ep = self.episodes.get(self._by_track.get(tkey, -1))
             if ep is not None and ep.id in seen:
                 continue
@@ -250,8 +256,11 @@ class RuleEngine:
                     ep.baseline = onset
                     self._by_track[tkey] = ep.id
             involved = np.zeros(len(d), dtype=bool)
-            involved[[hit.index, *hit.related]] = True
+            involved[[hit.index, *hit.related] if own else list(hit.related)] = True
             boxes = box_records(d, involved)
+            if not own:
+                boxes.insert(0, BoxRecord(xyxy=box, class_name=hit.label or hit.rule, confidence=1.0,
+                                          track_id=hit.track_id))
             if ep is None:
                 ep = Episode(hit.rule, hit.zone_id, hit.track_id, onset, ts, cfg.dwell_s, id=self._next_id,
                              baseline=onset)
@@ -266,8 +275,8 @@ class RuleEngine:
             ep.last_boxes = boxes
             if feat is not None and feat.any():
                 ep.appearance = feat if ep.appearance is None else 0.8 * ep.appearance + 0.2 * feat
-            if d.confidence is not None:
-                ep.confidence_sum += float(d.confidence[hit.index])
+            if d.confidence is not None or not own:
+                ep.confidence_sum += float(d.confidence[hit.index]) if own and d.confidence is not None else 1.0
                 ep.confidence_n += 1
             ep.related_track_ids |= {int(t) for t in tids[list(hit.related)] if t >= 0}
             if ep.confirmed_at is None and ts - ep.onset >= ep.dwell_s - 1e-6:

@@ -13,7 +13,9 @@ parking: ``reads_plate``) the plate is read from the main object when a plate re
 (``merge_classes``: car/truck/bus) are merged into one box per object before tracking, and so are the
 overlapping partial boxes of one object of one class (``tracker.split_boxes``). The camera view guard
 (:mod:`nonsite.pipeline.viewguard`) pauses the rules while the view does not match the zones' reference
-snapshot and re-registers the zones after a small shift.
+snapshot and re-registers the zones after a small shift. A type that keeps a
+clean reference still of its zones (``reference``: the left-object types) adds it as role ``reference``: the
+zone before the object came, beside the onset and confirmation stills.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 import supervision as sv
 
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 
 PLATE_ROLE = "plate"
 SECOND_STILL_ROLE = "overview_2"
+REFERENCE_ROLE = "reference"
 
 
 class PlateReadingLike(Protocol):
@@ -136,6 +140,7 @@ class _Open:
     second: Still | None = None
     closeup: tuple[float, float, float, float] | None = None
     plate: PlateReadingLike | None = None
+    reference: Still | None = None
     publish_at: float = float("inf")
     closed: bool = False
     event_id: str = field(default_factory=new_event_id)
@@ -292,7 +297,7 @@ class EdgeWorker:
             rule_events: list[RuleEvent] = []
             self.paused_frames += 1
         else:
-            rule_events = self.engine.update(tracked, frame.ts)
+            rule_events = self.engine.update(tracked, frame.ts, frame.image)
         rules_s = time.perf_counter() - t
         for ev in rule_events:
             self._on_rule_event(ev, frame)
@@ -353,7 +358,7 @@ class EdgeWorker:
             self.stats.onsets += 1
             pre = self.ring.between(ev.episode.onset - self.cfg.evidence.pre_roll_s, frame.ts)
             self.open[key] = _Open(ev.episode, Still(frame.ts, frame.image.copy(), ev.boxes),
-                                   _Clip(pre, self.cfg.evidence.max_clip_s))
+                                   _Clip(pre, self.cfg.evidence.max_clip_s), reference=self._reference(ev.episode))
         elif ev.kind == "confirmed" and frame is not None and key in self.open:
             o = self.open.pop(key)
             o.confirm = Still(frame.ts, frame.image.copy(), ev.boxes)
@@ -370,6 +375,17 @@ class EdgeWorker:
             for o in self.pending:
                 if o.episode is ev.episode:
                     o.closed = True
+
+    def _reference(self, ep: Episode) -> Still | None:
+        """The type's clean reference still of the episode's zone (the "before" picture), when it keeps one."""
+        vt = self._types.get(ep.rule)
+        if vt is None or vt.reference is None or self.engine is None:
+            return None
+        ref = vt.reference(self.engine.state(ep.rule), ep.zone_id)
+        if ref is None:
+            return None
+        image = cv2.imdecode(np.frombuffer(ref[1], np.uint8), cv2.IMREAD_COLOR)
+        return Still(ref[0], image) if image is not None else None
 
     def _read_plate(self, o: _Open, still: Still, xyxy: tuple[float, float, float, float]) -> None:
         """Keep the most confident plate reading of the vehicle over the stills offered (never invented: a
@@ -403,6 +419,8 @@ class EdgeWorker:
         assert confirm is not None and o.closeup is not None and ep.confirmed_at is not None
         zone = next(z for z in self._zones_camera.zones if z.id == ep.zone_id)
         extra_stills = [(SECOND_STILL_ROLE, o.second)] if o.second is not None else []
+        if o.reference is not None:
+            extra_stills.append((REFERENCE_ROLE, o.reference))
         extra_images = [(PLATE_ROLE, o.plate.crop)] if o.plate is not None else []
         items = write_package_blobs(
             self.store, event_id=o.event_id, violation_type=ep.rule, camera=self._meta, zone_id=zone.id,
@@ -413,6 +431,8 @@ class EdgeWorker:
         boxes = {"onset": o.onset.boxes, "confirm": confirm.boxes}
         if o.second is not None:
             boxes[SECOND_STILL_ROLE] = o.second.boxes
+        if o.reference is not None:
+            boxes[REFERENCE_ROLE] = []
         hint = None
         if o.plate is not None:
             hint = OffenderHint(plate=o.plate.text, plate_confidence=round(float(o.plate.confidence), 4),

@@ -15,7 +15,7 @@ from nonsite.config import load_config
 
 def test_shipped_catalogue_cites_the_laws_for_the_three_types() -> None:
     cat = default_catalogue()
-    assert set(cat.types) == {"sidewalk_parking", "street_vending", "stray_dog"}
+    assert {"sidewalk_parking", "street_vending", "stray_dog"} <= set(cat.types)
     cite = {pid: cat.provisions[pid].citation("zh") for pid in cat.provisions}
     parking = [cite[p] for p in cat.types["sidewalk_parking"].basis]
     assert parking == ["《中华人民共和国道路交通安全法》第五十六条", "《中华人民共和国道路交通安全法》第九十三条"]
@@ -31,6 +31,26 @@ def test_shipped_catalogue_cites_the_laws_for_the_three_types() -> None:
     assert "上海市养犬管理条例" in cat.provisions["local-dogs"].law.zh
     assert cat.types["stray_dog"].penalty is None
     assert cat.provisions["apl-33"].citation("en").endswith("Art. 33(1)")
+
+
+def test_shipped_catalogue_cites_the_city_appearance_articles_for_the_left_object_types() -> None:
+    cat = default_catalogue()
+    cite = {pid: cat.provisions[pid].citation("zh") for pid in cat.provisions}
+    law = "《城市市容和环境卫生管理条例》（国务院令第101号）"
+    assert [cite[p] for p in cat.types["piled_materials"].basis] == [f"{law}第十四条", f"{law}第三十六条第（二）项"]
+    drying = [cite[p] for p in cat.types["street_drying"].basis]
+    assert drying[:2] == [f"{law}第十条", f"{law}第三十四条"]
+    assert "阳台和窗外" in cat.provisions["cacsr-10"].summary.zh
+    posting = [cite[p] for p in cat.types["illegal_posting"].basis]
+    assert posting[:2] == [f"{law}第十七条", f"{law}第十一条"]
+    assert "张挂、张贴宣传品" in cat.provisions["cacsr-17"].summary.zh
+    # 店外经营 has no national article: only the local regulation, its article left for the legal office
+    shop = cat.types["outside_shop"]
+    assert shop.basis == ["local-shopfront"] and cat.provisions["local-shopfront"].article is None
+    note = cat.provisions["local-shopfront"].note
+    assert note is not None and "No national article" in note.en
+    for t in ("piled_materials", "street_drying", "illegal_posting", "outside_shop"):
+        assert [r.disposition for r in cat.types[t].discretion] == ["warning", "penalty"], t
 
 
 def test_every_entry_awaits_the_legal_office_and_unsure_articles_say_so() -> None:

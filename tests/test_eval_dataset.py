@@ -59,6 +59,17 @@ def test_real_violations_are_found_on_real_video(scores: tuple[dict[str, Any], s
     assert rows["all"]["fp"] == 0, rows["all"]
 
 
+def test_left_objects_are_found_on_the_composites_and_only_there(scores: tuple[dict[str, Any], str]) -> None:
+    doc, _ = scores
+    rows = doc["per_type"]
+    for t in ("piled_materials", "street_drying", "illegal_posting", "outside_shop"):
+        assert (rows[t]["episodes"], rows[t]["tp"], rows[t]["fp"]) == (1, 1, 0), (t, rows[t])
+    by_clip = {c["name"]: c for c in doc["results"]}
+    negatives_left = [n for n in negatives() if n.startswith("negative-left-")]
+    assert len(negatives_left) == 5  # transients, light, a standing person, shadow/shake/rain, real traffic
+    assert all(by_clip[n]["alerts"] == [] for n in negatives_left)
+
+
 def test_report_prints_every_clip_and_the_scores_per_type(scores: tuple[dict[str, Any], str]) -> None:
     doc, out = scores
     for c in doc["results"]:

@@ -123,7 +123,11 @@ def toy_camera() -> dict:
 
 
 def test_the_toy_type_is_in_the_config_schema_and_its_settings_are_validated(toy: Toy) -> None:
-    assert [t.name for t in violation_types()] == ["sidewalk_parking", "street_vending", "stray_dog", "piled_goods"]
+    assert [t.name for t in violation_types()] == [
+        "sidewalk_parking", "street_vending", "stray_dog",
+        "piled_materials", "street_drying", "illegal_posting", "outside_shop",  # the left-object types
+        "piled_goods",
+    ]
     schema = config_schema()
     rules = schema["$defs"]["RulesConfig"]["properties"]
     assert rules["piled_goods"]["description"] == "Goods piled in a no-piling zone."

@@ -40,6 +40,11 @@ class Hit:
     """Earliest onset the rule's own state allows (e.g. when the vehicle stopped); -inf: no limit."""
     related: tuple[int, ...] = ()
     """Indices of other detections that make the case (stall objects)."""
+    xyxy: tuple[float, float, float, float] | None = None
+    """The object's box (pixels) when no detection stands for it (``index`` -1): a left object found by
+    comparing the frame with the empty scene (:mod:`nonsite.pipeline.leftobject`)."""
+    label: str = ""
+    """Class name shown on that box."""
 
 
 C = TypeVar("C", bound=RuleCommon)
@@ -57,6 +62,8 @@ class Scene(Generic[C]):
     """The camera's thresholds of this type (``rules:`` with the camera's overrides)."""
     exempt_zones: list[Zone] = field(default_factory=list)
     """This type's exempt areas that apply now."""
+    image: np.ndarray | None = None
+    """The frame itself (BGR), for types that look at pixels rather than detections (left objects)."""
 
     @property
     def tracked(self) -> np.ndarray:
@@ -175,5 +182,9 @@ class ViolationType:
     reads_plate: Callable[[Any], bool] | None = None
     """Evidence hook: whether a confirmed episode's main object gets its licence plate read (crop in the
     evidence, reading in the offender hint), from the zone's thresholds; None: never."""
+    reference: Callable[[Any, str], tuple[float, bytes] | None] | None = None
+    """Evidence hook: ``reference(state, zone_id)`` -> (time, JPEG) of the zone's clean reference still (the zone
+    as it looked before the object came), added to the evidence as role ``reference`` beside the onset and
+    confirmation stills; None: the type has none."""
     order: int = 100
     """Position in listings (run summary, evaluation), then the name."""
