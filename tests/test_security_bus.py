@@ -13,6 +13,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from nonsite.bus.events import (
     EvidenceSealed,
     ViolationEvent,
 )
+from nonsite.bus.kafka import KafkaBus
 from nonsite.cases import Case, open_db, run_drafter
 from nonsite.config.services import BusConfig
 from nonsite.evidence.local import LocalStore
@@ -57,7 +59,11 @@ def poisoned(event: ViolationEvent, key: str = TRAVERSAL) -> bytes:
 
 
 def all_messages(bus: Bus, topic: str, n: int, timeout_s: float = 60.0) -> list[Message]:
-    consumer = bus.consumer(topic, "test-reader")
+    """The first ``n`` messages of ``topic``, read from the beginning by an observer outside every group (on Kafka:
+    assigned partitions, no group coordination, so it neither waits for nor disturbs the consumers under test)."""
+    if isinstance(bus, KafkaBus):
+        return _kafka_messages(bus.cfg.bootstrap_servers, topic, n, timeout_s)
+    consumer = bus.consumer(topic, f"test-reader-{uuid.uuid4().hex[:8]}")
     got: list[Message] = []
 
     def enough() -> bool:
@@ -68,6 +74,29 @@ def all_messages(bus: Bus, topic: str, n: int, timeout_s: float = 60.0) -> list[
         wait_for(enough, timeout_s, f"{n} message(s) on {topic}")
     finally:
         consumer.close()
+    return got
+
+
+def _kafka_messages(bootstrap: str, topic: str, n: int, timeout_s: float) -> list[Message]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                      max_partition_fetch_bytes=8 * 1024**2)
+    got: list[Message] = []
+    try:
+        parts = wait_for(lambda: c.partitions_for_topic(topic), 10, f"the topic {topic}")
+        c.assign([TopicPartition(topic, p) for p in parts])  # type: ignore[union-attr]
+        c.seek_to_beginning()
+
+        def enough() -> bool:
+            for recs in c.poll(200).values():
+                got.extend(Message(topic=r.topic, partition=r.partition, offset=r.offset,
+                                   key=r.key.decode() if r.key else "", value=r.value) for r in recs)
+            return len(got) >= n
+
+        wait_for(enough, timeout_s, f"{n} message(s) on {topic}")
+    finally:
+        c.close()
     return got
 
 
