@@ -32,7 +32,7 @@ def test_local_clock_ahead_is_measured_with_its_sign_and_is_drifted() -> None:
         before = time.time()
         s = query(srv.address, timeout_s=1.0)
         assert s.offset_s == pytest.approx(2.5, abs=TOL)
-        assert 0 <= s.delay_s < 1.0  # a reply later than the timeout would have been an error
+        assert s.delay_s >= 0  # (a reply later than the timeout raises instead: see the timeout test)
         assert s.stratum == 2 and s.server == srv.address
         assert before <= s.at <= time.time()
         st = check(cfg_for(srv, max_offset_s=1.0))
@@ -55,8 +55,12 @@ def test_local_clock_behind_within_the_limit_is_ok() -> None:
 
 def test_time_spent_inside_the_server_is_not_counted_as_delay_nor_offset() -> None:
     with SntpServer(shift_s=1.0, hold_s=0.3) as srv:
+        started = time.monotonic()
         s = query(srv.address, timeout_s=2.0)
-    assert s.delay_s < 0.3  # the 0.3 s the server held the request are not part of it
+        round_trip = time.monotonic() - started
+    # The 0.3 s the server held the request (between its receive and transmit stamps) are not part of the delay:
+    # an order of two measurements of the same exchange, true however loaded the machine is.
+    assert 0 <= s.delay_s <= round_trip - 0.3
     assert s.offset_s == pytest.approx(-1.0, abs=TOL)
 
 
