@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from nonsite.cases.organisation import Organisation
     from nonsite.evidence.spool import EdgeEvidence
     from nonsite.evidence.store import Store
-    from nonsite.evidence.verify import VerifyResult
+    from nonsite.evidence.verify import Keys, VerifyResult
     from nonsite.ops.cameras import CameraControl
     from nonsite.pipeline.edge import EdgeRunner
     from nonsite.pipeline.worker import WorkerStats
@@ -146,10 +146,21 @@ class Embedded:
         for t in self.threads:
             t.start()
 
+    def verification_keys(self) -> Keys:
+        """The trusted ring when ``evidence.trusted_keys`` pins keys (packages sealed before a rotation verify);
+        else this node's own key."""
+        from nonsite.evidence.keys import verification_keys
+
+        if self.cfg.evidence.trusted_keys:
+            ring = verification_keys(self.cfg.evidence, self.data, self.store)
+            if ring is not None:
+                return ring
+        return self.signer.public_key_pem().encode()
+
     def start_console(self, cameras: CameraControl | None = None,
                       metrics_registries: tuple[CollectorRegistry, ...] = ()) -> str:
         app, self.initial_admin_password = console_app(
-            self.cfg, self.sessions, self.store, self.signer.public_key_pem().encode(), self.catalogue,
+            self.cfg, self.sessions, self.store, self.verification_keys(), self.catalogue,
             cameras=cameras, metrics_registries=metrics_registries, readiness=self.consumers_readiness)
         self.console = ConsoleServer(app, self.cfg.console.host, self.cfg.console.port)
         return self.console.start()
@@ -249,13 +260,14 @@ def organisation_of(cfg: NonsiteConfig) -> Organisation | None:
 
 
 def console_app(
-    cfg: NonsiteConfig, sessions: sessionmaker[Session], store: Store, public_pem: bytes | None,
+    cfg: NonsiteConfig, sessions: sessionmaker[Session], store: Store, public_pem: Keys | None,
     catalogue: Catalogue, *, cameras: CameraControl | None = None,
     metrics_registries: tuple[CollectorRegistry, ...] = (),
-    readiness: Callable[[], dict[str, object]] | None = None, public_key: Callable[[], bytes | None] | None = None,
+    readiness: Callable[[], dict[str, object]] | None = None, public_key: Callable[[], Keys | None] | None = None,
 ) -> tuple[FastAPI, str | None]:
     """The console's ASGI app over the case database and the evidence store, and the first-start admin password
-    (None when users exist). ``public_pem`` verifies seals (None: the seal check says no key is known);
+    (None when users exist). ``public_pem`` verifies seals: a key ring (every trusted key) or one key's PEM (None:
+    the seal check says no key is known);
     ``public_key``, when given, is asked each time instead (a key that turns up later)."""
     from nonsite.console.app import create_app
     from nonsite.console.directory import CasesDirectory, CasesDocuments, ensure_admin, session_secret
@@ -291,7 +303,7 @@ def _metrics_token(cfg: NonsiteConfig) -> str | None:
     return token
 
 
-def _document_verify(store: Store, key: Callable[[], bytes | None]) -> Callable[[Case], VerifyResult | None]:
+def _document_verify(store: Store, key: Callable[[], Keys | None]) -> Callable[[Case], VerifyResult | None]:
     from nonsite.evidence.verify import verify_package
 
     def verify(case: Case) -> VerifyResult | None:
@@ -696,14 +708,16 @@ def run_console_role(
     from nonsite.cases.db import open_db
     from nonsite.cases.legal_basis import load_catalogue
     from nonsite.evidence import open_store
-    from nonsite.evidence.keys import public_key_pem
+    from nonsite.evidence.keys import verification_keys
 
     data = Path(cfg.data_dir)
     private_data_dir(data)
     store = open_store(cfg.evidence, data)
     db_url = cfg.cases.database_url or f"sqlite:///{data / 'cases.db'}"
     sessions = open_db(db_url)
-    key: dict[str, bytes | None] = {"pem": public_key_pem(cfg.evidence, data, store)}
+    # The whole trusted ring (evidence.trusted_keys), not only the newest key: packages sealed before a key
+    # rotation keep verifying on the case page.
+    key: dict[str, Keys | None] = {"pem": verification_keys(cfg.evidence, data, store)}
     clock = ops.clock if ops is not None else None
 
     def readiness() -> dict[str, object]:
@@ -729,7 +743,7 @@ def run_console_role(
         progress("console: waiting for the sealer to publish its public key; seals show as unchecked until then")
         delay = 1.0
         while key["pem"] is None and not stop.wait(delay):
-            key["pem"] = public_key_pem(cfg.evidence, data, store)
+            key["pem"] = verification_keys(cfg.evidence, data, store)
             delay = min(delay * 2, 30.0)
         if key["pem"] is not None:
             import dataclasses

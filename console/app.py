@@ -101,6 +101,7 @@ from nonsite.console.views import (
     state_of,
 )
 from nonsite.evidence.store import Store, StoreError
+from nonsite.evidence.verify import Keys
 from nonsite.ops.health import database_check, metrics_text, run_now, store_check
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ class ConsoleSettings:
     """What the console is built from, checked once (:func:`create_app` takes these as keywords too).
 
     ``timezone`` is the city's zone for every time shown; ``language`` the default (zh | en);
-    ``public_key_pem`` (the sealer's ``signing.pub.pem``) turns on the seal check of each package;
+    ``public_key_pem`` (the trusted key ring, or the sealer's ``signing.pub.pem``) turns on the seal check of
+    each package;
     ``actor_of`` names the user behind a request in the audit trail (default: the logged-in user).
     """
 
@@ -172,7 +174,7 @@ class ConsoleSettings:
     store: Store
     timezone: str = "Asia/Shanghai"
     language: str = "zh"
-    public_key_pem: bytes | None = None
+    public_key_pem: Keys | None = None
     title: str = "nonsite"
     actor_of: Callable[[Request], str] = _console_actor
     # --- access

@@ -23,7 +23,7 @@ from nonsite.cases.db import utcnow
 from nonsite.cases.queries import CaseFilter, ParsedFilter, parse_params
 from nonsite.evidence import package_prefix
 from nonsite.evidence.store import Store
-from nonsite.evidence.verify import verify_package
+from nonsite.evidence.verify import Keys, verify_package
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ class ConsoleState:
     store: Store
     zone: ZoneInfo
     language: str
-    public_key_pem: bytes | None
+    public_key_pem: Keys | None
+    """What verifies seals: the trusted key ring, or one public key (PEM); None: no key known."""
     title: str
     actor_of: Callable[[Request], str]
     teams: tuple[str, ...] = ()

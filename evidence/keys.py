@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nonsite.config.services import EvidenceConfig
 from nonsite.evidence.signing import Signer, SigningError, public_key_fingerprint
 from nonsite.evidence.store import Store
+
+if TYPE_CHECKING:
+    from nonsite.evidence.trust import KeyRing
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +72,14 @@ def public_key_pem(cfg: EvidenceConfig, data_dir: str | Path, store: Store | Non
         return None
     oldest = datetime.min.replace(tzinfo=UTC)
     return max(ring.keys, key=lambda k: k.valid_from or oldest).pem
+
+
+def verification_keys(cfg: EvidenceConfig, data_dir: str | Path, store: Store | None = None) -> KeyRing | None:
+    """Every key a seal of this deployment may carry, for checks of old and new packages alike (the console's
+    seal check, the case document): with ``evidence.trusted_keys`` the whole pinned ring, each key within its
+    validity period (a package sealed before a rotation still verifies with the retired key); without pins the
+    one key :func:`public_key_pem` would pick. None while no key can be found yet."""
+    from nonsite.evidence.trust import key_ring
+
+    ring = key_ring(cfg, data_dir, store)
+    return ring if ring.keys else None

@@ -150,6 +150,39 @@ def test_key_rotation_with_validity_periods(site: Site, capsys: pytest.CaptureFi
     assert load_config(site.config).evidence.trusted_keys[1].valid_from == rotated
 
 
+def test_the_console_checks_each_seal_with_the_key_valid_when_it_was_sealed(site: Site) -> None:
+    """After a key rotation the case page's seal check uses the whole pinned ring: a package sealed with the
+    retired key before the rotation still shows as intact (the newest key alone called it broken), one sealed
+    with the retired key after its valid_until does not, and one signed by a stranger's key does not."""
+    from zoneinfo import ZoneInfo
+
+    from nonsite.console.views import ConsoleState, seal_status
+    from nonsite.evidence.keys import public_key_pem, verification_keys
+
+    old_key, new_key = site.signer, Signer.generate()
+    before = site.sealed(old_key)
+    rotated = datetime.now(UTC)
+    late, current = site.sealed(old_key), site.sealed(new_key)
+    forged = site.sealed(Signer.generate())
+    site.store.put(f"keys/ed25519/{new_key.fingerprint()}.pub.pem", new_key.public_key_pem().encode(), "x")
+    site.pin({"fingerprint": old_key.fingerprint(), "description": "2025 key", "valid_until": rotated.isoformat()},
+             {"fingerprint": new_key.fingerprint(), "description": "2026 key", "valid_from": rotated.isoformat()})
+    cfg = load_config(site.config).evidence
+
+    def page_says(keys: Any, sealed: EvidenceSealed) -> bool | None:
+        case, _ = draft_case(site.sessions, sealed, "NS")
+        state = ConsoleState(session_factory=site.sessions, store=site.store, zone=ZoneInfo("Asia/Shanghai"),
+                             language="zh", public_key_pem=keys, title="t", actor_of=lambda r: "x")
+        return seal_status(state, case).ok
+
+    ring = verification_keys(cfg, site.data, site.store)
+    assert ring is not None and len(ring.keys) == 2
+    assert [page_says(ring, s) for s in (before, late, current, forged)] == [True, False, True, False]
+    newest_only = public_key_pem(cfg, site.data, site.store)  # what the console used before
+    assert newest_only == new_key.public_key_pem().encode()
+    assert page_says(newest_only, before) is False
+
+
 def test_verify_all_reports_a_package_that_vanished(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     kept, _ = site.drafted()
     gone, number = site.drafted()
