@@ -15,8 +15,11 @@ class Tracker:
     sampled at 5 fps and one at 2 fps keep tracks for the same number of seconds."""
 
     def __init__(self, cfg: TrackerConfig, fps: float) -> None:
+        # ``trackers`` counts its lost-track buffer in frames *at 30 fps* and scales it by ``frame_rate`` (with
+        # timestamps it keeps a lost track for ``lost_track_buffer / 30`` seconds): the buffer for
+        # ``lost_track_s`` seconds is ``lost_track_s * 30`` whatever the camera's rate.
         self._bt = ByteTrackTracker(
-            lost_track_buffer=max(1, round(cfg.lost_track_s * fps)),
+            lost_track_buffer=max(1, round(cfg.lost_track_s * 30.0)),
             frame_rate=fps,
             track_activation_threshold=cfg.track_activation_threshold,
             high_conf_det_threshold=cfg.high_confidence,
