@@ -375,3 +375,17 @@ def test_keys_and_distances() -> None:
     assert valid_key(KEY) and not valid_key("short") and not valid_key("x" * 65) and not valid_key("a b c d e f")
     assert round(distance_m(31.0, 121.0, 31.0, 121.0)) == 0
     assert 110_000 < distance_m(31.0, 121.0, 32.0, 121.0) < 111_500  # one degree of latitude
+
+
+def test_a_report_may_be_as_large_as_a_feedback_upload_and_no_larger(bureau: Bureau, media_dir: Path) -> None:
+    images = sorted((media_dir / "india_road_thela_animal" / "images" / "val").glob("*.jpg"))
+    big = [jpeg_of(images[i], width=1920) for i in (3, 4, 5)]
+    assert sum(map(len, big)) > 1024 * 1024  # over the limit of other request bodies
+    sun = bureau.api("sun.hao")
+    number = bureau.cases["mine"].number
+    r = report(sun, number, result="follow_up", before=big)
+    assert r.status_code == 201, r.text
+    huge = b"\xff\xd8\xff" + b"\0" * (10 * 1024 * 1024)
+    r = report(sun, bureau.cases["mine2"].number, key="huge-report-01", after=[huge])
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    assert bureau.feedback_files("mine2") == []

@@ -190,4 +190,9 @@ def test_a_field_officer_checks_in_and_reports_offline_then_online(phone: Any, s
     assert page.locator("#records li").count() == 2 and page.locator("#task-closed").count() == 1
     page.goto(url + "/m/")
     assert number not in page.locator("article.task-card").evaluate_all("els => els.map(e => e.dataset.number)")
+    # logging out forgets the pages kept on the phone
+    assert page.evaluate("caches.has('nonsite-field-pages')")
+    page.tap("#field-logout button")
+    page.wait_for_url(re.compile(r"/login"))
+    assert not page.evaluate("caches.has('nonsite-field-pages')")
     assert errors == []

@@ -239,7 +239,11 @@
   /* --- log out: forget the pages kept on the phone (the outbox stays, sent only for this user) ---------- */
   var logout = $("field-logout");
   if (logout && window.caches) {
-    logout.addEventListener("submit", function () { caches.delete("nonsite-field-pages"); });
+    logout.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var go = function () { logout.submit(); };
+      caches.delete("nonsite-field-pages").then(go, go);
+    });
   }
 
   Promise.all([Q.setMeta("csrf", body.dataset.csrf || ""), Q.setMeta("user", body.dataset.user || "")])
