@@ -196,3 +196,30 @@ def test_a_field_officer_checks_in_and_reports_offline_then_online(phone: Any, s
     page.wait_for_url(re.compile(r"/login"))
     assert not page.evaluate("caches.has('nonsite-field-pages')")
     assert errors == []
+
+
+def test_a_refused_photo_is_shown_with_the_reason_and_can_be_discarded(phone: Any, served: tuple[Env, str],
+                                                                       tmp_path: Path) -> None:
+    env, url = served
+    number = env.cases["newer"]
+    page = phone.new_page()
+    page.goto(url + f"/m/cases/{number}")
+    page.wait_for_url(re.compile(r"/login\?next="))
+    page.fill("#username", OFFICER)
+    page.fill("#password", PASSWORD)
+    page.tap("#login-submit")
+    page.wait_for_url(url + f"/m/cases/{number}")
+    fake = tmp_path / "photo.jpg"
+    fake.write_bytes(b"<html><script>alert(1)</script></html>")  # named like a photo, is not one
+    page.set_input_files("#photo-after", str(fake))
+    page.fill("#report-note", "已整改")
+    page.tap("#report-submit")
+    page.wait_for_selector('#report-state[data-state="failed"]')
+    assert "JPEG" in page.inner_text("#report-state")  # the server's reason, in the page's language
+    item = page.locator('#outbox-items li[data-state="failed"]')
+    assert item.count() == 1 and "JPEG" in item.inner_text()
+    status, entries = trail(env, number)
+    assert status == "dispatched" and not [e for e in entries if e.action in ("rectify", "field_report")]
+    assert list(env.store.list(f"cases/{number}/feedback/")) == []
+    item.locator("button.discard").tap()
+    page.wait_for_selector("#outbox", state="hidden")

@@ -65,6 +65,15 @@
         li.dataset.state = i.state;
         li.textContent = i.number + " · " + t(i.kind === "checkin" ? "js.field_kind_checkin" : "js.field_kind_report") +
           " · " + clock(i.created) + " · " + (i.state === "failed" ? t("js.field_failed", { message: i.error || "" }) : t("js.field_queued"));
+        if (i.state === "failed") {  // refused by the server: the officer reads why, then lets it go
+          var drop = document.createElement("button");
+          drop.type = "button";
+          drop.className = "discard";
+          drop.textContent = t("js.field_discard");
+          drop.addEventListener("click", function () { Q.remove(i.id).then(renderOutbox); });
+          li.appendChild(document.createTextNode(" "));
+          li.appendChild(drop);
+        }
         list.appendChild(li);
       });
     }).catch(function () { /* no IndexedDB (private mode): records are sent at once */ });
