@@ -343,6 +343,9 @@ def test_my_tasks_pin_supervision_first_and_link_the_place(bureau: Bureau) -> No
     assert f'data-url="/api/cases/{mine}/field/report"' in case and 'id="checkin"' in case
     for result in ("已整改", "现场未发现", "当事人不在场", "需后续跟进"):
         assert result in case
+    english = bureau.browser("sun.hao").get(f"/m/cases/{mine}?lang=en").text
+    for text in ("Arrival check-in", "Before photos (camera)", "Offender absent", "Needs follow-up", "Open in maps"):
+        assert text in english
 
 
 def test_the_records_show_on_the_task_page_escaped(bureau: Bureau) -> None:
