@@ -243,6 +243,7 @@ def apply_action(
     timezone: str = "Asia/Shanghai",
     now: datetime | None = None,
     decision: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Case:
     """Apply ``action`` to the case (its id, or its number as a string) on behalf of ``actor``.
 
@@ -263,6 +264,9 @@ def apply_action(
     The next step's due time (``due_at``, ``due_step``) is computed from ``time_limits`` (default: the shipped
     catalogue's) counted from ``now`` (default: the current instant) on the clock of ``timezone``; an open
     督办 with a new deadline keeps that deadline.
+
+    ``extra``: more facts for the audit entry's detail (e.g. the field officer's result and idempotency key,
+    :mod:`nonsite.cases.field`); they cannot replace the keys the workflow sets.
 
     Raises :class:`CaseNotFound`, :class:`InvalidTransition`, :class:`InvalidReason`,
     :class:`PermissionDenied` or :class:`WorkflowError`; on success the status, the audit entry and
@@ -341,6 +345,8 @@ def apply_action(
             detail["attachments"] = files
         if decision is not None:
             detail["decision"] = _record_decision(case, decision)
+        for key, value in (extra or {}).items():
+            detail.setdefault(key, value)
         session.add(
             AuditEntry(
                 case_id=case.id, at=now, actor=actor, action=act.value,

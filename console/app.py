@@ -18,6 +18,7 @@ Pages::
     GET  /cases/{number}/feedback/{sha256}.jpg   a feedback photo
     GET  /cases/{number}/document[.pdf]          the case document (HTML / PDF)
     GET  /cameras                   camera health and snapshots; /cameras/{id}/zones the zone editor
+    GET  /m/, /m/cases/{number}     the field officers' mobile app (console/field.py; docs/field.md)
     GET  /evidence/{event_id}/{name}  a file of the case's package (only the files the case lists)
 
 API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx status; OpenAPI at
@@ -30,6 +31,7 @@ API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx stat
     POST /api/cases/{number}/feedback   multipart: note, photos
     GET  /api/events                server-sent events (same filters; ?since=cursor)
     GET  /api/cameras, GET /api/cameras/{id}/snapshot, PUT /api/cameras/{id}/zones
+    POST /api/cases/{number}/field/checkin, /field/report   the field app's records (idempotent)
     GET  /healthz, /readyz, /metrics     liveness, readiness (database, store), Prometheus metrics
                                     (details of /readyz and /metrics: metrics token, admin, metrics:read)
 """
@@ -69,6 +71,7 @@ from nonsite.cases.deadlines import TimeLimitTable
 from nonsite.cases.legal_basis import default_catalogue
 from nonsite.cases.organisation import Organisation
 from nonsite.console import api, camera_views, login, pages
+from nonsite.console import field as field_app
 from nonsite.console.auth import (
     PUBLIC_ROUTES,
     ROUTES,
@@ -120,7 +123,7 @@ _SECURITY_HEADERS = {
 }
 _UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-_UPLOAD_PATH = re.compile(r"^/(?:api/)?cases/[^/]+/feedback$")
+_UPLOAD_PATH = re.compile(r"^/(?:api/)?cases/[^/]+/(?:feedback|field/report)$")
 _TEAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_BODY_BYTES = 1024 * 1024
 """Largest request body outside the feedback upload (forms, JSON)."""
@@ -274,7 +277,7 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
     app.add_middleware(Guard)
     _install_error_handlers(app)
     routers = [login.public, _health_router(settings), login.router, _evidence_router(), documents_router,
-               camera_views.pages, camera_views.api, pages.router, api.router]
+               camera_views.pages, camera_views.api, pages.router, api.router, field_app.public, field_app.router]
     _check_route_table(routers)
     for router in routers:
         app.include_router(router)

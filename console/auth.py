@@ -137,6 +137,7 @@ ALL_ROLES: frozenset[Role] = frozenset(Role)
 _OPS = frozenset({Role.OPERATOR, Role.ADMIN})
 _REVIEW = frozenset({Role.REVIEWER, Role.ADMIN})
 _ADMIN = frozenset({Role.ADMIN})
+_FIELD = frozenset({Role.FIELD_OFFICER, Role.ADMIN})
 
 #: Case transition -> roles that may apply it: the workflow's own table (``cases/workflow.py``), so the
 #: console offers exactly what the workflow will accept.
@@ -223,12 +224,19 @@ ROUTES: Mapping[str, RouteAccess] = {
     "api_cameras": RouteAccess(_OPS, "cameras:read"),
     "api_camera_snapshot": RouteAccess(_OPS, "cameras:read"),
     "api_camera_zones": RouteAccess(_ADMIN, "cameras:write"),
+    # field officers' mobile app (console/field.py)
+    "field_tasks": RouteAccess(_FIELD, _READ),
+    "field_case": RouteAccess(_FIELD, _READ),
+    "api_field_checkin": RouteAccess(_FIELD, _WRITE),
+    "api_field_report": RouteAccess(_FIELD, _WRITE),
 }
 #: Route name -> roles (a view of :data:`ROUTES`).
 ROUTE_ROLES: Mapping[str, RouteRoles] = {name: access.roles for name, access in ROUTES.items()}
-#: Routes anyone may call (the login form, health and readiness probes, Prometheus metrics, static files).
+#: Routes anyone may call (the login form, health and readiness probes, Prometheus metrics, static files, the
+#: field app's service worker and manifest, which hold no data).
 #: ``/readyz`` and ``/metrics`` show their detail only to :func:`sees_detail` callers.
-PUBLIC_ROUTES: frozenset[str] = frozenset({"login_page", "login", "healthz", "readyz", "metrics", "static"})
+PUBLIC_ROUTES: frozenset[str] = frozenset({"login_page", "login", "healthz", "readyz", "metrics", "static",
+                                          "field_sw", "field_manifest"})
 
 
 # --- errors the app turns into 401 / 403 / 404 responses ------------------------------------------------

@@ -310,8 +310,9 @@ def _package(store: LocalStore, event_id: str, images: list[Path], clip: Path) -
     return items, blobs
 
 
-def add_case(env: Env, media_dir: Path, spec: tuple[Any, ...], n: int = 0) -> Case:
-    """Seal a package of real frames and a real clip for ``spec`` and draft its case."""
+def add_case(env: Env, media_dir: Path, spec: tuple[Any, ...], n: int = 0, organisation: Any = None) -> Case:
+    """Seal a package of real frames and a real clip for ``spec`` and draft its case (routed to a team of
+    ``organisation`` when given)."""
     key, type_, confirmed, cam_id, cam_name, zone_id, zone_name, plate = spec
     all_images = sorted((media_dir / "india_road_thela_animal" / "images" / "val").glob("*.jpg"))
     images = [all_images[(n * 3 + i) % len(all_images)] for i in range(5)]
@@ -329,7 +330,7 @@ def add_case(env: Env, media_dir: Path, spec: tuple[Any, ...], n: int = 0) -> Ca
     sealed = seal(env.store, env.signer, violation)
     sf = open_db(env.db_url)
     try:
-        case, _ = draft_case(sf, sealed, "NS", now=confirmed + timedelta(seconds=5))
+        case, _ = draft_case(sf, sealed, "NS", now=confirmed + timedelta(seconds=5), organisation=organisation)
     finally:
         sf.kw["bind"].dispose()
     env.cases[key], env.events[key] = case.number, eid
@@ -337,13 +338,13 @@ def add_case(env: Env, media_dir: Path, spec: tuple[Any, ...], n: int = 0) -> Ca
     return case
 
 
-def seed(root: Path, media_dir: Path, specs: list[Any] | None = None) -> Env:
+def seed(root: Path, media_dir: Path, specs: list[Any] | None = None, organisation: Any = None) -> Env:
     """Cases drafted from sealed packages of real frames and a real clip, in a SQLite file under ``root``."""
     signer = Signer.generate()
     env = Env(root, f"sqlite:///{root / 'cases.db'}", LocalStore(root / "evidence"),
               signer.public_key_pem().encode(), {}, {}, {}, cameras=demo_cameras(media_dir), signer=signer)
     for n, spec in enumerate(specs or DEFAULT_SPECS):
-        add_case(env, media_dir, spec, n)
+        add_case(env, media_dir, spec, n, organisation)
     return env
 
 
