@@ -17,27 +17,36 @@ from pydantic import ValidationError
 
 from nonsite.cli import main
 from nonsite.config.clock import ClockConfig, split_server
-from nonsite.ops.clock import ClockError, ClockMonitor, check, query
+from nonsite.ops.clock import ClockError, ClockMonitor, ClockSample, check, query
 
-TOL = 0.05  # loopback: the measured offset is within a few ms of the injected one
+# Timeouts where an answer is expected are generous: on a loaded machine a loopback reply can take a second.
+ANSWER_S = 5.0
 
 
 def cfg_for(*servers: SntpServer, **kw: object) -> ClockConfig:
-    return ClockConfig.model_validate({"servers": [s.address for s in servers], "timeout_s": 0.5, "samples": 2,
-                                       **kw})
+    return ClockConfig.model_validate({"servers": [s.address for s in servers], "timeout_s": ANSWER_S,
+                                       "samples": 2, **kw})
+
+
+def assert_offset(measured: float | None, expected: float, samples: list[ClockSample]) -> None:
+    """The measured offset is the injected one up to half the round trip's asymmetry, so within half the delay of
+    the answers it came from (NTP's own error bound): exact on an idle machine, still true on a loaded one."""
+    assert measured is not None and samples
+    bound = max(s.delay_s for s in samples) / 2 + 0.005
+    assert abs(measured - expected) <= bound, (measured, expected, bound)
 
 
 def test_local_clock_ahead_is_measured_with_its_sign_and_is_drifted() -> None:
     with SntpServer(shift_s=-2.5, stratum=2) as srv:  # the reference is 2.5 s behind us: we are 2.5 s ahead
         before = time.time()
-        s = query(srv.address, timeout_s=1.0)
-        assert s.offset_s == pytest.approx(2.5, abs=TOL)
+        s = query(srv.address, timeout_s=ANSWER_S)
+        assert_offset(s.offset_s, 2.5, [s])
         assert s.delay_s >= 0  # (a reply later than the timeout raises instead: see the timeout test)
         assert s.stratum == 2 and s.server == srv.address
         assert before <= s.at <= time.time()
         st = check(cfg_for(srv, max_offset_s=1.0))
     assert st.synced and not st.ok and st.state == "drifted"
-    assert st.offset_s == pytest.approx(2.5, abs=TOL)
+    assert_offset(st.offset_s, 2.5, st.samples)
     assert st.server == srv.address
     assert st.detail.startswith("clock 2.5") and f"s ahead of {srv.address} (limit 1 s)" in st.detail
 
@@ -46,7 +55,7 @@ def test_local_clock_behind_within_the_limit_is_ok() -> None:
     with SntpServer(shift_s=0.3) as srv:
         st = check(cfg_for(srv, max_offset_s=1.0))
         assert st.ok and st.synced and st.state == "ok" and not st.errors
-        assert st.offset_s == pytest.approx(-0.3, abs=TOL)
+        assert_offset(st.offset_s, -0.3, st.samples)
         assert "behind" in st.detail
         # the same offset against a tighter norm is drift
         tight = check(cfg_for(srv, max_offset_s=0.2))
@@ -56,21 +65,21 @@ def test_local_clock_behind_within_the_limit_is_ok() -> None:
 def test_time_spent_inside_the_server_is_not_counted_as_delay_nor_offset() -> None:
     with SntpServer(shift_s=1.0, hold_s=0.3) as srv:
         started = time.monotonic()
-        s = query(srv.address, timeout_s=2.0)
+        s = query(srv.address, timeout_s=ANSWER_S)
         round_trip = time.monotonic() - started
     # The 0.3 s the server held the request (between its receive and transmit stamps) are not part of the delay:
     # an order of two measurements of the same exchange, true however loaded the machine is.
     assert 0 <= s.delay_s <= round_trip - 0.3
-    assert s.offset_s == pytest.approx(-1.0, abs=TOL)
+    assert_offset(s.offset_s, -1.0, [s])
 
 
 def test_the_sample_with_the_smallest_delay_wins() -> None:
     # samples 1, 2 and 4 take a slow path to the server (0.3 s one way: 0.15 s of offset error each)
     with SntpServer(inbound_lag_s=[0.3, 0.3, 0.0, 0.3]) as srv:
-        st = check(cfg_for(srv, samples=4, timeout_s=2.0))
+        st = check(cfg_for(srv, samples=4))
         assert srv.requests == 4
     assert st.samples[0].delay_s == min(s.delay_s for s in st.samples) < 0.3  # the one without the slow path
-    assert st.offset_s == pytest.approx(0.0, abs=TOL)
+    assert_offset(st.offset_s, 0.0, st.samples[:1])
 
 
 @pytest.mark.parametrize(
@@ -84,14 +93,14 @@ def test_the_sample_with_the_smallest_delay_wins() -> None:
 )
 def test_unusable_answers_are_errors(fault: dict[str, int], message: str) -> None:
     with SntpServer(**fault) as srv, pytest.raises(ClockError) as ei:
-        query(srv.address, timeout_s=1.0)
+        query(srv.address, timeout_s=ANSWER_S)
     assert message in str(ei.value) and ei.value.server == srv.address
 
 
 def test_kiss_of_death_names_its_code_and_stops_the_burst() -> None:
     with SntpServer(stratum=0, kiss_code="RATE") as srv:
         with pytest.raises(ClockError) as ei:
-            query(srv.address, timeout_s=1.0)
+            query(srv.address, timeout_s=ANSWER_S)
         assert ei.value.kiss_code == "RATE"
         assert "kiss-o'-death RATE" in str(ei.value) and "less often" in str(ei.value)
         before = srv.requests
@@ -103,14 +112,14 @@ def test_kiss_of_death_names_its_code_and_stops_the_burst() -> None:
 
 def test_only_timeouts_are_tried_again_within_a_check() -> None:
     with SntpServer(leap=3) as unsynced, SntpServer(silent=True) as silent:
-        st = check(cfg_for(unsynced, silent, samples=3, timeout_s=0.2))
+        st = check(cfg_for(unsynced, silent, samples=3, timeout_s=1.0))  # the silent one costs 3 timeouts
         assert unsynced.requests == 1 and silent.requests == 3
     assert "leap indicator 3" in st.errors[unsynced.address] and "no answer" in st.errors[silent.address]
 
 
 def test_a_reply_to_another_request_is_rejected() -> None:
     with SntpServer(shift_s=-5.0, wrong_originate=True) as srv, pytest.raises(ClockError) as ei:
-        query(srv.address, timeout_s=0.3)
+        query(srv.address, timeout_s=1.0)  # the bogus reply is waited past until the timeout
     assert "originate timestamp is not our request's" in str(ei.value)
 
 
@@ -124,15 +133,17 @@ def test_a_silent_server_times_out_within_the_timeout() -> None:
 
 def test_several_servers_take_the_median_and_name_the_silent_one() -> None:
     with SntpServer(-2.0) as a, SntpServer(-0.2) as b, SntpServer(5.0) as c, SntpServer(silent=True) as d:
-        st3 = check(cfg_for(a, b, c, d, samples=1, timeout_s=0.3))
+        st3 = check(cfg_for(a, b, c, d, samples=1, timeout_s=2.0))  # d, silent, costs one timeout
         st2 = check(cfg_for(a, b, samples=1))
     # offsets +2.0, +0.2, -5.0: the median +0.2 is within the limit although two servers disagree
-    assert st3.ok and st3.offset_s == pytest.approx(0.2, abs=TOL) and st3.server == b.address
+    assert st3.ok and st3.server == b.address
+    assert_offset(st3.offset_s, 0.2, [x for x in st3.samples if x.server == b.address])
     assert sorted(s.server for s in st3.samples) == sorted([a.address, b.address, c.address])
     assert list(st3.errors) == [d.address] and "no answer" in st3.errors[d.address]
     assert "median of 3 servers" in st3.detail and "1 of 4 servers did not answer" in st3.detail
     # two servers: the median is their mean
-    assert st2.offset_s == pytest.approx(1.1, abs=TOL) and not st2.ok
+    assert_offset(st2.offset_s, 1.1, st2.samples)
+    assert not st2.ok
 
 
 def test_no_server_answering_is_unsynced() -> None:
@@ -166,8 +177,8 @@ def test_monitor_gauges_and_state_change_logs(caplog: pytest.LogCaptureFixture) 
         def g(name: str, **labels: str) -> float | None:
             return reg.get_sample_value(name, labels)
 
-        assert g("nonsite_clock_offset_seconds") == pytest.approx(2.5, abs=TOL)
-        assert g("nonsite_clock_server_offset_seconds", server=srv.address) == pytest.approx(2.5, abs=TOL)
+        assert_offset(g("nonsite_clock_offset_seconds"), 2.5, st.samples)
+        assert_offset(g("nonsite_clock_server_offset_seconds", server=srv.address), 2.5, st.samples)
         assert g("nonsite_clock_sync_ok") == 1
         assert g("nonsite_clock_max_offset_seconds") == 1.0
         synced_at = g("nonsite_clock_last_sync_timestamp_seconds")
@@ -177,8 +188,9 @@ def test_monitor_gauges_and_state_change_logs(caplog: pytest.LogCaptureFixture) 
 
         srv.shift_s = 0.0  # fixed: one INFO, no new warning
         assert mon.check_now() is not None and mon.status().ok  # type: ignore[union-attr]
-        assert mon.check_now().ok  # type: ignore[union-attr]
-        assert g("nonsite_clock_offset_seconds") == pytest.approx(0.0, abs=TOL)
+        fixed = mon.check_now()
+        assert fixed is not None and fixed.ok
+        assert_offset(g("nonsite_clock_offset_seconds"), 0.0, fixed.samples)
         infos = [r for r in _records(caplog, logging.INFO) if "back in sync" in r.getMessage()]
         assert len(infos) == 1 and len(_records(caplog, logging.WARNING)) == 1
 
@@ -220,10 +232,10 @@ def test_server_names_are_validated() -> None:
 
 
 def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    def config(servers: list[str]) -> str:
+    def config(servers: list[str], timeout_s: float = ANSWER_S) -> str:
         p = tmp_path / "n.yaml"
         p.write_text("clock:\n  servers: [" + ", ".join(f'"{s}"' for s in servers) + "]\n"
-                     "  timeout_s: 0.5\n  samples: 2\n  max_offset_s: 1.0\n", encoding="utf-8")
+                     f"  timeout_s: {timeout_s:g}\n  samples: 2\n  max_offset_s: 1.0\n", encoding="utf-8")
         return str(p)
 
     with SntpServer(shift_s=-0.2) as good, SntpServer(shift_s=-2.5) as bad:
@@ -244,7 +256,7 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         capsys.readouterr()
 
     with SntpServer(silent=True) as gone:
-        assert main(["clock", "check", "--config", config([gone.address])]) == 1
+        assert main(["clock", "check", "--config", config([gone.address], timeout_s=0.5)]) == 1
         out = capsys.readouterr().out
         assert f"{gone.address}: error: no answer within 0.5 s" in out and "UNSYNCED:" in out
 
