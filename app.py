@@ -257,6 +257,7 @@ def console_app(
     """The console's ASGI app over the case database and the evidence store, and the first-start admin password
     (None when users exist). ``public_pem`` verifies seals (None: the seal check says no key is known);
     ``public_key``, when given, is asked each time instead (a key that turns up later)."""
+    from nonsite.cases.enforcement import load_templates
     from nonsite.console.app import create_app
     from nonsite.console.directory import CasesDirectory, CasesDocuments, ensure_admin, session_secret
 
@@ -274,6 +275,7 @@ def console_app(
         cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
         secure_cookies=cfg.console.cookies_secure(), metrics_token=_metrics_token(cfg),
         organisation=organisation_of(cfg), time_limits=catalogue.time_limit_table() if catalogue else None,
+        enforcement=load_templates(cfg.cases.documents), document_font=cfg.cases.document_font,
     )
     return app, password
 

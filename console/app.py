@@ -66,9 +66,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nonsite.cases import Case
 from nonsite.cases.db import utcnow
 from nonsite.cases.deadlines import TimeLimitTable
+from nonsite.cases.enforcement import load_templates
 from nonsite.cases.legal_basis import default_catalogue
 from nonsite.cases.organisation import Organisation
-from nonsite.console import api, camera_views, login, pages
+from nonsite.console import api, camera_views, enforcement, login, pages
 from nonsite.console.auth import (
     PUBLIC_ROUTES,
     ROUTES,
@@ -119,7 +120,7 @@ _SECURITY_HEADERS = {
 }
 _UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-_UPLOAD_PATH = re.compile(r"^/(?:api/)?cases/[^/]+/feedback$")
+_UPLOAD_PATH = re.compile(r"^/(?:api/)?cases/[^/]+/(?:feedback|documents/\d+/service)$")
 _TEAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_BODY_BYTES = 1024 * 1024
 """Largest request body outside the feedback upload (forms, JSON)."""
@@ -205,6 +206,10 @@ class ConsoleSettings:
     """The catalogue's time limits (due times of each step); default: the shipped catalogue's."""
     clock: Callable[[], datetime] = utcnow
     """The current instant (UTC) for due states; tests inject a fixed one."""
+    enforcement: Any = None
+    """The enforcement-document templates (``cases.enforcement.load_templates``); None: the shipped templates."""
+    document_font: str | None = None
+    """TrueType CJK font of the enforcement documents' PDFs (``cases.document_font``)."""
     teams: Sequence[str] = ()
     """Dispatch targets: default the organisation's team ids, else :data:`UNORGANISED_TEAMS`."""
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -265,6 +270,7 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
         documents=settings.documents, max_upload_bytes=settings.max_upload_bytes, live_poll_s=settings.live_poll_s,
         organisation=settings.organisation,
         time_limits=settings.time_limits or default_catalogue().time_limit_table(), clock=settings.clock,
+        enforcement=settings.enforcement or load_templates(), document_font=settings.document_font,
     )
     app.state.access = _access(settings)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -272,6 +278,7 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
     app.add_middleware(Guard)
     _install_error_handlers(app)
     routers = [login.public, _health_router(settings), login.router, _evidence_router(), documents_router,
+               enforcement.pages, enforcement.api,  # before pages/api: /cases/{number}/documents is no {action}
                camera_views.pages, camera_views.api, pages.router, api.router]
     _check_route_table(routers)
     for router in routers:
