@@ -17,6 +17,8 @@ Pages::
     POST /cases/{number}/feedback   rectification photos + note (multipart form)
     GET  /cases/{number}/feedback/{sha256}.jpg   a feedback photo
     GET  /cases/{number}/document[.pdf]          the case document (HTML / PDF)
+    POST /cases/{number}/documents               issue an enforcement document (执法文书); GET .../{id}.pdf its PDF;
+                                    POST .../{id}/service record its service (送达) with the receipt photo
     GET  /cameras                   camera health and snapshots; /cameras/{id}/zones the zone editor
     GET  /evidence/{event_id}/{name}  a file of the case's package (only the files the case lists)
 
@@ -30,6 +32,7 @@ API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx stat
     POST /api/cases/{number}/feedback   multipart: note, photos
     GET  /api/events                server-sent events (same filters; ?since=cursor)
     GET  /api/cameras, GET /api/cameras/{id}/snapshot, PUT /api/cameras/{id}/zones
+    GET|POST /api/cases/{number}/documents, POST /api/cases/{number}/documents/{id}/service
     GET  /healthz, /readyz, /metrics     liveness, readiness (database, store), Prometheus metrics
                                     (details of /readyz and /metrics: metrics token, admin, metrics:read)
 """

@@ -354,7 +354,8 @@ def test_service_starts_the_statement_and_hearing_deadlines(sf: sessionmaker[Ses
     assert trail[-1].photos == ["cd" * 32] and trail[-1].detail["recipient"] == "张三"
     assert trail[-2].detail["number"] == notice.number and trail[-2].actor == "rev"
 
-    with pytest.raises(DocumentError, match="may still make statements or request a hearing until 2026年12月4日23时59分"):
+    until = "may still make statements or request a hearing until 2026年12月4日23时59分"
+    with pytest.raises(DocumentError, match=until):
         issue(sf, number, "penalty_decision", now=local(2026, 12, 4, 12, 0))
     decision = issue(sf, number, "penalty_decision", now=local(2026, 12, 5, 9, 0))
     assert decision.number == "X城管罚决〔2026〕第0001号"
