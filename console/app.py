@@ -72,7 +72,7 @@ from nonsite.cases.deadlines import TimeLimitTable
 from nonsite.cases.enforcement import load_templates
 from nonsite.cases.legal_basis import default_catalogue
 from nonsite.cases.organisation import Organisation
-from nonsite.console import api, camera_views, enforcement, login, pages
+from nonsite.console import api, camera_views, enforcement, login, pages, platform
 from nonsite.console.auth import (
     PUBLIC_ROUTES,
     ROUTES,
@@ -213,6 +213,8 @@ class ConsoleSettings:
     """The enforcement-document templates (``cases.enforcement.load_templates``); None: the shipped templates."""
     document_font: str | None = None
     """TrueType CJK font of the enforcement documents' PDFs (``cases.document_font``)."""
+    platform: Any = None
+    """The city platform hand-off (``integration.hub.PlatformHub``): its callback route and dead letters; None: off."""
     teams: Sequence[str] = ()
     """Dispatch targets: default the organisation's team ids, else :data:`UNORGANISED_TEAMS`."""
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -274,6 +276,7 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
         organisation=settings.organisation,
         time_limits=settings.time_limits or default_catalogue().time_limit_table(), clock=settings.clock,
         enforcement=settings.enforcement or load_templates(), document_font=settings.document_font,
+        platform=settings.platform,
     )
     app.state.access = _access(settings)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -282,6 +285,7 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
     _install_error_handlers(app)
     routers = [login.public, _health_router(settings), login.router, _evidence_router(), documents_router,
                enforcement.pages, enforcement.api,  # before pages/api: /cases/{number}/documents is no {action}
+               platform.public, platform.pages, platform.api,
                camera_views.pages, camera_views.api, pages.router, api.router]
     _check_route_table(routers)
     for router in routers:

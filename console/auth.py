@@ -235,12 +235,19 @@ ROUTES: Mapping[str, RouteAccess] = {
     "api_case_documents": RouteAccess(ALL_ROLES, _READ),
     "api_case_document_issue": RouteAccess(_DOC_ISSUE, _WRITE),
     "api_case_document_service": RouteAccess(_DOC_SERVE, _WRITE),
+    # the city platform hand-off (integration/): its dead letters, for admins
+    "admin_platform": RouteAccess(_ADMIN, SESSION_ONLY),
+    "admin_platform_requeue": RouteAccess(_ADMIN, SESSION_ONLY),
+    "api_platform_dead_letters": RouteAccess(_ADMIN, "platform:admin"),
+    "api_platform_requeue": RouteAccess(_ADMIN, "platform:admin"),
 }
 #: Route name -> roles (a view of :data:`ROUTES`).
 ROUTE_ROLES: Mapping[str, RouteRoles] = {name: access.roles for name, access in ROUTES.items()}
 #: Routes anyone may call (the login form, health and readiness probes, Prometheus metrics, static files).
 #: ``/readyz`` and ``/metrics`` show their detail only to :func:`sees_detail` callers.
-PUBLIC_ROUTES: frozenset[str] = frozenset({"login_page", "login", "healthz", "readyz", "metrics", "static"})
+PUBLIC_ROUTES: frozenset[str] = frozenset({"login_page", "login", "healthz", "readyz", "metrics", "static"}) | {
+    "platform_callback",  # the city platform's status change: its HMAC (timestamp and body) is the credential
+}
 
 
 # --- errors the app turns into 401 / 403 / 404 responses ------------------------------------------------

@@ -91,7 +91,7 @@ def _refused(exc: Exception) -> ActionError:
         return ActionError(403, "forbidden", str(exc), "error.bad_request", {"message": str(exc)})
     if isinstance(exc, CaseNotFound):
         return ActionError(404, "not_found", str(exc), "error.case_not_found", {"number": str(exc)})
-    return ActionError(422, "document_refused", str(exc), "error.bad_request", {"message": str(exc)})
+    return ActionError(422, "document_refused", str(exc), "error.document_refused", {"message": str(exc)})
 
 
 def issue(state: ConsoleState, principal: Principal, actor: str, number: str, kind: str, party: str,

@@ -68,6 +68,8 @@ class ConsoleState:
     """The checked enforcement-document templates (:class:`~nonsite.cases.enforcement.DocumentTemplates`), or None."""
     document_font: str | None = None
     """The CJK font of the enforcement documents' PDFs (``cases.document_font``; None: fonts-wqy-zenhei)."""
+    platform: Any = None
+    """The city platform hand-off (:class:`~nonsite.integration.hub.PlatformHub`), or None."""
 
 
 def state_of(request: Request) -> ConsoleState:
