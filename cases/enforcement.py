@@ -10,11 +10,12 @@ Three kinds, each numbered in its own series per year (``X城管责改〔2026〕
 
 **Templates** are files the city edits (:data:`DEFAULT_TEMPLATES`, or the folder of ``cases.documents``): a
 ``documents.yaml`` (issuing authority, number format, rectification period, hearing threshold) and one ``.txt``
-per kind. A template is plain text with ``{{ name }}`` placeholders (:data:`PLACEHOLDERS`) and four kinds of
-line: ``# title``, ``## subtitle`` (centred), ``>> text`` (right-aligned) and paragraphs separated by blank
-lines. :func:`load_templates` refuses an unknown placeholder, or any other ``{{``, ``{%`` or ``{#``, as one line
-``file:line: {{ name }}: fix``. The template's structure is read first, then each placeholder is replaced by
-its value in one pass: a value is only ever text (a note reading ``{{ 7*7 }}`` prints as typed).
+per kind. A template is plain text with ``{{ name }}`` placeholders (:data:`PLACEHOLDERS`) and five kinds of
+line: ``# title``, ``## subtitle`` (centred), ``>> text`` (right-aligned), ``<< text`` (flush left, e.g. the
+party) and paragraphs separated by blank lines (indented two characters). :func:`load_templates` refuses an
+unknown placeholder, or any other ``{{``, ``{%`` or ``{#``, as one line ``file:line: {{ name }}: fix``. The
+template's structure is read first, then each placeholder is replaced by its value in one pass: a value is only
+ever text (a note reading ``{{ 7*7 }}`` prints as typed).
 
 **Numbers** come from ``document_sequences`` (one row per series and year) advanced with
 ``UPDATE … RETURNING`` in the issuing transaction (a row lock until commit), so a failed issue gives its
@@ -255,7 +256,7 @@ class DocumentsConfig(_Model):
 
 @dataclass(frozen=True)
 class Block:
-    style: str  # title | subtitle | right | para
+    style: str  # title | subtitle | right | left | para
     text: str
     line: int
 
@@ -305,8 +306,8 @@ def _check_text(text: str, where: str, line: int, known: Mapping[str, str] | fro
 
 
 def parse_template(text: str, path: Path, kind: str) -> Template:
-    """The blocks of a template (``# title``, ``## subtitle``, ``>> right``, paragraphs); TemplateError on an
-    unknown placeholder or any other template syntax."""
+    """The blocks of a template (``# title``, ``## subtitle``, ``>> right``, ``<< left``, paragraphs);
+    TemplateError on an unknown placeholder or any other template syntax."""
     blocks: list[Block] = []
     para: list[str] = []
     start = 0
@@ -330,6 +331,9 @@ def parse_template(text: str, path: Path, kind: str) -> Template:
         elif line.startswith(">> "):
             flush()
             blocks.append(Block("right", line[3:].strip(), n))
+        elif line.startswith("<< "):
+            flush()
+            blocks.append(Block("left", line[3:].strip(), n))
         else:
             if not para:
                 start = n
@@ -784,7 +788,7 @@ def document_by_id(session: Session, case_id: int, document_id: int) -> Enforcem
 def render_document_pdf(doc: EnforcementDocument, case_number: str, *, font_path: str | Path | None = None) -> bytes:
     """The issued document as a PDF (A4) with the case PDF's embedded CJK font, from its text as issued."""
     from reportlab.lib import colors
-    from reportlab.lib.enums import TA_CENTER, TA_JUSTIFY, TA_RIGHT
+    from reportlab.lib.enums import TA_CENTER, TA_JUSTIFY, TA_LEFT, TA_RIGHT
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
@@ -802,6 +806,8 @@ def render_document_pdf(doc: EnforcementDocument, case_number: str, *, font_path
                                    spaceAfter=5 * mm, wordWrap="CJK"),
         "right": ParagraphStyle("right", fontName=font, fontSize=body_size, leading=body_size * 1.8,
                                 alignment=TA_RIGHT, spaceBefore=2 * mm, wordWrap="CJK"),
+        "left": ParagraphStyle("left", fontName=font, fontSize=body_size, leading=body_size * 1.8,
+                               alignment=TA_LEFT, spaceAfter=2 * mm, wordWrap="CJK"),
         "para": ParagraphStyle("para", fontName=font, fontSize=body_size, leading=body_size * 1.8,
                                alignment=TA_JUSTIFY, firstLineIndent=2 * body_size, spaceAfter=2 * mm,
                                wordWrap="CJK"),

@@ -192,3 +192,29 @@ def test_dead_letters_for_admins(env: Env, sim: PlatformSimulator) -> None:
     plain, _ = env.make_app()
     assert TestClient(plain, headers={"Authorization": f"Bearer {env.users.issue_token('adm')}"}).get(
         "/api/platform/dead-letters").status_code == 404
+
+
+def test_the_app_starts_and_stops_the_hand_off_with_the_console(env: Env, sim: PlatformSimulator,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from nonsite.app import console_app, stop_platform
+    from nonsite.cases.legal_basis import load_catalogue
+    from nonsite.config import ConfigError
+
+    _hub(env, sim).close()  # writes the config
+    cfg = load_config(env.root / "nonsite.yaml")
+    _, sf = env.make_app()
+    bus = EmbeddedBus(env.root / "bus" / "bus.sqlite")
+    try:
+        app, _ = console_app(cfg, sf, env.store, env.public_key, load_catalogue(), bus=bus)
+        hub = app.state.console.platform
+        assert hub is not None and hub.running and hub.name == "city"
+        stop_platform(app)
+        assert not hub.running
+        monkeypatch.delenv("NONSITE_PLATFORM_CALLBACK_SECRET")
+        with pytest.raises(ConfigError, match="NONSITE_PLATFORM_CALLBACK_SECRET is not set"):
+            console_app(cfg, sf, env.store, env.public_key, load_catalogue(), bus=bus)
+        cfg.integration.platform.enabled = False
+        app, _ = console_app(cfg, sf, env.store, env.public_key, load_catalogue(), bus=bus)
+        assert app.state.console.platform is None
+    finally:
+        bus.close()
