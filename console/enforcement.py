@@ -185,6 +185,7 @@ def panel(request: Request, case: Case) -> dict[str, Any] | None:
         "issuable": [k for k in issuable_kinds(role) if k not in have],
         "may_serve": role in {r.value for r in SERVICE_ROLES},
         "issue_url": f"{base}/documents", "hearing_min": templates.config.hearing_min_fine_yuan,
+        "default_party": docs[-1]["party"] if docs else "",  # the party of the case's last document
     }
 
 

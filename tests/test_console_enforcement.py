@@ -77,6 +77,7 @@ def test_issue_download_and_serve_on_the_case_page(env: Env, media_dir: Path, tm
     assert "&lt;b&gt;张三&lt;/b&gt;" in page and "<b>张三</b>" not in page
     assert "事先告知书 X城管罚告〔2026〕第0001号 尚未送达" in page
     assert 'value="penalty_notice"' not in page  # issued once
+    assert 'name="party" maxlength="256" required value="&lt;b&gt;张三&lt;/b&gt;"' in page  # the next one's party
 
     pdf_url = re.search(r'href="([^"]+\.pdf)" class="document-pdf"', page)
     assert pdf_url
