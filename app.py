@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from nonsite.evidence.spool import EdgeEvidence
     from nonsite.evidence.store import Store
     from nonsite.evidence.verify import Keys, VerifyResult
+    from nonsite.integration.hub import PlatformHub
     from nonsite.ops.cameras import CameraControl
     from nonsite.pipeline.edge import EdgeRunner
     from nonsite.pipeline.worker import WorkerStats
@@ -124,6 +125,7 @@ class Embedded:
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.console: ConsoleServer | None = None
+        self.console_app: FastAPI | None = None
         self.initial_admin_password: str | None = None
 
     def start_consumers(self) -> None:
@@ -161,7 +163,9 @@ class Embedded:
                       metrics_registries: tuple[CollectorRegistry, ...] = ()) -> str:
         app, self.initial_admin_password = console_app(
             self.cfg, self.sessions, self.store, self.verification_keys(), self.catalogue,
-            cameras=cameras, metrics_registries=metrics_registries, readiness=self.consumers_readiness)
+            cameras=cameras, metrics_registries=metrics_registries, readiness=self.consumers_readiness,
+            bus=self.bus)
+        self.console_app = app
         self.console = ConsoleServer(app, self.cfg.console.host, self.cfg.console.port)
         return self.console.start()
 
@@ -211,6 +215,8 @@ class Embedded:
             t.join(timeout=10)
         if self.console:
             self.console.stop()
+        if self.console_app is not None:
+            stop_platform(self.console_app)
         if self.edge_evidence is not None:
             self.edge_evidence.close()
         self.bus.close()
@@ -264,11 +270,17 @@ def console_app(
     catalogue: Catalogue, *, cameras: CameraControl | None = None,
     metrics_registries: tuple[CollectorRegistry, ...] = (),
     readiness: Callable[[], dict[str, object]] | None = None, public_key: Callable[[], Keys | None] | None = None,
+    bus: Bus | None = None,
 ) -> tuple[FastAPI, str | None]:
     """The console's ASGI app over the case database and the evidence store, and the first-start admin password
     (None when users exist). ``public_pem`` verifies seals: a key ring (every trusted key) or one key's PEM (None:
-    the seal check says no key is known);
-    ``public_key``, when given, is asked each time instead (a key that turns up later)."""
+    the seal check says no key is known); ``public_key``, when given, is asked each time instead (a key that turns
+    up later).
+
+    With ``integration.platform.enabled`` the city platform hand-off is built and started here (its delivery
+    worker, and with a ``bus`` the relay of the workflow's decisions): ``app.state.console.platform``, which the
+    caller stops (:func:`stop_platform`)."""
+    from nonsite.cases.enforcement import load_templates
     from nonsite.console.app import create_app
     from nonsite.console.directory import CasesDirectory, CasesDocuments, ensure_admin, session_secret
 
@@ -286,8 +298,39 @@ def console_app(
         cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
         secure_cookies=cfg.console.cookies_secure(), metrics_token=_metrics_token(cfg),
         organisation=organisation_of(cfg), time_limits=catalogue.time_limit_table() if catalogue else None,
+        enforcement=load_templates(cfg.cases.documents), document_font=cfg.cases.document_font,
+        platform=_platform_hub(cfg, sessions, store, bus),
     )
     return app, password
+
+
+def _platform_hub(cfg: NonsiteConfig, sessions: sessionmaker[Session], store: Store,
+                  bus: Bus | None) -> PlatformHub | None:
+    """The started city platform hand-off of ``cfg`` (None when ``integration.platform`` is not enabled); a template
+    that does not render is a one-line error, a violation type without an event code a warning."""
+    from nonsite.config.manifest import type_names
+    from nonsite.integration.hub import build_hub
+    from nonsite.integration.platform import ReportError, check_template
+
+    p = cfg.integration.platform
+    if p.enabled:
+        try:
+            check_template(p)
+        except ReportError as exc:
+            raise ConfigError(f"integration.platform.template: {exc}") from None
+        missing = [t for t in type_names() if t not in p.event_codes]
+        if missing:
+            log.warning("integration.platform.event_codes has no code for %s: their cases are not sent",
+                        ", ".join(missing))
+    hub = build_hub(cfg, sessions, store)
+    return hub.start(bus) if hub is not None else None
+
+
+def stop_platform(app: FastAPI) -> None:
+    """Stop the city platform hand-off a :func:`console_app` started (its worker threads, its database)."""
+    hub = getattr(app.state.console, "platform", None)
+    if hub is not None:
+        hub.close()
 
 
 def _metrics_token(cfg: NonsiteConfig) -> str | None:
@@ -731,8 +774,13 @@ def run_console_role(
             checks["clock"] = {"ok": bool(st and st.ok), "detail": st.detail if st else "clock not checked yet"}
         return checks
 
+    bus = None
+    if cfg.integration.platform.enabled:  # the city platform hand-off follows the workflow's decisions on the bus
+        from nonsite.bus import open_bus
+
+        bus = open_bus(cfg.bus, data, role="console")
     app, password = console_app(cfg, sessions, store, key["pem"], load_catalogue(cfg.cases.legal_basis),
-                                readiness=readiness, public_key=lambda: key["pem"])
+                                readiness=readiness, public_key=lambda: key["pem"], bus=bus)
     server = ConsoleServer(app, cfg.console.host, cfg.console.port)
     url = server.start()
     progress(f"console: {url} (cases in {_mask_db(db_url)}, evidence in {store!r})")
@@ -755,3 +803,6 @@ def run_console_role(
         stop.wait()
     finally:
         server.stop()
+        stop_platform(app)
+        if bus is not None:
+            bus.close()

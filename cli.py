@@ -680,6 +680,7 @@ def _add_cameras(sub: Subparsers) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The `nonsite` command line: each command (group) registers its own subparsers."""
     from nonsite.cases.cli import add_parsers as add_cases_parsers  # nonsite cases ..., nonsite users ...
+    from nonsite.cases.enforcement_cli import add_parsers as add_documents_parsers  # nonsite documents ...
     from nonsite.integration.cli import add_parsers as add_integration_parsers  # nonsite platform/notify ...
 
     p = argparse.ArgumentParser(prog="nonsite", description="Non-site (AI camera) enforcement pipeline.")
@@ -688,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_run, _add_detect, _add_evidence, _add_roles, _add_bus, _add_config, _add_clock, _add_eval,
                 _add_models, add_cases_parsers, add_integration_parsers, _add_cameras):
         add(sub)
+    add_documents_parsers(sub)
     return p
 
 

@@ -65,6 +65,7 @@ SCOPE_HELP: dict[str, str] = {
     "cameras:read": "camera health and snapshots (/api/cameras)",
     "cameras:write": "change a camera's zones (PUT /api/cameras/{id}/zones)",
     "metrics:read": "the detailed /metrics and /readyz (case counts, store and database detail)",
+    "platform:admin": "the city platform's outbox: list and requeue its dead letters (/api/platform/...)",
 }
 SCOPES: tuple[str, ...] = tuple(SCOPE_HELP)
 #: The longest token lifetime ``create_token`` accepts (ten years).

@@ -290,7 +290,7 @@ def load_model(
 def _resolve_paths(cfg: NonsiteConfig, base: Path) -> NonsiteConfig:
     data_dir = os.environ.get("NONSITE_DATA_DIR") or cfg.data_dir
     cfg.data_dir = str((base / data_dir).resolve()) if not os.path.isabs(data_dir) else data_dir
-    for name in ("legal_basis", "document_font", "organisation"):
+    for name in ("legal_basis", "document_font", "organisation", "documents"):
         value = getattr(cfg.cases, name)
         if value and not os.path.isabs(value):
             setattr(cfg.cases, name, str((base / value).resolve()))

@@ -215,6 +215,12 @@ class CasesConfig(Section):
         description="TrueType font with Chinese glyphs embedded in case PDFs; default: the Debian package "
         "fonts-wqy-zenhei. Relative paths are relative to the config file.",
     )
+    documents: str | None = Field(
+        None,
+        description="Folder of the city's enforcement-document templates (documents.yaml and one .txt per kind, as "
+        "cases/templates/documents; `nonsite documents check`); default: the shipped templates. Relative paths are "
+        "relative to the config file.",
+    )
 
 
 class ConsoleConfig(Section):

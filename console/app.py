@@ -17,6 +17,8 @@ Pages::
     POST /cases/{number}/feedback   rectification photos + note (multipart form)
     GET  /cases/{number}/feedback/{sha256}.jpg   a feedback photo
     GET  /cases/{number}/document[.pdf]          the case document (HTML / PDF)
+    POST /cases/{number}/documents               issue an enforcement document (执法文书); GET .../{id}.pdf its PDF;
+                                    POST .../{id}/service record its service (送达) with the receipt photo
     GET  /cameras                   camera health and snapshots; /cameras/{id}/zones the zone editor
     GET  /m/, /m/cases/{number}     the field officers' mobile app (console/field.py; docs/field.md)
     GET  /evidence/{event_id}/{name}  a file of the case's package (only the files the case lists)
@@ -32,6 +34,7 @@ API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx stat
     GET  /api/events                server-sent events (same filters; ?since=cursor)
     GET  /api/cameras, GET /api/cameras/{id}/snapshot, PUT /api/cameras/{id}/zones
     POST /api/cases/{number}/field/checkin, /field/report   the field app's records (idempotent)
+    GET|POST /api/cases/{number}/documents, POST /api/cases/{number}/documents/{id}/service
     GET  /healthz, /readyz, /metrics     liveness, readiness (database, store), Prometheus metrics
                                     (details of /readyz and /metrics: metrics token, admin, metrics:read)
 """
@@ -68,9 +71,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nonsite.cases import Case
 from nonsite.cases.db import utcnow
 from nonsite.cases.deadlines import TimeLimitTable
+from nonsite.cases.enforcement import load_templates
 from nonsite.cases.legal_basis import default_catalogue
 from nonsite.cases.organisation import Organisation
-from nonsite.console import api, camera_views, login, pages
+from nonsite.console import api, camera_views, enforcement, login, pages, platform
 from nonsite.console import field as field_app
 from nonsite.console.auth import (
     PUBLIC_ROUTES,
@@ -123,7 +127,7 @@ _SECURITY_HEADERS = {
 }
 _UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-_UPLOAD_PATH = re.compile(r"^/(?:api/)?cases/[^/]+/(?:feedback|field/report)$")
+_UPLOAD_PATH = re.compile(r"^/(?:api/)?cases/[^/]+/(?:feedback|field/report|documents/\d+/service)$")
 _TEAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_BODY_BYTES = 1024 * 1024
 """Largest request body outside the feedback upload (forms, JSON)."""
@@ -210,6 +214,12 @@ class ConsoleSettings:
     """The catalogue's time limits (due times of each step); default: the shipped catalogue's."""
     clock: Callable[[], datetime] = utcnow
     """The current instant (UTC) for due states; tests inject a fixed one."""
+    enforcement: Any = None
+    """The enforcement-document templates (``cases.enforcement.load_templates``); None: the shipped templates."""
+    document_font: str | None = None
+    """TrueType CJK font of the enforcement documents' PDFs (``cases.document_font``)."""
+    platform: Any = None
+    """The city platform hand-off (``integration.hub.PlatformHub``): its callback route and dead letters; None: off."""
     teams: Sequence[str] = ()
     """Dispatch targets: default the organisation's team ids, else :data:`UNORGANISED_TEAMS`."""
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -270,6 +280,8 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
         documents=settings.documents, max_upload_bytes=settings.max_upload_bytes, live_poll_s=settings.live_poll_s,
         organisation=settings.organisation,
         time_limits=settings.time_limits or default_catalogue().time_limit_table(), clock=settings.clock,
+        enforcement=settings.enforcement or load_templates(), document_font=settings.document_font,
+        platform=settings.platform,
     )
     app.state.access = _access(settings)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -277,6 +289,8 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
     app.add_middleware(Guard)
     _install_error_handlers(app)
     routers = [login.public, _health_router(settings), login.router, _evidence_router(), documents_router,
+               enforcement.pages, enforcement.api,  # before pages/api: /cases/{number}/documents is no {action}
+               platform.public, platform.pages, platform.api,
                camera_views.pages, camera_views.api, pages.router, api.router, field_app.public, field_app.router]
     _check_route_table(routers)
     for router in routers:

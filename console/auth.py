@@ -42,6 +42,7 @@ from starlette.requests import Request
 
 from nonsite.cases import users
 from nonsite.cases.bureau import BUREAU_PERMISSIONS
+from nonsite.cases.enforcement import ISSUE_ROLES, SERVICE_ROLES
 from nonsite.cases.users import SCOPES
 from nonsite.cases.workflow import PERMISSIONS
 
@@ -185,6 +186,9 @@ class RouteAccess:
 
 
 _READ, _WRITE = "cases:read", "cases:write"
+#: Who may issue an enforcement document of some kind, and record a service (``cases/enforcement.py``).
+_DOC_ISSUE: frozenset[Role] = frozenset(Role(r.value) for roles in ISSUE_ROLES.values() for r in roles)
+_DOC_SERVE: frozenset[Role] = frozenset(Role(r.value) for r in SERVICE_ROLES)
 
 #: Route name -> who may call it (roles) and what an API token needs (scope). Every route of the app must be
 #: here or in :data:`PUBLIC_ROUTES` (``create_app`` refuses to start otherwise, and the tests call every route
@@ -229,6 +233,19 @@ ROUTES: Mapping[str, RouteAccess] = {
     "field_case": RouteAccess(_FIELD, _READ),
     "api_field_checkin": RouteAccess(_FIELD, _WRITE),
     "api_field_report": RouteAccess(_FIELD, _WRITE),
+    # enforcement documents (执法文书) and their service (送达); the kind's own roles: cases/enforcement.py
+    "enforcement_issue_form": RouteAccess(_DOC_ISSUE, _WRITE),
+    "enforcement_service_form": RouteAccess(_DOC_SERVE, _WRITE),
+    "enforcement_pdf": RouteAccess(ALL_ROLES, _READ),
+    "enforcement_receipt": RouteAccess(ALL_ROLES, _READ),
+    "api_case_documents": RouteAccess(ALL_ROLES, _READ),
+    "api_case_document_issue": RouteAccess(_DOC_ISSUE, _WRITE),
+    "api_case_document_service": RouteAccess(_DOC_SERVE, _WRITE),
+    # the city platform hand-off (integration/): its dead letters, for admins
+    "admin_platform": RouteAccess(_ADMIN, SESSION_ONLY),
+    "admin_platform_requeue": RouteAccess(_ADMIN, SESSION_ONLY),
+    "api_platform_dead_letters": RouteAccess(_ADMIN, "platform:admin"),
+    "api_platform_requeue": RouteAccess(_ADMIN, "platform:admin"),
 }
 #: Route name -> roles (a view of :data:`ROUTES`).
 ROUTE_ROLES: Mapping[str, RouteRoles] = {name: access.roles for name, access in ROUTES.items()}
@@ -236,7 +253,9 @@ ROUTE_ROLES: Mapping[str, RouteRoles] = {name: access.roles for name, access in 
 #: field app's service worker and manifest, which hold no data).
 #: ``/readyz`` and ``/metrics`` show their detail only to :func:`sees_detail` callers.
 PUBLIC_ROUTES: frozenset[str] = frozenset({"login_page", "login", "healthz", "readyz", "metrics", "static",
-                                          "field_sw", "field_manifest"})
+                                          "field_sw", "field_manifest"}) | {
+    "platform_callback",  # the city platform's status change: its HMAC (timestamp and body) is the credential
+}
 
 
 # --- errors the app turns into 401 / 403 / 404 responses ------------------------------------------------

@@ -68,7 +68,8 @@ _SHA_JPG = re.compile(r"^([0-9a-f]{64})\.jpg$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _BACK_PAGES = {"review": "/review", "tasks": "/tasks"}
 #: Actions whose success the pages confirm (``notice.<action>``).
-NOTICES = (*FORM_ACTIONS, "rectify", "reassign", "supervise", "answer_supervision")
+NOTICES = (*FORM_ACTIONS, "rectify", "reassign", "supervise", "answer_supervision", "issue_document",
+           "serve_document")
 
 
 def filter_notices(problems: list[tuple[str, str]], params: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -341,6 +342,7 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
         "max_upload_bytes": state.max_upload_bytes,
         "max_upload_mb": state.max_upload_bytes / 1024 / 1024,
         "documents": state.documents is not None,
+        "enforcement": _enforcement_panel(request, case),
         "messages": messages,
         "error_text": localized_error(request, error.key, error.fields) if error else "",
         "prev_url": case_url(request, newer) + carry if newer else None,
@@ -349,6 +351,12 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
         "carry": carry,
         "model": model if isinstance(model, dict) else None,
     }, status_code=status_code)
+
+
+def _enforcement_panel(request: Request, case: Case) -> dict[str, Any] | None:
+    from nonsite.console.enforcement import panel  # imports the API module, which imports this one
+
+    return panel(request, case)
 
 
 @router.get("/cases/{number}", response_class=HTMLResponse, name="case")

@@ -113,6 +113,7 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
         "js_text": json.dumps(js_text, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
         .replace("&", "\\u0026"),
         "page_name": name.removesuffix(".html"),
+        "platform_on": getattr(state, "platform", None) is not None,  # the city platform hand-off (issue 15)
         **context,
     }
     response = templates.TemplateResponse(request, name, ctx, status_code=status_code, headers=headers)

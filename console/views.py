@@ -65,6 +65,12 @@ class ConsoleState:
     """The catalogue's :class:`~nonsite.cases.deadlines.TimeLimitTable` (due times of each step)."""
     clock: Callable[[], datetime] = utcnow
     """The current instant (UTC), for due states."""
+    enforcement: Any = None
+    """The checked enforcement-document templates (:class:`~nonsite.cases.enforcement.DocumentTemplates`), or None."""
+    document_font: str | None = None
+    """The CJK font of the enforcement documents' PDFs (``cases.document_font``; None: fonts-wqy-zenhei)."""
+    platform: Any = None
+    """The city platform hand-off (:class:`~nonsite.integration.hub.PlatformHub`), or None."""
 
 
 def state_of(request: Request) -> ConsoleState:

@@ -12,7 +12,7 @@ from console_support import PASSWORDS, Env, csrf_of, login, seed
 from fastapi.testclient import TestClient
 
 from nonsite.cases.users import SCOPES
-from nonsite.console import api, camera_views, documents, pages
+from nonsite.console import api, camera_views, documents, enforcement, pages, platform
 from nonsite.console import field as field_module
 from nonsite.console import login as login_module
 from nonsite.console.app import route_names
@@ -195,11 +195,13 @@ def test_api_tokens(env: Env) -> None:
 
 ROUTERS = [login_module.public, login_module.router, documents.router, camera_views.pages, camera_views.api,
            pages.router, api.router, field_module.public, field_module.router]
+ROUTERS += [enforcement.pages, enforcement.api, platform.public, platform.pages, platform.api]  # issue 15
 
 
 def _path(path: str, action: str, event_id: str) -> str:
     return (path.replace("{number}", "NS-1999-000001").replace("{action}", action)
-            .replace("{event_id}", event_id).replace("{name}", "onset.jpg").replace("{camera_id}", "nope"))
+            .replace("{event_id}", event_id).replace("{name}", "onset.jpg").replace("{camera_id}", "nope")
+            .replace("{document_id}", "1"))
 
 
 def _calls(env: Env) -> list[tuple[str, str, str, str, frozenset[str]]]:

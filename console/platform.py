@@ -1,0 +1,151 @@
+"""The city platform hand-off in the console: the platform's status callbacks, the dead letters for admins.
+
+::
+
+    POST /api/platform/{name}/callback   the platform's signed status change (public: the HMAC over timestamp and
+                                         body is the credential, with its replay window; integration/inbound.py)
+    GET  /admin/platform                 admin: outbox counts, dead letters with the platform's answer, requeue
+    POST /admin/platform/requeue         admin (CSRF): requeue the chosen dead letters (or all)
+    GET  /api/platform/dead-letters      admin, scope platform:admin: the same as JSON
+    POST /api/platform/requeue           admin, scope platform:admin: {"ids": [...]} or {"all": true}
+
+The hub (:class:`~nonsite.integration.hub.PlatformHub`) is built by the process that serves the console when
+``integration.platform.enabled``; without one every route answers 404.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from nonsite.console.api import _ERRORS, err
+from nonsite.console.auth import Principal, authorize
+from nonsite.console.render import error_page, render
+from nonsite.console.views import root_path, state_of
+from nonsite.integration.inbound import MAX_CALLBACK_BYTES
+
+log = logging.getLogger(__name__)
+
+public = APIRouter(include_in_schema=False)
+pages = APIRouter(include_in_schema=False, dependencies=[Depends(authorize)])
+api = APIRouter(prefix="/api", dependencies=[Depends(authorize)], tags=["platform"])
+DEAD_LETTERS_SHOWN = 200
+
+
+def hub_of(request: Request) -> Any:
+    return getattr(state_of(request), "platform", None)
+
+
+@public.post("/api/platform/{name}/callback", name="platform_callback")
+async def platform_callback(request: Request, name: str) -> Response:
+    """A status change from the platform (accepted, dispatched, closed, ...), applied to the case and audited."""
+    hub = hub_of(request)
+    if hub is None:
+        return JSONResponse({"error": {"code": "not_found", "message": "no city platform is configured here"}}, 404)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_CALLBACK_BYTES:
+            return JSONResponse({"error": {"code": "too_large", "message": f"callback body larger than "
+                                           f"{MAX_CALLBACK_BYTES} bytes"}}, 413)
+    headers = dict(request.headers)
+    status, answer = await anyio.to_thread.run_sync(lambda: hub.callback(name, headers, body))
+    return JSONResponse(answer, status)
+
+
+def _rows(hub: Any) -> list[dict[str, Any]]:
+    def when(ts: float | None) -> datetime | None:
+        return datetime.fromtimestamp(ts, UTC) if ts else None
+
+    return [{"id": d.id, "key": d.idempotency_key, "case_number": d.case_number, "attempts": d.attempts,
+             "status": d.last_status, "error": d.last_error, "since": when(d.created_at)}
+            for d in hub.connector.dead_letters(DEAD_LETTERS_SHOWN)]
+
+
+@pages.get("/admin/platform", name="admin_platform")
+def admin_platform(request: Request) -> Response:
+    """Outbox counts and the dead letters (the reports the platform refused, with its message), to requeue."""
+    hub = hub_of(request)
+    if hub is None:
+        return error_page(request, 404, "not_found", "no city platform is configured in this console")
+    counts, rows = hub.connector.counts(), _rows(hub)
+    notice = request.query_params.get("requeued", "")
+    return render(request, "admin_platform.html", {
+        "platform": hub.name, "counts": counts, "rows": rows, "running": hub.running,
+        "requeued": int(notice) if notice.isdigit() else None,
+    })
+
+
+@pages.post("/admin/platform/requeue", name="admin_platform_requeue")
+def admin_platform_requeue(request: Request, principal: Principal = Depends(authorize), ids: list[int] = Form([]),
+                           all: str = Form("")) -> Response:  # noqa: A002 - the form field's name
+    """Send the chosen dead letters (or all of them) again."""
+    hub = hub_of(request)
+    if hub is None:
+        return error_page(request, 404, "not_found", "no city platform is configured in this console")
+    n = hub.connector.requeue(None if all else ids) if (all or ids) else 0
+    log.info("platform %s: %s requeued %d dead report(s)", hub.name, principal.username, n)
+    return RedirectResponse(f"{root_path(request)}/admin/platform?requeued={n}", 303)
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    key: str = Field(description="The report's idempotency key (<case number>:<revision>).")
+    case_number: str
+    attempts: int
+    status: int | None = Field(description="The platform's last HTTP status (null: no answer).")
+    error: str = Field(description="The platform's message, or why it was not sent.")
+    since: datetime | None
+
+
+class DeadLettersOut(BaseModel):
+    platform: str
+    counts: dict[str, int] = Field(description="Reports by state: pending, delivered, dead.")
+    dead_letters: list[DeadLetterOut]
+
+
+class RequeueIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[int] = Field(default_factory=list, max_length=1000, description="Dead letters to send again.")
+    all: bool = Field(False, description="Send every dead letter again.")
+
+
+class RequeueOut(BaseModel):
+    requeued: int
+
+
+def _no_platform(request: Request) -> JSONResponse:
+    return err(request, 404, "not_found", "no city platform is configured in this console (integration.platform)")
+
+
+@api.get("/platform/dead-letters", name="api_platform_dead_letters", response_model=DeadLettersOut,
+         responses=_ERRORS)
+def api_dead_letters(request: Request) -> Any:
+    """The city platform's outbox counts and its dead letters (newest first)."""
+    hub = hub_of(request)
+    if hub is None:
+        return _no_platform(request)
+    return {"platform": hub.name, "counts": hub.connector.counts(), "dead_letters": _rows(hub)}
+
+
+@api.post("/platform/requeue", name="api_platform_requeue", response_model=RequeueOut, responses=_ERRORS)
+def api_requeue(request: Request, body: RequeueIn, principal: Principal = Depends(authorize)) -> Any:
+    """Send dead letters again (``ids``, or ``all``), after the cause was fixed."""
+    hub = hub_of(request)
+    if hub is None:
+        return _no_platform(request)
+    if not body.all and not body.ids:
+        return err(request, 422, "bad_request", "name the dead letters to requeue (ids) or set all: true",
+                   "error.bad_request", {"message": "ids"})
+    n = hub.connector.requeue(None if body.all else body.ids)
+    log.info("platform %s: %s requeued %d dead report(s)", hub.name, principal.username, n)
+    return {"requeued": n}
+
+
+__all__ = ["api", "pages", "public"]
