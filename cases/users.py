@@ -65,6 +65,7 @@ SCOPE_HELP: dict[str, str] = {
     "cameras:read": "camera health and snapshots (/api/cameras)",
     "cameras:write": "change a camera's zones (PUT /api/cameras/{id}/zones)",
     "metrics:read": "the detailed /metrics and /readyz (case counts, store and database detail)",
+    "stats:read": "the bureau's statistics: /api/stats/* (the big screen), the /stats page, its exports and reports",
 }
 SCOPES: tuple[str, ...] = tuple(SCOPE_HELP)
 #: The longest token lifetime ``create_token`` accepts (ten years).

@@ -19,6 +19,9 @@ Pages::
     GET  /cases/{number}/document[.pdf]          the case document (HTML / PDF)
     GET  /cameras                   camera health and snapshots; /cameras/{id}/zones the zone editor
     GET  /evidence/{event_id}/{name}  a file of the case's package (only the files the case lists)
+    GET  /stats                     statistics: charts and tables per period and area, Excel/CSV per chart
+    GET  /stats/overdue             weekly / monthly overdue report (page, Excel, CSV); /stats/report.pdf 统计月报
+    GET  /export/cases              the queue / search list as Excel or CSV (its filters)
 
 API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx status; OpenAPI at
 ``/api/openapi.json``)::
@@ -30,6 +33,7 @@ API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx stat
     POST /api/cases/{number}/feedback   multipart: note, photos
     GET  /api/events                server-sent events (same filters; ?since=cursor)
     GET  /api/cameras, GET /api/cameras/{id}/snapshot, PUT /api/cameras/{id}/zones
+    GET  /api/stats, /api/stats/{figure}, /api/stats/hotspots, /api/stats/overdue   the big screen (stats:read)
     GET  /healthz, /readyz, /metrics     liveness, readiness (database, store), Prometheus metrics
                                     (details of /readyz and /metrics: metrics token, admin, metrics:read)
 """
@@ -68,7 +72,7 @@ from nonsite.cases.db import utcnow
 from nonsite.cases.deadlines import TimeLimitTable
 from nonsite.cases.legal_basis import default_catalogue
 from nonsite.cases.organisation import Organisation
-from nonsite.console import api, camera_views, login, pages
+from nonsite.console import api, camera_views, login, pages, stats
 from nonsite.console.auth import (
     PUBLIC_ROUTES,
     ROUTES,
@@ -272,7 +276,7 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
     app.add_middleware(Guard)
     _install_error_handlers(app)
     routers = [login.public, _health_router(settings), login.router, _evidence_router(), documents_router,
-               camera_views.pages, camera_views.api, pages.router, api.router]
+               camera_views.pages, camera_views.api, stats.pages, stats.api, pages.router, api.router]
     _check_route_table(routers)
     for router in routers:
         app.include_router(router)
