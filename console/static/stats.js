@@ -33,7 +33,7 @@
       xAxis: { type: "category", data: cats, axisLabel: { rotate: cats.length > 6 ? 30 : 0, interval: 0 } },
       yAxis: { type: "value", min: 0, max: pct ? 100 : null, axisLabel: { formatter: pct ? "{value}%" : "{value}" } },
       series: c.series.map(function (key) {
-        return { name: label(fig, key), type: c.kind, connectNulls: false,
+        return { name: label(fig, key), type: c.kind, connectNulls: pct,
           data: rows.map(function (r) { return value(r[key]); }) };
       })
     };
