@@ -424,6 +424,28 @@ def cases_export(request: Request, format: str = Query("xlsx", pattern="^(xlsx|c
 # -- JSON for the big screen -------------------------------------------------------------------------------
 
 
+def _scope_params(
+    from_: str = Query("", alias="from", max_length=32, description="First day (YYYY-MM-DD, city time; default: "
+                       "the first of this month)."),
+    to: str = Query("", max_length=32, description="Last day, included (YYYY-MM-DD; default: today)."),
+    month: str = Query("", max_length=16, description="A whole month (YYYY-MM) instead of from/to."),
+    street: str = Query("", max_length=64, description="Only this street (organisation id)."),
+    grid: str = Query("", max_length=64, description="Only this grid (organisation id)."),
+    unit: str = Query("", max_length=8, description="Trend step: day, week or month (default by the period's "
+                      "length)."),
+) -> None:
+    """The period and area parameters of every ``/api/stats`` call (read by :func:`parse_scope`; a bad value is
+    ignored and named in ``problems``)."""
+
+
+def _overdue_params(
+    period: str = Query("week", max_length=8, description="week (ISO, Monday first) or month."),
+    date_: str = Query("", alias="date", max_length=32, description="A day in the week or month (YYYY-MM-DD; "
+                       "default: today)."),
+) -> None:
+    """The period of the overdue report (read by :func:`parse_overdue`)."""
+
+
 def _meta(state: ConsoleState, scope: StatsScope, as_of: datetime) -> dict[str, Any]:
     return {"from": scope.first.isoformat(), "to": scope.last.isoformat(), "unit": scope.unit,
             "since": scope.since.isoformat(), "until": scope.until.isoformat(), "as_of": as_of.isoformat(),
@@ -431,7 +453,7 @@ def _meta(state: ConsoleState, scope: StatsScope, as_of: datetime) -> dict[str, 
             "problems": list(scope.problems)}
 
 
-@api.get("/stats", name="api_stats")
+@api.get("/stats", name="api_stats", dependencies=[Depends(_scope_params)])
 def api_stats(request: Request) -> JSONResponse:
     """Every figure of the period and area (``from``, ``to`` or ``month``; ``street``, ``grid``; ``unit``): each
     a table (columns with key, label, kind; rows as objects; rates as fractions, null when undefined) and how the
@@ -443,7 +465,7 @@ def api_stats(request: Request) -> JSONResponse:
     return JSONResponse({**_meta(state, scope, done.as_of), "figures": [figure_json(f, lang) for f in done.figures]})
 
 
-@api.get("/stats/hotspots", name="api_stats_hotspots")
+@api.get("/stats/hotspots", name="api_stats_hotspots", dependencies=[Depends(_scope_params)])
 def api_stats_hotspots(request: Request) -> JSONResponse:
     """Cameras and grids with their alert counts and pixel positions on the base map (null: not placed)."""
     state = state_of(request)
@@ -457,7 +479,8 @@ def api_stats_hotspots(request: Request) -> JSONResponse:
                                        "y": h.y} for h in done.hotspots]})
 
 
-@api.get("/stats/overdue", name="api_stats_overdue")
+@api.get("/stats/overdue", name="api_stats_overdue",
+         dependencies=[Depends(_scope_params), Depends(_overdue_params)])
 def api_stats_overdue(request: Request) -> JSONResponse:
     """The overdue report (``period=week|month``, ``date`` within it; ``street``, ``grid``)."""
     state = state_of(request)
@@ -471,7 +494,7 @@ def api_stats_overdue(request: Request) -> JSONResponse:
                          "teams": table_json(teams, lang), "cases": table_json(listing, lang)})
 
 
-@api.get("/stats/{name}", name="api_stats_figure")
+@api.get("/stats/{name}", name="api_stats_figure", dependencies=[Depends(_scope_params)])
 def api_stats_figure(request: Request, name: str) -> JSONResponse:
     """One figure (``summary``, ``by_type``, ``by_street``, ``by_grid``, ``by_camera``, ``by_period``,
     ``rates_by_period``, ``steps``, ``dismissals``, ``fp_camera``, ``fp_type``, ``decisions``, ``ranking``)."""
