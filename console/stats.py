@@ -332,9 +332,10 @@ def overdue_page(request: Request) -> Response:
         "problems": (*scope.problems, *period.problems), "scope": scope, "streets": streets, "grids": grids,
         "xlsx_url": f"{root_path(request)}/stats/overdue/export?" + urlencode({**q, "format": "xlsx"}),
         "csv_url": f"{root_path(request)}/stats/overdue/export?" + urlencode({**q, "format": "csv"}),
-        "prev_day": (period.since.astimezone(state.zone).date() - timedelta(days=1)).isoformat(),
-        "next_day": period.until.astimezone(state.zone).date().isoformat(),
-        "area": area,
+        "prev_url": f"{root_path(request)}/stats/overdue?" + urlencode({
+            **q, "date": (period.since.astimezone(state.zone).date() - timedelta(days=1)).isoformat()}),
+        "next_url": f"{root_path(request)}/stats/overdue?" + urlencode({
+            **q, "date": period.until.astimezone(state.zone).date().isoformat()}),
     })
 
 

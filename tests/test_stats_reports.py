@@ -250,6 +250,9 @@ def test_overdue_report_weekly_and_monthly(site: Site) -> None:
     assert [r["id"] for r in month["teams"]["rows"]] == ["yanshi-group-2"]
     page = c.get("/stats/overdue", params={"period": "week"}).text
     assert "超期未办结报表 2026-W48" in page and page_tables(page)["overdue_teams"][0]["overdue"] == "1"
+    prev = unescape(re.search(r'href="([^"]+)" id="overdue-prev"', c.get(  # type: ignore[union-attr]
+        "/stats/overdue", params={"grid": "shifan-jie"}).text).group(1))
+    assert "grid=shifan-jie" in prev and "超期未办结报表 2026-W47" in c.get(prev).text
     wb = load_workbook(io.BytesIO(c.get("/stats/overdue/export").content))
     assert wb.sheetnames == ["overdue_teams", "overdue_cases"]
     assert sum(r[2] for r in sheet_rows(wb["overdue_teams"])[1]) == 3
