@@ -45,8 +45,9 @@ class Site:
     sf: sessionmaker[Session]
 
     def client(self, user: str | None = "adm", **kw: Any) -> TestClient:
+        kw.setdefault("organisation", self.org)
         app = create_app(session_factory=self.sf, store=LocalStore(self.root / "evidence"), auth=self.users,
-                         organisation=self.org, clock=lambda: NOW, session_secret="s" * 32, **kw)
+                         clock=lambda: NOW, session_secret="s" * 32, **kw)
         c = TestClient(app)
         if user is not None:
             r = login(c, user, PASSWORDS.get(user) or f"{user}-pass-123")
@@ -233,6 +234,19 @@ def test_the_page_without_the_chart_library(site: Site, monkeypatch: pytest.Monk
     html = site.client().get("/stats").text
     assert "echarts.min.js" not in html and 'id="no-charts"' in html
     assert len(page_tables(html)["by_type"]) == 3  # the tables are all there
+
+
+def test_a_console_without_an_organisation(site: Site) -> None:
+    """No organisation file: no area menus, no base map, grids and streets as stored on the cases (routed when
+    they were drafted), the hotspot ranking without a map."""
+    c = site.client(organisation=None)
+    html = c.get("/stats").text
+    assert 'id="f-street"' not in html and 'id="hotspot-map"' not in html and "未配置底图" in html
+    assert c.get("/stats/basemap").status_code == 404
+    data = c.get("/api/stats/by_grid", params={"grid": "yanshi-east"}).json()
+    # without an organisation to check it against, a well-formed id filters by the grid stored on the cases
+    assert [r["id"] for r in data["rows"]] == ["yanshi-east"] and data["problems"] == []
+    assert c.get("/stats/report.pdf", params={"month": "2026-11"}).status_code == 200
 
 
 def test_overdue_report_weekly_and_monthly(site: Site) -> None:
