@@ -4,6 +4,11 @@
   "use strict";
   var COLOURS = ["#2f6fb0", "#e07b39", "#3a9a5b", "#c0392b", "#8e44ad", "#16a085", "#d4ac0d", "#7f8c8d"];
   var MAX = 15;
+  var TEXT = {};
+
+  function text(key) {
+    return Object.prototype.hasOwnProperty.call(TEXT, key) ? TEXT[key] : key;
+  }
 
   function label(fig, key) {
     for (var i = 0; i < fig.columns.length; i++) { if (fig.columns[i].key === key) { return fig.columns[i].label; } }
@@ -27,7 +32,9 @@
     }
     return {
       color: COLOURS, animation: false,
-      tooltip: { trigger: "axis", valueFormatter: function (v) { return v === null ? "—" : (pct ? v + "%" : v); } },
+      tooltip: { trigger: "axis", valueFormatter: function (v) {
+        return v === null || v === undefined ? text("js.stats_none") : (pct ? v + "%" : v);
+      } },
       legend: { top: 0 },
       grid: { left: 48, right: 16, top: 32, bottom: cats.length > 6 ? 70 : 30 },
       xAxis: { type: "category", data: cats, axisLabel: { rotate: cats.length > 6 ? 30 : 0, interval: 0 } },
@@ -42,6 +49,8 @@
   function draw() {
     var node = document.getElementById("stats-data");
     if (!node || !window.echarts) { return; }
+    var catalogue = document.getElementById("console-text");
+    if (catalogue) { try { TEXT = JSON.parse(catalogue.textContent); } catch (err) { TEXT = {}; } }
     var data = JSON.parse(node.textContent);
     var charts = [];
     data.figures.forEach(function (fig) {
