@@ -392,3 +392,18 @@ def test_case_list_export_follows_what_the_user_sees(site: Site) -> None:
     link = unescape(re.search(r'href="([^"]+)" id="export-list-csv"', queue).group(1))  # type: ignore[union-attr]
     dogs = list(csv.reader(io.StringIO(op.get(link).content.decode("utf-8-sig"))))
     assert len(dogs) == 1 + 2 and {r[1] for r in dogs[1:]} == {"流浪犬"}
+
+
+def test_the_base_map_is_validated(tmp_path: Path) -> None:
+    from nonsite.config import ConfigError
+
+    text = (ROOT / "examples" / "organisation.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "organisation.yaml"
+    path.write_text(text + "\nbase_map:\n  image: map.png\n  size: [800, 600]\n"
+                    "  bounds: [121.49, 31.22, 121.47, 31.25]\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_organisation(path)
+    assert "organisation.yaml:" in str(err.value) and "bounds" in str(err.value) and "west < east" in str(err.value)
+    path.write_text(text + "\nbase_map:\n  image: map.png\n  size: [800, 600]\n  zoom: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="zoom"):
+        load_organisation(path)
