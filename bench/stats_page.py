@@ -85,6 +85,7 @@ def seed(url: str, n: int) -> None:
                 t = t + timedelta(hours=rnd.uniform(0.1, 60))
                 batch_audit.append({"case_id": next_id, "at": t, "actor": "op", "action": step,
                                     "before_status": None, "after_status": step})
+            batch_cases[-1]["updated_at"] = t  # the workflow stamps each change
             next_id += 1
             if len(batch_cases) >= 5000:
                 s.execute(insert(Case), batch_cases)
@@ -144,7 +145,7 @@ def main() -> int:
 
     def overdue() -> int:
         with sf() as s:
-            rows = load_rows(s, None, month_until, organisation=org, time_limits=limits)
+            rows = load_rows(s, None, month_until, organisation=org, time_limits=limits, open_at=NOW)
         teams, _ = overdue_report(rows, NOW, since=month_since, labels=Labels(org))
         return sum(r[2] for r in teams.rows)
 

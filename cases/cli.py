@@ -246,7 +246,8 @@ def cmd_report_overdue(a: argparse.Namespace) -> int:
         with sf() as s:
             names, _ = camera_places(s)
             rows = load_rows(s, None, until, organisation=org, time_limits=limits, tz=zone,
-                             streets=[a.street] if a.street else [], grids=[a.grid] if a.grid else [])
+                             streets=[a.street] if a.street else [], grids=[a.grid] if a.grid else [],
+                             open_at=min(until, now))
     finally:
         sf.kw["bind"].dispose()
     teams, listing = overdue_report(rows, min(until, now), since=since, labels=Labels(org, names), tz=zone)

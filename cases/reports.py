@@ -569,12 +569,14 @@ def camera_places(session: Any) -> tuple[dict[str, str], dict[str, tuple[float, 
 def load_rows(
     session: Any, since: datetime | None, until: datetime | None, *, organisation: Any = None,
     time_limits: Any = None, tz: str | ZoneInfo = "Asia/Shanghai", streets: Sequence[str] = (),
-    grids: Sequence[str] = (),
+    grids: Sequence[str] = (), open_at: datetime | None = None,
 ) -> list[CaseRow]:
-    """The case rows detected in [since, until) in the given streets/grids (empty: everywhere)."""
+    """The case rows detected in [since, until) in the given streets/grids (empty: everywhere); with ``open_at``
+    only those that may have been open at that instant (what the overdue report needs)."""
     from nonsite.cases.statistics import case_rows, select_rows
 
-    rows = case_rows(session, since, until, organisation=organisation, time_limits=time_limits, tz=tz)
+    rows = case_rows(session, since, until, organisation=organisation, time_limits=time_limits, tz=tz,
+                     open_at=open_at)
     return select_rows(rows, streets=streets, grids=grids)
 
 
@@ -595,7 +597,7 @@ def monthly_report(
     figures = build_figures(rows, as_of=as_of, tz=zone, unit="day", since=since, until=until, labels=labels)
     end = min(until, as_of)
     before_end = load_rows(session, None, until, organisation=organisation, time_limits=time_limits, tz=zone,
-                           streets=streets, grids=grids)
+                           streets=streets, grids=grids, open_at=end)
     overdue = overdue_report(before_end, end, since=since, labels=labels, tz=zone)
     spots = hotspots(rows, organisation, places, labels)
     if lang == "en":

@@ -468,8 +468,10 @@ def case_rows(
     organisation: Any = None,
     time_limits: Any = None,
     tz: str | ZoneInfo = "Asia/Shanghai",
+    open_at: datetime | None = None,
 ) -> list[CaseRow]:
-    """:class:`CaseRow` values of the case database:
+    """:class:`CaseRow` values of the case database (with ``open_at``: only the cases that may have been open at
+    that instant, i.e. not closed or dismissed, or changed after it, for the overdue report):
     cases confirmed by the pipeline in [since, until); the first time each reached each status, from the audit
     trail (``draft`` = drafted; in time order); grid and street from ``organisation`` (an ``Organisation``:
     the camera's grid) unless the case was routed (then the stored snapshot); the team the case is routed to
@@ -488,6 +490,12 @@ def case_rows(
         stmt = stmt.where(Case.confirmed_at >= since)
     if until is not None:
         stmt = stmt.where(Case.confirmed_at < until)
+    if open_at is not None:  # a case finished by then was last changed (closed, dismissed) at or before it
+        from sqlalchemy import or_
+
+        from nonsite.cases.db import CaseStatus
+
+        stmt = stmt.where(or_(Case.status.not_in([CaseStatus.CLOSED, CaseStatus.DISMISSED]), Case.updated_at > open_at))
     cases = session.execute(stmt.order_by(Case.confirmed_at, Case.id)).all()
     reached: dict[int, dict[str, datetime]] = defaultdict(dict)
     ids = [c.id for c in cases]

@@ -311,7 +311,8 @@ def overdue_tables(state: ConsoleState, scope: StatsScope, period: OverdueScope)
     with state.session_factory() as session:
         names, _ = camera_places(session)
         rows = load_rows(session, None, period.until, organisation=state.organisation,
-                         time_limits=state.time_limits, tz=state.zone, streets=scope.streets, grids=scope.grids)
+                         time_limits=state.time_limits, tz=state.zone, streets=scope.streets, grids=scope.grids,
+                         open_at=period.as_of)
     return overdue_report(rows, period.as_of, since=period.since, labels=Labels(state.organisation, names),
                           tz=state.zone)
 

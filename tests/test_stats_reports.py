@@ -347,6 +347,17 @@ def test_figures_over_the_database(case_db_url: str) -> None:
     assert sum(r[2] for r in figs["by_camera"].rows) == 12  # carpark 8 (the 30th's draft too) + fence 4
     teams, listing = overdue_report(everything, NOW, since=since, labels=Labels(seeded.org))
     assert [r[0] for r in teams.rows] == ["yanshi-group-1", "yanshi-group-2"]
+    # reading only the cases that may be open at the report's instant gives the same report, past instants too
+    for day in (5, 10, 16, 23, 28):
+        at = NOW.replace(day=day)
+        sf = open_db(case_db_url)
+        try:
+            with sf() as s:
+                some = load_rows(s, None, until, organisation=seeded.org, time_limits=limits, open_at=at)
+        finally:
+            sf.kw["bind"].dispose()
+        assert len(some) < len(everything)
+        assert overdue_report(some, at, since=since) == overdue_report(everything, at, since=since), day
 
 
 # --- who may --------------------------------------------------------------------------------------------
