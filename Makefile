@@ -33,6 +33,16 @@ $(VENV)/.setup-done: pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[torch,dev]'
 	@touch $@
 
+# Browser libraries the console serves from its own origin (ECharts for /stats; no CDN), installed from
+# console/vendor/package-lock.json and copied to console/static/vendor/ (gitignored). Without them /stats shows
+# its tables only.
+CONSOLE_VENDOR := console/static/vendor/echarts.min.js
+setup: $(CONSOLE_VENDOR)
+
+$(CONSOLE_VENDOR): console/vendor/package.json console/vendor/package-lock.json
+	cd console/vendor && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(dir $@) && cp console/vendor/node_modules/echarts/dist/echarts.min.js $@
+
 run: setup
 	$(PY) -m nonsite run --config $(CONFIG)
 

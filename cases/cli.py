@@ -187,6 +187,87 @@ def cmd_document(a: argparse.Namespace) -> int:
     return 0
 
 
+def _report_context(a: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    from nonsite.cases.legal_basis import load_catalogue
+    from nonsite.cases.organisation import load_organisation
+
+    cfg = _config(a)
+    org = load_organisation(cfg.cases.organisation) if cfg.cases.organisation else None
+    known = {g.id: "grid" for d in org.districts for s in d.streets for g in s.grids} if org else {}
+    known.update({s.id: "street" for d in org.districts for s in d.streets} if org else {})
+    for kind in ("street", "grid"):
+        value = getattr(a, kind, None)
+        if value and known.get(value) != kind:
+            raise CasesCliError(f"--{kind} {value}: not a {kind} of the organisation "
+                                f"({cfg.cases.organisation or 'cases.organisation is not configured'})")
+    return cfg, org, load_catalogue(cfg.cases.legal_basis).time_limit_table(), _sessions(a, cfg)
+
+
+def cmd_report_monthly(a: argparse.Namespace) -> int:
+    """统计月报 of a month as PDF (the same figures as the console's /stats page for that month and area)."""
+    from nonsite.cases.reports import Labels, monthly_report
+
+    cfg, org, limits, sf = _report_context(a)
+    month = a.month or datetime.now(UTC).astimezone(_zone(cfg.timezone)).strftime("%Y-%m")
+    streets, grids = ([a.street] if a.street else []), ([a.grid] if a.grid else [])
+    area = "、".join(Labels(org).area(k, v)[0] for k, v in (("street_id", a.street), ("grid_id", a.grid)) if v)
+    try:
+        with sf() as s:
+            pdf = monthly_report(s, month, as_of=datetime.now(UTC), tz=cfg.timezone, organisation=org,
+                                 time_limits=limits, streets=streets, grids=grids, lang=a.lang,
+                                 font_path=cfg.cases.document_font, area_text=area)
+    except ValueError as exc:
+        raise CasesCliError(str(exc)) from None
+    finally:
+        sf.kw["bind"].dispose()
+    out = Path(a.out)
+    try:
+        out.write_bytes(pdf)
+    except OSError as exc:
+        raise CasesCliError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_report_overdue(a: argparse.Namespace) -> int:
+    """The weekly/monthly overdue report (cases open past their deadline, per team) as Excel or CSV."""
+    from nonsite.cases.reports import Labels, camera_places, load_rows, overdue_report, report_period
+    from nonsite.cases.statistics import to_csv, to_xlsx
+
+    cfg, org, limits, sf = _report_context(a)
+    zone = _zone(cfg.timezone)
+    now = datetime.now(UTC)
+    try:
+        day = date.fromisoformat(a.date) if a.date else now.astimezone(zone).date()
+    except ValueError:
+        raise CasesCliError(f"--date {a.date}: write YYYY-MM-DD") from None
+    since, until, label = report_period(a.period, day, zone)
+    try:
+        with sf() as s:
+            names, _ = camera_places(s)
+            rows = load_rows(s, None, until, organisation=org, time_limits=limits, tz=zone,
+                             streets=[a.street] if a.street else [], grids=[a.grid] if a.grid else [],
+                             open_at=min(until, now))
+    finally:
+        sf.kw["bind"].dispose()
+    teams, listing = overdue_report(rows, min(until, now), since=since, labels=Labels(org, names), tz=zone)
+    out = Path(a.out)
+    if out.suffix.lower() == ".xlsx":
+        to_xlsx([teams, listing], out, a.lang, note=f"{label} · {min(until, now).astimezone(zone):%Y-%m-%d %H:%M}")
+    elif out.suffix.lower() == ".csv":
+        to_csv(listing if a.cases else teams, out, a.lang)
+    else:
+        raise CasesCliError(f"{out}: name the output .xlsx or .csv")
+    print(f"wrote {out} ({sum(r[2] for r in teams.rows)} overdue cases in {len(teams.rows)} teams, {label})")
+    return 0
+
+
+def _zone(name: str) -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
 # --- users and tokens ---------------------------------------------------------------------------------------
 
 
@@ -455,6 +536,26 @@ def add_parsers(sub: Any) -> None:
                                           "(daily, e.g. from cron)")
     _db_args(ac)
     ac.set_defaults(fn=cmd_audit_checkpoint)
+
+    rp = c.add_parser("report", help="the bureau's reports: 统计月报 (PDF), overdue report (Excel/CSV)") \
+        .add_subparsers(dest="report_cmd", required=True)
+    rm = rp.add_parser("monthly", help="统计月报: the month's figures with charts, the overdue report and the hotspots "
+                                       "as PDF")
+    _db_args(rm)
+    rm.add_argument("--month", help="YYYY-MM on the city's clock (default: this month)")
+    rm.add_argument("--out", required=True, help="output file (.pdf)")
+    ro = rp.add_parser("overdue", help="cases open past their deadline at the end of a week or month, per team")
+    _db_args(ro)
+    ro.add_argument("--period", choices=["week", "month"], default="week")
+    ro.add_argument("--date", help="a day in the week or month (YYYY-MM-DD; default: today)")
+    ro.add_argument("--out", required=True, help="output file, .xlsx (both tables) or .csv (one table)")
+    ro.add_argument("--cases", action="store_true", help="CSV: the list of cases instead of the per-team table")
+    for r in (rm, ro):
+        r.add_argument("--street", help="only this street (organisation id)")
+        r.add_argument("--grid", help="only this grid (organisation id)")
+        r.add_argument("--lang", choices=["zh", "en"], default="zh")
+    rm.set_defaults(fn=cmd_report_monthly)
+    ro.set_defaults(fn=cmd_report_overdue)
 
     u = sub.add_parser("users", help="console users and API tokens").add_subparsers(dest="users_cmd", required=True)
     ua = u.add_parser("add", help=f"add a user (password from ${PASSWORD_ENV} or standard input)")

@@ -54,6 +54,7 @@ from nonsite.config.base import Section
 from nonsite.config.loader import LocatedError, load_model
 
 __all__ = [
+    "BaseMap",
     "District",
     "Grid",
     "Location",
@@ -62,6 +63,7 @@ __all__ = [
     "Routing",
     "Street",
     "Team",
+    "base_map_file",
     "load_organisation",
     "point_in_polygon",
 ]
@@ -215,6 +217,48 @@ def point_in_polygon(lon: float, lat: float, polygon: list[tuple[float, float]])
 _Rank = tuple[int, int]
 
 
+class BaseMap(Section):
+    """The picture the statistics page draws its hotspots on (no online tiles): a PNG or JPEG of the area, north
+    up. A camera or grid is placed by its ``points`` entry (pixels), else by its location (a camera: where its cases
+    were; a grid: the mean of its polygon's points) through ``bounds``; what can be placed neither way is listed
+    beside the map."""
+
+    image: str = Field(min_length=1, description="PNG or JPEG file, relative to the organisation file (or absolute).")
+    size: tuple[int, int] = Field(description="[width, height] of the image in pixels.")
+    bounds: tuple[float, float, float, float] | None = Field(
+        None, description="[west, south, east, north]: the longitudes and latitudes (WGS84) of the image's left, "
+        "bottom, right and top edges (a plain linear mapping: fine for a district-sized picture).")
+    points: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="Camera or grid id -> [x, y] pixel position on the image (0,0: top "
+        "left); wins over bounds.")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 1 or max(v) > 20000:
+            raise ValueError(f"size [{v[0]}, {v[1]}] is not [width, height] in pixels (1 to 20000)")
+        return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, v: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        if v is not None:
+            west, south, east, north = v
+            if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+                raise ValueError(f"bounds {list(v)} are not [west, south, east, north] (west < east, south < north)")
+        return v
+
+    def pixel(self, lon: float, lat: float) -> tuple[float, float] | None:
+        """Where [lon, lat] falls on the image (None without bounds or outside them)."""
+        if self.bounds is None:
+            return None
+        west, south, east, north = self.bounds
+        if not (west <= lon <= east and south <= lat <= north):
+            return None
+        w, h = self.size
+        return (lon - west) / (east - west) * w, (north - lat) / (north - south) * h
+
+
 class Organisation(Section):
     """The organisation file: districts, streets, grids, teams, and the fallback team."""
 
@@ -224,6 +268,9 @@ class Organisation(Section):
     fallback_team: str | None = Field(
         None, description="Team id that gets every case no team is responsible for (e.g. the duty desk)."
     )
+    base_map: BaseMap | None = Field(
+        None, description="Picture of the area for the statistics page's hotspot view (cameras and grids by count)."
+    )
 
     _areas: dict[str, tuple[str, frozenset[str]]] = PrivateAttr(default_factory=dict)  # id -> (level, grid ids)
     _grids: dict[str, Grid] = PrivateAttr(default_factory=dict)
@@ -231,6 +278,7 @@ class Organisation(Section):
     _district_of: dict[str, District] = PrivateAttr(default_factory=dict)
     _camera_grid: dict[str, str] = PrivateAttr(default_factory=dict)
     _teams: dict[str, Team] = PrivateAttr(default_factory=dict)
+    _source: Path | None = PrivateAttr(default=None)  # the file it was loaded from (base_map.image is relative)
 
     @model_validator(mode="after")
     def _index(self) -> Organisation:
@@ -392,5 +440,17 @@ def _point(location: Any) -> tuple[float, float] | None:
 
 def load_organisation(path: str | os.PathLike[str]) -> Organisation:
     """Read and validate an organisation file; raises ``ConfigError`` with ``file:line: key: fix`` lines."""
-    return load_model(Path(path), Organisation, what="the organisation file must be a mapping (districts:, teams:, "
-                      "fallback_team:)")
+    org = load_model(Path(path), Organisation, what="the organisation file must be a mapping (districts:, teams:, "
+                     "fallback_team:)")
+    org._source = Path(path).resolve()
+    return org
+
+
+def base_map_file(org: Organisation) -> Path | None:
+    """The base map's image file (relative paths against the organisation file's folder), or None."""
+    if org.base_map is None:
+        return None
+    p = Path(org.base_map.image)
+    if not p.is_absolute():
+        p = (org._source.parent if org._source is not None else Path.cwd()) / p
+    return p

@@ -66,6 +66,7 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "DIMENSIONS",
+    "FORMULA_START",
     "CaseRow",
     "case_rows",
     "Column",
@@ -467,8 +468,10 @@ def case_rows(
     organisation: Any = None,
     time_limits: Any = None,
     tz: str | ZoneInfo = "Asia/Shanghai",
+    open_at: datetime | None = None,
 ) -> list[CaseRow]:
-    """:class:`CaseRow` values of the case database:
+    """:class:`CaseRow` values of the case database (with ``open_at``: only the cases that may have been open at
+    that instant, i.e. not closed or dismissed, or changed after it, for the overdue report):
     cases confirmed by the pipeline in [since, until); the first time each reached each status, from the audit
     trail (``draft`` = drafted; in time order); grid and street from ``organisation`` (an ``Organisation``:
     the camera's grid) unless the case was routed (then the stored snapshot); the team the case is routed to
@@ -487,6 +490,12 @@ def case_rows(
         stmt = stmt.where(Case.confirmed_at >= since)
     if until is not None:
         stmt = stmt.where(Case.confirmed_at < until)
+    if open_at is not None:  # a case finished by then was last changed (closed, dismissed) at or before it
+        from sqlalchemy import or_
+
+        from nonsite.cases.db import CaseStatus
+
+        stmt = stmt.where(or_(Case.status.not_in([CaseStatus.CLOSED, CaseStatus.DISMISSED]), Case.updated_at > open_at))
     cases = session.execute(stmt.order_by(Case.confirmed_at, Case.id)).all()
     reached: dict[int, dict[str, datetime]] = defaultdict(dict)
     ids = [c.id for c in cases]
@@ -595,18 +604,30 @@ def _cell(value: Any, lang: str) -> Any:
     return value
 
 
+#: First characters that make a spreadsheet read a cell as a formula (CSV/formula injection, OWASP): a text cell
+#: starting with one of them is written with a leading apostrophe, so ``=HYPERLINK(...)`` in a camera name stays text.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defused(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def _csv_value(value: Any, kind: ColumnKind) -> str:
     if value is None:
         return ""
     if kind in ("percent", "float") and isinstance(value, float):
         return f"{value:.4f}"
+    if isinstance(value, str):  # text from users or configuration (names, notes): never a formula
+        return _defused(value)
     return str(value)
 
 
 def to_csv(table: StatTable, out: str | os.PathLike[str] | IO[str] | None = None, lang: str = "zh") -> str:
     """The table as CSV (a header row of labels in ``lang``, then the rows; rates as fractions with four
     decimals, empty for none). Written UTF-8 with a BOM when ``out`` is a path (so Excel reads the Chinese);
-    returns the text."""
+    returns the text. A text cell starting with ``= + - @``, a tab or a carriage return gets a leading apostrophe
+    (:data:`FORMULA_START`: a spreadsheet would run it as a formula); numbers are written as numbers."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow([c.label(lang) for c in table.columns])
@@ -628,7 +649,8 @@ def to_xlsx(
     *, note: str | None = None,
 ) -> None:
     """Write ``tables`` to an Excel workbook, one sheet each: the title, an optional note (period, area,
-    as-of), the header, the rows (numbers as numbers, rates as fractions formatted as percentages)."""
+    as-of), the header, the rows (numbers as numbers, rates as fractions formatted as percentages). Text is
+    stored as text: a name starting with ``=`` is a string cell, never a formula."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
@@ -647,10 +669,14 @@ def to_xlsx(
             cell.font = Font(bold=True)
         for row in table.rows:
             ws.append([_cell(v, lang) for v in row])
-            for cell, col in zip(ws[ws.max_row], table.columns, strict=True):
+            for cell, col, v in zip(ws[ws.max_row], table.columns, row, strict=True):
                 fmt = _FORMATS.get(col.kind)
                 if fmt and isinstance(cell.value, (int, float)):
                     cell.number_format = fmt
+                text = _cell(v, lang)
+                if isinstance(text, str) and text.startswith("="):  # openpyxl would store it as a formula
+                    cell.value = text
+                    cell.data_type = "s"
         ws.freeze_panes = ws.cell(row=header_row + 1, column=1)
         for i, col in enumerate(table.columns, 1):
             width = max([len(str(col.label(lang))) * 2] + [len(str(_cell(r[i - 1], lang) or "")) for r in table.rows])

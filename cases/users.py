@@ -66,6 +66,7 @@ SCOPE_HELP: dict[str, str] = {
     "cameras:write": "change a camera's zones (PUT /api/cameras/{id}/zones)",
     "metrics:read": "the detailed /metrics and /readyz (case counts, store and database detail)",
     "platform:admin": "the city platform's outbox: list and requeue its dead letters (/api/platform/...)",
+    "stats:read": "the bureau's statistics: /api/stats/* (the big screen), the /stats page, its exports and reports",
 }
 SCOPES: tuple[str, ...] = tuple(SCOPE_HELP)
 #: The longest token lifetime ``create_token`` accepts (ten years).

@@ -22,6 +22,9 @@ Pages::
     GET  /cameras                   camera health and snapshots; /cameras/{id}/zones the zone editor
     GET  /m/, /m/cases/{number}     the field officers' mobile app (console/field.py; docs/field.md)
     GET  /evidence/{event_id}/{name}  a file of the case's package (only the files the case lists)
+    GET  /stats                     statistics: charts and tables per period and area, Excel/CSV per chart
+    GET  /stats/overdue             weekly / monthly overdue report (page, Excel, CSV); /stats/report.pdf 统计月报
+    GET  /export/cases              the queue / search list as Excel or CSV (its filters)
 
 API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx status; OpenAPI at
 ``/api/openapi.json``)::
@@ -35,6 +38,7 @@ API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx stat
     GET  /api/cameras, GET /api/cameras/{id}/snapshot, PUT /api/cameras/{id}/zones
     POST /api/cases/{number}/field/checkin, /field/report   the field app's records (idempotent)
     GET|POST /api/cases/{number}/documents, POST /api/cases/{number}/documents/{id}/service
+    GET  /api/stats, /api/stats/{figure}, /api/stats/hotspots, /api/stats/overdue   the big screen (stats:read)
     GET  /healthz, /readyz, /metrics     liveness, readiness (database, store), Prometheus metrics
                                     (details of /readyz and /metrics: metrics token, admin, metrics:read)
 """
@@ -74,7 +78,7 @@ from nonsite.cases.deadlines import TimeLimitTable
 from nonsite.cases.enforcement import load_templates
 from nonsite.cases.legal_basis import default_catalogue
 from nonsite.cases.organisation import Organisation
-from nonsite.console import api, camera_views, enforcement, login, pages, platform
+from nonsite.console import api, camera_views, enforcement, login, pages, platform, stats
 from nonsite.console import field as field_app
 from nonsite.console.auth import (
     PUBLIC_ROUTES,
@@ -291,7 +295,8 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
     routers = [login.public, _health_router(settings), login.router, _evidence_router(), documents_router,
                enforcement.pages, enforcement.api,  # before pages/api: /cases/{number}/documents is no {action}
                platform.public, platform.pages, platform.api,
-               camera_views.pages, camera_views.api, pages.router, api.router, field_app.public, field_app.router]
+               camera_views.pages, camera_views.api, stats.pages, stats.api, pages.router, api.router,
+               field_app.public, field_app.router]
     _check_route_table(routers)
     for router in routers:
         app.include_router(router)

@@ -189,6 +189,10 @@ _READ, _WRITE = "cases:read", "cases:write"
 #: Who may issue an enforcement document of some kind, and record a service (``cases/enforcement.py``).
 _DOC_ISSUE: frozenset[Role] = frozenset(Role(r.value) for roles in ISSUE_ROLES.values() for r in roles)
 _DOC_SERVE: frozenset[Role] = frozenset(Role(r.value) for r in SERVICE_ROLES)
+_STATS = "stats:read"
+#: Who reads the statistics, the overdue report and the monthly report: they cover every team's cases, so every
+#: role that sees every case (field officers see only their teams' cases, so not them).
+STATS_ROLES: frozenset[Role] = frozenset({Role.SUPERVISOR, Role.LEADER, Role.ADMIN, Role.REVIEWER, Role.OPERATOR})
 
 #: Route name -> who may call it (roles) and what an API token needs (scope). Every route of the app must be
 #: here or in :data:`PUBLIC_ROUTES` (``create_app`` refuses to start otherwise, and the tests call every route
@@ -246,6 +250,18 @@ ROUTES: Mapping[str, RouteAccess] = {
     "admin_platform_requeue": RouteAccess(_ADMIN, SESSION_ONLY),
     "api_platform_dead_letters": RouteAccess(_ADMIN, "platform:admin"),
     "api_platform_requeue": RouteAccess(_ADMIN, "platform:admin"),
+    # statistics and reports (console/stats.py): every team's figures, so not field officers
+    "stats": RouteAccess(STATS_ROLES, _STATS),
+    "stats_export": RouteAccess(STATS_ROLES, _STATS),
+    "stats_overdue": RouteAccess(STATS_ROLES, _STATS),
+    "stats_overdue_export": RouteAccess(STATS_ROLES, _STATS),
+    "stats_report_pdf": RouteAccess(STATS_ROLES, _STATS),
+    "stats_basemap": RouteAccess(STATS_ROLES, _STATS),
+    "api_stats": RouteAccess(STATS_ROLES, _STATS),
+    "api_stats_hotspots": RouteAccess(STATS_ROLES, _STATS),
+    "api_stats_overdue": RouteAccess(STATS_ROLES, _STATS),
+    "api_stats_figure": RouteAccess(STATS_ROLES, _STATS),
+    "cases_export": RouteAccess(ALL_ROLES, _READ),
 }
 #: Route name -> roles (a view of :data:`ROUTES`).
 ROUTE_ROLES: Mapping[str, RouteRoles] = {name: access.roles for name, access in ROUTES.items()}
@@ -674,6 +690,7 @@ __all__ = [
     "ROUTE_ROLES",
     "SCOPES",
     "SESSION_ONLY",
+    "STATS_ROLES",
     "AccessConfig",
     "AccessError",
     "AuthBackend",
