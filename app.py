@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from nonsite.config import ConfigError, NonsiteConfig
 from nonsite.config.files import private_data_dir
@@ -274,8 +274,20 @@ def console_app(
         cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
         secure_cookies=cfg.console.cookies_secure(), metrics_token=_metrics_token(cfg),
         organisation=organisation_of(cfg), time_limits=catalogue.time_limit_table() if catalogue else None,
+        organisation_path=Path(cfg.cases.organisation) if cfg.cases.organisation else None,
+        reminders=cfg.cases.reminders, reminder_interval_s=cfg.cases.reminder_interval_s,
+        reminder_send=_reminder_send(cfg),
     )
     return app, password
+
+
+def _reminder_send(cfg: NonsiteConfig) -> Callable[[Any, Any], None] | None:
+    """The integration channels the reminder job sends to (None: no job, or no channel configured)."""
+    if not cfg.cases.reminders or not cfg.integration.notifications.channels:
+        return None
+    from nonsite.integration.relay import build_notifier, reminder_sender
+
+    return reminder_sender(build_notifier(cfg).start())
 
 
 def _metrics_token(cfg: NonsiteConfig) -> str | None:

@@ -18,6 +18,9 @@ Pages::
     GET  /cases/{number}/feedback/{sha256}.jpg   a feedback photo
     GET  /cases/{number}/document[.pdf]          the case document (HTML / PDF)
     GET  /cameras                   camera health and snapshots; /cameras/{id}/zones the zone editor
+    GET  /notifications, POST /notifications/read   the user's reminders and escalations (the bell), mark read
+    GET  /supervision, GET /leader  open 督办 across teams (supervisor); the leader's read-only dashboard
+    GET  /admin/organisation, POST  edit the organisation file (admin): validated, written atomically, audited
     GET  /evidence/{event_id}/{name}  a file of the case's package (only the files the case lists)
 
 API (JSON; errors are ``{"error": {"code", "message", "text"}}`` with a 4xx status; OpenAPI at
@@ -39,7 +42,8 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -68,7 +72,7 @@ from nonsite.cases.db import utcnow
 from nonsite.cases.deadlines import TimeLimitTable
 from nonsite.cases.legal_basis import default_catalogue
 from nonsite.cases.organisation import Organisation
-from nonsite.console import api, camera_views, login, pages
+from nonsite.console import api, bureau_pages, camera_views, login, pages
 from nonsite.console.auth import (
     PUBLIC_ROUTES,
     ROUTES,
@@ -205,6 +209,13 @@ class ConsoleSettings:
     """The catalogue's time limits (due times of each step); default: the shipped catalogue's."""
     clock: Callable[[], datetime] = utcnow
     """The current instant (UTC) for due states; tests inject a fixed one."""
+    organisation_path: Path | None = None
+    """The organisation file (``cases.organisation``): admins edit it at /admin/organisation (none: read-only)."""
+    reminders: bool = False
+    """Run the reminder job in this process (``cases.reminders``; :mod:`nonsite.cases.notifications`)."""
+    reminder_interval_s: float = 60.0
+    reminder_send: Callable[[Any, Any], None] | None = None
+    """Hands a fresh reminder/escalation to the integration channels (``integration.relay.reminder_sender``)."""
     teams: Sequence[str] = ()
     """Dispatch targets: default the organisation's team ids, else :data:`UNORGANISED_TEAMS`."""
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -255,9 +266,22 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
     if settings is not None and fields:
         raise TypeError(f"pass ConsoleSettings or its fields, not both (got {', '.join(fields)})")
     settings = settings or ConsoleSettings(**fields)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        job = getattr(app.state, "reminders", None)
+        if job is not None:
+            job.start()
+        try:
+            yield
+        finally:
+            if job is not None:
+                job.stop()
+
     app = FastAPI(title=f"{settings.title} console", version="1", docs_url=None, redoc_url=None,
-                  openapi_url=None, description="Cases, evidence and cameras of the nonsite console. Authenticate "
-                  "with 'Authorization: Bearer <API token>'; each route needs a role and a token scope.")
+                  openapi_url=None, lifespan=lifespan,
+                  description="Cases, evidence and cameras of the nonsite console. Authenticate with "
+                  "'Authorization: Bearer <API token>'; each route needs a role and a token scope.")
     app.state.console = ConsoleState(
         session_factory=settings.session_factory, store=settings.store, zone=settings.zone,
         language=settings.language, public_key_pem=settings.public_key_pem, title=settings.title,
@@ -265,14 +289,23 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
         documents=settings.documents, max_upload_bytes=settings.max_upload_bytes, live_poll_s=settings.live_poll_s,
         organisation=settings.organisation,
         time_limits=settings.time_limits or default_catalogue().time_limit_table(), clock=settings.clock,
+        organisation_path=settings.organisation_path,
     )
+    app.state.reminders = None
+    if settings.reminders:
+        from nonsite.cases.notifications import ReminderJob
+
+        app.state.reminders = ReminderJob(
+            settings.session_factory, lambda: app.state.console.organisation, clock=settings.clock,
+            interval_s=settings.reminder_interval_s, send=settings.reminder_send)
     app.state.access = _access(settings)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(BodyLimit, limit_of=_body_limit(settings.max_upload_bytes), too_large=_too_large)
     app.add_middleware(Guard)
     _install_error_handlers(app)
     routers = [login.public, _health_router(settings), login.router, _evidence_router(), documents_router,
-               camera_views.pages, camera_views.api, pages.router, api.router]
+               camera_views.pages, camera_views.api, pages.router, api.router, bureau_pages.router,
+               bureau_pages.api_router]
     _check_route_table(routers)
     for router in routers:
         app.include_router(router)

@@ -137,6 +137,7 @@ ALL_ROLES: frozenset[Role] = frozenset(Role)
 _OPS = frozenset({Role.OPERATOR, Role.ADMIN})
 _REVIEW = frozenset({Role.REVIEWER, Role.ADMIN})
 _ADMIN = frozenset({Role.ADMIN})
+_OVERSIGHT = frozenset({Role.SUPERVISOR, Role.LEADER, Role.ADMIN})
 
 #: Case transition -> roles that may apply it: the workflow's own table (``cases/workflow.py``), so the
 #: console offers exactly what the workflow will accept.
@@ -223,6 +224,15 @@ ROUTES: Mapping[str, RouteAccess] = {
     "api_cameras": RouteAccess(_OPS, "cameras:read"),
     "api_camera_snapshot": RouteAccess(_OPS, "cameras:read"),
     "api_camera_zones": RouteAccess(_ADMIN, "cameras:write"),
+    # the bureau's pages (issue 14): a user's own notifications, 督办 across teams, the leader's dashboard, the
+    # organisation file (admins; browser sessions only)
+    "notifications": RouteAccess(ALL_ROLES, _READ),
+    "notifications_read": RouteAccess(ALL_ROLES, SESSION_ONLY),
+    "api_notifications": RouteAccess(ALL_ROLES, _READ),
+    "supervision": RouteAccess(_OVERSIGHT, _READ),
+    "leader": RouteAccess(_OVERSIGHT, _READ),
+    "admin_organisation": RouteAccess(_ADMIN, SESSION_ONLY),
+    "admin_organisation_save": RouteAccess(_ADMIN, SESSION_ONLY),
 }
 #: Route name -> roles (a view of :data:`ROUTES`).
 ROUTE_ROLES: Mapping[str, RouteRoles] = {name: access.roles for name, access in ROUTES.items()}

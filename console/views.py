@@ -64,6 +64,8 @@ class ConsoleState:
     """The catalogue's :class:`~nonsite.cases.deadlines.TimeLimitTable` (due times of each step)."""
     clock: Callable[[], datetime] = utcnow
     """The current instant (UTC), for due states."""
+    organisation_path: Any = None
+    """The organisation file admins edit (``/admin/organisation``), or None."""
 
 
 def state_of(request: Request) -> ConsoleState:

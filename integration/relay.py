@@ -36,7 +36,7 @@ from nonsite.integration.platform import report_from_case
 from nonsite.integration.signing import LinkSigner, secret_from_env
 
 __all__ = ["build_connector", "build_notifier", "decision_revision", "notice_from_reminder", "notify_new_alerts",
-           "open_store", "relay_decisions", "run_platform_relay"]
+           "open_store", "relay_decisions", "reminder_sender", "run_platform_relay"]
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +164,13 @@ def notice_from_reminder(n: ReminderNotice, summary: str) -> Notice:
     if n.kind == "escalation":
         return Notice("overdue", n.case_number, summary, n.since, f"{step}环节已超期（第{n.level}级督促）")
     return Notice("reminder", n.case_number, summary, n.since, f"{step}环节即将到期")
+
+
+def reminder_sender(notifier: Notifier) -> Callable[[ReminderNotice, Case], None]:
+    """What the reminder job (``nonsite.cases.notifications``) calls for each fresh notice: queue it on the
+    channels that subscribe to ``reminder`` / ``overdue`` (the notifier's worker sends it)."""
+
+    def send(n: ReminderNotice, case: Case) -> None:
+        notifier.notify(notice_from_reminder(n, notice_from_case(case, "reminder").summary))
+
+    return send

@@ -12,7 +12,7 @@ from console_support import PASSWORDS, Env, csrf_of, login, seed
 from fastapi.testclient import TestClient
 
 from nonsite.cases.users import SCOPES
-from nonsite.console import api, camera_views, documents, pages
+from nonsite.console import api, bureau_pages, camera_views, documents, pages
 from nonsite.console import login as login_module
 from nonsite.console.app import route_names
 from nonsite.console.auth import ACTION_ROLES, PUBLIC_ROUTES, ROUTE_ROLES, LoginLimiter, PerAction, Role
@@ -193,7 +193,7 @@ def test_api_tokens(env: Env) -> None:
 # --- the role table, route by route -------------------------------------------------------------------
 
 ROUTERS = [login_module.public, login_module.router, documents.router, camera_views.pages, camera_views.api,
-           pages.router, api.router]
+           pages.router, api.router, bureau_pages.router, bureau_pages.api_router]
 
 
 def _path(path: str, action: str, event_id: str) -> str:
