@@ -103,7 +103,8 @@ def _insert(session: Session, row: dict[str, object]) -> bool:
             index_elements=["key", "recipient"])
     else:  # pragma: no cover - the case database is SQLite or PostgreSQL
         raise RuntimeError(f"unsupported database {dialect}")
-    return bool(session.execute(stmt).rowcount)
+    # RETURNING tells what was inserted (the ORM's rowcount of a skipped PostgreSQL insert is not 0).
+    return session.execute(stmt.returning(Notification.id)).first() is not None
 
 
 def run_once(
