@@ -138,6 +138,11 @@ _status_type = SqlEnum(
 )
 
 
+#: The open cases (neither closed nor dismissed) as SQL, word for word the condition of the partial index
+#: ``ix_cases_open`` (migration 0007): a query that says exactly this reads that index.
+OPEN_SQL = "status NOT IN ('closed', 'dismissed')"
+
+
 class Case(Base):
     """A case drafted from one sealed evidence package (one per violation event)."""
 
@@ -229,8 +234,11 @@ class Case(Base):
     __table_args__ = (
         Index("ix_cases_team_status_due", "team", "status", "due_at"),
         Index("ix_cases_status_due", "status", "due_at"),
-        Index("ix_cases_due", "due_at"),
-        Index("ix_cases_team_confirmed", "team", "confirmed_at"),
+        Index("ix_cases_due_order", text("(due_at IS NULL)"), "due_at", "id"),
+        Index("ix_cases_confirmed_type", "confirmed_at", "type"),
+        Index("ix_cases_confirmed_team", "confirmed_at", "team"),
+        Index("ix_cases_open", "team", "status", "due_at", "due_soon_at",
+              sqlite_where=text(OPEN_SQL), postgresql_where=text(OPEN_SQL)),
     )
 
     def __repr__(self) -> str:

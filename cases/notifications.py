@@ -20,24 +20,31 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from nonsite.cases.db import Case, CaseStatus, Notification, Supervision, User, utcnow
+from nonsite.cases.db import OPEN_SQL, Case, CaseStatus, Notification, Supervision, User, utcnow
 from nonsite.cases.deadlines import Due
 from nonsite.cases.organisation import Organisation
 from nonsite.cases.reminders import Notice, OpenStep, ReminderPolicy, plan
 
-__all__ = ["OPEN_STATUSES", "ReminderJob", "RoundResult", "mark_read", "open_steps", "run_once", "unread_count",
-           "user_notifications"]
+__all__ = ["OPEN_STATUSES", "OpenCase", "ReminderJob", "RoundResult", "mark_read", "open_cases", "open_steps",
+           "run_once", "unread_count", "user_notifications"]
 
 log = logging.getLogger(__name__)
 
 #: Statuses whose step has a deadline (dismissed and closed cases are finished).
 OPEN_STATUSES: tuple[CaseStatus, ...] = (CaseStatus.DRAFT, CaseStatus.RETURNED, CaseStatus.CONFIRMED,
                                          CaseStatus.APPROVED, CaseStatus.DISPATCHED, CaseStatus.RECTIFIED)
+
+
+def open_cases() -> Any:
+    """The condition "neither closed nor dismissed", word for word that of the partial index ``ix_cases_open``
+    (a few thousand rows however long the history), so both databases read the index."""
+    return text(f"cases.{OPEN_SQL}")
 
 
 @dataclass(frozen=True)
@@ -56,10 +63,30 @@ def supervisors(session: Session) -> tuple[str, ...]:
                                  .order_by(User.username)))
 
 
-def open_steps(session: Session, organisation: Organisation | None) -> tuple[list[OpenStep], dict[str, Case]]:
+@dataclass(frozen=True)
+class OpenCase:
+    """The columns of an open case the job reads (not the whole row: its evidence and violation are large)."""
+
+    id: int
+    number: str
+    team: str | None
+    due_step: str | None
+    due_at: datetime | None
+    step_started_at: datetime | None
+    created_at: datetime
+    type: str
+    address: str
+    camera_name: str
+    camera_id: str
+
+
+def open_steps(session: Session, organisation: Organisation | None) -> tuple[list[OpenStep], dict[str, OpenCase]]:
     """The open steps with a deadline, as the planner needs them, and their cases by number."""
-    cases = list(session.scalars(select(Case).where(Case.status.in_(OPEN_STATUSES), Case.due_at.is_not(None))
-                                 .order_by(Case.id)))
+    cases = [OpenCase(*r) for r in session.execute(
+        select(Case.id, Case.number, Case.team, Case.due_step, Case.due_at, Case.step_started_at, Case.created_at,
+               Case.type, Case.address, Case.camera_name, Case.camera_id)
+        .where(open_cases(), Case.due_at.is_not(None)))]
+    cases.sort(key=lambda c: c.id)
     starts: dict[int, datetime] = {}
     if cases:
         ids = [c.id for c in cases]
@@ -109,7 +136,7 @@ def _insert(session: Session, row: dict[str, object]) -> bool:
 
 def run_once(
     session_factory: sessionmaker[Session], organisation: Organisation | None, now: datetime, *,
-    policy: ReminderPolicy | None = None, send: Callable[[Notice, Case], None] | None = None,
+    policy: ReminderPolicy | None = None, send: Callable[[Notice, Any], None] | None = None,
 ) -> RoundResult:
     """One round: plan the notices due at ``now``, store one notification per recipient, and hand each notice
     this round stored to ``send`` (the integration channels; a failure there is logged, the rows stay)."""
@@ -188,7 +215,7 @@ class ReminderJob:
 
     def __init__(self, session_factory: sessionmaker[Session], organisation: Callable[[], Organisation | None], *,
                  clock: Callable[[], datetime] = utcnow, interval_s: float = 60.0,
-                 policy: ReminderPolicy | None = None, send: Callable[[Notice, Case], None] | None = None) -> None:
+                 policy: ReminderPolicy | None = None, send: Callable[[Notice, Any], None] | None = None) -> None:
         if interval_s <= 0:
             raise ValueError("the reminder job's interval must be above 0 seconds (e.g. 60)")
         self.session_factory, self.organisation, self.clock = session_factory, organisation, clock

@@ -31,7 +31,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy import func, select
 
 from nonsite.cases.db import Case, ConfigChange, Supervision, utcnow
-from nonsite.cases.notifications import OPEN_STATUSES, mark_read, unread_count, user_notifications
+from nonsite.cases.notifications import mark_read, open_cases, unread_count, user_notifications
 from nonsite.cases.organisation import Organisation, load_organisation
 from nonsite.config.loader import ConfigError
 from nonsite.console.auth import authorize, principal_of
@@ -121,7 +121,7 @@ def dashboard(session: Any, now: Any) -> dict[str, Any]:
     by_team: dict[str | None, dict[str, int]] = {}
     for team, total, n_overdue, n_soon in session.execute(
             select(Case.team, func.count(), func.sum(overdue), func.sum(soon))
-            .where(Case.status.in_(OPEN_STATUSES)).group_by(Case.team)):
+            .where(open_cases()).group_by(Case.team)):
         total, n_overdue, n_soon = int(total), int(n_overdue or 0), int(n_soon or 0)
         by_team[team] = {"open": total, "overdue": n_overdue, "due_soon": n_soon,
                          "on_time": total - n_overdue - n_soon, "supervisions": 0}

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
@@ -27,6 +28,7 @@ from nonsite.bus.deadletter import dead_letter_value
 from nonsite.bus.events import TOPIC_CASES, TOPIC_DEAD_LETTER, CaseDecision
 from nonsite.cases.db import Case, CaseStatus
 from nonsite.cases.reminders import Notice as ReminderNotice
+from nonsite.config.manifest import CONSOLE_LOCALES, locale_strings
 from nonsite.config.root import NonsiteConfig
 from nonsite.evidence import Store, presigned_url
 from nonsite.integration.connector import PlatformConnector
@@ -166,11 +168,14 @@ def notice_from_reminder(n: ReminderNotice, summary: str) -> Notice:
     return Notice("reminder", n.case_number, summary, n.since, f"{step}环节即将到期")
 
 
-def reminder_sender(notifier: Notifier) -> Callable[[ReminderNotice, Case], None]:
-    """What the reminder job (``nonsite.cases.notifications``) calls for each fresh notice: queue it on the
-    channels that subscribe to ``reminder`` / ``overdue`` (the notifier's worker sends it)."""
+def reminder_sender(notifier: Notifier) -> Callable[[ReminderNotice, Any], None]:
+    """What the reminder job (``nonsite.cases.notifications``) calls for each fresh notice with the case's columns
+    (type, address, camera): queue it on the channels that subscribe to ``reminder`` / ``overdue`` (the
+    notifier's worker sends it)."""
+    names = locale_strings(CONSOLE_LOCALES, "zh")
 
-    def send(n: ReminderNotice, case: Case) -> None:
-        notifier.notify(notice_from_reminder(n, notice_from_case(case, "reminder").summary))
+    def send(n: ReminderNotice, case: Any) -> None:
+        place = case.address or case.camera_name or case.camera_id
+        notifier.notify(notice_from_reminder(n, f"{names.get(f'type.{case.type}', case.type)} · {place}"))
 
     return send
