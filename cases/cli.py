@@ -123,37 +123,6 @@ def cmd_migrate(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reminders_run(a: argparse.Namespace) -> int:
-    """One round of the reminder job (``--once``): the reminders and escalations due now, stored for the console's
-    bell and sent to the configured notification channels."""
-    from nonsite.app import organisation_of
-    from nonsite.cases.notifications import run_once
-
-    cfg = _config(a)
-    now = _when(a.now, cfg.timezone, "--now") if a.now else datetime.now(UTC)
-    assert now is not None
-    sf = _sessions(a, cfg)
-    notifier = None
-    send = None
-    if cfg.integration.notifications.channels and not a.no_channels:
-        from nonsite.integration.relay import build_notifier, reminder_sender
-
-        notifier = build_notifier(cfg)
-        send = reminder_sender(notifier)
-    try:
-        result = run_once(sf, organisation_of(cfg), now, send=send)
-        if notifier is not None:
-            notifier.pump(flush=True)
-    finally:
-        sf.kw["bind"].dispose()
-    for n in result.notices:
-        print(f"{n.kind}\t{n.case_number}\t{n.step}\tlevel {n.level}\t{','.join(n.recipients)}"
-              + (f"\tcc {','.join(n.copy_to)}" if n.copy_to else ""))
-    print(f"{result.planned} notices due, {result.stored} notifications stored, {result.sent} sent to channels",
-          file=sys.stderr)
-    return 0
-
-
 def cmd_export_negatives(a: argparse.Namespace) -> int:
     from nonsite.cases.negatives import export_negatives
     from nonsite.evidence import open_store
@@ -487,15 +456,6 @@ def add_parsers(sub: Any) -> None:
     _db_args(ac)
     ac.set_defaults(fn=cmd_audit_checkpoint)
 
-    rm = sub.add_parser("reminders", help="reminders before a deadline, escalations after it").add_subparsers(
-        dest="reminders_cmd", required=True)
-    rr = rm.add_parser("run", help="plan and store the reminders and escalations due now (console bell; channels)")
-    _db_args(rr)
-    rr.add_argument("--once", action="store_true", required=True,
-                    help="one round, then exit (the console's own job runs every minute: cases.reminders)")
-    rr.add_argument("--now", help="the instant to plan at (ISO time with a zone, or YYYY-MM-DD); default: now")
-    rr.add_argument("--no-channels", action="store_true", help="store the console notifications only")
-    rr.set_defaults(fn=cmd_reminders_run)
     u = sub.add_parser("users", help="console users and API tokens").add_subparsers(dest="users_cmd", required=True)
     ua = u.add_parser("add", help=f"add a user (password from ${PASSWORD_ENV} or standard input)")
     _db_args(ua)
