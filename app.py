@@ -138,7 +138,7 @@ class Embedded:
                                                        self.stop),
                              kwargs={"timezone": self.cfg.timezone, "catalogue": self.catalogue,
                                      "check_seal": seal_check(self.cfg, self.data, self.store),
-                                     "organisation": self.organisation},
+                                     "organisation": watched_organisation_of(self.cfg)},
                              name="drafter", daemon=True),
             threading.Thread(target=run_outbox_relay, args=(self.bus, self.sessions, self.stop),
                              name="decisions", daemon=True),
@@ -239,6 +239,14 @@ def seal_check(cfg: NonsiteConfig, data_dir: Path, store: object) -> Callable[[o
             raise SealUnavailable(str(e)) from None
 
     return check
+
+
+def watched_organisation_of(cfg: NonsiteConfig) -> Any:
+    """The organisation for a drafter: the file read again when it changes (an admin's edit in the console routes
+    the next case without a restart); None when not configured."""
+    from nonsite.cases.organisation import WatchedOrganisation
+
+    return WatchedOrganisation(cfg.cases.organisation) if cfg.cases.organisation else None
 
 
 def organisation_of(cfg: NonsiteConfig) -> Organisation | None:
@@ -608,7 +616,7 @@ def run_drafter_role(
     progress(f"drafter: {bus!r} -> cases in {_mask_db(db_url)}")
     try:
         run_drafter(bus, sessions, cfg.cases.number_prefix, stop, timezone=cfg.timezone,
-                    check_seal=seal_check(cfg, data, store), organisation=organisation_of(cfg))
+                    check_seal=seal_check(cfg, data, store), organisation=watched_organisation_of(cfg))
     finally:
         stop.set()
         relay.join(timeout=10)

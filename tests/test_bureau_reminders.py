@@ -354,3 +354,28 @@ def test_only_an_admin_with_a_session_reaches_the_organisation_editor(editable: 
     assert api.get("/admin/organisation").status_code == 403
     assert api.post("/admin/organisation", data={"text": "teams: []\n"}).status_code == 403
     assert path.read_text(encoding="utf-8") == before
+
+
+def test_a_drafter_routes_by_the_edited_file_without_a_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                               ) -> None:
+    from nonsite.cases.organisation import WatchedOrganisation
+    from nonsite.console.bureau_pages import write_atomically
+
+    path = tmp_path / "organisation.yaml"
+    original = ORG_FILE.read_text(encoding="utf-8")
+    path.write_text(original, encoding="utf-8")
+    watched = WatchedOrganisation(path, check_s=0)
+    sf = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
+    assert draft(sf, watched, "cam-carpark-01", at=T0).team == "yanshi-group-1"  # type: ignore[arg-type]
+    # The admin gives 演示路东网格's parking cases to group 2 (the console writes the file atomically).
+    edited = original.replace("      - types: [sidewalk_parking, street_vending]\n        areas: [yanshi-east]",
+                              "      - types: [sidewalk_parking, street_vending]\n        areas: [yanshi-jd]")
+    edited = edited.replace("        areas: [shifan-jie]", "        areas: [yanshi-east]")
+    assert edited.count("areas: [yanshi-east]") == 1
+    write_atomically(path, edited)
+    assert draft(sf, watched, "cam-carpark-01", at=T0).team == "yanshi-group-2"  # type: ignore[arg-type]
+    # A file broken by hand keeps the last good organisation, and says why in the log.
+    path.write_text("teams: [\n", encoding="utf-8")
+    assert draft(sf, watched, "cam-carpark-01", at=T0).team == "yanshi-group-2"  # type: ignore[arg-type]
+    assert "does not load" in caplog.text and "not valid YAML" in caplog.text
+    sf.kw["bind"].dispose()
