@@ -281,7 +281,7 @@ def console_app(
         session_secret=session_secret(keys / "console-session.key"), documents=documents,
         cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
         secure_cookies=cfg.console.cookies_secure(), metrics_token=_metrics_token(cfg),
-        organisation=organisation_of(cfg), time_limits=catalogue.time_limit_table() if catalogue else None,
+        organisation=watched_organisation_of(cfg), time_limits=catalogue.time_limit_table() if catalogue else None,
         organisation_path=Path(cfg.cases.organisation) if cfg.cases.organisation else None,
         reminders=cfg.cases.reminders, reminder_interval_s=cfg.cases.reminder_interval_s,
         reminder_send=_reminder_send(cfg),

@@ -436,5 +436,10 @@ class WatchedOrganisation:
                                "one: %s", self.path, str(exc).splitlines()[0])
         return self._org
 
+    def reload(self) -> Organisation:
+        """Look at the file now (after this process wrote it), whatever ``check_s`` says."""
+        self._checked = float("-inf")
+        return self.current()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.current(), name)

@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 
 from nonsite.cases.db import Case, ConfigChange, Supervision, utcnow
 from nonsite.cases.notifications import mark_read, open_cases, unread_count, user_notifications
-from nonsite.cases.organisation import Organisation, load_organisation
+from nonsite.cases.organisation import Organisation, WatchedOrganisation, load_organisation
 from nonsite.config.loader import ConfigError
 from nonsite.console.auth import authorize, principal_of
 from nonsite.console.render import render
@@ -245,7 +245,12 @@ def admin_organisation_save(request: Request, text: str = Form("")) -> Response:
             after_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), after_text=text,
             detail={"version": org.version or "", "teams": [t.id for t in org.teams]}))
         write_atomically(path, text)
-    request.app.state.console = replace(state, organisation=org, teams=tuple(t.id for t in org.teams))
+    current: Any = state.organisation
+    if isinstance(current, WatchedOrganisation):  # the console's own file: keep watching it (other processes too)
+        current.reload()
+    else:
+        current = org
+    request.app.state.console = replace(state, organisation=current, teams=tuple(t.id for t in org.teams))
     log.info("organisation file %s replaced by %s (version %s)", path, actor, org.version or "-")
     return RedirectResponse(f"{root_path(request)}/admin/organisation?saved=1", 303)
 

@@ -379,3 +379,26 @@ def test_a_drafter_routes_by_the_edited_file_without_a_restart(tmp_path: Path, c
     assert draft(sf, watched, "cam-carpark-01", at=T0).team == "yanshi-group-2"  # type: ignore[arg-type]
     assert "does not load" in caplog.text and "not valid YAML" in caplog.text
     sf.kw["bind"].dispose()
+
+
+def test_a_console_follows_an_edit_saved_by_another_console(tmp_path: Path) -> None:
+    from nonsite.cases.organisation import WatchedOrganisation
+    from nonsite.console.bureau_pages import write_atomically
+
+    path = tmp_path / "organisation.yaml"
+    path.write_text(ORG_FILE.read_text(encoding="utf-8"), encoding="utf-8")
+    watched = WatchedOrganisation(path, check_s=0)
+    sf = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
+    theirs = draft(sf, watched, "cam-junction-03", at=T0)  # type: ignore[arg-type]
+    users = MemoryUsers()
+    users.add("sun.hao", "pw-sun.hao", "field_officer")
+    app = create_app(session_factory=sf, store=LocalStore(tmp_path / "evidence"), auth=users,
+                     session_secret="test-secret-" + "x" * 20, organisation=watched, organisation_path=path,
+                     clock=lambda: T0)
+    sun = browser(app, "sun.hao")
+    assert sun.get(f"/cases/{theirs.number}").status_code == 404
+    text = path.read_text(encoding="utf-8").replace("members: [zhao.lei, qian.feng]",
+                                                    "members: [zhao.lei, qian.feng, sun.hao]")
+    write_atomically(path, text)  # what another console's editor does
+    assert sun.get(f"/cases/{theirs.number}").status_code == 200
+    sf.kw["bind"].dispose()
