@@ -59,7 +59,7 @@ def _notification_rows(request: Request, username: str) -> list[dict[str, Any]]:
     with state.session_factory() as session:
         items = user_notifications(session, username, limit=_LIST)
     return [{"id": n.id, "kind": n.kind, "case_number": n.case_number, "url": case_url(request, n.case_number),
-             "team": n.team, "step": n.step, "level": n.level, "copy": n.copy, "due_at": n.due_at,
+             "team": n.team, "step": n.step, "level": n.level, "cc": n.copy, "due_at": n.due_at,
              "created_at": n.created_at, "read": n.read_at is not None} for n in items]
 
 

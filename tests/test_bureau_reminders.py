@@ -221,6 +221,7 @@ def test_the_console_job_rings_the_bell_of_the_team_only(console: Any, org: Orga
     assert re.search(r'id="bell-count">1<', page)
     listed = sun.get("/notifications").text
     assert mine.number in listed and theirs.number not in listed and "到期提醒（第1次）" in listed
+    assert "抄送" not in listed  # addressed to them, not in copy
     zhao_list = zhao.get("/api/notifications").json()
     assert zhao_list["unread"] == 1 and [n["case_number"] for n in zhao_list["items"]] == [theirs.number]
     # zhao.lei cannot read or mark sun.hao's notifications.
