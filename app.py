@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from nonsite.config import ConfigError, NonsiteConfig
 from nonsite.config.files import private_data_dir
@@ -140,7 +140,7 @@ class Embedded:
                                                        self.stop),
                              kwargs={"timezone": self.cfg.timezone, "catalogue": self.catalogue,
                                      "check_seal": seal_check(self.cfg, self.data, self.store),
-                                     "organisation": self.organisation},
+                                     "organisation": watched_organisation_of(self.cfg)},
                              name="drafter", daemon=True),
             threading.Thread(target=run_outbox_relay, args=(self.bus, self.sessions, self.stop),
                              name="decisions", daemon=True),
@@ -258,6 +258,14 @@ def seal_check(cfg: NonsiteConfig, data_dir: Path, store: object) -> Callable[[o
     return check
 
 
+def watched_organisation_of(cfg: NonsiteConfig) -> Any:
+    """The organisation for a drafter: the file read again when it changes (an admin's edit in the console routes
+    the next case without a restart); None when not configured."""
+    from nonsite.cases.organisation import WatchedOrganisation
+
+    return WatchedOrganisation(cfg.cases.organisation) if cfg.cases.organisation else None
+
+
 def organisation_of(cfg: NonsiteConfig) -> Organisation | None:
     """The bureau's organisation (``cases.organisation``), validated; None when not configured."""
     from nonsite.cases.organisation import load_organisation
@@ -297,7 +305,10 @@ def console_app(
         session_secret=session_secret(keys / "console-session.key"), documents=documents,
         cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
         secure_cookies=cfg.console.cookies_secure(), metrics_token=_metrics_token(cfg),
-        organisation=organisation_of(cfg), time_limits=catalogue.time_limit_table() if catalogue else None,
+        organisation=watched_organisation_of(cfg), time_limits=catalogue.time_limit_table() if catalogue else None,
+        organisation_path=Path(cfg.cases.organisation) if cfg.cases.organisation else None,
+        reminders=cfg.cases.reminders, reminder_interval_s=cfg.cases.reminder_interval_s,
+        reminder_send=_reminder_send(cfg),
         enforcement=load_templates(cfg.cases.documents), document_font=cfg.cases.document_font,
         platform=_platform_hub(cfg, sessions, store, bus),
     )
@@ -331,6 +342,13 @@ def stop_platform(app: FastAPI) -> None:
     hub = getattr(app.state.console, "platform", None)
     if hub is not None:
         hub.close()
+def _reminder_send(cfg: NonsiteConfig) -> Callable[[Any, Any], None] | None:
+    """The integration channels the reminder job sends to (None: no job, or no channel configured)."""
+    if not cfg.cases.reminders or not cfg.integration.notifications.channels:
+        return None
+    from nonsite.integration.relay import build_notifier, reminder_sender
+
+    return reminder_sender(build_notifier(cfg).start())
 
 
 def _metrics_token(cfg: NonsiteConfig) -> str | None:
@@ -651,7 +669,7 @@ def run_drafter_role(
     progress(f"drafter: {bus!r} -> cases in {_mask_db(db_url)}")
     try:
         run_drafter(bus, sessions, cfg.cases.number_prefix, stop, timezone=cfg.timezone,
-                    check_seal=seal_check(cfg, data, store), organisation=organisation_of(cfg))
+                    check_seal=seal_check(cfg, data, store), organisation=watched_organisation_of(cfg))
     finally:
         stop.set()
         relay.join(timeout=10)

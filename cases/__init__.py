@@ -12,7 +12,7 @@ console), ``document`` (HTML/PDF case file), ``negatives`` (false-positive expor
 from __future__ import annotations
 
 from nonsite.cases import audit as _audit  # noqa: F401 - chains every audit entry written (before_flush hook)
-from nonsite.cases import enforcement as _enforcement  # noqa: F401,E402 - maps the documents tables (0009_documents)
+from nonsite.cases import enforcement as _enforcement  # noqa: F401,E402 - maps the documents tables (0008_documents)
 from nonsite.cases.db import (
     DISPOSITIONS,
     ApiToken,

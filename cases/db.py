@@ -33,6 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     inspect,
     select,
     text,
@@ -58,8 +59,10 @@ __all__ = [
     "CaseLink",
     "CaseSequence",
     "CaseStatus",
+    "ConfigChange",
     "ConsoleSession",
     "DatabaseSchemaError",
+    "Notification",
     "OutboxMessage",
     "Supervision",
     "User",
@@ -133,6 +136,11 @@ _status_type = SqlEnum(
     values_callable=lambda e: [m.value for m in e],
     validate_strings=True,
 )
+
+
+#: The open cases (neither closed nor dismissed) as SQL, word for word the condition of the partial index
+#: ``ix_cases_open`` (migration 0007): a query that says exactly this reads that index.
+OPEN_SQL = "status NOT IN ('closed', 'dismissed')"
 
 
 class Case(Base):
@@ -215,6 +223,9 @@ class Case(Base):
         Integer, nullable=True, comment="The fine of a penalty decision (within the catalogue's range)")
     decision_reason: Mapped[str] = mapped_column(
         Text, default="", server_default="", comment="Why (required for no_penalty)")
+    # Added by migration 0007_notifications.
+    finish_due: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="限时办结: when the whole case must be finished (UTC; from confirmation)")
 
     audit: Mapped[list[AuditEntry]] = relationship(
         back_populates="case", order_by="AuditEntry.id", viewonly=True
@@ -223,6 +234,11 @@ class Case(Base):
     __table_args__ = (
         Index("ix_cases_team_status_due", "team", "status", "due_at"),
         Index("ix_cases_status_due", "status", "due_at"),
+        Index("ix_cases_due_order", text("(due_at IS NULL)"), "due_at", "id"),
+        Index("ix_cases_confirmed_type", "confirmed_at", "type"),
+        Index("ix_cases_confirmed_team", "confirmed_at", "team"),
+        Index("ix_cases_open", "team", "status", "due_at", "due_soon_at",
+              sqlite_where=text(OPEN_SQL), postgresql_where=text(OPEN_SQL)),
     )
 
     def __repr__(self) -> str:
@@ -289,6 +305,51 @@ class Supervision(Base):
     @property
     def open(self) -> bool:
         return self.answered_at is None
+
+
+class Notification(Base):
+    """A reminder or escalation for one user (the console's bell); unique per notice key and recipient, so the
+    reminder job stores — and sends — each notice once, even with two jobs running (migration 0007)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("key", "recipient", name="uq_notifications_key_recipient"),
+        Index("ix_notifications_recipient_read", "recipient", "read_at", "id"),
+        Index("ix_notifications_case", "case_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), comment="The planner's notice key: case|step|due instant|kind|level")
+    recipient: Mapped[str] = mapped_column(String(128), comment="Console user name it is for")
+    copy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(),
+                                       comment="True: in copy (the assignee of an escalation)")
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="RESTRICT"))
+    case_number: Mapped[str] = mapped_column(String(40))
+    team: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, comment="The case's team when the notice was planned")
+    kind: Mapped[str] = mapped_column(String(16), comment="reminder | escalation")
+    step: Mapped[str] = mapped_column(String(16))
+    level: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime, comment="The deadline it is about (UTC)")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class ConfigChange(Base):
+    """An edit of a configuration file in the console (the organisation, ``/admin/organisation``): who, when, the
+    hashes before and after, and the text saved (migration 0007)."""
+
+    __tablename__ = "config_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    what: Mapped[str] = mapped_column(String(32), comment="Which file: organisation")
+    path: Mapped[str] = mapped_column(String(1024))
+    before_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    after_sha256: Mapped[str] = mapped_column(String(64))
+    after_text: Mapped[str] = mapped_column(Text, comment="The file as saved")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class CaseLink(Base):

@@ -143,7 +143,7 @@ class DocumentError(WorkflowError):
     """A document that cannot be issued or served now; the message says why and what to do."""
 
 
-# --- tables (migration 0009_documents) ----------------------------------------------------------------------
+# --- tables (migration 0008_documents) ----------------------------------------------------------------------
 
 
 class DocumentSequence(Base):

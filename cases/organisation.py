@@ -41,8 +41,10 @@ Pure data and pure functions: nothing here touches the database or the network.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +53,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from nonsite.config.base import Section
-from nonsite.config.loader import LocatedError, load_model
+from nonsite.config.loader import ConfigError, LocatedError, load_model
 
 __all__ = [
     "BaseMap",
@@ -64,10 +66,12 @@ __all__ = [
     "Street",
     "Team",
     "base_map_file",
+    "WatchedOrganisation",
     "load_organisation",
     "point_in_polygon",
 ]
 
+_log = logging.getLogger(__name__)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _USER = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 #: Area levels, narrowest first (the precedence of a responsibility's area).
@@ -454,3 +458,48 @@ def base_map_file(org: Organisation) -> Path | None:
     if not p.is_absolute():
         p = (org._source.parent if org._source is not None else Path.cwd()) / p
     return p
+
+
+class WatchedOrganisation:
+    """An organisation file that is read again when it changes (size or modification time, looked at most once
+    every ``check_s`` seconds), for a process that routes cases while an admin edits the file in the console
+    (``/admin/organisation`` replaces it atomically). Attributes are the current :class:`Organisation`'s. A file
+    that no longer loads (edited by hand) keeps the last good organisation, with the loader's error logged."""
+
+    def __init__(self, path: str | os.PathLike[str], *, check_s: float = 5.0) -> None:
+        self.path = Path(path)
+        self.check_s = check_s
+        self._org = load_organisation(self.path)
+        self._stamp = self._stat()
+        self._checked = time.monotonic()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def current(self) -> Organisation:
+        """The organisation as the file says now (the last good one when it does not load)."""
+        now = time.monotonic()
+        if now - self._checked >= self.check_s:
+            self._checked = now
+            stamp = self._stat()
+            if stamp is not None and stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self._org = load_organisation(self.path)
+                    _log.info("organisation file %s read again (version %s)", self.path, self._org.version or "-")
+                except ConfigError as exc:
+                    _log.error("organisation file %s changed but does not load; still routing by the previous "
+                               "one: %s", self.path, str(exc).splitlines()[0])
+        return self._org
+
+    def reload(self) -> Organisation:
+        """Look at the file now (after this process wrote it), whatever ``check_s`` says."""
+        self._checked = float("-inf")
+        return self.current()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current(), name)

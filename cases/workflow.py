@@ -326,6 +326,9 @@ def apply_action(
         case.status = after
         case.updated_at = now
         set_step_due(session, case, time_limits, timezone, now)
+        if act is A.CONFIRM:  # 限时办结: the whole case's deadline, from the confirmation (stored since 0007)
+            finish = (time_limits or default_catalogue().time_limit_table()).finish_due(case.type, now, timezone)
+            case.finish_due = finish.at if finish is not None else None
         detail: dict[str, Any] = {}
         if acting_role is not None:
             detail["role"] = acting_role.value

@@ -221,6 +221,15 @@ class CasesConfig(Section):
         "cases/templates/documents; `nonsite documents check`); default: the shipped templates. Relative paths are "
         "relative to the config file.",
     )
+    reminders: bool = Field(
+        False,
+        description="Run the reminder job in the console process: every `reminder_interval_s` it plans the reminders "
+        "before each open step's deadline and the escalations after it (docs/bureau.md), shows them in the console "
+        "(the bell, /notifications) and sends them to integration.notifications' channels when configured. Off: run "
+        "`nonsite reminders run --once` from a timer instead.",
+    )
+    reminder_interval_s: float = Field(
+        60.0, gt=0, le=3600, description="Seconds between two rounds of the reminder job (default one minute).")
 
 
 class ConsoleConfig(Section):

@@ -21,6 +21,9 @@ Pages::
                                     POST .../{id}/service record its service (送达) with the receipt photo
     GET  /cameras                   camera health and snapshots; /cameras/{id}/zones the zone editor
     GET  /m/, /m/cases/{number}     the field officers' mobile app (console/field.py; docs/field.md)
+    GET  /notifications, POST /notifications/read   the user's reminders and escalations (the bell), mark read
+    GET  /supervision, GET /leader  open 督办 across teams (supervisor); the leader's read-only dashboard
+    GET  /admin/organisation, POST  edit the organisation file (admin): validated, written atomically, audited
     GET  /evidence/{event_id}/{name}  a file of the case's package (only the files the case lists)
     GET  /stats                     statistics: charts and tables per period and area, Excel/CSV per chart
     GET  /stats/overdue             weekly / monthly overdue report (page, Excel, CSV); /stats/report.pdf 统计月报
@@ -48,7 +51,8 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -78,7 +82,7 @@ from nonsite.cases.deadlines import TimeLimitTable
 from nonsite.cases.enforcement import load_templates
 from nonsite.cases.legal_basis import default_catalogue
 from nonsite.cases.organisation import Organisation
-from nonsite.console import api, camera_views, enforcement, login, pages, platform, stats
+from nonsite.console import api, bureau_pages, camera_views, enforcement, login, pages, platform, stats
 from nonsite.console import field as field_app
 from nonsite.console.auth import (
     PUBLIC_ROUTES,
@@ -224,6 +228,13 @@ class ConsoleSettings:
     """TrueType CJK font of the enforcement documents' PDFs (``cases.document_font``)."""
     platform: Any = None
     """The city platform hand-off (``integration.hub.PlatformHub``): its callback route and dead letters; None: off."""
+    organisation_path: Path | None = None
+    """The organisation file (``cases.organisation``): admins edit it at /admin/organisation (none: read-only)."""
+    reminders: bool = False
+    """Run the reminder job in this process (``cases.reminders``; :mod:`nonsite.cases.notifications`)."""
+    reminder_interval_s: float = 60.0
+    reminder_send: Callable[[Any, Any], None] | None = None
+    """Hands a fresh reminder/escalation to the integration channels (``integration.relay.reminder_sender``)."""
     teams: Sequence[str] = ()
     """Dispatch targets: default the organisation's team ids, else :data:`UNORGANISED_TEAMS`."""
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -274,9 +285,22 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
     if settings is not None and fields:
         raise TypeError(f"pass ConsoleSettings or its fields, not both (got {', '.join(fields)})")
     settings = settings or ConsoleSettings(**fields)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        job = getattr(app.state, "reminders", None)
+        if job is not None:
+            job.start()
+        try:
+            yield
+        finally:
+            if job is not None:
+                job.stop()
+
     app = FastAPI(title=f"{settings.title} console", version="1", docs_url=None, redoc_url=None,
-                  openapi_url=None, description="Cases, evidence and cameras of the nonsite console. Authenticate "
-                  "with 'Authorization: Bearer <API token>'; each route needs a role and a token scope.")
+                  openapi_url=None, lifespan=lifespan,
+                  description="Cases, evidence and cameras of the nonsite console. Authenticate with "
+                  "'Authorization: Bearer <API token>'; each route needs a role and a token scope.")
     app.state.console = ConsoleState(
         session_factory=settings.session_factory, store=settings.store, zone=settings.zone,
         language=settings.language, public_key_pem=settings.public_key_pem, title=settings.title,
@@ -286,7 +310,15 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
         time_limits=settings.time_limits or default_catalogue().time_limit_table(), clock=settings.clock,
         enforcement=settings.enforcement or load_templates(), document_font=settings.document_font,
         platform=settings.platform,
+        organisation_path=settings.organisation_path,
     )
+    app.state.reminders = None
+    if settings.reminders:
+        from nonsite.cases.notifications import ReminderJob
+
+        app.state.reminders = ReminderJob(
+            settings.session_factory, lambda: app.state.console.organisation, clock=settings.clock,
+            interval_s=settings.reminder_interval_s, send=settings.reminder_send)
     app.state.access = _access(settings)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(BodyLimit, limit_of=_body_limit(settings.max_upload_bytes), too_large=_too_large)
@@ -296,7 +328,7 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
                enforcement.pages, enforcement.api,  # before pages/api: /cases/{number}/documents is no {action}
                platform.public, platform.pages, platform.api,
                camera_views.pages, camera_views.api, stats.pages, stats.api, pages.router, api.router,
-               field_app.public, field_app.router]
+               field_app.public, field_app.router, bureau_pages.router, bureau_pages.api_router]
     _check_route_table(routers)
     for router in routers:
         app.include_router(router)

@@ -139,6 +139,7 @@ _OPS = frozenset({Role.OPERATOR, Role.ADMIN})
 _REVIEW = frozenset({Role.REVIEWER, Role.ADMIN})
 _ADMIN = frozenset({Role.ADMIN})
 _FIELD = frozenset({Role.FIELD_OFFICER, Role.ADMIN})
+_OVERSIGHT = frozenset({Role.SUPERVISOR, Role.LEADER, Role.ADMIN})
 
 #: Case transition -> roles that may apply it: the workflow's own table (``cases/workflow.py``), so the
 #: console offers exactly what the workflow will accept.
@@ -262,6 +263,15 @@ ROUTES: Mapping[str, RouteAccess] = {
     "api_stats_overdue": RouteAccess(STATS_ROLES, _STATS),
     "api_stats_figure": RouteAccess(STATS_ROLES, _STATS),
     "cases_export": RouteAccess(ALL_ROLES, _READ),
+    # the bureau's pages (issue 14): a user's own notifications, 督办 across teams, the leader's dashboard, the
+    # organisation file (admins; browser sessions only)
+    "notifications": RouteAccess(ALL_ROLES, _READ),
+    "notifications_read": RouteAccess(ALL_ROLES, SESSION_ONLY),
+    "api_notifications": RouteAccess(ALL_ROLES, _READ),
+    "supervision": RouteAccess(_OVERSIGHT, _READ),
+    "leader": RouteAccess(_OVERSIGHT, _READ),
+    "admin_organisation": RouteAccess(_ADMIN, SESSION_ONLY),
+    "admin_organisation_save": RouteAccess(_ADMIN, SESSION_ONLY),
 }
 #: Route name -> roles (a view of :data:`ROUTES`).
 ROUTE_ROLES: Mapping[str, RouteRoles] = {name: access.roles for name, access in ROUTES.items()}

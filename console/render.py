@@ -11,8 +11,10 @@ from urllib.parse import urlencode
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
+from nonsite.cases.notifications import unread_count
 from nonsite.console.auth import (
     ACTION_ROLES,
     ROUTE_ROLES,
@@ -78,6 +80,17 @@ def can_open(principal: Principal | None, route: str) -> bool:
     return principal.role in spec
 
 
+def unread_of(state: ConsoleState, principal: Principal | None) -> int | None:
+    """The user's unread notifications (the bell in the header); None when it cannot be read now."""
+    if principal is None:
+        return None
+    try:
+        with state.session_factory() as session:
+            return unread_count(session, str(principal.person))
+    except SQLAlchemyError:
+        return None
+
+
 def roles_text(t: Translator, roles: list[str] | tuple[str, ...]) -> str:
     return t("roles.joiner").join(t.label("user_role", r) for r in roles)
 
@@ -114,6 +127,7 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
         .replace("&", "\\u0026"),
         "page_name": name.removesuffix(".html"),
         "platform_on": getattr(state, "platform", None) is not None,  # the city platform hand-off (issue 15)
+        "unread": unread_of(state, principal),
         **context,
     }
     response = templates.TemplateResponse(request, name, ctx, status_code=status_code, headers=headers)

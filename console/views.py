@@ -71,6 +71,8 @@ class ConsoleState:
     """The CJK font of the enforcement documents' PDFs (``cases.document_font``; None: fonts-wqy-zenhei)."""
     platform: Any = None
     """The city platform hand-off (:class:`~nonsite.integration.hub.PlatformHub`), or None."""
+    organisation_path: Any = None
+    """The organisation file admins edit (``/admin/organisation``), or None."""
 
 
 def state_of(request: Request) -> ConsoleState:

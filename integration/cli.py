@@ -1,4 +1,5 @@
-"""``nonsite platform ...`` (the hand-off's outbox and dead letters, for admins) and ``nonsite notify test``.
+"""``nonsite platform ...`` (the hand-off's outbox and dead letters, for admins), ``nonsite notify test`` and
+``nonsite reminders run --once`` (the bureau's reminder job, sending to the notification channels).
 Registered on the main parser by :func:`add_parsers`."""
 
 from __future__ import annotations
@@ -106,8 +107,40 @@ def cmd_notify_test(a: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_reminders_run(a: argparse.Namespace) -> int:
+    """One round of the reminder job (``--once``): the reminders and escalations due now, stored for the console's
+    bell and sent to the configured notification channels."""
+    from nonsite.cases.cli import _config, _sessions, _when
+    from nonsite.cases.notifications import run_once
+    from nonsite.cases.organisation import load_organisation
+    from nonsite.integration.relay import build_notifier, reminder_sender
+
+    cfg = _config(a)
+    now = _when(a.now, cfg.timezone, "--now") if a.now else datetime.now(UTC)
+    assert now is not None
+    sf = _sessions(a, cfg)
+    notifier = None
+    send = None
+    if cfg.integration.notifications.channels and not a.no_channels:
+        notifier = build_notifier(cfg)
+        send = reminder_sender(notifier)
+    try:
+        organisation = load_organisation(cfg.cases.organisation) if cfg.cases.organisation else None
+        result = run_once(sf, organisation, now, send=send)
+        if notifier is not None:
+            notifier.pump(flush=True)
+    finally:
+        sf.kw["bind"].dispose()
+    for n in result.notices:
+        print(f"{n.kind}\t{n.case_number}\t{n.step}\tlevel {n.level}\t{','.join(n.recipients)}"
+              + (f"\tcc {','.join(n.copy_to)}" if n.copy_to else ""))
+    print(f"{result.planned} notices due, {result.stored} notifications stored, {result.sent} sent to channels",
+          file=sys.stderr)
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
-    """Register ``platform`` and ``notify`` on the main parser's subcommands."""
+    """Register ``platform``, ``notify`` and ``reminders`` on the main parser's subcommands."""
     p = sub.add_parser("platform", help="city platform hand-off: outbox, dead letters, template check") \
         .add_subparsers(dest="platform_cmd", required=True)
     for name, fn, help_ in [("status", cmd_status, "reports pending, delivered and dead"),
@@ -129,3 +162,14 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--config", required=True, help="the YAML config")
     t.add_argument("--channel", action="append", help="only this channel id (repeatable)")
     t.set_defaults(fn=cmd_notify_test)
+    from nonsite.cases.cli import _db_args
+
+    rm = sub.add_parser("reminders", help="reminders before a deadline, escalations after it").add_subparsers(
+        dest="reminders_cmd", required=True)
+    rr = rm.add_parser("run", help="plan and store the reminders and escalations due now (console bell; channels)")
+    _db_args(rr)
+    rr.add_argument("--once", action="store_true", required=True,
+                    help="one round, then exit (the console's own job runs every minute: cases.reminders)")
+    rr.add_argument("--now", help="the instant to plan at (ISO time with a zone, or YYYY-MM-DD); default: now")
+    rr.add_argument("--no-channels", action="store_true", help="store the console notifications only")
+    rr.set_defaults(fn=cmd_reminders_run)

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
@@ -27,6 +28,7 @@ from nonsite.bus.deadletter import dead_letter_value
 from nonsite.bus.events import TOPIC_CASES, TOPIC_DEAD_LETTER, CaseDecision
 from nonsite.cases.db import Case, CaseStatus
 from nonsite.cases.reminders import Notice as ReminderNotice
+from nonsite.config.manifest import CONSOLE_LOCALES, locale_strings
 from nonsite.config.root import NonsiteConfig
 from nonsite.evidence import Store, presigned_url
 from nonsite.integration.connector import PlatformConnector
@@ -36,7 +38,7 @@ from nonsite.integration.platform import report_from_case
 from nonsite.integration.signing import LinkSigner, secret_from_env
 
 __all__ = ["build_connector", "build_notifier", "decision_revision", "notice_from_reminder", "notify_new_alerts",
-           "open_store", "relay_decisions", "run_platform_relay"]
+           "open_store", "relay_decisions", "reminder_sender", "run_platform_relay"]
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +166,16 @@ def notice_from_reminder(n: ReminderNotice, summary: str) -> Notice:
     if n.kind == "escalation":
         return Notice("overdue", n.case_number, summary, n.since, f"{step}环节已超期（第{n.level}级督促）")
     return Notice("reminder", n.case_number, summary, n.since, f"{step}环节即将到期")
+
+
+def reminder_sender(notifier: Notifier) -> Callable[[ReminderNotice, Any], None]:
+    """What the reminder job (``nonsite.cases.notifications``) calls for each fresh notice with the case's columns
+    (type, address, camera): queue it on the channels that subscribe to ``reminder`` / ``overdue`` (the
+    notifier's worker sends it)."""
+    names = locale_strings(CONSOLE_LOCALES, "zh")
+
+    def send(n: ReminderNotice, case: Any) -> None:
+        place = case.address or case.camera_name or case.camera_id
+        notifier.notify(notice_from_reminder(n, f"{names.get(f'type.{case.type}', case.type)} · {place}"))
+
+    return send

@@ -12,7 +12,7 @@ from console_support import PASSWORDS, Env, csrf_of, login, seed
 from fastapi.testclient import TestClient
 
 from nonsite.cases.users import SCOPES
-from nonsite.console import api, camera_views, documents, enforcement, pages, platform, stats
+from nonsite.console import api, bureau_pages, camera_views, documents, enforcement, pages, platform, stats
 from nonsite.console import field as field_module
 from nonsite.console import login as login_module
 from nonsite.console.app import route_names
@@ -194,7 +194,8 @@ def test_api_tokens(env: Env) -> None:
 # --- the role table, route by route -------------------------------------------------------------------
 
 ROUTERS = [login_module.public, login_module.router, documents.router, camera_views.pages, camera_views.api,
-           pages.router, api.router, field_module.public, field_module.router, stats.pages, stats.api]
+           pages.router, api.router, field_module.public, field_module.router, stats.pages, stats.api,
+           bureau_pages.router, bureau_pages.api_router]
 ROUTERS += [enforcement.pages, enforcement.api, platform.public, platform.pages, platform.api]  # issue 15
 
 

@@ -1,8 +1,8 @@
 """Enforcement documents (执法文书, issue 15): numbered per series and year, the text as issued, and the record
 of their service (送达).
 
-Revision ID: 0009_documents
-Revises: 0006_bureau
+Revision ID: 0008_documents
+Revises: 0007_notifications
 Create Date: 2026-12-05
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_documents"
-down_revision = "0006_bureau"
+revision = "0008_documents"
+down_revision = "0007_notifications"
 branch_labels = None
 depends_on = None
 
