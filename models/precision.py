@@ -1,0 +1,71 @@
+"""Which inference precision the OpenVINO detector runs when ``detector.openvino.precision`` is ``auto``.
+
+A pure choice from the CPU's instruction-set flags (``/proc/cpuinfo``) and the precisions the model has
+(fp32 and bf16 always, from the same ONNX; int8 once ``nonsite models quantize`` has built its IR): the first
+precision of :data:`PREFERENCE` that the model has and the CPU runs fast.
+
+:data:`PREFERENCE` is the order of measured speed on this project's CPUs, limited to precisions whose
+``nonsite eval`` scores on ``tests/data/eval`` match fp32's (bench/README.md, "Precision"). A precision the CPU
+lacks the instructions for still runs (OpenVINO emulates it), but slower than fp32, so it is never chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+PREFERENCE = ("int8", "bf16", "fp32")
+"""Fastest first, among the precisions whose eval scores match fp32 (bench/results/latest.md, "Precision")."""
+
+NEEDS: dict[str, tuple[str, ...]] = {
+    "fp32": (),
+    "bf16": ("amx_bf16", "avx512_bf16"),
+    "int8": ("amx_int8", "avx512_vnni", "avx_vnni"),
+}
+"""CPU flags of which any one makes the precision fast (none needed: always fast)."""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The ``flags`` of the first CPU in ``cpuinfo`` (default: this machine's ``/proc/cpuinfo``); empty when
+    unknown (another OS), which leaves fp32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def fast_on(flags: Iterable[str]) -> list[str]:
+    """The precisions this CPU runs fast, in :data:`PRECISIONS` order."""
+    have = set(flags)
+    return [p for p in PRECISIONS if not NEEDS[p] or have.intersection(NEEDS[p])]
+
+
+def choose_precision(flags: Iterable[str], available: Iterable[str],
+                     preference: Iterable[str] = PREFERENCE) -> tuple[str, str]:
+    """``(precision, why)``: the first of ``preference`` that the model has (``available``) and the CPU runs fast
+    (``flags``); fp32 when none is."""
+    flags = frozenset(flags)
+    have = set(available)
+    fast = fast_on(flags)
+    for p in preference:
+        if p in have and p in fast:
+            need = [f for f in NEEDS[p] if f in flags]
+            how = f"the CPU has {', '.join(need)}" if need else "runs everywhere"
+            skipped = [q for q in preference if q != p and list(preference).index(q) < list(preference).index(p)]
+            notes = []
+            for q in skipped:
+                if q not in have:
+                    notes.append(f"{q}: no {q} model built (nonsite models quantize)" if q == "int8"
+                                 else f"{q}: not available")
+                elif q not in fast:
+                    notes.append(f"{q}: the CPU lacks {' / '.join(NEEDS[q])}")
+            return p, how + (f"; {'; '.join(notes)}" if notes else "")
+    return "fp32", "nothing faster is both available and supported by this CPU"
