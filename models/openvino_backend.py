@@ -67,12 +67,6 @@ class OpenVinoDetector:
                 f"Model '{resolved.name}' is a {resolved.family} model whose output this backend cannot decode; "
                 f"use a YOLO (ultralytics) model such as yolo11n-coco."
             )
-        if resolved.format == "pt":
-            from nonsite.models.export import ensure_onnx
-
-            self.onnx_path: Path = ensure_onnx(resolved, cfg.imgsz)
-        else:
-            self.onnx_path = resolved.path
         want = cfg.settings(OpenVinoSettings).precision
         self.precision_reason = "configured"
         int8_path = cached_int8(resolved, cfg.imgsz)
@@ -83,6 +77,12 @@ class OpenVinoDetector:
             raise WeightsError(f"detector.openvino.precision is int8 but model '{resolved.name}' has no int8 model "
                                f"at imgsz {cfg.imgsz}; build it: nonsite models quantize --model {resolved.name} "
                                f"--imgsz {cfg.imgsz}")
+        if resolved.format == "pt":
+            from nonsite.models.export import ensure_onnx
+
+            self.onnx_path: Path = ensure_onnx(resolved, cfg.imgsz)
+        else:
+            self.onnx_path = resolved.path
         model_path = int8_path if want == "int8" and int8_path is not None else self.onnx_path
         self.model_path: Path = model_path
         self._core = ov.Core()

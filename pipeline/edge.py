@@ -14,6 +14,7 @@ Per camera and per stage the runner feeds :class:`~nonsite.pipeline.metrics.Edge
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -422,31 +423,36 @@ class EdgeRunner:
                     idle = not active and not self._retiring
                 if idle and until_done and pending is None:
                     break
+                if pending is not None:
+                    concurrent.futures.wait([pending.dets])  # the detector is free: form the next batch now,
+                    # from the newest frames queued (a live camera's freshest picture), and detect it while the
+                    # batch just detected is processed
+                    if stop.is_set():
+                        break  # no new batch; the one detected is processed below
                 batch = self._scheduler.next_batch([(r.camera.id, r.frames) for r in active])
-                if not batch:
-                    if pending is not None:  # nothing new to detect: finish the batch in flight now
-                        self._complete(pending)
-                        pending = None
-                        continue
-                    self._wake.wait(0.005 if active else 0.2)
-                    self._wake.clear()
-                    continue
-                by_id = {r.camera.id: r for r in active}
-                work: list[tuple[CameraRun, _Queued]] = []
-                ended: list[CameraRun] = []
-                for cid, item in batch:
-                    r = by_id[cid]
-                    if item is _END:
-                        ended.append(r)
-                    elif not r.stop.is_set():
-                        work.append((r, item))
-                job = self._submit(detector, work, ended)
+                job: _Job | None = None
+                if batch:
+                    by_id = {r.camera.id: r for r in active}
+                    work: list[tuple[CameraRun, _Queued]] = []
+                    ended: list[CameraRun] = []
+                    for cid, item in batch:
+                        r = by_id[cid]
+                        if item is _END:
+                            ended.append(r)
+                        elif not r.stop.is_set():
+                            work.append((r, item))
+                    job = self._submit(detector, work, ended)
                 if pending is not None:
                     self._complete(pending)
                 pending = job
-                if not self.overlap:
-                    self._complete(job)
+                if pending is not None and not self.overlap:
+                    self._complete(pending)
                     pending = None
+                if not batch:
+                    if pending is None:
+                        self._wake.wait(0.005 if active else 0.2)
+                        self._wake.clear()
+                    continue
                 if self.progress and time.monotonic() - last_progress >= self.progress_every_s:
                     last_progress = time.monotonic()
                     for r in self.runs:
