@@ -36,6 +36,9 @@ def run_peer(cams: list[dict[str, Any]], dwell: dict[str, dict[str, float]], img
     ``dwell[camera][zone]`` = seconds. Returns frames, wall seconds, frames/s and the alerts raised."""
     import logging
 
+    from nonsite.models.torch_compat import ensure_torchvision_ops
+
+    ensure_torchvision_ops()  # this project's torchvision wheels need it on CPU torch (models/torch_compat.py)
     from ultralytics import YOLO
 
     from nonsite.models.registry import resolve

@@ -649,11 +649,23 @@ def peer_ratio(g: dict[str, Any], gating: str) -> Any:
 # -- orchestration ------------------------------------------------------------------------------
 
 
-def child(args: list[str], timeout: float = 900) -> dict[str, Any]:
+ERRORS: list[dict[str, str]] = []
+"""Measurements that failed in this run (the others go on; the results list these)."""
+
+
+def child(args: list[str], timeout: float = 900) -> Any:
+    """One measurement in a fresh process: its JSON, or None when it failed (noted in :data:`ERRORS`)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        ERRORS.append({"step": " ".join(args), "error": f"timed out after {timeout:.0f} s"})
+        print(f"error: {' '.join(args)} timed out", file=sys.stderr, flush=True)
+        return None
     if r.returncode != 0:
-        sys.exit(f"error: {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+        ERRORS.append({"step": " ".join(args), "error": r.stderr[-1500:]})
+        print(f"error: {' '.join(args)} failed:\n{r.stderr[-3000:]}", file=sys.stderr, flush=True)
+        return None
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -697,6 +709,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"{m['cores']} cores ({', '.join(m['isa'])}), {m['memory_gb']} GiB. Load average before/after: "
         f"{res['load_before']} / {res['load_after']}. {res['frames_per_camera']} frames per camera. "
         "What each figure means: [bench/README.md](../README.md).", "",
+        *(["**Unfinished**: the run was cut short after the figures below (`complete: false`).", ""]
+          if not res.get("complete", True) else []),
         *([f"**Quick mode** (`--quick`): {res['frames_per_camera']} frames per camera, short live runs, a quarter of "
             "the eval clips: a smoke run, not figures to quote.", ""] if res.get("quick") else []),
         "## Bare detector (YOLO11n COCO, 640, every core)", "",
@@ -739,6 +753,10 @@ def markdown(res: dict[str, Any]) -> str:
                                                         ("p50 s", "p50_s"), ("p95 s", "p95_s"), ("max s", "max_s")])
         lines += ["", "Plus `evidence.post_roll_s` (2 s) of video recorded after the confirmation before the edge "
                   "publishes (bench/README.md)."]
+    if res.get("errors"):
+        lines += ["", "## Failed measurements", ""]
+        lines += [f"- `{e['step']}`: {e['error'].strip().splitlines()[-1] if e['error'].strip() else '?'}"
+                  for e in res["errors"]]
     lines.append("")
     return "\n".join(lines)
 
@@ -796,18 +814,35 @@ def main() -> int:
     models = [m for m in a.precision_models.split(",") if m]
     precisions = [p for p in a.precisions.split(",") if p]
     eval_models = [m for m in (a.eval_models or a.precision_models).split(",") if m]
+    def save(final: bool = False) -> None:
+        """Write what is measured so far (a run cut short still leaves its figures, marked unfinished)."""
+        res["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        res["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        res["took_s"] = round(time.time() - started, 1)
+        res["complete"] = final
+        res["errors"] = ERRORS
+        res.setdefault("detectors", [])
+        res.setdefault("fastest_backend", None)
+        res.setdefault("pipeline", [])
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        out.with_suffix(".md").write_text(markdown(res), encoding="utf-8")
+
     step("int8 models (nonsite models quantize, when not cached)")
-    res["int8_models"] = child(["quantize", *models], timeout=3600) if "int8" in precisions else {}
+    res["int8_models"] = (child(["quantize", *models], timeout=3600) or {}) if "int8" in precisions else {}
     backends = [b for b in a.backends.split(",") if b]
     det_rows = []
     for b in backends:
         for batch in (1, 4) if b != "ultralytics" else (1,):
             step(f"bare detector: {b}, batch {batch}")
-            det_rows.append(child(["detector", b, str(batch), str(frames)]))
-            print(f"  {det_rows[-1]['fps']} frames/s ({det_rows[-1]['precision']})", flush=True)
+            row = child(["detector", b, str(batch), str(frames)])
+            if row:
+                det_rows.append(row)
+                print(f"  {row['fps']} frames/s ({row['precision']})", flush=True)
     res["detectors"] = det_rows
     ones = [r for r in det_rows if r["batch"] == 1]
-    fastest = max(ones, key=lambda r: r["fps"])["backend"]
+    fastest = max(ones, key=lambda r: r["fps"])["backend"] if ones else "openvino"
     res["fastest_backend"] = fastest
 
     # Precision: speed of each precision and its eval scores, side by side.
@@ -816,8 +851,11 @@ def main() -> int:
         for prec in precisions:
             for batch in (1,) if a.quick else (1, 4):
                 step(f"precision: {model} {prec}, batch {batch}")
-                prec_rows.append(child(["detector", "openvino", str(batch), str(frames), prec, model]))
-                print(f"  {prec_rows[-1]['fps']} frames/s", flush=True)
+                row = child(["detector", "openvino", str(batch), str(frames), prec, model])
+                if row:
+                    prec_rows.append(row)
+                    print(f"  {row['fps']} frames/s ({row['precision']})", flush=True)
+                save()
     res["precision_speed"] = prec_rows
     evals = []
     for model in eval_models:
@@ -828,8 +866,11 @@ def main() -> int:
                 step(f"eval: {model} {prec} skipped: this CPU runs it as f32 (the fp32 eval stands for it)")
                 continue
             step(f"eval: {model} {prec}")
-            evals.append(child(["eval", prec, model, "quick" if a.quick else "full"], timeout=3600))
-            print(f"  {evals[-1]['wall_s']} s", flush=True)
+            row = child(["eval", prec, model, "quick" if a.quick else "full"], timeout=3600)
+            if row:
+                evals.append(row)
+                print(f"  {row['wall_s']} s", flush=True)
+            save()
     res["precision_eval"] = evals
     res["precision_choice"] = precision_choice(prec_rows, evals)
 
@@ -848,8 +889,12 @@ def main() -> int:
         per_cam = frames if n < 4 else max(1, frames // (2 if n < 16 else 4))  # keeps the run within its budget
         step(f"pipeline: {backend}, {n} cameras x {per_cam} frames, max batch {mb}, {loop} loop")
         row = child(["pipeline", backend, str(n), str(per_cam), str(mb), loop])
+        if not row:
+            continue
         print(f"  {row['fps']} frames/s, bare {row['bare_fps']}, ratio {row['ratio']}", flush=True)
         pipe.append(row)
+        res["pipeline"] = pipe
+        save()
     one = {(r["backend"], r["loop"]): r for r in pipe if r["cameras"] == 1}
     for r in pipe:
         base = one.get((r["backend"], r["loop"])) or one.get((r["backend"], "overlapped"))
@@ -862,8 +907,11 @@ def main() -> int:
     live_counts = [int(x) for x in (a.live_cameras or ("1,4" if a.quick else "1,4,16,32")).split(",") if x]
     for n_live in live_counts:
         step(f"live: {fastest}, {n_live} cameras at 5 fps for {live_s:g} s")
-        res["live"].append(child(["live", fastest, str(n_live), "5", str(live_s), str(preferred_batch(fastest))]))
-        r = res["live"][-1]
+        r = child(["live", fastest, str(n_live), "5", str(live_s), str(preferred_batch(fastest))])
+        if not r:
+            continue
+        res["live"].append(r)
+        save()
         print(f"  dropped {r['dropped_pct']} %, alert lag max {r['alert_lag_max_s']} s, served {r['served']}",
               flush=True)
     served = [r["cameras"] for r in res["live"] if r["served"]]
@@ -872,22 +920,20 @@ def main() -> int:
         mid = (max(served) + min(failed)) // 2
         if mid not in (max(served), min(failed)):
             step(f"live: {fastest}, {mid} cameras at 5 fps for {live_s:g} s (between)")
-            res["live"].append(child(["live", fastest, str(mid), "5", str(live_s), str(preferred_batch(fastest))]))
+            r = child(["live", fastest, str(mid), "5", str(live_s), str(preferred_batch(fastest))])
+            if r:
+                res["live"].append(r)
             res["live"].sort(key=lambda r: r["cameras"])
     res["cameras_per_box"] = max((r["cameras"] for r in res["live"] if r["served"]), default=0)
 
     step(f"gating and the naive peer: {fastest}, eval clips")
     res["gating"] = child(["gating", fastest, str(preferred_batch(fastest)), "quick" if a.quick else "full", "peer"],
                           timeout=3600)
+    save()
     step("alert latency: embedded and Kafka (Tansu)")
     res["latency"] = child(["latency", "5" if a.quick else "30"])
-    res["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    res["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    res["took_s"] = round(time.time() - started, 1)
+    save(final=True)
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(markdown(res), encoding="utf-8")
     print(markdown(res))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
