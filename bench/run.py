@@ -766,7 +766,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=200, help="frames per camera (default 200)")
     ap.add_argument("--cameras", default="1,4,16", help="camera counts of the pipeline runs")
     ap.add_argument("--backends", default="ultralytics,onnx,openvino", help="backends of the bare detector runs")
-    ap.add_argument("--live-seconds", type=float, default=20.0)
+    ap.add_argument("--live-seconds", type=float, help="seconds of each live run (default 20; --quick 5)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 frames per camera, 5 s live")
     ap.add_argument("--out", default=str(RESULTS / "latest"), help="output path without extension")
     ap.add_argument("--gating", action="store_true",
@@ -799,7 +799,7 @@ def main() -> int:
         return 0
 
     frames = 20 if a.quick else a.frames
-    live_s = 5.0 if a.quick else a.live_seconds
+    live_s = a.live_seconds or (5.0 if a.quick else 20.0)
     started = time.time()
     if a.gating:
         return gating_only(a)
