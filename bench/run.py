@@ -845,34 +845,6 @@ def main() -> int:
     fastest = max(ones, key=lambda r: r["fps"])["backend"] if ones else "openvino"
     res["fastest_backend"] = fastest
 
-    # Precision: speed of each precision and its eval scores, side by side.
-    prec_rows = []
-    for model in models:
-        for prec in precisions:
-            for batch in (1,) if a.quick else (1, 4):
-                step(f"precision: {model} {prec}, batch {batch}")
-                row = child(["detector", "openvino", str(batch), str(frames), prec, model])
-                if row:
-                    prec_rows.append(row)
-                    print(f"  {row['fps']} frames/s ({row['precision']})", flush=True)
-                save()
-    res["precision_speed"] = prec_rows
-    evals = []
-    for model in eval_models:
-        for prec in precisions:
-            ran = next((r["precision"] for r in prec_rows
-                        if r["model"] == model and r["precision_asked"] == prec), None)
-            if prec != "fp32" and ran == "f32":  # the CPU lacks it: OpenVINO ran fp32, the very same numbers
-                step(f"eval: {model} {prec} skipped: this CPU runs it as f32 (the fp32 eval stands for it)")
-                continue
-            step(f"eval: {model} {prec}")
-            row = child(["eval", prec, model, "quick" if a.quick else "full"], timeout=3600)
-            if row:
-                evals.append(row)
-                print(f"  {row['wall_s']} s", flush=True)
-            save()
-    res["precision_eval"] = evals
-    res["precision_choice"] = precision_choice(prec_rows, evals)
 
     from nonsite.config.detectors import DETECTOR_BACKENDS
 
@@ -932,6 +904,36 @@ def main() -> int:
     save()
     step("alert latency: embedded and Kafka (Tansu)")
     res["latency"] = child(["latency", "5" if a.quick else "30"])
+    # Precision: speed of each precision and its eval scores, side by side.
+    prec_rows: list[dict[str, Any]] = []
+    res["precision_speed"] = prec_rows
+    for model in models:
+        for prec in precisions:
+            for batch in (1,) if a.quick else (1, 4):
+                step(f"precision: {model} {prec}, batch {batch}")
+                row = child(["detector", "openvino", str(batch), str(frames), prec, model])
+                if row:
+                    prec_rows.append(row)
+                    print(f"  {row['fps']} frames/s ({row['precision']})", flush=True)
+                save()
+    res["precision_speed"] = prec_rows
+    evals: list[dict[str, Any]] = []
+    res["precision_eval"] = evals
+    for model in eval_models:
+        for prec in precisions:
+            ran = next((r["precision"] for r in prec_rows
+                        if r["model"] == model and r["precision_asked"] == prec), None)
+            if prec != "fp32" and ran == "f32":  # the CPU lacks it: OpenVINO ran fp32, the very same numbers
+                step(f"eval: {model} {prec} skipped: this CPU runs it as f32 (the fp32 eval stands for it)")
+                continue
+            step(f"eval: {model} {prec}")
+            row = child(["eval", prec, model, "quick" if a.quick else "full"], timeout=3600)
+            if row:
+                evals.append(row)
+                print(f"  {row['wall_s']} s", flush=True)
+            save()
+    res["precision_eval"] = evals
+    res["precision_choice"] = precision_choice(prec_rows, evals)
     save(final=True)
     out = Path(a.out)
     print(markdown(res))
