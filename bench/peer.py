@@ -51,6 +51,7 @@ def run_peer(cams: list[dict[str, Any]], dwell: dict[str, dict[str, float]], img
     warm = np.full((480, 640, 3), 114, np.uint8)
     model.track(warm, persist=True, verbose=False, imgsz=imgsz, conf=conf, iou=iou)
     start = time.perf_counter()
+    cpu = time.process_time()
     for cam in cams:
         if model.predictor is not None:
             for t in getattr(model.predictor, "trackers", []):
@@ -88,5 +89,6 @@ def run_peer(cams: list[dict[str, Any]], dwell: dict[str, dict[str, float]], img
             for key in [k for k in first if k not in seen]:
                 del first[key]  # left the zone (or lost): the dwell timer starts again
     wall = time.perf_counter() - start
+    cpu_s = time.process_time() - cpu
     return {"frames": frames, "wall_s": round(wall, 2), "fps": round(frames / wall, 2) if wall else None,
-            "alerts": alerts}
+            "cpu_s": round(cpu_s, 2), "fps_per_cpu": round(frames / cpu_s, 3) if cpu_s else None, "alerts": alerts}

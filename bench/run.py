@@ -487,8 +487,10 @@ def measure_gating(backend: str, max_batch: int, quick: bool, peer: bool = False
                 bus = EmbeddedBus(Path(tmp) / "bus.sqlite")
                 runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)
                 start = time.perf_counter()
+                cpu = time.process_time()
                 stats = runner.run(threading.Event())
                 wall = time.perf_counter() - start
+                cpu_s = time.process_time() - cpu
                 bus.close()
             m = runner.metrics
             for scene, ids in (*scenes.items(), ("all", set(stats))):
@@ -500,7 +502,8 @@ def measure_gating(backend: str, max_batch: int, quick: bool, peer: bool = False
                     "gated_share": round(1 - detected / frames, 3) if frames else None,
                     "alerts": sum(sum(s.published.values()) for cid, s in stats.items() if cid in ids)}
                 if scene == "all":
-                    row.update(wall_s=round(wall, 2), fps=round(frames / wall, 2) if wall else None)
+                    row.update(wall_s=round(wall, 2), fps=round(frames / wall, 2) if wall else None,
+                               cpu_s=round(cpu_s, 2), fps_per_cpu=round(frames / cpu_s, 3) if cpu_s else None)
                 rows.append(row)
     by = {(r["scene"], r["gating"]): r for r in rows}
     off, on_row = by[("all", "off")], by[("all", "on")]
@@ -509,6 +512,9 @@ def measure_gating(backend: str, max_batch: int, quick: bool, peer: bool = False
         for r in rows:
             if r["scene"] == "all" and r.get("fps") and peer_row["fps"]:
                 r["over_peer"] = round(r["fps"] / peer_row["fps"], 2)
+                # per CPU second: what neither side's share of a shared machine changes
+                if r.get("fps_per_cpu") and peer_row.get("fps_per_cpu"):
+                    r["over_peer_per_cpu"] = round(r["fps_per_cpu"] / peer_row["fps_per_cpu"], 2)
     return {"backend": backend, "max_batch": max_batch, "runs": rows, "peer": peer_row,
             "precision": getattr(det, "precision", None),
             "detector_frames_saved": round(1 - on_row["detector_frames"] / off["detector_frames"], 3)
@@ -631,12 +637,14 @@ def gating_markdown(g: dict[str, Any]) -> list[str]:
         *table(g["runs"], [("scene", "scene"), ("gating", "gating"), ("clips", "clips"), ("frames", "frames"),
                            ("detector frames", "detector_frames"), ("gated share", "gated_share"),
                            ("wall s", "wall_s"), ("frames/s", "fps"), ("alerts", "alerts"),
-                           ("x naive peer", "over_peer")]),
+                           ("CPU s", "cpu_s"), ("x naive peer", "over_peer"),
+                           ("x naive peer per CPU second", "over_peer_per_cpu")]),
         "", f"All clips: detector frames saved {g['detector_frames_saved']}; throughput on/off: **{g['speedup']}x** "
         f"({g['backend']} {g.get('precision') or ''}, max batch {g['max_batch']}).", "",
         *([f"Naive peer (bench/peer.py: ultralytics `model.track(persist=True)` + dwell timers, same clips, same "
            f"sampling, same process, run first): {g['peer']['frames']} frames in {g['peer']['wall_s']} s = "
-           f"{g['peer']['fps']} frames/s ({g['peer']['alerts']} alerts; same frames as nonsite: "
+           f"{g['peer']['fps']} frames/s, {g['peer'].get('cpu_s')} CPU s ({g['peer']['alerts']} alerts; same frames "
+           "as nonsite: "
            f"{g['peer']['same_frames']}). nonsite over the peer: **{peer_ratio(g, 'off')}x** gating off, "
            f"**{peer_ratio(g, 'on')}x** gating on.", ""] if g.get("peer") else []),
     ]
