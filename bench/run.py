@@ -587,6 +587,42 @@ def eval_matches(a: dict[str, Any], b: dict[str, Any], tolerance_s: float) -> bo
                for x, y in zip(a["alerts"], b["alerts"], strict=True))
 
 
+def summary_markdown(res: dict[str, Any]) -> list[str]:
+    """Issue 16's figures before and after, each pair measured side by side in this run."""
+    rows: list[dict[str, Any]] = []
+    pipe = {(p["cameras"], p.get("loop")): p for p in res.get("pipeline", [])}
+    for n in sorted({c for c, _ in pipe}):
+        a, b = pipe.get((n, "serial")), pipe.get((n, "overlapped"))
+        if a and b:
+            rows.append({"figure": f"pipeline / bare detector, {n} camera(s) (goal >= 0.9)", "before": a["ratio"],
+                         "after": b["ratio"], "how": "serial loop -> overlapped loop (`ratio`)"})
+            rows.append({"figure": f"  the same per CPU second, {n} camera(s)", "before": a["cpu_ratio"],
+                         "after": b["cpu_ratio"], "how": "`cpu_ratio`"})
+    g = res.get("gating") or {}
+    if g.get("peer"):
+        rows.append({"figure": "nonsite over the naive peer (goal >= 1.5x off, >= 3x on)",
+                     "before": peer_ratio(g, "off"), "after": peer_ratio(g, "on"),
+                     "how": "gating off -> on, frames/s over the peer's"})
+        per_cpu = [next((r.get("over_peer_per_cpu") for r in g["runs"] if r["scene"] == "all" and r["gating"] == x),
+                        None) for x in ("off", "on")]
+        rows.append({"figure": "  the same per CPU second", "before": per_cpu[0], "after": per_cpu[1], "how": ""})
+    sp = {(r["model"], r["precision_asked"], r["batch"]): r["fps"] for r in res.get("precision_speed", [])}
+    for model in dict.fromkeys(m for m, _, _ in sp):
+        if (model, "fp32", 1) in sp and (model, "int8", 1) in sp:
+            rows.append({"figure": f"{model} frames/s, batch 1", "before": sp[(model, "fp32", 1)],
+                         "after": sp[(model, "int8", 1)], "how": "fp32 -> int8"})
+    if res.get("live"):
+        rows.append({"figure": "cameras per box (goal >= 16)", "before": None, "after": res.get("cameras_per_box"),
+                     "how": "live run, gating on (no earlier run of this mix)"})
+    for r in (res.get("latency") or {}).values():
+        rows.append({"figure": f"alert latency p50 / p95, {r['bus']} bus (goal < 1 / 2 s)", "before": None,
+                     "after": f"{r['p50_s']} / {r['p95_s']} s", "how": "new figure"})
+    if not rows:
+        return []
+    return ["## Issue 16: before and after (each pair measured side by side in this run)", "",
+            *table(rows, [("figure", "figure"), ("before", "before"), ("after", "after"), ("how", "how")]), ""]
+
+
 def precision_markdown(res: dict[str, Any]) -> list[str]:
     if not res.get("precision_speed"):
         return []
@@ -716,11 +752,13 @@ def markdown(res: dict[str, Any]) -> str:
         f"Measured {res['finished_at']} by `make bench` ({res['took_s']:.0f} s). Machine: {m['cpu']}, "
         f"{m['cores']} cores ({', '.join(m['isa'])}), {m['memory_gb']} GiB. Load average before/after: "
         f"{res['load_before']} / {res['load_after']}. {res['frames_per_camera']} frames per camera. "
-        "What each figure means: [bench/README.md](../README.md).", "",
+        f"Command: `{res.get('command', 'bench/run.py')}`. What each figure means: [bench/README.md](../README.md).",
+        "",
         *(["**Unfinished**: the run was cut short after the figures below (`complete: false`).", ""]
           if not res.get("complete", True) else []),
         *([f"**Quick mode** (`--quick`): {res['frames_per_camera']} frames per camera, short live runs, a quarter of "
             "the eval clips: a smoke run, not figures to quote.", ""] if res.get("quick") else []),
+        *summary_markdown(res),
         "## Bare detector (YOLO11n COCO, 640, every core)", "",
         *table(res["detectors"], [("backend", "backend"), ("batch", "batch"), ("precision", "precision"),
                                   ("frames/s", "fps"), ("ms/frame", "ms_per_frame"), ("cores used", "cores_used")]),
@@ -812,6 +850,7 @@ def main() -> int:
     if a.gating:
         return gating_only(a)
     res: dict[str, Any] = {"machine": machine(), "frames_per_camera": frames, "quick": a.quick,
+                           "command": " ".join(["bench/run.py", *sys.argv[1:]]),
                            "load_before": [round(x, 2) for x in os.getloadavg()]}
 
     def step(name: str) -> None:
@@ -872,6 +911,7 @@ def main() -> int:
         if not row:
             continue
         print(f"  {row['fps']} frames/s, bare {row['bare_fps']}, ratio {row['ratio']}", flush=True)
+        row["frames_per_camera"] = round(row["frames"] / row["cameras"])
         pipe.append(row)
         res["pipeline"] = pipe
         save()
