@@ -6,7 +6,8 @@ precision of :data:`PREFERENCE` that the model has and the CPU runs fast.
 
 :data:`PREFERENCE` is the order of measured speed on this project's CPUs, limited to precisions whose
 ``nonsite eval`` scores on ``tests/data/eval`` match fp32's (bench/README.md, "Precision"). A precision the CPU
-lacks the instructions for still runs (OpenVINO emulates it), but slower than fp32, so it is never chosen.
+lacks the instructions for is never chosen: int8 without VNNI or AMX ran no faster than fp32 here, and OpenVINO
+runs a bf16 request as f32 on a CPU without BF16 instructions.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ PREFERENCE = ("int8", "bf16", "fp32")
 NEEDS: dict[str, tuple[str, ...]] = {
     "fp32": (),
     "bf16": ("amx_bf16", "avx512_bf16"),
-    "int8": ("amx_int8", "avx512_vnni", "avx_vnni", "avx2"),
+    "int8": ("amx_int8", "avx512_vnni", "avx_vnni"),
 }
-"""CPU flags of which any one makes the precision fast (none needed: always fast). int8: OpenVINO's int8 kernels
-multiply u8 x s8 with AVX2's ``vpmaddubsw`` already; VNNI (AVX512 or AVX) fuses it into one instruction and AMX
-into tiles, each faster again. bf16 without AVX512-BF16 or AMX is emulated, slower than fp32."""
+"""CPU flags of which any one makes the precision fast (none needed: always fast). int8 needs VNNI (AVX512 or AVX:
+the u8 x s8 multiply-add in one instruction) or AMX tiles: on an AVX2-only CPU (an AMD EPYC here, bench/results)
+the int8 model ran no faster than fp32, so it is not chosen there. bf16 without AVX512-BF16 or AMX is not native:
+OpenVINO runs f32 instead."""
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
