@@ -633,13 +633,12 @@ def precision_markdown(res: dict[str, Any]) -> list[str]:
     rows = []
     for e in res.get("precision_eval", []):
         a = e["per_type"].get("all", {})
-        row = {"model": e["model"], "precision": e["precision"], "clips": e["clips"], "frames": e["frames"],
-               "wall_s": e["wall_s"], "alerts": len(e["alerts"])}
-        row.update({k: a.get(k) for k in ("tp", "fp", "fn", "precision", "recall", "median_delay_s")})
-        row["p"] = a.get("precision")
+        row = {k: a.get(k) for k in ("tp", "fp", "fn", "recall", "median_delay_s")}
+        row.update({"model": e["model"], "prec": e["precision"], "clips": e["clips"], "frames": e["frames"],
+                    "wall_s": e["wall_s"], "alerts": len(e["alerts"]), "p": a.get("precision")})
         rows.append(row)
     lines += ["", "`nonsite eval --dataset tests/data/eval` at each precision (gating on, the default):", ""]
-    lines += table(rows, [("model", "model"), ("precision", "precision"), ("clips", "clips"), ("frames", "frames"),
+    lines += table(rows, [("model", "model"), ("precision", "prec"), ("clips", "clips"), ("frames", "frames"),
                           ("alerts", "alerts"), ("TP", "tp"), ("FP", "fp"), ("FN", "fn"), ("P", "p"),
                           ("R", "recall"), ("median delay s", "median_delay_s"), ("wall s", "wall_s")])
     lines += [""]
@@ -1008,7 +1007,7 @@ def precision_choice(speed: list[dict[str, Any]], evals: list[dict[str, Any]]) -
         # a precision the CPU ran as f32 computed the very same numbers as fp32
         matches = [p for p in PRECISIONS if (p in ev and eval_matches(ev["fp32"], ev[p], 0.2 + 1e-6))
                    or (p in ran and p != "fp32" and ran[p] == "f32")]
-        order = sorted(sp, key=lambda p: -sp[p])
+        order = sorted((p for p in sp if p == "fp32" or ran.get(p) != "f32"), key=lambda p: -sp[p])  # not f32 twice
         fastest = next((p for p in order if p in matches), "fp32")
         auto, why = choose_precision(cpu_flags(), [p for p in PRECISIONS if p in sp])
         out[model] = {"matches_fp32": matches, "speed_order": order, "fastest_matching": fastest,

@@ -17,8 +17,12 @@ from pathlib import Path
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
-PREFERENCE = ("int8", "bf16", "fp32")
-"""Fastest first, among the precisions whose eval scores match fp32 (bench/results/latest.md, "Precision")."""
+PREFERENCE = ("bf16", "fp32")
+"""Fastest first, among the precisions whose eval scores match fp32 (bench/results/latest.md, "Precision"). int8
+is left out: on the eval clips the NNCF int8 YOLO11n raised one false alert that fp32 does not (2026-12-05), so
+it runs only when asked for (``precision: int8``). Put it first (``INT8_FIRST``) once a calibration matches."""
+INT8_FIRST = ("int8", "bf16", "fp32")
+"""The order when int8's eval matches fp32: int8 is the fastest on CPUs with VNNI or AMX."""
 
 NEEDS: dict[str, tuple[str, ...]] = {
     "fp32": (),

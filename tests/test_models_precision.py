@@ -7,7 +7,7 @@ import pytest
 from nonsite.config import ConfigError
 from nonsite.config.detector import DetectorConfig
 from nonsite.config.detectors.openvino import OpenVinoSettings
-from nonsite.models.precision import choose_precision, cpu_flags, fast_on
+from nonsite.models.precision import INT8_FIRST, choose_precision, cpu_flags, fast_on
 
 XEON_SPR = "fpu sse4_2 avx2 avx512f avx512bw avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8"
 ICE_LAKE = "fpu sse4_2 avx2 avx512f avx512bw avx512_vnni"
@@ -26,25 +26,37 @@ def test_reads_the_flags_of_proc_cpuinfo() -> None:
 
 
 @pytest.mark.parametrize(("flags", "available", "expected"), [
-    (XEON_SPR, ALL, "int8"),  # AMX: int8 first
-    (XEON_SPR, FLOAT, "bf16"),  # no int8 model built yet
-    (ICE_LAKE, ALL, "int8"),  # AVX512-VNNI runs int8 fast, no bf16
-    (ICE_LAKE, FLOAT, "fp32"),  # bf16 is not native there
-    (ALDER_LAKE, ALL, "int8"),
-    (EPYC_AVX2, ALL, "fp32"),  # no VNNI: int8 measured no faster than fp32 on such a CPU (bench/results)
-    (EPYC_AVX2, FLOAT, "fp32"),
-    (OLD, ALL, "fp32"),  # neither bf16 nor the int8 instructions
+    (XEON_SPR, ALL, "bf16"),  # int8 is out of the default preference: its eval did not match fp32
+    (XEON_SPR, FLOAT, "bf16"),
+    (ICE_LAKE, ALL, "fp32"),  # bf16 is not native there
+    (EPYC_AVX2, ALL, "fp32"),
+    (OLD, ALL, "fp32"),
     ("", ALL, "fp32"),  # unknown CPU (no /proc/cpuinfo)
 ])
-def test_picks_the_fastest_the_cpu_supports_among_those_available(flags: str, available: tuple[str, ...],
-                                                                   expected: str) -> None:
+def test_default_preference_picks_the_fastest_native_precision_that_matches_fp32(
+    flags: str, available: tuple[str, ...], expected: str
+) -> None:
     chosen, why = choose_precision(flags.split(), available)
     assert chosen == expected
     assert why
 
 
+@pytest.mark.parametrize(("flags", "available", "expected"), [
+    (XEON_SPR, ALL, "int8"),  # AMX: int8 first
+    (XEON_SPR, FLOAT, "bf16"),  # no int8 model built yet
+    (ICE_LAKE, ALL, "int8"),  # AVX512-VNNI runs int8 natively
+    (ICE_LAKE, FLOAT, "fp32"),
+    (ALDER_LAKE, ALL, "int8"),  # AVX-VNNI
+    (EPYC_AVX2, ALL, "fp32"),  # no VNNI: int8 measured no faster than fp32 on such a CPU (bench/results)
+    (OLD, ALL, "fp32"),
+])
+def test_with_int8_first_it_needs_vnni_or_amx_and_a_built_model(flags: str, available: tuple[str, ...],
+                                                                 expected: str) -> None:
+    assert choose_precision(flags.split(), available, INT8_FIRST)[0] == expected
+
+
 def test_says_why_it_skipped_a_faster_precision() -> None:
-    chosen, why = choose_precision(XEON_SPR.split(), FLOAT)
+    chosen, why = choose_precision(XEON_SPR.split(), FLOAT, INT8_FIRST)
     assert chosen == "bf16" and "nonsite models quantize" in why
     chosen, why = choose_precision(ICE_LAKE.split(), FLOAT)
     assert chosen == "fp32" and "amx_bf16" in why
@@ -52,8 +64,8 @@ def test_says_why_it_skipped_a_faster_precision() -> None:
 
 def test_a_preference_without_int8_never_picks_it() -> None:
     """When int8's eval scores do not match fp32 the preference leaves it out; nothing brings it back."""
-    assert choose_precision(XEON_SPR.split(), ALL, preference=("bf16", "fp32"))[0] == "bf16"
-    assert choose_precision(EPYC_AVX2.split(), ALL, preference=("bf16", "fp32"))[0] == "fp32"
+    for flags in (XEON_SPR, ICE_LAKE, ALDER_LAKE, EPYC_AVX2, OLD):
+        assert choose_precision(flags.split(), ALL)[0] != "int8"
 
 
 def test_fast_on_lists_what_a_cpu_runs_natively() -> None:

@@ -13,11 +13,10 @@ from nonsite.config.detectors import DetectorBackend
 class OpenVinoSettings(Section):
     precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         "auto",
-        description="Inference precision. auto: the fastest this CPU supports among those whose eval scores match "
-        "fp32 (int8 on AMX-INT8 / VNNI once `nonsite models quantize` has built the model's int8 IR, else bf16 on "
-        "AMX / AVX512-BF16, else fp32; the choice is logged at start). fp32 matches the other backends exactly; "
-        "bf16 and int8 give slightly different boxes and scores; int8 needs `nonsite models quantize --model "
-        "MODEL` first.",
+        description="Inference precision. auto: the fastest this CPU runs natively among those whose eval scores "
+        "match fp32 (bf16 on AMX / AVX512-BF16, else fp32; int8 is left out while its eval differs, see bench/; the "
+        "choice is logged at start). fp32 matches the other backends exactly; bf16 and int8 give slightly "
+        "different boxes and scores; int8 needs `nonsite models quantize --model MODEL` first.",
     )
 
 
