@@ -488,6 +488,12 @@ def cmd_models_export(a: argparse.Namespace) -> int:
     return export_command(a.model, a.format, imgsz=a.imgsz, name=a.name)
 
 
+def cmd_models_quantize(a: argparse.Namespace) -> int:
+    from nonsite.models.cli import quantize_command
+
+    return quantize_command(a.model, imgsz=a.imgsz, frames=a.frames)
+
+
 def cmd_cameras_probe(a: argparse.Namespace) -> int:
     from nonsite.config import cliargs
     from nonsite.streams.probe import ProbeError, probe, save_snapshot
@@ -661,6 +667,12 @@ def _add_models(sub: Subparsers) -> None:
     me.add_argument("--imgsz", type=int, help="export image size (default: the model's)")
     me.add_argument("--name", help="registry name of the export (default <model>-<format>)")
     me.set_defaults(fn=cmd_models_export)
+    mq = m.add_parser("quantize", help="post-training int8 quantization for OpenVINO (NNCF), calibrated on the "
+                      "frames of $NONSITE_MEDIA_DIR, into the weights cache (detector.openvino.precision: int8)")
+    mq.add_argument("--model", default="yolo11n-coco", help="registry name or .pt/.onnx path (default yolo11n-coco)")
+    mq.add_argument("--imgsz", type=int, default=640, help="the detector's imgsz (default 640)")
+    mq.add_argument("--frames", type=int, default=300, help="calibration frames (default 300)")
+    mq.set_defaults(fn=cmd_models_quantize)
 
 
 def _add_cameras(sub: Subparsers) -> None:

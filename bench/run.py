@@ -93,11 +93,17 @@ def decode(cams: list[dict[str, Any]], limit: int) -> dict[str, list[np.ndarray]
     return out
 
 
-def detector(backend: str):  # noqa: ANN201
+def detector(backend: str, precision: str = "", model: str = ""):  # noqa: ANN201
+    """The backend's detector; ``precision`` (openvino: fp32, bf16, int8, auto) and ``model`` when given."""
     from nonsite.config import DetectorConfig
     from nonsite.models import create_detector
 
-    return create_detector(DetectorConfig(backend=backend))
+    cfg: dict[str, Any] = {"backend": backend}
+    if model:
+        cfg["model"] = model
+    if precision and backend == "openvino":
+        cfg["openvino"] = {"precision": precision}
+    return create_detector(DetectorConfig.model_validate(cfg))
 
 
 def warm_up(det: Any, images: list[np.ndarray], max_batch: int) -> None:
@@ -206,24 +212,24 @@ def stage_figures(registry: Any, camera_ids: list[str]) -> dict[str, dict[str, f
 # -- the measurements, each run in its own process -----------------------------------------------
 
 
-def measure_detector(backend: str, batch: int, frames: int) -> dict[str, Any]:
+def measure_detector(backend: str, batch: int, frames: int, precision: str = "", model: str = "") -> dict[str, Any]:
     per_video = max(1, frames // len(VIDEOS))
     cams = [{"id": f"v{i}", "fps": min(SOURCE_FPS[v], per_video / d * 1.0001), "source": {"url": str(media_dir() / v)}}
             for i, (v, d) in enumerate(VIDEOS)]
     images = [im for v in decode(cams, per_video).values() for im in v]
-    det = detector(backend)
+    det = detector(backend, precision, model)
     warm_up(det, images, batch)
     batches = [images[i : i + batch] for i in range(0, len(images), batch)]
     cpu = time.process_time()
     seconds, n = time_detector(det, batches, min_s=5.0)
     cores = (time.process_time() - cpu) / seconds
-    return {"backend": backend, "batch": batch, "frames": n, "seconds": round(seconds, 3),
+    return {"backend": backend, "batch": batch, "frames": n, "seconds": round(seconds, 3), "precision_asked": precision,
             "cores_used": round(cores, 2),
             "fps": round(n / seconds, 2), "ms_per_frame": round(seconds / n * 1000, 2),
-            "precision": getattr(det, "precision", "f32")}
+            "precision": getattr(det, "precision", "f32"), "model": det.weights.name}
 
 
-def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int) -> dict[str, Any]:
+def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int, overlap: bool = True) -> dict[str, Any]:
     from nonsite.bus.embedded import EmbeddedBus
     from nonsite.config import NonsiteConfig
     from nonsite.evidence.local import LocalStore
@@ -244,6 +250,7 @@ def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int) -> 
                 "max_batch": max_batch, "gating": {"enabled": False}}})  # every frame: the ratio to the bare detector
             bus = EmbeddedBus(Path(tmp) / "bus.sqlite")
             runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)
+            runner.overlap = overlap
             start = time.perf_counter()
             cpu = time.process_time()
             stats = runner.run(threading.Event())
@@ -277,6 +284,7 @@ def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int) -> 
     bare_fps = bare_n / bare_s
     return {
         "backend": backend, "cameras": n_cams, "max_batch": max_batch, "frames": processed,
+        "loop": "overlapped" if overlap else "serial", "precision": getattr(det.inner, "precision", None),
         "mean_batch": round(processed / calls, 2) if calls else None, "wall_s": [round(wall1, 2), round(wall2, 2)],
         "bare_s": round(bare_s, 2),
         "fps": round(fps, 2), "bare_fps": round(bare_fps, 2), "ratio": round(fps / bare_fps, 3),
@@ -289,53 +297,132 @@ def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int) -> 
     }
 
 
+class TimedBus:
+    """An embedded bus that notes the wall time each violation is published (the alert's moment at the edge)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.published: list[tuple[float, bytes]] = []
+
+    def publish(self, topic: str, key: str, value: bytes) -> Any:
+        from nonsite.bus.events import TOPIC_VIOLATIONS
+
+        if topic == TOPIC_VIOLATIONS:
+            self.published.append((time.time(), value))
+        return self.inner.publish(topic, key, value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+PHOTOS = ("street_pedestrians_city.jpg", "generic_bus_ultralytics.jpg")
+LIVE_DWELL = {"stray_dog": 3.0, "sidewalk_parking": 5.0, "street_vending": 5.0}
+"""Short dwell times on the live cameras, so alerts (and their delay) happen within a run of seconds."""
+
+
+def live_cameras(n: int, fps: float, media: Path) -> list[dict[str, Any]]:
+    """``n`` simulated live cameras, half busy (the shared clips, decoded at their own frame rate) and half still
+    (a photograph as a 5 fps MJPEG file: a still street), paced in real time and looped."""
+    cams = cameras(n, 100)
+    for i, c in enumerate(cams):
+        c["fps"] = fps
+        if i % 2 == 1:
+            photo = PHOTOS[(i // 2) % len(PHOTOS)]
+            c["source"]["url"] = str(still_video(media_dir() / photo, fps, 20.0, media / f"{Path(photo).stem}.avi"))
+            c["id"] = f"still{i:02d}"
+        else:
+            c["id"] = f"busy{i:02d}"
+        c["source"].update(realtime=True, loop=True)
+        c["rules"] = {k: {"dwell_s": v} for k, v in LIVE_DWELL.items()}
+    return cams
+
+
 def measure_live(backend: str, n_cams: int, fps: float, seconds: float, max_batch: int) -> dict[str, Any]:
+    """Simulated live cameras (:func:`live_cameras`) with motion gating on (the default) for ``seconds``: what the box
+    detects, what it drops, how late frames and alerts are, and the memory."""
     from nonsite.bus.embedded import EmbeddedBus
+    from nonsite.bus.events import ViolationEvent
     from nonsite.config import NonsiteConfig
     from nonsite.evidence.local import LocalStore
     from nonsite.pipeline.edge import EdgeRunner
 
-    cams = cameras(n_cams, 100)
-    for c in cams:
-        c["fps"] = fps
-        c["source"].update(realtime=True, loop=True)
+    rss_start = current_rss_mb()
     det = detector(backend)
-    warm = decode(cams[: len(VIDEOS)], 2)
-    warm_up(det, [im for v in warm.values() for im in v], max_batch)
-    with tempfile.TemporaryDirectory(prefix="nonsite-bench-") as tmp:
-        cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {
-            "max_batch": max_batch, "gating": {"enabled": False}}})  # capacity at every frame detected
-        bus = EmbeddedBus(Path(tmp) / "bus.sqlite")
-        runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)
-        stop = threading.Event()
-        t = threading.Thread(target=runner.run, args=(stop,), kwargs={"until_done": False})
-        t.start()
-        time.sleep(seconds)
-        stop.set()
-        t.join(30)
-        m = runner.metrics
-        rows = []
-        for c in cams:
-            cid = c["id"]
-            rows.append({
-                "sampled": m.value("nonsite_frames_sampled_total", camera=cid),
-                "processed": m.value("nonsite_frames_processed_total", camera=cid),
-                "dropped": m.value("nonsite_frames_dropped_total", camera=cid, where="queue")
-                + m.value("nonsite_frames_dropped_total", camera=cid, where="source"),
-            })
-        stages = stage_figures(m.registry, [c["id"] for c in cams])
-        bus.close()
+    with tempfile.TemporaryDirectory(prefix="nonsite-bench-live-") as media:
+        cams = live_cameras(n_cams, fps, Path(media))
+        warm = decode(cams[: len(VIDEOS)], 2)
+        warm_up(det, [im for v in warm.values() for im in v], max_batch)
+        rss_model = current_rss_mb()
+        with tempfile.TemporaryDirectory(prefix="nonsite-bench-") as tmp:
+            cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {"max_batch": max_batch}})
+            bus = TimedBus(EmbeddedBus(Path(tmp) / "bus.sqlite"))
+            runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)  # type: ignore[arg-type]
+            stop = threading.Event()
+            t = threading.Thread(target=runner.run, args=(stop,), kwargs={"until_done": False})
+            cpu = time.process_time()
+            started = time.perf_counter()
+            t.start()
+            rss_peak = 0.0
+            while time.perf_counter() - started < seconds:
+                time.sleep(0.5)
+                rss_peak = max(rss_peak, current_rss_mb())
+            stop.set()
+            t.join(30)
+            cores = (time.process_time() - cpu) / (time.perf_counter() - started)
+            m = runner.metrics
+            rows = []
+            for c in cams:
+                cid = c["id"]
+                rows.append({
+                    "id": cid,
+                    "sampled": m.value("nonsite_frames_sampled_total", camera=cid),
+                    "processed": m.value("nonsite_frames_processed_total", camera=cid),
+                    "detected": m.value("nonsite_frames_detected_total", camera=cid),
+                    "dropped": m.value("nonsite_frames_dropped_total", camera=cid, where="queue")
+                    + m.value("nonsite_frames_dropped_total", camera=cid, where="source"),
+                })
+            stages = stage_figures(m.registry, [c["id"] for c in cams])
+            bus.inner.close()
+            post_roll = cfg.evidence.post_roll_s
+    excess = []
+    for wall, value in bus.published:
+        ev = ViolationEvent.model_validate_json(value)
+        # alert delay = publication - onset - the post-roll recorded on purpose; beyond the dwell it is the box's lag
+        excess.append(wall - ev.started_at.timestamp() - post_roll - ev.dwell_s)
     got = [r["processed"] / seconds for r in rows]
     sampled = sum(r["sampled"] for r in rows)
     dropped = sum(r["dropped"] for r in rows)
+    detected = sum(r["detected"] for r in rows)
+    processed = sum(r["processed"] for r in rows)
+    dropped_pct = round(100 * dropped / sampled, 2) if sampled else 0.0
+    worst = round(max(excess), 2) if excess else None
     return {
         "backend": backend, "cameras": n_cams, "camera_fps": fps, "seconds": seconds, "max_batch": max_batch,
-        "demand_fps": round(n_cams * fps, 1), "detected_fps": round(sum(got), 2),
+        "still_cameras": sum(1 for c in cams if c["id"].startswith("still")),
+        "demand_fps": round(n_cams * fps, 1), "processed_fps": round(sum(got), 2),
+        "detector_fps": round(detected / seconds, 2),
+        "gated_share": round(1 - detected / processed, 3) if processed else None,
         "per_camera_fps_min": round(min(got), 2), "per_camera_fps_max": round(max(got), 2),
-        "frames_sampled": int(sampled), "frames_dropped": int(dropped),
-        "dropped_pct": round(100 * dropped / sampled, 1) if sampled else 0.0,
-        "queue_wait_ms": stages["queue"]["mean_ms"],
+        "frames_sampled": int(sampled), "frames_dropped": int(dropped), "dropped_pct": dropped_pct,
+        "queue_wait_ms": stages["queue"]["mean_ms"], "queue_wait_p95_ms": stages["queue"]["p95_ms"],
+        "alerts": len(excess), "alert_lag_max_s": worst,
+        "alert_lag_median_s": round(sorted(excess)[len(excess) // 2], 2) if excess else None,
+        "cores_used": round(cores, 2),
+        "rss_model_mb": round(rss_model, 1), "rss_peak_mb": round(max(rss_peak, current_rss_mb()), 1),
+        "rss_start_mb": round(rss_start, 1),
+        "rss_per_camera_mb": round((max(rss_peak, current_rss_mb()) - rss_model) / n_cams, 1),
+        "served": dropped_pct < 1.0 and (worst is None or worst <= 2.0),
     }
+
+
+def current_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return peak_rss_mb()
 
 
 def still_video(image: Path, fps: float, seconds: float, out: Path) -> Path:
@@ -352,8 +439,11 @@ def still_video(image: Path, fps: float, seconds: float, out: Path) -> Path:
     return out
 
 
-def measure_gating(backend: str, max_batch: int, quick: bool) -> dict[str, Any]:
-    """The eval dataset's clips (tests/data/eval, their zones and fps; a still-image clip as a video of the
+def measure_gating(backend: str, max_batch: int, quick: bool, peer: bool = False) -> dict[str, Any]:
+    """With ``peer``, first the naive ultralytics loop (bench/peer.py) over the same clips at the same sampling, in
+    the same process; then nonsite's throughput over it is each run's frames/s over the peer's.
+
+    The eval dataset's clips (tests/data/eval, their zones and fps; a still-image clip as a video of the
     repeated photograph) together through the edge runner as file cameras, gating off then on, in this one
     process after one warm-up: frames, detector frames and alerts per kind of scene (busy videos, still
     scenes), wall time and frames/s of the whole run."""
@@ -376,6 +466,19 @@ def measure_gating(backend: str, max_batch: int, quick: bool) -> dict[str, Any]:
             c.camera.source.url = str(still_video(c.image, c.camera.fps, c.duration_s, Path(media) / f"{c.name}.avi"))
         cams = [c.camera.model_dump(mode="json", exclude_none=True) for c in (*videos, *stills)]
         scenes = {"busy (videos)": {c.camera.id for c in videos}, "still (photographs)": {c.camera.id for c in stills}}
+        peer_row: dict[str, Any] | None = None
+        if peer:
+            from peer import run_peer
+
+            from nonsite.config import NonsiteConfig as _Cfg
+            from nonsite.pipeline.rules import zone_rule_config
+            from nonsite.pipeline.violations import watched_by
+
+            rules = _Cfg().rules
+            dwell = {c.camera.id: {z.id: zone_rule_config(c.camera, rules, z, vt.name).dwell_s
+                                   for z in c.camera.zones if (vt := watched_by(z.kind)) is not None}
+                     for c in (*videos, *stills)}
+            peer_row = run_peer(cams, dwell)
         warm_up(det, [im for v in decode(cams, 1).values() for im in v], max_batch)
         for on in (False, True):
             with tempfile.TemporaryDirectory(prefix="nonsite-bench-") as tmp:
@@ -384,8 +487,10 @@ def measure_gating(backend: str, max_batch: int, quick: bool) -> dict[str, Any]:
                 bus = EmbeddedBus(Path(tmp) / "bus.sqlite")
                 runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)
                 start = time.perf_counter()
+                cpu = time.process_time()
                 stats = runner.run(threading.Event())
                 wall = time.perf_counter() - start
+                cpu_s = time.process_time() - cpu
                 bus.close()
             m = runner.metrics
             for scene, ids in (*scenes.items(), ("all", set(stats))):
@@ -397,14 +502,168 @@ def measure_gating(backend: str, max_batch: int, quick: bool) -> dict[str, Any]:
                     "gated_share": round(1 - detected / frames, 3) if frames else None,
                     "alerts": sum(sum(s.published.values()) for cid, s in stats.items() if cid in ids)}
                 if scene == "all":
-                    row.update(wall_s=round(wall, 2), fps=round(frames / wall, 2) if wall else None)
+                    row.update(wall_s=round(wall, 2), fps=round(frames / wall, 2) if wall else None,
+                               cpu_s=round(cpu_s, 2), fps_per_cpu=round(frames / cpu_s, 3) if cpu_s else None)
                 rows.append(row)
     by = {(r["scene"], r["gating"]): r for r in rows}
     off, on_row = by[("all", "off")], by[("all", "on")]
-    return {"backend": backend, "max_batch": max_batch, "runs": rows,
+    if peer_row is not None:
+        peer_row["same_frames"] = peer_row["frames"] == off["frames"]
+        for r in rows:
+            if r["scene"] == "all" and r.get("fps") and peer_row["fps"]:
+                r["over_peer"] = round(r["fps"] / peer_row["fps"], 2)
+                # per CPU second: what neither side's share of a shared machine changes
+                if r.get("fps_per_cpu") and peer_row.get("fps_per_cpu"):
+                    r["over_peer_per_cpu"] = round(r["fps_per_cpu"] / peer_row["fps_per_cpu"], 2)
+    return {"backend": backend, "max_batch": max_batch, "runs": rows, "peer": peer_row,
+            "precision": getattr(det, "precision", None),
             "detector_frames_saved": round(1 - on_row["detector_frames"] / off["detector_frames"], 3)
             if off["detector_frames"] else None,
             "speedup": round(on_row["fps"] / off["fps"], 2) if off["fps"] and on_row["fps"] else None}
+
+
+def measure_eval(precision: str, model: str, quick: bool) -> dict[str, Any]:
+    """``nonsite eval`` on tests/data/eval (every clip; gating as configured by default: on) with the OpenVINO
+    detector at ``precision`` on ``model``: the scores per type and the run's wall time."""
+    from nonsite.config import NonsiteConfig
+    from nonsite.pipeline.evaluation import evaluate, load_dataset
+
+    os.environ.setdefault("NONSITE_MEDIA_DIR", str(media_dir()))
+    clips = load_dataset(HERE.parent / "tests" / "data" / "eval")
+    if quick:
+        clips = clips[::4]
+    cfg = NonsiteConfig.model_validate({"detector": {"backend": "openvino", "model": model or "yolo11n-coco",
+                                                     "openvino": {"precision": precision}}})
+    det = detector("openvino", precision, model)
+    start = time.perf_counter()
+    results, scores = evaluate(clips, cfg, det)
+    wall = time.perf_counter() - start
+    per_type = {t: {k: v[k] for k in ("episodes", "tp", "fp", "fn", "precision", "recall", "median_delay_s")}
+                for t, v in scores["per_type"].items() if v["episodes"] or v["tp"] or v["fp"]}
+    alerts = sorted((r.name, a.type, a.zone, a.confirm_s) for r in results for a in r.alerts)
+    return {"precision": precision, "ran": getattr(det, "precision", None), "model": det.weights.name,
+            "clips": len(clips), "frames": scores["frames"], "detector_calls": scores["detector_calls"],
+            "wall_s": round(wall, 2), "per_type": per_type, "alerts": [list(a) for a in alerts]}
+
+
+def ensure_quantized(models: list[str]) -> dict[str, Any]:
+    """The int8 IR of each model, built (``nonsite models quantize``) when not in the cache yet."""
+    from nonsite.models.quantize import cached_int8, quantize_model
+    from nonsite.models.registry import resolve
+
+    os.environ.setdefault("NONSITE_MEDIA_DIR", str(media_dir()))
+    out = {}
+    for m in models:
+        found = cached_int8(resolve(m), 640)
+        if found is not None:
+            meta = json.loads(found.with_suffix(".json").read_text(encoding="utf-8"))
+            out[m] = {"built_now": False, "path": str(found), "seconds": meta.get("seconds"),
+                      "calibration_frames": meta.get("calibration_frames"), "nncf": meta.get("nncf")}
+        else:
+            r = quantize_model(m)
+            out[m] = {"built_now": True, "path": str(r.path), "seconds": round(r.seconds, 1),
+                      "calibration_frames": r.frames}
+        p = Path(out[m]["path"])
+        out[m]["mb"] = round((p.stat().st_size + p.with_suffix(".bin").stat().st_size) / 1e6, 1)
+    return out
+
+
+def measure_latency(alerts: int) -> dict[str, Any]:
+    from latency import measure
+
+    return {"embedded": measure("embedded", media_dir(), alerts), "kafka": measure("kafka", media_dir(), alerts)}
+
+
+def eval_matches(a: dict[str, Any], b: dict[str, Any], tolerance_s: float) -> bool:
+    """The same TP / FP / FN per type, and every alert confirmed at the same time within ``tolerance_s``."""
+    keys = ("tp", "fp", "fn")
+    if set(a["per_type"]) != set(b["per_type"]):
+        return False
+    if any(a["per_type"][t][k] != b["per_type"][t][k] for t in a["per_type"] for k in keys):
+        return False
+    if len(a["alerts"]) != len(b["alerts"]):
+        return False
+    return all(x[:3] == y[:3] and abs(x[3] - y[3]) <= tolerance_s
+               for x, y in zip(a["alerts"], b["alerts"], strict=True))
+
+
+def summary_markdown(res: dict[str, Any]) -> list[str]:
+    """Issue 16's figures before and after, each pair measured side by side in this run."""
+    rows: list[dict[str, Any]] = []
+    pipe = {(p["cameras"], p.get("loop")): p for p in res.get("pipeline", [])}
+    for n in sorted({c for c, _ in pipe}):
+        a, b = pipe.get((n, "serial")), pipe.get((n, "overlapped"))
+        if a and b:
+            rows.append({"figure": f"pipeline / bare detector, {n} camera(s) (goal >= 0.9)", "before": a["ratio"],
+                         "after": b["ratio"], "how": "serial loop -> overlapped loop (`ratio`)"})
+            rows.append({"figure": f"  the same per CPU second, {n} camera(s)", "before": a["cpu_ratio"],
+                         "after": b["cpu_ratio"], "how": "`cpu_ratio`"})
+    g = res.get("gating") or {}
+    if g.get("peer"):
+        rows.append({"figure": "nonsite over the naive peer (goal >= 1.5x off, >= 3x on)",
+                     "before": peer_ratio(g, "off"), "after": peer_ratio(g, "on"),
+                     "how": "gating off -> on, frames/s over the peer's"})
+        per_cpu = [next((r.get("over_peer_per_cpu") for r in g["runs"] if r["scene"] == "all" and r["gating"] == x),
+                        None) for x in ("off", "on")]
+        rows.append({"figure": "  the same per CPU second", "before": per_cpu[0], "after": per_cpu[1], "how": ""})
+    sp = {(r["model"], r["precision_asked"], r["batch"]): r["fps"] for r in res.get("precision_speed", [])}
+    for model in dict.fromkeys(m for m, _, _ in sp):
+        if (model, "fp32", 1) in sp and (model, "int8", 1) in sp:
+            rows.append({"figure": f"{model} frames/s, batch 1", "before": sp[(model, "fp32", 1)],
+                         "after": sp[(model, "int8", 1)], "how": "fp32 -> int8"})
+    if res.get("live"):
+        rows.append({"figure": "cameras per box (goal >= 16)", "before": None, "after": res.get("cameras_per_box"),
+                     "how": "live run, gating on (no earlier run of this mix)"})
+    for r in (res.get("latency") or {}).values():
+        rows.append({"figure": f"alert latency p50 / p95, {r['bus']} bus (goal < 1 / 2 s)", "before": None,
+                     "after": f"{r['p50_s']} / {r['p95_s']} s", "how": "new figure"})
+    if not rows:
+        return []
+    return ["## Issue 16: before and after (each pair measured side by side in this run)", "",
+            *table(rows, [("figure", "figure"), ("before", "before"), ("after", "after"), ("how", "how")]), ""]
+
+
+def precision_markdown(res: dict[str, Any]) -> list[str]:
+    if not res.get("precision_speed"):
+        return []
+    lines = ["## Precision (OpenVINO: fp32, bf16, int8 from `nonsite models quantize`)", ""]
+    lines += table(res["precision_speed"], [("model", "model"), ("asked", "precision_asked"), ("ran", "precision"),
+                                            ("batch", "batch"), ("frames/s", "fps"), ("ms/frame", "ms_per_frame"),
+                                            ("cores used", "cores_used")])
+    rows = []
+    for e in res.get("precision_eval", []):
+        a = e["per_type"].get("all", {})
+        row = {k: a.get(k) for k in ("tp", "fp", "fn", "recall", "median_delay_s")}
+        row.update({"model": e["model"], "prec": e["precision"], "clips": e["clips"], "frames": e["frames"],
+                    "wall_s": e["wall_s"], "alerts": len(e["alerts"]), "p": a.get("precision")})
+        rows.append(row)
+    lines += ["", "`nonsite eval --dataset tests/data/eval` at each precision (gating on, the default):", ""]
+    lines += table(rows, [("model", "model"), ("precision", "prec"), ("clips", "clips"), ("frames", "frames"),
+                          ("alerts", "alerts"), ("TP", "tp"), ("FP", "fp"), ("FN", "fn"), ("P", "p"),
+                          ("R", "recall"), ("median delay s", "median_delay_s"), ("wall s", "wall_s")])
+    lines += [""]
+    for model, c in res.get("precision_choice", {}).items():
+        lines.append(f"- {model}: eval matches fp32 (same TP/FP/FN per type, every alert within one frame): "
+                     f"{', '.join(c['matches_fp32'])}; speed order at batch 1: {' > '.join(c['speed_order'])}; "
+                     f"fastest matching: **{c['fastest_matching']}**; `precision: auto` here picks "
+                     f"**{c['auto_picks']}** ({c['auto_reason']}).")
+    for model, q in res.get("int8_models", {}).items():
+        lines.append(f"- int8 model of {model}: {q['mb']} MB, {q.get('calibration_frames')} calibration frames, "
+                     f"{'built in this run' if q['built_now'] else 'from the cache'} ({q.get('seconds')} s to build).")
+    return [*lines, ""]
+
+
+def live_markdown(res: dict[str, Any]) -> list[str]:
+    lines = ["", "## Live cameras: cameras per box (files paced in real time, half still / half busy, gating on)", ""]
+    lines += table(res["live"], [
+        ("cameras", "cameras"), ("still", "still_cameras"), ("fps each", "camera_fps"),
+        ("asked frames/s", "demand_fps"),
+        ("processed frames/s", "processed_fps"), ("detector frames/s", "detector_fps"), ("gated share", "gated_share"),
+        ("per camera min", "per_camera_fps_min"), ("dropped %", "dropped_pct"), ("queue wait ms (mean / p95)", "qw"),
+        ("alerts", "alerts"), ("alert lag beyond dwell, max s", "alert_lag_max_s"), ("cores used", "cores_used"),
+        ("RSS MiB", "rss_peak_mb"), ("RSS per camera MiB", "rss_per_camera_mb"), ("served", "served")])
+    return [*lines, "", f"Cameras per box (the most cameras served: < 1 % dropped and every alert within dwell + 2 s): "
+            f"**{res.get('cameras_per_box')}**.", ""]
 
 
 def gating_markdown(g: dict[str, Any]) -> list[str]:
@@ -412,20 +671,44 @@ def gating_markdown(g: dict[str, Any]) -> list[str]:
         "## Motion-gated detection (eval clips through the edge runner, gating off vs on)", "",
         *table(g["runs"], [("scene", "scene"), ("gating", "gating"), ("clips", "clips"), ("frames", "frames"),
                            ("detector frames", "detector_frames"), ("gated share", "gated_share"),
-                           ("wall s", "wall_s"), ("frames/s", "fps"), ("alerts", "alerts")]),
+                           ("wall s", "wall_s"), ("frames/s", "fps"), ("alerts", "alerts"),
+                           ("CPU s", "cpu_s"), ("x naive peer", "over_peer"),
+                           ("x naive peer per CPU second", "over_peer_per_cpu")]),
         "", f"All clips: detector frames saved {g['detector_frames_saved']}; throughput on/off: **{g['speedup']}x** "
-        f"({g['backend']}, max batch {g['max_batch']}).", "",
+        f"({g['backend']} {g.get('precision') or ''}, max batch {g['max_batch']}).", "",
+        *([f"Naive peer (bench/peer.py: ultralytics `model.track(persist=True)` + dwell timers, same clips, same "
+           f"sampling, same process, run first): {g['peer']['frames']} frames in {g['peer']['wall_s']} s = "
+           f"{g['peer']['fps']} frames/s, {g['peer'].get('cpu_s')} CPU s ({g['peer']['alerts']} alerts; same frames "
+           "as nonsite: "
+           f"{g['peer']['same_frames']}). nonsite over the peer: **{peer_ratio(g, 'off')}x** gating off, "
+           f"**{peer_ratio(g, 'on')}x** gating on.", ""] if g.get("peer") else []),
     ]
+
+
+def peer_ratio(g: dict[str, Any], gating: str) -> Any:
+    return next((r.get("over_peer") for r in g["runs"] if r["scene"] == "all" and r["gating"] == gating), None)
 
 
 # -- orchestration ------------------------------------------------------------------------------
 
 
-def child(args: list[str], timeout: float = 900) -> dict[str, Any]:
+ERRORS: list[dict[str, str]] = []
+"""Measurements that failed in this run (the others go on; the results list these)."""
+
+
+def child(args: list[str], timeout: float = 900) -> Any:
+    """One measurement in a fresh process: its JSON, or None when it failed (noted in :data:`ERRORS`)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        ERRORS.append({"step": " ".join(args), "error": f"timed out after {timeout:.0f} s"})
+        print(f"error: {' '.join(args)} timed out", file=sys.stderr, flush=True)
+        return None
     if r.returncode != 0:
-        sys.exit(f"error: {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+        ERRORS.append({"step": " ".join(args), "error": r.stderr[-1500:]})
+        print(f"error: {' '.join(args)} failed:\n{r.stderr[-3000:]}", file=sys.stderr, flush=True)
+        return None
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -437,7 +720,8 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
         flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
-        isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f" {f}" in flags]
+        isa = [f for f in ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+               if f" {f}" in flags]
     except (OSError, StopIteration):
         isa = []
     mem = None
@@ -467,18 +751,26 @@ def markdown(res: dict[str, Any]) -> str:
         f"Measured {res['finished_at']} by `make bench` ({res['took_s']:.0f} s). Machine: {m['cpu']}, "
         f"{m['cores']} cores ({', '.join(m['isa'])}), {m['memory_gb']} GiB. Load average before/after: "
         f"{res['load_before']} / {res['load_after']}. {res['frames_per_camera']} frames per camera. "
-        "What each figure means: [bench/README.md](../README.md).", "",
+        f"Command: `{res.get('command', 'bench/run.py')}`. What each figure means: [bench/README.md](../README.md).",
+        "",
+        *(["**Unfinished**: the run was cut short after the figures below (`complete: false`).", ""]
+          if not res.get("complete", True) else []),
+        *([f"**Quick mode** (`--quick`): {res['frames_per_camera']} frames per camera, short live runs, a quarter of "
+            "the eval clips: a smoke run, not figures to quote.", ""] if res.get("quick") else []),
+        *summary_markdown(res),
         "## Bare detector (YOLO11n COCO, 640, every core)", "",
         *table(res["detectors"], [("backend", "backend"), ("batch", "batch"), ("precision", "precision"),
                                   ("frames/s", "fps"), ("ms/frame", "ms_per_frame"), ("cores used", "cores_used")]),
         "", f"Fastest at batch 1: **{res['fastest_backend']}**.", "",
+        *precision_markdown(res),
         "## Pipeline from files (decode, detect, track, rules, evidence)", "",
     ]
     rows = []
     for p in res["pipeline"]:
         rows.append({**p, "ratio": f"**{p['ratio']:.2f}**", "rss_per_cam": p.get("rss_per_camera_mb"),
                      "cores": f"{p['cores_used']} / {p['bare_cores_used']}"})
-    lines += table(rows, [("backend", "backend"), ("cameras", "cameras"), ("frames each", "frames_per_camera"),
+    lines += table(rows, [("backend", "backend"), ("loop", "loop"), ("cameras", "cameras"),
+                          ("frames each", "frames_per_camera"),
                           ("max batch", "max_batch"),
                           ("mean batch", "mean_batch"), ("frames", "frames"), ("pipeline frames/s", "fps"),
                           ("bare detector frames/s (same frames)", "bare_fps"), ("ratio", "ratio"),
@@ -488,7 +780,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines += ["", "## Per-stage latency per frame (mean / p95 ms)", ""]
     srows = []
     for p in res["pipeline"]:
-        row: dict[str, Any] = {"run": f"{p['backend']}, {p['cameras']} cameras"}
+        row: dict[str, Any] = {"run": f"{p['backend']}, {p['cameras']} cameras, {p.get('loop', '')}"}
         for s in STAGES:
             st = p["stages"][s]
             row[s] = f"{st['mean_ms']} / {st['p95_ms']}" if st["mean_ms"] is not None else ""
@@ -496,13 +788,20 @@ def markdown(res: dict[str, Any]) -> str:
     lines += table(srows, [("run", "run"), *[(s, s) for s in STAGES]])
     if res.get("gating"):
         lines += ["", *gating_markdown(res["gating"])]
-    live = res.get("live")
-    if live:
-        lines += ["", "## Live cameras at capacity (files paced in real time, latest-frame semantics)", ""]
-        lines += table(live, [("backend", "backend"), ("cameras", "cameras"), ("fps each", "camera_fps"),
-                              ("asked frames/s", "demand_fps"), ("detected frames/s", "detected_fps"),
-                              ("per camera min", "per_camera_fps_min"), ("per camera max", "per_camera_fps_max"),
-                              ("dropped %", "dropped_pct"), ("queue wait ms", "queue_wait_ms")])
+    if res.get("live"):
+        for r in res["live"]:
+            r["qw"] = f"{r.get('queue_wait_ms')} / {r.get('queue_wait_p95_ms')}"
+        lines += live_markdown(res)
+    if res.get("latency"):
+        lines += ["", "## Alert latency (edge publication -> case in the queue)", ""]
+        lines += table(list(res["latency"].values()), [("bus", "bus"), ("alerts", "alerts"), ("cases", "cases"),
+                                                        ("p50 s", "p50_s"), ("p95 s", "p95_s"), ("max s", "max_s")])
+        lines += ["", "Plus `evidence.post_roll_s` (2 s) of video recorded after the confirmation before the edge "
+                  "publishes (bench/README.md)."]
+    if res.get("errors"):
+        lines += ["", "## Failed measurements", ""]
+        lines += [f"- `{e['step']}`: {e['error'].strip().splitlines()[-1] if e['error'].strip() else '?'}"
+                  for e in res["errors"]]
     lines.append("")
     return "\n".join(lines)
 
@@ -512,45 +811,86 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=200, help="frames per camera (default 200)")
     ap.add_argument("--cameras", default="1,4,16", help="camera counts of the pipeline runs")
     ap.add_argument("--backends", default="ultralytics,onnx,openvino", help="backends of the bare detector runs")
-    ap.add_argument("--live-seconds", type=float, default=20.0)
+    ap.add_argument("--live-seconds", type=float, help="seconds of each live run (default 20; --quick 5)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 frames per camera, 5 s live")
     ap.add_argument("--out", default=str(RESULTS / "latest"), help="output path without extension")
     ap.add_argument("--gating", action="store_true",
                     help="only the motion-gating figure (eval video clips, gating off vs on), written to "
                     "results/gating.json unless --out is given")
+    ap.add_argument("--precision-models", default=",".join(PRECISION_MODELS),
+                    help="models of the precision figures (default yolo11n-coco,street-yolo11n)")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="precisions compared (default fp32,bf16,int8)")
+    ap.add_argument("--eval-models", help="models whose eval runs at each precision (default: --precision-models)")
+    ap.add_argument("--live-cameras", help="camera counts of the live runs (default 1,4,16,32; --quick 1,4)")
     ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         kind, *rest = a.child
         if kind == "detector":
-            out = measure_detector(rest[0], int(rest[1]), int(rest[2]))
+            out = measure_detector(rest[0], int(rest[1]), int(rest[2]), *rest[3:5])
         elif kind == "pipeline":
-            out = measure_pipeline(rest[0], int(rest[1]), int(rest[2]), int(rest[3]))
+            out = measure_pipeline(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), rest[4] == "overlapped")
         elif kind == "gating":
-            out = measure_gating(rest[0], int(rest[1]), rest[2] == "quick")
+            out = measure_gating(rest[0], int(rest[1]), rest[2] == "quick", peer=rest[3:4] == ["peer"])
+        elif kind == "quantize":
+            out = ensure_quantized(rest)
+        elif kind == "eval":
+            out = measure_eval(rest[0], rest[1], rest[2] == "quick")
+        elif kind == "latency":
+            out = measure_latency(int(rest[0]))
         else:
             out = measure_live(rest[0], int(rest[1]), float(rest[2]), float(rest[3]), int(rest[4]))
         print(json.dumps(out))
         return 0
 
     frames = 20 if a.quick else a.frames
-    live_s = 5.0 if a.quick else a.live_seconds
+    live_s = a.live_seconds or (5.0 if a.quick else 20.0)
     started = time.time()
     if a.gating:
         return gating_only(a)
-    res: dict[str, Any] = {"machine": machine(), "frames_per_camera": frames,
+    res: dict[str, Any] = {"machine": machine(), "frames_per_camera": frames, "quick": a.quick,
+                           "command": " ".join(["bench/run.py", *sys.argv[1:]]),
                            "load_before": [round(x, 2) for x in os.getloadavg()]}
+
+    def step(name: str) -> None:
+        res.setdefault("steps", []).append({"step": name, "at_s": round(time.time() - started, 1),
+                                            "load": [round(x, 2) for x in os.getloadavg()]})
+        print(f"[{time.time() - started:6.0f} s] {name} ...", flush=True)
+
+    models = [m for m in a.precision_models.split(",") if m]
+    precisions = [p for p in a.precisions.split(",") if p]
+    eval_models = [m for m in (a.eval_models or a.precision_models).split(",") if m]
+    def save(final: bool = False) -> None:
+        """Write what is measured so far (a run cut short still leaves its figures, marked unfinished)."""
+        res["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        res["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        res["took_s"] = round(time.time() - started, 1)
+        res["complete"] = final
+        res["errors"] = ERRORS
+        res.setdefault("detectors", [])
+        res.setdefault("fastest_backend", None)
+        res.setdefault("pipeline", [])
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+        out.with_suffix(".md").write_text(markdown(res), encoding="utf-8")
+
+    step("int8 models (nonsite models quantize, when not cached)")
+    res["int8_models"] = (child(["quantize", *models], timeout=3600) or {}) if "int8" in precisions else {}
     backends = [b for b in a.backends.split(",") if b]
     det_rows = []
     for b in backends:
         for batch in (1, 4) if b != "ultralytics" else (1,):
-            print(f"bare detector: {b}, batch {batch} ...", flush=True)
-            det_rows.append(child(["detector", b, str(batch), str(frames)]))
-            print(f"  {det_rows[-1]['fps']} frames/s", flush=True)
+            step(f"bare detector: {b}, batch {batch}")
+            row = child(["detector", b, str(batch), str(frames)])
+            if row:
+                det_rows.append(row)
+                print(f"  {row['fps']} frames/s ({row['precision']})", flush=True)
     res["detectors"] = det_rows
     ones = [r for r in det_rows if r["batch"] == 1]
-    fastest = max(ones, key=lambda r: r["fps"])["backend"]
+    fastest = max(ones, key=lambda r: r["fps"])["backend"] if ones else "openvino"
     res["fastest_backend"] = fastest
+
 
     from nonsite.config.detectors import DETECTOR_BACKENDS
 
@@ -559,40 +899,120 @@ def main() -> int:
 
     pipe = []
     counts = [int(x) for x in a.cameras.split(",") if x]
-    runs = [(fastest, n) for n in counts]
+    runs = [(fastest, n, loop) for n in counts for loop in (("serial", "overlapped") if n <= 4 else ("overlapped",))]
     if "onnx" in backends and fastest != "onnx":
-        runs.append(("onnx", 4))  # the other CPU backend, side by side
-    for backend, n in runs:
+        runs.append(("onnx", 4, "overlapped"))  # the other CPU backend, side by side
+    for backend, n, loop in runs:
         mb = preferred_batch(backend)
-        per_cam = frames if n < 16 else max(1, frames // 2)  # keeps 16 cameras within the time budget
-        print(f"pipeline: {backend}, {n} cameras x {per_cam} frames, max batch {mb} ...", flush=True)
-        row = child(["pipeline", backend, str(n), str(per_cam), str(mb)])
+        per_cam = frames if n < 4 else max(1, frames // (2 if n < 16 else 4))  # keeps the run within its budget
+        step(f"pipeline: {backend}, {n} cameras x {per_cam} frames, max batch {mb}, {loop} loop")
+        row = child(["pipeline", backend, str(n), str(per_cam), str(mb), loop])
+        if not row:
+            continue
         print(f"  {row['fps']} frames/s, bare {row['bare_fps']}, ratio {row['ratio']}", flush=True)
+        row["frames_per_camera"] = round(row["frames"] / row["cameras"])
         pipe.append(row)
-    one = {r["backend"]: r for r in pipe if r["cameras"] == 1}
+        res["pipeline"] = pipe
+        save()
+    one = {(r["backend"], r["loop"]): r for r in pipe if r["cameras"] == 1}
     for r in pipe:
-        base = one.get(r["backend"])
+        base = one.get((r["backend"], r["loop"])) or one.get((r["backend"], "overlapped"))
         if base and r["cameras"] > 1:
             r["rss_per_camera_mb"] = round((r["peak_rss_mb"] - base["peak_rss_mb"]) / (r["cameras"] - 1), 1)
         r["frames_per_camera"] = round(r["frames"] / r["cameras"])
     res["pipeline"] = pipe
+
     res["live"] = []
-    for n_live in sorted({min(4, max(counts)), max(counts)}):
-        print(f"live: {fastest}, {n_live} cameras at 5 fps for {live_s:g} s ...", flush=True)
-        res["live"].append(child(["live", fastest, str(n_live), "5", str(live_s),
-                                  str(preferred_batch(fastest))]))
-    print(f"gating: {fastest}, eval video clips, off vs on ...", flush=True)
-    res["gating"] = child(["gating", fastest, str(preferred_batch(fastest)), "quick" if a.quick else "full"])
-    res["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    res["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    res["took_s"] = round(time.time() - started, 1)
+    live_counts = [int(x) for x in (a.live_cameras or ("1,4" if a.quick else "1,4,16,32")).split(",") if x]
+    for n_live in live_counts:
+        step(f"live: {fastest}, {n_live} cameras at 5 fps for {live_s:g} s")
+        r = child(["live", fastest, str(n_live), "5", str(live_s), str(preferred_batch(fastest))])
+        if not r:
+            continue
+        res["live"].append(r)
+        save()
+        print(f"  dropped {r['dropped_pct']} %, alert lag max {r['alert_lag_max_s']} s, served {r['served']}",
+              flush=True)
+    served = [r["cameras"] for r in res["live"] if r["served"]]
+    failed = [r["cameras"] for r in res["live"] if not r["served"] and (not served or r["cameras"] > max(served))]
+    if served and failed and not a.quick:  # one more point between the last count served and the first not
+        mid = (max(served) + min(failed)) // 2
+        if mid not in (max(served), min(failed)):
+            step(f"live: {fastest}, {mid} cameras at 5 fps for {live_s:g} s (between)")
+            r = child(["live", fastest, str(mid), "5", str(live_s), str(preferred_batch(fastest))])
+            if r:
+                res["live"].append(r)
+            res["live"].sort(key=lambda r: r["cameras"])
+    res["cameras_per_box"] = max((r["cameras"] for r in res["live"] if r["served"]), default=0)
+
+    step(f"gating and the naive peer: {fastest}, eval clips")
+    res["gating"] = child(["gating", fastest, str(preferred_batch(fastest)), "quick" if a.quick else "full", "peer"],
+                          timeout=3600)
+    save()
+    step("alert latency: embedded and Kafka (Tansu)")
+    res["latency"] = child(["latency", "5" if a.quick else "30"])
+    # Precision: speed of each precision and its eval scores, side by side.
+    prec_rows: list[dict[str, Any]] = []
+    res["precision_speed"] = prec_rows
+    for model in models:
+        for prec in precisions:
+            for batch in (1,) if a.quick else (1, 4):
+                step(f"precision: {model} {prec}, batch {batch}")
+                row = child(["detector", "openvino", str(batch), str(frames), prec, model])
+                if row:
+                    prec_rows.append(row)
+                    print(f"  {row['fps']} frames/s ({row['precision']})", flush=True)
+                save()
+    res["precision_speed"] = prec_rows
+    evals: list[dict[str, Any]] = []
+    res["precision_eval"] = evals
+    for model in eval_models:
+        for prec in precisions:
+            ran = next((r["precision"] for r in prec_rows
+                        if r["model"] == model and r["precision_asked"] == prec), None)
+            if prec != "fp32" and ran == "f32":  # the CPU lacks it: OpenVINO ran fp32, the very same numbers
+                step(f"eval: {model} {prec} skipped: this CPU runs it as f32 (the fp32 eval stands for it)")
+                continue
+            step(f"eval: {model} {prec}")
+            row = child(["eval", prec, model, "quick" if a.quick else "full"], timeout=3600)
+            if row:
+                evals.append(row)
+                print(f"  {row['wall_s']} s", flush=True)
+            save()
+    res["precision_eval"] = evals
+    res["precision_choice"] = precision_choice(prec_rows, evals)
+    save(final=True)
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(markdown(res), encoding="utf-8")
     print(markdown(res))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
+
+
+PRECISION_MODELS = ("yolo11n-coco", "street-yolo11n")
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def precision_choice(speed: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per model: which precisions' eval matches fp32's (alerts confirmed within one frame at 5 fps), their
+    speed order at batch 1, the fastest matching one, and what ``precision: auto`` picks on this CPU."""
+    from nonsite.models.precision import choose_precision, cpu_flags
+
+    out: dict[str, Any] = {}
+    for model in dict.fromkeys(r["model"] for r in speed):
+        ev = {e["precision"]: e for e in evals if e["model"] == model}
+        sp = {r["precision_asked"]: r["fps"] for r in speed if r["model"] == model and r["batch"] == 1}
+        if "fp32" not in ev:
+            continue
+        ran = {r["precision_asked"]: r["precision"] for r in speed if r["model"] == model}
+        # a precision the CPU ran as f32 computed the very same numbers as fp32
+        matches = [p for p in PRECISIONS if (p in ev and eval_matches(ev["fp32"], ev[p], 0.2 + 1e-6))
+                   or (p in ran and p != "fp32" and ran[p] == "f32")]
+        order = sorted((p for p in sp if p == "fp32" or ran.get(p) != "f32"), key=lambda p: -sp[p])  # not f32 twice
+        fastest = next((p for p in order if p in matches), "fp32")
+        auto, why = choose_precision(cpu_flags(), [p for p in PRECISIONS if p in sp])
+        out[model] = {"matches_fp32": matches, "speed_order": order, "fastest_matching": fastest,
+                      "auto_picks": auto, "auto_reason": why}
+    return out
 
 
 def gating_only(a: argparse.Namespace) -> int:

@@ -297,3 +297,18 @@ def export_command(
         file=out,
     )
     return 0
+
+
+def quantize_command(model: str, *, imgsz: int = 640, frames: int = 300, out: TextIO | None = None) -> int:
+    """``nonsite models quantize``: build the int8 OpenVINO IR into the cache. 0, or 2 after a one-line error."""
+    from nonsite.models.quantize import quantize_model
+
+    out = out or sys.stdout
+    try:
+        r = quantize_model(model, imgsz=imgsz, frames=frames)
+    except WeightsError as e:
+        return _err(str(e))
+    print(f"quantized {r.source.name} to int8 at imgsz {r.imgsz} on {r.frames} frames ({', '.join(r.media)}) in "
+          f"{r.seconds:.0f} s: {r.path} ({r.bytes / 1e6:.1f} MB); use it: detector.openvino.precision: int8 (or "
+          "auto)", file=out)
+    return 0

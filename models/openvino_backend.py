@@ -8,8 +8,10 @@ see the same pixels and produce the same kind of detections.
 The model is compiled for static input shapes (batch, height, width), one compiled model per shape
 seen, kept in a small LRU: a static shape runs markedly faster on CPU than a dynamic one, and a box
 sees few shapes (one per camera resolution and batch size). OpenVINO chooses the inference precision
-as ``detector.openvino.precision`` says: fp32 (default, the same numbers as the other backends) or bf16 (about
-twice as fast on CPUs with AMX or AVX512-BF16, see bench/).
+as ``detector.openvino.precision`` says: fp32 (the same numbers as the other backends), bf16 (about twice as
+fast on CPUs with AMX or AVX512-BF16, see bench/), int8 (the NNCF-quantized IR that ``nonsite models quantize``
+builds, :mod:`nonsite.models.quantize`), or auto (the default: the fastest the CPU supports among those whose
+eval scores match fp32, :mod:`nonsite.models.precision`; logged at start).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from nonsite.config.detector import DetectorConfig
 from nonsite.config.detectors.openvino import OpenVinoSettings
 from nonsite.models.base import WeightsInfo
 from nonsite.models.postprocess import decode_yolo, prepare_batch, run_in_batches
+from nonsite.models.precision import choose_precision, cpu_flags
+from nonsite.models.quantize import cached_int8
 from nonsite.models.registry import ResolvedWeights, WeightsError, resolve
 
 log = logging.getLogger(__name__)
@@ -63,15 +67,27 @@ class OpenVinoDetector:
                 f"Model '{resolved.name}' is a {resolved.family} model whose output this backend cannot decode; "
                 f"use a YOLO (ultralytics) model such as yolo11n-coco."
             )
+        want = cfg.settings(OpenVinoSettings).precision
+        self.precision_reason = "configured"
+        int8_path = cached_int8(resolved, cfg.imgsz)
+        if want == "auto":
+            available = ["fp32", "bf16", *(["int8"] if int8_path is not None else [])]
+            want, self.precision_reason = choose_precision(cpu_flags(), available)
+        if want == "int8" and int8_path is None:
+            raise WeightsError(f"detector.openvino.precision is int8 but model '{resolved.name}' has no int8 model "
+                               f"at imgsz {cfg.imgsz}; build it: nonsite models quantize --model {resolved.name} "
+                               f"--imgsz {cfg.imgsz}")
         if resolved.format == "pt":
             from nonsite.models.export import ensure_onnx
 
             self.onnx_path: Path = ensure_onnx(resolved, cfg.imgsz)
         else:
             self.onnx_path = resolved.path
+        model_path = int8_path if want == "int8" and int8_path is not None else self.onnx_path
+        self.model_path: Path = model_path
         self._core = ov.Core()
         try:
-            self._model = self._core.read_model(str(self.onnx_path))
+            self._model = self._core.read_model(str(model_path))
         except Exception as e:  # noqa: BLE001 (OpenVINO raises RuntimeError subclasses of its own)
             raise WeightsError(f"OpenVINO cannot read {self.onnx_path} ({e}); delete it to re-export.") from e
         if len(self._model.inputs) != 1 or len(self._model.outputs) < 1:
@@ -97,10 +113,9 @@ class OpenVinoDetector:
                 f"{self.onnx_path} predicts {nc - 4} classes but model '{resolved.name}' lists "
                 f"{len(self.class_names)}; register it with the right class names."
             )
-        self._props: dict[str, Any] = {
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[cfg.settings(OpenVinoSettings).precision],
-        }
+        self._props: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if want != "int8":  # int8: the quantized layers run int8, the runtime picks the rest (bf16 on AMX)
+            self._props["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[want]
         if cfg.threads:
             self._props["INFERENCE_NUM_THREADS"] = cfg.threads
         self._compiled: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
@@ -108,8 +123,11 @@ class OpenVinoDetector:
         self.weights: WeightsInfo = resolved.info(self.class_names)
         chosen = self._request((1, *self._shape_for_default())).get_compiled_model().get_property(
             "INFERENCE_PRECISION_HINT")
-        self.precision: str = chosen.to_string() if hasattr(chosen, "to_string") else str(chosen)
-        """The precision OpenVINO chose for this CPU (bf16 where the CPU has it, else f32)."""
+        hint = chosen.to_string() if hasattr(chosen, "to_string") else str(chosen)
+        self.precision: str = "int8" if want == "int8" else hint
+        """What runs: int8 (the quantized IR), or the floating-point precision OpenVINO compiled (f32, bf16)."""
+        log.info("detector: openvino %s precision %s (%s; %s)", resolved.name, self.precision,
+                 cfg.settings(OpenVinoSettings).precision, self.precision_reason)
 
     def _shape_for_default(self) -> tuple[int, int]:
         return self.fixed_hw or (self.imgsz, self.imgsz)

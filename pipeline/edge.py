@@ -14,11 +14,14 @@ Per camera and per stage the runner feeds :class:`~nonsite.pipeline.metrics.Edge
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +58,19 @@ class _Queued:
     """time.perf_counter() when the frame entered the queue."""
     gated: bool = False
     """The motion gate held it back from the detector: it rides along a batch without taking a place in it."""
+
+
+@dataclass
+class _Job:
+    """A batch on its way: frames (with their camera) detected on the detector thread, and the cameras whose
+    end-of-stream marker came with it (finished once the frames before it are processed)."""
+
+    work: list[tuple[CameraRun, _Queued]]
+    ended: list[CameraRun]
+    todo: list[int]
+    """Indexes into ``work`` of the frames sent to the detector (the others were gated)."""
+    t0: float
+    dets: Future[list[sv.Detections | None]]
 
 
 @dataclass
@@ -143,6 +159,9 @@ class EdgeRunner:
         self.progress = progress
         self.progress_every_s = progress_every_s
         self.max_batch = max_batch or cfg.edge.max_batch or preferred_batch(detector)
+        self.overlap = True
+        """Detect the next batch while this one is processed (see :meth:`run`); False: one after the other, as
+        before (bench/ measures both side by side)."""
         self.metrics = metrics if metrics is not None else EdgeMetrics()
         self.metrics.watch(self._samples)
         self._sequence = SequenceCounter(Path(cfg.data_dir) / "edge" / "sequence.json")
@@ -186,8 +205,9 @@ class EdgeRunner:
         worker = EdgeWorker(camera, self.cfg, self.store, self.bus, self._model, self._sequence,
                             on_stage=lambda stage, seconds: self.metrics.stage(cid, stage, seconds),
                             views_dir=Path(self.cfg.data_dir) / "edge" / "views")
-        # A file may read ahead enough to fill a batch on its own; a live camera keeps only its newest frames.
-        size = self.cfg.edge.queue_frames if live else max(self.cfg.edge.queue_frames, self.max_batch)
+        # A file may read ahead enough to fill the batch being detected and the next one on its own (the loop
+        # forms batch N+1 while N is detected); a live camera keeps only its newest frames.
+        size = self.cfg.edge.queue_frames if live else max(self.cfg.edge.queue_frames, 2 * self.max_batch)
         queue: FrameQueue[Any] = FrameQueue(size, drop_oldest=live,
                                             on_drop=lambda _item: self.metrics.queue_dropped(cid))
         return CameraRun(camera, source, worker, queue, live, gate_for(camera, self.cfg))
@@ -364,6 +384,7 @@ class EdgeRunner:
                 gated = run.gate is not None and not run.gate.decide(frame.image, frame.ts)
                 if not run.frames.put(_Queued(frame, time.perf_counter(), gated), run.stop):
                     break
+                self._wake.set()  # a frame is waiting: the loop need not sleep out its poll
         except SourceError as e:
             run.error = str(e)
             log.error("camera %s: %s", cid, e)
@@ -388,37 +409,63 @@ class EdgeRunner:
                 if r.thread is None:
                     self._start(r)
         last_progress = time.monotonic()
+        # Two stages in step: while the detector thread runs batch N+1, this thread tracks, applies the rules and
+        # keeps the evidence (pre-roll JPEG encoding included) of batch N. The cores the runtime does not keep
+        # busy during the Python work of a batch are then busy with the next batch's inference, so the detector
+        # never waits on that work (bench/: pipeline / bare detector). Workers are still only touched here.
+        detector = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
+        pending: _Job | None = None
         try:
             while not stop.is_set():
                 self._housekeeping()
                 with self._lock:
                     active = [r for r in self._runs.values() if not r.done]
                     idle = not active and not self._retiring
-                if idle and until_done:
+                if idle and until_done and pending is None:
                     break
+                if pending is not None:
+                    concurrent.futures.wait([pending.dets])  # the detector is free: form the next batch now,
+                    # from the newest frames queued (a live camera's freshest picture), and detect it while the
+                    # batch just detected is processed
+                    if stop.is_set():
+                        break  # no new batch; the one detected is processed below
                 batch = self._scheduler.next_batch([(r.camera.id, r.frames) for r in active])
+                job: _Job | None = None
+                if batch:
+                    by_id = {r.camera.id: r for r in active}
+                    work: list[tuple[CameraRun, _Queued]] = []
+                    ended: list[CameraRun] = []
+                    for cid, item in batch:
+                        r = by_id[cid]
+                        if item is _END:
+                            ended.append(r)
+                        elif not r.stop.is_set():
+                            work.append((r, item))
+                    job = self._submit(detector, work, ended)
+                if pending is not None:
+                    self._complete(pending)
+                pending = job
+                if pending is not None and not self.overlap:
+                    self._complete(pending)
+                    pending = None
                 if not batch:
-                    self._wake.wait(0.005 if active else 0.2)
-                    self._wake.clear()
+                    if pending is None:
+                        self._wake.wait(0.005 if active else 0.2)
+                        self._wake.clear()
                     continue
-                by_id = {r.camera.id: r for r in active}
-                work: list[tuple[CameraRun, _Queued]] = []
-                for cid, item in batch:
-                    r = by_id[cid]
-                    if item is _END:
-                        r.done = True
-                        self._finish(r)
-                        r.finished.set()
-                    elif not r.stop.is_set():
-                        work.append((r, item))
-                if work:
-                    self._detect_and_process(work)
                 if self.progress and time.monotonic() - last_progress >= self.progress_every_s:
                     last_progress = time.monotonic()
                     for r in self.runs:
                         if not r.done:
                             self.progress(self.describe(r))
+            if pending is not None:
+                self._complete(pending)
+                pending = None
         finally:
+            if pending is not None:  # an exception on the way: let the batch in flight end before closing
+                with contextlib.suppress(Exception):
+                    pending.dets.result()
+            detector.shutdown(wait=True)
             with self._lock:
                 self._running = False
                 runs = list(self._runs.values())
@@ -463,25 +510,37 @@ class EdgeRunner:
                 out.append(None)
         return out
 
-    def _detect_and_process(self, work: list[tuple[CameraRun, _Queued]]) -> None:
-        """Detect the batch's frames that the motion gate let through (one call), then process every frame of
-        the batch in order, gated ones with their camera's last detections."""
-        t0 = time.perf_counter()
+    def _submit(self, pool: ThreadPoolExecutor, work: list[tuple[CameraRun, _Queued]],
+                ended: list[CameraRun]) -> _Job:
+        """Start detecting the frames of ``work`` the motion gate let through (one call, on the detector thread)."""
         todo = [i for i, (_, q) in enumerate(work) if not q.gated]
-        dets: list[sv.Detections | None] = [None] * len(work)
-        if todo:
+        t0 = time.perf_counter()
+        images = [work[i][1].frame.image for i in todo]
+
+        def detect() -> list[sv.Detections | None]:
+            if not images:
+                return []
             try:
-                found = self._detect([work[i][1].frame.image for i in todo])
+                return self._detect(images)
             except Exception as e:
-                found = [None] * len(todo)
                 log.error("detector failed on a frame of camera %s: %s", work[todo[0]][0].camera.id, e)
-            for i, d in zip(todo, found, strict=True):
-                dets[i] = d
-                self.metrics.frames_detected.labels(camera=work[i][0].camera.id).inc()
-        detect_s = time.perf_counter() - t0
+                return [None] * len(images)
+
+        return _Job(work, ended, todo, t0, pool.submit(detect))
+
+    def _complete(self, job: _Job) -> None:
+        """Process every frame of a detected batch in order (gated ones with their camera's last detections),
+        then finish the cameras whose stream ended in it."""
+        found = job.dets.result()
+        detect_s = time.perf_counter() - job.t0
+        work = job.work
+        dets: list[sv.Detections | None] = [None] * len(work)
+        for i, d in zip(job.todo, found, strict=True):
+            dets[i] = d
+            self.metrics.frames_detected.labels(camera=work[i][0].camera.id).inc()
         for (r, q), d in zip(work, dets, strict=True):
             cid = r.camera.id
-            self.metrics.stage(cid, "queue", t0 - q.at)
+            self.metrics.stage(cid, "queue", job.t0 - q.at)
             if d is None and not q.gated:
                 r.error = "the detector failed on a frame (see the log)"
                 continue
@@ -492,6 +551,10 @@ class EdgeRunner:
             else:
                 self.metrics.stage(cid, "detect", detect_s)
             self._process(r, q.frame, d)
+        for r in job.ended:
+            r.done = True
+            self._finish(r)
+            r.finished.set()
 
     def _process(self, r: CameraRun, frame: Frame, d: sv.Detections | None) -> None:
         cid = r.camera.id

@@ -70,7 +70,7 @@ def test_openvino_precision_lives_in_its_section_and_the_old_key_still_loads(tmp
     old.write_text("detector:\n  backend: openvino\n  precision: bf16\n")
     for path in (new, old):
         assert load_config(path).detector.settings(OpenVinoSettings).precision == "bf16"
-    assert DetectorConfig().settings(OpenVinoSettings).precision == "fp32"
+    assert DetectorConfig().settings(OpenVinoSettings).precision == "auto"  # the fastest that matches fp32 (issue 16)
     bad = tmp_path / "bad.yaml"
     bad.write_text("detector:\n  openvino:\n    precision: fp8\n")
     with pytest.raises(ConfigError, match=r"bad.yaml:3: detector.openvino.precision"):

@@ -204,3 +204,51 @@ def test_cameras_added_changed_and_removed_while_the_others_run(tmp_path: Path, 
     assert processed(r, "junction") == j_frames and stats["junction"].frames == j_frames
     assert stats["dog"].frames == processed(r, "dog")  # summed over the restart
     assert r.metrics.value("nonsite_frames_sampled_total", camera="junction") >= j_frames
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_next_batch_is_detected_while_this_one_is_processed(
+    tmp_path: Path, media_dir: Path, yolo, monkeypatch: pytest.MonkeyPatch, overlap: bool
+) -> None:
+    """The overlapped loop (issue 16): while the detector runs batch N+1, the loop processes batch N; every frame
+    of a file is still processed once, in order, and the camera is finished only after its last frame. With
+    ``overlap = False`` (the old loop, kept for bench/) no frame is processed while the detector runs."""
+    events: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    class Logged(FixedLatencyDetector):
+        def detect(self, images):  # type: ignore[no-untyped-def]
+            with lock:
+                events.append(("detect-start", len(images)))
+            try:
+                return super().detect(images)
+            finally:
+                with lock:
+                    events.append(("detect-end", len(images)))
+
+    process, finish = EdgeWorker.process, EdgeWorker.finish
+
+    def logged_process(self: EdgeWorker, frame, detections):  # type: ignore[no-untyped-def]
+        with lock:
+            events.append(("process", frame.index))
+        return process(self, frame, detections)
+
+    def logged_finish(self: EdgeWorker):  # type: ignore[no-untyped-def]
+        with lock:
+            events.append(("finish", -1))
+        return finish(self)
+
+    monkeypatch.setattr(EdgeWorker, "process", logged_process)
+    monkeypatch.setattr(EdgeWorker, "finish", logged_finish)
+    r = runner(config(tmp_path, [camera("dog", media_dir / DOG, fps=5)]), Logged(yolo, 0.05), max_batch=4)
+    r.overlap = overlap
+    stats = r.run(threading.Event())
+    indexes = [i for kind, i in events if kind == "process"]
+    assert len(indexes) == stats["dog"].frames >= 30
+    assert indexes == sorted(indexes) and len(set(indexes)) == len(indexes)
+    assert events[-1] == ("finish", -1) and [k for k, _ in events].count("finish") == 1
+    inside, running = 0, False
+    for kind, _ in events:
+        running = {"detect-start": True, "detect-end": False}.get(kind, running)
+        inside += kind == "process" and running
+    assert (inside > 0) == overlap

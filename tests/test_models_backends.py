@@ -181,7 +181,7 @@ def test_unsupported_models_are_refused_clearly(models_dir: Path) -> None:
 
 def test_openvino_backend_matches_onnx(models_dir: Path, bus: np.ndarray, frames: list[np.ndarray], onnx_det) -> None:
     """OpenVINO (fp32) on the same ONNX export: the same detections as ONNX Runtime, batched or not."""
-    ov = create_detector(DetectorConfig(backend="openvino"))
+    ov = create_detector(DetectorConfig.model_validate({"backend": "openvino", "openvino": {"precision": "fp32"}}))
     assert ov.backend == "openvino" and ov.weights.sha256 == PT_SHA and ov.class_names == onnx_det.class_names
     for got, ref in zip(ov.detect([bus, *frames]), onnx_det.detect([bus, *frames]), strict=True):
         assert len(got) == len(ref) and len(ref) > 0

@@ -18,7 +18,8 @@ from nonsite.models.registry import get_entry
 
 @pytest.fixture(scope="module")
 def ov_det(models_dir: Path) -> OpenVinoDetector:
-    det = create_detector(DetectorConfig(backend="openvino"))
+    # fp32 explicitly: the default (auto) may pick int8 where its model is built (tests/test_models_int8.py)
+    det = create_detector(DetectorConfig.model_validate({"backend": "openvino", "openvino": {"precision": "fp32"}}))
     assert isinstance(det, OpenVinoDetector)
     return det
 

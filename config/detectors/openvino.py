@@ -11,10 +11,12 @@ from nonsite.config.detectors import DetectorBackend
 
 
 class OpenVinoSettings(Section):
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32",
-        description="Inference precision. bf16 is about twice as fast on CPUs with AMX or AVX512-BF16, with "
-        "slightly different boxes and scores; fp32 matches the other backends.",
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto",
+        description="Inference precision. auto: the fastest this CPU runs natively among those whose eval scores "
+        "match fp32 (bf16 on AMX / AVX512-BF16, else fp32; int8 is left out while its eval differs, see bench/; the "
+        "choice is logged at start). fp32 matches the other backends exactly; bf16 and int8 give slightly "
+        "different boxes and scores; int8 needs `nonsite models quantize --model MODEL` first.",
     )
 
 
