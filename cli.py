@@ -446,7 +446,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
                 clip.camera.gating = None
         detector = CameraDetectors(cfg.detector)  # each clip's camera gets the weights its zones call for
         models = {detector.model_for(z.kind for z in c.camera.zones) for c in clips}
-        loaded = [detector.get(m) for m in sorted(models)]  # missing or altered weights fail before the first clip
+        loaded = [detector.get(m) for m in sorted(models, key=lambda m: (m != cfg.detector.model, m))]  # weights
+        # missing or altered fail here, before the first clip
         print("detector: " + "; ".join(f"{d.backend} {d.weights.name} ({d.weights.sha256[:12]})" for d in loaded)
               + f", {len(clips)} clips in {root}", flush=True)
         results, scores = evaluate(clips, cfg, detector,

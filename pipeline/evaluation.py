@@ -431,6 +431,7 @@ def evaluate(
 def to_json(root: Path, results: list[ClipResult], scores: dict[str, Any], cfg: NonsiteConfig,
             detector: Detector | CameraDetectors) -> dict[str, Any]:
     dets = detector.loaded() if isinstance(detector, CameraDetectors) else [detector]
+    dets.sort(key=lambda d: d.weights.name != cfg.detector.model)  # detector.model's first
     w = dets[0].weights
     return {
         "dataset": str(root),
