@@ -16,7 +16,10 @@ class Tracker:
 
     def __init__(self, cfg: TrackerConfig, fps: float) -> None:
         self._bt = ByteTrackTracker(
-            lost_track_buffer=max(1, round(cfg.lost_track_s * fps)),
+            # ``trackers`` counts this buffer in frames *of a 30 fps video* and scales it by frame_rate itself (its
+            # time budget is lost_track_buffer / 30 s): in camera frames, a 1 fps camera's tracks were pruned
+            # 0.1 s after each frame, before a second frame could confirm them (no ids below ~3 fps).
+            lost_track_buffer=max(1, round(cfg.lost_track_s * 30)),
             frame_rate=fps,
             track_activation_threshold=cfg.track_activation_threshold,
             high_conf_det_threshold=cfg.high_confidence,

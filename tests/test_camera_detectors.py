@@ -77,3 +77,23 @@ def test_each_camera_runs_on_the_detector_its_zones_call_for(tmp_path: Path, med
     assert set(by_name["street-yolo11n"].shapes) == {(360, 360, 3)}  # the dog clip's frames only
     assert len(by_name["yolo11n-coco"].shapes) == stats["park"].frames
     assert len(by_name["street-yolo11n"].shapes) == stats["market"].frames
+
+
+def test_tracks_get_ids_at_low_frame_rates_and_survive_a_missed_frame() -> None:
+    """The tracker keeps ids at 1 fps too (a hawker camera sampled once a second): ``trackers`` counts its lost-track
+    buffer in 30 fps frames; counted in camera frames, a 1 fps camera never confirmed a track."""
+    from nonsite.config.detector import TrackerConfig
+    from nonsite.pipeline.detections import make_detections
+    from nonsite.pipeline.tracking import Tracker
+
+    for fps in (1.0, 2.0, 5.0):
+        t = Tracker(TrackerConfig(), fps)
+        ids = []
+        for k in range(6):
+            seen = k != 3  # missed once: within lost_track_s (3 s) at every rate
+            d = make_detections([[100, 100, 200, 300]] if seen else [], ["person"] if seen else [],
+                                confidence=[0.9] if seen else [])
+            out = t.update(d, 1000 + k / fps)
+            ids.append(int(out.tracker_id[0]) if len(out) else None)
+        assert ids[0] == -1 and ids[1] >= 0, (fps, ids)  # confirmed on its second frame
+        assert ids[1:3] == [ids[1]] * 2 and ids[4:] == [ids[1]] * 2, (fps, ids)  # same id after the miss
