@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from nonsite.evidence.store import Store
     from nonsite.evidence.verify import Keys, VerifyResult
     from nonsite.integration.hub import PlatformHub
+    from nonsite.models import CameraDetectors
+    from nonsite.models.base import Detector
     from nonsite.ops.cameras import CameraControl
     from nonsite.pipeline.edge import EdgeRunner
     from nonsite.pipeline.worker import WorkerStats
@@ -373,6 +375,32 @@ def _document_verify(store: Store, key: Callable[[], Keys | None]) -> Callable[[
     return verify
 
 
+def load_detectors(cfg: NonsiteConfig) -> CameraDetectors:
+    """The process's :class:`~nonsite.models.CameraDetectors`, with the detector of every enabled camera (and the
+    default one) loaded now, so missing or altered weights stop the start, not the first frame."""
+    from nonsite.models import CameraDetectors
+
+    detectors = CameraDetectors(cfg.detector)
+    detectors.get(cfg.detector.model)
+    for c in cfg.cameras:
+        if c.enabled:
+            detectors.for_kinds(z.kind for z in c.zones)
+    return detectors
+
+
+def describe_detectors(edge: EdgeRunner) -> str:
+    """``openvino yolo11n-coco (ed9cf38c4a0a)`` per detector in use, with the cameras on it when there are two."""
+    by: dict[int, tuple[Detector, list[str]]] = {}
+    for r in edge.runs:
+        by.setdefault(id(r.detector), (r.detector, []))[1].append(r.camera.id)
+    if not by:
+        by[id(edge.detector)] = (edge.detector, [])
+    parts = [f"{d.backend} {d.weights.name} ({d.weights.sha256[:12]})" + (f" for {', '.join(cams)}" if len(by) > 1
+                                                                         else "")
+             for d, cams in by.values()]
+    return "; ".join(parts)
+
+
 def run(
     cfg: NonsiteConfig,
     *,
@@ -386,13 +414,12 @@ def run(
 
     While serving, the cameras of ``config_path`` are reloaded live when the file changes (``edge.reload``)
     and on SIGHUP, and the edge keeps running after file cameras end so cameras added later run too."""
-    from nonsite.models import create_detector
     from nonsite.ops.health import Health, OpsServer
     from nonsite.pipeline.edge import EdgeRunner
     from nonsite.pipeline.metrics import EdgeMetrics
     from nonsite.pipeline.reload import ConfigWatcher
 
-    detector = create_detector(cfg.detector)
+    detectors = load_detectors(cfg)
     node = Embedded(cfg)
     summary = RunSummary()
     ops_server: OpsServer | None = None
@@ -400,7 +427,7 @@ def run(
     edge_thread: threading.Thread | None = None
     try:
         node.start_consumers()
-        edge = EdgeRunner(cfg, detector, node.edge_store, node.edge_bus, progress=progress,
+        edge = EdgeRunner(cfg, detectors, node.edge_store, node.edge_bus, progress=progress,
                           metrics=EdgeMetrics(process=False))  # process_* come from the default registry
         if serve and not exit_when_done:
             from nonsite.pipeline.control import EdgeCameraControl
@@ -411,7 +438,7 @@ def run(
             if node.initial_admin_password:
                 progress(f"first start: console user 'admin' created; its password is in "
                          f"{node.data / 'keys' / 'initial-admin-password'} (add users with `nonsite users add`)")
-        progress(f"detector: {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
+        progress(f"detector: {describe_detectors(edge)}, "
                  f"{len([c for c in cfg.cameras if c.enabled])} cameras, data in {node.data}")
         if cfg.metrics.port is not None:
             from prometheus_client import REGISTRY
@@ -700,18 +727,16 @@ def run_edge(
     (blobs in the store, events acknowledged by the broker), or ``drain_timeout_s`` passed; what is left
     stays in the spool and the outbox under DATA_DIR and goes out on the next start.
     """
-    from nonsite.models import create_detector
     from nonsite.pipeline.edge import EdgeRunner
 
     side = _open_edge_side(cfg, "edge", ops)
     store, bus, edge_evidence = side.store, side.bus, side.evidence
     summary = RunSummary()
     try:
-        detector = create_detector(cfg.detector)
-        progress(f"edge: detector {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
+        runner = EdgeRunner(cfg, load_detectors(cfg), side.out_store, side.out_bus,
+                            progress=progress, metrics=ops.edge_metrics if ops else None)
+        progress(f"edge: detector {describe_detectors(runner)}, "
                  f"{len([c for c in cfg.cameras if c.enabled])} cameras -> {bus!r}, evidence -> {store!r}")
-        runner = EdgeRunner(cfg, detector, side.out_store, side.out_bus, progress=progress,
-                            metrics=ops.edge_metrics if ops else None)
         summary.record(runner, runner.run(stop), progress)
         progress(summary.lines()[0])
         if exit_when_done:
@@ -741,15 +766,15 @@ def run_pool_worker(
 ) -> None:
     """A detector-pool worker (:mod:`nonsite.pipeline.pool`): runs the cameras of ``cameras:`` that the
     consumer group ``pool.group`` assigns it, until ``stop``; evidence and events go out as from an edge."""
-    from nonsite.models import create_detector
     from nonsite.pipeline.pool import PoolWorker
 
     if cfg.bus.kind != "kafka":
         raise ValueError("the detector pool shares cameras through Kafka: set bus.kind: kafka")
     side = _open_edge_side(cfg, "pool", ops)
     try:
-        detector = create_detector(cfg.detector)
-        worker = PoolWorker(cfg, detector, side.out_store, side.out_bus, progress=progress,
+        detectors = load_detectors(cfg)
+        detector = detectors.default
+        worker = PoolWorker(cfg, detectors, side.out_store, side.out_bus, progress=progress,
                             metrics=ops.edge_metrics if ops else None)
         progress(f"pool {worker.worker_id}: detector {detector.backend} {detector.weights.name}; evidence -> "
                  f"{side.store!r}; journal {worker.journal.path}")

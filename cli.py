@@ -425,7 +425,7 @@ def cmd_models_list(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from nonsite.models import WeightsError, create_detector
+    from nonsite.models import CameraDetectors, WeightsError
     from nonsite.pipeline.evaluation import (
         EvalError,
         evaluate,
@@ -444,9 +444,12 @@ def cmd_eval(a: argparse.Namespace) -> int:
         if a.gating is not None:  # the flag wins over a clip's own camera.yaml gating:
             for clip in clips:
                 clip.camera.gating = None
-        detector = create_detector(cfg.detector)
-        print(f"detector: {detector.backend} {detector.weights.name} ({detector.weights.sha256[:12]}), "
-              f"{len(clips)} clips in {root}", flush=True)
+        detector = CameraDetectors(cfg.detector)  # each clip's camera gets the weights its zones call for
+        models = {detector.model_for(z.kind for z in c.camera.zones) for c in clips}
+        loaded = [detector.get(m) for m in sorted(models, key=lambda m: (m != cfg.detector.model, m))]  # weights
+        # missing or altered fail here, before the first clip
+        print("detector: " + "; ".join(f"{d.backend} {d.weights.name} ({d.weights.sha256[:12]})" for d in loaded)
+              + f", {len(clips)} clips in {root}", flush=True)
         results, scores = evaluate(clips, cfg, detector,
                                    evidence_dir=Path(a.evidence_dir).resolve() if a.evidence_dir else None,
                                    progress=lambda line: print(line, flush=True))

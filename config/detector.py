@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from nonsite.config.base import Section
 from nonsite.config.detectors import DETECTOR_BACKENDS, DetectorBackend
+from nonsite.config.manifest import zone_kinds
 
 DEFAULT_BACKEND = "openvino"
+STREET_MODEL = "street-yolo11n"
 S = TypeVar("S", bound=Section)
 
 
@@ -21,6 +24,14 @@ class _DetectorSettings(Section):
     model: str = Field(
         "yolo11n-coco",
         description="A weights-registry name (see `nonsite models list`) or a path to a .pt / .onnx file.",
+    )
+    zone_models: dict[str, str] = Field(
+        default_factory=lambda: {"no_vending": STREET_MODEL, "no_hawking": STREET_MODEL},
+        description="Weights for the cameras that have a zone of one of these kinds (zone kind -> registry name or "
+        "path), instead of `model`: by default the street model (COCO 80 + vendor_cart, "
+        "models/zoo/street-yolo11n.md, its sha256 checked on load) where vendor carts matter, the base model "
+        "everywhere else. A camera with zones of several listed kinds takes the first kind listed here that it "
+        "has. Each camera still gets one detector pass per frame. {} = every camera uses `model`.",
     )
     imgsz: int = Field(640, ge=128, le=1920, multiple_of=32, description="Network input size in pixels.")
     confidence: float = Field(0.3, gt=0, lt=1, description="Minimum detection confidence kept.")
@@ -46,6 +57,27 @@ class _DetectorSettings(Section):
                     section.setdefault(key, data.pop(key))
                     data[spec.name] = section
         return data
+
+    @field_validator("zone_models")
+    @classmethod
+    def _known_kinds(cls, v: dict[str, str]) -> dict[str, str]:
+        known = zone_kinds()
+        for kind, model in v.items():
+            if kind not in known:
+                raise ValueError(f"unknown zone kind '{kind}'; use one of {', '.join(known)}")
+            if not model.strip():
+                raise ValueError(f"zone kind '{kind}' has an empty model; name a registry model or a path")
+        return v
+
+    def model_for(self, kinds: Iterable[str]) -> str:
+        """The weights for a camera whose zones have these kinds: the first of ``zone_models`` it has, else
+        ``model``."""
+        have = set(kinds)
+        return next((m for k, m in self.zone_models.items() if k in have), self.model)
+
+    def for_model(self, model: str) -> _DetectorSettings:
+        """These settings with ``model`` as the weights (and no zone models: one detector, one model)."""
+        return self.model_copy(update={"model": model, "zone_models": {}})
 
     def settings(self, kind: type[S]) -> S:
         """This config's section of the backend whose settings model is ``kind`` (e.g. ``OpenVinoSettings``)."""

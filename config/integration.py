@@ -52,7 +52,8 @@ def _default_event_codes() -> dict[str, str]:
     # Example codes in the shape of GB/T 30428.2 事件 classes (大类 05 街面秩序 ...); every city's platform has
     # its own code table: replace them with the codes your platform's integration document lists.
     return {"sidewalk_parking": "0505", "street_vending": "0501", "stray_dog": "0113", "outside_shop": "0502",
-            "piled_materials": "0506", "street_drying": "0507", "illegal_posting": "0508"}
+            "piled_materials": "0506", "street_drying": "0507", "illegal_posting": "0508",
+            "mobile_hawker": "0504"}
 
 
 class CallbackFields(Section):

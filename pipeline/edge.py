@@ -33,6 +33,7 @@ from nonsite.bus.events import ModelInfo, ViolationEvent
 from nonsite.config import CameraConfig, NonsiteConfig, mask_url
 from nonsite.config.detectors import DETECTOR_BACKENDS
 from nonsite.evidence.store import Store
+from nonsite.models import CameraDetectors
 from nonsite.models.base import Detector
 from nonsite.pipeline.gating import MotionGate, gate_for, zones_region
 from nonsite.pipeline.metrics import CameraSample, EdgeMetrics
@@ -58,6 +59,8 @@ class _Queued:
     """time.perf_counter() when the frame entered the queue."""
     gated: bool = False
     """The motion gate held it back from the detector: it rides along a batch without taking a place in it."""
+    detector: Detector | None = None
+    """The detector of its camera: a batch holds frames for one detector."""
 
 
 @dataclass
@@ -82,6 +85,8 @@ class CameraRun:
     worker: EdgeWorker
     frames: FrameQueue[Any]
     live: bool
+    detector: Detector
+    """The detector of this camera (``detector.zone_models``: the street model for a camera with vending zones)."""
     """Latest-frame semantics: a live stream, or a file paced in real time (a simulated camera)."""
     gate: MotionGate | None = None
     """Motion-gated detection (:mod:`nonsite.pipeline.gating`), decided in the reader thread; None = off."""
@@ -128,11 +133,13 @@ def preferred_batch(detector: Detector) -> int:
     return spec.preferred_batch(device) if spec is not None else 1
 
 
-def _frame_size(item: Any) -> tuple[int, ...] | None:
-    """Batches hold frames of one size (no padding to a common size); end markers and gated frames (no
-    detection) join any batch without taking a place in it, so the detector time still scenes free goes to the
-    cameras that move."""
-    return item.frame.image.shape if isinstance(item, _Queued) and not item.gated else None
+def _frame_size(item: Any) -> tuple[int, tuple[int, ...]] | None:
+    """Batches hold frames of one size (no padding to a common size) for one detector; end markers and gated
+    frames (no detection) join any batch without taking a place in it, so the detector time still scenes free
+    goes to the cameras that move."""
+    if isinstance(item, _Queued) and not item.gated:
+        return id(item.detector), item.frame.image.shape
+    return None
 
 
 def _only_zones_differ(a: CameraConfig, b: CameraConfig) -> bool:
@@ -143,7 +150,7 @@ class EdgeRunner:
     def __init__(
         self,
         cfg: NonsiteConfig,
-        detector: Detector,
+        detector: Detector | CameraDetectors,
         store: Store,
         bus: Bus,
         progress: Callable[[str], None] | None = None,
@@ -153,19 +160,23 @@ class EdgeRunner:
         admit: Callable[[str], bool] | None = None,
     ) -> None:
         """``admit(camera_id)``, when given, is asked right before each frame's tracking, rules and evidence;
-        False drops the frame (the detector pool processes frames only while it surely owns the camera)."""
-        self.cfg, self.detector, self.store, self.bus = cfg, detector, store, bus
+        False drops the frame (the detector pool processes frames only while it surely owns the camera).
+
+        ``detector``: one detector for every camera, or :class:`CameraDetectors` (each camera gets the weights its
+        zone kinds call for, ``detector.zone_models``)."""
+        self.detectors = detector if isinstance(detector, CameraDetectors) else None
+        self.detector: Detector = detector.default if isinstance(detector, CameraDetectors) else detector
+        self.cfg, self.store, self.bus = cfg, store, bus
         self.admit = admit
         self.progress = progress
         self.progress_every_s = progress_every_s
-        self.max_batch = max_batch or cfg.edge.max_batch or preferred_batch(detector)
+        self.max_batch = max_batch or cfg.edge.max_batch or preferred_batch(self.detector)
         self.overlap = True
         """Detect the next batch while this one is processed (see :meth:`run`); False: one after the other, as
         before (bench/ measures both side by side)."""
         self.metrics = metrics if metrics is not None else EdgeMetrics()
         self.metrics.watch(self._samples)
         self._sequence = SequenceCounter(Path(cfg.data_dir) / "edge" / "sequence.json")
-        self._model = model_info(detector)
         self._scheduler: RoundRobin[str, Any] = RoundRobin(self.max_batch, group=_frame_size)
         self._lock = threading.RLock()
         self._cameras: dict[str, CameraConfig] = {}
@@ -198,11 +209,18 @@ class EdgeRunner:
         with self._lock:
             return self._runs.get(camera_id)
 
+    def detector_for(self, camera: CameraConfig) -> Detector:
+        """The detector a camera's frames go to."""
+        if self.detectors is None:
+            return self.detector
+        return self.detectors.for_kinds(z.kind for z in camera.zones)
+
     def _new_run(self, camera: CameraConfig) -> CameraRun:
         source = open_source(camera)
         live = isinstance(source, LiveSource) or camera.source.realtime
         cid = camera.id
-        worker = EdgeWorker(camera, self.cfg, self.store, self.bus, self._model, self._sequence,
+        detector = self.detector_for(camera)
+        worker = EdgeWorker(camera, self.cfg, self.store, self.bus, model_info(detector), self._sequence,
                             on_stage=lambda stage, seconds: self.metrics.stage(cid, stage, seconds),
                             views_dir=Path(self.cfg.data_dir) / "edge" / "views")
         # A file may read ahead enough to fill the batch being detected and the next one on its own (the loop
@@ -210,7 +228,7 @@ class EdgeRunner:
         size = self.cfg.edge.queue_frames if live else max(self.cfg.edge.queue_frames, 2 * self.max_batch)
         queue: FrameQueue[Any] = FrameQueue(size, drop_oldest=live,
                                             on_drop=lambda _item: self.metrics.queue_dropped(cid))
-        return CameraRun(camera, source, worker, queue, live, gate_for(camera, self.cfg))
+        return CameraRun(camera, source, worker, queue, live, detector, gate_for(camera, self.cfg))
 
     def _start(self, run: CameraRun) -> None:
         run.thread = threading.Thread(target=self._read, args=(run,), name=f"read-{run.camera.id}", daemon=True)
@@ -288,7 +306,7 @@ class EdgeRunner:
                 del self._runs[camera.id]
                 self._detach(run)
                 old_run, change = run, "disabled"
-            elif _only_zones_differ(old, camera):
+            elif _only_zones_differ(old, camera) and self.detector_for(camera) is run.detector:
                 if self._running:
                     run.swapped.clear()
                     run.pending_camera = camera
@@ -382,7 +400,7 @@ class EdgeRunner:
                     break
                 self.metrics.stage(cid, "decode", frame.decode_s)
                 gated = run.gate is not None and not run.gate.decide(frame.image, frame.ts)
-                if not run.frames.put(_Queued(frame, time.perf_counter(), gated), run.stop):
+                if not run.frames.put(_Queued(frame, time.perf_counter(), gated, run.detector), run.stop):
                     break
                 self._wake.set()  # a frame is waiting: the loop need not sleep out its poll
         except SourceError as e:
@@ -491,12 +509,13 @@ class EdgeRunner:
                 self._swap_zones(r, cam)
             r.swapped.set()
 
-    def _detect(self, images: list[Any]) -> list[sv.Detections | None]:
+    def _detect(self, images: list[Any], detector: Detector | None = None) -> list[sv.Detections | None]:
         """One detector call for the batch; if it fails, frame by frame so one bad frame costs only itself."""
+        detector = detector or self.detector
         t = time.perf_counter()
         try:
-            dets: list[sv.Detections | None] = list(self.detector.detect(images))
-            self.metrics.detector_call(self.detector.backend, len(images), time.perf_counter() - t)
+            dets: list[sv.Detections | None] = list(detector.detect(images))
+            self.metrics.detector_call(detector.backend, len(images), time.perf_counter() - t)
             return dets
         except Exception:
             if len(images) == 1:
@@ -504,7 +523,7 @@ class EdgeRunner:
         out: list[sv.Detections | None] = []
         for im in images:
             try:
-                out.extend(self._detect([im]))
+                out.extend(self._detect([im], detector))
             except Exception as e:
                 log.error("detector failed on a frame of shape %s: %s", getattr(im, "shape", "?"), e)
                 out.append(None)
@@ -521,7 +540,7 @@ class EdgeRunner:
             if not images:
                 return []
             try:
-                return self._detect(images)
+                return self._detect(images, work[todo[0]][0].detector)  # a batch holds one detector's frames
             except Exception as e:
                 log.error("detector failed on a frame of camera %s: %s", work[todo[0]][0].camera.id, e)
                 return [None] * len(images)

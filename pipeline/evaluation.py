@@ -48,6 +48,7 @@ from nonsite.bus.events import ViolationEvent
 from nonsite.config import CameraConfig, ConfigError, NonsiteConfig
 from nonsite.config.base import Section
 from nonsite.config.loader import load_model
+from nonsite.models import CameraDetectors
 from nonsite.models.base import Detector
 from nonsite.pipeline.composite import CompositeSpec, composite_frames, media_paths
 from nonsite.pipeline.gating import gate_for
@@ -238,6 +239,8 @@ class ClipResult:
     each time, as a camera would detect it); with motion gating, the frames the gate let through."""
     gated: int = 0
     """Frames the motion gate held back (processed with the last detections)."""
+    model: str = ""
+    """The weights the clip's camera ran on."""
 
     @property
     def tp(self) -> int:
@@ -285,13 +288,16 @@ def _watcher(kind: str) -> str | None:
     return vt.name if vt else None
 
 
-def run_clip(clip: Clip, cfg: NonsiteConfig, detector: Detector, work: Path) -> ClipResult:
-    """Run one clip through the edge worker; evidence goes to ``work``."""
+def run_clip(clip: Clip, cfg: NonsiteConfig, detector: Detector | CameraDetectors, work: Path) -> ClipResult:
+    """Run one clip through the edge worker; evidence goes to ``work``. With :class:`CameraDetectors` the clip's
+    camera gets the weights its zone kinds call for (``detector.zone_models``), as on the edge."""
     from nonsite.bus.embedded import EmbeddedBus
     from nonsite.evidence.local import LocalStore
     from nonsite.pipeline.edge import model_info
     from nonsite.pipeline.worker import EdgeWorker, SequenceCounter
 
+    if isinstance(detector, CameraDetectors):
+        detector = detector.for_kinds(z.kind for z in clip.camera.zones)
     work.mkdir(parents=True, exist_ok=True)
     bus = EmbeddedBus(work / "bus.sqlite")
     worker = EdgeWorker(clip.camera, cfg, LocalStore(work / "evidence"), bus, model_info(detector),
@@ -327,7 +333,7 @@ def run_clip(clip: Clip, cfg: NonsiteConfig, detector: Detector, work: Path) -> 
                     round(e.confirmed_at.timestamp() - clip.start_ts, 3), e.event_id) for e in events]
     result = ClipResult(clip.name, str(clip.camera.source.url), frames, round(float(seconds or 0.0), 3),
                         [ep.model_dump() for ep in clip.truth], alerts, dwell,
-                        round(time.monotonic() - started, 2), calls, frames - calls)
+                        round(time.monotonic() - started, 2), calls, frames - calls, detector.weights.name)
     match(result)
     return result
 
@@ -404,7 +410,7 @@ def report_lines(results: list[ClipResult], scores: dict[str, Any]) -> list[str]
 def evaluate(
     clips: list[Clip],
     cfg: NonsiteConfig,
-    detector: Detector,
+    detector: Detector | CameraDetectors,
     *,
     evidence_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
@@ -417,18 +423,22 @@ def evaluate(
             r = run_clip(clip, cfg, detector, base / clip.name)
             results.append(r)
             if progress:
-                progress(f"[{r.name}] {r.frames} frames, {r.seconds:.1f} s video in {r.seconds_run:.1f} s: "
-                         f"{len(r.alerts)} alerts (TP {r.tp}, FP {r.fp}), {len(r.episodes)} episodes (FN {r.fn})")
+                progress(f"[{r.name}] {r.model}: {r.frames} frames, {r.seconds:.1f} s video in {r.seconds_run:.1f} s: "
+                     f"{len(r.alerts)} alerts (TP {r.tp}, FP {r.fp}), {len(r.episodes)} episodes (FN {r.fn})")
     return results, score(results)
 
 
 def to_json(root: Path, results: list[ClipResult], scores: dict[str, Any], cfg: NonsiteConfig,
-            detector: Detector) -> dict[str, Any]:
-    w = detector.weights
+            detector: Detector | CameraDetectors) -> dict[str, Any]:
+    dets = detector.loaded() if isinstance(detector, CameraDetectors) else [detector]
+    dets.sort(key=lambda d: d.weights.name != cfg.detector.model)  # detector.model's first
+    w = dets[0].weights
     return {
         "dataset": str(root),
-        "detector": {"backend": detector.backend, "name": w.name, "sha256": w.sha256,
-                     "imgsz": cfg.detector.imgsz, "confidence": cfg.detector.confidence},
+        "detector": {"backend": dets[0].backend, "name": w.name, "sha256": w.sha256,
+                     "imgsz": cfg.detector.imgsz, "confidence": cfg.detector.confidence,
+                     "models": {d.weights.name: d.weights.sha256 for d in dets},
+                     "zone_models": dict(cfg.detector.zone_models)},
         "gating": cfg.edge.gating.model_dump(mode="json"),
         **scores,
         "results": [{**asdict(r), "tp": r.tp, "fp": r.fp, "fn": r.fn} for r in results],

@@ -48,6 +48,7 @@ from prometheus_client import Counter, Gauge
 from nonsite.bus.base import Bus
 from nonsite.config import CameraConfig, NonsiteConfig
 from nonsite.evidence.store import Store
+from nonsite.models import CameraDetectors
 from nonsite.models.base import Detector
 from nonsite.pipeline.edge import EdgeRunner
 from nonsite.pipeline.metrics import EdgeMetrics
@@ -152,7 +153,7 @@ class PoolWorker:
     def __init__(
         self,
         cfg: NonsiteConfig,
-        detector: Detector,
+        detector: Detector | CameraDetectors,
         store: Store,
         bus: Bus,
         *,

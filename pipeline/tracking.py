@@ -15,11 +15,13 @@ class Tracker:
     sampled at 5 fps and one at 2 fps keep tracks for the same number of seconds."""
 
     def __init__(self, cfg: TrackerConfig, fps: float) -> None:
-        # ``trackers`` counts its lost-track buffer in frames *at 30 fps* and scales it by ``frame_rate`` (with
-        # timestamps it keeps a lost track for ``lost_track_buffer / 30`` seconds): the buffer for
-        # ``lost_track_s`` seconds is ``lost_track_s * 30`` whatever the camera's rate.
+        # ``trackers`` counts its lost-track buffer in frames *of a 30 fps video* and scales it by ``frame_rate``
+        # itself (with timestamps it keeps a lost track for ``lost_track_buffer / 30`` s): the buffer for
+        # ``lost_track_s`` seconds is ``lost_track_s * 30`` whatever the camera's rate. (Counted in camera frames, a
+        # 1 fps camera's tracks were pruned 0.1 s after each frame, before a second frame could confirm them, and a
+        # 5 fps camera kept a lost track 0.5 s instead of 3 s.)
         self._bt = ByteTrackTracker(
-            lost_track_buffer=max(1, round(cfg.lost_track_s * 30.0)),
+            lost_track_buffer=max(1, round(cfg.lost_track_s * 30)),
             frame_rate=fps,
             track_activation_threshold=cfg.track_activation_threshold,
             high_conf_det_threshold=cfg.high_confidence,

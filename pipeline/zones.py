@@ -24,6 +24,12 @@ class Zone:
         self.polygon_px = np.round(np.asarray(cfg.polygon, dtype=float) * [w, h]).astype(np.int64)
         self._zone = sv.PolygonZone(self.polygon_px, triggering_anchors=(sv.Position.BOTTOM_CENTER,))
 
+    @property
+    def height_px(self) -> float:
+        """Height of the zone's bounding box in pixels."""
+        ys = self.polygon_px[:, 1]
+        return float(ys.max() - ys.min())
+
     def contains(self, d: sv.Detections) -> np.ndarray:
         """Mask of detections whose bottom-centre point lies in the polygon."""
         if len(d) == 0:

@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from nonsite.config.cameras import CameraConfig, mask_url
 from nonsite.streams.base import Frame, Source, SourceError
+from nonsite.streams.composite import SPEC_SUFFIX, CompositeSource
 from nonsite.streams.health import SourceHealth, SourceState
 from nonsite.streams.opencv_source import FileSource, LiveSource, diagnose_open_failure
 from nonsite.streams.ringbuffer import RingBuffer
@@ -18,7 +19,7 @@ from nonsite.streams.ringbuffer import RingBuffer
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https", "rtmp", "srt", "udp", "tcp"})
 
 
-def open_source(camera: CameraConfig) -> FileSource | LiveSource:
+def open_source(camera: CameraConfig) -> FileSource | LiveSource | CompositeSource:
     """Build the source for a camera from its ``source`` section. Nothing is opened until ``frames()``
     is iterated, except that a missing video file is reported at once (:class:`SourceError`)."""
     src = camera.source
@@ -43,14 +44,16 @@ def open_source(camera: CameraConfig) -> FileSource | LiveSource:
             path = f"//{parts.netloc}{path}"
         return FileSource(camera.id, path, fps=camera.fps, loop=src.loop, realtime=src.realtime)
     if scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # a plain path (or C:\ on Windows)
+        if url.endswith(SPEC_SUFFIX):  # a composite clip generated from real media (the demo's left objects)
+            return CompositeSource(camera.id, url, camera.fps, loop=src.loop, realtime=src.realtime)
         return FileSource(camera.id, url, fps=camera.fps, loop=src.loop, realtime=src.realtime)
     raise SourceError(
         f"camera {camera.id}: unsupported source '{mask_url(url)}'; use rtsp://, http(s):// (MJPEG), "
-        "a file path or file://, or device:N"
+        f"a file path or file://, a composite clip (*{SPEC_SUFFIX}), or device:N"
     )
 
 
 __all__ = [
-    "FileSource", "Frame", "LiveSource", "RingBuffer", "Source", "SourceError", "SourceHealth", "SourceState",
-    "diagnose_open_failure", "open_source",
+    "CompositeSource", "FileSource", "Frame", "LiveSource", "RingBuffer", "Source", "SourceError", "SourceHealth",
+    "SourceState", "diagnose_open_failure", "open_source",
 ]

@@ -104,7 +104,7 @@ def test_the_demo_configuration_routes_its_cases() -> None:
     assert org.unknown_cameras(cams) == []
     routed = {cid: org.route("sidewalk_parking", cid, cams[cid].location).id for cid in cams}  # type: ignore[union-attr]
     assert routed == {"cam-carpark-01": "yanshi-group-1", "cam-fence-02": "yanshi-group-1",
-                      "cam-junction-03": "yanshi-group-2"}
+                      "cam-junction-03": "yanshi-group-2", "cam-lane-04": "yanshi-group-1"}
 
 
 def trail(sf: sessionmaker[Session], case: Case) -> list[AuditEntry]:

@@ -34,9 +34,15 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory, media_dir: Path, models_d
 
 def test_demo_prints_progress_per_camera_and_a_summary(demo_run: tuple[Path, str]) -> None:
     _, out = demo_run
-    for cam in ("cam-carpark-01", "cam-fence-02", "cam-junction-03"):
+    for cam in ("cam-carpark-01", "cam-fence-02", "cam-junction-03", "cam-lane-04"):
         assert f"[{cam}]" in out
     assert "violations: sidewalk_parking" in out and "street_vending" in out and "stray_dog" in out
+    summary = next(line for line in out.splitlines() if line.startswith("violations: "))
+    assert "piled_materials 1" in summary and "mobile_hawker 0" in summary, summary
+    # the junction (a vending zone) runs on the street model, the other cameras on the base model
+    detector = next(line for line in out.splitlines() if line.startswith("detector: "))
+    assert "street-yolo11n" in detector and "for cam-junction-03" in detector, detector
+    assert "yolo11n-coco" in detector, detector
     assert "evidence packages sealed:" in out and "case drafts:" in out
 
 
@@ -49,6 +55,9 @@ def test_demo_finds_sidewalk_parking_and_a_stray_dog_as_case_drafts(demo_run: tu
     assert kinds["sidewalk_parking"] >= 1, kinds
     assert kinds["stray_dog"] >= 1, kinds
     assert {c.camera_id for c in cases if c.type == "stray_dog"} == {"cam-fence-02"}
+    piled = [c for c in cases if c.type == "piled_materials"]  # the composite camera: a new type in the demo
+    assert [c.camera_id for c in piled] == ["cam-lane-04"]
+    assert "reference" in {e["role"] for e in piled[0].evidence}  # the clean lane before the crates came
     assert all(c.status == "draft" for c in cases)
     for c in cases:
         assert c.started_at <= c.confirmed_at

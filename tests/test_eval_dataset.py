@@ -70,10 +70,29 @@ def test_left_objects_are_found_on_the_composites_and_only_there(scores: tuple[d
     assert all(by_clip[n]["alerts"] == [] for n in negatives_left)
 
 
+def test_mobile_hawker_stops_add_up_and_a_cart_passing_through_is_no_hawker(scores: tuple[dict[str, Any], str]
+                                                                           ) -> None:
+    doc, _ = scores
+    row = doc["per_type"]["mobile_hawker"]
+    assert (row["episodes"], row["tp"], row["fp"]) == (1, 1, 0), row
+    by_clip = {c["name"]: c for c in doc["results"]}
+    assert by_clip["negative-hawker-cart-passing"]["alerts"] == []
+
+
+def test_cameras_with_vending_or_hawking_zones_run_on_the_street_model(scores: tuple[dict[str, Any], str]) -> None:
+    doc, _ = scores
+    for c in doc["results"]:
+        kinds = {z["kind"] for z in yaml.safe_load((DATASET / c["name"] / "camera.yaml").read_text())["zones"]}
+        want = "street-yolo11n" if kinds & {"no_vending", "no_hawking"} else "yolo11n-coco"
+        assert c["model"] == want, (c["name"], c["model"])
+    assert set(doc["detector"]["models"]) == {"yolo11n-coco", "street-yolo11n"}
+
+
 def test_report_prints_every_clip_and_the_scores_per_type(scores: tuple[dict[str, Any], str]) -> None:
     doc, out = scores
     for c in doc["results"]:
         assert c["name"] in out
-    for t in ("sidewalk_parking", "street_vending", "stray_dog", "all"):
+    for t in ("sidewalk_parking", "street_vending", "stray_dog", "piled_materials", "street_drying", "illegal_posting",
+              "outside_shop", "mobile_hawker", "all"):
         assert any(line.startswith(t) for line in out.splitlines())
     assert doc["camera_hours"] > 0 and doc["detector"]["name"] == "yolo11n-coco"

@@ -408,3 +408,22 @@ def test_zone_cooldown_keeps_one_alert_per_zone() -> None:
     dogs = [(7, "dog", 100, 800, 160, 850), (9, "dog", 700, 800, 760, 850)]
     ev = run(RuleEngine(camera(z), rules(), (1000, 1000)), [(t * 0.5, dogs) for t in range(20)])
     assert kinds(ev).count("confirmed") == 1
+
+
+# -- far, small vehicles --------------------------------------------------------------------------------------
+
+
+def test_far_small_cars_in_a_deep_zone_are_not_judged_parked() -> None:
+    deep = {"id": "carriageway", "kind": "no_parking", "polygon": FULL}  # the whole 1000 px tall view
+    far = (1, "car", 500, 200, 540, 230)  # 30 px tall: a car near the horizon, receding a few pixels in 15 s
+    frames = [(t * 0.5, [(1, "car", 500, 200 - t * 0.2, 540, 230 - t * 0.2)]) for t in range(30)]
+    assert "confirmed" not in kinds(run(RuleEngine(camera(deep), rules(), (1000, 1000)), frames))
+    # The same car, judged (size checks off), reads as parked: it is the size that keeps it out.
+    off = rules(sidewalk_parking={"min_zone_height": 0, "min_box_px": 0})
+    assert "confirmed" in kinds(run(RuleEngine(camera(deep), off, (1000, 1000)), frames))
+    # A near car of ordinary size in the same zone still alerts; so does the small car in a shallow zone.
+    assert "confirmed" in kinds(run(RuleEngine(camera(deep), rules(), (1000, 1000)),
+                                    [(t * 0.5, [car(2, 100)]) for t in range(30)]))
+    kerb = {"id": "kerb", "kind": "no_parking", "polygon": [[0, 0.15], [1, 0.15], [1, 0.3], [0, 0.3]]}
+    assert "confirmed" in kinds(run(RuleEngine(camera(kerb), rules(), (1000, 1000)),
+                                    [(t * 0.5, [far]) for t in range(30)]))

@@ -126,7 +126,7 @@ def test_the_toy_type_is_in_the_config_schema_and_its_settings_are_validated(toy
     assert [t.name for t in violation_types()] == [
         "sidewalk_parking", "street_vending", "stray_dog",
         "piled_materials", "street_drying", "illegal_posting", "outside_shop",  # the left-object types
-        "piled_goods",
+        "mobile_hawker", "piled_goods",
     ]
     schema = config_schema()
     rules = schema["$defs"]["RulesConfig"]["properties"]

@@ -2,7 +2,9 @@
 
 A vehicle counts as standing while its box stays near where it stopped (centre shift or overlap, so detector
 jitter and a partly hidden car do not restart the dwell; a move must show on two frames); a motorcycle or
-bicycle with a rider on it is in traffic, not parked. Look-alike vehicle classes (car/truck/bus) are merged
+bicycle with a rider on it is in traffic, not parked. A vehicle too small to judge (a far car in a receding lane
+moves a few pixels a second: below ``min_box_px`` tall, or under ``min_zone_height`` of the zone's height) is
+not considered. Look-alike vehicle classes (car/truck/bus) are merged
 into one box per vehicle before tracking, and a confirmed vehicle gets its plate read (evidence role
 ``plate``, the reading in the event's offender hint).
 """
@@ -43,6 +45,18 @@ class SidewalkParkingRule(RuleCommon):
         "box (a box shrunk by partial occlusion still counts as standing). A move must show on two "
         "consecutive frames to count, so one bad box never restarts the dwell.",
     )
+    min_box_px: float = Field(
+        12.0, ge=0,
+        description="A vehicle box less than this many pixels tall is not considered: no detector's box is steady "
+        "enough at that size to tell a standing car from one crawling away. 0 = off.",
+    )
+    min_zone_height: float = Field(
+        0.06, ge=0, le=1,
+        description="A vehicle counts only when its box is at least this fraction of the zone's height (the zone's "
+        "bounding box, in pixels) tall: far, small vehicles in a zone that reaches into the distance (a receding "
+        "lane) move only a few pixels a second and would read as standing. Draw the far part of a long kerb as a "
+        "zone of its own when far vehicles must count there. 0 = off.",
+    )
     ridden_classes: list[str] = Field(
         default_factory=lambda: ["motorcycle", "bicycle"],
         description="Vehicle classes that are in traffic, not parked, while a person rides them (a person box "
@@ -61,8 +75,10 @@ class SidewalkParkingRule(RuleCommon):
     )
 
 
-def forget(self, ts: float) -> None:
-        self.ridden.forget(ts)
+def big_enough(scene: Scene[SidewalkParkingRule], zone_height_px: float, cfg: SidewalkParkingRule) -> np.ndarray:
+    """Mask of detections tall enough to judge: ``min_box_px`` and ``min_zone_height`` of the zone's height."""
+    h = scene.d.xyxy[:, 3] - scene.d.xyxy[:, 1]
+    return np.asarray((h >= cfg.min_box_px) & (h >= cfg.min_zone_height * zone_height_px), dtype=bool)
 
 
 def detect(scene: Scene[SidewalkParkingRule], state: StandingState) -> list[Hit]:
@@ -85,7 +101,7 @@ def detect(scene: Scene[SidewalkParkingRule], state: StandingState) -> list[Hit]
         since = since_by[(cfg.max_shift, cfg.min_overlap)]
         ridden_here = ridden & np.isin(names_of(d), cfg.ridden_classes)
         inside = zone.contains(d) & scene.select(cfg.vehicle_classes, cfg.min_confidence) & tracked
-        inside &= ~ridden_here
+        inside &= ~ridden_here & big_enough(scene, zone.height_px, cfg)
         hits += [Hit(TYPE.name, zone.id, int(tid[i]), int(i), since[int(tid[i])]) for i in np.flatnonzero(inside)]
     return hits
 

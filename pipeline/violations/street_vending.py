@@ -1,11 +1,17 @@
-"""Street vending (占道经营): a person standing with a stall in a no-vending zone.
+"""Street vending (占道经营): a stall or vendor cart standing in a no-vending zone.
 
-A vendor stands beside a ground stall (table, cart, ``stall``/``vendor_cart`` of a fine-tuned model) at the
-same depth, or under a market umbrella; seats count only beside a stall; a cart someone rides is travelling,
-and so is its rider. Allow zones (``vending_allowed``, e.g. a night market by its schedule) exempt an area.
+With a detector that has a cart class (``vendor_cart`` of the street model, ``models/zoo/street-yolo11n.md``)
+the **cart** is the case's object: a cart box standing still in the zone with a person at it (beside it, at
+the same depth), or left there for the dwell, is vending. For carts and stalls the model does not see, and for
+a model without a cart class, the COCO heuristics remain: a vendor stands beside a ground stall (table,
+suitcase, an unridden bicycle or motorcycle used as a cart) at the same depth, or under a market umbrella;
+seats count only beside a stall; a cart someone rides is travelling, and so is its rider. Allow zones
+(``vending_allowed``, e.g. a night market by its schedule) exempt an area.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import Field
@@ -16,6 +22,7 @@ from nonsite.pipeline.violations.base import (
     RIDER_MIN_CONFIDENCE,
     Hit,
     Scene,
+    Standing,
     StandingState,
     ViolationType,
 )
@@ -32,10 +39,33 @@ class StreetVendingRule(RuleCommon):
         description="... or whose centre lies within this many box diagonals of the last box's centre.",
     )
     person_class: str = Field("person", description="Detector class name of a person.")
+    vendor_cart_classes: list[str] = Field(
+        default_factory=lambda: ["vendor_cart", "stall"],
+        description="Classes of a trained model that are a vendor cart or stall itself (the street model's "
+        "vendor_cart): such a box standing still in the zone is the case's object, with a person at it or "
+        "left there (require_attendant). Classes the model does not have are simply never seen; the "
+        "person-based heuristics (stall_classes, overhead_classes, cart_classes) then find the vendors.",
+    )
+    require_attendant: bool = Field(
+        False,
+        description="A vendor cart counts only while a person stands at it (true), or also when it is left "
+        "standing in the zone for the dwell (false: a stall whose vendor stepped away still occupies the street).",
+    )
+    cart_max_shift: float = Field(
+        0.15, gt=0, le=2,
+        description="A vendor cart stands still while its box centre stays within this fraction of its box "
+        "diagonal of where it stopped ...",
+    )
+    cart_min_overlap: float = Field(
+        0.7, gt=0, le=1,
+        description="... or while its box overlaps where it stopped by at least this fraction of the smaller box "
+        "(a cart partly hidden by its customers still stands).",
+    )
     stall_classes: list[str] = Field(
-        default_factory=lambda: ["dining table", "suitcase", "stall", "vendor_cart"],
-        description="Detector class names of stall-like objects standing on the ground (a fine-tuned model's "
-        "own classes, e.g. stall or vendor_cart, count when the model has them).",
+        default_factory=lambda: ["dining table", "suitcase"],
+        description="Detector class names of stall-like objects standing on the ground beside which a person is "
+        "a vendor (COCO heuristics; a fine-tuned model's own stall class may be added here too, e.g. thela, when "
+        "it is not listed in vendor_cart_classes).",
     )
     overhead_classes: list[str] = Field(
         default_factory=lambda: ["umbrella"],
@@ -76,8 +106,11 @@ class StreetVendingRule(RuleCommon):
     )
 
 
-def forget(self, ts: float) -> None:
-        self.ridden.forget(ts)
+@dataclass
+class VendingState(StandingState):
+    """Memory of street vending on one camera: when each person and each vendor cart stopped."""
+
+    carts: Standing = field(default_factory=Standing)
 
 
 def _carried(p: np.ndarray, obj: np.ndarray, cfg: StreetVendingRule) -> bool:
@@ -105,28 +138,72 @@ def _under(p: np.ndarray, obj: np.ndarray, cfg: StreetVendingRule) -> bool:
     return bool(over > 0 and p[1] - 0.5 * h <= obj[3] <= p[1] + 0.4 * h)
 
 
-def detect(scene: Scene[StreetVendingRule], state: StandingState) -> list[Hit]:
-    """Tracked, standing people in the zone beside a stall (the stall objects as ``related``)."""
+def attendants(scene: Scene[StreetVendingRule], cart: int, persons: np.ndarray, cfg: StreetVendingRule) -> list[int]:
+    """Indices of the ``persons`` (a mask) standing at detection ``cart``: beside it at about its depth, or
+    behind it (boxes touching); a person riding it is travelling with it, not selling from it."""
+    d = scene.d
+    c = d.xyxy[cart]
+    out = []
+    for i in np.flatnonzero(persons):
+        p = d.xyxy[i]
+        if _beside(p, c, cfg, carried_ok=True) and not riding(p[None], c[None])[0]:
+            out.append(int(i))
+    return out
+
+
+def _cart_hits(scene: Scene[StreetVendingRule], state: VendingState) -> tuple[list[Hit], set[int]]:
+    """Vendor carts (a trained model's cart class) standing still in a zone, with a person at them or (unless
+    ``require_attendant``) left there; returns the hits and the people at those carts."""
+    cfgs, d, tid = scene.configs, scene.d, scene.tracked
+    classes = {c for cfg in cfgs for c in cfg.vendor_cart_classes}
+    carts_any = scene.select(classes, min(c.min_confidence for c in cfgs)) & (tid >= 0)
+    since_by = {(c.cart_max_shift, c.cart_min_overlap): state.carts.update(scene, c.cart_max_shift,
+                                                                           c.cart_min_overlap, carts_any)
+                for c in cfgs}
+    hits: list[Hit] = []
+    at_carts: set[int] = set()
+    if not carts_any.any():
+        return hits, at_carts
+    exempt = scene.exempt()
+    for zone, cfg in scene.zones:
+        since = since_by[(cfg.cart_max_shift, cfg.cart_min_overlap)]
+        carts = zone.contains(d) & scene.select(cfg.vendor_cart_classes, cfg.min_confidence) & (tid >= 0) & ~exempt
+        persons = scene.select([cfg.person_class], cfg.min_confidence)
+        for j in np.flatnonzero(carts):
+            people = attendants(scene, int(j), persons, cfg)
+            if cfg.require_attendant and not people:
+                continue
+            at_carts.update(people)
+            hits.append(Hit(TYPE.name, zone.id, int(tid[j]), int(j), since[int(tid[j])], tuple(people)))
+    return hits, at_carts
+
+
+def detect(scene: Scene[StreetVendingRule], state: VendingState) -> list[Hit]:
+    """Vendor carts standing in the zone (the people at them as ``related``), then tracked, standing people in
+    the zone beside a stall found by the COCO heuristics (the stall objects as ``related``)."""
     cfgs, base, d = scene.configs, scene.base, scene.d
     tid = scene.tracked
     person_classes = {c.person_class for c in cfgs}
     all_persons = scene.select(person_classes, min(c.min_confidence for c in cfgs)) & (tid >= 0)
     since_by = {(c.max_shift, c.min_overlap): state.standing.update(scene, c.max_shift, c.min_overlap, all_persons)
                 for c in cfgs}
+    carts_seen, at_carts = _cart_hits(scene, state)
     if not scene.zones:
         return []
     exempt = scene.exempt()
     cart_classes = {c for cfg in cfgs for c in cfg.cart_classes}
     carts_any = scene.select(cart_classes, min(c.min_confidence for c in cfgs))
     ridden = state.ridden.update(scene, carts_any, base.person_class, 0.0)
-    hits = []
+    hits = carts_seen
     for zone, cfg in scene.zones:
         since = since_by[(cfg.max_shift, cfg.min_overlap)]
         persons = scene.select([cfg.person_class], cfg.min_confidence) & (tid >= 0) & ~exempt
+        persons[list(at_carts)] = False  # their cart is the case already
         vehicles = d.xyxy[scene.select(cfg.cart_classes, RIDER_MIN_CONFIDENCE)]
         if len(vehicles) and persons.any():  # a rider is travelling, not vending
             persons[persons] &= ~riding(d.xyxy[persons], vehicles)
-        ground = np.flatnonzero(scene.select(cfg.stall_classes, cfg.min_confidence)
+        stalls = [c for c in cfg.stall_classes if c not in cfg.vendor_cart_classes]
+        ground = np.flatnonzero(scene.select(stalls, cfg.min_confidence)
                                 | (scene.select(cfg.cart_classes, cfg.min_confidence) & ~ridden))
         overhead = np.flatnonzero(scene.select(cfg.overhead_classes, cfg.min_confidence))
         seats = np.flatnonzero(scene.select(cfg.seat_classes, cfg.min_confidence))
@@ -147,10 +224,11 @@ def detect(scene: Scene[StreetVendingRule], state: StandingState) -> list[Hit]:
 TYPE = ViolationType(
     name="street_vending",
     config=StreetVendingRule,
-    description="Person with stall-like objects in a no-vending zone.",
+    description="A vendor cart standing in a no-vending zone (with a person at it, or left there), or a person "
+    "with stall-like objects there.",
     watches=("no_vending",),
     exempts=("vending_allowed",),
     detect=detect,
-    new_state=StandingState,
+    new_state=VendingState,
     order=20,
 )
