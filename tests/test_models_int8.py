@@ -25,7 +25,9 @@ def test_int8_model_loads_and_finds_the_people_and_the_bus(int8_xml: Path, media
     assert det.precision == "int8"  # type: ignore[attr-defined]
     assert det.model_path == int8_xml  # type: ignore[attr-defined]
     meta = json.loads(int8_xml.with_suffix(".json").read_text(encoding="utf-8"))
-    assert meta["source"] == "yolo11n-coco" and meta["calibration_frames"] >= 64
+    # calibrated on real frames: the 64 asked for are spread evenly over the media's videos (a few fewer when they
+    # do not divide evenly), or more when the cache holds a model built with `nonsite models quantize` (300)
+    assert meta["source"] == "yolo11n-coco" and meta["calibration_frames"] >= 48
     (d,) = det.detect([cv2.imread(str(media_dir / "generic_bus_ultralytics.jpg"))])
     names = d.data["class_name"].tolist()
     assert names.count("person") >= 3 and "bus" in names
