@@ -499,14 +499,15 @@ def case_rows(
     stmt = select(Case.id, Case.number, Case.type, Case.camera_id, Case.lat, Case.lon, Case.confirmed_at,
                   Case.created_at, Case.status, Case.dismiss_reason, Case.dispatched_to, Case.team, Case.grid,
                   Case.street, Case.decision, Case.finish_due).where(*conds)
-    cases = session.execute(stmt.order_by(Case.confirmed_at, Case.id)).all()
+    conn = session.connection()  # Core rows: the ORM's row handling costs more than the figures here
+    cases = conn.execute(stmt.order_by(Case.confirmed_at, Case.id)).all()
     reached: dict[int, dict[str, datetime]] = defaultdict(dict)
     confirmed_again: set[int] = set()
     q = (select(AuditEntry.case_id, AuditEntry.after_status, func.min(AuditEntry.at), func.max(AuditEntry.at))
          .join(Case, Case.id == AuditEntry.case_id)
          .where(*conds, AuditEntry.after_status.is_not(None))
          .group_by(AuditEntry.case_id, AuditEntry.after_status))
-    for case_id, status, first, last in session.execute(q):
+    for case_id, status, first, last in conn.execute(q):
         reached[case_id][str(status)] = first
         if str(status) == "confirmed" and last != first:
             confirmed_again.add(case_id)
