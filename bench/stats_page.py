@@ -176,7 +176,8 @@ def timed(fn: Callable[[], Any], runs: int = 3) -> tuple[float, Any]:
 
 
 def measure_month(url: str, runs: int = 3) -> dict[str, Any]:
-    """The current month's page (rows, figures, hotspots, as console/stats.py) and the month's overdue report."""
+    """The current month's page (rows, figures, hotspots, as console/stats.py) and the month's overdue report; and
+    ``camera_places`` alone (part of both: it reads every case's camera, from an index since 0009)."""
     org = load_organisation(ROOT / "examples" / "organisation.yaml")
     sf = open_db(url)
     month_since, month_until, _ = report_period("month", NOW.date(), "Asia/Shanghai")
@@ -198,7 +199,13 @@ def measure_month(url: str, runs: int = 3) -> dict[str, Any]:
         teams, _ = overdue_report(rows, NOW, since=month_since, labels=Labels(org, names))
         return len(rows), sum(r[2] for r in teams.rows)
 
+    def places() -> int:
+        with sf() as s:
+            return len(camera_places(s)[0])
+
     out: dict[str, Any] = {}
+    secs, n = timed(places, runs)
+    out["camera_places"] = {"seconds": round(secs, 3), "cameras": n}
     secs, n = timed(page, runs)
     out["stats_month"] = {"seconds": round(secs, 3), "rows": n}
     secs, (read, n_over) = timed(overdue, runs)
