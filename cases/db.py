@@ -239,6 +239,9 @@ class Case(Base):
         Index("ix_cases_confirmed_team", "confirmed_at", "team"),
         Index("ix_cases_open", "team", "status", "due_at", "due_soon_at",
               sqlite_where=text(OPEN_SQL), postgresql_where=text(OPEN_SQL)),
+        # 0009_stats: the statistics page and the overdue report.
+        Index("ix_cases_camera_place", "camera_id", "camera_name", "lat", "lon"),
+        Index("ix_cases_updated_at", "updated_at"),
     )
 
     def __repr__(self) -> str:
@@ -272,7 +275,10 @@ class AuditEntry(Base):
 
     case: Mapped[Case] = relationship(back_populates="audit", viewonly=True)
 
-    __table_args__ = (Index("ix_audit_entries_chain_seq", "chain_seq", unique=True),)
+    __table_args__ = (
+        Index("ix_audit_entries_chain_seq", "chain_seq", unique=True),
+        Index("ix_audit_entries_case_status_at", "case_id", "after_status", "at"),  # 0009_stats
+    )
 
 
 class AuditChain(Base):

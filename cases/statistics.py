@@ -476,35 +476,41 @@ def case_rows(
     trail (``draft`` = drafted; in time order); grid and street from ``organisation`` (an ``Organisation``:
     the camera's grid) unless the case was routed (then the stored snapshot); the team the case is routed to
     (else ``dispatched_to``); the reviewer's decision; the deadline from ``time_limits`` (a ``TimeLimitTable``:
-    ``finish_due`` from the operator's confirmation). Two queries (the cases, then the first time per case and
-    status)."""
-    from sqlalchemy import func, select
+    ``finish_due`` from the operator's confirmation: the one stored on the case when it was confirmed once, else
+    computed). Two queries (the cases, then the first and last time per case and status of the same cases, in
+    one join), each read from indexes (``confirmed_at``; the open statuses or ``updated_at``; the audit entries'
+    ``(case_id, after_status, at)``), so the cost follows the period's cases, not the whole history."""
+    from sqlalchemy import func, select, union
 
-    from nonsite.cases.db import AuditEntry, Case
+    from nonsite.cases.db import AuditEntry, Case, CaseStatus
     from nonsite.cases.organisation import Location
 
+    conds: list[Any] = []
+    if since is not None:
+        conds.append(Case.confirmed_at >= since)
+    if until is not None:
+        conds.append(Case.confirmed_at < until)
+    if open_at is not None:  # a case finished by then was last changed (closed, dismissed) at or before it
+        # Two index reads (the open statuses; changed after the instant) rather than a scan of every case.
+        open_statuses = [st for st in CaseStatus if st not in (CaseStatus.CLOSED, CaseStatus.DISMISSED)]
+        maybe_open = union(select(Case.id).where(Case.status.in_(open_statuses)),
+                           select(Case.id).where(Case.updated_at > open_at))
+        conds.append(Case.id.in_(select(maybe_open.subquery().c.id)))
     stmt = select(Case.id, Case.number, Case.type, Case.camera_id, Case.lat, Case.lon, Case.confirmed_at,
                   Case.created_at, Case.status, Case.dismiss_reason, Case.dispatched_to, Case.team, Case.grid,
-                  Case.street, Case.decision)
-    if since is not None:
-        stmt = stmt.where(Case.confirmed_at >= since)
-    if until is not None:
-        stmt = stmt.where(Case.confirmed_at < until)
-    if open_at is not None:  # a case finished by then was last changed (closed, dismissed) at or before it
-        from sqlalchemy import or_
-
-        from nonsite.cases.db import CaseStatus
-
-        stmt = stmt.where(or_(Case.status.not_in([CaseStatus.CLOSED, CaseStatus.DISMISSED]), Case.updated_at > open_at))
-    cases = session.execute(stmt.order_by(Case.confirmed_at, Case.id)).all()
+                  Case.street, Case.decision, Case.finish_due).where(*conds)
+    conn = session.connection()  # Core rows: the ORM's row handling costs more than the figures here
+    cases = conn.execute(stmt.order_by(Case.confirmed_at, Case.id)).all()
     reached: dict[int, dict[str, datetime]] = defaultdict(dict)
-    ids = [c.id for c in cases]
-    for i in range(0, len(ids), 1000):
-        q = (select(AuditEntry.case_id, AuditEntry.after_status, func.min(AuditEntry.at))
-             .where(AuditEntry.case_id.in_(ids[i:i + 1000]), AuditEntry.after_status.is_not(None))
-             .group_by(AuditEntry.case_id, AuditEntry.after_status))
-        for case_id, status, at in session.execute(q):
-            reached[case_id][str(status)] = at
+    confirmed_again: set[int] = set()
+    q = (select(AuditEntry.case_id, AuditEntry.after_status, func.min(AuditEntry.at), func.max(AuditEntry.at))
+         .join(Case, Case.id == AuditEntry.case_id)
+         .where(*conds, AuditEntry.after_status.is_not(None))
+         .group_by(AuditEntry.case_id, AuditEntry.after_status))
+    for case_id, status, first, last in conn.execute(q):
+        reached[case_id][str(status)] = first
+        if str(status) == "confirmed" and last != first:
+            confirmed_again.add(case_id)
     grids: dict[tuple[str, Any, Any], tuple[str | None, str | None]] = {}
     out = []
     for c in cases:
@@ -520,8 +526,11 @@ def case_rows(
             grid_id, street_id = grids[key]
         due = None
         if time_limits is not None and "confirmed" in times:
-            finish = time_limits.finish_due(c.type, times["confirmed"], tz)
-            due = finish.at if finish is not None else None
+            if c.finish_due is not None and c.id not in confirmed_again:
+                due = c.finish_due  # stored by the workflow from this very confirmation (since 0007)
+            else:
+                finish = time_limits.finish_due(c.type, times["confirmed"], tz)
+                due = finish.at if finish is not None else None
         out.append(CaseRow(
             number=c.number, type=c.type, camera_id=c.camera_id, detected_at=c.confirmed_at,
             status=getattr(c.status, "value", str(c.status)), times=times, street_id=street_id, grid_id=grid_id,

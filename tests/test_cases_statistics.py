@@ -307,3 +307,46 @@ def test_rows_from_the_case_database(case_db_url: str) -> None:
     assert disposal_rate(rows, now) == Ratio(1, 1) and on_time_rate(rows, now) == Ratio(1, 1)
     assert false_positive_rates(rows) == {(CARPARK,): Ratio(1, 2)}
     assert counts(rows, "grid_id") == {"yanshi-east": 2, None: 1}
+
+
+def test_deadline_and_open_cases_from_the_case_database(case_db_url: str) -> None:
+    """A case confirmed again after being returned is held to the deadline of its first confirmation (as the
+    figures always counted it), one confirmed once to the deadline stored on confirmation; the overdue report's
+    read (``open_at``) takes the cases open at the instant and those finished after it, not those finished before."""
+    from nonsite.cases import apply_action
+    from nonsite.cases.db import Case
+
+    sf = open_db(case_db_url)
+    limits = default_catalogue().time_limit_table()
+    try:
+        def draft(day: int) -> int:
+            sealed = make_sealed(type_="sidewalk_parking", camera_id=CARPARK,
+                                 confirmed_at=datetime(2026, 11, day, 3, tzinfo=UTC))
+            return draft_case(sf, sealed, "NS")[0].id
+
+        def act(case_id: int, action: str, actor: str, at: datetime, **kw: object) -> None:
+            apply_action(sf, case_id, action, actor, now=at, time_limits=limits, timezone="Asia/Shanghai",
+                         **kw)  # type: ignore[arg-type]
+
+        again, once, closed_before, closed_after = draft(2), draft(3), draft(4), draft(5)
+        act(again, "confirm", "chen.jing", local(2026, 11, 2, 14))
+        act(again, "return", "fa.zhi", local(2026, 11, 4, 10), note="证据不足")
+        act(again, "confirm", "chen.jing", local(2026, 11, 9, 10))
+        act(once, "confirm", "chen.jing", local(2026, 11, 3, 14))
+        for cid, day in ((closed_before, 10), (closed_after, 20)):
+            act(cid, "confirm", "chen.jing", local(2026, 11, 4, 14))
+            act(cid, "dismiss", "fa.zhi", local(2026, 11, day, 10), reason="false_positive")
+        with sf() as session:
+            stored = {c.id: c.finish_due for c in session.query(Case)}
+            rows = {r.number: r for r in case_rows(session, L(11, 1), L(12, 1), time_limits=limits, tz=SH)}
+            open_rows = case_rows(session, None, L(12, 1), time_limits=limits, tz=SH, open_at=local(2026, 11, 15, 0))
+            numbers = {c.id: c.number for c in session.query(Case)}
+    finally:
+        sf.kw["bind"].dispose()
+    first = limits.finish_due("sidewalk_parking", local(2026, 11, 2, 14), SH)
+    last = limits.finish_due("sidewalk_parking", local(2026, 11, 9, 10), SH)
+    assert first is not None and last is not None and first.at != last.at
+    assert stored[again] == last.at  # the workflow stores the latest confirmation's deadline ...
+    assert rows[numbers[again]].due_at == first.at  # ... the figures count from the first, as before
+    assert rows[numbers[once]].due_at == stored[once] is not None
+    assert sorted(r.number for r in open_rows) == sorted(numbers[c] for c in (again, once, closed_after))
