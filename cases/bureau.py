@@ -30,8 +30,8 @@ from nonsite.cases.workflow import (
     PermissionDenied,
     Role,
     WorkflowError,
-    _load_for_update,
     due_soon_from,
+    load_for_update,
     parse_role,
     set_step_due,
 )
@@ -115,7 +115,7 @@ def reassign(
         raise WorkflowError(f"unknown team {team!r}; use one of {known}")
     at = (now or utcnow()).astimezone(UTC)
     with write_session(session_factory) as session:
-        case = _load_for_update(session, case_ref)
+        case = load_for_update(session, case_ref)
         before = case.team
         if before == team:
             raise WorkflowError(f"case {case.number} is already with team {team}")
@@ -146,7 +146,7 @@ def supervise(
         if new_deadline <= at:
             raise WorkflowError("the new deadline of a supervision order must be in the future")
     with write_session(session_factory) as session:
-        case = _load_for_update(session, case_ref)
+        case = load_for_update(session, case_ref)
         if case.status.value in ("closed", "dismissed"):
             raise WorkflowError(f"case {case.number} is {case.status.value}; only an open case can be supervised")
         order = Supervision(case_id=case.id, instruction=instruction, new_deadline=new_deadline, issued_by=actor,
@@ -181,7 +181,7 @@ def answer_supervision(
         order = session.scalar(select(Supervision).where(Supervision.id == supervision_id).with_for_update())
         if order is None:
             raise WorkflowError(f"no supervision order {supervision_id}")
-        case = _load_for_update(session, order.case_id)
+        case = load_for_update(session, order.case_id)
         if role is not None:
             teams = visible_teams(role, who, organisation)
             if teams is not None and case.team not in teams:

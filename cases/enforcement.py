@@ -51,7 +51,14 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from nonsite.cases.attachments import AttachmentError, PreparedPhoto, feedback_prefix
 from nonsite.cases.db import AuditEntry, Base, Case, CaseStatus, UtcDateTime, utcnow, write_session
 from nonsite.cases.deadlines import TimeLimit, due_at
-from nonsite.cases.workflow import CaseNotFound, PermissionDenied, Role, WorkflowError, parse_role, person_of
+from nonsite.cases.workflow import (
+    PermissionDenied,
+    Role,
+    WorkflowError,
+    load_for_update,
+    parse_role,
+    person_of,
+)
 from nonsite.config.loader import ConfigError, load_model
 
 __all__ = [
@@ -571,13 +578,6 @@ def _text(value: str, what: str, limit: int, *, required: bool) -> str:
     return value
 
 
-def _load_case(session: Session, case_ref: int | str) -> Case:
-    stmt = select(Case).with_for_update()
-    stmt = stmt.where(Case.id == case_ref) if isinstance(case_ref, int) else stmt.where(Case.number == case_ref)
-    case = session.scalar(stmt)
-    if case is None:
-        raise CaseNotFound(case_ref)
-    return case
 
 
 _DECIDED = (CaseStatus.APPROVED, CaseStatus.DISPATCHED, CaseStatus.RECTIFIED, CaseStatus.CLOSED)
@@ -627,7 +627,7 @@ def issue_document(
     at = (now or utcnow()).astimezone(UTC)
     template = templates.templates[kind]
     with write_session(session_factory) as session:
-        case = _load_case(session, case_ref)
+        case = load_for_update(session, case_ref)
         _check_issuable(session, case, kind, templates, at)
         series, year = templates.series(kind), at.astimezone(templates.zone).year
         seq = allocate_document_number(session, series, year)
@@ -693,7 +693,7 @@ def record_service(
                              .with_for_update())
         if doc is None:
             raise DocumentError(f"no document {document_id}")
-        case = _load_case(session, doc.case_id)
+        case = load_for_update(session, doc.case_id)
         if served_at < doc.issued_at:
             raise DocumentError(f"the time of service is before {doc.number} was issued")
         service = DocumentService(document_id=doc.id, method=method, served_at=served_at, recipient=recipient,

@@ -192,7 +192,8 @@ def allowed_actions(status: CaseStatus | str, role: Role | str | None = None) ->
     return [a for a in acts if r in PERMISSIONS[a]]
 
 
-def _load_for_update(session: Session, case_ref: int | str) -> Case:
+def load_for_update(session: Session, case_ref: int | str) -> Case:
+    """The case (by id or number) under a row lock for the rest of the transaction; ``CaseNotFound`` when none."""
     stmt = select(Case).with_for_update()
     stmt = stmt.where(Case.id == case_ref) if isinstance(case_ref, int) else stmt.where(Case.number == case_ref)
     case = session.scalar(stmt)
@@ -312,7 +313,7 @@ def apply_action(
     if decision is not None and act is not A.APPROVE:
         raise WorkflowError(f"only approve takes a decision, not '{act.value}'")
     with write_session(session_factory) as session:
-        case = _load_for_update(session, case_id)
+        case = load_for_update(session, case_id)
         before = case.status
         after = TRANSITIONS[before].get(act)
         if after is None:

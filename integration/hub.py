@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.bus import Bus
 from nonsite.cases.db import AuditEntry, utcnow, write_session
-from nonsite.cases.workflow import CaseNotFound, InvalidReason, InvalidTransition, _load_for_update, apply_action
+from nonsite.cases.workflow import CaseNotFound, InvalidReason, InvalidTransition, apply_action, load_for_update
 from nonsite.config.integration import PlatformConfig
 from nonsite.config.root import NonsiteConfig
 from nonsite.evidence import Store
@@ -45,7 +45,7 @@ def record_platform_note(session_factory: sessionmaker[Session], d: CallbackDeci
     if why:
         detail["not_applied"] = why
     with write_session(session_factory) as session:
-        case = _load_for_update(session, d.case_number)
+        case = load_for_update(session, d.case_number)
         session.add(AuditEntry(case_id=case.id, at=at, actor=d.actor, action="platform_status",
                                before_status=case.status.value, after_status=case.status.value, detail=detail))
 
