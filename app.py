@@ -177,25 +177,34 @@ class Embedded:
 
         return dict(run_now({"consumers": threads_check(lambda: self.threads)}))
 
-    def drained(self) -> bool:
+    def backlog(self) -> tuple[object, ...]:
+        """What is still to seal and draft: () when nothing (the drain is done), else the figures that shrink as the
+        sealer and the drafter work (spooled evidence, unsent messages, the two consumer lags)."""
         from nonsite.bus.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
 
-        if self.edge_evidence is not None and self.edge_evidence.pending():
-            return False
-        pending = getattr(self.bus, "pending", None)
-        if pending is not None and pending():
-            return False
+        spooled = self.edge_evidence.pending() if self.edge_evidence is not None else 0
+        pending_of = getattr(self.bus, "pending", None)
+        unsent = pending_of() if pending_of is not None else 0
         lag = getattr(self.bus, "lag", None)
-        if lag is None:
-            return True
-        return lag(TOPIC_VIOLATIONS, "nonsite-sealer") == 0 and lag(TOPIC_EVIDENCE, "nonsite-drafter") == 0
+        lags = (lag(TOPIC_VIOLATIONS, "nonsite-sealer"), lag(TOPIC_EVIDENCE, "nonsite-drafter")) if lag else (0, 0)
+        left = (spooled, unsent, *lags)
+        return left if any(left) else ()
 
-    def wait_drained(self, timeout_s: float = 120.0) -> bool:
-        deadline = time.monotonic() + timeout_s
+    def drained(self) -> bool:
+        return not self.backlog()
+
+    def wait_drained(self, stall_s: float = 120.0) -> bool:
+        """Wait until the sealer and the drafter have caught up; give up only after ``stall_s`` seconds in which
+        the backlog did not change (a loaded machine seals slowly, but it seals: only a stuck one is left)."""
+        deadline = time.monotonic() + stall_s
+        last: tuple[object, ...] | None = None
         while time.monotonic() < deadline:
             try:
-                if self.drained():
+                left = self.backlog()
+                if not left:
                     return True
+                if left != last:
+                    last, deadline = left, time.monotonic() + stall_s
             except Exception as e:  # a broker that is down right now: keep waiting
                 log.debug("drain check failed: %s", e)
             time.sleep(0.1 if self.cfg.bus.kind == "embedded" else 0.5)
@@ -463,7 +472,8 @@ def run(
             stats = edge.stats()
         summary.record(edge, stats, progress)
         if not node.wait_drained():
-            progress("warning: the sealer/drafter did not catch up within 120 s")
+            progress("warning: the sealer/drafter made no progress for 120 s; what is left stays queued for their "
+                     "next start")
         summary.packages_sealed, summary.case_drafts = node.counts()
         for line in summary.lines():
             progress(line)
