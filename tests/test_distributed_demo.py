@@ -51,5 +51,6 @@ def test_distributed_demo_makes_the_same_cases_as_the_embedded_demo(
     embedded = Counter(t for (t,) in conn.execute("SELECT type FROM cases"))
     conn.close()
     distributed = {t: n for t, n in dist["cases_by_type"].items() if n}
-    assert distributed == dict(embedded), (distributed, embedded)
+    # on a mismatch, the embedded run's own per-camera lines say which camera fell short and why
+    assert distributed == dict(embedded), (distributed, embedded, r.stdout[-4000:], r.stderr[-2000:])
     assert embedded["sidewalk_parking"] >= 1 and embedded["stray_dog"] >= 1
