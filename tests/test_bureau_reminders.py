@@ -5,7 +5,6 @@ the integration channels; `nonsite reminders run --once`; the job thread inside 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 from console_support import MemoryUsers, login
+from edge_helpers import wait_until
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -200,13 +200,6 @@ def csrf(client: TestClient, path: str = "/notifications") -> str:
     return m.group(1)
 
 
-def wait_for(predicate: Any, what: str, limit_s: float = 30.0) -> None:
-    end = time.monotonic() + limit_s
-    while not predicate():
-        assert time.monotonic() < end, f"gave up waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_the_console_job_rings_the_bell_of_the_team_only(console: Any, org: Organisation) -> None:
     sf, app, users = console
     mine = draft(sf, org, "cam-carpark-01", at=T0)  # group 1
@@ -214,7 +207,7 @@ def test_the_console_job_rings_the_bell_of_the_team_only(console: Any, org: Orga
     app.state.test_clock["now"] = T0 + timedelta(minutes=20)  # past half of the 30 minutes to confirm
     with TestClient(app):  # the lifespan starts the job thread
         job = app.state.reminders
-        wait_for(lambda: job.rounds >= 1 and job.last.stored > 0, "the job's first round")
+        wait_until(lambda: job.rounds >= 1 and job.last.stored > 0, 30, "the job's first round")
     assert app.state.reminders._thread is None  # stopped with the app
     sun, zhao = browser(app, "sun.hao"), browser(app, "zhao.lei")
     page = sun.get("/tasks").text
