@@ -144,7 +144,7 @@ def perform(
         try:
             prepared.append(prepare_photo(upload.data, upload.filename, max_bytes=state.max_upload_bytes))
         except AttachmentError as exc:
-            raise _photo_error(exc, state.max_upload_bytes) from None
+            raise photo_error(exc, state.max_upload_bytes) from None
     attachments: list[dict[str, Any]] = []
     for photo in prepared:
         if any(a["sha256"] == photo.sha256 for a in attachments):
@@ -152,7 +152,7 @@ def perform(
         try:
             attachments.append(store_photo(state.store, case.number, photo))
         except AttachmentError as exc:
-            raise _photo_error(exc, state.max_upload_bytes) from None
+            raise photo_error(exc, state.max_upload_bytes) from None
         except StoreError as exc:
             log.warning("cannot store a feedback photo of case %s: %s", case.number, exc)
             raise ActionError(503, "store_unavailable", "the evidence store cannot be written right now; "
@@ -175,7 +175,8 @@ def perform(
         raise ActionError(422, "bad_request", str(exc), "error.bad_request", {"message": str(exc)}) from None
 
 
-def _photo_error(exc: AttachmentError, limit: int) -> ActionError:
+def photo_error(exc: AttachmentError, limit: int) -> ActionError:
+    """The :class:`ActionError` (status, code, message key) a rejected photo upload answers with."""
     status = _PHOTO_STATUS.get(exc.code, 415)
     key = {"empty": "bad_image", "bad_case_number": "case_not_found"}.get(exc.code, exc.code)
     return ActionError(status, exc.code, exc.message, f"error.{key}",
@@ -186,7 +187,8 @@ _UPLOAD_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.Cap
     weakref.WeakKeyDictionary()
 
 
-def _upload_limiter() -> anyio.CapacityLimiter:
+def upload_limiter() -> anyio.CapacityLimiter:
+    """The running event loop's limiter on concurrent upload worker threads (``MAX_CONCURRENT_UPLOADS``)."""
     loop = asyncio.get_running_loop()
     limiter = _UPLOAD_LIMITERS.get(loop)
     if limiter is None:
@@ -206,7 +208,7 @@ async def perform_upload(
     def run() -> Case:
         return perform(state, number, "rectify", principal, actor, note=note, photos=photos)
 
-    return await anyio.to_thread.run_sync(run, limiter=_upload_limiter())
+    return await anyio.to_thread.run_sync(run, limiter=upload_limiter())
 
 
 def _invalid(exc: InvalidTransition) -> ActionError:

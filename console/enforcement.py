@@ -48,7 +48,7 @@ from nonsite.cases.enforcement import (
     store_receipt,
 )
 from nonsite.cases.workflow import CaseNotFound, PermissionDenied, WorkflowError
-from nonsite.console.actions import ActionError, _photo_error, _upload_limiter
+from nonsite.console.actions import ActionError, photo_error, upload_limiter
 from nonsite.console.api import _ERRORS, _action_error
 from nonsite.console.auth import Principal, authorize, principal_of
 from nonsite.console.render import error_page
@@ -145,7 +145,7 @@ def serve(state: ConsoleState, principal: Principal, actor: str, number: str, do
             photo = prepare_photo(receipt[1], receipt[0], max_bytes=state.max_upload_bytes)
             record = store_receipt(state.store, case.number, photo)
         except AttachmentError as exc:
-            raise _photo_error(exc, state.max_upload_bytes) from None
+            raise photo_error(exc, state.max_upload_bytes) from None
         except StoreError as exc:
             log.warning("cannot store a service receipt of case %s: %s", case.number, exc)
             raise ActionError(503, "store_unavailable", "the evidence store cannot be written right now; try again "
@@ -228,7 +228,7 @@ async def service_form(request: Request, number: str, document_id: int, principa
     try:
         await anyio.to_thread.run_sync(lambda: serve(state, principal, actor, number, document_id, method=method,
                                                      served_at=served_at, recipient=recipient, note=note,
-                                                     receipt=photo), limiter=_upload_limiter())
+                                                     receipt=photo), limiter=upload_limiter())
     except ActionError as exc:
         return _failed(request, number, exc)
     return _back(request, number, "serve_document")
@@ -399,7 +399,7 @@ async def api_service(
     try:
         await anyio.to_thread.run_sync(lambda: serve(state, principal, actor, number, document_id, method=method,
                                                      served_at=served_at, recipient=recipient, note=note,
-                                                     receipt=photo), limiter=_upload_limiter())
+                                                     receipt=photo), limiter=upload_limiter())
         case = _case(state, principal, number)
     except ActionError as exc:
         return _action_error(request, exc)

@@ -48,7 +48,7 @@ from nonsite.cases.field import (
 from nonsite.cases.queries import CaseFilter, search_cases
 from nonsite.cases.reminders import task_sort_key
 from nonsite.cases.workflow import Action, InvalidTransition, WorkflowError
-from nonsite.console.actions import MAX_NOTE, MAX_PHOTOS, ActionError, _photo_error, _upload_limiter
+from nonsite.console.actions import MAX_NOTE, MAX_PHOTOS, ActionError, photo_error, upload_limiter
 from nonsite.console.api import err
 from nonsite.console.auth import Principal, authorize, principal_of
 from nonsite.console.pages import feedback_url, team_name
@@ -252,7 +252,7 @@ async def api_field_report(
         return _report(request, state, principal, number, key=key, result=result, note=note, device_at=device_at,
                        before=befores, after=afters)
 
-    return await anyio.to_thread.run_sync(run, limiter=_upload_limiter())
+    return await anyio.to_thread.run_sync(run, limiter=upload_limiter())
 
 
 def _report(request: Request, state: ConsoleState, principal: Principal, number: str, *, key: str, result: str,
@@ -293,7 +293,7 @@ def _report(request: Request, state: ConsoleState, principal: Principal, number:
     try:
         prepared_before, prepared_after = _prepare_all(state, before, after)
     except AttachmentError as exc:
-        e = _photo_error(exc, state.max_upload_bytes)
+        e = photo_error(exc, state.max_upload_bytes)
         return err(request, e.status, e.code, e.message, e.key, e.fields)
     try:
         stored_before = [store_photo(state.store, case.number, p) for p in prepared_before]
