@@ -82,7 +82,8 @@ class ConsoleServer:
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        # lifespan on: the app's startup/shutdown run the console's own jobs (the bureau's reminder job)
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, name="console", daemon=True)
 
     def start(self, timeout_s: float = 15.0) -> str:
@@ -227,7 +228,7 @@ class Embedded:
         if self.console:
             self.console.stop()
         if self.console_app is not None:
-            stop_platform(self.console_app)
+            stop_integration(self.console_app)
         if self.edge_evidence is not None:
             self.edge_evidence.close()
         self.bus.close()
@@ -297,11 +298,14 @@ def console_app(
     up later).
 
     With ``integration.platform.enabled`` the city platform hand-off is built and started here (its delivery
-    worker, and with a ``bus`` the relay of the workflow's decisions): ``app.state.console.platform``, which the
-    caller stops (:func:`stop_platform`)."""
+    worker, and with a ``bus`` the relay of the workflow's decisions): ``app.state.console.platform``. With
+    ``integration.notifications.enabled`` the notifications too (new alerts, 督办, and the reminder job's
+    reminders and overdue escalations: :mod:`nonsite.integration.service`): ``app.state.notifications``. The
+    caller stops both (:func:`stop_integration`)."""
     from nonsite.cases.enforcement import load_templates
     from nonsite.console.app import create_app
     from nonsite.console.directory import CasesDirectory, CasesDocuments, ensure_admin, session_secret
+    from nonsite.integration.service import build_notification_service
 
     keys = Path(cfg.data_dir) / "keys"
     password = ensure_admin(sessions, keys / "initial-admin-password")
@@ -310,19 +314,28 @@ def console_app(
         verify=_document_verify(store, public_key or (lambda: public_pem)),
         font_path=cfg.cases.document_font,
     )
-    app = create_app(
-        session_factory=sessions, store=store, timezone=cfg.timezone,
-        language=cfg.console.language, public_key_pem=public_pem, auth=CasesDirectory(sessions),
-        session_secret=session_secret(keys / "console-session.key"), documents=documents,
-        cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
-        secure_cookies=cfg.console.cookies_secure(), metrics_token=_metrics_token(cfg),
-        organisation=watched_organisation_of(cfg), time_limits=catalogue.time_limit_table() if catalogue else None,
-        organisation_path=Path(cfg.cases.organisation) if cfg.cases.organisation else None,
-        reminders=cfg.cases.reminders, reminder_interval_s=cfg.cases.reminder_interval_s,
-        reminder_send=_reminder_send(cfg),
-        enforcement=load_templates(cfg.cases.documents), document_font=cfg.cases.document_font,
-        platform=_platform_hub(cfg, sessions, store, bus),
-    )
+    notifications = build_notification_service(cfg, sessions)  # a missing channel secret stops the start here
+    reminder_send = notifications.reminder_send() if notifications is not None and cfg.cases.reminders else None
+    try:
+        app = create_app(
+            session_factory=sessions, store=store, timezone=cfg.timezone,
+            language=cfg.console.language, public_key_pem=public_pem, auth=CasesDirectory(sessions),
+            session_secret=session_secret(keys / "console-session.key"), documents=documents,
+            cameras=cameras, metrics_registries=metrics_registries, readiness=readiness,
+            secure_cookies=cfg.console.cookies_secure(), metrics_token=_metrics_token(cfg),
+            organisation=watched_organisation_of(cfg),
+            time_limits=catalogue.time_limit_table() if catalogue else None,
+            organisation_path=Path(cfg.cases.organisation) if cfg.cases.organisation else None,
+            reminders=cfg.cases.reminders, reminder_interval_s=cfg.cases.reminder_interval_s,
+            reminder_send=reminder_send,
+            enforcement=load_templates(cfg.cases.documents), document_font=cfg.cases.document_font,
+            platform=_platform_hub(cfg, sessions, store, bus),
+        )
+    except BaseException:
+        if notifications is not None:
+            notifications.store.close()
+        raise
+    app.state.notifications = notifications.start() if notifications is not None else None
     return app, password
 
 
@@ -353,13 +366,16 @@ def stop_platform(app: FastAPI) -> None:
     hub = getattr(app.state.console, "platform", None)
     if hub is not None:
         hub.close()
-def _reminder_send(cfg: NonsiteConfig) -> Callable[[Any, Any], None] | None:
-    """The integration channels the reminder job sends to (None: no job, or no channel configured)."""
-    if not cfg.cases.reminders or not cfg.integration.notifications.channels:
-        return None
-    from nonsite.integration.relay import build_notifier, reminder_sender
 
-    return reminder_sender(build_notifier(cfg).start())
+
+def stop_integration(app: FastAPI) -> None:
+    """Stop what :func:`console_app` started besides the console: the notifications (their watch thread, then
+    one last flush of what waits) and the city platform hand-off."""
+    service = getattr(app.state, "notifications", None)
+    if service is not None:
+        service.stop()
+        app.state.notifications = None
+    stop_platform(app)
 
 
 def _metrics_token(cfg: NonsiteConfig) -> str | None:
@@ -856,6 +872,6 @@ def run_console_role(
         stop.wait()
     finally:
         server.stop()
-        stop_platform(app)
+        stop_integration(app)
         if bus is not None:
             bus.close()

@@ -206,6 +206,9 @@ class NotificationsConfig(Section):
     backoff_base_s: float = Field(2.0, gt=0, description="Wait after a failed send; doubles each attempt.")
     backoff_max_s: float = Field(300.0, gt=0, description="Longest wait between two tries.")
     timeout_s: float = Field(5.0, gt=0, le=60, description="Timeout of one send.")
+    poll_s: float = Field(5.0, gt=0, le=600,
+                          description="Seconds between two checks of the case database for new alerts and 督办 (by "
+                          "the process serving the console: `nonsite run`, or the distributed console role).")
     channels: list[ChannelConfig] = Field(default_factory=list, description="Where notices go.")
 
     @model_validator(mode="after")

@@ -6,6 +6,8 @@
   queues nothing new; a message that is not a decision goes to the dead-letter topic;
 - :func:`notify_new_alerts`: new case drafts (alerts) since the last round, as notices (a cursor in the
   hand-off database; the first round starts at the newest case, so a restart never floods the chat);
+- :func:`notify_new_supervisions`: 督办 orders issued since the last round, as notices naming the case and the
+  instruction (cursor ``supervisions``, the same first-round rule);
 - :func:`notice_from_reminder`: a bureau reminder/escalation (``nonsite.cases.reminders.Notice``) as a notice;
 - :func:`build_connector` / :func:`build_notifier`: both from the configuration.
 """
@@ -17,6 +19,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
@@ -26,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nonsite.bus import Bus, Message
 from nonsite.bus.deadletter import dead_letter_value
 from nonsite.bus.events import TOPIC_CASES, TOPIC_DEAD_LETTER, CaseDecision
-from nonsite.cases.db import Case, CaseStatus
+from nonsite.cases.db import Case, CaseStatus, Supervision
 from nonsite.cases.reminders import Notice as ReminderNotice
 from nonsite.config.manifest import CONSOLE_LOCALES, locale_strings
 from nonsite.config.root import NonsiteConfig
@@ -38,7 +41,7 @@ from nonsite.integration.platform import report_from_case
 from nonsite.integration.signing import LinkSigner, secret_from_env
 
 __all__ = ["build_connector", "build_notifier", "decision_revision", "notice_from_reminder", "notify_new_alerts",
-           "open_store", "relay_decisions", "reminder_sender", "run_platform_relay"]
+           "notify_new_supervisions", "open_store", "relay_decisions", "reminder_sender", "run_platform_relay"]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +156,35 @@ def notify_new_alerts(session_factory: sessionmaker[Session], notifier: Notifier
     if rows:
         _upsert(store, "new_alerts", rows[-1].id)
     return sum(1 for c in rows if c.status is CaseStatus.DRAFT)
+
+
+def notify_new_supervisions(session_factory: sessionmaker[Session], notifier: Notifier, store: HandoffStore,
+                            *, limit: int = 500, timezone: str = "Asia/Shanghai") -> int:
+    """Notify the 督办 orders issued since the last round (cursor ``supervisions``): one ``supervision`` notice
+    per order, its detail the supervisor's instruction (and the new deadline, local time); returns how many."""
+    _meta.create_all(store.engine)
+    with store.engine.connect() as conn:
+        cursor = conn.scalar(select(cursors.c.position).where(cursors.c.name == "supervisions"))
+    with session_factory() as session:
+        if cursor is None:  # first round: start from now
+            _upsert(store, "supervisions", int(session.scalar(select(func.max(Supervision.id))) or 0))
+            return 0
+        rows = session.execute(select(Supervision, Case).join(Case, Case.id == Supervision.case_id)
+                               .where(Supervision.id > cursor).order_by(Supervision.id).limit(limit)).all()
+        notices = [_supervision_notice(order, case, timezone) for order, case in rows]
+    for notice in notices:
+        notifier.notify(notice)
+    if rows:
+        _upsert(store, "supervisions", rows[-1][0].id)
+    return len(notices)
+
+
+def _supervision_notice(order: Supervision, case: Case, timezone: str) -> Notice:
+    detail = f"{order.instruction}（{order.issued_by}）"
+    if order.new_deadline is not None:
+        due = order.new_deadline.astimezone(ZoneInfo(timezone)).strftime("%m-%d %H:%M")
+        detail = f"{order.instruction}，限{due}前（{order.issued_by}）"
+    return notice_from_case(case, "supervision", detail=detail, at=order.issued_at)
 
 
 #: The bureau's steps (``nonsite.cases.deadlines``) as the teams call them.

@@ -1,0 +1,225 @@
+"""The notifications in the running process (issue 15): the console app (``app.console_app``, what ``nonsite run``
+and the distributed console role serve) watches the case database and sends new alerts, 督办 and overdue cases to
+a WeCom and a signed DingTalk robot — here one real local HTTP receiver that checks DingTalk's signature and
+WeCom's payload as the services do. A burst of drafts is one message; a 督办 issued by a supervisor through the
+console names the case; nothing is sent twice after a restart (the cursors); no key or secret reaches the logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from console_support import login
+from edge_helpers import wait_until
+from fastapi.testclient import TestClient
+from http_receiver import Receiver, Reply, Seen, receiving
+from sqlalchemy.orm import Session, sessionmaker
+from test_bureau_wiring import ORG_FILE, draft
+from test_integration_notify import DING_SECRET, DING_TOKEN, WECOM_KEY, dingtalk_ok, wecom_ok
+
+from nonsite.app import console_app, stop_integration
+from nonsite.cases import open_db
+from nonsite.cases.db import utcnow
+from nonsite.cases.legal_basis import load_catalogue
+from nonsite.cases.organisation import Organisation, load_organisation
+from nonsite.cases.users import create_user
+from nonsite.config import NonsiteConfig
+from nonsite.config.loader import ConfigError
+from nonsite.evidence import LocalStore
+
+WECOM_PATH, DING_PATH = "/cgi-bin/webhook/send", "/robot/send"
+
+
+class Robots:
+    """WeCom and DingTalk as one receiver: the services' checks; the first DingTalk request answers 500."""
+
+    def __init__(self) -> None:
+        self.refusals: list[str] = []
+
+    def __call__(self, req: Seen, i: int) -> Reply:
+        why = dingtalk_ok(req, time.time() * 1000) if req.path == DING_PATH else wecom_ok(req)
+        if why:
+            self.refusals.append(f"{req.path}: {why}")
+            return Reply(200, json.dumps({"errcode": 310000, "errmsg": why}).encode())
+        if req.path == DING_PATH and not any(r.path == DING_PATH for r in self.srv.seen[:i]):
+            return Reply(500, b"busy")  # one failure: the retry goes through, the warning names the masked URL
+        return Reply(200, b'{"errcode":0,"errmsg":"ok"}')
+
+    srv: Receiver
+
+
+@pytest.fixture
+def robots(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Robots, Receiver]]:
+    r = Robots()
+    with receiving(r) as srv:
+        r.srv = srv
+        monkeypatch.setenv("TEST_WECOM_URL", f"{srv.url}{WECOM_PATH}?key={WECOM_KEY}")
+        monkeypatch.setenv("TEST_DING_URL", f"{srv.url}{DING_PATH}?access_token={DING_TOKEN}")
+        monkeypatch.setenv("TEST_DING_SECRET", DING_SECRET)
+        yield r, srv
+
+
+def config(tmp_path: Path, **notifications: Any) -> NonsiteConfig:
+    n: dict[str, Any] = {
+        # five notices go out at once; fewer wait for the window (here: until the stop flushes them)
+        "enabled": True, "window_s": 3600, "max_items": 5, "poll_s": 0.2, "backoff_base_s": 0.1,
+        "backoff_max_s": 0.5, "timeout_s": 2,
+        "channels": [
+            {"id": "duty-wecom", "kind": "wecom", "url_env": "TEST_WECOM_URL",
+             "console_url": "https://console.example"},
+            {"id": "leaders-ding", "kind": "dingtalk", "url_env": "TEST_DING_URL", "secret_env": "TEST_DING_SECRET"},
+        ],
+        **notifications,
+    }
+    return NonsiteConfig.model_validate({
+        "data_dir": str(tmp_path / "data"),
+        "cases": {"organisation": str(ORG_FILE), "reminders": True},
+        "integration": {"notifications": n}})
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    sf = open_db(f"sqlite:///{tmp_path / 'cases.db'}")
+    yield sf
+    sf.kw["bind"].dispose()
+
+
+def delivered(srv: Receiver, path: str) -> list[str]:
+    """The texts the robot accepted (not the one it answered 500 to)."""
+    seen = [r for r in srv.seen if r.path == path]
+    first_ding_failed = path == DING_PATH
+    msgs = []
+    for i, r in enumerate(seen):
+        if first_ding_failed and i == 0:
+            continue
+        m = json.loads(r.body)["markdown"]
+        msgs.append(m.get("content") or m["text"])
+    return msgs
+
+
+def start(tmp_path: Path, db: sessionmaker[Session]) -> Any:
+    app, _ = console_app(config(tmp_path), db, LocalStore(tmp_path / "evidence"), None, load_catalogue())
+    service = app.state.notifications
+    assert service is not None and service.running
+    wait_until(lambda: service.rounds >= 1, 30, "the notifications' first round")
+    return app
+
+
+def test_new_alerts_supervision_and_overdue_reach_the_robots_once(
+        tmp_path: Path, db: sessionmaker[Session], robots: tuple[Robots, Receiver],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    r, srv = robots
+    org: Organisation = load_organisation(ORG_FILE)
+    now = utcnow()
+    history = draft(db, org, "cam-carpark-01", at=now - timedelta(hours=2))  # before the start: overdue, not news
+    create_user(db, "zhou.min", "pw-zhou.min-123456", "supervisor")
+    app = start(tmp_path, db)
+    service = app.state.notifications
+    burst = [draft(db, org, "cam-junction-03", at=now).number for _ in range(5)]
+    wait_until(lambda: len(delivered(srv, WECOM_PATH)) >= 1 and len(delivered(srv, DING_PATH)) >= 1, 60,
+               "the burst's message on both robots (DingTalk after one retry)")
+    for path in (WECOM_PATH, DING_PATH):
+        [message] = delivered(srv, path)
+        assert "新告警 5 条" in message, message
+        assert all(n in message for n in burst) and history.number not in message
+    assert "https://console.example/cases/" + burst[0] in delivered(srv, WECOM_PATH)[0]
+
+    # A supervisor issues a 督办 on the case page; the overdue case is escalated by the reminder job.
+    sup = TestClient(app)
+    assert login(sup, "zhou.min", "pw-zhou.min-123456").status_code == 303
+    m = re.search(r'name="csrf" value="([^"]+)"', sup.get(f"/cases/{burst[2]}").text)
+    assert m
+    res = sup.post(f"/cases/{burst[2]}/supervise", data={"csrf": m.group(1), "instruction": "今日内清理完毕"},
+                   follow_redirects=False)
+    assert res.status_code == 303, res.text[:500]
+    app.state.reminders.run_once()
+    wait_until(lambda: service.notifier.waiting() >= 4, 60, "the 督办 and the escalation queued on both channels")
+    stop_integration(app)  # the watch thread ends; what waits for its window is flushed
+    assert not service.running and app.state.notifications is None
+    for path in (WECOM_PATH, DING_PATH):
+        sent = delivered(srv, path)
+        assert len(sent) == 3, sent
+        [supervision] = [m for m in sent if "督办" in m]
+        assert burst[2] in supervision and "今日内清理完毕" in supervision and "zhou.min" in supervision
+        assert not any(n in supervision for n in burst if n != burst[2])
+        [overdue] = [m for m in sent if "案件超期" in m]
+        assert history.number in overdue and "研判确认环节已超期" in overdue
+    assert r.refusals == []
+
+    # Restarted: nothing is sent again (the cursors and the reminders' own record); a new draft is.
+    before = len(srv.seen)
+    app = start(tmp_path, db)
+    service = app.state.notifications
+    app.state.reminders.run_once()
+    wait_until(lambda: service.rounds >= 3, 30, "three rounds after the restart")
+    assert service.notifier.waiting() == 0 and len(srv.seen) == before
+    fresh = draft(db, org, "cam-junction-03", at=utcnow()).number
+    wait_until(lambda: service.notifier.waiting() >= 2, 60, "the new draft queued on both channels")
+    stop_integration(app)
+    for path in (WECOM_PATH, DING_PATH):
+        last = [r for r in srv.seen[before:] if r.path == path]
+        assert len(last) == 1
+        text = json.loads(last[0].body)["markdown"]
+        text = text.get("content") or text["text"]
+        assert "新告警 1 条" in text and fresh in text and not any(n in text for n in burst)
+
+    logged = caplog.text + "".join(str(rec.args) for rec in caplog.records)
+    assert "notify duty-wecom" in logged and "retrying" in logged  # the notifier did log, and the failure too
+    for secret in (WECOM_KEY, DING_TOKEN, DING_SECRET):
+        assert secret not in logged
+
+
+def test_off_or_misconfigured_notifications(tmp_path: Path, db: sessionmaker[Session],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path / "evidence")
+    app, _ = console_app(config(tmp_path, enabled=False), db, store, None, load_catalogue())
+    assert app.state.notifications is None and app.state.reminders.send is None
+    stop_integration(app)
+    monkeypatch.delenv("TEST_DING_SECRET", raising=False)
+    monkeypatch.setenv("TEST_WECOM_URL", "http://127.0.0.1:9/cgi-bin/webhook/send?key=k")
+    monkeypatch.setenv("TEST_DING_URL", "http://127.0.0.1:9/robot/send?access_token=t")
+    with pytest.raises(ConfigError, match="TEST_DING_SECRET"):  # one line naming the variable, at the start
+        console_app(config(tmp_path), db, store, None, load_catalogue())
+
+
+def test_poll_interval_is_configured_with_bounds() -> None:
+    from pydantic import ValidationError
+
+    from nonsite.config.integration import NotificationsConfig
+
+    assert NotificationsConfig().poll_s == 5.0
+    with pytest.raises(ValidationError):
+        NotificationsConfig(poll_s=0)
+    with pytest.raises(ValidationError):
+        NotificationsConfig.model_validate({"poll_interval": 5})  # extra="forbid"
+
+
+def test_the_served_console_runs_the_reminder_job_and_stops_it(tmp_path: Path, db: sessionmaker[Session],
+                                                               robots: tuple[Robots, Receiver]) -> None:
+    """What ``nonsite run`` and the console role serve: the app's lifespan starts the reminder job (its overdue
+    notices go to the channels) and the server's stop ends it."""
+    from nonsite.app import ConsoleServer
+
+    org = load_organisation(ORG_FILE)
+    overdue = draft(db, org, "cam-carpark-01", at=utcnow() - timedelta(hours=2))
+    app, _ = console_app(config(tmp_path), db, LocalStore(tmp_path / "evidence"), None, load_catalogue())
+    server = ConsoleServer(app, "127.0.0.1", 0)
+    try:
+        server.start(timeout_s=60)
+        job = app.state.reminders
+        wait_until(lambda: job.rounds >= 1 and job._thread is not None, 30, "the reminder job's first round")
+        wait_until(lambda: app.state.notifications.notifier.waiting() >= 2, 30, "the escalation queued")
+    finally:
+        server.stop()
+        stop_integration(app)
+    assert app.state.reminders._thread is None
+    _, srv = robots
+    assert any(overdue.number in m and "案件超期" in m for m in delivered(srv, WECOM_PATH))
