@@ -281,6 +281,7 @@ ROUTE_ROLES: Mapping[str, RouteRoles] = {name: access.roles for name, access in 
 PUBLIC_ROUTES: frozenset[str] = frozenset({"login_page", "login", "healthz", "readyz", "metrics", "static",
                                           "field_sw", "field_manifest"}) | {
     "platform_callback",  # the city platform's status change: its HMAC (timestamp and body) is the credential
+    "platform_evidence",  # one evidence file behind an expiring link: its HMAC (key and expiry) is the credential
 }
 
 

@@ -4,6 +4,9 @@
 
     POST /api/platform/{name}/callback   the platform's signed status change (public: the HMAC over timestamp and
                                          body is the credential, with its replay window; integration/inbound.py)
+    GET  /platform/evidence/{key}?exp=&sig=   one evidence file of a case, for the platform's case viewer (public:
+                                         the expiring link signed by integration.signing.LinkSigner is the
+                                         credential; a local evidence store with integration.platform.link_base_url)
     GET  /admin/platform                 admin: outbox counts, dead letters with the platform's answer, requeue
     POST /admin/platform/requeue         admin (CSRF): requeue the chosen dead letters (or all)
     GET  /api/platform/dead-letters      admin, scope platform:admin: the same as JSON
@@ -23,12 +26,17 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
+from nonsite.bus.events import check_store_key
+from nonsite.cases import Case
 from nonsite.console.api import _ERRORS, err
 from nonsite.console.auth import Principal, authorize
 from nonsite.console.render import error_page, render
-from nonsite.console.views import root_path, state_of
+from nonsite.console.views import EvidenceAltered, evidence_files, read_verified, root_path, state_of
+from nonsite.evidence.store import StoreError
 from nonsite.integration.inbound import MAX_CALLBACK_BYTES
+from nonsite.integration.signing import verify_link
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,54 @@ async def platform_callback(request: Request, name: str) -> Response:
     headers = dict(request.headers)
     status, answer = await anyio.to_thread.run_sync(lambda: hub.callback(name, headers, body))
     return JSONResponse(answer, status)
+
+
+def _link_error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status,
+                        headers={"Cache-Control": "no-store"})
+
+
+@public.get("/platform/evidence/{key:path}", name="platform_evidence")
+def platform_evidence(request: Request, key: str) -> Response:
+    """One evidence file named by a signed, expiring link (no login, no cookie: the link is the credential).
+
+    403 for a link whose signature does not verify (tampered, made for another key, or by another secret) or that
+    has expired; 404 for a key that is not a store key, or not a file of the evidence of a case (the same answer
+    for both); the bytes are hashed and checked against the sealed package before they are served (409 when they
+    differ)."""
+    hub = hub_of(request)
+    if hub is None or not hub.link_secret:
+        return _link_error(404, "not_found", "no signed evidence links are served here")
+    q = request.query_params
+    exp, sig = q.get("exp", ""), q.get("sig", "")
+    if len(q.getlist("exp")) > 1 or len(q.getlist("sig")) > 1 or not verify_link(hub.link_secret, key, exp, sig):
+        return _link_error(403, "forbidden", "this evidence link is not valid (expired, or not signed for this file)")
+    try:
+        parts = check_store_key(key).split("/")
+    except ValueError:
+        parts = []
+    state = state_of(request)
+    case = None
+    if len(parts) == 3 and parts[0] == "events":  # events/<event id>/<file>: a file of one sealed package
+        with state.session_factory() as session:
+            case = session.scalar(select(Case).where(Case.event_id == parts[1]))
+    file = evidence_files(case).get(parts[2]) if case is not None else None
+    if case is None or file is None or file.key != key:
+        return _link_error(404, "not_found", "no such evidence file")
+    try:
+        data, sha256 = read_verified(state.store, file.key, file.sha256, f"{file.name} of case {case.number}")
+    except EvidenceAltered:
+        return _link_error(409, "evidence_altered", "the file no longer matches its sealed package; not served")
+    except KeyError:
+        return _link_error(404, "not_found", "no such evidence file")
+    except StoreError as exc:
+        log.warning("platform %s: evidence store error for %s: %s", hub.name, file.key, exc)
+        return _link_error(503, "store_unavailable", "the evidence store cannot be read right now; retry")
+    log.info("platform %s: evidence link served %s of case %s to %s", hub.name, file.key, case.number,
+             request.client.host if request.client else "?")
+    return Response(data, media_type=file.content_type or "application/octet-stream", headers={
+        "Cache-Control": "private, max-age=60", "ETag": f'"{sha256}"',
+        "Content-Disposition": f'inline; filename="{file.name}"'})
 
 
 def _rows(hub: Any) -> list[dict[str, Any]]:

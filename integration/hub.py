@@ -59,6 +59,8 @@ class PlatformHub:
     connector: PlatformConnector
     callback_secret: bytes
     session_factory: sessionmaker[Session]
+    link_secret: bytes = b""
+    """Verifies the signed evidence links of a local store (``link_secret_env``; empty: no ``link_base_url``)."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _worker: ConnectorWorker | None = None
@@ -133,10 +135,11 @@ def build_hub(cfg: NonsiteConfig, session_factory: sessionmaker[Session],
     if not p.enabled:
         return None
     callback_secret = secret_from_env(p.callback_secret_env)
+    link_secret = secret_from_env(p.link_secret_env) if p.link_base_url else b""
     store = open_store(cfg)
     try:
         connector = build_connector(cfg, store, evidence)
     except BaseException:
         store.close()
         raise
-    return PlatformHub(p, store, connector, callback_secret, session_factory)
+    return PlatformHub(p, store, connector, callback_secret, session_factory, link_secret)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections.abc import Callable
 from urllib.parse import quote, urlencode
@@ -24,6 +25,7 @@ __all__ = ["LinkSigner", "MissingSecret", "SignatureError", "secret_from_env", "
            "verify_link", "verify_signature"]
 
 PREFIX = "sha256="
+_EXP = re.compile(r"^[0-9]{1,12}$")  # Unix seconds: digits only, no sign, no spaces, no 4300-digit number
 
 
 class MissingSecret(ConfigError):
@@ -109,10 +111,10 @@ def _link_mac(secret: bytes, key: str, exp: int) -> str:
 
 def verify_link(secret: bytes, key: str, exp: str, sig: str, *, now: float | None = None) -> bool:
     """Whether ``exp``/``sig`` of a link made by :class:`LinkSigner` are valid for ``key`` and not expired."""
-    try:
-        expires = int(exp)
-    except (TypeError, ValueError):
+    if not secret or not isinstance(exp, str) or not isinstance(sig, str) or not _EXP.match(exp):
         return False
+    expires = int(exp)
     if expires < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(_link_mac(secret, key, expires), str(sig))
+    # bytes on both sides: compare_digest refuses str with non-ASCII characters (a 500, not a 403)
+    return hmac.compare_digest(_link_mac(secret, key, expires).encode("ascii"), sig.encode("utf-8", "replace"))
