@@ -25,6 +25,8 @@ Pages::
     GET  /supervision, GET /leader  open 督办 across teams (supervisor); the leader's read-only dashboard
     GET  /admin/organisation, POST  edit the organisation file (admin): validated, written atomically, audited
     GET  /evidence/{event_id}/{name}  a file of the case's package (only the files the case lists)
+    GET  /platform/evidence/{key}?exp=&sig=  the same, behind a signed expiring link for the city platform (no
+                                    login: console/platform.py)
     GET  /stats                     statistics: charts and tables per period and area, Excel/CSV per chart
     GET  /stats/overdue             weekly / monthly overdue report (page, Excel, CSV); /stats/report.pdf 统计月报
     GET  /export/cases              the queue / search list as Excel or CSV (its filters)
