@@ -223,3 +223,38 @@ def test_the_served_console_runs_the_reminder_job_and_stops_it(tmp_path: Path, d
     assert app.state.reminders._thread is None
     _, srv = robots
     assert any(overdue.number in m and "案件超期" in m for m in delivered(srv, WECOM_PATH))
+
+
+def test_supervision_orders_become_notices_once_on_both_databases(tmp_path: Path, case_db_url: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``notify_new_supervisions`` alone: the case database and the hand-off database on SQLite and on
+    PostgreSQL; history before the first round is not news; each order once; the deadline in city time."""
+    from datetime import UTC, datetime
+
+    from nonsite.cases.bureau import supervise
+    from nonsite.integration.notify import Notifier
+    from nonsite.integration.relay import notify_new_supervisions, open_store
+
+    monkeypatch.setenv("TEST_WECOM_URL", "http://127.0.0.1:9/cgi-bin/webhook/send?key=k")
+    sf = open_db(case_db_url)
+    org = load_organisation(ORG_FILE)
+    now = utcnow()
+    old, new = (draft(sf, org, "cam-carpark-01", at=now - timedelta(minutes=5)) for _ in range(2))
+    supervise(sf, old.number, "zhou.min", "history", role="supervisor")
+    cfg = NonsiteConfig.model_validate({"data_dir": str(tmp_path), "integration": {
+        "platform": {"database_url": case_db_url},
+        "notifications": {"enabled": True, "channels": [{"id": "w", "kind": "wecom", "url_env": "TEST_WECOM_URL"}]}}})
+    store = open_store(cfg)
+    notifier = Notifier(cfg.integration.notifications)
+    try:
+        assert notify_new_supervisions(sf, notifier, store) == 0  # the first round starts at the newest order
+        deadline = datetime(2099, 1, 2, 8, 30, tzinfo=UTC)  # 16:30 in Shanghai
+        supervise(sf, new.number, "zhou.min", "限时清理", new_deadline=deadline, role="supervisor")
+        assert notify_new_supervisions(sf, notifier, store) == 1
+        assert notify_new_supervisions(sf, notifier, store) == 0
+        [(_, notice)] = notifier.channels["w"].pending["supervision"]
+        assert (notice.kind, notice.case_number) == ("supervision", new.number)
+        assert notice.detail == "限时清理，限01-02 16:30前（zhou.min）"
+    finally:
+        store.close()
+        sf.kw["bind"].dispose()
