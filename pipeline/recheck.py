@@ -10,7 +10,9 @@ ring buffer's JPEG of that frame) and annotated (zone outline, the objects still
 ``nonsite.violations`` as a :class:`~nonsite.bus.events.ViolationEvent` with a ``recheck`` block: the sealer seals
 and signs it like every package (``nonsite evidence verify <request id>`` works on it) and the drafter records it on
 the case. A camera that is configured here but not running (disabled, failed, its file ended) answers
-``unavailable`` at once, with no stills; so does a watch whose camera stops before it decided.
+``unavailable`` at once, with no stills; so does a watch whose camera stops before it decided, and a request for
+classes the camera's detector does not report (a left object found by background difference: a watch would always
+see the zone "clear").
 
 Idempotent by request id: a redelivered request that was answered (or is being watched) is ignored, and the after
 package's event id is the request id, so a second answer could only repeat the first (the sealer and the case side
@@ -231,6 +233,12 @@ class RecheckDesk:
             why = _not_running(run)
             if why is None and run is not None and not any(z.id == request.zone_id for z in run.camera.zones):
                 why = f"camera {request.camera_id} has no zone {request.zone_id!r} any more"
+            known = list(getattr(run.detector, "class_names", None) or []) if run is not None else []
+            if why is None and known and not set(request.classes) & set(known):
+                # e.g. a left object found by background difference: the detector would never see it, so a
+                # watch would always answer "clear"; say it cannot check instead
+                why = (f"the detector of camera {request.camera_id} does not report {', '.join(request.classes)}, "
+                       "so the camera cannot re-check this object")
             if why is not None:
                 self._answer_unavailable(request, why, run.camera if run is not None else None)
                 continue

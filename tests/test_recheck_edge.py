@@ -115,10 +115,10 @@ def scene(path: Path, with_car: bool) -> Path:
 
 
 def request(camera_id: str, *, clear_s: float = 1.0, timeout_s: float = 30.0, number: str = "NS-2026-000009",
-            rid: str | None = None) -> RecheckRequest:
+            rid: str | None = None, classes: tuple[str, ...] = ("car",)) -> RecheckRequest:
     return RecheckRequest(request_id=rid or f"{camera_id}-0000-4000-8000-000000000001", case_number=number,
-                          camera_id=camera_id, zone_id="z-walk", violation_type="sidewalk_parking", classes=["car"],
-                          boxes_px=[CAR], clear_s=clear_s, timeout_s=timeout_s)
+                          camera_id=camera_id, zone_id="z-walk", violation_type="sidewalk_parking",
+                          classes=list(classes), boxes_px=[CAR], clear_s=clear_s, timeout_s=timeout_s)
 
 
 def test_edge_answers_rechecks_of_its_cameras_with_sealed_after_packages(tmp_path: Path) -> None:
@@ -129,8 +129,9 @@ def test_edge_answers_rechecks_of_its_cameras_with_sealed_after_packages(tmp_pat
                  cases={"recheck": {"enabled": True}})
     edge = runner(cfg, BrightBoxDetector())  # type: ignore[arg-type]
     bus, store = edge.bus, edge.store
+    piled = request("cam-clear", rid="piled-0000-4000-8000-000000000001", classes=("piled_materials",))
     for req in (request("cam-clear"), request("cam-car", timeout_s=2.0), request("cam-off"),
-                request("cam-elsewhere")):  # another edge's camera
+                request("cam-elsewhere"), piled):  # cam-elsewhere: another edge's camera
         bus.publish(TOPIC_RECHECK, req.camera_id, req.model_dump_json().encode())
     bus.publish(TOPIC_RECHECK, "cam-car", b'{"request_id": "x", "camera_id": "cam-car"}')
     expired = request("cam-clear", rid="expired-0000-4000-8000-000000000001", timeout_s=5)
@@ -140,12 +141,16 @@ def test_edge_answers_rechecks_of_its_cameras_with_sealed_after_packages(tmp_pat
     running = Running(edge)
     try:
         assert edge.rechecks is not None
-        wait_until(lambda: len(edge.rechecks.answered) >= 3, 30, "answers for the three cameras of this edge")
+        wait_until(lambda: len(edge.rechecks.answered) >= 4, 30, "answers for the requests of this edge's cameras")
     finally:
         running.stop()
-    answered: dict[str, ViolationEvent] = {e.camera_id: e for e in edge.rechecks.answered}
-    assert sorted(answered) == ["cam-car", "cam-clear", "cam-off"]  # nothing for cam-elsewhere or the expired one
-    clear, present, off = answered["cam-clear"], answered["cam-car"], answered["cam-off"]
+    answered: dict[str, ViolationEvent] = {e.event_id: e for e in edge.rechecks.answered}
+    assert sorted(answered) == sorted([request("cam-car").request_id, request("cam-clear").request_id,
+                                       request("cam-off").request_id, piled.request_id])  # not cam-elsewhere's
+    clear, present = answered[request("cam-clear").request_id], answered[request("cam-car").request_id]
+    off, unseen = answered[request("cam-off").request_id], answered[piled.request_id]
+    assert unseen.recheck is not None and unseen.recheck.outcome == "unavailable"
+    assert "does not report piled_materials" in unseen.recheck.detail
     assert clear.recheck is not None and clear.recheck.outcome == "clear"
     assert clear.recheck.clear_since is not None and clear.recheck.frames >= 2
     assert present.recheck is not None and present.recheck.outcome == "present"
@@ -159,7 +164,7 @@ def test_edge_answers_rechecks_of_its_cameras_with_sealed_after_packages(tmp_pat
     assert [d["topic"] for d in dead] == [TOPIC_RECHECK] and "not a valid RecheckRequest" in dead[0]["reason"]
 
     signer = Signer.load_or_create(tmp_path / "key.pem")
-    assert seal_pending(bus, store, signer) == 3
+    assert seal_pending(bus, store, signer) == 4
     for event in (clear, present, off):
         result = verify_package(store, event.event_id, signer.public_key_pem())
         assert result.ok, result.problems
