@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
@@ -247,7 +248,8 @@ def recheck_panel(request: Request, session: Session, case: Case, now: datetime)
               for name, annotated, original in (("onset", "onset_annotated", "onset"),
                                                 ("confirm", "confirm_annotated", "confirm"))]
     after: list[dict[str, Any]] = []
-    rc = session.query(CaseRecheck).filter(CaseRecheck.request_id == latest.request_id).one()
+    rc = session.scalar(select(CaseRecheck).where(CaseRecheck.request_id == latest.request_id))
+    assert rc is not None
     files = after_files(rc)
     by_role = {f.role: f for f in files.values()}
     for name, annotated, original in (("after_first", "after_first_annotated", "after_first"),

@@ -442,7 +442,7 @@ class EdgeRunner:
                 if r.thread is None:
                     self._start(r)
         if self.rechecks is not None:
-            self.rechecks.start(stop)
+            self.rechecks.start()
         last_progress = time.monotonic()
         # Two stages in step: while the detector thread runs batch N+1, this thread tracks, applies the rules and
         # keeps the evidence (pre-roll JPEG encoding included) of batch N. The cores the runtime does not keep
@@ -512,7 +512,7 @@ class EdgeRunner:
                 if r.thread is not None:
                     r.thread.join(timeout=5)
             if self.rechecks is not None:
-                self.rechecks.join()
+                self.rechecks.stop()
                 try:
                     self.rechecks.finish(self.run_of)
                 except Exception:  # the bus is away: the case side counts the re-checks unavailable after their grace

@@ -26,6 +26,7 @@ import hashlib
 import logging
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,8 @@ __all__ = ["MIN_BOX_OVERLAP", "CheckState", "RecheckDesk", "Watch", "default_gro
 
 log = logging.getLogger(__name__)
 
+#: After packages :attr:`RecheckDesk.answered` keeps (the newest).
+ANSWERS_KEPT = 256
 #: An object counts as the original one when it covers at least this much of the smaller of the two boxes.
 MIN_BOX_OVERLAP = 0.3
 Outcome = Literal["clear", "present"]
@@ -156,17 +159,22 @@ class RecheckDesk:
         self._incoming: list[RecheckRequest] = []
         self._seen: set[str] = set()
         self.watches: dict[str, list[Watch]] = {}
-        self.answered: list[ViolationEvent] = []
-        """After packages published by this desk (newest last), for the runner's callers and tests."""
+        self.answered: deque[ViolationEvent] = deque(maxlen=ANSWERS_KEPT)
+        """The last after packages published by this desk (newest last), for the runner's callers and tests."""
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # consumer thread
 
-    def start(self, stop: threading.Event) -> None:
-        self._thread = threading.Thread(target=self._consume, args=(stop,), name="recheck", daemon=True)
+    def start(self) -> None:
+        """Start reading requests (until :meth:`stop`)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._consume, args=(self._stop,), name="recheck", daemon=True)
         self._thread.start()
 
-    def join(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading requests and wait for the reader."""
+        self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
