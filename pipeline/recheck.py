@@ -306,9 +306,20 @@ class RecheckDesk:
 
     # answers
 
+    def _taken(self, request: RecheckRequest) -> bool:
+        """True (and logged) when the store already holds something under the request's package prefix: an
+        answer given before a restart, or a request whose id names someone else's package (never written into)."""
+        if next(iter(self.store.list(package_prefix(request.request_id))), None) is None:
+            return False
+        log.warning("re-check %s of case %s: events/%s/ exists already; not answered again (nothing written)",
+                    request.request_id, request.case_number, request.request_id)
+        return True
+
     def _answer(self, run: CameraRun, watch: Watch, outcome: Outcome) -> None:
         req, state = watch.request, watch.state
         assert watch.first is not None and watch.last is not None and state.started is not None
+        if self._taken(req):
+            return
         camera = run.camera
         zone = next(z for z in run.worker.zones_camera.zones if z.id == req.zone_id)
         polygon = [tuple(p) for p in zone.polygon]
@@ -348,6 +359,8 @@ class RecheckDesk:
 
     def _answer_unavailable(self, request: RecheckRequest, why: str, camera: CameraConfig | None,
                             watch: Watch | None = None) -> None:
+        if self._taken(request):
+            return
         now = datetime.now(UTC)
         started = _utc(watch.state.started) if watch is not None and watch.state.started is not None else now
         result = RecheckResult(request_id=request.request_id, case_number=request.case_number, outcome="unavailable",

@@ -129,6 +129,11 @@ def test_edge_answers_rechecks_of_its_cameras_with_sealed_after_packages(tmp_pat
                  cases={"recheck": {"enabled": True}})
     edge = runner(cfg, BrightBoxDetector())  # type: ignore[arg-type]
     bus, store = edge.bus, edge.store
+    # First, a request whose id names an existing package: nothing may be written into that package (it is
+    # handled before the others, so once they are answered it has been too).
+    store.put("events/taken-0000-4000-8000-000000000001/onset.jpg", b"original", "image/jpeg")
+    taken = request("cam-off", rid="taken-0000-4000-8000-000000000001")
+    bus.publish(TOPIC_RECHECK, "cam-off", taken.model_dump_json().encode())
     piled = request("cam-clear", rid="piled-0000-4000-8000-000000000001", classes=("piled_materials",))
     for req in (request("cam-clear"), request("cam-car", timeout_s=2.0), request("cam-off"),
                 request("cam-elsewhere"), piled):  # cam-elsewhere: another edge's camera
@@ -147,6 +152,8 @@ def test_edge_answers_rechecks_of_its_cameras_with_sealed_after_packages(tmp_pat
     answered: dict[str, ViolationEvent] = {e.event_id: e for e in edge.rechecks.answered}
     assert sorted(answered) == sorted([request("cam-car").request_id, request("cam-clear").request_id,
                                        request("cam-off").request_id, piled.request_id])  # not cam-elsewhere's
+    assert list(store.list("events/taken-0000-4000-8000-000000000001/")) == [
+        "events/taken-0000-4000-8000-000000000001/onset.jpg"]
     clear, present = answered[request("cam-clear").request_id], answered[request("cam-car").request_id]
     off, unseen = answered[request("cam-off").request_id], answered[piled.request_id]
     assert unseen.recheck is not None and unseen.recheck.outcome == "unavailable"
