@@ -85,6 +85,8 @@ def test_reviewer_sees_before_and_after_and_closes_only_once_the_camera_answered
     assert f'/evidence/{req.request_id}/after_first_annotated.jpg' in after
     assert f'/evidence/{req.request_id}/after_last_annotated.jpg' in after
     assert '<script>alert("x")</script>' not in page and "&lt;script&gt;" in page  # data, never markup
+    api, _ = env.api("rev", recheck=on)
+    assert api.get(f"/api/cases/{number}").json()["recheck_state"] == "clear"
     got = rev.get(f"/evidence/{req.request_id}/after_last_annotated.jpg")
     assert got.status_code == 200 and got.content == blobs["after_last_annotated"]
     assert rev.get(f"/evidence/{req.request_id}/manifest.json").status_code == 200
