@@ -199,7 +199,7 @@ class EdgeRunner:
         self.rechecks: RecheckDesk | None = None
         if cfg.cases.recheck.enabled:
             self.rechecks = RecheckDesk(
-                bus, store, recheck_group or default_group(str(cfg.data_dir)), cameras=self._camera_map, admit=admit,
+                bus, store, recheck_group or default_group(str(cfg.data_dir)), cameras=self._camera_map,
                 timezone=cfg.timezone, jpeg_quality=cfg.evidence.jpeg_quality)
 
     def _camera_map(self) -> dict[str, CameraConfig]:

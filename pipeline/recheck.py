@@ -150,10 +150,10 @@ class RecheckDesk:
     (:meth:`observe`), so workers are only touched by the loop thread."""
 
     def __init__(self, bus: Bus, store: Store, group: str, *, cameras: Callable[[], dict[str, CameraConfig]],
-                 admit: Callable[[str], bool] | None = None, timezone: str = "Asia/Shanghai",
-                 jpeg_quality: int = 92) -> None:
+                 timezone: str = "Asia/Shanghai", jpeg_quality: int = 92) -> None:
+        """``cameras()``: the cameras this process runs now (a pool worker's runner holds only its assigned ones)."""
         self.bus, self.store, self.group = bus, store, group
-        self._cameras, self._admit = cameras, admit
+        self._cameras = cameras
         self.timezone, self.jpeg_quality = timezone, jpeg_quality
         self._lock = threading.Lock()
         self._incoming: list[RecheckRequest] = []
@@ -215,8 +215,6 @@ class RecheckDesk:
             return False
         if request.camera_id not in self._cameras():
             return False  # another edge or pool worker runs it
-        if self._admit is not None and not self._admit(request.camera_id):
-            return False
         if datetime.now(UTC) > request.requested_at + timedelta(seconds=request.timeout_s):
             log.info("re-check %s of case %s: expired before it arrived; skipped", request.request_id,
                      request.case_number)

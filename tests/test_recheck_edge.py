@@ -215,3 +215,28 @@ def test_rectified_case_is_rechecked_end_to_end_over_the_embedded_bus(tmp_path: 
     with db() as s:
         assert s.scalar(select(Case.recheck_state).where(Case.id == case.id)) == "clear"
     db.kw["bind"].dispose()
+
+
+def test_a_pool_worker_takes_only_the_requests_of_the_cameras_it_holds(tmp_path: Path) -> None:
+    from nonsite.bus.base import Message
+    from nonsite.pipeline.pool import PoolWorker
+
+    video = scene(tmp_path / "clear.mp4", False)
+    cfg = config(tmp_path, [camera("cam-a", video, 5, zones=ZONE), camera("cam-b", video, 5, zones=ZONE)],
+                 cases={"recheck": {"enabled": True}})
+    edge = runner(cfg, BrightBoxDetector())  # type: ignore[arg-type]
+    one = PoolWorker(cfg, BrightBoxDetector(), edge.store, edge.bus, worker_id="w1")  # type: ignore[arg-type]
+    two = PoolWorker(cfg, BrightBoxDetector(), edge.store, edge.bus, worker_id="w2")  # type: ignore[arg-type]
+    desk_one, desk_two = one.runner.rechecks, two.runner.rechecks
+    assert desk_one is not None and desk_two is not None
+    assert desk_one.group != desk_two.group  # each worker sees every request
+
+    def message(camera_id: str, n: int) -> Message:
+        req = request(camera_id, rid=f"{camera_id}-{n}-4000-8000-000000000001")
+        return Message(TOPIC_RECHECK, n, camera_id, req.model_dump_json().encode())
+
+    assert not desk_one.offer(message("cam-a", 1)) and not desk_two.offer(message("cam-a", 1))  # nobody holds it
+    one.runner.add_camera(cfg.cameras[0])  # the group assigns cam-a to w1
+    assert desk_one.offer(message("cam-a", 2)) and not desk_two.offer(message("cam-a", 2))
+    assert not desk_one.offer(message("cam-a", 2))  # the same request again
+    assert not desk_one.offer(message("cam-b", 3))
