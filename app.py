@@ -326,7 +326,7 @@ def console_app(
             organisation=watched_organisation_of(cfg),
             time_limits=catalogue.time_limit_table() if catalogue else None,
             organisation_path=Path(cfg.cases.organisation) if cfg.cases.organisation else None,
-            reminders=cfg.cases.reminders, reminder_interval_s=cfg.cases.reminder_interval_s,
+            reminders=cfg.cases.reminders, reminder_interval_s=cfg.cases.reminder_interval_s, recheck=cfg.cases.recheck,
             reminder_send=reminder_send,
             enforcement=load_templates(cfg.cases.documents), document_font=cfg.cases.document_font,
             platform=_platform_hub(cfg, sessions, store, bus),

@@ -4,6 +4,10 @@ Topics:
 - ``nonsite.violations``: :class:`ViolationEvent`, published by an edge worker after its blobs are stored.
 - ``nonsite.evidence``: :class:`EvidenceSealed`, published by the sealer after the manifest is signed.
 - ``nonsite.cases``: :class:`CaseDecision`, published when a case changes status.
+- ``nonsite.recheck``: :class:`RecheckRequest`, published (through the case database's outbox) when a case is
+  reported rectified: the camera that saw the violation checks its zone again (docs/recheck.md). The answer is
+  an *after* evidence package: a :class:`ViolationEvent` whose ``recheck`` block (:class:`RecheckResult`) says
+  the outcome, sealed and signed like every package and announced on ``nonsite.evidence``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ TOPIC_VIOLATIONS = "nonsite.violations"
 TOPIC_EVIDENCE = "nonsite.evidence"
 TOPIC_CASES = "nonsite.cases"
 TOPIC_DEAD_LETTER = "nonsite.dead-letter"
+TOPIC_RECHECK = "nonsite.recheck"
 
 def _utc(v: datetime) -> datetime:
     if v.tzinfo is None:
@@ -114,6 +119,60 @@ class OffenderHint(_Event):
     plate_role: str | None = Field(None, description="Evidence role of the plate crop (e.g. plate).")
 
 
+#: Outcomes of a camera re-check: the zone stayed clear for ``clear_s``; the object was still seen at the timeout;
+#: the camera could not look (not running here, failed, removed while watching).
+RECHECK_OUTCOMES: tuple[str, ...] = ("clear", "present", "unavailable")
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def _pixel_boxes(v: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
+    for x1, y1, x2, y2 in v:
+        if not (0 <= x1 < x2 <= 100_000 and 0 <= y1 < y2 <= 100_000):
+            raise ValueError("each box must be pixels x1 < x2, y1 < y2, from 0 to 100000")
+    return v
+
+
+class RecheckResult(_Event):
+    """The ``recheck`` block of an *after* package: which request it answers and what the camera saw."""
+
+    request_id: str = Field(pattern=_ID_PATTERN, description="The RecheckRequest's request_id it answers.")
+    case_number: str = Field(max_length=40, description="Case number the request was for.")
+    outcome: Literal["clear", "present", "unavailable"] = Field(
+        description="clear: no object of the classes in the zone for clear_s; present: still seen at the timeout; "
+        "unavailable: the camera could not look (detail says why)."
+    )
+    watched_from: UtcDatetime = Field(description="First frame the check looked at (the request's time when none).")
+    clear_since: UtcDatetime | None = Field(
+        None, description="Start of the clear stretch that decided 'clear' (None for the other outcomes).")
+    observed_at: UtcDatetime = Field(description="Frame (or instant) that decided the outcome.")
+    frames: int = Field(0, ge=0, description="Frames the check looked at.")
+    detail: str = Field("", max_length=500, description="Why, in words (e.g. why the camera was unavailable).")
+
+
+class RecheckRequest(_Event):
+    """Published to ``nonsite.recheck`` (key = camera id): look at the case's zone until it stays clear."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Schema version of this event.")
+    request_id: str = Field(
+        pattern=_ID_PATTERN, description="UUID; the idempotency key, and the event id of the after package.")
+    case_number: str = Field(max_length=40, description="Case number the re-check is for.")
+    camera_id: str = Field(min_length=1, max_length=128, description="Camera that saw the violation.")
+    zone_id: str = Field(min_length=1, max_length=128, description="Zone of that camera the violation was in.")
+    violation_type: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="The case's violation type.")
+    classes: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=32,
+        description="Detector classes that count as the violating object (those of the original boxes).")
+    boxes_px: Annotated[list[tuple[float, float, float, float]], AfterValidator(_pixel_boxes)] = Field(
+        default_factory=list, max_length=32,
+        description="The original objects' boxes, pixels x1, y1, x2, y2 of the camera's frames (its confirmation "
+        "still); when given, only objects overlapping one of them count (a neighbour elsewhere in the zone does not "
+        "keep the case open). Empty: any object of the classes in the zone counts.")
+    clear_s: float = Field(gt=0, le=3600, description="Seconds the zone must stay free of the object.")
+    timeout_s: float = Field(gt=0, le=86400, description="Seconds to watch at most before answering 'present'.")
+    min_confidence: float = Field(0.25, ge=0, le=1, description="Detections below this confidence are ignored.")
+    requested_at: UtcDatetime = Field(default_factory=utcnow, description="When the case asked (UTC).")
+
+
 class ViolationEvent(_Event):
     """Published to ``nonsite.violations`` (key = camera id) once the edge has stored the blobs."""
 
@@ -139,6 +198,9 @@ class ViolationEvent(_Event):
     evidence: list[EvidenceItem] = Field(description="The stored blobs of the package.")
     location: Location = Field(default_factory=Location, description="Where the camera stands.")
     offender_hint: OffenderHint | None = Field(None, description="Plate read from the close-up, when one was read.")
+    recheck: RecheckResult | None = Field(
+        None, description="Set on an *after* package only: the answer to a RecheckRequest (the case is not drafted "
+        "again; the drafter links the package to the case).")
     published_at: UtcDatetime = Field(default_factory=utcnow, description="When the edge published it.")
 
 

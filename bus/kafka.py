@@ -38,14 +38,14 @@ from kafka.structs import OffsetAndMetadata
 
 from nonsite.bus.base import Message
 from nonsite.bus.deadletter import MAX_EVENT_BYTES
-from nonsite.bus.events import TOPIC_CASES, TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, TOPIC_VIOLATIONS
+from nonsite.bus.events import TOPIC_CASES, TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, TOPIC_RECHECK, TOPIC_VIOLATIONS
 from nonsite.bus.metrics import BROKER_UP, CONSUMER_LAG, OUTBOX_DEPTH, PUBLISHED, SPOOLED, forget
 from nonsite.bus.outbox import Outbox
 from nonsite.config.services import KafkaConfig
 
 log = logging.getLogger(__name__)
 
-TOPICS = (TOPIC_VIOLATIONS, TOPIC_EVIDENCE, TOPIC_CASES, TOPIC_DEAD_LETTER)
+TOPICS = (TOPIC_VIOLATIONS, TOPIC_EVIDENCE, TOPIC_CASES, TOPIC_RECHECK, TOPIC_DEAD_LETTER)
 _BOOTSTRAP_TIMEOUT_MS = 3000
 _RELAY_MIN_S, _RELAY_MAX_S = 0.5, 30.0
 #: Consumers fetch up to this much per partition, so an oversized message is read (and dead-lettered),
@@ -82,7 +82,7 @@ def topic_specs(cfg: KafkaConfig) -> dict[str, dict[str, Any]]:
             "configs": {"retention.ms": str(int(hours * 3600 * 1000))},
         }
 
-    out = {t: spec(cfg.retention_hours) for t in (TOPIC_VIOLATIONS, TOPIC_EVIDENCE, TOPIC_CASES)}
+    out = {t: spec(cfg.retention_hours) for t in (TOPIC_VIOLATIONS, TOPIC_EVIDENCE, TOPIC_CASES, TOPIC_RECHECK)}
     out[TOPIC_DEAD_LETTER] = spec(cfg.dead_letter_retention_hours)
     return out
 

@@ -18,9 +18,11 @@ from nonsite.bus.events import (
     TOPIC_CASES,
     TOPIC_DEAD_LETTER,
     TOPIC_EVIDENCE,
+    TOPIC_RECHECK,
     TOPIC_VIOLATIONS,
     CaseDecision,
     EvidenceSealed,
+    RecheckRequest,
     ViolationEvent,
 )
 
@@ -29,6 +31,8 @@ TOPIC_MODELS: dict[str, tuple[type[BaseModel], str, str]] = {
     TOPIC_VIOLATIONS: (ViolationEvent, "camera id", "edge workers, once the evidence blobs are in the store"),
     TOPIC_EVIDENCE: (EvidenceSealed, "camera id", "the evidence sealer, once the manifest is signed"),
     TOPIC_CASES: (CaseDecision, "case number", "the case workflow, on every status change (for the city platform)"),
+    TOPIC_RECHECK: (RecheckRequest, "camera id", "the case workflow (its outbox) when a case is reported rectified "
+                    "and a camera re-check is on (cases.recheck)"),
     TOPIC_DEAD_LETTER: (DeadLetterRecord, "key of the rejected message", "any consumer that rejects a message"),
 }
 

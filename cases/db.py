@@ -57,6 +57,7 @@ __all__ = [
     "Base",
     "Case",
     "CaseLink",
+    "CaseRecheck",
     "CaseSequence",
     "CaseStatus",
     "ConfigChange",
@@ -226,6 +227,10 @@ class Case(Base):
     # Added by migration 0007_notifications.
     finish_due: Mapped[datetime | None] = mapped_column(
         UtcDateTime, nullable=True, comment="限时办结: when the whole case must be finished (UTC; from confirmation)")
+    # Added by migration 0010_recheck.
+    recheck_state: Mapped[str | None] = mapped_column(
+        String(16), nullable=True,
+        comment="The newest camera re-check: pending | clear | present | unavailable (null: none requested)")
 
     audit: Mapped[list[AuditEntry]] = relationship(
         back_populates="case", order_by="AuditEntry.id", viewonly=True
@@ -369,6 +374,41 @@ class CaseLink(Base):
     linked_case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16), comment="same_zone | same_plate")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class CaseRecheck(Base):
+    """A camera re-check of a rectified case (migration 0010, docs/recheck.md): the request, and the after package
+    that answered it (sealed and signed like every evidence package)."""
+
+    __tablename__ = "case_rechecks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="RESTRICT"), index=True)
+    request_id: Mapped[str] = mapped_column(
+        String(128), unique=True, comment="RecheckRequest.request_id (= the after package's event id)")
+    camera_id: Mapped[str] = mapped_column(String(128))
+    zone_id: Mapped[str] = mapped_column(String(128))
+    classes: Mapped[list[str]] = mapped_column(JSON, default=list, comment="Detector classes looked for")
+    boxes_px: Mapped[list[list[float]]] = mapped_column(
+        JSON, default=list, comment="The original objects' boxes (pixels of the confirm still)")
+    clear_s: Mapped[float] = mapped_column(Float)
+    timeout_s: Mapped[float] = mapped_column(Float)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    requested_by: Mapped[str] = mapped_column(String(128), comment="Who reported the case rectified")
+    answer_due_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, comment="With no answer by then the re-check counts as unavailable (timeout + grace)")
+    state: Mapped[str] = mapped_column(String(16), comment="pending | clear | present | unavailable")
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    observed_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, nullable=True, comment="The frame (or instant) that decided the outcome")
+    after_event_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    after_manifest_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    after_manifest_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    after_signature_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    after_evidence: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, comment="EvidenceItem dicts of the after package")
+    detail: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, comment="The RecheckResult as sealed (or why it counted as unavailable)")
 
 
 class User(Base):

@@ -5,6 +5,9 @@ race on it: the unique constraint on ``cases.event_id`` settles it). The bus pos
 only after the database commit, so a crash in between redelivers the event and drafts nothing twice.
 A message that is not valid JSON or not an :class:`EvidenceSealed` goes to the dead-letter topic.
 
+An *after* package (a sealed event with a ``recheck`` block: the camera's answer to a re-check,
+:mod:`nonsite.cases.recheck`) drafts nothing: it is recorded on its case (:func:`~nonsite.cases.recheck.apply_result`).
+
 Each draft carries the offender hint (the plate, when one was read), its links to earlier cases of the
 same type at the same zone or with the same plate within the catalogue's window (``case_links``), the
 repeat count that follows, the suggested disposition from the catalogue's discretion table and a
@@ -33,6 +36,7 @@ from nonsite.bus.metrics import DEAD_LETTERS
 from nonsite.cases.db import AuditEntry, Case, CaseLink, CaseStatus, allocate_number, utcnow, write_session
 from nonsite.cases.legal_basis import Catalogue, default_catalogue
 from nonsite.cases.organisation import Organisation, Routing
+from nonsite.cases.recheck import RecheckError, apply_result
 from nonsite.cases.workflow import due_soon_from
 
 __all__ = ["DRAFTER_ACTOR", "DraftError", "SealCheck", "SealUnavailable", "draft_case",
@@ -131,6 +135,8 @@ def draft_case(
     disposition and the legal-basis snapshot.
     """
     cat = catalogue or default_catalogue()
+    if sealed.violation.recheck is not None:
+        raise DraftError(f"event {sealed.event_id} is the after package of a camera re-check, not a new violation")
     if sealed.event_id != sealed.violation.event_id:
         raise DraftError(
             f"sealed event id {sealed.event_id!r} differs from its violation's {sealed.violation.event_id!r}"
@@ -278,6 +284,13 @@ def _handle(
             problem = check_seal(sealed)
             if problem:
                 raise DraftError(f"the announced evidence package does not verify: {problem}")
+        if sealed.violation.recheck is not None:  # an after package answers a camera re-check: no new case
+            try:
+                apply_result(session_factory, sealed, timezone=timezone,
+                             time_limits=catalogue.time_limit_table() if catalogue is not None else None)
+            except RecheckError as exc:
+                raise DraftError(str(exc)) from None
+            return False
         _, created = draft_case(session_factory, sealed, number_prefix, timezone=timezone, catalogue=catalogue,
                                 organisation=organisation)
         return created

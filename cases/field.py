@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from nonsite.cases.db import AuditEntry, Case, CaseStatus, write_session
 from nonsite.cases.deadlines import TimeLimitTable
 from nonsite.cases.workflow import Action, InvalidTransition, WorkflowError, apply_action
+from nonsite.config.services import RecheckConfig
 
 __all__ = [
     "CHECKIN",
@@ -175,10 +176,12 @@ def record_report(
     before: Sequence[Mapping[str, Any]] = (), after: Sequence[Mapping[str, Any]] = (),
     device_at: datetime | None = None, role: str | None = None, person: str | None = None, now: datetime,
     time_limits: TimeLimitTable | None = None, timezone: str = "Asia/Shanghai",
+    recheck: RecheckConfig | None = None,
 ) -> FieldRecord:
     """Record what the officer found (once per ``key``). ``before``/``after``: attachment records of photos
     already in the store (:func:`~nonsite.cases.attachments.store_photo`). ``rectified`` applies the workflow's
-    rectify (the case moves on as with the console's feedback); the other results leave the status as it is.
+    rectify (the case moves on as with the console's feedback, and with ``recheck`` enabled the camera is asked to
+    re-check the zone); the other results leave the status as it is.
 
     LookupError for an unknown case; :class:`InvalidTransition` when the case is not dispatched;
     :class:`WorkflowError` for an unknown result or an empty report."""
@@ -205,7 +208,7 @@ def record_report(
         try:
             apply_action(session_factory, number, Action.RECTIFY, actor, role=role, note=note, person=person,
                          attachments=files or None, time_limits=time_limits, timezone=timezone, now=now,
-                         extra=extra)
+                         extra=extra, recheck=recheck)
         except InvalidTransition:
             with session_factory() as session:  # a copy sent at the same time may have rectified it just now
                 case = session.scalar(select(Case).where(Case.number == number))

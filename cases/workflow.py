@@ -37,6 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from nonsite.bus.events import TOPIC_CASES, CaseDecision
+from nonsite.cases import recheck as recheck_mod
 from nonsite.cases.db import (
     DECISIONS,
     AuditEntry,
@@ -49,6 +50,7 @@ from nonsite.cases.db import (
 )
 from nonsite.cases.deadlines import STEP_OF_STATUS, TimeLimitTable
 from nonsite.cases.legal_basis import default_catalogue
+from nonsite.config.services import RecheckConfig
 
 __all__ = [
     "DISMISS_REASONS",
@@ -245,6 +247,7 @@ def apply_action(
     now: datetime | None = None,
     decision: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    recheck: RecheckConfig | None = None,
 ) -> Case:
     """Apply ``action`` to the case (its id, or its number as a string) on behalf of ``actor``.
 
@@ -268,6 +271,11 @@ def apply_action(
 
     ``extra``: more facts for the audit entry's detail (e.g. the field officer's result and idempotency key,
     :mod:`nonsite.cases.field`); they cannot replace the keys the workflow sets.
+
+    ``recheck`` (``cases.recheck``): when enabled, a rectification also asks the camera to re-check the zone
+    (:mod:`nonsite.cases.recheck`: a pending re-check and its request in the outbox, in this transaction). Closing
+    a case whose re-check is pending (or saw the object) is refused whatever ``recheck`` says; one the camera could
+    not do needs a note.
 
     Raises :class:`CaseNotFound`, :class:`InvalidTransition`, :class:`InvalidReason`,
     :class:`PermissionDenied` or :class:`WorkflowError`; on success the status, the audit entry and
@@ -324,6 +332,7 @@ def apply_action(
                 "legal review are done by two people)"
             )
         now = (now or utcnow()).astimezone(UTC)
+        recheck_record = recheck_mod.check_close(session, case, note, now) if act is A.CLOSE else None
         case.status = after
         case.updated_at = now
         set_step_due(session, case, time_limits, timezone, now)
@@ -349,6 +358,12 @@ def apply_action(
             detail["attachments"] = files
         if decision is not None:
             detail["decision"] = _record_decision(case, decision)
+        if recheck_record is not None:
+            detail["recheck"] = recheck_record
+        if act is A.RECTIFY:
+            asked = recheck_mod.request_recheck(session, case, person, recheck, now)
+            if asked is not None:
+                detail["recheck_request"] = asked.request_id
         for key, value in (extra or {}).items():
             detail.setdefault(key, value)
         session.add(
@@ -464,14 +479,17 @@ def dispatch(
 def rectify(
     session_factory: sessionmaker[Session], case_id: int | str, actor: str, *, note: str = "",
     attachments: Sequence[Mapping[str, Any]] | None = None, role: Role | str | None = None,
+    recheck: RecheckConfig | None = None, now: datetime | None = None,
 ) -> Case:
-    """dispatched → rectified, with the feedback (反馈): a note and/or photos already in the evidence store."""
-    return apply_action(session_factory, case_id, A.RECTIFY, actor, note=note, attachments=attachments, role=role)
+    """dispatched → rectified, with the feedback (反馈): a note and/or photos already in the evidence store (and,
+    with ``recheck`` enabled, a camera re-check asked)."""
+    return apply_action(session_factory, case_id, A.RECTIFY, actor, note=note, attachments=attachments, role=role,
+                        recheck=recheck, now=now)
 
 
 def close(
     session_factory: sessionmaker[Session], case_id: int | str, actor: str, *, note: str = "",
-    role: Role | str | None = None,
+    role: Role | str | None = None, now: datetime | None = None,
 ) -> Case:
-    """rectified → closed (结案)."""
-    return apply_action(session_factory, case_id, A.CLOSE, actor, note=note, role=role)
+    """rectified → closed (结案); refused while a camera re-check is pending (:mod:`nonsite.cases.recheck`)."""
+    return apply_action(session_factory, case_id, A.CLOSE, actor, note=note, role=role, now=now)

@@ -195,6 +195,32 @@ class BusConfig(Section):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig, description="Kafka settings (when kind is kafka).")
 
 
+class RecheckConfig(Section):
+    """Camera re-check before closing (docs/recheck.md): when a case is reported rectified, the camera that saw the
+    violation checks the zone; the reviewer closes on a clear zone, a case whose object is still there goes back to
+    the team."""
+
+    enabled: bool = Field(
+        False, description="Ask the camera to re-check the zone whenever a case is reported rectified (field officer "
+        "or console feedback); off: cases close as before, without a re-check.")
+    clear_s: float = Field(
+        30.0, gt=0, le=3600, description="Seconds the zone must stay free of the violating object for 'clear'.")
+    timeout_s: float = Field(
+        600.0, gt=0, le=86400, description="Seconds the camera watches at most; an object still seen then is 'present' "
+        "and the case goes back to the team.")
+    answer_grace_s: float = Field(
+        120.0, ge=0, le=86400, description="Seconds after the timeout the case waits for the camera side's answer; "
+        "with none by then the re-check counts as 'unavailable' (the reviewer may close with a reason).")
+    min_confidence: float = Field(
+        0.25, ge=0, le=1, description="Detections below this confidence do not count as the object.")
+    match_box: bool = Field(
+        True, description="Only objects overlapping the original object's box count (a neighbour elsewhere in the "
+        "zone does not keep the case open); off: any object of the classes in the zone counts.")
+    types: list[str] = Field(
+        default_factory=list, description="Violation types to re-check (e.g. [sidewalk_parking, street_vending]); "
+        "empty: every type.")
+
+
 class CasesConfig(Section):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the case database; default sqlite:///DATA_DIR/cases.db."
@@ -230,6 +256,8 @@ class CasesConfig(Section):
     )
     reminder_interval_s: float = Field(
         60.0, gt=0, le=3600, description="Seconds between two rounds of the reminder job (default one minute).")
+    recheck: RecheckConfig = Field(
+        default_factory=RecheckConfig, description="Camera re-check before closing a rectified case (docs/recheck.md).")
 
 
 class ConsoleConfig(Section):

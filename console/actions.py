@@ -162,6 +162,7 @@ def perform(
             state.session_factory, case.number, act, actor, role=principal.role, reason=reason,
             note=note, assignee=team, person=principal.person, attachments=attachments or None,
             time_limits=state.time_limits, timezone=state.zone.key, now=state.clock(), decision=decision,
+            recheck=state.recheck,
         )
     except CaseNotFound:
         raise _not_found(number) from None

@@ -135,6 +135,9 @@ class CaseOut(BaseModel):
     decision: str | None = Field(description="The reviewer's decision: warning | penalty | no_penalty | transfer.")
     decision_amount_yuan: int | None = Field(description="The fine of a penalty decision.")
     decision_reason: str = Field(description="Why (no_penalty).")
+    recheck_state: str | None = Field(
+        None, description="The newest camera re-check (docs/recheck.md): pending | clear | present | unavailable; "
+        "null: none was asked.")
 
 
 class SupervisionOut(BaseModel):
@@ -228,6 +231,7 @@ def _case_out(request: Request, case: Case, principal: Principal | None, open_or
         "suggested_disposition": case.suggested_disposition, "legal_basis": case.legal_basis or {},
         "decision": case.decision, "decision_amount_yuan": case.decision_amount_yuan,
         "decision_reason": case.decision_reason or "",
+        "recheck_state": case.recheck_state,
         "number": case.number, "event_id": case.event_id, "type": case.type, "status": case.status.value,
         "camera_id": case.camera_id, "camera_name": case.camera_name, "zone_id": case.zone_id,
         "zone_name": case.zone_name, "address": case.address, "lat": case.lat, "lon": case.lon,

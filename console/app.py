@@ -79,7 +79,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nonsite.cases import Case
-from nonsite.cases.db import utcnow
+from nonsite.cases.db import CaseRecheck, utcnow
 from nonsite.cases.deadlines import TimeLimitTable
 from nonsite.cases.enforcement import load_templates
 from nonsite.cases.legal_basis import default_catalogue
@@ -111,6 +111,7 @@ from nonsite.console.uploads import BodyLimit, Scope
 from nonsite.console.views import (
     ConsoleState,
     EvidenceAltered,
+    after_files,
     evidence_files,
     read_verified,
     root_path,
@@ -240,6 +241,8 @@ class ConsoleSettings:
     teams: Sequence[str] = ()
     """Dispatch targets: default the organisation's team ids, else :data:`UNORGANISED_TEAMS`."""
     max_upload_bytes: int = 10 * 1024 * 1024
+    recheck: Any = None
+    """``cases.recheck``: camera re-check of rectified cases (:mod:`nonsite.cases.recheck`); None: off."""
     live_poll_s: float = 1.0
     # --- operations
     metrics_registries: Sequence[CollectorRegistry] = ()
@@ -312,7 +315,7 @@ def create_app(settings: ConsoleSettings | None = None, /, **fields: Any) -> Fas
         time_limits=settings.time_limits or default_catalogue().time_limit_table(), clock=settings.clock,
         enforcement=settings.enforcement or load_templates(), document_font=settings.document_font,
         platform=settings.platform,
-        organisation_path=settings.organisation_path,
+        organisation_path=settings.organisation_path, recheck=settings.recheck,
     )
     app.state.reminders = None
     if settings.reminders:
@@ -402,9 +405,14 @@ def _evidence_router() -> APIRouter:
         state = state_of(request)
         with state.session_factory() as session:
             case = session.scalar(select(Case).where(Case.event_id == event_id))
+            files = evidence_files(case) if case is not None else {}
+            if case is None:  # the after package of a camera re-check: served with its case's permissions
+                rc = session.scalar(select(CaseRecheck).where(CaseRecheck.after_event_id == event_id))
+                case = session.get(Case, rc.case_id) if rc is not None else None
+                files = after_files(rc) if rc is not None else {}
         if case is None or not sees_case(state, principal_of(request), case):
             return _error(request, 404, "not_found", f"no case for event {event_id}")
-        file = evidence_files(case).get(name)
+        file = files.get(name)
         if file is None:
             return _error(request, 404, "not_found", f"{name!r} is not a file of the evidence of case {case.number}")
         headers = {

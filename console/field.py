@@ -154,6 +154,7 @@ def field_case(request: Request, number: str) -> Response:
         "max_upload_bytes": state.max_upload_bytes, "max_note": MAX_NOTE,
         "checkin_url": f"{root_path(request)}/api/cases/{quote(case.number, safe='')}/field/checkin",
         "report_url": f"{root_path(request)}/api/cases/{quote(case.number, safe='')}/field/report",
+        "recheck_state": case.recheck_state,
     })
 
 
@@ -307,7 +308,8 @@ def _report(request: Request, state: ConsoleState, principal: Principal, number:
         record = record_report(
             state.session_factory, case.number, state.actor_of(request), key=key, result=result, note=note,
             before=stored_before, after=stored_after, device_at=device, role=principal.role,
-            person=principal.person, now=state.clock(), time_limits=state.time_limits, timezone=state.zone.key)
+            person=principal.person, now=state.clock(), time_limits=state.time_limits, timezone=state.zone.key,
+            recheck=state.recheck)
     except LookupError:
         return _not_found(request, number)
     except WorkflowError as exc:

@@ -50,6 +50,7 @@ from nonsite.console.views import (
     parse_filter,
     plate_of,
     read_verified,
+    recheck_panel,
     root_path,
     scoped,
     seal_status,
@@ -103,6 +104,7 @@ def queue_row(request: Request, case: Case, carry: str) -> dict[str, Any]:
         "annotated": urls.get("confirm_annotated") or urls.get("confirm"),
         "original": urls.get("confirm") or urls.get("confirm_annotated"),
         "plate": plate_of(case),
+        "recheck": case.recheck_state,
         **_due_row(request, case),
     }
 
@@ -286,6 +288,7 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
         newer, older = neighbours(session, case, scoped(state, principal_of(request), sel.filter))
         orders = supervisions_of(session, case.id)
         links = repeat_links(request, session, case)
+        recheck = recheck_panel(request, session, case, state.clock())
     carry = sel.query()
     urls = url_by_role(request, case)
     stills = [
@@ -350,6 +353,7 @@ def case_response(request: Request, number: str, *, error: ActionError | None = 
         "back_url": f"{root_path(request)}/{carry}",
         "carry": carry,
         "model": model if isinstance(model, dict) else None,
+        "recheck": recheck,
     }, status_code=status_code)
 
 

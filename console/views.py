@@ -14,12 +14,13 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from nonsite.cases import Case, CaseStatus
 from nonsite.cases.bureau import due_state, visible_teams
-from nonsite.cases.db import utcnow
+from nonsite.cases.db import CaseRecheck, utcnow
 from nonsite.cases.queries import CaseFilter, ParsedFilter, parse_params
 from nonsite.evidence import package_prefix
 from nonsite.evidence.store import Store
@@ -73,6 +74,9 @@ class ConsoleState:
     """The city platform hand-off (:class:`~nonsite.integration.hub.PlatformHub`), or None."""
     organisation_path: Any = None
     """The organisation file admins edit (``/admin/organisation``), or None."""
+    recheck: Any = None
+    """``cases.recheck`` (:class:`~nonsite.config.services.RecheckConfig`): a rectification asks the camera to
+    re-check the zone when enabled; None: never."""
 
 
 def state_of(request: Request) -> ConsoleState:
@@ -145,8 +149,21 @@ def evidence_files(case: Case) -> dict[str, EvidenceFile]:
     Only what the case lists (its evidence items, its manifest and signature) and only names directly
     inside ``events/<event_id>/``: nothing else in the store can be reached through the console.
     """
+    return _package_files(case.event_id, case.evidence, case.manifest_key, case.manifest_sha256, case.signature_key)
+
+
+def after_files(rc: CaseRecheck) -> dict[str, EvidenceFile]:
+    """The files of a camera re-check's after package (:mod:`nonsite.cases.recheck`), as :func:`evidence_files`."""
+    if not rc.after_event_id:
+        return {}
+    return _package_files(rc.after_event_id, rc.after_evidence or [], rc.after_manifest_key or "",
+                          rc.after_manifest_sha256 or "", rc.after_signature_key or "")
+
+
+def _package_files(event_id: str, evidence: list[dict[str, Any]], manifest_key: str, manifest_sha256: str,
+                   signature_key: str) -> dict[str, EvidenceFile]:
     try:
-        prefix = package_prefix(case.event_id)
+        prefix = package_prefix(event_id)
     except ValueError:
         return {}
     files: dict[str, EvidenceFile] = {}
@@ -159,13 +176,13 @@ def evidence_files(case: Case) -> dict[str, EvidenceFile]:
             return
         files[name] = EvidenceFile(role, name, key, content_type, sha256, size)
 
-    for item in case.evidence:
+    for item in evidence:
         add(str(item.get("role", "")), str(item.get("key", "")), str(item.get("content_type", "")),
             str(item.get("sha256", "")), item.get("bytes"))
-    if case.manifest_key:
-        add("manifest", case.manifest_key, MANIFEST_CONTENT_TYPE, case.manifest_sha256, None)
-    if case.signature_key:
-        add("signature", case.signature_key, SIGNATURE_CONTENT_TYPE, "", None)
+    if manifest_key:
+        add("manifest", manifest_key, MANIFEST_CONTENT_TYPE, manifest_sha256, None)
+    if signature_key:
+        add("signature", signature_key, SIGNATURE_CONTENT_TYPE, "", None)
     return files
 
 
@@ -215,6 +232,42 @@ def thumbnail_url(request: Request, case: Case) -> str | None:
         if f.key == case.thumbnail_key:
             return evidence_url(request, case.event_id, f.name)
     return None
+
+
+def recheck_panel(request: Request, session: Session, case: Case, now: datetime) -> dict[str, Any] | None:
+    """The camera re-check of the case page (docs/recheck.md): the newest re-check's state, its times, and the
+    before stills (the violation's) beside the after stills (the re-check's package); None when none was asked."""
+    from nonsite.cases.recheck import views_of
+
+    views = views_of(session, case.id, now)
+    if not views:
+        return None
+    latest = views[0]
+    urls = url_by_role(request, case)
+    before = [{"label": f"case.still_{name}", "url": urls.get(annotated) or urls.get(original)}
+              for name, annotated, original in (("onset", "onset_annotated", "onset"),
+                                                ("confirm", "confirm_annotated", "confirm"))]
+    after: list[dict[str, Any]] = []
+    rc = session.scalar(select(CaseRecheck).where(CaseRecheck.request_id == latest.request_id))
+    assert rc is not None
+    files = after_files(rc)
+    by_role = {f.role: f for f in files.values()}
+    for name, annotated, original in (("after_first", "after_first_annotated", "after_first"),
+                                      ("after_last", "after_last_annotated", "after_last")):
+        f = by_role.get(annotated) or by_role.get(original)
+        if f is not None and rc.after_event_id:
+            after.append({"label": f"recheck.{name}", "url": evidence_url(request, rc.after_event_id, f.name)})
+    manifest = by_role.get("manifest")
+    return {
+        "state": latest.state, "requested_at": latest.requested_at, "requested_by": latest.requested_by,
+        "answer_due_at": latest.answer_due_at, "observed_at": latest.observed_at,
+        "clear_since": latest.clear_since, "detail": latest.detail, "clear_s": latest.clear_s,
+        "classes": latest.classes, "camera_id": latest.camera_id, "after_event_id": latest.after_event_id,
+        "before": [b for b in before if b["url"]], "after": after,
+        "manifest_url": evidence_url(request, rc.after_event_id, manifest.name)
+        if manifest is not None and rc.after_event_id else None,
+        "earlier": len(views) - 1,
+    }
 
 
 # --- seal verification ----------------------------------------------------------------------------------

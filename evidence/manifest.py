@@ -63,6 +63,8 @@ def build_manifest(
             "public_key_fingerprint": public_key_fingerprint,
         },
         "sealing_problems": list(problems),
+        # An after package (camera re-check) signs its outcome too; other manifests keep their old form.
+        **({"recheck": event.recheck.model_dump(mode="json")} if event.recheck is not None else {}),
     }
 
 

@@ -21,6 +21,11 @@ ROLE_FILES: dict[str, str] = {
     "plate": "plate.jpg",
     "reference": "reference.jpg",
     "reference_annotated": "reference_annotated.jpg",
+    # The after package of a camera re-check (docs/recheck.md): the zone when the check began and when it decided.
+    "after_first": "after_first.jpg",
+    "after_first_annotated": "after_first_annotated.jpg",
+    "after_last": "after_last.jpg",
+    "after_last_annotated": "after_last_annotated.jpg",
 }
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -37,6 +37,7 @@ from nonsite.models import CameraDetectors
 from nonsite.models.base import Detector
 from nonsite.pipeline.gating import MotionGate, gate_for, zones_region
 from nonsite.pipeline.metrics import CameraSample, EdgeMetrics
+from nonsite.pipeline.recheck import RecheckDesk, default_group
 from nonsite.pipeline.scheduler import FrameQueue, RoundRobin
 from nonsite.pipeline.violations import typed_camera
 from nonsite.pipeline.worker import EdgeWorker, SequenceCounter, WorkerStats
@@ -158,12 +159,17 @@ class EdgeRunner:
         max_batch: int | None = None,
         metrics: EdgeMetrics | None = None,
         admit: Callable[[str], bool] | None = None,
+        recheck_group: str | None = None,
     ) -> None:
         """``admit(camera_id)``, when given, is asked right before each frame's tracking, rules and evidence;
         False drops the frame (the detector pool processes frames only while it surely owns the camera).
 
         ``detector``: one detector for every camera, or :class:`CameraDetectors` (each camera gets the weights its
-        zone kinds call for, ``detector.zone_models``)."""
+        zone kinds call for, ``detector.zone_models``).
+
+        With ``cases.recheck.enabled`` the runner also answers camera re-check requests for its cameras
+        (:mod:`nonsite.pipeline.recheck`), reading ``nonsite.recheck`` in consumer group ``recheck_group`` (default:
+        one of this host and data directory's own)."""
         self.detectors = detector if isinstance(detector, CameraDetectors) else None
         self.detector: Detector = detector.default if isinstance(detector, CameraDetectors) else detector
         self.cfg, self.store, self.bus = cfg, store, bus
@@ -190,6 +196,15 @@ class EdgeRunner:
             self._cameras[c.id] = c
             if c.enabled:
                 self._runs[c.id] = self._new_run(c)
+        self.rechecks: RecheckDesk | None = None
+        if cfg.cases.recheck.enabled:
+            self.rechecks = RecheckDesk(
+                bus, store, recheck_group or default_group(str(cfg.data_dir)), cameras=self._camera_map,
+                timezone=cfg.timezone, jpeg_quality=cfg.evidence.jpeg_quality)
+
+    def _camera_map(self) -> dict[str, CameraConfig]:
+        with self._lock:
+            return dict(self._cameras)
 
     # -- cameras --------------------------------------------------------------------------------
 
@@ -426,6 +441,8 @@ class EdgeRunner:
             for r in self._runs.values():
                 if r.thread is None:
                     self._start(r)
+        if self.rechecks is not None:
+            self.rechecks.start()
         last_progress = time.monotonic()
         # Two stages in step: while the detector thread runs batch N+1, this thread tracks, applies the rules and
         # keeps the evidence (pre-roll JPEG encoding included) of batch N. The cores the runtime does not keep
@@ -494,6 +511,12 @@ class EdgeRunner:
             for r in runs:
                 if r.thread is not None:
                     r.thread.join(timeout=5)
+            if self.rechecks is not None:
+                self.rechecks.stop()
+                try:
+                    self.rechecks.finish(self.run_of)
+                except Exception:  # the bus is away: the case side counts the re-checks unavailable after their grace
+                    log.exception("answering the open camera re-checks failed")
         return self.stats()
 
     def _housekeeping(self) -> None:
@@ -508,6 +531,11 @@ class EdgeRunner:
             if cam is not None:
                 self._swap_zones(r, cam)
             r.swapped.set()
+        if self.rechecks is not None:
+            try:
+                self.rechecks.tick(self.run_of)
+            except Exception:  # a bus or store failure answering one re-check never stops the cameras
+                log.exception("camera re-checks: answering failed")
 
     def _detect(self, images: list[Any], detector: Detector | None = None) -> list[sv.Detections | None]:
         """One detector call for the batch; if it fails, frame by frame so one bad frame costs only itself."""
@@ -586,6 +614,11 @@ class EdgeRunner:
         self.metrics.frames_processed.labels(camera=cid).inc()
         self.metrics.published(cid, (e.type for e in events))
         r.processed_at.append(time.monotonic())
+        if self.rechecks is not None:
+            try:
+                self.rechecks.observe(r, frame)
+            except Exception:  # the re-check's trouble (a store write) is not the camera's
+                log.exception("camera %s: re-check failed on frame %d", cid, frame.index)
 
     def _finish(self, r: CameraRun) -> list[ViolationEvent]:
         try:

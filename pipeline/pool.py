@@ -52,6 +52,7 @@ from nonsite.models import CameraDetectors
 from nonsite.models.base import Detector
 from nonsite.pipeline.edge import EdgeRunner
 from nonsite.pipeline.metrics import EdgeMetrics
+from nonsite.pipeline.recheck import default_group
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ class PoolWorker:
         self.progress = progress or (lambda _line: None)
         self.by_partition = cameras_by_partition(cfg.cameras, cfg.pool.partitions)
         self.runner = EdgeRunner(cfg.model_copy(update={"cameras": []}), detector, store, bus,
-                                 metrics=metrics or EdgeMetrics(process=False), admit=self._admit)
+                                 metrics=metrics or EdgeMetrics(process=False), admit=self._admit,
+                                 recheck_group=default_group(str(cfg.data_dir), self.worker_id))
         self.journal = Journal(Path(cfg.data_dir) / "pool" / "journal.jsonl")
         self._held: dict[str, _Held] = {}
         self._owned: set[int] = set()

@@ -250,6 +250,16 @@ class EdgeWorker:
             self.engine.move_zones(self._zones_camera)
 
     @property
+    def last_detections(self) -> sv.Detections:
+        """The detections of the frame processed last (classes merged; a gated frame's are the held ones)."""
+        return self._held if self._held is not None else sv.Detections.empty()
+
+    @property
+    def zones_camera(self) -> CameraConfig:
+        """The camera with its zones where they lie in the image now (re-registered by the view guard)."""
+        return self._zones_camera
+
+    @property
     def rules_paused(self) -> bool:
         """True while the view guard says the camera looks elsewhere than where its zones were drawn."""
         return self.view is not None and self.view.state == "moved"
