@@ -68,8 +68,8 @@ cameras:
     fps: 5
     source:
       url: "rtsp://{user}:${{TEST_RTSP_PASSWORD}}@127.0.0.1:{port}/live/ch1"
-      open_timeout_s: 3
-      read_timeout_s: 2
+      open_timeout_s: 5    # generous: on a loaded machine the test server's encoder can pause for seconds, and a
+      read_timeout_s: 5    # stall would reconnect the stream for a reason that is not the reload under test
     zones:
       - id: road
         kind: no_parking
@@ -85,8 +85,8 @@ SECOND = """
     fps: 3
     source:
       url: "rtsp://{user}:${{TEST_RTSP_PASSWORD}}@127.0.0.1:{port}/live/ch1"
-      open_timeout_s: 3
-      read_timeout_s: 2
+      open_timeout_s: 5
+      read_timeout_s: 5
 """
 
 
