@@ -68,6 +68,13 @@ def read_yaml_text(p: Path) -> str:
         data = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read it ({e.strerror or e})") from None
+    return decode_yaml_bytes(data, p)
+
+
+def decode_yaml_bytes(data: bytes, p: Path) -> str:
+    """``data`` (the bytes of file ``p``, already read) as text, checked as :func:`read_yaml_text` checks a file."""
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{p}: {len(data)} bytes; a configuration file has at most {MAX_YAML_BYTES} bytes")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -223,17 +230,19 @@ def error_lines(
     return msgs
 
 
-def load_config(path: str | os.PathLike[str], model: type[NonsiteConfig] = NonsiteConfig) -> NonsiteConfig:
+def load_config(path: str | os.PathLike[str], model: type[NonsiteConfig] = NonsiteConfig, *,
+                data: bytes | None = None) -> NonsiteConfig:
     """Read, expand ``${VAR}`` / ``${VAR:-default}`` and validate a config file with ``model``: the plain
     :class:`NonsiteConfig` (central roles), or the typed model of the violation types where rules run
-    (:func:`nonsite.pipeline.violations.load_config`).
+    (:func:`nonsite.pipeline.violations.load_config`). ``data``: the file's bytes, already read (the reload
+    watcher validates exactly the bytes it hashed); ``path`` then only names the file and anchors relative paths.
 
     Raises :class:`ConfigError` with ``file:line: key: problem`` lines; never a traceback for bad input.
     """
     p = Path(path)
-    if not p.is_file():
+    if data is None and not p.is_file():
         raise ConfigError(f"{p}: config file not found; pass an existing YAML file with --config")
-    cfg = load_model(p, model, what="the file must be a mapping of sections (cameras:, detector:, ...)")
+    cfg = load_model(p, model, what="the file must be a mapping of sections (cameras:, detector:, ...)", data=data)
     return _resolve_paths(cfg, p.parent.resolve())
 
 
@@ -245,16 +254,21 @@ def load_model(
     defaults: dict[str, Any] | None = None,
     context: dict[str, Any] | None = None,
     unknown_key: str = UNKNOWN_KEY,
+    data: bytes | None = None,
 ) -> M:
     """Read one YAML file (``${VAR}`` expanded) into ``model``; ``defaults`` fill top-level keys it leaves out,
-    ``context`` is handed to the model's validators; ``unknown_key`` is the fix shown for a misspelt key.
+    ``context`` is handed to the model's validators; ``unknown_key`` is the fix shown for a misspelt key;
+    ``data``: the file's bytes when the caller has read them already (not read again).
 
     Raises :class:`ConfigError` with ``file:line: key: problem`` lines, as :func:`load_config` does.
     """
     p = Path(path)
-    if not p.is_file():
+    if data is not None:
+        text = decode_yaml_bytes(data, p)
+    elif not p.is_file():
         raise ConfigError(f"{p}: file not found")
-    text = read_yaml_text(p)
+    else:
+        text = read_yaml_text(p)
     try:
         check_yaml_shape(text, p)
         node = yaml.compose(text, Loader=YamlLoader)

@@ -379,8 +379,12 @@ def extend_head(ckpt: Path, names: list[str]) -> int:
     ultralytics builds a fresh head for a dataset with another class count and keeps only tensors of the same
     shape; a YOLO11's class branch is as wide as its class count, so all of it would start from random weights
     and every COCO class would have to be learnt again. Here every old channel keeps its weights (and ignores
-    the added input channels), the added channels and the new classes start from ultralytics' own
-    initialisation: the widened model gives the base model's scores for the old classes."""
+    the added input channels) and the added hidden channels start from ultralytics' own initialisation: the
+    widened model gives the base model's scores for the old classes. A new class's output starts at its prior
+    (ultralytics' bias, a score of about 1e-4) with zero weights, not random ones: until it is trained it finds
+    nothing, on any image, whatever the random state (random weights gave it scores up to 0.3 and over on
+    some images: untrained boxes, different from one build to the next); the zero weights still get their
+    gradient from the first step (the features they multiply are not zero)."""
     import torch
     from ultralytics.nn.tasks import DetectionModel
 
@@ -411,6 +415,13 @@ def extend_head(ckpt: Path, names: list[str]) -> int:
                 widened += 1
     if not widened:
         raise TrainError(f"{ckpt}: found no class layer with {nc_old} outputs to widen to {len(names)} classes.")
+    head = new.model[-1]
+    with torch.no_grad():
+        for branches in (getattr(head, "cv3", None), getattr(head, "one2one_cv3", None)):
+            for branch in branches or []:
+                final = branch[-1]  # the 1x1 convolution that gives one logit per class
+                if isinstance(final, torch.nn.Conv2d) and final.out_channels == len(names):
+                    final.weight[nc_old:].zero_()
     ck = {k: v for k, v in ck.items() if k not in {"model", "ema", "optimizer"}}
     ck["model"] = new
     torch.save(ck, str(ckpt))

@@ -4,6 +4,13 @@ The file is checked every ``edge.reload_poll_s`` seconds (its modification time 
 content hash, so a touch without a change does nothing) and at once on SIGHUP. A file that does not
 load is reported in the log with the loader's file:line message and ignored: the cameras keep running
 as they are until the file is fixed.
+
+A file caught while it is being saved is never applied: an editor (or ``write_text``) saving in place
+truncates the file before it writes it, and an empty file is a valid config without cameras, so the
+watcher skips an empty file, skips a file whose stat changed while it was read, and validates exactly the
+bytes it read. A file modified within :data:`RACY_S` of the last look is hashed again at the next poll,
+however its stat looks: a second edit of the same size within one mtime tick (a second on some file
+systems) leaves the stat as it was.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 from nonsite.config import ConfigError
@@ -20,6 +28,11 @@ from nonsite.pipeline.edge import Change, EdgeRunner
 from nonsite.pipeline.violations import load_config
 
 log = logging.getLogger(__name__)
+
+#: How recent (seconds, by the file's mtime against the time it was read) a file must be for its stat to prove
+#: nothing: an edit after the read but within the same mtime tick leaves mtime and size alike (the coarsest
+#: common file-system tick is 2 s, FAT; ext4 and tmpfs tick at a few ms, NFS and SMB at 1 s or more).
+RACY_S = 2.0
 
 
 class ConfigWatcher:
@@ -33,6 +46,8 @@ class ConfigWatcher:
         """Times a changed file was applied."""
         self._stat = self._stat_now()
         self._digest = self._digest_now()
+        self._read_ns = time.time_ns()
+        self._empty_logged: tuple[int, int] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -51,20 +66,43 @@ class ConfigWatcher:
         except OSError:
             return None
 
+    def _racy(self, stat: tuple[int, int] | None) -> bool:
+        """Whether the file was modified so close to the last read that an edit after it may share its stat."""
+        return stat is not None and stat[0] >= self._read_ns - int(RACY_S * 1e9)
+
     def check(self, force: bool = False) -> dict[str, Change] | None:
         """Apply the file if it changed (or ``force``); returns what happened to each camera, or None when
-        nothing was applied (unchanged, unreadable or invalid)."""
+        nothing was applied (unchanged, unreadable, invalid, or caught while being written)."""
         with self._check_lock:
             stat = self._stat_now()
-            if not force and stat == self._stat:
+            if not force and stat == self._stat and not self._racy(stat):
                 return None
-            self._stat = stat
-            digest = self._digest_now()
-            if digest is None or (not force and digest == self._digest):
+            read_ns = time.time_ns()
+            try:
+                data = self.path.read_bytes()
+            except OSError:  # gone, or not readable: nothing to apply until it changes
+                self._stat = stat
+                return None
+            if self._stat_now() != stat:  # written while it was read: not recorded, so the next poll looks again
+                if force:
+                    self._wake.set()  # and a forced look (SIGHUP) is retried at once, not at the next poll
+                return None
+            if not data.strip():
+                # Truncated and not yet written (a save in place), or emptied by mistake: an empty file is a
+                # config without cameras, and a node does not stop every camera for it. Not recorded, so the
+                # next poll looks again; `cameras: []` is how a file stops them all.
+                if self._empty_logged != stat:
+                    self._empty_logged = stat
+                    log.warning("config reload: %s is empty; ignored, the cameras keep running as they are",
+                                self.path)
+                return None
+            self._stat, self._read_ns = stat, read_ns
+            digest = hashlib.sha256(data).hexdigest()
+            if not force and digest == self._digest:
                 return None
             self._digest = digest
             try:
-                cfg = load_config(self.path)
+                cfg = load_config(self.path, data=data)
             except ConfigError as e:
                 self.last_error = str(e)
                 log.error("config reload: %s; the cameras keep running as they are until this is fixed", e)
@@ -84,8 +122,12 @@ class ConfigWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            forced = self._wake.wait(self.poll_s)
-            self._wake.clear()
+            self._wake.wait(self.poll_s)
+            # Cleared only when seen set: a SIGHUP landing after the wait timed out stays set for the next
+            # turn (a clear here regardless would lose it, and the poll would not force the reload it asks for).
+            forced = self._wake.is_set()
+            if forced:
+                self._wake.clear()
             if self._stop.is_set():
                 break
             try:

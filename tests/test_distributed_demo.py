@@ -49,8 +49,26 @@ def test_distributed_demo_makes_the_same_cases_as_the_embedded_demo(
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     conn = sqlite3.connect(data / "cases.db")
     embedded = Counter(t for (t,) in conn.execute("SELECT type FROM cases"))
+    by_camera = Counter(c for (c,) in conn.execute("SELECT camera_id FROM cases"))
     conn.close()
     distributed = {t: n for t, n in dist["cases_by_type"].items() if n}
-    # on a mismatch, the embedded run's own per-camera lines say which camera fell short and why
-    assert distributed == dict(embedded), (distributed, embedded, r.stdout[-4000:], r.stderr[-2000:])
+    # On a mismatch, the embedded run's own per-camera lines say which camera fell short and why, and its bus where
+    # the missing cases stopped: never published by the edge, not sealed, or dead-lettered by the drafter.
+    assert distributed == dict(embedded), (distributed, embedded, dict(by_camera), embedded_bus(data),
+                                           r.stdout[-4000:], r.stderr[-2000:])
     assert embedded["sidewalk_parking"] >= 1 and embedded["stray_dog"] >= 1
+
+
+def embedded_bus(data: Path) -> dict[str, object]:
+    """What the embedded run's bus holds: messages per topic, violations per camera, the dead letters."""
+    conn = sqlite3.connect(data / "bus" / "bus.sqlite")
+    try:
+        topics = dict(conn.execute("SELECT topic, COUNT(*) FROM messages GROUP BY topic").fetchall())
+        cameras = Counter(json.loads(v).get("camera_id") for (v,) in conn.execute(
+            "SELECT value FROM messages WHERE topic = 'nonsite.violations'"))
+        dead = [bytes(v)[:400] for (v,) in conn.execute(
+            "SELECT value FROM messages WHERE topic = 'nonsite.dead-letter'")]
+        commits = conn.execute("SELECT grp, topic, offset FROM commits").fetchall()
+    finally:
+        conn.close()
+    return {"topics": topics, "violations_by_camera": dict(cameras), "dead_letters": dead, "commits": commits}

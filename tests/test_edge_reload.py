@@ -68,8 +68,8 @@ cameras:
     fps: 5
     source:
       url: "rtsp://{user}:${{TEST_RTSP_PASSWORD}}@127.0.0.1:{port}/live/ch1"
-      open_timeout_s: 3
-      read_timeout_s: 2
+      open_timeout_s: 5    # generous: on a loaded machine the test server's encoder can pause for seconds, and a
+      read_timeout_s: 5    # stall would reconnect the stream for a reason that is not the reload under test
     zones:
       - id: road
         kind: no_parking
@@ -85,8 +85,8 @@ SECOND = """
     fps: 3
     source:
       url: "rtsp://{user}:${{TEST_RTSP_PASSWORD}}@127.0.0.1:{port}/live/ch1"
-      open_timeout_s: 3
-      read_timeout_s: 2
+      open_timeout_s: 5
+      read_timeout_s: 5
 """
 
 
@@ -169,9 +169,84 @@ def test_sighup_applies_the_file_at_once(tmp_path: Path, media_dir: Path, yolo) 
         time.sleep(0.5)
         assert r.run_of("cam-a").camera.zones == []  # not yet: nobody looked at the file
         os.kill(os.getpid(), signal.SIGHUP)
-        wait_until(lambda: [z.id for z in r.run_of("cam-a").camera.zones] == ["all"], 3, "SIGHUP to apply the file")
+        # The reload counts once apply_config has returned; the zones show while it still runs, so the wait is
+        # on the count (waiting on the zones and then reading the count raced the watcher thread under load).
+        wait_until(lambda: watcher.reloads >= 1, 3, "SIGHUP to apply the file")
+        assert [z.id for z in r.run_of("cam-a").camera.zones] == ["all"]
         assert watcher.reloads == 1
     finally:
         signal.signal(signal.SIGHUP, previous)
         watcher.stop()
         run.stop()
+
+
+class RecordingRunner:
+    """What the watcher drives: ``apply_config``, recorded (the camera ids of each config applied)."""
+
+    def __init__(self) -> None:
+        self.applied: list[list[str]] = []
+
+    def apply_config(self, cfg) -> dict[str, str]:
+        self.applied.append([c.id for c in cfg.cameras])
+        return {}
+
+
+def node_file(*ids: str) -> str:
+    return "cameras:\n" + "".join(f"  - id: {cid}\n    source: {{url: 'rtsp://127.0.0.1:1/{cid}'}}\n" for cid in ids)
+
+
+def test_a_file_caught_between_truncate_and_write_stops_no_camera(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(node_file("cam-a", "cam-b"), encoding="utf-8")
+    r = RecordingRunner()
+    watcher = ConfigWatcher(path, r, poll_s=3600)  # checked by hand: no thread
+    # A save in place (an editor, write_text) truncates, then writes: a look in between finds an empty file,
+    # which would load as a config without cameras.
+    with path.open("w", encoding="utf-8"):
+        assert watcher.check() is None and watcher.check(force=True) is None
+    assert r.applied == [] and watcher.reloads == 0 and watcher.last_error is None
+    path.write_text(node_file("cam-a", "cam-c"), encoding="utf-8")
+    assert watcher.check() == {}
+    assert r.applied == [["cam-a", "cam-c"]] and watcher.reloads == 1
+
+
+def test_an_edit_within_the_same_mtime_tick_and_size_is_applied(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(node_file("cam-a"), encoding="utf-8")
+    r = RecordingRunner()
+    watcher = ConfigWatcher(path, r, poll_s=3600)
+    path.write_text(node_file("cam-b"), encoding="utf-8")
+    assert watcher.check() == {} and r.applied == [["cam-b"]]
+    st = path.stat()
+    # A second save of the same size within the same tick of a coarse file system: mtime and size as they were.
+    path.write_text(node_file("cam-c"), encoding="utf-8")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_mtime_ns, path.stat().st_size) == (st.st_mtime_ns, st.st_size)
+    assert watcher.check() == {}
+    assert r.applied == [["cam-b"], ["cam-c"]] and watcher.reloads == 2
+    assert watcher.check() is None  # nothing new: not applied again
+
+
+def test_a_sighup_just_after_a_poll_timed_out_is_not_lost(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(node_file("cam-a"), encoding="utf-8")
+    r = RecordingRunner()
+    watcher = ConfigWatcher(path, r, poll_s=3600)
+    looks: list[bool] = []
+    real_check, real_wait = watcher.check, watcher._wake.wait
+
+    def wait_then_signal(timeout: float | None = None) -> bool:
+        woken = real_wait(0)  # the poll's wait times out...
+        watcher.trigger()  # ...and SIGHUP lands before the turn looks at the file
+        return woken
+
+    def check(force: bool = False) -> object:
+        looks.append(force)
+        watcher._stop.set()  # one turn
+        return real_check(force)
+
+    watcher._wake.wait = wait_then_signal  # type: ignore[method-assign]
+    watcher.check = check  # type: ignore[method-assign]
+    watcher._run()
+    assert looks == [True]  # the turn's look is the forced one SIGHUP asks for
+    assert r.applied == [["cam-a"]] and watcher.reloads == 1

@@ -90,9 +90,10 @@ def models() -> TypedModels:
     return _models(violation_types())
 
 
-def load_config(path: str | os.PathLike[str]) -> NonsiteConfig:
-    """Load a config file with every type's own settings validated (file:line: key: fix on errors)."""
-    return _load_config(path, models().config)
+def load_config(path: str | os.PathLike[str], *, data: bytes | None = None) -> NonsiteConfig:
+    """Load a config file with every type's own settings validated (file:line: key: fix on errors); ``data``:
+    the file's bytes when already read (see :func:`nonsite.config.loader.load_config`)."""
+    return _load_config(path, models().config, data=data)
 
 
 def config_schema() -> dict[str, Any]:
