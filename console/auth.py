@@ -249,6 +249,7 @@ ROUTES: Mapping[str, RouteAccess] = {
     # the city platform hand-off (integration/): its dead letters, for admins
     "admin_platform": RouteAccess(_ADMIN, SESSION_ONLY),
     "admin_platform_requeue": RouteAccess(_ADMIN, SESSION_ONLY),
+    "admin_notifications_test": RouteAccess(_ADMIN, SESSION_ONLY),
     "api_platform_dead_letters": RouteAccess(_ADMIN, "platform:admin"),
     "api_platform_requeue": RouteAccess(_ADMIN, "platform:admin"),
     # statistics and reports (console/stats.py): every team's figures, so not field officers

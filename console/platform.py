@@ -7,13 +7,19 @@
     GET  /platform/evidence/{key}?exp=&sig=   one evidence file of a case, for the platform's case viewer (public:
                                          the expiring link signed by integration.signing.LinkSigner is the
                                          credential; a local evidence store with integration.platform.link_base_url)
-    GET  /admin/platform                 admin: outbox counts, dead letters with the platform's answer, requeue
+    GET  /admin/platform                 admin: outbox counts, dead letters with the platform's answer, requeue;
+                                         the notification channels (kind, masked URL, notices, counts, last
+                                         error, last test)
     POST /admin/platform/requeue         admin (CSRF): requeue the chosen dead letters (or all)
+    POST /admin/notifications/test       admin (CSRF): a test message to each notification channel (or one),
+                                         through the running notifier; the results on /admin/platform
     GET  /api/platform/dead-letters      admin, scope platform:admin: the same as JSON
     POST /api/platform/requeue           admin, scope platform:admin: {"ids": [...]} or {"all": true}
 
 The hub (:class:`~nonsite.integration.hub.PlatformHub`) is built by the process that serves the console when
-``integration.platform.enabled``; without one every route answers 404.
+``integration.platform.enabled``; without one every platform route answers 404. The notifications
+(:class:`~nonsite.integration.service.NotificationService`, ``app.state.notifications``) are built by the same
+process when ``integration.notifications.enabled``; /admin/platform shows whichever of the two is configured.
 """
 
 from __future__ import annotations
@@ -124,18 +130,56 @@ def _rows(hub: Any) -> list[dict[str, Any]]:
             for d in hub.connector.dead_letters(DEAD_LETTERS_SHOWN)]
 
 
+def notifications_of(request: Request) -> Any:
+    """The running :class:`~nonsite.integration.service.NotificationService` (None: notifications off)."""
+    return getattr(request.app.state, "notifications", None)
+
+
+def _channels(service: Any) -> list[dict[str, Any]]:
+    def when(ts: float | None) -> datetime | None:
+        return datetime.fromtimestamp(ts, UTC) if ts else None
+
+    return [{"id": c.id, "kind": c.kind, "url": c.url, "events": c.events, "sent": c.stats.sent,
+             "failed": c.stats.failed_attempts, "given_up": c.stats.given_up, "last_error": c.stats.last_error,
+             "last_error_at": when(c.stats.last_error_at), "last_test": c.last_test,
+             "last_test_at": when(c.last_test.at) if c.last_test else None}
+            for c in service.notifier.overview()]
+
+
 @pages.get("/admin/platform", name="admin_platform")
 def admin_platform(request: Request) -> Response:
-    """Outbox counts and the dead letters (the reports the platform refused, with its message), to requeue."""
-    hub = hub_of(request)
-    if hub is None:
-        return error_page(request, 404, "not_found", "no city platform is configured in this console")
-    counts, rows = hub.connector.counts(), _rows(hub)
-    notice = request.query_params.get("requeued", "")
+    """Outbox counts and the dead letters (the reports the platform refused, with its message), to requeue; the
+    notification channels with their counts, last error and last test."""
+    hub, service = hub_of(request), notifications_of(request)
+    if hub is None and service is None:
+        return error_page(request, 404, "not_found", "no city platform or notification channel is configured in "
+                          "this console")
+    q = request.query_params
+    requeued, tested = q.get("requeued", ""), q.get("tested", "")
     return render(request, "admin_platform.html", {
-        "platform": hub.name, "counts": counts, "rows": rows, "running": hub.running,
-        "requeued": int(notice) if notice.isdigit() else None,
+        "platform": hub.name if hub is not None else None,
+        "counts": hub.connector.counts() if hub is not None else {},
+        "rows": _rows(hub) if hub is not None else [], "running": hub is not None and hub.running,
+        "requeued": int(requeued) if requeued.isdigit() else None,
+        "channels": _channels(service) if service is not None else None,
+        "tested": int(tested) if tested.isdigit() else None,
     })
+
+
+@pages.post("/admin/notifications/test", name="admin_notifications_test")
+def admin_notifications_test(request: Request, principal: Principal = Depends(authorize),
+                             channel: str = Form("")) -> Response:
+    """Send a test message to each notification channel (or to ``channel``) now, through the running notifier
+    (`nonsite notify test` from the browser); the per-channel results show on /admin/platform."""
+    service = notifications_of(request)
+    if service is None:
+        return error_page(request, 404, "not_found", "no notification channel is configured in this console")
+    if channel and channel not in service.notifier.channels:
+        return error_page(request, 404, "not_found", "no such notification channel")
+    results = service.notifier.test([channel] if channel else None, by=principal.username)
+    log.info("notifications: %s sent a test message to %s: %s", principal.username, ", ".join(results),
+             ", ".join(f"{c} {'sent' if r.ok else 'failed'}" for c, r in results.items()))
+    return RedirectResponse(f"{root_path(request)}/admin/platform?tested={len(results)}#notifications", 303)
 
 
 @pages.post("/admin/platform/requeue", name="admin_platform_requeue")

@@ -126,7 +126,9 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
         "js_text": json.dumps(js_text, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
         .replace("&", "\\u0026"),
         "page_name": name.removesuffix(".html"),
-        "platform_on": getattr(state, "platform", None) is not None,  # the city platform hand-off (issue 15)
+        # the city platform hand-off or the notification channels (issue 15): the admin page /admin/platform
+        "platform_on": getattr(state, "platform", None) is not None
+        or getattr(request.app.state, "notifications", None) is not None,
         "unread": unread_of(state, principal),
         **context,
     }

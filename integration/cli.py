@@ -89,22 +89,17 @@ def cmd_check(a: argparse.Namespace) -> int:
 
 
 def cmd_notify_test(a: argparse.Namespace) -> int:
-    from nonsite.integration.notify import Notice
     from nonsite.integration.relay import build_notifier
 
     cfg = _cfg(a)
     notifier = build_notifier(cfg)
-    for cid in list(notifier.channels):
-        if a.channel and cid not in a.channel:
-            del notifier.channels[cid]
-    notifier.notify(Notice("new_alert", "NS-TEST-000000", "测试消息 · nonsite", datetime.now(UTC), "通知渠道连通测试"))
-    notifier.pump(flush=True)
-    failed = 0
-    for cid, st in notifier.stats().items():
-        state = "sent" if st.sent else "FAILED (see the log line above)"
-        failed += not st.sent
-        print(f"{cid}: {state}")
-    return 1 if failed else 0
+    try:
+        results = notifier.test(a.channel or None)
+    except KeyError as exc:
+        raise ConfigError(f"{exc.args[0]}; the channels are {', '.join(notifier.channels) or 'none'}") from None
+    for cid, r in results.items():
+        print(f"{cid}: sent" if r.ok else f"{cid}: FAILED: {r.error}")
+    return 0 if all(r.ok for r in results.values()) else 1
 
 
 def cmd_reminders_run(a: argparse.Namespace) -> int:

@@ -35,27 +35,27 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import parse_qsl, quote_plus, urlsplit
 from zoneinfo import ZoneInfo
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from nonsite.config.integration import ChannelConfig, NoticeKind, NotificationsConfig
-from nonsite.integration.http import HttpResult, TransportError, backoff_delay, mask_url, post
+from nonsite.integration.http import SECRET_PARAMS, HttpResult, TransportError, backoff_delay, mask_url, post
 from nonsite.integration.metrics import NOTIFICATIONS
 from nonsite.integration.platform import report_from_case
 from nonsite.integration.signing import MissingSecret
 
-__all__ = ["Notice", "Notifier", "dingtalk_sign", "notice_from_case"]
+__all__ = ["ChannelOverview", "ChannelStats", "Notice", "Notifier", "TestResult", "dingtalk_sign", "notice_from_case"]
 
 log = logging.getLogger(__name__)
 
 KIND_TITLES: dict[str, str] = {"new_alert": "新告警", "supervision": "督办", "overdue": "案件超期",
-                               "reminder": "办理提醒"}
+                               "reminder": "办理提醒", "test": "连通测试"}
 #: The channels' own size limits (WeCom: bytes of UTF-8, markdown 4096 and text 2048; the others: characters).
 DEFAULT_LIMITS: dict[str, int] = {"wecom": 4096, "dingtalk": 5000, "sms": 300}
 RATE_LIMIT_CODES = frozenset({45009, 130101, -1})  # WeCom too fast, DingTalk too fast, "system busy"
@@ -100,10 +100,38 @@ class _Message:
 
 @dataclass
 class ChannelStats:
+    """One channel's counts since the process started (what ``nonsite_notifications_total`` counts for it)."""
+
     sent: int = 0
     notices_sent: int = 0
     failed_attempts: int = 0
     given_up: int = 0
+    last_error: str = ""  # the last failure (secrets masked)
+    last_error_at: float | None = None  # Unix seconds
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """What a test message to one channel gave (:meth:`Notifier.test`)."""
+
+    __test__ = False  # not a pytest class
+
+    channel: str
+    ok: bool
+    error: str  # empty when sent; secrets masked
+    at: float  # Unix seconds
+
+
+@dataclass(frozen=True)
+class ChannelOverview:
+    """A channel as an admin sees it: never its URL's key or its secrets."""
+
+    id: str
+    kind: str
+    url: str  # masked (key=***, access_token=***)
+    events: tuple[str, ...]
+    stats: ChannelStats
+    last_test: TestResult | None
 
 
 def _env(name: str, what: str) -> str:
@@ -137,6 +165,16 @@ class _Channel:
 
     def size(self, text: str) -> int:
         return len(text.encode("utf-8")) if self.cfg.kind == "wecom" else len(text)
+
+    def mask(self, text: str) -> str:
+        """``text`` (an error, an answer) without the URL's key, the signing secret or the SMS credential."""
+        text = text.replace(self.url, mask_url(self.url))
+        parts = urlsplit(self.url)
+        keys = [v for k, v in parse_qsl(parts.query) if k.lower() in SECRET_PARAMS]  # an answer may echo the key
+        for secret in (*keys, parts.password, self.secret, self.auth):
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
 
     def request(self, msg: _Message) -> tuple[str, bytes, dict[str, str]]:
         headers = {"Content-Type": "application/json; charset=utf-8"}
@@ -194,6 +232,7 @@ class Notifier:
         self.channels = {c.id: _Channel(c, clock=clock) for c in cfg.channels}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tests: dict[str, TestResult] = {}
 
     def notify(self, notice: Notice) -> None:
         """Queue ``notice`` on every channel that takes its kind."""
@@ -283,9 +322,9 @@ class Notifier:
             ok = self._send(ch, msg)
             done += ok
 
-    def _send(self, ch: _Channel, msg: _Message) -> bool:
+    def _attempt(self, ch: _Channel, msg: _Message) -> tuple[bool, bool, str]:
+        """Send ``msg`` once: (delivered, worth retrying, error with the secrets masked); counted."""
         msg.attempts += 1
-        masked = mask_url(ch.url)
         try:
             url, body, headers = ch.request(msg)
             res = self._post(url, body, headers, self.cfg.timeout_s)
@@ -295,25 +334,76 @@ class Notifier:
         except (jinja2.TemplateError, ValueError) as exc:
             ok, retry, error = False, False, f"cannot build the message: {exc}"
         NOTIFICATIONS.labels(ch.cfg.id, "sent" if ok else "failed").inc()
+        error = ch.mask(error)
         if ok:
             ch.stats.sent += 1
             ch.stats.notices_sent += msg.count
+        else:
+            ch.stats.failed_attempts += 1
+            ch.stats.last_error, ch.stats.last_error_at = error, self._clock()
+        return ok, retry, error
+
+    def _send(self, ch: _Channel, msg: _Message) -> bool:
+        masked = mask_url(ch.url)
+        ok, retry, error = self._attempt(ch, msg)
+        if ok:
             log.info("notify %s (%s): %s, %d item(s) sent to %s", ch.cfg.id, ch.cfg.kind, msg.title, msg.count, masked)
             return True
-        ch.stats.failed_attempts += 1
         if retry and msg.attempts < self.cfg.max_attempts:
             msg.next_at = self._clock() + backoff_delay(msg.attempts, self.cfg.backoff_base_s,
                                                         self.cfg.backoff_max_s, self._rng)
             with self._lock:
                 ch.outgoing.appendleft(msg)  # keep the order: it goes before the messages formed after it
             log.warning("notify %s: %s to %s failed (%s); attempt %d, retrying", ch.cfg.id, msg.title, masked,
-                        error.replace(ch.url, masked), msg.attempts)
+                        error, msg.attempts)
             return False
         ch.stats.given_up += 1
         NOTIFICATIONS.labels(ch.cfg.id, "given_up").inc()
         log.error("notify %s: %s (%d item(s)) to %s not delivered after %d attempt(s): %s", ch.cfg.id, msg.title,
-                  msg.count, masked, msg.attempts, error.replace(ch.url, masked))
+                  msg.count, masked, msg.attempts, error)
         return False
+
+    # -- test and overview -------------------------------------------------------------------------------
+
+    def test(self, channel_ids: list[str] | None = None, *, by: str = "") -> dict[str, TestResult]:
+        """Send one test message (连通测试) to each channel, or to those of ``channel_ids``, now and once (no retry,
+        within the channel's rate limit); the results are kept for :meth:`overview`. ``by``: who asked (logged)."""
+        unknown = [c for c in channel_ids or [] if c not in self.channels]
+        if unknown:
+            raise KeyError(f"no notification channel {unknown[0]!r}")
+        results: dict[str, TestResult] = {}
+        for cid, ch in self.channels.items():
+            if channel_ids and cid not in channel_ids:
+                continue
+            now = self._clock()
+            notice = Notice("new_alert", "NS-TEST-000000", "测试消息 · nonsite", datetime.fromtimestamp(now, UTC),
+                            f"通知渠道连通测试{f'（{by}）' if by else ''}")
+            with self._lock:
+                while ch.sent_at and ch.sent_at[0] <= now - 60:
+                    ch.sent_at.popleft()
+                limited = len(ch.sent_at) >= ch.cfg.rate_per_minute
+                if not limited:
+                    ch.sent_at.append(now)
+            if limited:
+                result = TestResult(cid, False, f"not sent: the channel's rate limit ({ch.cfg.rate_per_minute} a "
+                                    "minute) is reached; try again in a minute", now)
+            else:
+                [msg] = self._messages(ch, "test", [notice])
+                ok, _, error = self._attempt(ch, msg)
+                result = TestResult(cid, ok, error, self._clock())
+            with self._lock:
+                self._tests[cid] = result
+            results[cid] = result
+            (log.info if result.ok else log.warning)(
+                "notify %s: test message%s to %s: %s", cid, f" asked by {by}" if by else "", mask_url(ch.url),
+                "sent" if result.ok else result.error)
+        return results
+
+    def overview(self) -> list[ChannelOverview]:
+        """Each channel: kind, masked URL, the notices it takes, its counts and its last test."""
+        with self._lock:
+            return [ChannelOverview(cid, ch.cfg.kind, mask_url(ch.url), tuple(ch.cfg.events), replace(ch.stats),
+                                    self._tests.get(cid)) for cid, ch in self.channels.items()]
 
     # -- worker ----------------------------------------------------------------------------------------
 

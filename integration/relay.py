@@ -5,7 +5,8 @@
   status of ``push_on``; the revision is the decision's time in milliseconds, so a redelivered decision
   queues nothing new; a message that is not a decision goes to the dead-letter topic;
 - :func:`notify_new_alerts`: new case drafts (alerts) since the last round, as notices (a cursor in the
-  hand-off database; the first round starts at the newest case, so a restart never floods the chat);
+  hand-off database; the first round starts at the newest case, so a restart never floods the chat; the ids the
+  cursor passed before their transaction committed are watched as its gaps, so a late commit is still sent, once);
 - :func:`notify_new_supervisions`: 督办 orders issued since the last round, as notices naming the case and the
   instruction (cursor ``supervisions``, the same first-round rule);
 - :func:`notice_from_reminder`: a bureau reminder/escalation (``nonsite.cases.reminders.Notice``) as a notice;
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy import Column, Connection, Float, Integer, MetaData, String, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,6 +52,10 @@ PLATFORM_GROUP = "nonsite-platform"
 _meta = MetaData()
 cursors = Table("integration_cursors", _meta,
                 Column("name", String(64), primary_key=True), Column("position", Integer, nullable=False))
+#: Ids a cursor passed that were not committed yet (:func:`notify_new_alerts`), with when it passed them (Unix s).
+cursor_gaps = Table("integration_cursor_gaps", _meta,
+                    Column("name", String(64), primary_key=True), Column("row_id", Integer, primary_key=True),
+                    Column("since", Float, nullable=False))
 
 
 def open_store(cfg: NonsiteConfig) -> HandoffStore:
@@ -131,51 +137,94 @@ def run_platform_relay(bus: Bus, session_factory: sessionmaker[Session], connect
         consumer.close()
 
 
-def _upsert(store: HandoffStore, name: str, position: int) -> None:
+def _upsert(store: HandoffStore, name: str, position: int, conn: Connection | None = None) -> None:
     dialect = store.engine.dialect.name
     ins = (postgresql.insert(cursors) if dialect == "postgresql" else sqlite.insert(cursors)).values(
         name=name, position=position)
+    stmt = ins.on_conflict_do_update(index_elements=["name"], set_={"position": position})
+    if conn is not None:
+        conn.execute(stmt)
+        return
+    with store.engine.begin() as own:
+        own.execute(stmt)
+
+
+#: How long an id below a cursor that was not committed yet is watched for (a drafter's transaction that commits
+#: later than one with a higher id); after it, the id is taken for a rolled-back insert and forgotten.
+GAP_TTL_S = 3600.0
+#: Most ids below the cursor watched per round (a sequence that jumped far is not a thousand late commits).
+MAX_GAPS = 1000
+
+
+def _position(store: HandoffStore, name: str) -> tuple[int | None, list[int]]:
+    """The cursor ``name`` and the ids below it that were not committed when it passed them (its gaps)."""
+    _meta.create_all(store.engine)
+    with store.engine.connect() as conn:
+        cursor = conn.scalar(select(cursors.c.position).where(cursors.c.name == name))
+        gaps = list(conn.scalars(select(cursor_gaps.c.row_id).where(cursor_gaps.c.name == name)
+                                 .order_by(cursor_gaps.c.row_id)))
+    return cursor, gaps
+
+
+def _advance(store: HandoffStore, name: str, cursor: int, above: list[int], filled: list[int], *,
+             now: float, ttl_s: float) -> None:
+    """Move cursor ``name`` past ``above`` (the ids read above it, ascending): the ids it skips become gaps; the
+    gaps ``filled`` this round and those older than ``ttl_s`` are forgotten — one transaction."""
+    new_cursor = above[-1] if above else cursor
+    seen = set(above)
+    skipped = [i for i in range(max(cursor + 1, new_cursor - MAX_GAPS), new_cursor) if i not in seen]
     with store.engine.begin() as conn:
-        conn.execute(ins.on_conflict_do_update(index_elements=["name"], set_={"position": position}))
+        if new_cursor != cursor:
+            _upsert(store, name, new_cursor, conn)
+        if filled:
+            conn.execute(cursor_gaps.delete().where(cursor_gaps.c.name == name, cursor_gaps.c.row_id.in_(filled)))
+        conn.execute(cursor_gaps.delete().where(cursor_gaps.c.name == name, cursor_gaps.c.since < now - ttl_s))
+        if skipped:
+            conn.execute(cursor_gaps.insert(), [{"name": name, "row_id": i, "since": now} for i in skipped])
 
 
 def notify_new_alerts(session_factory: sessionmaker[Session], notifier: Notifier, store: HandoffStore,
-                      *, limit: int = 500) -> int:
-    """Notify the drafts created since the last round (cursor ``new_alerts``); returns how many."""
-    _meta.create_all(store.engine)
-    with store.engine.connect() as conn:
-        cursor = conn.scalar(select(cursors.c.position).where(cursors.c.name == "new_alerts"))
+                      *, limit: int = 500, now: float | None = None, gap_ttl_s: float = GAP_TTL_S) -> int:
+    """Notify the drafts created since the last round (cursor ``new_alerts``); returns how many.
+
+    Ids come from a sequence, but transactions commit in any order: a draft whose id is below one already read
+    (its drafter committed later) is found through the cursor's gaps — the ids it skipped — once, when it
+    commits; a gap that stays empty for ``gap_ttl_s`` (a rolled-back insert) is forgotten."""
+    now = time.time() if now is None else now
+    cursor, gaps = _position(store, "new_alerts")
     with session_factory() as session:
         if cursor is None:  # first round: start from now
             _upsert(store, "new_alerts", int(session.scalar(select(func.max(Case.id))) or 0))
             return 0
         rows = session.scalars(select(Case).where(Case.id > cursor).order_by(Case.id).limit(limit)).all()
-    for case in rows:
-        if case.status is CaseStatus.DRAFT:
-            notifier.notify(notice_from_case(case, "new_alert"))
-    if rows:
-        _upsert(store, "new_alerts", rows[-1].id)
-    return sum(1 for c in rows if c.status is CaseStatus.DRAFT)
+        late = session.scalars(select(Case).where(Case.id.in_(gaps)).order_by(Case.id)).all() if gaps else []
+        notices = [notice_from_case(case, "new_alert") for case in [*late, *rows] if case.status is CaseStatus.DRAFT]
+    for notice in notices:
+        notifier.notify(notice)
+    _advance(store, "new_alerts", cursor, [c.id for c in rows], [c.id for c in late], now=now, ttl_s=gap_ttl_s)
+    return len(notices)
 
 
 def notify_new_supervisions(session_factory: sessionmaker[Session], notifier: Notifier, store: HandoffStore,
-                            *, limit: int = 500, timezone: str = "Asia/Shanghai") -> int:
+                            *, limit: int = 500, timezone: str = "Asia/Shanghai", now: float | None = None,
+                            gap_ttl_s: float = GAP_TTL_S) -> int:
     """Notify the 督办 orders issued since the last round (cursor ``supervisions``): one ``supervision`` notice
-    per order, its detail the supervisor's instruction (and the new deadline, local time); returns how many."""
-    _meta.create_all(store.engine)
-    with store.engine.connect() as conn:
-        cursor = conn.scalar(select(cursors.c.position).where(cursors.c.name == "supervisions"))
+    per order, its detail the supervisor's instruction (and the new deadline, local time); returns how many.
+    An order committed after one with a higher id is found through the cursor's gaps (:func:`notify_new_alerts`)."""
+    now = time.time() if now is None else now
+    cursor, gaps = _position(store, "supervisions")
     with session_factory() as session:
         if cursor is None:  # first round: start from now
             _upsert(store, "supervisions", int(session.scalar(select(func.max(Supervision.id))) or 0))
             return 0
-        rows = session.execute(select(Supervision, Case).join(Case, Case.id == Supervision.case_id)
-                               .where(Supervision.id > cursor).order_by(Supervision.id).limit(limit)).all()
-        notices = [_supervision_notice(order, case, timezone) for order, case in rows]
+        joined = select(Supervision, Case).join(Case, Case.id == Supervision.case_id)
+        rows = session.execute(joined.where(Supervision.id > cursor).order_by(Supervision.id).limit(limit)).all()
+        late = session.execute(joined.where(Supervision.id.in_(gaps)).order_by(Supervision.id)).all() if gaps else []
+        notices = [_supervision_notice(order, case, timezone) for order, case in [*late, *rows]]
     for notice in notices:
         notifier.notify(notice)
-    if rows:
-        _upsert(store, "supervisions", rows[-1][0].id)
+    _advance(store, "supervisions", cursor, [o.id for o, _ in rows], [o.id for o, _ in late], now=now,
+             ttl_s=gap_ttl_s)
     return len(notices)
 
 

@@ -317,6 +317,47 @@ def test_env_example_names_every_required_secret_with_placeholders_only() -> Non
     assert ".env" in (DEPLOY / ".gitignore").read_text().split()
 
 
+
+def commented_integration(path: Path) -> dict[str, Any]:
+    """The ``integration:`` example a deploy config carries commented out, as YAML."""
+    m = re.search(r"^# integration:\n(?:#.*\n?)+", path.read_text(encoding="utf-8"), re.M)
+    assert m, f"no commented integration example in {path}"
+    return yaml.safe_load("\n".join(line[2:] for line in m.group(0).splitlines()))["integration"]
+
+
+def env_example() -> dict[str, str]:
+    """deploy/.env.example's variables, the commented-out optional ones included."""
+    return dict(m.groups() for m in re.finditer(r"^(?:# )?([A-Z][A-Z0-9_]*)=(.*)$",
+                                               (DEPLOY / ".env.example").read_text(), re.M))
+
+
+@pytest.mark.parametrize("config", ["deploy/config/nonsite.yaml", "deploy/k8s/config/nonsite.yaml"])
+def test_the_integration_secrets_come_from_the_env_file_and_the_k8s_secret(config: str) -> None:
+    """The platform's HMAC secrets, the evidence-link secret and the channels' webhook URLs, DingTalk secret and
+    SMS credential: the config example names variables only; .env.example and the Kubernetes Secret example
+    provide each, with placeholders; compose hands the console the env file, Kubernetes the Secret."""
+    from nonsite.config.integration import IntegrationConfig
+
+    integration = IntegrationConfig.model_validate(commented_integration(ROOT / config))
+    p, n = integration.platform, integration.notifications
+    assert p.enabled and n.enabled and {c.kind for c in n.channels} == {"wecom", "dingtalk", "sms"}
+    names = {p.secret_env, p.callback_secret_env, p.link_secret_env}
+    names |= {v for c in n.channels for v in (c.url_env, c.secret_env, c.auth_env) if v}
+    assert {"NONSITE_PLATFORM_SECRET", "NONSITE_PLATFORM_CALLBACK_SECRET", "NONSITE_EVIDENCE_LINK_SECRET"} <= names
+    env = env_example()
+    secret = next(o for o in load_yaml_docs(K8S / "secret.example.yaml")
+                  if o["metadata"]["name"] == "nonsite-secrets")["stringData"]
+    for name in names:
+        assert name in env and name in secret, name
+        if name != "NONSITE_SMS_GATEWAY_URL":  # the gateway's address is no secret; its credential is
+            assert "CHANGE-ME" in env[name] and "PLACEHOLDER" in secret[name], name
+    console = compose()["services"]["console"]
+    assert ".env" in console["env_file"]
+    (k8s_console,) = next(o for o in k8s_objects() if o["metadata"]["name"] == "console")["spec"]["template"][
+        "spec"]["containers"]
+    assert {"secretRef": {"name": "nonsite-secrets"}} in k8s_console["envFrom"]
+
+
 # --- the config files ------------------------------------------------------------------------------------
 
 

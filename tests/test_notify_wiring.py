@@ -258,3 +258,219 @@ def test_supervision_orders_become_notices_once_on_both_databases(tmp_path: Path
     finally:
         store.close()
         sf.kw["bind"].dispose()
+
+
+def _clone(case: Any, suffix: str, **fields: Any) -> Any:
+    """A new draft with ``case``'s columns (its own number and event id): what a drafter inserts."""
+    from nonsite.cases.db import Case
+
+    values = {c.key: getattr(case, c.key) for c in Case.__table__.columns if c.key != "id"}
+    values.update(number=f"{case.number}-{suffix}", event_id=f"{case.event_id}-{suffix}", **fields)
+    return Case(**values)
+
+
+def test_a_row_committed_after_a_higher_id_is_notified_once(tmp_path: Path, case_db_url: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two drafters: the one holding id N commits after the one holding N+1, and a round runs in between. On
+    PostgreSQL two open transactions take their ids from the sequence; on SQLite (one writer at a time) the ids are
+    given in that order. The late draft and the late 督办 are each sent once; a gap that never fills (a rolled-back
+    insert) is forgotten after its time."""
+    from sqlalchemy import func, select
+
+    from nonsite.cases.db import Case, Supervision
+    from nonsite.integration.notify import Notifier
+    from nonsite.integration.relay import cursor_gaps, notify_new_alerts, notify_new_supervisions, open_store
+
+    monkeypatch.setenv("TEST_WECOM_URL", "http://127.0.0.1:9/cgi-bin/webhook/send?key=k")
+    sf = open_db(case_db_url)
+    postgres = sf.kw["bind"].dialect.name == "postgresql"
+    org = load_organisation(ORG_FILE)
+    template = draft(sf, org, "cam-carpark-01", at=utcnow())
+    cfg = NonsiteConfig.model_validate({"data_dir": str(tmp_path), "integration": {
+        "platform": {"database_url": case_db_url},
+        "notifications": {"enabled": True, "channels": [{"id": "w", "kind": "wecom", "url_env": "TEST_WECOM_URL"}]}}})
+    store = open_store(cfg)
+    notifier = Notifier(cfg.integration.notifications)
+    t = 1_000_000.0
+
+    def rounds(at: float) -> tuple[int, int]:
+        return (notify_new_alerts(sf, notifier, store, now=at),
+                notify_new_supervisions(sf, notifier, store, now=at))
+
+    def order(case_id: int, text: str, id_: int | None = None) -> Supervision:
+        return Supervision(id=id_, case_id=case_id, instruction=text, issued_by="zhou.min", issued_at=utcnow())
+
+    def gaps() -> list[tuple[str, int]]:
+        with store.engine.connect() as conn:
+            return sorted((r.name, r.row_id) for r in conn.execute(select(cursor_gaps)))
+
+    try:
+        assert rounds(t) == (0, 0)  # the first round: the cursors start at the newest rows
+        late, early = Session(sf.kw["bind"]), Session(sf.kw["bind"])
+        if postgres:  # the late drafter takes ids N first, then the early one takes N+1 and commits
+            late.add(late_case := _clone(template, "late"))
+            late.flush()
+            late.add(late_order := order(template.id, "late order"))
+            late.flush()
+            early.add(early_case := _clone(template, "early"))
+            early.flush()
+            early.add(early_order := order(template.id, "early order"))
+            early.flush()
+        else:
+            with sf() as s:
+                top_order = s.scalar(select(func.max(Supervision.id))) or 0
+            late_case, late_order = _clone(template, "late", id=template.id + 1), order(template.id, "late order",
+                                                                                       top_order + 1)
+            early_case, early_order = _clone(template, "early", id=template.id + 2), order(template.id, "early order",
+                                                                                         top_order + 2)
+            early.add_all([early_case, early_order])
+            early.flush()
+        assert (late_case.id, late_order.id) == (early_case.id - 1, early_order.id - 1)
+        early.commit()
+        assert rounds(t + 5) == (1, 1)  # N+1 is read; N is not committed yet
+        assert gaps() == [("new_alerts", late_case.id), ("supervisions", late_order.id)]
+        if not postgres:
+            late.add_all([late_case, late_order])
+        late.commit()
+        assert rounds(t + 10) == (1, 1)  # N, committed late, is read through the gap
+        assert rounds(t + 15) == (0, 0) and gaps() == []
+        sent = {kind: [n.case_number if kind == "new_alert" else n.detail for _, n in items]
+                for kind, items in notifier.channels["w"].pending.items()}
+        assert sent == {"new_alert": [early_case.number, late_case.number],
+                        "supervision": ["early order（zhou.min）", "late order（zhou.min）"]}
+        late.close()
+        early.close()
+
+        # An id skipped for good (a rolled-back insert on PostgreSQL, a gap left in the ids on SQLite).
+        with Session(sf.kw["bind"]) as lost:
+            if postgres:
+                lost.add(_clone(template, "lost"))
+                lost.flush()
+                lost.rollback()
+            with sf() as s:
+                next_id = int(s.scalar(select(func.max(Case.id))) or 0) + (1 if postgres else 2)
+            lost.add(_clone(template, "after", **({} if postgres else {"id": next_id})))
+            lost.commit()
+        assert rounds(t + 20) == (1, 0) and [name for name, _ in gaps()] == ["new_alerts"]
+        assert rounds(t + 20 + 3599) == (0, 0) and len(gaps()) == 1  # still watched within the hour
+        assert rounds(t + 20 + 3601) == (0, 0) and gaps() == []  # then forgotten
+        assert [n.case_number for _, n in notifier.channels["w"].pending["new_alert"]][-1] == template.number + "-after"
+    finally:
+        store.close()
+        sf.kw["bind"].dispose()
+
+
+SMS_AUTH = "Bearer sms-gateway-credential-7f3a"
+
+
+def test_admins_send_a_test_message_to_the_channels_from_the_console(
+        tmp_path: Path, db: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """/admin/platform lists the channels (kind, masked URL, notices, counts, last error, last test) and
+    POST /admin/notifications/test sends a 连通测试 through the running notifier: to every channel, or one. Only an
+    admin's browser session with the form's CSRF token may; the robots' answers are shown as text, secrets
+    never."""
+    from nonsite.cases.users import create_token
+
+    caplog.set_level(logging.INFO)
+    ding_answers = [Reply(400, b'{"errmsg": "<script>alert(1)</script> token ' + DING_TOKEN.encode() + b'"}')]
+
+    def respond(req: Seen, i: int) -> Reply:
+        if req.path == DING_PATH:
+            assert dingtalk_ok(req, time.time() * 1000) is None
+            return ding_answers.pop(0) if ding_answers else Reply(200, b'{"errcode":0,"errmsg":"ok"}')
+        if req.path == WECOM_PATH:
+            assert wecom_ok(req) is None
+            return Reply(200, b'{"errcode":0,"errmsg":"ok"}')
+        assert req.headers["authorization"] == SMS_AUTH
+        return Reply(200, b'{"code":0}')
+
+    with receiving(respond) as srv:
+        monkeypatch.setenv("TEST_WECOM_URL", f"{srv.url}{WECOM_PATH}?key={WECOM_KEY}")
+        monkeypatch.setenv("TEST_DING_URL", f"{srv.url}{DING_PATH}?access_token={DING_TOKEN}")
+        monkeypatch.setenv("TEST_DING_SECRET", DING_SECRET)
+        monkeypatch.setenv("TEST_SMS_URL", f"{srv.url}/sms/send")
+        monkeypatch.setenv("TEST_SMS_AUTH", SMS_AUTH)
+        cfg = config(tmp_path, channels=[
+            {"id": "duty-wecom", "kind": "wecom", "url_env": "TEST_WECOM_URL", "events": ["new_alert"]},
+            {"id": "leaders-ding", "kind": "dingtalk", "url_env": "TEST_DING_URL", "secret_env": "TEST_DING_SECRET",
+             "events": ["supervision", "overdue"]},
+            {"id": "sms-gw", "kind": "sms", "url_env": "TEST_SMS_URL", "auth_env": "TEST_SMS_AUTH",
+             "phones": ["13800000000"]}])
+        app, password = console_app(cfg, db, LocalStore(tmp_path / "evidence"), None, load_catalogue())
+        try:
+            assert password
+            create_user(db, "zhou.min", "pw-zhou.min-123456", "supervisor")
+            token, _ = create_token(db, "adm-all", role="admin", owner="admin",
+                                    scopes=("cases:read", "platform:admin"))
+            adm, sup = TestClient(app), TestClient(app)
+            assert login(adm, "admin", password).status_code == 303
+            assert login(sup, "zhou.min", "pw-zhou.min-123456").status_code == 303
+            page = adm.get("/admin/platform")
+            assert page.status_code == 200 and 'id="nav-platform"' in page.text  # the menu leads here
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf
+            rows = {cid: row(page.text, cid) for cid in ("duty-wecom", "leaders-ding", "sms-gw")}
+            assert "key=***" in rows["duty-wecom"] and "access_token=***" in rows["leaders-ding"]
+            assert "督办" in rows["leaders-ding"] and "案件超期" in rows["leaders-ding"]
+            assert "督办" not in rows["duty-wecom"] and "新告警" in rows["duty-wecom"]
+            assert "短信网关" in rows["sms-gw"] and "/sms/send" in rows["sms-gw"]
+
+            # The refused: a supervisor, an admin's API token, an admin's form without its CSRF token.
+            data = {"csrf": csrf.group(1)}
+            assert sup.get("/admin/platform").status_code == 403
+            assert sup.post("/admin/notifications/test", data={"csrf": re.search(
+                r'name="csrf" value="([^"]+)"', sup.get("/").text).group(1)},  # type: ignore[union-attr]
+                follow_redirects=False).status_code == 403
+            bearer = TestClient(app, headers={"Authorization": f"Bearer {token}"})
+            assert bearer.post("/admin/notifications/test", follow_redirects=False).status_code == 403
+            assert adm.post("/admin/notifications/test", data={}, follow_redirects=False).status_code == 403
+            assert adm.post("/admin/notifications/test", data={**data, "channel": "nope"},
+                            follow_redirects=False).status_code == 404
+            assert srv.seen == []
+
+            res = adm.post("/admin/notifications/test", data=data, follow_redirects=False)
+            assert res.status_code == 303 and res.headers["location"].endswith("/admin/platform?tested=3#notifications")
+            assert sorted(r.path for r in srv.seen) == sorted([WECOM_PATH, DING_PATH, "/sms/send"])
+            wecom_text = json.loads(next(r for r in srv.seen if r.path == WECOM_PATH).body)["markdown"]["content"]
+            assert "连通测试" in wecom_text and "admin" in wecom_text
+            page = adm.get("/admin/platform?tested=3").text
+            assert 'id="tested"' in page
+            rows = {cid: row(page, cid) for cid in ("duty-wecom", "leaders-ding", "sms-gw")}
+            assert "测试消息已送达" in rows["duty-wecom"] and "测试消息已送达" in rows["sms-gw"]
+            assert cell(rows["duty-wecom"], "sent") == "1" and cell(rows["duty-wecom"], "failed") == "0"
+            ding = rows["leaders-ding"]
+            assert "测试失败" in ding and "answered 400" in ding and cell(ding, "sent") == "0"
+            assert cell(ding, "failed") == "1" and "answered 400" in ding.split('class="last-error"')[1]
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in ding and "<script>alert" not in page
+            for secret in (WECOM_KEY, DING_TOKEN, DING_SECRET, SMS_AUTH, "sms-gateway-credential"):
+                assert secret not in page
+
+            # One channel again: only it is sent to; now it answers.
+            before = len(srv.seen)
+            res = adm.post("/admin/notifications/test", data={**data, "channel": "leaders-ding"},
+                           follow_redirects=False)
+            assert res.status_code == 303 and "tested=1" in res.headers["location"]
+            assert [r.path for r in srv.seen[before:]] == [DING_PATH]
+            ding = row(adm.get("/admin/platform").text, "leaders-ding")
+            assert "测试消息已送达" in ding and cell(ding, "sent") == "1" and cell(ding, "failed") == "1"
+            assert "answered 400" in ding.split('class="last-error"')[1]  # the last error stays shown
+        finally:
+            stop_integration(app)
+    logged = caplog.text + "".join(str(rec.args) for rec in caplog.records)
+    assert "admin sent a test message" in logged
+    for secret in (WECOM_KEY, DING_TOKEN, DING_SECRET, SMS_AUTH):
+        assert secret not in logged
+
+
+def row(page: str, channel: str) -> str:
+    """The table row of one channel on /admin/platform."""
+    m = re.search(rf'<tr id="channel-{re.escape(channel)}">(.*?)</tr>', page, re.S)
+    assert m, f"no row for channel {channel}"
+    return m.group(1)
+
+
+def cell(row_html: str, name: str) -> str:
+    m = re.search(rf'<td class="{name}">([^<]*)</td>', row_html)
+    assert m, f"no {name} cell"
+    return m.group(1).strip()
