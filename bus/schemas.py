@@ -15,10 +15,14 @@ from pydantic import BaseModel
 from nonsite.bus.deadletter import MAX_EVENT_BYTES, DeadLetterRecord
 from nonsite.bus.events import (
     SCHEMA_VERSION,
+    TOPIC_CAMERA_CONTROL,
+    TOPIC_CAMERAS,
     TOPIC_CASES,
     TOPIC_DEAD_LETTER,
     TOPIC_EVIDENCE,
     TOPIC_VIOLATIONS,
+    CameraState,
+    CameraZonesCommand,
     CaseDecision,
     EvidenceSealed,
     ViolationEvent,
@@ -29,6 +33,8 @@ TOPIC_MODELS: dict[str, tuple[type[BaseModel], str, str]] = {
     TOPIC_VIOLATIONS: (ViolationEvent, "camera id", "edge workers, once the evidence blobs are in the store"),
     TOPIC_EVIDENCE: (EvidenceSealed, "camera id", "the evidence sealer, once the manifest is signed"),
     TOPIC_CASES: (CaseDecision, "case number", "the case workflow, on every status change (for the city platform)"),
+    TOPIC_CAMERAS: (CameraState, "camera id", "edges and pool workers, every few seconds per camera they run"),
+    TOPIC_CAMERA_CONTROL: (CameraZonesCommand, "camera id", "a console, when an operator saves a camera's zones"),
     TOPIC_DEAD_LETTER: (DeadLetterRecord, "key of the rejected message", "any consumer that rejects a message"),
 }
 
