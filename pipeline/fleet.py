@@ -295,14 +295,16 @@ class CameraAgent:
             self._dead_letter(msg, f"zones of camera {cmd.camera_id} refused by worker {self.worker_id}: {e}")
             self._wake.set()
             return "rejected"
-        self.on_camera(new)
+        what = self.on_camera(new)
         with self._lock:
             self._seen.append(cmd.command_id)
             self._revision[cmd.camera_id] = cmd.revision
             self._error.pop(cmd.camera_id, None)
             self.applied.append(cmd)
-        log.warning("camera %s: zones revision %d from %s applied (%d zones)", cmd.camera_id, cmd.revision,
-                    cmd.issued_by or "a console", len(cmd.zones))
+        log.warning("camera %s: zones revision %d from %s (%d zones): %s", cmd.camera_id, cmd.revision,
+                    cmd.issued_by or "a console", len(cmd.zones),
+                    {"zones": "applied live", "kept": "kept for when it runs here", "unchanged": "already in force"}
+                    .get(str(what), str(what)))
         self._wake.set()
         return "applied"
 

@@ -212,9 +212,10 @@ class PoolWorker:
         with self._lock:
             return {c.id: c for cams in self.by_partition.values() for c in cams}
 
-    def replace_camera(self, camera: CameraConfig) -> None:
+    def replace_camera(self, camera: CameraConfig) -> str:
         """A camera's new config (a zone edit): kept for when the group assigns the camera here, and applied live
-        now if this worker runs it (zones only: the camera keeps its connection and tracks)."""
+        now if this worker runs it (zones only: the camera keeps its connection and tracks). Returns what the runner
+        did (:data:`~nonsite.pipeline.edge.Change`), or "kept" when this worker does not run the camera."""
         with self._lock:
             p = partition_of(camera.id, self.pool.partitions)
             cams = self.by_partition.get(p, [])
@@ -223,8 +224,11 @@ class PoolWorker:
                                                                for c in self.cfg.cameras]})
             held = camera.id in self._held
         if held:
-            with contextlib.suppress(KeyError):  # revoked meanwhile: the new owner has its own copy
-                self.runner.update_camera(camera)
+            try:
+                return self.runner.update_camera(camera)
+            except KeyError:  # revoked meanwhile: the new owner has its own copy
+                pass
+        return "kept"
 
     def _start_partitions(self, partitions: Iterable[int], reason: str) -> None:
         for p in sorted(partitions):
