@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from nonsite.models import CameraDetectors
     from nonsite.models.base import Detector
     from nonsite.ops.cameras import CameraControl
+    from nonsite.ops.fleet import BusCameraControl
     from nonsite.pipeline.edge import EdgeRunner
     from nonsite.pipeline.worker import WorkerStats
 
@@ -434,10 +435,13 @@ def run(
     ops_server: OpsServer | None = None
     watcher: ConfigWatcher | None = None
     edge_thread: threading.Thread | None = None
+    agent = None
     try:
         node.start_consumers()
         edge = EdgeRunner(cfg, detectors, node.edge_store, node.edge_bus, progress=progress,
                           metrics=EdgeMetrics(process=False))  # process_* come from the default registry
+        if not exit_when_done:  # on Kafka, a standalone console elsewhere sees these cameras too
+            agent = camera_agent(cfg, node.bus, edge, edge_id(), config_path)
         if serve and not exit_when_done:
             from nonsite.pipeline.control import EdgeCameraControl
 
@@ -481,6 +485,8 @@ def run(
             progress("serving the console; press Ctrl-C to stop")
             (wait_forever or _sleep_forever)()
     finally:
+        if agent is not None:
+            agent.stop()
         if watcher is not None:
             watcher.stop()
         if edge_thread is not None:
@@ -861,10 +867,13 @@ def run_console_role(
         if clock is not None and clock.enabled:
             st = clock.status()
             checks["clock"] = {"ok": bool(st and st.ok), "detail": st.detail if st else "clock not checked yet"}
+        if cameras is not None:
+            checks["camera states"] = ({"ok": True, "detail": "following nonsite.cameras"} if cameras.alive() else
+                                       {"ok": False, "detail": "the reader of nonsite.cameras has stopped"})
         return checks
 
     bus = None
-    cameras = None
+    cameras: BusCameraControl | None = None
     fleet = cfg.bus.kind == "kafka" and cfg.camera_status.enabled and config_path is not None
     if cfg.integration.platform.enabled or fleet:  # the platform hand-off follows the decisions on the bus
         from nonsite.bus import open_bus

@@ -9,6 +9,7 @@ import base64
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,3 +301,44 @@ def test_the_console_keeps_the_newest_state_and_marks_silence_stale(tmp_path: Pa
     cam = control.cameras()[0]
     assert (cam.zones_pending, cam.zones_error) == (False, None)
     bus.close()
+
+
+def test_a_hostile_state_is_shown_as_text_and_a_reported_only_camera_cannot_be_edited(
+        tmp_path: Path, media_dir: Path) -> None:
+    """Anyone who can write to the bus could publish a state: its values are data on the page (escaped), a camera
+    password in it is masked, and a camera missing from the console's config file cannot get zones from here."""
+    path = tmp_path / "console.yaml"
+    path.write_text(CONFIG.format(data=tmp_path / "d", bootstrap="127.0.0.1:1", clip=media_dir / DOG), encoding="utf-8")
+    bus = EmbeddedBus(tmp_path / "bus.sqlite")
+    control = BusCameraControl(bus, path, CameraStatusConfig())
+    now = time.time()
+    hostile = _state(camera_id="cam-x", camera_name="<img src=x onerror=alert(1)>", worker_id="<script>w</script>",
+                     last_error="<script>alert(1)</script> rtsp://admin:Hunter2-pw@10.0.0.7/live", last_frame_ts=now,
+                     zones=[{"id": "z", "name": "<svg/onload=alert(2)>", "kind": "no_parking",
+                             "polygon": [[0, 0], [1, 0], [1, 1]]}])
+    assert control.handle(_msg(hostile, key="cam-x")) == "state"
+    env = seed(tmp_path / "console", media_dir, specs=[])
+    op, _ = env.app("op", cameras=control)
+    page = op.get("/cameras").text
+    for raw in ("<script>alert(1)", "<script>w", "<img src=x", "<svg/onload", "Hunter2-pw"):
+        assert raw not in page, raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "rtsp://admin:***@10.0.0.7/live" in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "Hunter2-pw" not in op.get("/api/cameras").text
+
+    before = path.read_bytes()
+    adm, _ = env.api("adm", cameras=control)
+    r = adm.put("/api/cameras/cam-x/zones", json={"zones": [NEW_ZONE]})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "camera_not_found"
+    assert path.read_bytes() == before and bus.end_offset(TOPIC_CAMERA_CONTROL) == 0
+    bus.close()
+
+
+def test_camera_states_are_kept_an_hour_and_zone_commands_as_long_as_events() -> None:
+    from nonsite.bus.kafka import TOPICS, topic_specs
+    from nonsite.config.services import KafkaConfig
+
+    specs = topic_specs(KafkaConfig(retention_hours=72))
+    assert {TOPIC_CAMERAS, TOPIC_CAMERA_CONTROL} <= set(TOPICS) <= set(specs)
+    assert specs[TOPIC_CAMERAS]["configs"]["retention.ms"] == str(3600 * 1000)
+    assert specs[TOPIC_CAMERA_CONTROL]["configs"]["retention.ms"] == str(72 * 3600 * 1000)
