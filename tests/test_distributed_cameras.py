@@ -49,7 +49,7 @@ data_dir: {data}
 bus:
   kind: kafka
   kafka: {{bootstrap_servers: "{bootstrap}", partitions: 2, session_timeout_ms: 6000, publish_timeout_s: 3}}
-camera_status: {{interval_s: 0.5, snapshot_interval_s: 1, stale_after_s: 3}}
+camera_status: {{interval_s: 0.5, snapshot_interval_s: 1, stale_after_s: 10}}
 edge:
   gating: {{enabled: false}}
 cameras:
