@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from nonsite.models import CameraDetectors
     from nonsite.models.base import Detector
     from nonsite.ops.cameras import CameraControl
+    from nonsite.ops.fleet import BusCameraControl
     from nonsite.pipeline.edge import EdgeRunner
     from nonsite.pipeline.worker import WorkerStats
 
@@ -450,10 +451,13 @@ def run(
     ops_server: OpsServer | None = None
     watcher: ConfigWatcher | None = None
     edge_thread: threading.Thread | None = None
+    agent = None
     try:
         node.start_consumers()
         edge = EdgeRunner(cfg, detectors, node.edge_store, node.edge_bus, progress=progress,
                           metrics=EdgeMetrics(process=False))  # process_* come from the default registry
+        if not exit_when_done:  # on Kafka, a standalone console elsewhere sees these cameras too
+            agent = camera_agent(cfg, node.bus, edge, edge_id(), config_path)
         if serve and not exit_when_done:
             from nonsite.pipeline.control import EdgeCameraControl
 
@@ -497,6 +501,8 @@ def run(
             progress("serving the console; press Ctrl-C to stop")
             (wait_forever or _sleep_forever)()
     finally:
+        if agent is not None:
+            agent.stop()
         if watcher is not None:
             watcher.stop()
         if edge_thread is not None:
@@ -746,8 +752,12 @@ def run_edge(
     drain_timeout_s: float = 60.0,
     progress: Callable[[str], None] = print,
     ops: RoleOps | None = None,
+    config_path: str | os.PathLike[str] | None = None,
 ) -> RunSummary:
     """The edge alone: cameras -> detection -> rules -> evidence (store, or spool) -> ``nonsite.violations``.
+
+    On Kafka it publishes its cameras' states on ``nonsite.cameras`` and applies the zone edits of a console
+    (``nonsite.camera-control``), writing them into ``config_path`` too (:mod:`nonsite.pipeline.fleet`).
 
     With ``exit_when_done`` it returns once the file sources end and everything it produced is handed over
     (blobs in the store, events acknowledged by the broker), or ``drain_timeout_s`` passed; what is left
@@ -758,9 +768,11 @@ def run_edge(
     side = _open_edge_side(cfg, "edge", ops)
     store, bus, edge_evidence = side.store, side.bus, side.evidence
     summary = RunSummary()
+    agent = None
     try:
         runner = EdgeRunner(cfg, load_detectors(cfg), side.out_store, side.out_bus,
                             progress=progress, metrics=ops.edge_metrics if ops else None)
+        agent = camera_agent(cfg, bus, runner, edge_id(), config_path)
         progress(f"edge: detector {describe_detectors(runner)}, "
                  f"{len([c for c in cfg.cameras if c.enabled])} cameras -> {bus!r}, evidence -> {store!r}")
         summary.record(runner, runner.run(stop), progress)
@@ -779,8 +791,28 @@ def run_edge(
         else:
             stop.wait()
     finally:
+        if agent is not None:
+            agent.stop()
         side.close()
     return summary
+
+
+def edge_id() -> str:
+    """How an edge names itself in its camera states: NONSITE_EDGE_ID, else edge@<host name>."""
+    import socket
+
+    return os.environ.get("NONSITE_EDGE_ID") or f"edge@{socket.gethostname()}"
+
+
+def camera_agent(cfg: NonsiteConfig, bus: Bus, runner: EdgeRunner, worker_id: str,
+                 config_path: str | os.PathLike[str] | None, **hooks: Any) -> Any:
+    """The started :class:`~nonsite.pipeline.fleet.CameraAgent` of an edge or pool worker (camera states out, zone
+    commands in), or None where there is nothing to talk to: ``camera_status.enabled`` off or an embedded bus."""
+    if not cfg.camera_status.enabled or cfg.bus.kind != "kafka":
+        return None
+    from nonsite.pipeline.fleet import CameraAgent
+
+    return CameraAgent(bus, runner, worker_id, cfg.camera_status, config_path=config_path, **hooks).start()
 
 
 def run_pool_worker(
@@ -789,6 +821,7 @@ def run_pool_worker(
     *,
     progress: Callable[[str], None] = print,
     ops: RoleOps | None = None,
+    config_path: str | os.PathLike[str] | None = None,
 ) -> None:
     """A detector-pool worker (:mod:`nonsite.pipeline.pool`): runs the cameras of ``cameras:`` that the
     consumer group ``pool.group`` assigns it, until ``stop``; evidence and events go out as from an edge."""
@@ -797,6 +830,7 @@ def run_pool_worker(
     if cfg.bus.kind != "kafka":
         raise ValueError("the detector pool shares cameras through Kafka: set bus.kind: kafka")
     side = _open_edge_side(cfg, "pool", ops)
+    agent = None
     try:
         detectors = load_detectors(cfg)
         detector = detectors.default
@@ -806,17 +840,25 @@ def run_pool_worker(
                  f"{side.store!r}; journal {worker.journal.path}")
         if ops is not None:
             ops.health.add_liveness("detector loop", worker.detector_alive)
+        agent = camera_agent(cfg, side.bus, worker.runner, worker.worker_id, config_path,
+                             known=worker.known_cameras, on_camera=worker.replace_camera)
         worker.run(stop)
     finally:
+        if agent is not None:
+            agent.stop()
         side.close()
 
 
 def run_console_role(
     cfg: NonsiteConfig, stop: threading.Event, *, progress: Callable[[str], None] = print,
-    ops: RoleOps | None = None,
+    ops: RoleOps | None = None, config_path: str | os.PathLike[str] | None = None,
 ) -> None:
     """The operators' console alone, over ``cases.database_url`` and the evidence store, until ``stop``; it
-    serves /metrics, /healthz and /readyz itself on the console port."""
+    serves /metrics, /healthz and /readyz itself on the console port.
+
+    On Kafka, with its ``config_path``, its cameras page shows the states the edges and pool workers publish and its
+    zone editor saves into ``config_path`` and sends the zones to the camera's worker
+    (:class:`~nonsite.ops.fleet.BusCameraControl`)."""
     from nonsite.cases.db import open_db
     from nonsite.cases.legal_basis import load_catalogue
     from nonsite.evidence import open_store
@@ -841,18 +883,33 @@ def run_console_role(
         if clock is not None and clock.enabled:
             st = clock.status()
             checks["clock"] = {"ok": bool(st and st.ok), "detail": st.detail if st else "clock not checked yet"}
+        if cameras is not None:
+            checks["camera states"] = ({"ok": True, "detail": "following nonsite.cameras"} if cameras.alive() else
+                                       {"ok": False, "detail": "the reader of nonsite.cameras has stopped"})
         return checks
 
     bus = None
-    if cfg.integration.platform.enabled:  # the city platform hand-off follows the workflow's decisions on the bus
+    cameras: BusCameraControl | None = None
+    fleet = cfg.bus.kind == "kafka" and cfg.camera_status.enabled and config_path is not None
+    if cfg.integration.platform.enabled or fleet:  # the platform hand-off follows the decisions on the bus
         from nonsite.bus import open_bus
 
         bus = open_bus(cfg.bus, data, role="console")
+    if fleet and bus is not None and config_path is not None:
+        from nonsite.ops.fleet import BusCameraControl
+
+        cameras = BusCameraControl(bus, config_path, cfg.camera_status).start()
     app, password = console_app(cfg, sessions, store, key["pem"], load_catalogue(cfg.cases.legal_basis),
-                                readiness=readiness, public_key=lambda: key["pem"], bus=bus)
+                                readiness=readiness, public_key=lambda: key["pem"],
+                                bus=bus if cfg.integration.platform.enabled else None, cameras=cameras)
     server = ConsoleServer(app, cfg.console.host, cfg.console.port)
     url = server.start()
     progress(f"console: {url} (cases in {_mask_db(db_url)}, evidence in {store!r})")
+    if cameras is not None:
+        from nonsite.bus.events import TOPIC_CAMERAS
+
+        progress(f"console: cameras from {TOPIC_CAMERAS}, zone edits saved in {config_path} and sent to the "
+                 "cameras' workers")
     if password:
         progress("first start: console user 'admin' created; its password is in "
                  f"{data / 'keys' / 'initial-admin-password'}")
@@ -873,5 +930,7 @@ def run_console_role(
     finally:
         server.stop()
         stop_integration(app)
+        if cameras is not None:
+            cameras.close()
         if bus is not None:
             bus.close()

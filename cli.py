@@ -301,7 +301,8 @@ def cmd_edge(a: argparse.Namespace) -> int:
 
     with _role(a, "edge") as (cfg, ops, stop):
         preflight(cfg, a.config)
-        summary = run_edge(cfg, stop, exit_when_done=a.exit_when_done, drain_timeout_s=a.drain_timeout, ops=ops)
+        summary = run_edge(cfg, stop, exit_when_done=a.exit_when_done, drain_timeout_s=a.drain_timeout, ops=ops,
+                           config_path=a.config)
     return 1 if summary.cameras_failed and len(summary.cameras_failed) == len(cfg.cameras) else 0
 
 
@@ -313,7 +314,7 @@ def cmd_pool(a: argparse.Namespace) -> int:
             raise UserError(f"{a.config}: bus.kind: the detector pool shares cameras through Kafka; "
                             "set bus.kind: kafka (and bus.kafka.bootstrap_servers)")
         preflight(cfg, a.config)
-        run_pool_worker(cfg, stop, ops=ops)
+        run_pool_worker(cfg, stop, ops=ops, config_path=a.config)
     return 0
 
 
@@ -325,7 +326,7 @@ def cmd_console(a: argparse.Namespace) -> int:
             cfg.console.port = a.port
         if a.host is not None:
             cfg.console.host = a.host
-        run_console_role(cfg, stop, ops=ops)
+        run_console_role(cfg, stop, ops=ops, config_path=a.config)
     return 0
 
 

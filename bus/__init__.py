@@ -34,9 +34,29 @@ def open_bus(cfg: BusConfig | str, data_dir: str | Path, role: str = "node") -> 
     raise ValueError(f"unknown bus kind {cfg.kind!r}; use 'embedded' or 'kafka'")
 
 
+def tail(bus: Bus, topic: str) -> Consumer:
+    """A reader of ``topic`` from its end on, outside any consumer group (every reader sees every new message):
+    what a console follows camera states with, and what every edge / pool worker follows zone commands with."""
+    reader = getattr(bus, "tail", None)
+    if reader is None:
+        raise TypeError(f"{type(bus).__name__} cannot be read from its end")
+    consumer: Consumer = reader(topic)
+    return consumer
+
+
+def publish_volatile(bus: Bus, topic: str, key: str, value: bytes) -> bool:
+    """Publish a message only worth its newest value (a camera state): sent now or dropped (False) on Kafka, never
+    queued in the outbox; appended on the embedded bus."""
+    send = getattr(bus, "publish_volatile", None)
+    if send is not None:
+        return bool(send(topic, key, value))
+    bus.publish(topic, key, value)
+    return True
+
+
 def _under(data_dir: str | Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else Path(data_dir) / p
 
 
-__all__ = ["Bus", "Consumer", "EmbeddedBus", "Message", "open_bus"]
+__all__ = ["Bus", "Consumer", "EmbeddedBus", "Message", "open_bus", "publish_volatile", "tail"]

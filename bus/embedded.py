@@ -61,6 +61,12 @@ class EmbeddedBus:
     def consumer(self, topic: str, group: str) -> EmbeddedConsumer:
         return EmbeddedConsumer(self, topic, group)
 
+    def tail(self, topic: str) -> EmbeddedConsumer:
+        """A reader of ``topic`` from its current end on (no group position is ever committed for it)."""
+        c = EmbeddedConsumer(self, topic, f"(tail {id(self):x})")
+        c._position = self.end_offset(topic)
+        return c
+
     def end_offset(self, topic: str) -> int:
         (n,) = self._conn().execute(
             "SELECT COALESCE(MAX(offset) + 1, 0) FROM messages WHERE topic = ?", (topic,)

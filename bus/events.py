@@ -8,6 +8,10 @@ Topics:
   reported rectified: the camera that saw the violation checks its zone again (docs/recheck.md). The answer is
   an *after* evidence package: a :class:`ViolationEvent` whose ``recheck`` block (:class:`RecheckResult`) says
   the outcome, sealed and signed like every package and announced on ``nonsite.evidence``.
+- ``nonsite.cameras``: :class:`CameraState`, published by edges and pool workers every few seconds per camera they
+  run (health, applied zones, now and then a small snapshot); short retention, read by standalone consoles.
+- ``nonsite.camera-control``: :class:`CameraZonesCommand`, published by a console when an operator saves a camera's
+  zones; every edge / pool worker that has the camera applies it (the one running it, live).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -26,6 +30,8 @@ TOPIC_EVIDENCE = "nonsite.evidence"
 TOPIC_CASES = "nonsite.cases"
 TOPIC_DEAD_LETTER = "nonsite.dead-letter"
 TOPIC_RECHECK = "nonsite.recheck"
+TOPIC_CAMERAS = "nonsite.cameras"
+TOPIC_CAMERA_CONTROL = "nonsite.camera-control"
 
 def _utc(v: datetime) -> datetime:
     if v.tzinfo is None:
@@ -233,3 +239,82 @@ class CaseDecision(_Event):
     actor: str = Field(description="User who acted.")
     reason: str = Field("", description="Reason or comment.")
     at: UtcDatetime = Field(default_factory=utcnow, description="When.")
+
+
+#: Largest snapshot (JPEG bytes, before base64) a camera state may carry: the bus is for small messages.
+MAX_SNAPSHOT_BYTES = 200_000
+_B64_LIMIT = (MAX_SNAPSHOT_BYTES * 4) // 3 + 4
+_CAMERA_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class ViewChangeState(_Event):
+    ts: float = Field(description="When the view guard's state changed (unix seconds).")
+    state: Literal["ok", "shifted", "moved"] = Field(description="The state it entered.")
+    message: str = Field("", max_length=1000, description="English, for the log and the API.")
+
+
+class ViewState(_Event):
+    """The camera view guard's verdict, as :class:`nonsite.ops.cameras.ViewStatus` (a camera's view checked against
+    the reference snapshot of its zones)."""
+
+    state: Literal["ok", "shifted", "moved"] = Field(description="ok | shifted (zones re-registered) | moved (rules "
+                                                     "paused).")
+    since: float | None = Field(None, description="Since when (unix seconds).")
+    shift: float | None = Field(None, description="Movement at the last check, fraction of the frame diagonal.")
+    inliers: int | None = Field(None, description="Feature matches that agree with the movement.")
+    matches: int | None = Field(None, description="Feature matches found.")
+    reference_taken_at: float | None = Field(None, description="When the reference snapshot was taken.")
+    changes: list[ViewChangeState] = Field(default_factory=list, max_length=50,
+                                           description="The latest state changes, newest first.")
+    changes_by_state: dict[str, int] = Field(default_factory=dict, description="Times each state was entered.")
+
+
+class CameraState(_Event):
+    """Published to ``nonsite.cameras`` (key = camera id) by the edge or pool worker running the camera: every
+    ``camera_status.interval_s`` seconds and at once on a change; every ``camera_status.snapshot_interval_s``
+    seconds it carries a downscaled JPEG of the latest frame. Never a password: ``last_error`` is masked."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Schema version of this message.")
+    camera_id: str = Field(pattern=_CAMERA_ID, description="The camera.")
+    camera_name: str = Field("", max_length=256, description="Human name of the camera.")
+    address: str = Field("", max_length=512, description="Street address of the camera.")
+    worker_id: str = Field(min_length=1, max_length=256, description="The edge or pool worker that runs it now.")
+    state: Literal["connecting", "up", "down", "finished", "disabled"] = Field(
+        description="The camera's connection: connecting | up | down | finished (a file ended) | disabled.")
+    fps: float = Field(ge=0, description="Frames processed per second over the last minute.")
+    last_frame_ts: float | None = Field(None, description="Wall-clock time of the latest frame (unix seconds).")
+    reconnects: int = Field(0, ge=0, description="Reconnections since the camera started on this worker.")
+    last_error: str | None = Field(None, max_length=2000, description="The latest error, credentials masked.")
+    zones: list[dict[str, Any]] = Field(default_factory=list, max_length=256,
+                                        description="The zones the worker applies now (config form).")
+    zone_revision: int = Field(0, ge=0, description="Revision of the last zone command applied to this camera "
+                               "(0: the zones of the worker's config file at its start).")
+    zone_error: str | None = Field(None, max_length=2000, description="Why the latest zone command was refused "
+                                   "by the worker (None: it was applied, or none came).")
+    zone_error_revision: int = Field(0, ge=0, description="Revision of the refused zone command (0: none).")
+    view: ViewState | None = Field(None, description="The view guard's verdict (None: not checked).")
+    interval_s: float = Field(gt=0, description="How often the worker publishes this camera's state.")
+    snapshot_jpeg: str | None = Field(None, max_length=_B64_LIMIT, description="Base64 JPEG of the latest frame, "
+                                      f"downscaled, at most {MAX_SNAPSHOT_BYTES} bytes (on some messages only).")
+    snapshot_ts: float | None = Field(None, description="Time of the snapshot's frame (unix seconds).")
+    reference_jpeg: str | None = Field(None, max_length=_B64_LIMIT, description="Base64 JPEG of the view guard's "
+                                       "reference snapshot (when it changed, and now and then).")
+    published_at: UtcDatetime = Field(default_factory=utcnow, description="When the worker published it.")
+
+
+class CameraZonesCommand(_Event):
+    """Published to ``nonsite.camera-control`` (key = camera id) by a console once the operator's zones are saved in
+    its config file (the source of truth): every edge / pool worker that has the camera writes them into its own
+    config file, if it has one, and the worker running it applies them live. Idempotent by ``command_id``; a
+    worker skips a revision not above the one it applied."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Schema version of this message.")
+    command_id: str = Field(default_factory=new_event_id, pattern=r"^[0-9a-f-]{36}$",
+                            description="UUID; the idempotency key.")
+    camera_id: str = Field(pattern=_CAMERA_ID, description="The camera whose zones change.")
+    zones: list[dict[str, Any]] = Field(max_length=256, description="The camera's complete new zones, as the "
+                                        "console's zone editor saved them (config form).")
+    revision: int = Field(ge=1, description="Increasing revision of this camera's zones (the console's clock in "
+                          "milliseconds when it saved them).")
+    issued_by: str = Field("", max_length=256, description="The console (host) that saved them.")
+    issued_at: UtcDatetime = Field(default_factory=utcnow, description="When.")

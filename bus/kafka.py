@@ -38,14 +38,25 @@ from kafka.structs import OffsetAndMetadata
 
 from nonsite.bus.base import Message
 from nonsite.bus.deadletter import MAX_EVENT_BYTES
-from nonsite.bus.events import TOPIC_CASES, TOPIC_DEAD_LETTER, TOPIC_EVIDENCE, TOPIC_RECHECK, TOPIC_VIOLATIONS
+from nonsite.bus.events import (
+    TOPIC_CAMERA_CONTROL,
+    TOPIC_CAMERAS,
+    TOPIC_CASES,
+    TOPIC_DEAD_LETTER,
+    TOPIC_EVIDENCE,
+    TOPIC_RECHECK,
+    TOPIC_VIOLATIONS,
+)
 from nonsite.bus.metrics import BROKER_UP, CONSUMER_LAG, OUTBOX_DEPTH, PUBLISHED, SPOOLED, forget
 from nonsite.bus.outbox import Outbox
 from nonsite.config.services import KafkaConfig
 
 log = logging.getLogger(__name__)
 
-TOPICS = (TOPIC_VIOLATIONS, TOPIC_EVIDENCE, TOPIC_CASES, TOPIC_RECHECK, TOPIC_DEAD_LETTER)
+TOPICS = (TOPIC_VIOLATIONS, TOPIC_EVIDENCE, TOPIC_CASES, TOPIC_RECHECK, TOPIC_DEAD_LETTER, TOPIC_CAMERAS,
+          TOPIC_CAMERA_CONTROL)
+#: Camera states are only worth their latest value: an hour is plenty (a console starting reads from the end).
+CAMERAS_RETENTION_HOURS = 1.0
 _BOOTSTRAP_TIMEOUT_MS = 3000
 _RELAY_MIN_S, _RELAY_MAX_S = 0.5, 30.0
 #: Consumers fetch up to this much per partition, so an oversized message is read (and dead-lettered),
@@ -84,6 +95,8 @@ def topic_specs(cfg: KafkaConfig) -> dict[str, dict[str, Any]]:
 
     out = {t: spec(cfg.retention_hours) for t in (TOPIC_VIOLATIONS, TOPIC_EVIDENCE, TOPIC_CASES, TOPIC_RECHECK)}
     out[TOPIC_DEAD_LETTER] = spec(cfg.dead_letter_retention_hours)
+    out[TOPIC_CAMERAS] = spec(CAMERAS_RETENTION_HOURS)
+    out[TOPIC_CAMERA_CONTROL] = spec(cfg.retention_hours)
     return out
 
 
@@ -142,6 +155,25 @@ class KafkaBus:
         SPOOLED.labels(topic).inc()
         OUTBOX_DEPTH.labels(self.client_id).set(self.outbox.depth())
         self._wake.set()
+
+    def publish_volatile(self, topic: str, key: str, value: bytes) -> bool:
+        """Send ``value`` now if the broker is reachable, else drop it (False): for messages only worth their newest
+        value (camera states), which must never queue up in the outbox behind the events."""
+        if len(value) > self.cfg.max_message_bytes:
+            raise BusError(f"a {len(value)}-byte message for {topic} exceeds bus.kafka.max_message_bytes "
+                           f"({self.cfg.max_message_bytes})")
+        if not self._healthy:
+            self._wake.set()
+            return False
+        try:
+            self._send(topic, key, value)
+            return True
+        except MessageSizeTooLargeError as e:
+            raise BusError(f"the broker refused a {len(value)}-byte message for {topic} as too large: {e}") from None
+        except KafkaError as e:
+            self._down(e)
+            self._wake.set()
+            return False
 
     def pending(self) -> int:
         """Messages in the outbox, not yet acknowledged by the broker."""
@@ -263,6 +295,11 @@ class KafkaBus:
 
     def consumer(self, topic: str, group: str) -> KafkaBusConsumer:
         return KafkaBusConsumer(self, topic, group)
+
+    def tail(self, topic: str) -> KafkaTailConsumer:
+        """A reader of every partition of ``topic`` from its end on, in no consumer group (each reader sees every
+        message published after it started; nothing is committed)."""
+        return KafkaTailConsumer(self, topic)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         return self.offsets.end_offsets(topic)
@@ -478,3 +515,84 @@ class KafkaBusConsumer:
                 log.debug("closing consumer %s: %s", self.client_id, e)
             self._consumer = None
         forget(CONSUMER_LAG, self.topic, self.group, self.client_id)
+
+
+class KafkaTailConsumer:
+    """Every partition of one topic, read from the end at the moment of connecting, without a consumer group.
+
+    Connects lazily and keeps trying (a topic not created yet, a broker down); :meth:`ready` tells whether the
+    start position is fixed, so that what is published from then on is seen. ``commit`` does nothing.
+    """
+
+    def __init__(self, bus: KafkaBus, topic: str) -> None:
+        self.bus, self.topic = bus, topic
+        self.group = f"(tail {os.getpid()})"
+        self.client_id = f"{bus.client_id}-tail-{topic}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
+        self._consumer: KafkaConsumer | None = None
+        self._assigned = False
+        self._reported = False
+
+    def _connect(self) -> KafkaConsumer | None:
+        cfg = self.bus.cfg
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(
+                group_id=None, client_id=self.client_id, enable_auto_commit=False,
+                max_partition_fetch_bytes=max(_FETCH_BYTES, cfg.max_message_bytes, MAX_EVENT_BYTES),
+                fetch_max_bytes=max(_FETCH_BYTES, cfg.max_message_bytes) * 2,
+                bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS, reconnect_backoff_max_ms=2000,
+                request_timeout_ms=10000, **client_settings(cfg),
+            )
+        if not self._assigned:
+            parts = self._consumer.partitions_for_topic(self.topic)
+            if not parts:
+                return None
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            self._consumer.assign(tps)
+            self._consumer.seek_to_end(*tps)
+            for tp in tps:  # fix the start now: what is published after ready() is read
+                self._consumer.position(tp)
+            self._assigned = True
+        return self._consumer
+
+    def ready(self) -> bool:
+        """Connect if needed; True once the start position is fixed."""
+        try:
+            return self._connect() is not None
+        except KafkaError as e:
+            self._report(e)
+            return False
+
+    def _report(self, e: BaseException) -> None:
+        if not self._reported:
+            log.warning("reader of %s cannot reach the broker (%s); retrying", self.topic, e)
+            self._reported = True
+
+    def poll(self, max_records: int = 100, timeout_s: float = 1.0) -> list[Message]:
+        try:
+            consumer = self._connect()
+            if consumer is None:
+                time.sleep(timeout_s)
+                return []
+            batches = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as e:
+            self._report(e)
+            time.sleep(timeout_s)
+            return []
+        self._reported = False
+        out: list[Message] = []
+        for tp in sorted(batches, key=lambda t: t.partition):
+            for r in batches[tp]:
+                key = r.key.decode("utf-8", "replace") if r.key is not None else ""
+                out.append(Message(tp.topic, r.offset, key, r.value if r.value is not None else b"", tp.partition))
+        return out
+
+    def commit(self, message: Message) -> None:
+        """Nothing to commit: a tail reader has no group."""
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception as e:
+                log.debug("closing reader %s: %s", self.client_id, e)
+            self._consumer = None

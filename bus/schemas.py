@@ -15,11 +15,15 @@ from pydantic import BaseModel
 from nonsite.bus.deadletter import MAX_EVENT_BYTES, DeadLetterRecord
 from nonsite.bus.events import (
     SCHEMA_VERSION,
+    TOPIC_CAMERA_CONTROL,
+    TOPIC_CAMERAS,
     TOPIC_CASES,
     TOPIC_DEAD_LETTER,
     TOPIC_EVIDENCE,
     TOPIC_RECHECK,
     TOPIC_VIOLATIONS,
+    CameraState,
+    CameraZonesCommand,
     CaseDecision,
     EvidenceSealed,
     RecheckRequest,
@@ -33,6 +37,8 @@ TOPIC_MODELS: dict[str, tuple[type[BaseModel], str, str]] = {
     TOPIC_CASES: (CaseDecision, "case number", "the case workflow, on every status change (for the city platform)"),
     TOPIC_RECHECK: (RecheckRequest, "camera id", "the case workflow (its outbox) when a case is reported rectified "
                     "and a camera re-check is on (cases.recheck)"),
+    TOPIC_CAMERAS: (CameraState, "camera id", "edges and pool workers, every few seconds per camera they run"),
+    TOPIC_CAMERA_CONTROL: (CameraZonesCommand, "camera id", "a console, when an operator saves a camera's zones"),
     TOPIC_DEAD_LETTER: (DeadLetterRecord, "key of the rejected message", "any consumer that rejects a message"),
 }
 

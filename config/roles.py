@@ -55,3 +55,25 @@ class PoolConfig(Section):
         description="Longest a revoked camera may take to stop (publish what it confirmed). A worker that cannot "
         "stop a camera in time exits, so the camera never runs on two workers.",
     )
+
+
+class CameraStatusConfig(Section):
+    """Camera status in the distributed mode: edges and pool workers publish each camera's health, zones and a small
+    snapshot on ``nonsite.cameras``; a standalone console shows them and sends zone edits on
+    ``nonsite.camera-control`` (docs/distributed.md, "Cameras")."""
+
+    enabled: bool = Field(
+        True, description="Publish camera status and apply zone commands (edge, pool; Kafka bus only) and show them "
+        "on a standalone console's cameras page.")
+    interval_s: float = Field(
+        2.0, ge=0.2, le=60, description="Each camera's state is published at least this often (and at once when "
+        "its state, errors or zones change).")
+    snapshot_interval_s: float = Field(
+        15.0, ge=1, le=600, description="A downscaled JPEG of the latest frame rides along with the state this "
+        "often (a few per minute keep the bus light).")
+    snapshot_width: int = Field(
+        640, ge=64, le=1920, description="Snapshots wider than this are scaled down to it (aspect kept).")
+    snapshot_quality: int = Field(70, ge=20, le=95, description="JPEG quality of the snapshots.")
+    stale_after_s: float = Field(
+        15.0, ge=1, le=3600, description="The console shows a camera as not reporting (state stale) when no state "
+        "of it arrived for this long; at least three intervals of its worker are always allowed.")

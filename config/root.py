@@ -13,7 +13,7 @@ from nonsite.config.detector import DetectorConfig, TrackerConfig
 from nonsite.config.edge import EdgeConfig, MetricsConfig, ViewGuardConfig
 from nonsite.config.integration import IntegrationConfig
 from nonsite.config.plates import PlatesConfig
-from nonsite.config.roles import DrafterConfig, PoolConfig, SealerConfig
+from nonsite.config.roles import CameraStatusConfig, DrafterConfig, PoolConfig, SealerConfig
 from nonsite.config.rules import RulesConfig
 from nonsite.config.services import BusConfig, CasesConfig, ConsoleConfig, EvidenceConfig
 
@@ -48,6 +48,11 @@ class NonsiteConfig(Section):
     pool: PoolConfig = Field(
         default_factory=PoolConfig,
         description="`nonsite pool`: detector-pool workers that share the cameras of `cameras:` through Kafka.",
+    )
+    camera_status: CameraStatusConfig = Field(
+        default_factory=CameraStatusConfig,
+        description="Distributed mode: camera health, snapshots and zone edits between the edges / pool workers and "
+        "a standalone console, over the bus.",
     )
     integration: IntegrationConfig = Field(default_factory=IntegrationConfig, description="The city platform hand-off "
                                            "and the teams' notifications (docs/integration.md).")

@@ -183,6 +183,10 @@ def _health(request: Request, cam: CameraStatus) -> dict[str, Any]:
         "snapshot_url": f"{root_path(request)}/cameras/{cam.id}/snapshot.jpg",
         "editor_url": f"{root_path(request)}/cameras/{cam.id}/zones",
         "view": view_of(request, cam),
+        "worker": cam.worker,
+        "reported_s": max(0, int(datetime.now(UTC).timestamp() - cam.reported_at)) if cam.reported_at else None,
+        "zones_pending": cam.zones_pending,
+        "zones_error": scrub(cam.zones_error or ""),
         "svg_zones": [
             {"points": " ".join(f"{float(x):.4f},{float(y):.4f}" for x, y in z.get("polygon", [])),
              "kind": z.get("kind", ""), "label": z.get("name") or z.get("id", "")}
@@ -307,4 +311,5 @@ def api_camera_zones(request: Request, camera_id: str, body: Any = Body(
                    "check that the configuration file is writable", "error.save_failed")
     cam = _camera(control, camera_id)
     log.info("zones of camera %s replaced (%d zones)", camera_id, len(zones))
-    return JSONResponse({"camera": camera_id, "zones": cam.zones if cam else zones})
+    return JSONResponse({"camera": camera_id, "zones": cam.zones if cam else zones,
+                         "pending": bool(cam and cam.zones_pending)})

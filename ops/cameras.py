@@ -46,7 +46,7 @@ class CameraStatus:
     id: str
     name: str
     state: str
-    """connecting | up | down | finished | disabled"""
+    """connecting | up | down | finished | disabled | stale (distributed mode: no state from its worker lately)"""
     fps: float
     """Frames sampled per second over the last minute."""
     last_frame_ts: float | None
@@ -57,6 +57,14 @@ class CameraStatus:
     address: str = ""
     view: ViewStatus | None = None
     """The view guard's verdict (None: not checked, e.g. a camera without zones)."""
+    worker: str = ""
+    """Distributed mode: the edge or pool worker that reported it last ("" in the embedded mode)."""
+    reported_at: float | None = None
+    """Distributed mode: when its latest state arrived (unix seconds; None: never)."""
+    zones_pending: bool = False
+    """Distributed mode: zones were saved here that its worker has not reported applied yet."""
+    zones_error: str | None = None
+    """Distributed mode: why its worker refused the zones saved last (None: none refused)."""
 
 
 class CameraControl(Protocol):

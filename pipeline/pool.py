@@ -209,6 +209,29 @@ class PoolWorker:
         with self._lock:
             return sorted(self._held)
 
+    def known_cameras(self) -> dict[str, CameraConfig]:
+        """Every camera of ``cameras:`` this worker may be assigned (what zone commands may change), by id."""
+        with self._lock:
+            return {c.id: c for cams in self.by_partition.values() for c in cams}
+
+    def replace_camera(self, camera: CameraConfig) -> str:
+        """A camera's new config (a zone edit): kept for when the group assigns the camera here, and applied live
+        now if this worker runs it (zones only: the camera keeps its connection and tracks). Returns what the runner
+        did (:data:`~nonsite.pipeline.edge.Change`), or "kept" when this worker does not run the camera."""
+        with self._lock:
+            p = partition_of(camera.id, self.pool.partitions)
+            cams = self.by_partition.get(p, [])
+            self.by_partition[p] = [camera if c.id == camera.id else c for c in cams]
+            self.cfg = self.cfg.model_copy(update={"cameras": [camera if c.id == camera.id else c
+                                                               for c in self.cfg.cameras]})
+            held = camera.id in self._held
+        if held:
+            try:
+                return self.runner.update_camera(camera)
+            except KeyError:  # revoked meanwhile: the new owner has its own copy
+                pass
+        return "kept"
+
     def _start_partitions(self, partitions: Iterable[int], reason: str) -> None:
         for p in sorted(partitions):
             for cam in self.by_partition.get(p, []):

@@ -175,7 +175,7 @@
           zones = (body.zones || []).map(normalize);
           current = -1;
           renderList(); draw();
-          result("ok", [text("js.zones_saved", { n: zones.length })]);
+          result("ok", [text(body.pending ? "js.zones_sent" : "js.zones_saved", { n: zones.length })]);
           return;
         }
         var e = (body && body.error) || {};

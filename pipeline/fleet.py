@@ -1,0 +1,333 @@
+"""The edge side of the cameras in the distributed mode: what an edge or a pool worker tells a standalone console about
+the cameras it runs, and the zone edits it takes from one.
+
+- Every ``camera_status.interval_s`` seconds, and at once when a camera's state, error or zones change,
+  :class:`CameraAgent` publishes a :class:`~nonsite.bus.events.CameraState` per camera on ``nonsite.cameras``
+  (key = camera id): health as :class:`~nonsite.pipeline.control.EdgeCameraControl` reports it, the zones it applies
+  with their revision, the view guard's verdict; every ``snapshot_interval_s`` a downscaled JPEG of the latest frame
+  rides along. States are volatile: dropped, not queued, while the broker is away.
+- It reads ``nonsite.camera-control`` from its end (every worker reads every command) and applies each
+  :class:`~nonsite.bus.events.CameraZonesCommand` for a camera it has: the zones are written into its own config file
+  when it has one (so a restart keeps them; validated by the same writer and loader as the embedded editor) and handed
+  to ``on_camera``: the running camera swaps zones live, keeping its connection and tracks. Idempotent by command id
+  and revision; a command that does not parse, or whose zones the worker refuses, goes to ``nonsite.dead-letter``.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pydantic import ValidationError
+
+from nonsite.bus import publish_volatile, tail
+from nonsite.bus.base import Bus, Consumer, Message
+from nonsite.bus.deadletter import dead_letter_value, oversized_reason
+from nonsite.bus.events import (
+    MAX_SNAPSHOT_BYTES,
+    TOPIC_CAMERA_CONTROL,
+    TOPIC_CAMERAS,
+    TOPIC_DEAD_LETTER,
+    CameraState,
+    CameraZonesCommand,
+    ViewState,
+)
+from nonsite.config import CameraConfig, ConfigError
+from nonsite.config.cameras import scrub
+from nonsite.config.roles import CameraStatusConfig
+from nonsite.config.writer import update_camera_zones
+from nonsite.ops.cameras import CameraStatus
+from nonsite.pipeline.control import EdgeCameraControl
+from nonsite.pipeline.edge import EdgeRunner
+from nonsite.pipeline.violations import load_config, models
+
+log = logging.getLogger(__name__)
+
+CONTROL_GROUP = "nonsite-camera-control"
+"""How a worker names itself in the dead-letter records of the zone commands it rejects."""
+
+
+def scaled_jpeg(jpeg: bytes, width: int, quality: int, limit: int = MAX_SNAPSHOT_BYTES) -> bytes | None:
+    """``jpeg`` no wider than ``width`` and at most ``limit`` bytes (lower quality, then smaller), or None when it
+    does not decode."""
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    h, w = image.shape[:2]
+    if w > width:
+        image = cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    q = quality
+    while True:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, q])
+        if ok and len(buf) <= limit:
+            return bytes(buf)
+        if q > 30:
+            q -= 15
+        elif image.shape[1] > 64:
+            image = cv2.resize(image, (image.shape[1] // 2, max(1, image.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+        else:
+            return None
+
+
+class CameraAgent:
+    """Publishes the states of ``runner``'s cameras and applies the zone commands for the cameras ``known`` returns.
+
+    ``known``: every camera this worker may run, by id (an edge: its cameras; a pool worker: all of ``cameras:``, so a
+    camera that moves to it later runs with the new zones too). ``on_camera``: apply a camera's new config (an edge:
+    :meth:`EdgeRunner.update_camera`; a pool worker: :meth:`~nonsite.pipeline.pool.PoolWorker.replace_camera`).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        runner: EdgeRunner,
+        worker_id: str,
+        settings: CameraStatusConfig,
+        *,
+        config_path: str | os.PathLike[str] | None = None,
+        known: Callable[[], dict[str, CameraConfig]] | None = None,
+        on_camera: Callable[[CameraConfig], object] | None = None,
+    ) -> None:
+        self.bus, self.runner, self.worker_id, self.settings = bus, runner, worker_id, settings
+        self.config_path = Path(config_path) if config_path else None
+        self.known = known or (lambda: {c.id: c for c in runner.cameras})
+        self.on_camera = on_camera or runner.update_camera
+        self.health = EdgeCameraControl(runner, self.config_path or "")
+        self.listening = threading.Event()
+        """Set once the zone commands are read: what is published from then on reaches this worker."""
+        self.applied: list[CameraZonesCommand] = []
+        """The zone commands applied, oldest first."""
+        self._revision: dict[str, int] = {}
+        self._error: dict[str, tuple[str, int]] = {}
+        self._seen: collections.deque[str] = collections.deque(maxlen=1000)
+        self._published: dict[str, CameraState] = {}
+        self._sent_at: dict[str, float] = {}
+        self._snapshot_at: dict[str, tuple[float, float | None]] = {}
+        self._reference_at: dict[str, tuple[int, float | None]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- life ----------------------------------------------------------------------------------------------------
+
+    def start(self) -> CameraAgent:
+        self._threads = [threading.Thread(target=self._listen, name="camera-control", daemon=True),
+                         threading.Thread(target=self._publish_loop, name="camera-status", daemon=True)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop both threads, then say that this worker's cameras are down (the console shows it at once)."""
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=15)
+        with self._lock:
+            last = list(self._published.values())
+        for st in last:
+            down = st.model_copy(update={"state": "down", "fps": 0.0, "last_error": f"worker {self.worker_id} "
+                                         "stopped", "snapshot_jpeg": None, "snapshot_ts": None,
+                                         "reference_jpeg": None})
+            self._send(down)
+
+    # -- states --------------------------------------------------------------------------------------------------
+
+    def states(self) -> list[CameraState]:
+        """The state of each camera of the runner now (without pictures)."""
+        out = []
+        for cam in self.health.cameras():
+            out.append(self._state(cam))
+        return out
+
+    def _state(self, cam: CameraStatus) -> CameraState:
+        with self._lock:
+            revision = self._revision.get(cam.id, 0)
+            error, error_revision = self._error.get(cam.id, (None, 0))
+        return CameraState(
+            camera_id=cam.id, camera_name=cam.name[:256], address=cam.address[:512], worker_id=self.worker_id,
+            state=cam.state if cam.state in ("connecting", "up", "down", "finished", "disabled") else "down",
+            fps=max(0.0, cam.fps), last_frame_ts=cam.last_frame_ts, reconnects=cam.reconnects,
+            last_error=scrub(cam.last_error)[:2000] if cam.last_error else None, zones=cam.zones,
+            zone_revision=revision, zone_error=error, zone_error_revision=error_revision,
+            view=ViewState.model_validate(asdict(cam.view)) if cam.view is not None else None,
+            interval_s=self.settings.interval_s,
+        )
+
+    @staticmethod
+    def _key(st: CameraState) -> tuple[Any, ...]:
+        return (st.state, st.reconnects, st.last_error, st.zone_revision, st.zone_error_revision,
+                st.view.state if st.view else None, st.camera_name, st.address)
+
+    def publish_now(self) -> int:
+        """Publish the states due now (changed, or older than the interval); returns how many went out."""
+        now = time.monotonic()
+        sent = 0
+        states = self.states()
+        current = {st.camera_id for st in states}
+        with self._lock:
+            for gone in set(self._published) - current:  # moved to another worker: no last word from here
+                self._published.pop(gone, None)
+        for st in states:
+            prev = self._published.get(st.camera_id)
+            due = prev is None or self._key(prev) != self._key(st) or \
+                now - self._sent_at.get(st.camera_id, 0.0) >= self.settings.interval_s
+            if not due:
+                continue
+            st = self._with_pictures(st, now)
+            if self._send(st):
+                sent += 1
+                self._sent_at[st.camera_id] = now
+            with self._lock:
+                self._published[st.camera_id] = st
+        return sent
+
+    def _with_pictures(self, st: CameraState, now: float) -> CameraState:
+        cid = st.camera_id
+        run = self.runner.run_of(cid)
+        if run is None or st.last_frame_ts is None:
+            return st
+        update: dict[str, Any] = {}
+        at, frame_ts = self._snapshot_at.get(cid, (float("-inf"), None))
+        if now - at >= self.settings.snapshot_interval_s and frame_ts != st.last_frame_ts:
+            jpeg = run.worker.snapshot()
+            small = scaled_jpeg(jpeg, self.settings.snapshot_width, self.settings.snapshot_quality) if jpeg else None
+            if small is not None:
+                update.update(snapshot_jpeg=base64.b64encode(small).decode("ascii"), snapshot_ts=st.last_frame_ts)
+                self._snapshot_at[cid] = (now, st.last_frame_ts)
+                count, taken = self._reference_at.get(cid, (0, None))
+                ref_taken = st.view.reference_taken_at if st.view else None
+                if ref_taken is not None and (ref_taken != taken or count % 10 == 0):
+                    ref = run.worker.reference()
+                    ref_small = scaled_jpeg(ref, self.settings.snapshot_width, self.settings.snapshot_quality) \
+                        if ref else None
+                    if ref_small is not None:
+                        update["reference_jpeg"] = base64.b64encode(ref_small).decode("ascii")
+                self._reference_at[cid] = (count + 1, ref_taken)
+        return st.model_copy(update=update) if update else st
+
+    def _send(self, st: CameraState) -> bool:
+        try:
+            return publish_volatile(self.bus, TOPIC_CAMERAS, st.camera_id, st.model_dump_json().encode("utf-8"))
+        except Exception as e:  # a state is never worth stopping for
+            log.warning("camera %s: state not published: %s", st.camera_id, e)
+            return False
+
+    def _publish_loop(self) -> None:
+        tick = min(0.5, self.settings.interval_s)
+        while not self._stop.is_set():
+            if self.listening.is_set():  # a console that sees this worker's states can reach it
+                try:
+                    self.publish_now()
+                except Exception:
+                    log.exception("camera states not published")
+            self._wake.wait(tick)
+            self._wake.clear()
+
+    # -- zone commands -------------------------------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        reader: Consumer | None = None
+        try:
+            reader = tail(self.bus, TOPIC_CAMERA_CONTROL)
+            ready = getattr(reader, "ready", None)
+            while not self._stop.is_set() and ready is not None and not ready():
+                self._stop.wait(1.0)
+            self.listening.set()
+            while not self._stop.is_set():
+                for msg in reader.poll(max_records=50, timeout_s=0.5):
+                    try:
+                        self.handle(msg)
+                    except Exception:  # one bad command never stops the others
+                        log.exception("zone command at %s:%d failed", msg.topic, msg.offset)
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _dead_letter(self, msg: Message, reason: str) -> None:
+        log.error("zone command %s:%d rejected: %s", msg.topic, msg.offset, reason)
+        group = f"{CONTROL_GROUP}:{self.worker_id}"
+        self.bus.publish(TOPIC_DEAD_LETTER, msg.key, dead_letter_value(msg, reason, group))
+
+    def handle(self, msg: Message) -> str:
+        """Apply one message of ``nonsite.camera-control``; returns what happened (applied, duplicate, stale,
+        not_ours, rejected, dead_letter)."""
+        too_big = oversized_reason(msg)
+        if too_big:
+            self._dead_letter(msg, too_big)
+            return "dead_letter"
+        try:
+            cmd = CameraZonesCommand.model_validate_json(msg.value)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "message"
+            self._dead_letter(msg, f"not a zone command: {where}: {first.get('msg', '')}")
+            return "dead_letter"
+        if cmd.camera_id != msg.key:
+            self._dead_letter(msg, f"key {msg.key!r} is not the command's camera {cmd.camera_id!r}")
+            return "dead_letter"
+        camera = self.known().get(cmd.camera_id)
+        if camera is None:
+            return "not_ours"  # another edge's camera
+        with self._lock:
+            if cmd.command_id in self._seen:
+                return "duplicate"
+            if cmd.revision <= self._revision.get(cmd.camera_id, 0):
+                self._seen.append(cmd.command_id)
+                return "stale"
+        try:
+            new = self._zoned(camera, cmd.zones)
+        except ValueError as e:
+            with self._lock:
+                self._seen.append(cmd.command_id)
+                self._error[cmd.camera_id] = (str(e)[:2000], cmd.revision)
+            self._dead_letter(msg, f"zones of camera {cmd.camera_id} refused by worker {self.worker_id}: {e}")
+            self._wake.set()
+            return "rejected"
+        what = self.on_camera(new)
+        with self._lock:
+            self._seen.append(cmd.command_id)
+            self._revision[cmd.camera_id] = cmd.revision
+            self._error.pop(cmd.camera_id, None)
+            self.applied.append(cmd)
+        log.warning("camera %s: zones revision %d from %s (%d zones): %s", cmd.camera_id, cmd.revision,
+                    cmd.issued_by or "a console", len(cmd.zones),
+                    {"zones": "applied live", "kept": "kept for when it runs here", "unchanged": "already in force"}
+                    .get(str(what), str(what)))
+        self._wake.set()
+        return "applied"
+
+    def _zoned(self, camera: CameraConfig, zones: list[dict[str, Any]]) -> CameraConfig:
+        """``camera`` with ``zones``, validated as the worker's loader validates them; written into this worker's
+        config file first when it has one with this camera (ValueError: refused, the file untouched)."""
+        if self.config_path is not None:
+            try:
+                update_camera_zones(self.config_path, camera.id, zones, load_config)
+            except KeyError:
+                pass  # not in this file (a camera given another way): live only
+            else:
+                try:
+                    cfg = load_config(self.config_path)
+                except ConfigError as e:  # the file changed under us between the write and this read
+                    raise ValueError(str(e)) from None
+                in_file = next((c for c in cfg.cameras if c.id == camera.id), None)
+                if in_file is not None:
+                    return camera.model_copy(update={"zones": in_file.zones})
+        try:
+            typed: CameraConfig = models().camera.model_validate({**camera.model_dump(), "zones": zones})
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise ValueError(f"{where}: {str(first.get('msg', '')).removeprefix('Value error, ')}") from None
+        return typed
