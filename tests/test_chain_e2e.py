@@ -4,13 +4,18 @@ violation event (real frames and a real clip in the evidence store, as an edge l
 seals it → the drafter thread drafts the case (seal checked against this node's key) → the operator confirms →
 the legal review approves with a fine → documents: 责令改正通知书 and 行政处罚事先告知书, the notice served →
 dispatched to the team → the field officer checks in and reports with photos from the mobile page /m/ (Chromium
-in mobile emulation; offline first, then online) → rectified → [camera re-check: another branch] → closed →
+in mobile emulation; offline first, then online) → rectified, which asks the camera to re-check the place (the
+request relayed from the outbox over the bus) → the closing refused while the camera looks → the edge that runs the
+case's camera (a real EdgeRunner on a generated street scene, docs/recheck.md) answers with an after package → the
+sealer seals it, the drafter records it on the case → the reviewer sees before and after side by side → closed →
 the decision relayed over the bus and pushed, signed, to a city platform (a local HTTP server) which opens the
 evidence link it got → the platform's status change back through the inbound callback → after the time for
-statements, the 行政处罚决定书 → the three documents' PDFs carry the right numbers.
+statements, the 行政处罚决定书 → the three documents' PDFs carry the right numbers. A second case: the camera still
+sees the car, so the case goes back to the team (``rework``) and shows up again in the officer's task list.
 
-No detector runs here (the edge's output is given), so this is not a ``slow`` test; it needs Debian's Chromium
-(the field browser tests' fixtures) and pdftotext.
+The violation itself is given (what an edge leaves); the re-check's edge runs a scripted detector on a generated
+scene (tests/recheck_helpers.py), so this is not a ``slow`` test; it needs Debian's Chromium (the field browser
+tests' fixtures) and pdftotext.
 """
 
 from __future__ import annotations
@@ -28,15 +33,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import cv2
+import numpy as np
 import pytest
 import uvicorn
 from browser.test_field_browser import phone as mobile  # noqa: F401 - fixture: Pixel 7 over `served`
 from browser.test_field_browser import playwright  # noqa: F401 - its Chromium
 from console_support import PASSWORDS, Env, _package, jpeg_of, login
-from edge_helpers import wait_until
+from edge_helpers import FULL, Running, camera, config, wait_until
 from fastapi.testclient import TestClient
 from http_receiver import free_port
 from platform_simulator import PlatformSimulator, platform
+from recheck_helpers import BrightBoxDetector, scene
 from sqlalchemy import select
 
 from nonsite.app import seal_check
@@ -53,20 +61,30 @@ from nonsite.bus.events import (
 )
 from nonsite.cases import AuditEntry, Case, open_db
 from nonsite.cases.audit import verify_chain
+from nonsite.cases.db import CaseRecheck
 from nonsite.cases.drafter import run_drafter
 from nonsite.cases.organisation import load_organisation
 from nonsite.cases.outbox import run_outbox_relay
-from nonsite.config import load_config
+from nonsite.cases.recheck import RECHECK_ACTOR
+from nonsite.config import NonsiteConfig, load_config
 from nonsite.evidence import LocalStore, signing_key_path
+from nonsite.evidence.manifest import parse_manifest
+from nonsite.evidence.package import manifest_key
 from nonsite.evidence.sealer import run_sealer
 from nonsite.evidence.signing import Signer
+from nonsite.evidence.verify import verify_package
 from nonsite.integration.hub import build_hub
+from nonsite.pipeline.edge import EdgeRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT_SECRET, CALLBACK_SECRET, LINK_SECRET = b"chain-report", b"chain-callback", b"chain-evidence-links"
 OFFICER, OFFICER_PASSWORD = "sun.hao", "field-pass-5521"
 TEAM = "yanshi-group-1"  # 演示中队第一班组: cam-carpark-01's grid, sun.hao's group (examples/organisation.yaml)
 PLATE = "沪A12345"
+CAMERA, ZONE_ID = "cam-carpark-01", "z-1"  # where the violation was seen (violation_event)
+#: cases.recheck of the chain: the place must stay clear for 1 s; the car still there after 30 s is "present" (the
+#: timeout also bounds how long the request may wait for the edge before the edge skips it as expired).
+RECHECK = "  recheck:\n    enabled: true\n    clear_s: 1\n    timeout_s: 30\n"
 
 
 @dataclass
@@ -78,6 +96,8 @@ class Chain:
     sim: PlatformSimulator
     clock: dict[str, timedelta]  # the console's clock offset (the time for statements passes)
     app: Any
+    bus: EmbeddedBus  # the node's bus: the sealer, drafter and outbox relay threads use it
+    cfg: NonsiteConfig
 
 
 class Served:
@@ -106,7 +126,7 @@ def violation_event(store: LocalStore, media_dir: Path) -> ViolationEvent:
     items, _ = _package(store, eid, frames, media_dir / "dog_alone_fence.mp4")
     confirmed = utcnow() - timedelta(minutes=3)
     return ViolationEvent(
-        event_id=eid, type="sidewalk_parking", camera_id="cam-carpark-01", camera_name="停车场入口", zone_id="z-1",
+        event_id=eid, type="sidewalk_parking", camera_id=CAMERA, camera_name="停车场入口", zone_id=ZONE_ID,
         zone_name="人行道", started_at=confirmed - timedelta(seconds=95), confirmed_at=confirmed, track_ids=[4],
         boxes={"confirm": [BoxRecord(xyxy=(5, 5, 50, 50), class_name="car", confidence=0.9)]}, confidence=0.88,
         dwell_s=95.0, model=ModelInfo(name="yolo11n-coco", version="8.3", sha256="ab" * 32),
@@ -131,7 +151,7 @@ def served(tmp_path: Path, media_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
         cfg_path = tmp_path / "nonsite.yaml"
         cfg_path.write_text(
             f"data_dir: {tmp_path / 'data'}\ncases:\n  database_url: sqlite:///{tmp_path / 'cases.db'}\n"
-            f"  organisation: {org_file}\nintegration:\n  platform:\n    enabled: true\n    url: {sim.url}\n"
+            f"  organisation: {org_file}\n{RECHECK}integration:\n  platform:\n    enabled: true\n    url: {sim.url}\n"
             f"    timeout_s: 5\n    push_on: [closed]\n    link_base_url: http://127.0.0.1:{port}\n",
             encoding="utf-8")
         cfg = load_config(cfg_path)
@@ -156,7 +176,8 @@ def served(tmp_path: Path, media_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert hub is not None
         hub.start(bus, interval_s=0.2)
         offset = {"d": timedelta(0)}
-        app, _ = env.make_app(organisation=org, platform=hub, clock=lambda: utcnow() + offset["d"])
+        app, _ = env.make_app(organisation=org, platform=hub, clock=lambda: utcnow() + offset["d"],
+                              recheck=cfg.cases.recheck)
         try:
             # the edge's output → sealed → drafted
             event = violation_event(store, media_dir)
@@ -171,7 +192,7 @@ def served(tmp_path: Path, media_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
             assert case is not None and case.status.value == "draft" and case.team == TEAM
             assert case.manifest_key.endswith("/manifest.json") and case.signature_key
             with Served(app, port):
-                yield Chain(env, f"http://127.0.0.1:{port}", case.number, event.event_id, sim, offset, app)
+                yield Chain(env, f"http://127.0.0.1:{port}", case.number, event.event_id, sim, offset, app, bus, cfg)
         finally:
             stop.set()
             for t in threads:
@@ -196,8 +217,8 @@ def trail(chain: Chain) -> tuple[Case, list[AuditEntry]]:
         sf.kw["bind"].dispose()
 
 
-def field_report_from_the_phone(chain: Chain, ctx: Any, media_dir: Path, tmp_path: Path) -> None:
-    """The officer on /m/: log in, open the task, check in, report offline, come back online."""
+def field_report_from_the_phone(chain: Chain, ctx: Any, media_dir: Path, tmp_path: Path) -> Any:
+    """The officer on /m/: log in, open the task, check in, report offline, come back online; returns the page."""
     url, number = chain.url, chain.number
     page = ctx.new_page()
     errors: list[str] = []
@@ -236,6 +257,74 @@ def field_report_from_the_phone(chain: Chain, ctx: Any, media_dir: Path, tmp_pat
     page.wait_for_selector('#report-state[data-state="delivered"]')
     assert page.inner_text("#task-status") == "已整改"
     assert errors == []
+    return page
+
+
+def camera_at_the_place(chain: Chain, tmp_path: Path, *, with_car: bool) -> EdgeRunner:
+    """The edge that runs the case's camera, on the node's bus and evidence store: the case's zone (the sidewalk,
+    the whole picture; a dwell long enough that the parked car raises no new violation while the test runs), a
+    generated street scene with or without the parked car, and a detector that reports that car. It reads the same
+    ``cases.recheck`` as the case side (docs/recheck.md)."""
+    video = scene(tmp_path / ("street-car.mp4" if with_car else "street-clear.mp4"), with_car)
+    zone = {"id": ZONE_ID, "name": "人行道", "kind": "sidewalk", "polygon": FULL, "dwell_s": 3600}
+    cfg = config(tmp_path / "edge", [camera(CAMERA, video, 5, live=True, zones=[zone])],
+                 cases={"recheck": chain.cfg.cases.recheck.model_dump()})
+    Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+    return EdgeRunner(cfg, BrightBoxDetector(), chain.env.store, chain.bus)  # type: ignore[arg-type]
+
+
+def recheck_by_the_camera(chain: Chain, tmp_path: Path, request_id: str, *, with_car: bool) -> str:
+    """Run the camera's edge until the case's re-check is answered (the request taken from the bus, the after
+    package sealed by the sealer thread and recorded by the drafter thread); returns the case's re-check state."""
+    edge = camera_at_the_place(chain, tmp_path, with_car=with_car)
+    sf = open_db(chain.env.db_url)
+
+    def state() -> str | None:
+        with sf() as s:
+            return s.scalar(select(Case.recheck_state).where(Case.number == chain.number))
+
+    running = Running(edge)
+    try:
+        assert edge.rechecks is not None, "the edge has no re-check desk (cases.recheck off?)"
+        # present is decided only at the timeout (30 s of watching): the budget covers it many times over
+        wait_until(lambda: state() != "pending", 60, "the camera's answer recorded on the case")
+    finally:
+        running.stop()
+        answered = state()
+        sf.kw["bind"].dispose()
+    assert [e.event_id for e in edge.rechecks.answered] == [request_id]  # this request, answered once
+    assert answered is not None
+    return answered
+
+
+def rechecked(chain: Chain, request_id: str) -> CaseRecheck:
+    sf = open_db(chain.env.db_url)
+    try:
+        with sf() as s:
+            rc = s.scalar(select(CaseRecheck).where(CaseRecheck.request_id == request_id))
+            assert rc is not None
+            s.expunge(rc)
+            return rc
+    finally:
+        sf.kw["bind"].dispose()
+
+
+def after_package_verifies(chain: Chain, rc: CaseRecheck, outcome: str) -> None:
+    """The after package is the answer to this request, sealed with this node's key, its manifest saying so."""
+    assert rc.after_event_id == rc.request_id and rc.after_manifest_key == manifest_key(rc.request_id)
+    result = verify_package(chain.env.store, rc.request_id, chain.env.signer.public_key_pem())
+    assert result.ok, result.problems
+    manifest = parse_manifest(chain.env.store.get(manifest_key(rc.request_id)))
+    assert (manifest["recheck"]["request_id"], manifest["recheck"]["outcome"]) == (rc.request_id, outcome)
+    assert manifest["recheck"]["case_number"] == chain.number and manifest["camera"]["id"] == CAMERA
+    assert {i["role"] for i in rc.after_evidence} == {"after_first", "after_first_annotated", "after_last",
+                                                     "after_last_annotated"}
+
+
+def still_size(data: bytes) -> tuple[int, int]:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "not a decodable image"
+    return image.shape[1], image.shape[0]
 
 
 def pdf_text(client: TestClient, pdf_url: str, tmp_path: Path, name: str) -> str:
@@ -286,14 +375,57 @@ def test_a_case_from_the_sealed_package_to_the_platform_and_the_penalty_decision
     assert report.actor == OFFICER and len(report.photos or []) == 2
     assert [e.action for e in entries if e.action == "field_checkin"] == ["field_checkin"]
 
-    # ---- CAMERA RE-CHECK GOES HERE (another branch adds the step between rectified and closed) -------------
-    # The lead inserts it: the camera that saw the violation looks at the place again and the case carries the
-    # re-check's result before it can be closed. Assert the re-check's audit entry and status here; the close
-    # below then runs on the re-checked case.
-    # ---------------------------------------------------------------------------------------------------------
+    # camera re-check: the officer's "rectified" asked the camera (the request relayed from the outbox to the
+    # bus); the reviewer cannot close while the camera has not answered
+    assert case.recheck_state == "pending"
+    request_id = report.detail["recheck_request"]
+    r = rev.post(f"/api/cases/{number}/close", json={"note": "现场复核已整改，结案"})
+    assert r.status_code == 422 and "waits for the camera re-check" in r.text, r.text
+    assert trail(chain)[0].status.value == "rectified"
+    # the edge that runs the case's camera sees the place clear: after package → sealer → drafter → the case
+    assert recheck_by_the_camera(chain, tmp_path, request_id, with_car=False) == "clear"
+    rc = rechecked(chain, request_id)
+    assert rc.state == "clear" and rc.requested_by == OFFICER and rc.camera_id == CAMERA and rc.zone_id == ZONE_ID
+    assert rc.classes == ["car"] and rc.detail["case_number"] == number and rc.detail["frames"] >= 2
+    after_package_verifies(chain, rc, "clear")
+    case, entries = trail(chain)
+    assert case.status.value == "rectified" and case.recheck_state == "clear"
+    [answer] = [e for e in entries if e.action == "recheck"]
+    assert answer.actor == RECHECK_ACTOR and answer.id > report.id
+    assert (answer.detail["request_id"], answer.detail["outcome"], answer.detail["after_event_id"]) == (
+        request_id, "clear", request_id)
+    assert sorted(answer.photos or []) == sorted(i["sha256"] for i in rc.after_evidence)
 
+    # the reviewer's case page: before (the violation's stills) beside after (the camera's re-check stills)
+    browser = TestClient(chain.app)
+    assert login(browser, "rev", PASSWORDS["rev"]).status_code == 303
+    page = browser.get(f"/cases/{number}")
+    assert page.status_code == 200
+    section = page.text.split('id="recheck"', 1)[1].split("</section>", 1)[0]
+    assert 'data-state="clear"' in section
+    before_html, after_html = section.split('class="before"', 1)[1].split('class="after"', 1)
+    before_urls = re.findall(r'<img src="([^"]+)"', before_html)
+    after_urls = re.findall(r'<img src="([^"]+)"', after_html)
+    assert len(before_urls) == 2 and all(u.startswith(f"/evidence/{chain.event_id}/") for u in before_urls)
+    assert after_urls == [f"/evidence/{request_id}/after_first_annotated.jpg",
+                          f"/evidence/{request_id}/after_last_annotated.jpg"]
+    for url in before_urls + after_urls:
+        got = browser.get(url)
+        assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg", (url, got.status_code)
+        assert got.content[:2] == b"\xff\xd8"
+        event_id, name = url.split("/")[2:4]
+        assert got.content == chain.env.store.get(f"events/{event_id}/{name}")
+        if event_id == request_id:
+            assert still_size(got.content)[0] == 320  # the camera's picture (with the banner below it)
+    for role in ("after_first", "after_last"):  # the untouched frames: the camera's 320x240 picture
+        assert still_size(chain.env.store.get(f"events/{request_id}/{role}.jpg")) == (320, 240)
+
+    # the camera answered clear: now the reviewer closes
     r = rev.post(f"/api/cases/{number}/close", json={"note": "现场复核已整改，结案"})
     assert r.status_code == 200, r.text
+    case, entries = trail(chain)
+    [closing] = [e for e in entries if e.action == "close"]
+    assert closing.detail["recheck"] == {"request_id": request_id, "outcome": "clear", "after_event_id": request_id}
 
     # the decision is relayed over the bus and pushed, signed, to the platform (push_on: closed)
     wait_until(lambda: any(k.startswith(f"{number}:") for k in chain.sim.cases), 60, "the report at the platform")
@@ -327,8 +459,6 @@ def test_a_case_from_the_sealed_package_to_the_platform_and_the_penalty_decision
     decision_year = (utcnow() + timedelta(days=10, hours=8)).year
     assert docs["penalty_decision"]["number"] == f"X城管罚决〔{decision_year}〕第0001号"
 
-    browser = TestClient(chain.app)
-    assert login(browser, "rev", PASSWORDS["rev"]).status_code == 303
     texts = {kind: pdf_text(browser, d["pdf_url"], tmp_path, kind) for kind, d in docs.items()}
     assert docs["rectification_order"]["number"] in texts["rectification_order"]
     assert number in texts["rectification_order"] and PLATE in texts["rectification_order"]
@@ -341,9 +471,54 @@ def test_a_case_from_the_sealed_package_to_the_platform_and_the_penalty_decision
     case, entries = trail(chain)
     actions = [e.action for e in entries]
     assert actions[0] == "created" and actions.index("confirm") < actions.index("approve") \
-        < actions.index("dispatch") < actions.index("rectify") < actions.index("close") \
-        < actions.index("platform_status")
+        < actions.index("dispatch") < actions.index("rectify") < actions.index("recheck") \
+        < actions.index("close") < actions.index("platform_status")
+    assert actions.count("rectify") == actions.count("recheck") == 1 and "rework" not in actions
     assert actions.count("issue_document") == 3 and actions.count("serve_document") == 1
     sf = open_db(chain.env.db_url)
     assert verify_chain(sf).ok
     sf.kw["bind"].dispose()
+
+
+def test_the_camera_still_sees_the_car_so_the_case_goes_back_to_the_team(
+        served: Chain, mobile: Any, media_dir: Path, tmp_path: Path) -> None:  # noqa: F811 - the fixture
+    """The officer reports "rectified" from the phone, but the camera still sees the parked car at the timeout:
+    the case returns to the team (``rework`` by the system), cannot be closed, and is back in the officer's list."""
+    chain = served
+    number = chain.number
+    op, rev = api(chain, "op"), api(chain, "rev")
+    assert op.post(f"/api/cases/{number}/confirm", json={}).status_code == 200
+    r = rev.post(f"/api/cases/{number}/approve", json={"decision": "penalty", "amount_yuan": 200})
+    assert r.status_code == 200, r.text
+    r = op.post(f"/api/cases/{number}/dispatch", json={"team": TEAM})
+    assert r.status_code == 200, r.text
+    page = field_report_from_the_phone(chain, mobile, media_dir, tmp_path)
+    case, entries = trail(chain)
+    [report] = [e for e in entries if e.action == "rectify"]
+    assert case.status.value == "rectified" and case.recheck_state == "pending"
+    request_id = report.detail["recheck_request"]
+
+    assert recheck_by_the_camera(chain, tmp_path, request_id, with_car=True) == "present"
+    rc = rechecked(chain, request_id)
+    after_package_verifies(chain, rc, "present")
+    case, entries = trail(chain)
+    assert case.status.value == "dispatched" and case.recheck_state == "present"
+    [rework] = [e for e in entries if e.action == "rework"]
+    assert rework.actor == RECHECK_ACTOR and rework.id > report.id
+    assert (rework.before_status, rework.after_status) == ("rectified", "dispatched")
+    assert (rework.detail["request_id"], rework.detail["outcome"]) == (request_id, "present")
+    assert sorted(rework.photos or []) == sorted(i["sha256"] for i in rc.after_evidence)
+    assert [e.action for e in entries if e.id > report.id] == ["rework"]  # nothing else happened to the case
+    # the car still there: the reviewer cannot close
+    r = rev.post(f"/api/cases/{number}/close", json={"note": "结案"})
+    assert r.status_code == 409, r.text
+    assert trail(chain)[0].status.value == "dispatched"
+
+    # back on the officer's phone: the task is in the list again, open, with the camera's verdict
+    page.goto(chain.url + "/m/")
+    page.wait_for_selector(f'article.task-card[data-number="{number}"]')
+    assert page.locator("article.task-card").evaluate_all("els => els.map(e => e.dataset.number)") == [number]
+    page.tap(f'article.task-card[data-number="{number}"] a.task-link')
+    page.wait_for_url(chain.url + f"/m/cases/{number}")
+    assert page.locator("#task").get_attribute("data-status") == "dispatched"
+    assert page.locator("#recheck-state").get_attribute("data-state") == "present"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import yaml
 from edge_helpers import Running
+from recheck_helpers import ZONE, BrightBoxDetector, scene
 from services.fixtures import bucket_name, wait_for
 from services.servers import Moto, S3rver, Tansu
 from sqlalchemy import select
 from test_cases_drafter import make_sealed
-from test_recheck_edge import ZONE, BrightBoxDetector, scene
 
 from nonsite.app import Embedded
 from nonsite.cases import CaseStatus, approve, close, confirm, dispatch, draft_case, rectify

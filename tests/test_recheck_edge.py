@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 from edge_helpers import Running, camera, config, runner, wait_until
+from recheck_helpers import CAR, ZONE, BrightBoxDetector, scene
 from sqlalchemy import select
 from test_cases_drafter import make_sealed
 
@@ -29,14 +28,8 @@ from nonsite.evidence.package import manifest_key
 from nonsite.evidence.sealer import seal_pending
 from nonsite.evidence.signing import Signer
 from nonsite.evidence.verify import verify_package
-from nonsite.models.base import WeightsInfo
 from nonsite.pipeline.detections import make_detections
 from nonsite.pipeline.recheck import CheckState, objects_in_zone, step
-
-#: The parked car of the synthetic scene (and of make_sealed's confirmation box).
-CAR = (10.0, 20.0, 110.0, 90.0)
-ZONE = [{"id": "z-walk", "kind": "no_stray_dogs", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]]}]
-
 
 # -- the pure checker -------------------------------------------------------------------------------------------
 
@@ -78,40 +71,6 @@ def test_clear_needs_an_unbroken_clear_stretch_and_present_comes_at_the_timeout(
 
 
 # -- the edge runner --------------------------------------------------------------------------------------------
-
-
-class BrightBoxDetector:
-    """Reports the white rectangle of the synthetic scene as a car (wherever it is), and nothing else."""
-
-    backend = "scripted"
-    class_names = ["car"]
-
-    def __init__(self) -> None:
-        self.weights = WeightsInfo(name="scripted", version="1", sha256="0" * 64, path="")
-
-    def detect(self, images: list[np.ndarray]) -> list[Any]:
-        out = []
-        for im in images:
-            ys, xs = np.nonzero((im > 230).all(axis=2))
-            if len(xs) > 200:
-                out.append(make_detections([(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)], ["car"], [0.9]))
-            else:
-                out.append(make_detections([], []))
-        return out
-
-
-def scene(path: Path, with_car: bool) -> Path:
-    """Two seconds of a grey street (10 fps, 320x240), with the parked car or without it."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
-    for i in range(20):
-        img = np.full((240, 320, 3), 110, np.uint8)
-        cv2.line(img, (0, 200 + i % 3), (320, 200 + i % 3), (60, 60, 60), 2)
-        if with_car:
-            x1, y1, x2, y2 = (int(v) for v in CAR)
-            cv2.rectangle(img, (x1, y1), (x2, y2), (255, 255, 255), -1)
-        writer.write(img)
-    writer.release()
-    return path
 
 
 def request(camera_id: str, *, clear_s: float = 1.0, timeout_s: float = 30.0, number: str = "NS-2026-000009",
