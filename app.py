@@ -812,7 +812,9 @@ def camera_agent(cfg: NonsiteConfig, bus: Bus, runner: EdgeRunner, worker_id: st
         return None
     from nonsite.pipeline.fleet import CameraAgent
 
-    return CameraAgent(bus, runner, worker_id, cfg.camera_status, config_path=config_path, **hooks).start()
+    state = Path(cfg.data_dir) / "cameras" / "zone-revisions.json"
+    return CameraAgent(bus, runner, worker_id, cfg.camera_status, config_path=config_path, state_path=state,
+                       **hooks).start()
 
 
 def run_pool_worker(

@@ -34,13 +34,17 @@ def open_bus(cfg: BusConfig | str, data_dir: str | Path, role: str = "node") -> 
     raise ValueError(f"unknown bus kind {cfg.kind!r}; use 'embedded' or 'kafka'")
 
 
-def tail(bus: Bus, topic: str) -> Consumer:
+def tail(bus: Bus, topic: str, *, from_start: bool = False) -> Consumer:
     """A reader of ``topic`` from its end on, outside any consumer group (every reader sees every new message):
-    what a console follows camera states with, and what every edge / pool worker follows zone commands with."""
+    what a console follows camera states with, and what every edge / pool worker follows zone commands with.
+
+    ``from_start``: from the oldest message the topic still keeps instead; the reader's ``caught_up()`` then says
+    when it has read everything that was there when it started (what a starting worker replays zone commands with).
+    """
     reader = getattr(bus, "tail", None)
     if reader is None:
         raise TypeError(f"{type(bus).__name__} cannot be read from its end")
-    consumer: Consumer = reader(topic)
+    consumer: Consumer = reader(topic, from_start=True) if from_start else reader(topic)
     return consumer
 
 

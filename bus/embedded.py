@@ -61,10 +61,12 @@ class EmbeddedBus:
     def consumer(self, topic: str, group: str) -> EmbeddedConsumer:
         return EmbeddedConsumer(self, topic, group)
 
-    def tail(self, topic: str) -> EmbeddedConsumer:
-        """A reader of ``topic`` from its current end on (no group position is ever committed for it)."""
+    def tail(self, topic: str, *, from_start: bool = False) -> EmbeddedConsumer:
+        """A reader of ``topic`` from its current end on (no group position is ever committed for it); from its
+        first message with ``from_start`` (``caught_up()`` then tells when it read what was there at the start)."""
         c = EmbeddedConsumer(self, topic, f"(tail {id(self):x})")
-        c._position = self.end_offset(topic)
+        c._end_at_start = self.end_offset(topic)
+        c._position = 0 if from_start else c._end_at_start
         return c
 
     def end_offset(self, topic: str) -> int:
@@ -105,6 +107,11 @@ class EmbeddedConsumer:
     def __init__(self, bus: EmbeddedBus, topic: str, group: str) -> None:
         self.bus, self.topic, self.group = bus, topic, group
         self._position: int | None = None
+        self._end_at_start = 0
+
+    def caught_up(self) -> bool:
+        """(A tail reader) True once it read every message that was in the topic when it was created."""
+        return self._position is not None and self._position >= self._end_at_start
 
     def poll(self, max_records: int = 100, timeout_s: float = 1.0) -> list[Message]:
         deadline = time.monotonic() + timeout_s

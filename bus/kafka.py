@@ -296,10 +296,11 @@ class KafkaBus:
     def consumer(self, topic: str, group: str) -> KafkaBusConsumer:
         return KafkaBusConsumer(self, topic, group)
 
-    def tail(self, topic: str) -> KafkaTailConsumer:
+    def tail(self, topic: str, *, from_start: bool = False) -> KafkaTailConsumer:
         """A reader of every partition of ``topic`` from its end on, in no consumer group (each reader sees every
-        message published after it started; nothing is committed)."""
-        return KafkaTailConsumer(self, topic)
+        message published after it started; nothing is committed). ``from_start``: from the oldest message the
+        topic keeps (its retention), with ``caught_up()`` telling when it reached the end it saw on connecting."""
+        return KafkaTailConsumer(self, topic, from_start=from_start)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         return self.offsets.end_offsets(topic)
@@ -524,8 +525,9 @@ class KafkaTailConsumer:
     start position is fixed, so that what is published from then on is seen. ``commit`` does nothing.
     """
 
-    def __init__(self, bus: KafkaBus, topic: str) -> None:
-        self.bus, self.topic = bus, topic
+    def __init__(self, bus: KafkaBus, topic: str, *, from_start: bool = False) -> None:
+        self.bus, self.topic, self.from_start = bus, topic, from_start
+        self._ends: dict[TopicPartition, int] = {}
         self.group = f"(tail {os.getpid()})"
         self.client_id = f"{bus.client_id}-tail-{topic}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
         self._consumer: KafkaConsumer | None = None
@@ -548,11 +550,27 @@ class KafkaTailConsumer:
                 return None
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             self._consumer.assign(tps)
-            self._consumer.seek_to_end(*tps)
+            if self.from_start:
+                self._ends = {tp: int(o) for tp, o in self._consumer.end_offsets(tps).items()}
+                self._consumer.seek_to_beginning(*tps)
+            else:
+                self._consumer.seek_to_end(*tps)
             for tp in tps:  # fix the start now: what is published after ready() is read
                 self._consumer.position(tp)
             self._assigned = True
         return self._consumer
+
+    def caught_up(self) -> bool:
+        """True once every partition is read up to the end it had when this reader connected (at once for a reader
+        from the end); False while not connected."""
+        try:
+            consumer = self._connect()
+            if consumer is None:
+                return False
+            return all(consumer.position(tp) >= end for tp, end in self._ends.items())
+        except KafkaError as e:
+            self._report(e)
+            return False
 
     def ready(self) -> bool:
         """Connect if needed; True once the start position is fixed."""

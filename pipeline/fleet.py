@@ -6,7 +6,13 @@ the cameras it runs, and the zone edits it takes from one.
   (key = camera id): health as :class:`~nonsite.pipeline.control.EdgeCameraControl` reports it, the zones it applies
   with their revision, the view guard's verdict; every ``snapshot_interval_s`` a downscaled JPEG of the latest frame
   rides along. States are volatile: dropped, not queued, while the broker is away.
-- It reads ``nonsite.camera-control`` from its end (every worker reads every command) and applies each
+- At start it catches up: it reads ``nonsite.camera-control`` from the oldest command the topic keeps (its retention
+  is ``bus.kafka.retention_hours``) to the end it found, and applies for each of its cameras only the newest command
+  there, and only when its revision is above :meth:`CameraAgent.baseline` (the revision it applied last, recorded in
+  ``DATA_DIR/cameras/zone-revisions.json`` with a digest of the zones it wrote; when the file's zones are no longer
+  those, they were edited by hand, and the file's modification time counts too). A replay is idempotent, and an
+  older command never undoes a newer edit, by command or by hand. Then it reads on (every worker reads every command)
+  and applies each
   :class:`~nonsite.bus.events.CameraZonesCommand` for a camera it has: the zones are written into its own config file
   when it has one (so a restart keeps them; validated by the same writer and loader as the embedded editor) and handed
   to ``on_camera``: the running camera swaps zones live, keeping its connection and tracks. Idempotent by command id
@@ -17,6 +23,8 @@ from __future__ import annotations
 
 import base64
 import collections
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -55,6 +63,12 @@ log = logging.getLogger(__name__)
 
 CONTROL_GROUP = "nonsite-camera-control"
 """How a worker names itself in the dead-letter records of the zone commands it rejects."""
+
+
+def _zones_digest(zones: list[Any]) -> str:
+    """A digest of typed zones (what a worker wrote into its file, compared at its next start)."""
+    plain = [z.model_dump(mode="json") if hasattr(z, "model_dump") else z for z in zones]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def scaled_jpeg(jpeg: bytes, width: int, quality: int, limit: int = MAX_SNAPSHOT_BYTES) -> bytes | None:
@@ -97,9 +111,13 @@ class CameraAgent:
         config_path: str | os.PathLike[str] | None = None,
         known: Callable[[], dict[str, CameraConfig]] | None = None,
         on_camera: Callable[[CameraConfig], object] | None = None,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.bus, self.runner, self.worker_id, self.settings = bus, runner, worker_id, settings
         self.config_path = Path(config_path) if config_path else None
+        self.state_path = Path(state_path) if state_path else None
+        """Where the applied revision of each camera's zones is kept (JSON), so that a restart replays only newer
+        commands; None: nowhere (every start replays against the config file's modification time)."""
         self.known = known or (lambda: {c.id: c for c in runner.cameras})
         self.on_camera = on_camera or runner.update_camera
         self.health = EdgeCameraControl(runner, self.config_path or "")
@@ -107,7 +125,10 @@ class CameraAgent:
         """Set once the zone commands are read: what is published from then on reaches this worker."""
         self.applied: list[CameraZonesCommand] = []
         """The zone commands applied, oldest first."""
-        self._revision: dict[str, int] = {}
+        self.replayed: list[CameraZonesCommand] = []
+        """The zone commands applied while catching up at start (a subset of ``applied``)."""
+        self._records: dict[str, dict[str, Any]] = self._load_records()
+        self._revision: dict[str, int] = {cid: int(r["revision"]) for cid, r in self._records.items()}
         self._error: dict[str, tuple[str, int]] = {}
         self._seen: collections.deque[str] = collections.deque(maxlen=1000)
         self._published: dict[str, CameraState] = {}
@@ -240,10 +261,11 @@ class CameraAgent:
     def _listen(self) -> None:
         reader: Consumer | None = None
         try:
-            reader = tail(self.bus, TOPIC_CAMERA_CONTROL)
+            reader = tail(self.bus, TOPIC_CAMERA_CONTROL, from_start=True)
             ready = getattr(reader, "ready", None)
             while not self._stop.is_set() and ready is not None and not ready():
                 self._stop.wait(1.0)
+            self._catch_up(reader)
             self.listening.set()
             while not self._stop.is_set():
                 for msg in reader.poll(max_records=50, timeout_s=0.5):
@@ -286,13 +308,22 @@ class CameraAgent:
             if cmd.revision <= self._revision.get(cmd.camera_id, 0):
                 self._seen.append(cmd.command_id)
                 return "stale"
+        return self._apply(camera, cmd, msg)
+
+    def _apply(self, camera: CameraConfig, cmd: CameraZonesCommand, msg: Message | None) -> str:
+        """Write and apply ``cmd`` (its revision checked by the caller): "applied" or "rejected" (dead-lettered
+        when it came live, as ``msg``; a replayed one was dead-lettered by the workers that were up then)."""
         try:
             new = self._zoned(camera, cmd.zones)
         except ValueError as e:
             with self._lock:
                 self._seen.append(cmd.command_id)
                 self._error[cmd.camera_id] = (str(e)[:2000], cmd.revision)
-            self._dead_letter(msg, f"zones of camera {cmd.camera_id} refused by worker {self.worker_id}: {e}")
+            reason = f"zones of camera {cmd.camera_id} refused by worker {self.worker_id}: {e}"
+            if msg is not None:
+                self._dead_letter(msg, reason)
+            else:
+                log.error("replayed %s", reason)
             self._wake.set()
             return "rejected"
         what = self.on_camera(new)
@@ -301,12 +332,112 @@ class CameraAgent:
             self._revision[cmd.camera_id] = cmd.revision
             self._error.pop(cmd.camera_id, None)
             self.applied.append(cmd)
-        log.warning("camera %s: zones revision %d from %s (%d zones): %s", cmd.camera_id, cmd.revision,
-                    cmd.issued_by or "a console", len(cmd.zones),
+            self._records[cmd.camera_id] = {"revision": cmd.revision, "command_id": cmd.command_id,
+                                            "zones_sha256": _zones_digest(new.zones)}
+            self._save_records()
+        log.warning("camera %s: zones revision %d from %s (%d zones)%s: %s", cmd.camera_id, cmd.revision,
+                    cmd.issued_by or "a console", len(cmd.zones), " (missed while down)" if msg is None else "",
                     {"zones": "applied live", "kept": "kept for when it runs here", "unchanged": "already in force"}
                     .get(str(what), str(what)))
         self._wake.set()
         return "applied"
+
+    # -- catching up at start ------------------------------------------------------------------------------------
+
+    def _catch_up(self, reader: Consumer) -> None:
+        """Read the control topic from its oldest kept command up to the end it had when the reader connected, and
+        apply for each camera of this worker the newest command there if it is newer than the zones this worker
+        has (:meth:`baseline`). Bad messages are skipped here: the workers that were up dead-lettered them."""
+        caught_up = getattr(reader, "caught_up", None)
+        if caught_up is None:
+            return
+        newest: dict[str, CameraZonesCommand] = {}
+        while not self._stop.is_set() and not caught_up():
+            for msg in reader.poll(max_records=200, timeout_s=0.5):
+                try:
+                    cmd = CameraZonesCommand.model_validate_json(msg.value)
+                except ValidationError:
+                    continue
+                if cmd.camera_id != msg.key or oversized_reason(msg):
+                    continue
+                prev = newest.get(cmd.camera_id)
+                if prev is None or cmd.revision > prev.revision:
+                    newest[cmd.camera_id] = cmd
+        if self._stop.is_set():
+            return
+        known = self.known()
+        in_file = self._file_zones()
+        for cid, cmd in sorted(newest.items()):
+            camera = known.get(cid)
+            if camera is None:
+                continue
+            base = self.baseline(cid, in_file)
+            if cmd.revision <= base:
+                log.info("camera %s: zones revision %d on the bus is not newer than this worker's (%d); kept",
+                         cid, cmd.revision, base)
+                continue
+            try:
+                if self._apply(camera, cmd, None) == "applied":
+                    self.replayed.append(cmd)
+            except Exception:
+                log.exception("camera %s: replayed zones revision %d failed", cid, cmd.revision)
+
+    def baseline(self, camera_id: str, in_file: dict[str, str] | None = None) -> int:
+        """The revision (ms) this worker's zones of ``camera_id`` count as: the revision it applied last, when the
+        config file still has the zones it wrote then; else (edited by hand since, or never written by a command)
+        the later of that revision and the file's modification time. A replayed command applies only above it."""
+        record = self._records.get(camera_id)
+        applied = int(record["revision"]) if record else 0
+        files = self._file_zones() if in_file is None else in_file
+        digest = files.get(camera_id)
+        if digest is None or self.config_path is None:
+            return applied  # not in this worker's file: only what it applied counts
+        if record is not None and record.get("zones_sha256") == digest:
+            return applied
+        try:
+            mtime_ms = self.config_path.stat().st_mtime_ns // 1_000_000
+        except OSError:
+            mtime_ms = 0
+        return max(applied, mtime_ms)
+
+    def _file_zones(self) -> dict[str, str]:
+        """camera id -> digest of its zones in this worker's config file ({} without one, or when it does not
+        load)."""
+        if self.config_path is None:
+            return {}
+        try:
+            cfg = load_config(self.config_path)
+        except (ConfigError, OSError) as e:
+            log.error("zone catch-up: %s does not load (%s); only recorded revisions count", self.config_path, e)
+            return {}
+        return {c.id: _zones_digest(c.zones) for c in cfg.cameras}
+
+    def _load_records(self) -> dict[str, dict[str, Any]]:
+        if self.state_path is None or not self.state_path.is_file():
+            return {}
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+            return {str(k): {"revision": int(v["revision"]), "command_id": str(v.get("command_id", "")),
+                             "zones_sha256": str(v.get("zones_sha256", ""))}
+                    for k, v in dict(data.get("cameras", {})).items()}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+            log.error("zone revisions %s unreadable (%s); starting from the config file alone", self.state_path, e)
+            return {}
+
+    def _save_records(self) -> None:
+        """Write the applied revisions atomically (caller holds the lock)."""
+        if self.state_path is None:
+            return
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_path.with_name(f".{self.state_path.name}.{os.getpid()}.tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"worker_id": self.worker_id, "cameras": self._records}, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state_path)
+        except OSError as e:
+            log.error("zone revisions not saved in %s: %s", self.state_path, e)
 
     def _zoned(self, camera: CameraConfig, zones: list[dict[str, Any]]) -> CameraConfig:
         """``camera`` with ``zones``, validated as the worker's loader validates them; written into this worker's

@@ -342,3 +342,84 @@ def test_camera_states_are_kept_an_hour_and_zone_commands_as_long_as_events() ->
     assert {TOPIC_CAMERAS, TOPIC_CAMERA_CONTROL} <= set(TOPICS) <= set(specs)
     assert specs[TOPIC_CAMERAS]["configs"]["retention.ms"] == str(3600 * 1000)
     assert specs[TOPIC_CAMERA_CONTROL]["configs"]["retention.ms"] == str(72 * 3600 * 1000)
+
+
+# -- a worker that was down during a zone edit catches up at start -----------------------------------------------
+
+
+def _zone(zid: str) -> dict[str, Any]:
+    return {"id": zid, "kind": "no_stray_dogs", "polygon": [[0.2, 0.2], [0.8, 0.2], [0.8, 0.8]]}
+
+
+def test_a_worker_started_after_a_zone_edit_catches_up_and_an_older_command_never_undoes_a_newer_edit(
+        fleet: Fleet, tmp_path: Path) -> None:
+    from nonsite.config.writer import update_camera_zones
+
+    state = tmp_path / "edge-data" / "cameras" / "zone-revisions.json"
+    cfg = load_typed_config(fleet.edge_path)
+    running: list[CameraAgent] = []
+
+    def start() -> CameraAgent:
+        agent = CameraAgent(fleet.edge_bus, fleet.runner, "edge-north", cfg.camera_status,
+                            config_path=fleet.edge_path, state_path=state).start()
+        running.append(agent)
+        wait_until(agent.listening.is_set, 30, "the worker caught up and listening")
+        return agent
+
+    def file_zones() -> list[str]:
+        return [z.id for z in load_typed_config(fleet.edge_path).cameras[0].zones]
+
+    def live_zones() -> list[str]:
+        return [z.id for z in fleet.runner.run_of("cam-dog").camera.zones]  # type: ignore[union-attr]
+
+    def publish(zid: str, revision: int) -> CameraZonesCommand:
+        cmd = CameraZonesCommand(camera_id="cam-dog", zones=[_zone(zid)], revision=revision, issued_by="test")
+        fleet.console_bus.publish(TOPIC_CAMERA_CONTROL, "cam-dog", cmd.model_dump_json().encode())
+        return cmd
+
+    try:
+        wait_until(lambda: fleet.state().state == "up", 20, "the camera up on the console")
+        fleet.agent.stop()  # the fixture's worker goes; this test's workers keep their revisions in `state`
+        first = start()
+        fleet.control.set_zones("cam-dog", [_zone("first")])
+        wait_until(lambda: live_zones() == ["first"], 20, "the first edit applied live")
+        assert file_zones() == ["first"] and state.is_file()
+        rev1 = first.applied[-1].revision
+
+        # the worker is down while the console saves a new edit, and an older command lands after it on the topic
+        first.stop()
+        fleet.control.set_zones("cam-dog", [_zone("second")])
+        rev2 = fleet.control._last_revision
+        publish("older", rev1 + 1)  # older than the second edit though published later
+        assert file_zones() == ["first"] and live_zones() == ["first"]
+
+        second = start()
+        assert [c.revision for c in second.replayed] == [rev2]  # only the newest, once
+        assert file_zones() == ["second"] and live_zones() == ["second"]
+        wait_until(lambda: not fleet.state().zones_pending and fleet.state().state == "up", 20,
+                   "the console sees the caught-up revision")
+        assert json.loads(state.read_text())["cameras"]["cam-dog"]["revision"] == rev2
+
+        # a restart replays nothing more: idempotent
+        second.stop()
+        third = start()
+        assert third.replayed == [] and third.applied == [] and file_zones() == ["second"]
+
+        # an edit of the worker's file by hand is newer than every command issued before it
+        third.stop()
+        update_camera_zones(fleet.edge_path, "cam-dog", [_zone("by-hand")], load_typed_config)
+        edited_ms = fleet.edge_path.stat().st_mtime_ns // 1_000_000
+        publish("before-hand", rev2 + 1)  # newer than what the worker applied, older than the hand edit
+        fourth = start()
+        assert fourth.replayed == [] and file_zones() == ["by-hand"]
+        assert fourth.baseline("cam-dog") >= edited_ms
+
+        # ... and a command issued after the hand edit wins over it
+        fourth.stop()
+        after = publish("after-hand", edited_ms + 1)
+        fifth = start()
+        assert [c.command_id for c in fifth.replayed] == [after.command_id]
+        assert file_zones() == ["after-hand"] and live_zones() == ["after-hand"]
+    finally:
+        for agent in running:
+            agent.stop()
