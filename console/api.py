@@ -492,6 +492,10 @@ async def api_events(
             "time": local_time(case.confirmed_at, state.zone),
             "dwell": t(key, **fields),
             "updated_at": case.updated_at.isoformat(),
+            # the camera re-check badge of the server-rendered queue (docs/recheck.md); the page sets it as text
+            "recheck_state": case.recheck_state,
+            "recheck_label": t.label("recheck", case.recheck_state) if case.recheck_state else None,
+            "recheck_title": t("recheck.title"),
         }
 
     return StreamingResponse(

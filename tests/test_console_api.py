@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import cv2
@@ -341,3 +342,41 @@ def test_live_updates_stream_new_cases_and_status_changes(env: Env, media_dir: P
         assert httpx.get(served.url + "/api/events", timeout=5).status_code == 401
         actor.close()
         watcher.close()
+
+
+def _set_recheck(sf: Any, number: str, state: str | None) -> None:
+    """What the re-check desk does to a case (cases/recheck.py): its newest re-check's state, a new updated_at."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from nonsite.cases import Case
+
+    with sf() as session:
+        case = session.scalars(select(Case).where(Case.number == number)).one()
+        case.recheck_state = state
+        case.updated_at = datetime.now(UTC)
+        session.commit()
+
+
+def test_the_live_stream_carries_the_camera_recheck_state_and_its_label(env: Env) -> None:
+    app, sf = env.make_app(live_poll_s=0.1)
+    dog = env.cases["stray_dog"]
+    with Served(app) as served:
+        watcher = httpx.Client(base_url=served.url, timeout=10,
+                               headers={"Authorization": f"Bearer {env.users.issue_token('op')}"})
+        with watcher.stream("GET", "/api/events", params={"lang": "en"}) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("retry: ")
+            _set_recheck(sf, dog, "pending")
+            (_, pending), = _events(lines, 1)
+            _set_recheck(sf, dog, "present")
+            (_, present), = _events(lines, 1)
+            _set_recheck(sf, dog, None)
+            (_, cleared), = _events(lines, 1)
+        watcher.close()
+    assert (pending["number"], pending["recheck_state"], pending["recheck_label"]) == (dog, "pending",
+                                                                                       "Waiting for the camera")
+    assert pending["recheck_title"] == "Camera re-check"
+    assert (present["recheck_state"], present["recheck_label"]) == ("present", "Still there: back to the team")
+    assert (cleared["recheck_state"], cleared["recheck_label"]) == (None, None)

@@ -168,9 +168,24 @@
     showPreview(all[selected]);
   }
 
-  function setStatus(row, status, label) {
+  var RECHECK_STATES = ["pending", "clear", "present", "unavailable"];
+
+  /* A case's status badge, then its camera re-check badge as the server renders it (docs/recheck.md).
+     ``recheck`` (a live event's recheck_state / _label / _title) replaces the row's re-check; left out, the row
+     keeps the one it has. Values are text, never markup; an unknown state shows no badge. */
+  function setStatus(row, status, label, recheck) {
     row.dataset.status = status;
     row.className = row.className.replace(/\bstatus-[a-z_]+/g, "").trim() + " status-" + status;
+    if (recheck !== undefined) {
+      if (recheck && recheck.state) {
+        row.dataset.recheck = String(recheck.state);
+        row.dataset.recheckLabel = String(recheck.label || recheck.state);
+        if (recheck.title) { row.dataset.recheckTitle = String(recheck.title); }
+      } else {
+        delete row.dataset.recheck;
+        delete row.dataset.recheckLabel;
+      }
+    }
     var cell = row.querySelector(".c-status");
     if (cell) {
       cell.textContent = "";
@@ -178,6 +193,15 @@
       badge.className = "badge status-" + status;
       badge.textContent = label || text("status." + status);
       cell.appendChild(badge);
+      var state = row.dataset.recheck;
+      if (state && RECHECK_STATES.indexOf(state) >= 0) {
+        var rc = document.createElement("span");
+        rc.className = "badge recheck-" + state;
+        rc.title = row.dataset.recheckTitle || "";
+        rc.textContent = row.dataset.recheckLabel || state;
+        cell.appendChild(document.createTextNode(" "));
+        cell.appendChild(rc);
+      }
     }
     if (selected >= 0 && rows()[selected] === row) { showPreview(row); }
   }
@@ -277,14 +301,18 @@
     cell(tr, "c-status", "");
     tr.addEventListener("click", function (e) { if (!e.target.closest("a")) { select(rows().indexOf(tr)); } });
     tr.addEventListener("dblclick", function () { go(tr.dataset.href); });
-    setStatus(tr, c.status, c.status_label);
+    setStatus(tr, c.status, c.status_label, liveRecheck(c));
     return tr;
+  }
+
+  function liveRecheck(c) {
+    return { state: c.recheck_state || null, label: c.recheck_label || "", title: c.recheck_title || "" };
   }
 
   function applyLive(c) {
     var existing = rows().filter(function (r) { return r.dataset.number === c.number; })[0];
     if (existing) {
-      setStatus(existing, c.status, c.status_label);
+      setStatus(existing, c.status, c.status_label, liveRecheck(c));
       existing.classList.toggle("off-filter", !c.matches);
       flash(existing);
       return;

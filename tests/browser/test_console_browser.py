@@ -221,6 +221,61 @@ def test_reviewer_approves_and_the_wrong_role_is_refused(site: Site, context: An
     assert state["status"] == "approved" and state["audit"][-1]["actor"] == "rev"
 
 
+def _set_recheck(site: Site, key: str, state: str | None) -> None:
+    """What the re-check desk does to a case (cases/recheck.py): its newest re-check's state, a new updated_at."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from nonsite.cases import Case, open_db
+
+    with open_db(site.env.db_url)() as session:
+        case = session.scalars(select(Case).where(Case.number == site.env.cases[key])).one()
+        case.recheck_state = state
+        case.updated_at = datetime.now(UTC)
+        session.commit()
+
+
+def test_the_live_queue_shows_the_camera_recheck_badge_as_the_page_does(site: Site, context: Any) -> None:
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    number = site.env.cases["x-vend"]
+    log_in(page, site, "op", "/?camera=cam-other")
+    page.wait_for_selector('#live-status[data-state="on"]')
+    status = row(page, number).locator(".c-status")
+    recheck_badges = status.locator("[class*='recheck-']")
+    assert recheck_badges.count() == 0  # no re-check asked yet
+    try:
+        _set_recheck(site, "x-vend", "pending")
+        page.wait_for_selector(f'tr.case-row[data-number="{number}"] .badge.recheck-pending')
+        live = status.locator(".badge.recheck-pending")
+        assert live.inner_text() == "等待摄像头复核" and live.get_attribute("title") == "摄像头复核"
+
+        _set_recheck(site, "x-vend", "present")  # the camera still sees it: the badge follows
+        page.wait_for_selector(f'tr.case-row[data-number="{number}"] .badge.recheck-present')
+        assert status.locator(".badge.recheck-pending").count() == 0
+        live_html = status.inner_html()
+        page.reload()  # the server-rendered row shows the same badges
+        page.wait_for_selector(f'tr.case-row[data-number="{number}"] .badge.recheck-present')
+        rendered = status.locator(".badge.recheck-present").inner_text()
+        page.wait_for_selector('#live-status[data-state="on"]')
+        page.keyboard.press("c")  # confirming it keeps the re-check badge on the row
+        page.wait_for_selector(f'tr.case-row[data-number="{number}"][data-status="confirmed"]')
+        assert status.locator(".badge.recheck-present").inner_text() == rendered == "仍有违章物：已退回中队"
+        assert f'class="badge recheck-present" title="摄像头复核">{rendered}<' in live_html
+
+        # a state that is none of the four (anyone who can write the database could put one) is no badge, no markup
+        _set_recheck(site, "x-vend", "<img src=x>")
+        page.wait_for_function(f"""() => {{
+            const r = document.querySelector('tr.case-row[data-number="{number}"]');
+            return r && r.dataset.recheck === "<img src=x>"; }}""")
+        assert recheck_badges.count() == 0 and status.locator("img").count() == 0 and "<img" not in status.inner_html()
+    finally:
+        _set_recheck(site, "x-vend", None)
+    assert not errors, errors
+
+
 def test_admin_draws_and_saves_a_zone(site: Site, context: Any) -> None:
     cams = site.env.cameras
     assert cams is not None
