@@ -1,13 +1,54 @@
-"""``nonsite bus status``: the topics, each consumer group's lag and this node's outbox depth."""
+"""``nonsite bus status``: the topics, each consumer group's lag and this node's outbox depth.
+
+The groups: the sealer's and the drafter's (always); the city platform relay's (``nonsite-platform`` on
+``nonsite.cases``) when ``integration.platform`` is enabled or the group has committed; and every camera re-check desk
+(``nonsite-recheck-<tag>`` on ``nonsite.recheck``, one per edge / pool worker: its tag hashes host, data directory and
+worker id, so they are found, not configured: on Kafka the broker's group list, on the embedded bus its commits).
+The camera topics (``nonsite.cameras``, ``nonsite.camera-control``) are read in no group: their message counts show.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from nonsite.bus.events import TOPIC_EVIDENCE, TOPIC_VIOLATIONS
+from nonsite.bus.events import TOPIC_CASES, TOPIC_EVIDENCE, TOPIC_RECHECK, TOPIC_VIOLATIONS
 from nonsite.config import NonsiteConfig
 
 GROUPS = ((TOPIC_VIOLATIONS, "nonsite-sealer"), (TOPIC_EVIDENCE, "nonsite-drafter"))
+PLATFORM_GROUP = "nonsite-platform"
+"""The platform relay's group (:data:`nonsite.integration.relay.PLATFORM_GROUP`)."""
+RECHECK_PREFIX = "nonsite-recheck-"
+"""How every re-check desk's group starts (:func:`nonsite.pipeline.recheck.default_group`)."""
+
+
+def groups_of(cfg: NonsiteConfig, known: Iterable[str] | None) -> list[tuple[str, str]]:
+    """(topic, group) pairs to report: the fixed ones, the platform relay's when enabled or ``known``, and the
+    re-check desks among ``known`` (the groups the bus knows; None when it could not say)."""
+    found = set(known or ())
+    out = list(GROUPS)
+    if cfg.integration.platform.enabled or PLATFORM_GROUP in found:
+        out.append((TOPIC_CASES, PLATFORM_GROUP))
+    out += [(TOPIC_RECHECK, g) for g in sorted(found) if g.startswith(RECHECK_PREFIX)]
+    return out
+
+
+def _group_ids(admin: Any) -> list[str] | None:
+    """The consumer groups the broker knows (None when it does not answer the question)."""
+    lister = getattr(admin, "list_groups", None) or getattr(admin, "list_consumer_groups", None)
+    if lister is None:
+        return None
+    try:
+        rows = lister()
+    except Exception:  # an old broker or one without ListGroups: the fixed groups still show
+        return None
+    out = []
+    for row in rows:
+        gid = row.get("group_id") if isinstance(row, dict) else (row[0] if isinstance(row, tuple | list) else None)
+        if isinstance(gid, str):
+            out.append(gid)
+    return out
 
 
 def bus_status(cfg: NonsiteConfig, data_dir: Path) -> int:
@@ -19,11 +60,16 @@ def bus_status(cfg: NonsiteConfig, data_dir: Path) -> int:
         if not path.is_file():
             print(f"embedded bus: no log at {path} yet")
             return 0
+        from nonsite.bus.kafka import TOPICS
+
         ebus = EmbeddedBus(path)
         try:
             print(f"embedded bus: {path}")
-            for topic, group in GROUPS:
-                print(f"  {topic}: {ebus.end_offset(topic)} message(s); group {group} lag {ebus.lag(topic, group)}")
+            for topic in TOPICS:
+                print(f"  {topic}: {ebus.end_offset(topic)} message(s)")
+            known = [g for (g,) in ebus._conn().execute("SELECT DISTINCT grp FROM commits")]
+            for topic, group in groups_of(cfg, known):
+                print(f"  group {group} on {topic}: lag {ebus.lag(topic, group)}")
         finally:
             ebus.close()
         return 0
@@ -52,7 +98,10 @@ def bus_status(cfg: NonsiteConfig, data_dir: Path) -> int:
                 continue
             ends = offsets.end_offsets(topic)
             print(f"  {topic}: {len(ends)} partition(s), {sum(ends.values())} message(s)")
-        for topic, group in GROUPS:
+        known = _group_ids(admin)
+        if known is None:
+            print("  (the broker does not list its consumer groups: re-check desks not shown)")
+        for topic, group in groups_of(cfg, known):
             if topic in existing:
                 print(f"  group {group} on {topic}: lag {offsets.lag(topic, group)}")
     finally:
