@@ -65,7 +65,8 @@ class ProbeResult:
     fps: float | None
     """Frame rate the stream declares (None when it declares none)."""
     measured_fps: float | None
-    """Frame rate measured from the timestamps of the frames read (None when fewer than two)."""
+    """Frame rate the source sends, from the spacing of the frames' timestamps: the median gap, so frames lost on
+    the way (a loaded server drops late ones) do not lower it (None when fewer than two)."""
     connect_s: float
     """Seconds until the stream was open (connection, authentication, stream description)."""
     first_frame_s: float
@@ -85,6 +86,18 @@ class ProbeResult:
             f"fps: {rate(self.fps)} declared, {rate(self.measured_fps)} measured over {self.frames_read} frames",
             f"time to first frame: {self.first_frame_s:.2f} s (connected after {self.connect_s:.2f} s)",
         ]
+
+
+def rate_from_timestamps(times: list[float]) -> float | None:
+    """Frames per second from presentation timestamps (seconds): one over the median positive gap, or None when
+    fewer than two frames have distinct times. A missing frame makes one gap twice as long and moves the median
+    not at all, where ``(n - 1) / span`` would report the stream as slower than it is."""
+    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False) if b > a)
+    if not gaps:
+        return None
+    mid = len(gaps) // 2
+    median = gaps[mid] if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
+    return 1.0 / median
 
 
 def probe(target: str, *, timeout_s: float = 10.0, transport: str = "tcp", measure_s: float = 1.0,
@@ -219,9 +232,7 @@ def _probe_av(url: str, timeout_s: float, transport: str | None, measure_s: floa
                 raise ProbeError("timeout", f"{shown} opened but sent no frame within {timeout_s:g} s")
             raise ProbeError("unreadable", f"{shown} opened but no frame could be decoded")
         image = last.to_ndarray(format="bgr24")
-        measured = None
-        if len(times) >= 2 and times[-1] > times[0]:
-            measured = (len(times) - 1) / (times[-1] - times[0])
+        measured = rate_from_timestamps(times)
         codec = ctx.name + (f" ({ctx.profile})" if getattr(ctx, "profile", None) else "")
         return ProbeResult(source=shown, codec=codec, width=int(last.width), height=int(last.height), fps=fps,
                            measured_fps=measured, connect_s=connect_s, first_frame_s=first_s, frames_read=n,
