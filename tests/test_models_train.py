@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import supervision as sv
 import torch
 import yaml
 
@@ -255,14 +256,30 @@ def test_export_onnx_and_openvino_register_and_load(trained, cache: Path, media_
         assert det.backend == backend and det.class_names == NAMES
         dets[(backend, model)] = det.detect([img, img])
     ref = dets[("onnx", "thela-mini-onnx")][0]
+    assert len(ref) > 0
     for d in [*dets.values()]:
-        assert len(d) == 2 and len(d[0]) == len(ref) == len(d[1])
-        assert np.allclose(np.sort(d[0].confidence), np.sort(ref.confidence), atol=0.01)
+        assert len(d) == 2 and same_boxes(d[0], d[1], floor=0.0)  # one model, one picture twice: identical
+        # Across backends the numerics differ (OpenVINO keeps fp16 weights; this one-epoch model is sensitive to them:
+        # 0.274 against 0.254 seen): boxes scored near the 0.01 threshold come and go (21 against 19 seen under load),
+        # so each box clearly above it must have its counterpart, same class, same place, score within 0.05.
+        assert same_boxes(d[0], ref, floor=0.1, tol=0.05) and same_boxes(ref, d[0], floor=0.1, tol=0.05)
 
     # The registry checks the OpenVINO weights file too.
     xml.with_suffix(".bin").write_bytes(xml.with_suffix(".bin").read_bytes()[:-1] + b"\0")
     with pytest.raises(WeightsChecksumError, match=r"thela-mini-openvino\.bin"):
         resolve("thela-mini-openvino")
+
+
+def same_boxes(a, b, *, floor: float, tol: float = 0.01) -> bool:  # type: ignore[no-untyped-def]
+    """Every box of ``a`` scored at least ``floor`` has a box of ``b`` of the same class, IoU >= 0.9 and a score
+    within ``tol`` (``floor`` 0: also the same number of boxes)."""
+    if floor == 0.0 and len(a) != len(b):
+        return False
+    iou = sv.box_iou_batch(a.xyxy, b.xyxy)
+    for i, (cls, conf) in enumerate(zip(a.class_id, a.confidence, strict=True)):
+        if conf >= floor and not ((iou[i] >= 0.9) & (b.class_id == cls) & (np.abs(b.confidence - conf) <= tol)).any():
+            return False
+    return True
 
 
 def test_export_errors(trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
