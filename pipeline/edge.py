@@ -395,6 +395,10 @@ class EdgeRunner:
         if not run.finished.is_set():
             if not run.done:
                 self._finish(run)
+            # The run stays in the history for its stats only: its frames go now (a frame its reader queued after
+            # the detach, the pre-roll, the rule engine's pictures), or every restart would keep a camera's memory.
+            run.frames.clear()
+            run.worker.release()
             run.finished.set()
 
     def _swap_zones(self, run: CameraRun, camera: CameraConfig) -> None:

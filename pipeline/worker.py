@@ -200,9 +200,10 @@ class EdgeWorker:
         self._set_camera(camera)
         self.plate_reader = plate_reader if plate_reader is not None else default_plate_reader(cfg)
         self.tracker = Tracker(cfg.tracker, camera.fps)
+        ev = cfg.evidence
         self.ring = RingBuffer(
-            max_seconds=cfg.evidence.pre_roll_s + 2.0 / camera.fps, max_bytes=64 * 1024 * 1024,
-            jpeg_quality=cfg.evidence.jpeg_quality,
+            max_seconds=ev.pre_roll_s + 2.0 / camera.fps, max_bytes=max(1, int(ev.pre_roll_max_mb * 2**20)),
+            jpeg_quality=ev.pre_roll_jpeg_quality,
         )
         self.engine: RuleEngine | None = None
         self.paused_frames = 0
@@ -361,6 +362,18 @@ class EdgeWorker:
             for ev in self.engine.finish(self.stats.last_ts):
                 self._on_rule_event(ev, None)
         return self._publish_due(float("inf"))
+
+    def release(self) -> None:
+        """The camera stopped for good (removed, or restarted as a new worker) and :meth:`finish` has run: drop the
+        pictures only a running camera needs (the pre-roll frames, the held detections, the rule engine with its
+        zones' background pictures, the view guard's reference) so a stopped camera costs no memory; the stats
+        stay. Not to be followed by :meth:`process`."""
+        self.ring.clear()
+        self._held = None
+        self.engine = None
+        self.view = None
+        self.open.clear()
+        self.pending.clear()
 
     def _on_rule_event(self, ev: RuleEvent, frame: Frame | None) -> None:
         key = ev.episode.key
