@@ -16,6 +16,8 @@ cameras to their end while a thread reads VmRSS every 50 ms. Figures per count:
 
 ``--clips same``: every camera reads the same clip (one frame size: a box of identical cameras);
 ``mixed``: the cameras take the shared clips in turn (bench/run.py's mix, several frame sizes).
+``--height 1080``: every camera reads the first 10 s of the first clip scaled to 1080 lines (H.264): the shared
+clips are 640x360 and smaller, real cameras' frames are bigger, and so are their decoder, queue and pre-roll.
 ``--detector null``: a detector that finds nothing (the pipeline's own memory without the runtime's).
 ``--top K``: also trace Python allocations (tracemalloc; numpy and OpenCV arrays included) and list the K
 source lines holding the most at the peak sample.
@@ -64,20 +66,50 @@ class NullDetector:
         return [sv.Detections.empty() for _ in images]
 
 
-def cams_for(n: int, frames: int, clips: str) -> list[dict[str, Any]]:
+def upscaled_clip(height: int, out: Path, seconds: float = 10.0) -> Path:
+    """The first ``seconds`` of bench/run.py's first clip scaled to ``height`` lines (aspect kept), H.264 at its
+    own frame rate: a camera of a real resolution (the shared clips are 640x360 and smaller)."""
+    import av
+    import cv2
+
+    video = bench.media_dir() / bench.VIDEOS[0][0]
+    cap = cv2.VideoCapture(str(video))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    width = round(cap.get(cv2.CAP_PROP_FRAME_WIDTH) * height / cap.get(cv2.CAP_PROP_FRAME_HEIGHT) / 2) * 2
+    with av.open(str(out), mode="w") as container:
+        stream = container.add_stream("libx264", rate=round(fps), options={"crf": "23", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(round(seconds * fps)):
+            ok, image = cap.read()
+            if not ok:
+                break
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    cap.release()
+    return out
+
+
+def cams_for(n: int, frames: int, clips: str, clip: Path | None = None) -> list[dict[str, Any]]:
+    if clip is not None:
+        one = {**bench.cameras(1, frames)[0], "fps": round(frames / 10.0, 4), "source": {"url": str(clip)}}
+        return [{**one, "id": f"cam{i:02d}"} for i in range(n)]
     if clips == "mixed":
         return bench.cameras(n, frames)
     one = bench.cameras(1, frames)[0]
     return [{**one, "id": f"cam{i:02d}"} for i in range(n)]
 
 
-def measure(n: int, frames: int, clips: str, detector: str, top: int, max_batch: int) -> dict[str, Any]:
+def measure(n: int, frames: int, clips: str, detector: str, top: int, max_batch: int,
+            clip: Path | None = None) -> dict[str, Any]:
     from nonsite.bus.embedded import EmbeddedBus
     from nonsite.config import NonsiteConfig
     from nonsite.evidence.local import LocalStore
     from nonsite.pipeline.edge import EdgeRunner
 
-    cams = cams_for(n, frames, clips)
+    cams = cams_for(n, frames, clips, clip)
     if detector == "null":
         det: Any = NullDetector()
     else:
@@ -116,12 +148,14 @@ def measure(n: int, frames: int, clips: str, detector: str, top: int, max_batch:
         stats = runner.run(threading.Event())
         bus.close()
     wall = time.perf_counter() - start
+    h, w = bench.decode(cams[:1], 1)[cams[0]["id"]][0].shape[:2]
     cpu = time.process_time() - cpu
     done.set()
     sampler.join()
     peak[0] = max(peak[0], rss_mb())
     out: dict[str, Any] = {
-        "cameras": n, "clips": clips, "detector": detector, "frames": sum(s.frames for s in stats.values()),
+        "cameras": n, "clips": clips if clip is None else "same", "detector": detector,
+        "frame": f"{w}x{h}", "frames": sum(s.frames for s in stats.values()),
         "rss_baseline_mb": round(baseline, 1), "rss_peak_mb": round(peak[0], 1),
         "per_camera_mb": round((peak[0] - baseline) / n, 1), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
     }
@@ -139,17 +173,28 @@ def main() -> int:
     ap.add_argument("--clips", choices=("same", "mixed"), default="same")
     ap.add_argument("--detector", default="openvino", help="a detector backend, or null")
     ap.add_argument("--max-batch", type=int, default=4)
+    ap.add_argument("--height", type=int, help="every camera reads the first 10 s of the first clip scaled to this "
+                    "many lines (e.g. 1080), H.264")
+    ap.add_argument("--clip", help=argparse.SUPPRESS)  # child: the scaled clip
     ap.add_argument("--top", type=int, default=0)
     ap.add_argument("--out", help="write the rows as JSON here")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child: measure this count only
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(measure(a.one, a.frames, a.clips, a.detector, a.top, a.max_batch)))
+        clip = Path(a.clip) if a.clip else None
+        print(json.dumps(measure(a.one, a.frames, a.clips, a.detector, a.top, a.max_batch, clip)))
         return 0
+    with tempfile.TemporaryDirectory(prefix="nonsite-bench-mem-clip-") as tmp:
+        clip = upscaled_clip(a.height, Path(tmp) / f"clip{a.height}.mp4") if a.height else None
+        return sweep(a, clip)
+
+
+def sweep(a: argparse.Namespace, clip: Path | None) -> int:
     rows: list[dict[str, Any]] = []
     for n in (int(x) for x in a.cameras.split(",")):
         args = [sys.executable, __file__, "--one", str(n), "--frames", str(a.frames), "--clips", a.clips,
-                "--detector", a.detector, "--max-batch", str(a.max_batch), "--top", str(a.top)]
+                "--detector", a.detector, "--max-batch", str(a.max_batch), "--top", str(a.top),
+                *(["--clip", str(clip)] if clip else [])]
         p = subprocess.run(args, capture_output=True, text=True, check=False)
         if p.returncode:
             print(p.stderr[-3000:], file=sys.stderr)
