@@ -134,3 +134,44 @@ def test_a_video_decodes_the_same_frames_whatever_its_thread_count(media_dir: Pa
     src = open_source(cam)
     assert isinstance(src, FileSource) and src.decode_threads == 3
     assert open_source(CameraConfig.model_validate(camera("cam", media_dir / DOG))).decode_threads == 1
+
+
+def test_episodes_opened_on_one_frame_share_one_copy_of_its_picture(tmp_path: Path) -> None:
+    from nonsite.pipeline.detections import make_detections
+
+    w, bus = worker(tmp_path, pre_roll_s=1, post_roll_s=0.4)
+    cars = [(40.0, 120.0, 140.0, 200.0), (180.0, 120.0, 290.0, 200.0)]
+    images = []
+    try:
+        for i in range(30):
+            img = np.full((240, 320, 3), 90, np.uint8)
+            img[:20, :20] = i
+            images.append(img)
+            w.process(Frame("cam-1", i, T0 + i / 5, img), make_detections(cars, ["car", "car"], confidence=[0.9, 0.9]))
+            if len(w.open) + len(w.pending) >= 2:
+                break
+        episodes = [*w.open.values(), *w.pending]
+        assert len(episodes) == 2 and episodes[0].onset.ts == episodes[1].onset.ts
+        still = episodes[0].onset.image
+        assert episodes[1].onset.image is still  # one copy for both
+        frame = images[round((episodes[0].onset.ts - T0) * 5)]
+        assert np.array_equal(still, frame) and still is not frame
+        frame[:] = 0  # the decoder's buffer reused: the evidence keeps its own picture
+        assert still.mean() > 0
+    finally:
+        bus.close()
+
+
+def test_file_cameras_share_their_read_ahead(tmp_path: Path, media_dir: Path) -> None:
+    cams = [camera(f"c{i}", media_dir / DOG, fps=5, loop=True) for i in range(4)]  # files that never end
+    r = runner(config(tmp_path, cams, edge={"max_batch": 4, "queue_frames": 1}), NothingFound())
+    run = Running(r)
+    try:
+        # 4 files share 2 batches of 4 frames: 2 each (one file alone reads ahead both batches: 8)
+        wait_until(lambda: sorted(x.frames.maxsize for x in r.runs) == [2, 2, 2, 2], 10, "4 files' queues")
+        for cid in ("c1", "c2", "c3"):
+            r.remove_camera(cid)
+        wait_until(lambda: [x.frames.maxsize for x in r.runs] == [8], 10, "the queue of the file left")
+        assert r.metrics.value("nonsite_frames_processed_total", camera="c0") > 0
+    finally:
+        run.stop()
