@@ -12,7 +12,8 @@ cameras to their end while a thread reads VmRSS every 50 ms. Figures per count:
 - ``rss_baseline_mb``: resident memory with the model loaded and warmed up, no camera.
 - ``rss_peak_mb``: the highest VmRSS seen while the cameras ran.
 - ``per_camera_mb``: (peak - baseline) / N: what one camera costs at this count.
-- ``slope_mb``: (peak at N - peak at the previous count) / (N - previous N): what each *extra* camera costs.
+- ``slope_mb``: how much more (peak - baseline) grew from the previous count, per camera added: what each
+  *extra* camera costs (baselines differ between mixes of frame sizes, so peaks alone are not compared).
 
 ``--clips same``: every camera reads the same clip (one frame size: a box of identical cameras);
 ``mixed``: the cameras take the shared clips in turn (bench/run.py's mix, several frame sizes).
@@ -155,7 +156,8 @@ def measure(n: int, frames: int, clips: str, detector: str, top: int, max_batch:
     peak[0] = max(peak[0], rss_mb())
     out: dict[str, Any] = {
         "cameras": n, "clips": clips if clip is None else "same", "detector": detector,
-        "frame": f"{w}x{h}", "frames": sum(s.frames for s in stats.values()),
+        "frame": f"{w}x{h}" if clips == "same" or clip is not None else "mixed",
+        "frames": sum(s.frames for s in stats.values()),
         "rss_baseline_mb": round(baseline, 1), "rss_peak_mb": round(peak[0], 1),
         "per_camera_mb": round((peak[0] - baseline) / n, 1), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
     }
@@ -202,7 +204,8 @@ def sweep(a: argparse.Namespace, clip: Path | None) -> int:
         row = json.loads(p.stdout.strip().splitlines()[-1])
         if rows:
             prev = rows[-1]
-            row["slope_mb"] = round((row["rss_peak_mb"] - prev["rss_peak_mb"]) / (n - prev["cameras"]), 1)
+            grown = (row["rss_peak_mb"] - row["rss_baseline_mb"]) - (prev["rss_peak_mb"] - prev["rss_baseline_mb"])
+            row["slope_mb"] = round(grown / (n - prev["cameras"]), 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
     if a.out:
