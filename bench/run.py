@@ -240,11 +240,33 @@ def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int, ove
     warm = decode(cams[: len(VIDEOS)], 2)
     warm_up(det, [im for v in warm.values() for im in v], max_batch)
     rss_before = peak_rss_mb()
+    # Memory per camera: the resident memory while the cameras run over that with the model loaded and warmed up
+    # on every frame size of the run (OpenVINO keeps memory per input shape: a cost per frame size, not per
+    # camera, which a difference of peaks between runs of different clip mixes would charge to the cameras).
+    rss_model = current_rss_mb()
+    rss_run = [rss_model]
 
     cores: list[float] = []
 
-    def pipeline() -> tuple[float, Any, dict[str, int]]:
+    def pipeline(measure_rss: bool = False) -> tuple[float, Any, dict[str, int]]:
         det.calls.clear()
+        if not measure_rss:
+            return run_once()
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.05):
+                rss_run[0] = max(rss_run[0], current_rss_mb())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            return run_once()
+        finally:
+            done.set()
+            sampler.join()
+
+    def run_once() -> tuple[float, Any, dict[str, int]]:
         with tempfile.TemporaryDirectory(prefix="nonsite-bench-") as tmp:
             cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {
                 "max_batch": max_batch, "gating": {"enabled": False}}})  # every frame: the ratio to the bare detector
@@ -262,7 +284,7 @@ def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int, ove
     # Pipeline, bare detector on the very same frames (batched the same way), pipeline again: the two
     # pipeline passes bracket the bare one, so a change in the machine's load during the run shows up
     # on both sides of the ratio.
-    wall1, m, per_cam = pipeline()
+    wall1, m, per_cam = pipeline(measure_rss=True)  # the second pass runs after the bare run held every frame
     calls_made = list(det.calls)
     rss = peak_rss_mb()  # before the bare run holds all the frames in memory
     processed = sum(per_cam.values())
@@ -294,6 +316,8 @@ def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int, ove
         "cpu_ratio": round((fps / (sum(cores) / len(cores))) / (bare_fps / bare_cores), 3),
         "stages": stages, "frames_dropped": int(dropped),
         "peak_rss_mb": round(rss, 1), "rss_before_cameras_mb": round(rss_before, 1),
+        "rss_model_mb": round(rss_model, 1), "rss_run_peak_mb": round(rss_run[0], 1),
+        "rss_per_camera_mb": round((rss_run[0] - rss_model) / n_cams, 1),
     }
 
 
@@ -776,7 +800,7 @@ def markdown(res: dict[str, Any]) -> str:
                           ("bare detector frames/s (same frames)", "bare_fps"), ("ratio", "ratio"),
                           ("cores used (pipeline / bare)", "cores"), ("ratio per CPU second", "cpu_ratio"),
                           ("dropped", "frames_dropped"), ("peak RSS MiB", "peak_rss_mb"),
-                          ("RSS per extra camera MiB", "rss_per_cam")])
+                          ("RSS per camera MiB", "rss_per_cam")])
     lines += ["", "## Per-stage latency per frame (mean / p95 ms)", ""]
     srows = []
     for p in res["pipeline"]:
@@ -914,11 +938,7 @@ def main() -> int:
         pipe.append(row)
         res["pipeline"] = pipe
         save()
-    one = {(r["backend"], r["loop"]): r for r in pipe if r["cameras"] == 1}
     for r in pipe:
-        base = one.get((r["backend"], r["loop"])) or one.get((r["backend"], "overlapped"))
-        if base and r["cameras"] > 1:
-            r["rss_per_camera_mb"] = round((r["peak_rss_mb"] - base["peak_rss_mb"]) / (r["cameras"] - 1), 1)
         r["frames_per_camera"] = round(r["frames"] / r["cameras"])
     res["pipeline"] = pipe
 

@@ -114,7 +114,8 @@ class SourceConfig(Section):
     )
     decode_threads: int = Field(
         1, ge=0, le=64,
-        description="Live sources: FFmpeg decoding threads for this camera. 1 keeps latency lowest; raise it "
+        description="FFmpeg decoding threads for this camera (live streams and video files). 1 keeps latency, "
+        "memory and CPU per frame lowest (every thread holds frame buffers of its own: bench/memory.py); raise it "
         "for 4K/H.265 streams one core cannot decode in time; 0 = one per CPU core (frame threading "
         "delays each frame by threads-1 frames).",
     )

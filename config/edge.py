@@ -62,8 +62,9 @@ class EdgeConfig(Section):
     queue_frames: int = Field(
         2, ge=1, le=64,
         description="Frames waiting per camera between its reader and the detector. Live cameras drop the "
-        "oldest when it is full (latest-frame semantics, counted as dropped); files wait instead (and may "
-        "read ahead up to the batch size).",
+        "oldest when it is full (latest-frame semantics, counted as dropped); files wait instead, and the "
+        "file cameras together may read ahead two batches (2 x max_batch frames, shared among them; at least "
+        "this many each).",
     )
     reload: bool = Field(
         True,

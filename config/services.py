@@ -107,6 +107,19 @@ class EvidenceConfig(Section):
         120.0, gt=0, description="Longest clip written; a longer episode keeps its start and end."
     )
     jpeg_quality: int = Field(92, ge=50, le=100, description="JPEG quality of stills.")
+    pre_roll_jpeg_quality: int = Field(
+        85, ge=50, le=100,
+        description="JPEG quality of the frames each camera keeps for its clips (the pre-roll ring buffer, then "
+        "the episode's frames): they are re-encoded to H.264 for clip.mp4, so above ~85 only costs memory "
+        "(about a quarter more per frame at 92) and encoding time. Stills use jpeg_quality.",
+    )
+    pre_roll_max_mb: float = Field(
+        64.0, gt=0, le=4096,
+        description="Most memory (MiB of JPEGs) one camera's pre-roll ring buffer may hold; the oldest frames go "
+        "first when it is full. pre_roll_s of frames normally needs far less (5 fps 1080p: about 3 MiB for 3 s); "
+        "this caps a camera whose frames are huge or whose fps is high. Clips then start later than pre_roll_s "
+        "before the onset.",
+    )
     min_still_gap_s: float = Field(
         10.0, ge=0, le=600,
         description="Two-stage evidence (GA/T 832): a further overview still (role overview_2) is taken this "

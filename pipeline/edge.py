@@ -238,12 +238,29 @@ class EdgeRunner:
         worker = EdgeWorker(camera, self.cfg, self.store, self.bus, model_info(detector), self._sequence,
                             on_stage=lambda stage, seconds: self.metrics.stage(cid, stage, seconds),
                             views_dir=Path(self.cfg.data_dir) / "edge" / "views")
-        # A file may read ahead enough to fill the batch being detected and the next one on its own (the loop
-        # forms batch N+1 while N is detected); a live camera keeps only its newest frames.
-        size = self.cfg.edge.queue_frames if live else max(self.cfg.edge.queue_frames, 2 * self.max_batch)
+        # A live camera keeps only its newest frames; files read ahead (see _readahead).
+        with self._lock:
+            files = sum(1 for r in self._runs.values() if not r.live) + 1
+        size = self.cfg.edge.queue_frames if live else self._readahead(files)
         queue: FrameQueue[Any] = FrameQueue(size, drop_oldest=live,
                                             on_drop=lambda _item: self.metrics.queue_dropped(cid))
         return CameraRun(camera, source, worker, queue, live, detector, gate_for(camera, self.cfg))
+
+    def _readahead(self, files: int) -> int:
+        """Queue bound of each of ``files`` file cameras: together they may read ahead enough to fill the batch
+        being detected and the next one (the loop forms batch N+1 while N is detected), so one file alone reads
+        ahead 2 x max_batch frames, and 16 files share that instead of each holding as many decoded frames
+        (16 x 8 full-size frames: 800 MB at 1080p; bench/memory.py)."""
+        return max(self.cfg.edge.queue_frames, -(-2 * self.max_batch // max(1, files)))
+
+    def _fit_queues(self) -> None:
+        """Share the file cameras' read-ahead among those running now (cameras come and go)."""
+        with self._lock:
+            files = [r for r in self._runs.values() if not r.live]
+        size = self._readahead(len(files))
+        for r in files:
+            if r.frames.maxsize != size:
+                r.frames.resize(size)
 
     def _start(self, run: CameraRun) -> None:
         run.thread = threading.Thread(target=self._read, args=(run,), name=f"read-{run.camera.id}", daemon=True)
@@ -395,6 +412,10 @@ class EdgeRunner:
         if not run.finished.is_set():
             if not run.done:
                 self._finish(run)
+            # The run stays in the history for its stats only: its frames go now (a frame its reader queued after
+            # the detach, the pre-roll, the rule engine's pictures), or every restart would keep a camera's memory.
+            run.frames.clear()
+            run.worker.release()
             run.finished.set()
 
     def _swap_zones(self, run: CameraRun, camera: CameraConfig) -> None:
@@ -520,6 +541,7 @@ class EdgeRunner:
         return self.stats()
 
     def _housekeeping(self) -> None:
+        self._fit_queues()
         with self._lock:
             retiring = list(self._retiring)
             swaps = [(r, r.pending_camera) for r in self._runs.values() if r.pending_camera is not None]

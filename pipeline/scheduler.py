@@ -82,6 +82,15 @@ class FrameQueue(Generic[T]):
             self._cond.notify_all()
             return item
 
+    def resize(self, maxsize: int) -> None:
+        """A new bound: items already past it stay (a waiting :meth:`put` waits until there is room); a
+        dropping queue drops down to it at its next put."""
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
+        with self._cond:
+            self.maxsize = maxsize
+            self._cond.notify_all()
+
     def clear(self) -> int:
         """Drop everything waiting (not counted as dropped); returns how many items there were."""
         with self._cond:

@@ -200,9 +200,10 @@ class EdgeWorker:
         self._set_camera(camera)
         self.plate_reader = plate_reader if plate_reader is not None else default_plate_reader(cfg)
         self.tracker = Tracker(cfg.tracker, camera.fps)
+        ev = cfg.evidence
         self.ring = RingBuffer(
-            max_seconds=cfg.evidence.pre_roll_s + 2.0 / camera.fps, max_bytes=64 * 1024 * 1024,
-            jpeg_quality=cfg.evidence.jpeg_quality,
+            max_seconds=ev.pre_roll_s + 2.0 / camera.fps, max_bytes=max(1, int(ev.pre_roll_max_mb * 2**20)),
+            jpeg_quality=ev.pre_roll_jpeg_quality,
         )
         self.engine: RuleEngine | None = None
         self.paused_frames = 0
@@ -212,6 +213,8 @@ class EdgeWorker:
         self.stats = WorkerStats()
         self._held: sv.Detections | None = None
         """The last detected frame's detections (classes merged): what a gated frame (no detection) reuses."""
+        self._copied: tuple[Frame, np.ndarray] | None = None
+        """The copy of the frame being processed that its stills share (:meth:`_picture`)."""
 
     def _set_camera(self, camera: CameraConfig) -> None:
         """The camera's zones and rules: thresholds, the class groups its types merge, the rule hash, the meta."""
@@ -312,6 +315,7 @@ class EdgeWorker:
         for ev in rule_events:
             self._on_rule_event(ev, frame)
         self._second_stills(frame)
+        self._copied = None  # the stills taken keep their picture; the worker keeps none
         published = self._publish_due(frame.ts)
         if self.on_stage is not None:
             self.on_stage("track", track_s)
@@ -343,6 +347,15 @@ class EdgeWorker:
         latest = self.ring.latest()
         return latest[1] if latest is not None else None
 
+    def _picture(self, frame: Frame) -> np.ndarray:
+        """The picture of ``frame`` for a still: one copy per frame, shared by every still taken of it (a scene
+        with many objects opens many episodes on one frame, and each used to keep a full-size copy of its own:
+        at 1080p most of a busy camera's memory, bench/memory.py). Stills are only read (annotating and cropping
+        make copies)."""
+        if self._copied is None or self._copied[0] is not frame:
+            self._copied = (frame, frame.image.copy())
+        return self._copied[1]
+
     def _second_stills(self, frame: Frame) -> None:
         """Take the second overview still of episodes that reached ``min_still_gap_s`` and are seen now."""
         gap = self.cfg.evidence.min_still_gap_s
@@ -351,7 +364,7 @@ class EdgeWorker:
         for o in (*self.open.values(), *self.pending):
             if (o.second is None and not o.closed and frame.ts >= o.onset.ts + gap
                     and o.episode.last_true == frame.ts):
-                o.second = Still(frame.ts, frame.image.copy(), list(o.episode.last_boxes))
+                o.second = Still(frame.ts, self._picture(frame), list(o.episode.last_boxes))
                 if o.confirm is not None:
                     self._read_plate(o, o.second, o.episode.last_xyxy)
 
@@ -362,16 +375,28 @@ class EdgeWorker:
                 self._on_rule_event(ev, None)
         return self._publish_due(float("inf"))
 
+    def release(self) -> None:
+        """The camera stopped for good (removed, or restarted as a new worker) and :meth:`finish` has run: drop the
+        pictures only a running camera needs (the pre-roll frames, the held detections, the rule engine with its
+        zones' background pictures, the view guard's reference) so a stopped camera costs no memory; the stats
+        stay. Not to be followed by :meth:`process`."""
+        self.ring.clear()
+        self._held = None
+        self.engine = None
+        self.view = None
+        self.open.clear()
+        self.pending.clear()
+
     def _on_rule_event(self, ev: RuleEvent, frame: Frame | None) -> None:
         key = ev.episode.key
         if ev.kind == "onset" and frame is not None:
             self.stats.onsets += 1
             pre = self.ring.between(ev.episode.onset - self.cfg.evidence.pre_roll_s, frame.ts)
-            self.open[key] = _Open(ev.episode, Still(frame.ts, frame.image.copy(), ev.boxes),
+            self.open[key] = _Open(ev.episode, Still(frame.ts, self._picture(frame), ev.boxes),
                                    _Clip(pre, self.cfg.evidence.max_clip_s), reference=self._reference(ev.episode))
         elif ev.kind == "confirmed" and frame is not None and key in self.open:
             o = self.open.pop(key)
-            o.confirm = Still(frame.ts, frame.image.copy(), ev.boxes)
+            o.confirm = Still(frame.ts, self._picture(frame), ev.boxes)
             o.closeup = ev.main_xyxy
             o.publish_at = frame.ts + self.cfg.evidence.post_roll_s
             if ev.main_xyxy is not None:

@@ -42,11 +42,14 @@ def open_source(camera: CameraConfig) -> FileSource | LiveSource | CompositeSour
         path = unquote(parts.path)
         if parts.netloc and parts.netloc != "localhost":
             path = f"//{parts.netloc}{path}"
-        return FileSource(camera.id, path, fps=camera.fps, loop=src.loop, realtime=src.realtime)
+        return FileSource(camera.id, path, fps=camera.fps, loop=src.loop, realtime=src.realtime,
+                          decode_threads=src.decode_threads)
     if scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # a plain path (or C:\ on Windows)
         if url.endswith(SPEC_SUFFIX):  # a composite clip generated from real media (the demo's left objects)
-            return CompositeSource(camera.id, url, camera.fps, loop=src.loop, realtime=src.realtime)
-        return FileSource(camera.id, url, fps=camera.fps, loop=src.loop, realtime=src.realtime)
+            return CompositeSource(camera.id, url, camera.fps, loop=src.loop, realtime=src.realtime,
+                          decode_threads=src.decode_threads)
+        return FileSource(camera.id, url, fps=camera.fps, loop=src.loop, realtime=src.realtime,
+                          decode_threads=src.decode_threads)
     raise SourceError(
         f"camera {camera.id}: unsupported source '{mask_url(url)}'; use rtsp://, http(s):// (MJPEG), "
         f"a file path or file://, a composite clip (*{SPEC_SUFFIX}), or device:N"

@@ -121,15 +121,21 @@ class FileSource:
 
     def __init__(
         self, camera_id: str, path: str | os.PathLike[str], *, fps: float, loop: bool = False,
-        realtime: bool = False,
+        realtime: bool = False, decode_threads: int = 1,
     ) -> None:
+        """``decode_threads``: FFmpeg decoding threads (0 = FFmpeg's choice, one per core plus one). Each
+        thread keeps frame buffers of its own, so a camera's decoder memory grows with it (bench/memory.py); one
+        thread also spends the least CPU per frame of a file the detector, not the decoder, keeps waiting."""
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
+        if decode_threads < 0:
+            raise ValueError(f"decode_threads must be 0 or more, got {decode_threads}")
         self.camera_id = camera_id
         self.path = Path(path)
         self.fps = fps
         self.loop = loop
         self.realtime = realtime
+        self.decode_threads = decode_threads
         self._closed = threading.Event()
         self._started = False
         self._health = HealthTracker(camera_id)
@@ -152,7 +158,8 @@ class FileSource:
 
     def _open(self) -> cv2.VideoCapture:
         self._check_exists()
-        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        params = [cv2.CAP_PROP_N_THREADS, self.decode_threads] if self.decode_threads > 0 else []
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
             # Still images open through the image-sequence reader when FFmpeg declines them.
