@@ -414,7 +414,8 @@ class EdgeRunner:
                 self._finish(run)
             # The run stays in the history for its stats only: its frames go now (a frame its reader queued after
             # the detach, the pre-roll, the rule engine's pictures), or every restart would keep a camera's memory.
-            run.frames.clear()
+            # Closed, not just cleared: a reader still inside a decode puts its last frame after this.
+            run.frames.close()
             run.worker.release()
             run.finished.set()
 

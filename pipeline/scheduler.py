@@ -40,21 +40,26 @@ class FrameQueue(Generic[T]):
         self._on_drop = on_drop
         self._items: deque[T] = deque()
         self._cond = threading.Condition()
+        self._closed = False
 
     def put(self, item: T, stop: threading.Event | None = None) -> bool:
         """Add ``item``. Waiting queues block while full until there is room or ``stop`` is set (then the
-        item is not added and False is returned)."""
+        item is not added and False is returned); a closed queue adds nothing and returns False."""
         dropped: list[T] = []
         with self._cond:
+            if self._closed:
+                return False
             if self.drop_oldest:
                 while len(self._items) >= self.maxsize:
                     dropped.append(self._items.popleft())
                     self.dropped += 1
             else:
                 while len(self._items) >= self.maxsize:
-                    if stop is not None and stop.is_set():
+                    if (stop is not None and stop.is_set()) or self._closed:
                         return False
                     self._cond.wait(0.1)
+                if self._closed:  # closed while waiting: the close emptied the queue
+                    return False
             self._items.append(item)
             self._cond.notify_all()
         if self._on_drop is not None:
@@ -63,8 +68,10 @@ class FrameQueue(Generic[T]):
         return True
 
     def put_final(self, item: T) -> None:
-        """Append without waiting or dropping, even past ``maxsize`` (the end-of-stream marker)."""
+        """Append without waiting or dropping, even past ``maxsize`` (the end-of-stream marker); not once closed."""
         with self._cond:
+            if self._closed:
+                return
             self._items.append(item)
             self._cond.notify_all()
 
@@ -94,6 +101,16 @@ class FrameQueue(Generic[T]):
     def clear(self) -> int:
         """Drop everything waiting (not counted as dropped); returns how many items there were."""
         with self._cond:
+            n = len(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return n
+
+    def close(self) -> int:
+        """Drop everything waiting and refuse what a reader still puts afterwards (its camera was retired: a frame
+        read after that would stay in memory for nothing); returns how many items there were."""
+        with self._cond:
+            self._closed = True
             n = len(self._items)
             self._items.clear()
             self._cond.notify_all()

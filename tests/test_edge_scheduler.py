@@ -45,6 +45,26 @@ def test_file_queue_waits_for_room_and_gives_up_on_stop() -> None:
         FrameQueue(0, drop_oldest=True)
 
 
+def test_a_closed_queue_keeps_nothing_a_late_reader_puts() -> None:
+    """A retired camera's queue is closed: its reader, still finishing a decode, cannot leave a frame behind."""
+    q: FrameQueue[int] = FrameQueue(2, drop_oldest=False)
+    q.put(1)
+    q.put(2)
+    waiting: list[bool] = []
+    t = threading.Thread(target=lambda: waiting.append(q.put(3)))  # a file reader waits for room
+    t.start()
+    assert q.close() == 2
+    t.join(5)
+    assert not t.is_alive() and waiting == [False] and len(q) == 0  # the waiting put gave up, added nothing
+    live: FrameQueue[int] = FrameQueue(2, drop_oldest=True)
+    live.put(1)
+    assert live.close() == 1
+    for queue in (q, live):
+        assert queue.put(4) is False
+        queue.put_final(99)
+        assert len(queue) == 0 and queue.get_nowait() is None
+
+
 def test_a_camera_with_ten_times_the_frames_does_not_starve_the_other() -> None:
     busy: FrameQueue[str] = FrameQueue(1000, drop_oldest=False)
     quiet: FrameQueue[str] = FrameQueue(1000, drop_oldest=False)
