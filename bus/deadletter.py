@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nonsite.bus.base import Message
 
@@ -46,6 +47,33 @@ def oversized_reason(message: Message, limit: int = MAX_EVENT_BYTES) -> str | No
         return (f"message of {len(message.value)} bytes exceeds the {limit}-byte limit for events "
                 "(media belongs in the evidence store, not on the bus)")
     return None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class UnusableMessage(ValueError):
+    """A message no retry can make usable; its text is the dead-letter reason."""
+
+
+def parse_message(message: Message, model: type[M], what: str, *, key_field: str | None = None,
+                  key_what: str = "") -> M:
+    """``message`` as ``model``, or :class:`UnusableMessage` saying why not: too large, not ``what`` (the first
+    validation error, where and what), or (``key_field``) keyed by another value than the message's own
+    ``key_field`` (``key_what`` names it: "the state's camera")."""
+    too_big = oversized_reason(message)
+    if too_big:
+        raise UnusableMessage(too_big)
+    try:
+        parsed = model.model_validate_json(message.value)
+    except ValidationError as e:
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "message"
+        raise UnusableMessage(
+            f"not {what} ({e.error_count()} error(s); first: {where}: {first.get('msg', e)})") from None
+    if key_field is not None and getattr(parsed, key_field) != message.key:
+        raise UnusableMessage(f"key {message.key!r} is not {key_what or key_field} {getattr(parsed, key_field)!r}")
+    return parsed
 
 
 def dead_letter_record(message: Message, reason: str, group: str) -> DeadLetterRecord:

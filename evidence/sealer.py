@@ -17,10 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from pydantic import ValidationError
-
 from nonsite.bus.base import Bus, Consumer, Message
-from nonsite.bus.deadletter import dead_letter_value, oversized_reason
+from nonsite.bus.deadletter import UnusableMessage, dead_letter_value, parse_message
 from nonsite.bus.events import (
     TOPIC_DEAD_LETTER,
     TOPIC_EVIDENCE,
@@ -185,17 +183,10 @@ def seal(
 
 
 def _parse(message: Message) -> ViolationEvent:
-    too_big = oversized_reason(message)
-    if too_big:
-        raise PoisonMessage(too_big)
     try:
-        event = ViolationEvent.model_validate_json(message.value)
-    except ValidationError as e:
-        first = e.errors()[0] if e.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ())) or "message"
-        raise PoisonMessage(
-            f"not a valid ViolationEvent ({e.error_count()} error(s); first: {where}: {first.get('msg', e)})"
-        ) from None
+        event = parse_message(message, ViolationEvent, "a valid ViolationEvent")
+    except UnusableMessage as e:
+        raise PoisonMessage(str(e)) from None
     try:
         _check_event(event)
     except ValueError as e:

@@ -28,11 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from nonsite.bus import tail
 from nonsite.bus.base import Bus, Consumer, Message
-from nonsite.bus.deadletter import dead_letter_value, oversized_reason
+from nonsite.bus.deadletter import UnusableMessage, dead_letter_value, parse_message
 from nonsite.bus.events import (
     TOPIC_CAMERA_CONTROL,
     TOPIC_CAMERAS,
@@ -139,19 +137,11 @@ class BusCameraControl:
 
     def handle(self, msg: Message) -> str:
         """Take in one message of ``nonsite.cameras``: "state" or "dead_letter"."""
-        too_big = oversized_reason(msg)
-        if too_big:
-            self._dead_letter(msg, too_big)
-            return "dead_letter"
         try:
-            st = CameraState.model_validate_json(msg.value)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "message"
-            self._dead_letter(msg, f"not a camera state: {where}: {first.get('msg', '')}")
-            return "dead_letter"
-        if st.camera_id != msg.key:
-            self._dead_letter(msg, f"key {msg.key!r} is not the state's camera {st.camera_id!r}")
+            st = parse_message(msg, CameraState, "a camera state", key_field="camera_id",
+                               key_what="the state's camera")
+        except UnusableMessage as e:
+            self._dead_letter(msg, str(e))
             return "dead_letter"
         try:
             snapshot, reference = _jpeg(st.snapshot_jpeg), _jpeg(st.reference_jpeg)

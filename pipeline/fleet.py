@@ -40,7 +40,7 @@ from pydantic import ValidationError
 
 from nonsite.bus import publish_volatile, tail
 from nonsite.bus.base import Bus, Consumer, Message
-from nonsite.bus.deadletter import dead_letter_value, oversized_reason
+from nonsite.bus.deadletter import UnusableMessage, dead_letter_value, oversized_reason, parse_message
 from nonsite.bus.events import (
     MAX_SNAPSHOT_BYTES,
     TOPIC_CAMERA_CONTROL,
@@ -285,19 +285,11 @@ class CameraAgent:
     def handle(self, msg: Message) -> str:
         """Apply one message of ``nonsite.camera-control``; returns what happened (applied, duplicate, stale,
         not_ours, rejected, dead_letter)."""
-        too_big = oversized_reason(msg)
-        if too_big:
-            self._dead_letter(msg, too_big)
-            return "dead_letter"
         try:
-            cmd = CameraZonesCommand.model_validate_json(msg.value)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "message"
-            self._dead_letter(msg, f"not a zone command: {where}: {first.get('msg', '')}")
-            return "dead_letter"
-        if cmd.camera_id != msg.key:
-            self._dead_letter(msg, f"key {msg.key!r} is not the command's camera {cmd.camera_id!r}")
+            cmd = parse_message(msg, CameraZonesCommand, "a zone command", key_field="camera_id",
+                                key_what="the command's camera")
+        except UnusableMessage as e:
+            self._dead_letter(msg, str(e))
             return "dead_letter"
         camera = self.known().get(cmd.camera_id)
         if camera is None:

@@ -36,10 +36,9 @@ from zoneinfo import ZoneInfo
 import cv2
 import numpy as np
 import supervision as sv
-from pydantic import ValidationError
 
 from nonsite.bus.base import Bus, Consumer, Message
-from nonsite.bus.deadletter import dead_letter_value, oversized_reason
+from nonsite.bus.deadletter import UnusableMessage, dead_letter_value, parse_message
 from nonsite.bus.events import (
     TOPIC_DEAD_LETTER,
     TOPIC_RECHECK,
@@ -199,18 +198,11 @@ class RecheckDesk:
     def offer(self, message: Message) -> bool:
         """Take one ``nonsite.recheck`` message: True when it is a request for one of our cameras, now queued.
         A message that is no valid request is dead-lettered."""
-        reason = oversized_reason(message)
-        request: RecheckRequest | None = None
-        if reason is None:
-            try:
-                request = RecheckRequest.model_validate_json(message.value)
-            except ValidationError as e:
-                first = e.errors()[0] if e.errors() else {}
-                where = ".".join(str(p) for p in first.get("loc", ())) or "message"
-                reason = f"not a valid RecheckRequest ({e.error_count()} error(s); first: {where}: {first.get('msg')})"
-        if request is None:
-            log.warning("dead-lettering %s offset %d: %s", message.topic, message.offset, reason)
-            self.bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, str(reason), self.group))
+        try:
+            request = parse_message(message, RecheckRequest, "a valid RecheckRequest")
+        except UnusableMessage as e:
+            log.warning("dead-lettering %s offset %d: %s", message.topic, message.offset, e)
+            self.bus.publish(TOPIC_DEAD_LETTER, message.key, dead_letter_value(message, str(e), self.group))
             DEAD_LETTERS.labels(message.topic, self.group).inc()
             return False
         if request.camera_id not in self._cameras():
