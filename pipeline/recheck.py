@@ -11,8 +11,13 @@ ring buffer's JPEG of that frame) and annotated (zone outline, the objects still
 and signs it like every package (``nonsite evidence verify <request id>`` works on it) and the drafter records it on
 the case. A camera that is configured here but not running (disabled, failed, its file ended) answers
 ``unavailable`` at once, with no stills; so does a watch whose camera stops before it decided, and a request for
-classes the camera's detector does not report (a left object found by background difference: a watch would always
-see the zone "clear").
+classes the camera's detector does not report (a watch would always see the zone "clear").
+
+A left object (the left-object types of :mod:`nonsite.pipeline.leftobject`: piled materials, street drying, …) is
+found by background difference, not by a detector class: for those types the watch compares each frame with the
+zone's clear **reference** picture that the camera's left-object detector keeps, inside the original boxes
+(:func:`left_object_fraction`, :func:`left_object_present`); a zone with no reference yet (never seen clear since the
+camera process started) answers ``unavailable``.
 
 Idempotent by request id: a redelivered request that was answered (or is being watched) is ignored, and the after
 package's event id is the request id, so a second answer could only repeat the first (the sealer and the case side
@@ -57,13 +62,26 @@ from nonsite.evidence.package import ROLE_FILES, package_prefix
 from nonsite.evidence.store import Store
 from nonsite.pipeline.detections import box_records, names_of
 from nonsite.pipeline.geometry import overlap_of_smaller
+from nonsite.pipeline.leftobject import (
+    LEFT_OBJECT,
+    LeftObjectState,
+    Params,
+    boxes_mask,
+    foreground,
+    gain,
+    grey,
+    register,
+    shift_by,
+    small_colour,
+)
 
 if TYPE_CHECKING:
     from nonsite.config import CameraConfig
     from nonsite.pipeline.edge import CameraRun
     from nonsite.streams.base import Frame
 
-__all__ = ["MIN_BOX_OVERLAP", "CheckState", "RecheckDesk", "Watch", "default_group", "objects_in_zone", "step"]
+__all__ = ["LEFT_OBJECT_MIN_FRACTION", "MIN_BOX_OVERLAP", "CheckState", "RecheckDesk", "Watch", "default_group",
+           "is_left_object_type", "left_object_fraction", "left_object_present", "objects_in_zone", "step"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +89,12 @@ log = logging.getLogger(__name__)
 ANSWERS_KEPT = 256
 #: An object counts as the original one when it covers at least this much of the smaller of the two boxes.
 MIN_BOX_OVERLAP = 0.3
+#: A left object counts as still there when more than this share of its original box(es) differs from the zone's
+#: clear reference. The box is the bounding box of the region the left-object detector found, so the object filled
+#: much of it (a quarter of an irregular pile's box at the least); light changes, a small shake and JPEG noise leave a
+#: few percent once :func:`~nonsite.pipeline.leftobject.foreground` has registered and normalised the light. A fifth
+#: keeps a partly cleared pile "present" and that noise "clear".
+LEFT_OBJECT_MIN_FRACTION = 0.2
 Outcome = Literal["clear", "present"]
 
 
@@ -98,6 +122,48 @@ def objects_in_zone(
         same = not boxes_px or any(overlap_of_smaller(xyxy[i], b) >= min_overlap for b in boxes_px)
         mask[i] = in_zone and same
     return mask
+
+
+def left_object_fraction(frame_bgr: np.ndarray, reference_bgr: np.ndarray, boxes_px: Sequence[Sequence[float]],
+                         params: Params | None = None) -> float:
+    """Share (0 to 1) of ``boxes_px`` (full-resolution pixels of ``frame_bgr``) where ``frame_bgr`` shows something
+    that the zone's clear ``reference_bgr`` does not, judged as the left-object detector judges: both small
+    (``params.width`` wide), the frame registered onto the reference with the boxes' content taken from the
+    reference (a shake of up to ``params.max_shake_px`` cancels; a larger shift, e.g. something else that came into
+    view, is not applied), its brightness normalised by the global gain measured outside the boxes, then
+    :func:`~nonsite.pipeline.leftobject.foreground`. No box inside the frame gives 0.0."""
+    p = params or Params()
+    h, w = frame_bgr.shape[:2]
+    if reference_bgr.shape[:2] != (h, w):
+        reference_bgr = cv2.resize(reference_bgr, (w, h), interpolation=cv2.INTER_AREA)
+    current, reference = small_colour(frame_bgr, p.width), small_colour(reference_bgr, p.width)
+    inside = boxes_mask(current.shape[:2], np.asarray(boxes_px, dtype=float), p.width / w, grow=0.0)
+    if not inside.any():
+        return 0.0
+    masked = current.copy()
+    masked[inside] = reference[inside]  # the object itself must not pull the registration
+    shift = register(grey(masked), grey(reference), p.max_shake_px)
+    if shift is not None:
+        current = shift_by(current, shift)
+    g = gain(grey(current), grey(reference), ~inside)
+    fg = foreground(current / max(g, 1e-3), reference, p)
+    return float(fg[inside].mean())
+
+
+def left_object_present(frame_bgr: np.ndarray, reference_bgr: np.ndarray, boxes_px: Sequence[Sequence[float]],
+                        params: Params | None = None, min_fraction: float = LEFT_OBJECT_MIN_FRACTION) -> bool:
+    """Whether the left object is still in its original box(es): more than ``min_fraction`` of them differs from
+    the zone's clear reference (:func:`left_object_fraction`)."""
+    return left_object_fraction(frame_bgr, reference_bgr, boxes_px, params) > min_fraction
+
+
+def is_left_object_type(violation_type: str) -> bool:
+    """Whether ``violation_type`` finds its objects by background difference (its state is a left-object
+    detector's) rather than by a detector class."""
+    from nonsite.pipeline.violations import violation_types
+
+    vt = next((t for t in violation_types() if t.name == violation_type), None)
+    return vt is not None and isinstance(vt.new_state, type) and issubclass(vt.new_state, LeftObjectState)
 
 
 @dataclass(frozen=True)
@@ -141,6 +207,9 @@ class Watch:
     state: CheckState = field(default_factory=CheckState)
     first: _Shot | None = None
     last: _Shot | None = None
+    left_object: bool = False
+    """A left-object type: judged against ``reference`` (the zone's clear picture, taken at the first frame)."""
+    reference: np.ndarray | None = None
 
 
 class RecheckDesk:
@@ -231,16 +300,16 @@ class RecheckDesk:
             why = _not_running(run)
             if why is None and run is not None and not any(z.id == request.zone_id for z in run.camera.zones):
                 why = f"camera {request.camera_id} has no zone {request.zone_id!r} any more"
+            left = is_left_object_type(request.violation_type)  # compared with the zone's clear picture instead
             known = list(getattr(run.detector, "class_names", None) or []) if run is not None else []
-            if why is None and known and not set(request.classes) & set(known):
-                # e.g. a left object found by background difference: the detector would never see it, so a
-                # watch would always answer "clear"; say it cannot check instead
+            if why is None and not left and known and not set(request.classes) & set(known):
+                # the detector would never see it, so a watch would always answer "clear"; say it cannot check
                 why = (f"the detector of camera {request.camera_id} does not report {', '.join(request.classes)}, "
                        "so the camera cannot re-check this object")
             if why is not None:
                 self._answer_unavailable(request, why, run.camera if run is not None else None)
                 continue
-            self.watches.setdefault(request.camera_id, []).append(Watch(request))
+            self.watches.setdefault(request.camera_id, []).append(Watch(request, left_object=left))
         for cid in list(self.watches):
             run = run_of(cid)
             why = _not_running(run)
@@ -268,10 +337,28 @@ class RecheckDesk:
             if zone is None:
                 continue  # tick answers it (zones changed)
             polygon = np.asarray(zone.polygon, dtype=float) * [w, h]
-            mask = objects_in_zone(detections, polygon, req.classes, req.boxes_px, req.min_confidence)
-            shot = _Shot(latest[0], latest[1], box_records(detections, mask) if mask.any() else [])
+            if watch.left_object:
+                if watch.reference is None:
+                    watch.reference = _zone_reference(run, req)
+                if watch.reference is None:
+                    self._answer_unavailable(
+                        req, f"camera {run.camera.id} has no clear reference picture of zone {req.zone_id} (not seen "
+                        "clear since the camera process started), so it cannot re-check a left object", run.camera,
+                        watch)
+                    done.append(watch)
+                    continue
+                boxes = [tuple(b) for b in req.boxes_px] or [(*polygon.min(axis=0), *polygon.max(axis=0))]
+                fraction = left_object_fraction(frame.image, watch.reference, boxes)
+                present = fraction > LEFT_OBJECT_MIN_FRACTION
+                seen = [BoxRecord(xyxy=tuple(float(v) for v in b), class_name=LEFT_OBJECT,  # type: ignore[arg-type]
+                                  confidence=round(min(1.0, fraction), 4)) for b in boxes] if present else []
+            else:
+                mask = objects_in_zone(detections, polygon, req.classes, req.boxes_px, req.min_confidence)
+                present = bool(mask.any())
+                seen = box_records(detections, mask) if present else []
+            shot = _Shot(latest[0], latest[1], seen)
             before = watch.state
-            watch.state, outcome = step(before, bool(mask.any()), ts, req.clear_s, req.timeout_s)
+            watch.state, outcome = step(before, present, ts, req.clear_s, req.timeout_s)
             if watch.first is None or (watch.state.clear_since is not None and before.clear_since is None
                                        and outcome is None):
                 watch.first = shot  # the first frame, then the first frame of each clear stretch
@@ -332,6 +419,8 @@ class RecheckDesk:
             watched_from=_utc(state.started), clear_since=_utc(clear_since) if clear_since is not None else None,
             observed_at=_utc(watch.last.ts), frames=state.frames,
             detail="" if outcome == "clear" else
+            f"the original box still differed from the zone's clear reference picture within the last {req.clear_s:g} "
+            "s at the timeout" if watch.left_object else
             f"an object of {', '.join(req.classes)} was in the zone within the last {req.clear_s:g} s at the timeout")
         event = ViolationEvent(
             event_id=req.request_id, type=req.violation_type, camera_id=camera.id, camera_name=camera.name,
@@ -383,6 +472,20 @@ def _not_running(run: CameraRun | None) -> str | None:
     if run.done or run.stop.is_set():
         return "the camera's stream ended"
     return None
+
+
+def _zone_reference(run: CameraRun, request: RecheckRequest) -> np.ndarray | None:
+    """The clear reference picture (BGR) the camera's left-object detector of the request's type keeps of its zone,
+    or None: no such detector on this camera (yet), or the zone never seen clear."""
+    engine = run.worker.engine
+    if engine is None or not any(t.name == request.violation_type for t in engine.types):
+        return None
+    state = engine.state(request.violation_type)
+    ref = state.reference(request.zone_id) if isinstance(state, LeftObjectState) else None
+    if ref is None:
+        return None
+    image = cv2.imdecode(np.frombuffer(ref.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    return image if image is not None else None
 
 
 def _utc(ts: float) -> datetime:

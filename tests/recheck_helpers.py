@@ -1,5 +1,6 @@
 """Helpers for the camera re-check tests (docs/recheck.md): a generated street scene with or without the parked
-car, and a detector that reports the scene's car, so an edge runner's re-check desk can be driven for real."""
+car (or a pile of sacks, for the left-object types), and a detector that reports the scene's car, so an edge
+runner's re-check desk can be driven for real."""
 
 from __future__ import annotations
 
@@ -37,8 +38,26 @@ class BrightBoxDetector:
         return out
 
 
-def scene(path: Path, with_car: bool) -> Path:
-    """Two seconds of a grey street (10 fps, 320x240), with the parked car or without it."""
+def street() -> np.ndarray:
+    """The empty grey street of the synthetic scene (320x240)."""
+    img = np.full((240, 320, 3), 110, np.uint8)
+    cv2.line(img, (0, 200), (320, 200), (60, 60, 60), 2)
+    return img
+
+
+def draw_pile(img: np.ndarray, box: tuple[float, float, float, float] = CAR) -> np.ndarray:
+    """A pile of dark brown sacks with seams over ``box`` (in place; returns ``img``): a left object, coloured
+    unlike the street (a white box on a grey street is the same colour at another brightness: a light change)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    cv2.rectangle(img, (x1, y1), (x2, y2), (30, 60, 120), -1)
+    for y in range(y1 + 8, y2, 12):
+        cv2.line(img, (x1, y), (x2, y), (15, 30, 60), 2)
+    return img
+
+
+def scene(path: Path, with_car: bool, *, pile: bool = False) -> Path:
+    """Two seconds of a grey street (10 fps, 320x240), with the parked car or without it (or a pile of sacks where
+    the car stands: ``pile``)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
     for i in range(20):
         img = np.full((240, 320, 3), 110, np.uint8)
@@ -46,6 +65,8 @@ def scene(path: Path, with_car: bool) -> Path:
         if with_car:
             x1, y1, x2, y2 = (int(v) for v in CAR)
             cv2.rectangle(img, (x1, y1), (x2, y2), (255, 255, 255), -1)
+        if pile:
+            draw_pile(img)
         writer.write(img)
     writer.release()
     return path
