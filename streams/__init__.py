@@ -47,7 +47,7 @@ def open_source(camera: CameraConfig) -> FileSource | LiveSource | CompositeSour
     if scheme == "" or (len(scheme) == 1 and os.name == "nt"):  # a plain path (or C:\ on Windows)
         if url.endswith(SPEC_SUFFIX):  # a composite clip generated from real media (the demo's left objects)
             return CompositeSource(camera.id, url, camera.fps, loop=src.loop, realtime=src.realtime,
-                          decode_threads=src.decode_threads)
+                                   decode_threads=src.decode_threads)
         return FileSource(camera.id, url, fps=camera.fps, loop=src.loop, realtime=src.realtime,
                           decode_threads=src.decode_threads)
     raise SourceError(

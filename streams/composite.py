@@ -90,12 +90,15 @@ class CompositeSpec(Section):
     seed: int = Field(0, description="Seed of the shake and rain (a clip is the same every run).")
 
 
-def _read_background(path: Path, fps: float, start_s: float, duration_s: float) -> list[np.ndarray]:
-    """Frames of the background at ``fps`` (a still gives one frame)."""
+def _read_background(path: Path, fps: float, start_s: float, duration_s: float, decode_threads: int = 1
+                     ) -> list[np.ndarray]:
+    """Frames of the background at ``fps`` (a still gives one frame); ``decode_threads`` as for a file camera
+    (0: FFmpeg's choice)."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.suffix.lower() in (".jpg", ".jpeg", ".png") else None
     if img is not None:
         return [img]
-    cap = cv2.VideoCapture(str(path))
+    params = [cv2.CAP_PROP_N_THREADS, decode_threads] if decode_threads > 0 else []
+    cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, params)
     if not cap.isOpened():
         raise ValueError(f"{path}: not a video or image OpenCV can read")
     src_fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -199,13 +202,14 @@ def media_paths(spec: CompositeSpec) -> list[str]:
     return [spec.background, *(p.image for p in spec.pastes)]
 
 
-def composite_frames(spec: CompositeSpec, fps: float, resolve: dict[str, Path] | None = None
-                     ) -> Iterator[tuple[float, np.ndarray]]:
+def composite_frames(spec: CompositeSpec, fps: float, resolve: dict[str, Path] | None = None, *,
+                     decode_threads: int = 1) -> Iterator[tuple[float, np.ndarray]]:
     """(seconds into the clip, BGR frame) at ``fps`` for ``duration_s``. ``resolve`` maps the spec's path strings
-    to files (the caller expands variables); a path not in it is used as it is."""
+    to files (the caller expands variables); a path not in it is used as it is. ``decode_threads``: of the
+    background video's decoder."""
     paths = resolve or {}
     bg = _read_background(paths.get(spec.background, Path(spec.background)), fps, spec.background_start_s,
-                          spec.duration_s)
+                          spec.duration_s, decode_threads)
     if spec.still:
         bg = bg[:1]
     if spec.width is not None:
@@ -251,10 +255,13 @@ class CompositeSource:
     time, and with ``realtime`` held back until then."""
 
     def __init__(self, camera_id: str, spec_path: str | os.PathLike[str], fps: float, *, loop: bool = False,
-                 realtime: bool = False) -> None:
+                 realtime: bool = False, decode_threads: int = 1) -> None:
         from nonsite.config.loader import ConfigError, load_model
 
+        if decode_threads < 0:
+            raise ValueError(f"decode_threads must be 0 or more, got {decode_threads}")
         self.camera_id, self.fps, self.loop, self.realtime = camera_id, fps, loop, realtime
+        self.decode_threads = decode_threads
         path = Path(spec_path)
         try:
             self.spec = load_model(path, CompositeFile, what="a composite source must be a mapping with composite:"
@@ -272,7 +279,7 @@ class CompositeSource:
     def frames(self) -> Iterator[Frame]:
         start, index = time.time(), 0
         while not self._stop.is_set():
-            for t, img in composite_frames(self.spec, self.fps, self.files):
+            for t, img in composite_frames(self.spec, self.fps, self.files, decode_threads=self.decode_threads):
                 ts = start + index / self.fps
                 if self.realtime and (wait := ts - time.time()) > 0 and self._stop.wait(wait):
                     return

@@ -22,6 +22,7 @@ def test_the_demo_composite_yields_the_clip_at_the_camera_fps(media_dir: Path, m
     monkeypatch.setenv("NONSITE_MEDIA_DIR", str(media_dir))
     src = open_source(cam(str(ROOT / "examples" / "demo-piled-crates.composite.yaml"), fps=0.5))
     assert isinstance(src, CompositeSource)
+    assert src.decode_threads == 1  # the camera's source.decode_threads (default 1) reaches the background decoder
     frames = list(src.frames())
     assert len(frames) == 48  # 95 s at 0.5 fps, both ends included
     assert [f.index for f in frames] == list(range(48))
