@@ -58,7 +58,8 @@ class PlatformSimulator:
         req = urllib.request.Request(callback_url, data=body, method="POST", headers={
             "Content-Type": "application/json", "X-Nonsite-Timestamp": ts, "X-Nonsite-Signature": sig})
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
+            # generous: on a loaded machine the console's answer (an audited workflow step) can take seconds
+            with urllib.request.urlopen(req, timeout=60) as resp:
                 return resp.status, json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")

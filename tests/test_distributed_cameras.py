@@ -360,6 +360,9 @@ def test_a_worker_started_after_a_zone_edit_catches_up_and_an_older_command_neve
     running: list[CameraAgent] = []
 
     def start() -> CameraAgent:
+        # what the console published is on the broker first: on a loaded machine a send can time out and wait in the
+        # console's outbox, and a worker starting before it is relayed would meet it live instead of in its catch-up
+        assert fleet.console_bus.drain(120), "the console's outbox did not drain"
         agent = CameraAgent(fleet.edge_bus, fleet.runner, "edge-north", cfg.camera_status,
                             config_path=fleet.edge_path, state_path=state).start()
         running.append(agent)
