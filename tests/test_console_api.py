@@ -339,7 +339,7 @@ def test_live_updates_stream_new_cases_and_status_changes(env: Env, media_dir: P
             (resumed_id, resumed), = _events(r.iter_lines(), 1)
         assert resumed["number"] == parking and resumed_id == id2
         # strangers get no stream
-        assert httpx.get(served.url + "/api/events", timeout=5).status_code == 401
+        assert httpx.get(served.url + "/api/events", timeout=60).status_code == 401
         actor.close()
         watcher.close()
 

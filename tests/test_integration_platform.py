@@ -62,7 +62,8 @@ def links(key: str, seconds: int) -> str:
 
 
 def cfg(url: str, **kw: object) -> PlatformConfig:
-    base: dict[str, object] = dict(enabled=True, url=url, timeout_s=0.3, max_attempts=4, backoff_base_s=10,
+    # 10 s: a local answer can take seconds on a loaded machine (test_a_timeout_is_retried sets its own)
+    base: dict[str, object] = dict(enabled=True, url=url, timeout_s=10, max_attempts=4, backoff_base_s=10,
                                    backoff_max_s=600)
     base.update(kw)
     return PlatformConfig.model_validate(base)
@@ -244,11 +245,11 @@ def test_server_error_then_success_retries_with_backoff_under_the_same_key(store
 
 def test_a_timeout_is_retried(store: HandoffStore) -> None:
     clock = Clock()
-    with receiving(lambda req, i: Reply(200, sleep_s=1.0) if i == 0 else Reply(200)) as srv:
-        conn = connector(store, srv.url, clock)
+    with receiving(lambda req, i: Reply(200, sleep_s=6.0) if i == 0 else Reply(200)) as srv:
+        conn = connector(store, srv.url, clock, timeout_s=2)
         conn.enqueue(report(), 1)
         (first,) = conn.deliver_due()
-        assert first.result == "retry" and first.status is None and "within 0.3 s" in first.error
+        assert first.result == "retry" and first.status is None and "within 2 s" in first.error
         clock.t += 3600
         (second,) = conn.deliver_due()
     assert second.result == "delivered"
@@ -262,11 +263,11 @@ def test_409_after_a_lost_answer_counts_as_delivered(store: HandoffStore) -> Non
         if key in taken:
             return Reply(409, b'{"msg":"duplicate idempotency key"}')
         taken.add(key)
-        return Reply(200, sleep_s=1.0)
+        return Reply(200, sleep_s=6.0)
 
     clock = Clock()
     with receiving(respond) as srv:
-        conn = connector(store, srv.url, clock)
+        conn = connector(store, srv.url, clock, timeout_s=2)
         conn.enqueue(report(), 1)
         assert [o.result for o in conn.deliver_due()] == ["retry"]
         clock.t += 3600

@@ -134,7 +134,9 @@ def test_edge_answers_rechecks_of_its_cameras_with_sealed_after_packages(tmp_pat
     piled = request("cam-clear", rid="piled-0000-4000-8000-000000000001", classes=(LEFT_OBJECT,),
                     vtype="piled_materials")
     dog = request("cam-clear", rid="dog-0000-4000-8000-000000000001", classes=("dog",))  # the detector knows cars
-    for req in (request("cam-clear"), request("cam-car", timeout_s=2.0), request("cam-off"),
+    # cam-car's "present" comes at its timeout; 10 s, so that a loaded edge starting up late still finds the request
+    # unexpired (a request is skipped once requested_at + timeout_s has passed)
+    for req in (request("cam-clear"), request("cam-car", timeout_s=10.0), request("cam-off"),
                 request("cam-elsewhere"), piled, dog):  # cam-elsewhere: another edge's camera
         bus.publish(TOPIC_RECHECK, req.camera_id, req.model_dump_json().encode())
     bus.publish(TOPIC_RECHECK, "cam-car", b'{"request_id": "x", "camera_id": "cam-car"}')
@@ -193,8 +195,6 @@ def test_edge_rechecks_a_left_object_against_the_zones_clear_reference(tmp_path:
                  cases={"recheck": {"enabled": True}})
     edge = runner(cfg, BrightBoxDetector())  # type: ignore[arg-type]
     clear_jpeg = cv2.imencode(".jpg", street(), [int(cv2.IMWRITE_JPEG_QUALITY), 90])[1].tobytes()
-    gone = request("cam-gone", vtype="piled_materials", classes=(LEFT_OBJECT,), clear_s=1.0, timeout_s=30.0)
-    piled = request("cam-piled", vtype="piled_materials", classes=(LEFT_OBJECT,), clear_s=1.0, timeout_s=2.0)
     running = Running(edge)
     try:
         assert edge.rechecks is not None
@@ -215,6 +215,9 @@ def test_edge_rechecks_a_left_object_against_the_zones_clear_reference(tmp_path:
             latest = run.worker.ring.latest() if run is not None else None
             assert latest is not None
             st.detector.references["z-walk"] = Reference(latest[0], clear_jpeg)
+        # made now, not before the waits above: a request is skipped once requested_at + timeout_s has passed
+        gone = request("cam-gone", vtype="piled_materials", classes=(LEFT_OBJECT,), clear_s=1.0, timeout_s=30.0)
+        piled = request("cam-piled", vtype="piled_materials", classes=(LEFT_OBJECT,), clear_s=1.0, timeout_s=10.0)
         for req in (gone, piled):
             edge.bus.publish(TOPIC_RECHECK, req.camera_id, req.model_dump_json().encode())
         wait_until(lambda: len(edge.rechecks.answered) >= 2, 30, "the answers of both left-object re-checks")
