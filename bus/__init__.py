@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nonsite.bus.base import Bus, Consumer, Message
 from nonsite.bus.embedded import EmbeddedBus
@@ -48,6 +51,32 @@ def tail(bus: Bus, topic: str, *, from_start: bool = False) -> Consumer:
     return consumer
 
 
+def follow(bus: Bus, topic: str, handle: Callable[[Message], Any], *, stop: threading.Event,
+           listening: threading.Event, what: str, from_start: bool = False, max_records: int = 200,
+           before_listening: Callable[[Consumer], None] | None = None) -> None:
+    """Read ``topic`` with :func:`tail` and give every message to ``handle`` until ``stop`` is set (run it in a
+    thread). ``listening`` is set once the reader is assigned (and after ``before_listening``, e.g. a catch-up,
+    has run); a message whose handling raises is logged as ``what`` and never stops the reader."""
+    reader: Consumer | None = None
+    try:
+        reader = tail(bus, topic, from_start=from_start)
+        ready = getattr(reader, "ready", None)
+        while not stop.is_set() and ready is not None and not ready():
+            stop.wait(1.0)
+        if before_listening is not None:
+            before_listening(reader)
+        listening.set()
+        while not stop.is_set():
+            for msg in reader.poll(max_records=max_records, timeout_s=0.5):
+                try:
+                    handle(msg)
+                except Exception:  # one bad message never stops the reader
+                    logging.getLogger(__name__).exception("%s at %s:%d failed", what, msg.topic, msg.offset)
+    finally:
+        if reader is not None:
+            reader.close()
+
+
 def publish_volatile(bus: Bus, topic: str, key: str, value: bytes) -> bool:
     """Publish a message only worth its newest value (a camera state): sent now or dropped (False) on Kafka, never
     queued in the outbox; appended on the embedded bus."""
@@ -63,4 +92,4 @@ def _under(data_dir: str | Path, value: str) -> Path:
     return p if p.is_absolute() else Path(data_dir) / p
 
 
-__all__ = ["Bus", "Consumer", "EmbeddedBus", "Message", "open_bus", "publish_volatile", "tail"]
+__all__ = ["Bus", "Consumer", "EmbeddedBus", "Message", "follow", "open_bus", "publish_volatile", "tail"]

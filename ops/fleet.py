@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nonsite.bus import tail
-from nonsite.bus.base import Bus, Consumer, Message
+from nonsite.bus import follow
+from nonsite.bus.base import Bus, Message
 from nonsite.bus.deadletter import UnusableMessage, dead_letter_value, parse_message
 from nonsite.bus.events import (
     TOPIC_CAMERA_CONTROL,
@@ -113,22 +113,8 @@ class BusCameraControl:
         return self._thread is None or self._thread.is_alive() or self._stop.is_set()
 
     def _follow(self) -> None:
-        reader: Consumer | None = None
-        try:
-            reader = tail(self.bus, TOPIC_CAMERAS)
-            ready = getattr(reader, "ready", None)
-            while not self._stop.is_set() and ready is not None and not ready():
-                self._stop.wait(1.0)
-            self.listening.set()
-            while not self._stop.is_set():
-                for msg in reader.poll(max_records=200, timeout_s=0.5):
-                    try:
-                        self.handle(msg)
-                    except Exception:  # one bad state never stops the reader
-                        log.exception("camera state at %s:%d failed", msg.topic, msg.offset)
-        finally:
-            if reader is not None:
-                reader.close()
+        follow(self.bus, TOPIC_CAMERAS, self.handle, stop=self._stop, listening=self.listening,
+               what="camera state")
 
     def _dead_letter(self, msg: Message, reason: str) -> None:
         self.rejected += 1

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
-from nonsite.bus import publish_volatile, tail
+from nonsite.bus import follow, publish_volatile
 from nonsite.bus.base import Bus, Consumer, Message
 from nonsite.bus.deadletter import UnusableMessage, dead_letter_value, oversized_reason, parse_message
 from nonsite.bus.events import (
@@ -259,23 +259,8 @@ class CameraAgent:
     # -- zone commands -------------------------------------------------------------------------------------------
 
     def _listen(self) -> None:
-        reader: Consumer | None = None
-        try:
-            reader = tail(self.bus, TOPIC_CAMERA_CONTROL, from_start=True)
-            ready = getattr(reader, "ready", None)
-            while not self._stop.is_set() and ready is not None and not ready():
-                self._stop.wait(1.0)
-            self._catch_up(reader)
-            self.listening.set()
-            while not self._stop.is_set():
-                for msg in reader.poll(max_records=50, timeout_s=0.5):
-                    try:
-                        self.handle(msg)
-                    except Exception:  # one bad command never stops the others
-                        log.exception("zone command at %s:%d failed", msg.topic, msg.offset)
-        finally:
-            if reader is not None:
-                reader.close()
+        follow(self.bus, TOPIC_CAMERA_CONTROL, self.handle, stop=self._stop, listening=self.listening,
+               what="zone command", from_start=True, max_records=50, before_listening=self._catch_up)
 
     def _dead_letter(self, msg: Message, reason: str) -> None:
         log.error("zone command %s:%d rejected: %s", msg.topic, msg.offset, reason)

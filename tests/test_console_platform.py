@@ -18,19 +18,14 @@ from nonsite.bus.embedded import EmbeddedBus
 from nonsite.cases import Case, CaseStatus
 from nonsite.cases.db import AuditEntry
 from nonsite.cases.outbox import relay_outbox
-from nonsite.config import load_config
-from nonsite.integration.hub import PlatformHub, build_hub
-from tests.console_support import Env, Served, csrf_of, login, seed
-
-REPORT_SECRET, CALLBACK_SECRET = b"s3cret-report", b"s3cret-callback"
+from nonsite.integration.hub import PlatformHub
+from tests.console_support import Env, Served, csrf_of, login
+from tests.platform_support import CALLBACK_SECRET, REPORT_SECRET, platform_env, platform_hub
 
 
 @pytest.fixture
 def env(tmp_path: Path, media_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    monkeypatch.setenv("NONSITE_PLATFORM_SECRET", REPORT_SECRET.decode())
-    monkeypatch.setenv("NONSITE_PLATFORM_CALLBACK_SECRET", CALLBACK_SECRET.decode())
-    monkeypatch.delenv("NONSITE_DATA_DIR", raising=False)
-    return seed(tmp_path, media_dir)
+    return platform_env(tmp_path, media_dir, monkeypatch)
 
 
 @pytest.fixture
@@ -40,15 +35,7 @@ def sim() -> Iterator[PlatformSimulator]:
 
 
 def _hub(env: Env, sim: PlatformSimulator, extra: str = "") -> PlatformHub:
-    cfg_path = env.root / "nonsite.yaml"
-    cfg_path.write_text(f"data_dir: data\ncases:\n  database_url: {env.db_url}\nintegration:\n  platform:\n"
-                        f"    enabled: true\n    url: {sim.url}\n    timeout_s: 2\n    push_on: [approved]\n{extra}",
-                        encoding="utf-8")
-    cfg = load_config(cfg_path)
-    _, sf = env.make_app()
-    hub = build_hub(cfg, sf, env.store)
-    assert hub is not None
-    return hub
+    return platform_hub(env, sim, "    push_on: [approved]\n" + extra)
 
 
 def _work(env: Env, number: str, until: str) -> None:
@@ -198,7 +185,7 @@ def test_the_app_starts_and_stops_the_hand_off_with_the_console(env: Env, sim: P
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from nonsite.app import console_app, stop_platform
     from nonsite.cases.legal_basis import load_catalogue
-    from nonsite.config import ConfigError
+    from nonsite.config import ConfigError, load_config
 
     _hub(env, sim).close()  # writes the config
     cfg = load_config(env.root / "nonsite.yaml")

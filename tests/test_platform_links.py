@@ -17,23 +17,18 @@ from platform_simulator import PlatformSimulator, platform
 from sqlalchemy import select
 
 from nonsite.cases import Case
-from nonsite.config import load_config
-from nonsite.integration.hub import PlatformHub, build_hub
+from nonsite.integration.hub import PlatformHub
 from nonsite.integration.platform import report_from_case
 from nonsite.integration.signing import LinkSigner
-from tests.console_support import Env, seed
+from tests.console_support import Env
+from tests.platform_support import CALLBACK_SECRET, LINK_SECRET, REPORT_SECRET, platform_env, platform_hub
 
-REPORT_SECRET, CALLBACK_SECRET, LINK_SECRET = b"s3cret-report", b"s3cret-callback", b"s3cret-evidence-links"
 BASE = "https://nonsite.example.gov.cn"
 
 
 @pytest.fixture
 def env(tmp_path: Path, media_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    monkeypatch.setenv("NONSITE_PLATFORM_SECRET", REPORT_SECRET.decode())
-    monkeypatch.setenv("NONSITE_PLATFORM_CALLBACK_SECRET", CALLBACK_SECRET.decode())
-    monkeypatch.setenv("NONSITE_EVIDENCE_LINK_SECRET", LINK_SECRET.decode())
-    monkeypatch.delenv("NONSITE_DATA_DIR", raising=False)
-    return seed(tmp_path, media_dir)
+    return platform_env(tmp_path, media_dir, monkeypatch, links=True)
 
 
 @pytest.fixture
@@ -44,13 +39,8 @@ def sim() -> Iterator[PlatformSimulator]:
 
 @pytest.fixture
 def hub(env: Env, sim: PlatformSimulator) -> Iterator[PlatformHub]:
-    cfg_path = env.root / "nonsite.yaml"
-    cfg_path.write_text(f"data_dir: data\ncases:\n  database_url: {env.db_url}\nintegration:\n  platform:\n"
-                        f"    enabled: true\n    url: {sim.url}\n    timeout_s: 2\n    link_base_url: {BASE}\n",
-                        encoding="utf-8")
-    _, sf = env.make_app()
-    h = build_hub(load_config(cfg_path), sf, env.store)
-    assert h is not None and h.link_secret == LINK_SECRET
+    h = platform_hub(env, sim, f"    link_base_url: {BASE}\n")
+    assert h.link_secret == LINK_SECRET
     yield h
     h.close()
 
