@@ -1,0 +1,102 @@
+"""Where the edge's detection loop spends its time with live cameras (issue 16: cameras per box).
+
+    python bench/loop_profile.py --cameras 4 --seconds 20 [--top 15] [--out bench/results/loop_profile.json]
+
+Runs bench/run.py's live mix (half busy clips, half still photographs scaled to 1080p, paced in real time, 5 fps
+each, gating on, the live run's short dwells so alerts happen) and samples the loop thread's stack every 10 ms
+(``sys._current_frames``: no profiler to install, nothing attached from outside). Prints and writes:
+
+- ``share``: for the innermost four frames of each stack seen, the share of samples: where the loop *is*, waiting
+  or working. Waiting for frames shows as ``threading:wait`` under ``edge:run``'s idle wait, waiting for the
+  detector under ``_base:wait`` (the batch in flight), and work as the worker's calls.
+- ``cameras``: frames sampled, processed, detected and dropped per camera, and ``cores_used`` of the process.
+
+A loop that waits for frames while cameras drop theirs is blocked in bursts: the stacks say by what.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import run as bench  # noqa: E402  (bench/run.py: the live mix and the detector set-up)
+
+
+def profile(n_cams: int, seconds: float, top: int) -> dict[str, Any]:
+    from nonsite.bus.embedded import EmbeddedBus
+    from nonsite.config import NonsiteConfig
+    from nonsite.evidence.local import LocalStore
+    from nonsite.pipeline.edge import EdgeRunner
+
+    det = bench.detector("openvino")
+    with tempfile.TemporaryDirectory(prefix="nonsite-loop-media-") as media, \
+            tempfile.TemporaryDirectory(prefix="nonsite-loop-") as tmp:
+        cams = bench.live_cameras(n_cams, 5.0, Path(media))
+        warm = bench.decode(cams[: len(bench.VIDEOS)], 2)
+        bench.warm_up(det, [im for v in warm.values() for im in v], 4)
+        cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {"max_batch": 4}})
+        bus = EmbeddedBus(Path(tmp) / "bus.sqlite")
+        runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)  # type: ignore[arg-type]
+        stop = threading.Event()
+        loop = threading.Thread(target=runner.run, args=(stop,), kwargs={"until_done": False}, name="edge-loop")
+        loop.start()
+        time.sleep(3.0)  # past the cameras' start
+        seen: collections.Counter[str] = collections.Counter()
+        samples = 0
+        start, cpu = time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds:
+            time.sleep(0.01)
+            frame = sys._current_frames().get(loop.ident or -1)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)[-4:][::-1]
+            seen[" < ".join(f"{Path(f.filename).stem}:{f.name}:{f.lineno}" for f in stack)] += 1
+            samples += 1
+        cores = (time.process_time() - cpu) / (time.perf_counter() - start)
+        m = runner.metrics
+        per_camera = [{
+            "id": c["id"],
+            **{k: int(m.value(f"nonsite_frames_{k}_total", camera=c["id"])) for k in ("sampled", "processed",
+                                                                                      "detected")},
+            "dropped": int(m.value("nonsite_frames_dropped_total", camera=c["id"], where="queue")
+                           + m.value("nonsite_frames_dropped_total", camera=c["id"], where="source")),
+        } for c in cams]
+        stop.set()
+        loop.join(30)
+        bus.close()
+    return {"cameras": n_cams, "seconds": seconds, "samples": samples, "cores_used": round(cores, 2),
+            "share": [{"share": round(v / samples, 3), "stack": k} for k, v in seen.most_common(top)] if samples
+            else [], "per_camera": per_camera}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cameras", type=int, default=4, help="live cameras (half busy, half still)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds sampled (after 3 s of start)")
+    ap.add_argument("--top", type=int, default=15, help="stacks listed")
+    ap.add_argument("--out", default=str(HERE / "results" / "loop_profile.json"), help="JSON written")
+    a = ap.parse_args()
+    res = profile(a.cameras, a.seconds, a.top)
+    Path(a.out).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    print(f"{a.cameras} cameras, {res['samples']} samples, {res['cores_used']} cores used")
+    for row in res["share"]:
+        print(f"{100 * row['share']:5.1f} %  {row['stack']}")
+    for c in res["per_camera"]:
+        print(f"  {c['id']}: sampled {c['sampled']}, processed {c['processed']}, detected {c['detected']}, "
+              f"dropped {c['dropped']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
