@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from nonsite.bus.base import Bus, Consumer, Message
 from nonsite.bus.embedded import EmbeddedBus
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from nonsite.config.services import BusConfig
 
@@ -71,7 +73,7 @@ def follow(bus: Bus, topic: str, handle: Callable[[Message], Any], *, stop: thre
                 try:
                     handle(msg)
                 except Exception:  # one bad message never stops the reader
-                    logging.getLogger(__name__).exception("%s at %s:%d failed", what, msg.topic, msg.offset)
+                    log.exception("%s at %s:%d failed", what, msg.topic, msg.offset)
     finally:
         if reader is not None:
             reader.close()

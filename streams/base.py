@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 
@@ -42,3 +43,12 @@ class Source(Protocol):
         """Frames sampled at the configured fps; ends when a file ends (unless looping) or on close()."""
 
     def close(self) -> None: ...
+
+
+def decoder_params(decode_threads: int) -> list[int]:
+    """The ``cv2.VideoCapture`` parameters that give FFmpeg's decoder ``decode_threads`` threads (0: FFmpeg's
+    choice, no parameter); ``ValueError`` below 0. Every source that decodes a video (file, live, composite) opens
+    its capture with these."""
+    if decode_threads < 0:
+        raise ValueError(f"decode_threads must be 0 or more, got {decode_threads}")
+    return [cv2.CAP_PROP_N_THREADS, decode_threads] if decode_threads > 0 else []

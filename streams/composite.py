@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from nonsite.config.base import Section
-from nonsite.streams.base import Frame, SourceError
+from nonsite.streams.base import Frame, SourceError, decoder_params
 
 SPEC_SUFFIX = ".composite.yaml"
 
@@ -97,8 +97,7 @@ def _read_background(path: Path, fps: float, start_s: float, duration_s: float, 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.suffix.lower() in (".jpg", ".jpeg", ".png") else None
     if img is not None:
         return [img]
-    params = [cv2.CAP_PROP_N_THREADS, decode_threads] if decode_threads > 0 else []
-    cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, params)
+    cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, decoder_params(decode_threads))
     if not cap.isOpened():
         raise ValueError(f"{path}: not a video or image OpenCV can read")
     src_fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -258,8 +257,7 @@ class CompositeSource:
                  realtime: bool = False, decode_threads: int = 1) -> None:
         from nonsite.config.loader import ConfigError, load_model
 
-        if decode_threads < 0:
-            raise ValueError(f"decode_threads must be 0 or more, got {decode_threads}")
+        decoder_params(decode_threads)  # refuses a negative count here, not at the first frame
         self.camera_id, self.fps, self.loop, self.realtime = camera_id, fps, loop, realtime
         self.decode_threads = decode_threads
         path = Path(spec_path)

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from nonsite.config.cameras import mask_url, scrub
-from nonsite.streams.base import Frame, SourceError
+from nonsite.streams.base import Frame, SourceError, decoder_params
 from nonsite.streams.health import Backoff, HealthTracker, SourceHealth, SourceState
 
 log = logging.getLogger("nonsite.streams")
@@ -128,8 +128,7 @@ class FileSource:
         thread also spends the least CPU per frame of a file the detector, not the decoder, keeps waiting."""
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
-        if decode_threads < 0:
-            raise ValueError(f"decode_threads must be 0 or more, got {decode_threads}")
+        decoder_params(decode_threads)  # refuses a negative count here, not at the first open
         self.camera_id = camera_id
         self.path = Path(path)
         self.fps = fps
@@ -158,8 +157,7 @@ class FileSource:
 
     def _open(self) -> cv2.VideoCapture:
         self._check_exists()
-        params = [cv2.CAP_PROP_N_THREADS, self.decode_threads] if self.decode_threads > 0 else []
-        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, decoder_params(self.decode_threads))
         if not cap.isOpened():
             cap.release()
             # Still images open through the image-sequence reader when FFmpeg declines them.
@@ -318,6 +316,7 @@ class LiveSource:
         self.read_timeout_s = read_timeout_s
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
+        decoder_params(decode_threads)  # refuses a negative count here, not in the reconnect loop
         self.decode_threads = decode_threads
         self.display = f"device:{target}" if isinstance(target, int) else mask_url(target)
         """The source as it may be shown and logged (password masked)."""
@@ -388,9 +387,8 @@ class LiveSource:
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, max(1, int(self.open_timeout_s * 1000)),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(1, int(self.read_timeout_s * 1000)),
+            *decoder_params(self.decode_threads),
         ]
-        if self.decode_threads > 0:
-            params += [cv2.CAP_PROP_N_THREADS, self.decode_threads]
         scheme = urlsplit(self.target).scheme.lower()
         with _OPTIONS.use(self.transport if scheme in ("rtsp", "rtsps") else None):
             return cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)

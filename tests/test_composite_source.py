@@ -13,8 +13,8 @@ from nonsite.streams import CompositeSource, SourceError, open_source
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cam(url: str, fps: float = 1) -> CameraConfig:
-    return CameraConfig.model_validate({"id": "lane", "fps": fps, "source": {"url": url}, "zones": []})
+def cam(url: str, fps: float = 1, **source: object) -> CameraConfig:
+    return CameraConfig.model_validate({"id": "lane", "fps": fps, "source": {"url": url, **source}, "zones": []})
 
 
 def test_the_demo_composite_yields_the_clip_at_the_camera_fps(media_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -22,7 +22,9 @@ def test_the_demo_composite_yields_the_clip_at_the_camera_fps(media_dir: Path, m
     monkeypatch.setenv("NONSITE_MEDIA_DIR", str(media_dir))
     src = open_source(cam(str(ROOT / "examples" / "demo-piled-crates.composite.yaml"), fps=0.5))
     assert isinstance(src, CompositeSource)
-    assert src.decode_threads == 1  # the camera's source.decode_threads (default 1) reaches the background decoder
+    assert src.decode_threads == 1  # the default
+    two = open_source(cam(str(ROOT / "examples" / "demo-piled-crates.composite.yaml"), fps=0.5, decode_threads=2))
+    assert isinstance(two, CompositeSource) and two.decode_threads == 2  # the camera's setting reaches the decoder
     frames = list(src.frames())
     assert len(frames) == 48  # 95 s at 0.5 fps, both ends included
     assert [f.index for f in frames] == list(range(48))
@@ -39,3 +41,16 @@ def test_a_missing_media_file_or_a_bad_key_is_a_source_error(tmp_path: Path) -> 
     spec.write_text("composite:\n  background: nowhere.jpg\n  duration: 5\n", encoding="utf-8")
     with pytest.raises(SourceError, match=r"x.composite.yaml:3"):
         open_source(cam(str(spec)))
+
+
+def test_every_decoding_source_refuses_a_negative_thread_count_when_made(media_dir: Path) -> None:
+    from nonsite.streams import FileSource, LiveSource
+    from nonsite.streams.base import decoder_params
+
+    assert decoder_params(0) == [] and decoder_params(3)[1] == 3
+    spec = ROOT / "examples" / "demo-piled-crates.composite.yaml"
+    for make in (lambda: FileSource("f", media_dir / "dog_alone_fence.mp4", fps=1, decode_threads=-1),
+                 lambda: LiveSource("l", "rtsp://127.0.0.1:9/x", fps=1, decode_threads=-1),
+                 lambda: CompositeSource("c", spec, 1, decode_threads=-1)):
+        with pytest.raises(ValueError, match="decode_threads must be 0 or more, got -1"):
+            make()
