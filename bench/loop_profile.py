@@ -20,8 +20,6 @@ import argparse
 import collections
 import json
 import sys
-import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -34,47 +32,23 @@ import run as bench  # noqa: E402  (bench/run.py: the live mix and the detector 
 
 
 def profile(n_cams: int, seconds: float, top: int) -> dict[str, Any]:
-    from nonsite.bus.embedded import EmbeddedBus
-    from nonsite.config import NonsiteConfig
-    from nonsite.evidence.local import LocalStore
-    from nonsite.pipeline.edge import EdgeRunner
-
     det = bench.detector("openvino")
-    with tempfile.TemporaryDirectory(prefix="nonsite-loop-media-") as media, \
-            tempfile.TemporaryDirectory(prefix="nonsite-loop-") as tmp:
-        cams = bench.live_cameras(n_cams, 5.0, Path(media))
-        warm = bench.decode(cams[: len(bench.VIDEOS)], 2)
-        bench.warm_up(det, [im for v in warm.values() for im in v], 4)
-        cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {"max_batch": 4}})
-        bus = EmbeddedBus(Path(tmp) / "bus.sqlite")
-        runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)  # type: ignore[arg-type]
-        stop = threading.Event()
-        loop = threading.Thread(target=runner.run, args=(stop,), kwargs={"until_done": False}, name="edge-loop")
-        loop.start()
+    with bench.live_edge(det, n_cams, 5.0, 4) as edge:
+        edge.thread.start()
         time.sleep(3.0)  # past the cameras' start
         seen: collections.Counter[str] = collections.Counter()
         samples = 0
         start, cpu = time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds:
             time.sleep(0.01)
-            frame = sys._current_frames().get(loop.ident or -1)
+            frame = sys._current_frames().get(edge.thread.ident or -1)
             if frame is None:
                 continue
             stack = traceback.extract_stack(frame)[-4:][::-1]
             seen[" < ".join(f"{Path(f.filename).stem}:{f.name}:{f.lineno}" for f in stack)] += 1
             samples += 1
         cores = (time.process_time() - cpu) / (time.perf_counter() - start)
-        m = runner.metrics
-        per_camera = [{
-            "id": c["id"],
-            **{k: int(m.value(f"nonsite_frames_{k}_total", camera=c["id"])) for k in ("sampled", "processed",
-                                                                                      "detected")},
-            "dropped": int(m.value("nonsite_frames_dropped_total", camera=c["id"], where="queue")
-                           + m.value("nonsite_frames_dropped_total", camera=c["id"], where="source")),
-        } for c in cams]
-        stop.set()
-        loop.join(30)
-        bus.close()
+        per_camera = bench.camera_counts(edge.runner.metrics, edge.cams)
     return {"cameras": n_cams, "seconds": seconds, "samples": samples, "cores_used": round(cores, 2),
             "share": [{"share": round(v / samples, 3), "stack": k} for k, v in seen.most_common(top)] if samples
             else [], "per_camera": per_camera}

@@ -364,17 +364,26 @@ def live_cameras(n: int, fps: float, media: Path) -> list[dict[str, Any]]:
     return cams
 
 
-def measure_live(backend: str, n_cams: int, fps: float, seconds: float, max_batch: int) -> dict[str, Any]:
-    """Simulated live cameras (:func:`live_cameras`) with motion gating on (the default) for ``seconds``: what the box
-    detects, what it drops, how late frames and alerts are, and the memory."""
+class LiveEdge:
+    """What :func:`live_edge` sets up: the cameras, their configuration, the edge runner (not started: ``thread``
+    runs it until ``stop``), the bus that notes publication times, and the memory with the model warmed up."""
+
+    def __init__(self, cams: list[dict[str, Any]], cfg: Any, runner: Any, bus: TimedBus, rss_model: float) -> None:
+        self.cams, self.cfg, self.runner, self.bus, self.rss_model = cams, cfg, runner, bus, rss_model
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=runner.run, args=(self.stop,), kwargs={"until_done": False},
+                                       name="edge-loop")
+
+
+@contextlib.contextmanager
+def live_edge(det: Any, n_cams: int, fps: float, max_batch: int) -> Any:
+    """``n_cams`` simulated live cameras (:func:`live_cameras`) on an edge runner with ``det`` warmed up on their
+    frame sizes (gating on, the default); the runner stops and the files go when the block ends."""
     from nonsite.bus.embedded import EmbeddedBus
-    from nonsite.bus.events import ViolationEvent
     from nonsite.config import NonsiteConfig
     from nonsite.evidence.local import LocalStore
     from nonsite.pipeline.edge import EdgeRunner
 
-    rss_start = current_rss_mb()
-    det = detector(backend)
     with tempfile.TemporaryDirectory(prefix="nonsite-bench-live-") as media:
         cams = live_cameras(n_cams, fps, Path(media))
         warm = decode(cams[: len(VIDEOS)], 2)
@@ -384,33 +393,50 @@ def measure_live(backend: str, n_cams: int, fps: float, seconds: float, max_batc
             cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {"max_batch": max_batch}})
             bus = TimedBus(EmbeddedBus(Path(tmp) / "bus.sqlite"))
             runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)  # type: ignore[arg-type]
-            stop = threading.Event()
-            t = threading.Thread(target=runner.run, args=(stop,), kwargs={"until_done": False})
-            cpu = time.process_time()
-            started = time.perf_counter()
-            t.start()
-            rss_peak = 0.0
-            while time.perf_counter() - started < seconds:
-                time.sleep(0.5)
-                rss_peak = max(rss_peak, current_rss_mb())
-            stop.set()
-            t.join(30)
-            cores = (time.process_time() - cpu) / (time.perf_counter() - started)
-            m = runner.metrics
-            rows = []
-            for c in cams:
-                cid = c["id"]
-                rows.append({
-                    "id": cid,
-                    "sampled": m.value("nonsite_frames_sampled_total", camera=cid),
-                    "processed": m.value("nonsite_frames_processed_total", camera=cid),
-                    "detected": m.value("nonsite_frames_detected_total", camera=cid),
-                    "dropped": m.value("nonsite_frames_dropped_total", camera=cid, where="queue")
-                    + m.value("nonsite_frames_dropped_total", camera=cid, where="source"),
-                })
-            stages = stage_figures(m.registry, [c["id"] for c in cams])
-            bus.inner.close()
-            post_roll, gap = cfg.evidence.post_roll_s, cfg.evidence.min_still_gap_s
+            edge = LiveEdge(cams, cfg, runner, bus, rss_model)
+            try:
+                yield edge
+            finally:
+                edge.stop.set()
+                if edge.thread.is_alive():
+                    edge.thread.join(30)
+                bus.inner.close()
+
+
+def camera_counts(metrics: Any, cams: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Frames sampled, processed, detected and dropped (queue full or the source behind) per camera."""
+    return [{
+        "id": c["id"],
+        **{k: int(metrics.value(f"nonsite_frames_{k}_total", camera=c["id"]))
+           for k in ("sampled", "processed", "detected")},
+        "dropped": int(metrics.value("nonsite_frames_dropped_total", camera=c["id"], where="queue")
+                       + metrics.value("nonsite_frames_dropped_total", camera=c["id"], where="source")),
+    } for c in cams]
+
+
+def measure_live(backend: str, n_cams: int, fps: float, seconds: float, max_batch: int) -> dict[str, Any]:
+    """Simulated live cameras (:func:`live_cameras`) with motion gating on (the default) for ``seconds``: what the box
+    detects, what it drops, how late frames and alerts are, and the memory."""
+    from nonsite.bus.events import ViolationEvent
+
+    rss_start = current_rss_mb()
+    det = detector(backend)
+    with live_edge(det, n_cams, fps, max_batch) as edge:
+        cams, cfg, bus, rss_model = edge.cams, edge.cfg, edge.bus, edge.rss_model
+        cpu = time.process_time()
+        started = time.perf_counter()
+        edge.thread.start()
+        rss_peak = 0.0
+        while time.perf_counter() - started < seconds:
+            time.sleep(0.5)
+            rss_peak = max(rss_peak, current_rss_mb())
+        edge.stop.set()
+        edge.thread.join(30)
+        cores = (time.process_time() - cpu) / (time.perf_counter() - started)
+        m = edge.runner.metrics
+        rows = camera_counts(m, cams)
+        stages = stage_figures(m.registry, [c["id"] for c in cams])
+        post_roll, gap = cfg.evidence.post_roll_s, cfg.evidence.min_still_gap_s
     excess = []
     for wall, value in bus.published:
         ev = ViolationEvent.model_validate_json(value)
