@@ -66,6 +66,18 @@ class EdgeConfig(Section):
         "file cameras together may read ahead two batches (2 x max_batch frames, shared among them; at least "
         "this many each).",
     )
+    writer_queue: int = Field(
+        32, ge=1, le=1024,
+        description="Evidence packages (a violation's stills and clip frames) waiting for the package writer, which "
+        "writes them off the detection loop; past it, the loop waits for the writer (memory stays bounded when "
+        "cameras confirm faster than the box can encode clips).",
+    )
+    writer_nice: int = Field(
+        10, ge=0, le=19,
+        description="Niceness added to the package writer's thread (Linux; 0 = as the rest of the edge): "
+        "writing a package may wait a second, a camera's next frame may not, so on a busy box detection comes "
+        "first and packages are written with the CPU left over.",
+    )
     reload: bool = Field(
         True,
         description="Watch the config file while running and apply changes to cameras: without restarting the "

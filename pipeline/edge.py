@@ -40,7 +40,7 @@ from nonsite.pipeline.metrics import CameraSample, EdgeMetrics
 from nonsite.pipeline.recheck import RecheckDesk, default_group
 from nonsite.pipeline.scheduler import FrameQueue, RoundRobin
 from nonsite.pipeline.violations import typed_camera
-from nonsite.pipeline.worker import EdgeWorker, SequenceCounter, WorkerStats
+from nonsite.pipeline.worker import EdgeWorker, PackageWriter, SequenceCounter, WorkerStats
 from nonsite.streams import LiveSource, open_source
 from nonsite.streams.base import Frame, Source, SourceError
 from nonsite.streams.health import SourceHealth
@@ -62,6 +62,8 @@ class _Queued:
     """The motion gate held it back from the detector: it rides along a batch without taking a place in it."""
     detector: Detector | None = None
     """The detector of its camera: a batch holds frames for one detector."""
+    jpeg: bytes | None = None
+    """The frame's pre-roll JPEG, encoded by the reader thread (off the detection loop)."""
 
 
 @dataclass
@@ -183,6 +185,8 @@ class EdgeRunner:
         self.metrics = metrics if metrics is not None else EdgeMetrics()
         self.metrics.watch(self._samples)
         self._sequence = SequenceCounter(Path(cfg.data_dir) / "edge" / "sequence.json")
+        self._writer = PackageWriter(cfg.edge.writer_queue, cfg.edge.writer_nice)
+        """Writes the cameras' evidence packages off the loop (one thread, in hand-off order)."""
         self._scheduler: RoundRobin[str, Any] = RoundRobin(self.max_batch, group=_frame_size)
         self._lock = threading.RLock()
         self._cameras: dict[str, CameraConfig] = {}
@@ -237,7 +241,7 @@ class EdgeRunner:
         detector = self.detector_for(camera)
         worker = EdgeWorker(camera, self.cfg, self.store, self.bus, model_info(detector), self._sequence,
                             on_stage=lambda stage, seconds: self.metrics.stage(cid, stage, seconds),
-                            views_dir=Path(self.cfg.data_dir) / "edge" / "views")
+                            views_dir=Path(self.cfg.data_dir) / "edge" / "views", writer=self._writer)
         # A live camera keeps only its newest frames; files read ahead (see _readahead).
         with self._lock:
             files = sum(1 for r in self._runs.values() if not r.live) + 1
@@ -437,7 +441,9 @@ class EdgeRunner:
                     break
                 self.metrics.stage(cid, "decode", frame.decode_s)
                 gated = run.gate is not None and not run.gate.decide(frame.image, frame.ts)
-                if not run.frames.put(_Queued(frame, time.perf_counter(), gated, run.detector), run.stop):
+                jpeg = run.worker.encode_preroll(frame.image)  # here, not in the loop: the reader threads encode
+                # side by side, and the loop's thread stays on tracking, rules and the next batch
+                if not run.frames.put(_Queued(frame, time.perf_counter(), gated, run.detector, jpeg), run.stop):
                     break
                 self._wake.set()  # a frame is waiting: the loop need not sleep out its poll
         except SourceError as e:
@@ -533,6 +539,9 @@ class EdgeRunner:
             for r in runs:
                 if r.thread is not None:
                     r.thread.join(timeout=5)
+            for r in runs:
+                self._drain(r)
+            self._writer.close()
             if self.rechecks is not None:
                 self.rechecks.stop()
                 try:
@@ -620,20 +629,26 @@ class EdgeRunner:
                 self.metrics.frames_gated.labels(camera=cid).inc()
             else:
                 self.metrics.stage(cid, "detect", detect_s)
-            self._process(r, q.frame, d)
+            self._process(r, q.frame, d, q.jpeg)
         for r in job.ended:
             r.done = True
             self._finish(r)
             r.finished.set()
 
-    def _process(self, r: CameraRun, frame: Frame, d: sv.Detections | None) -> None:
+    def _package_error(self, r: CameraRun) -> None:
+        """A package the writer could not write (logged by the worker) becomes the camera's error."""
+        if r.worker.error is not None:
+            r.error, r.worker.error = r.worker.error, None
+
+    def _process(self, r: CameraRun, frame: Frame, d: sv.Detections | None, jpeg: bytes | None = None) -> None:
         cid = r.camera.id
         try:
-            events = r.worker.process(frame, d)  # reports its stages' times to the metrics (on_stage)
+            events = r.worker.process(frame, d, jpeg=jpeg)  # reports its stages' times to the metrics (on_stage)
         except Exception as e:  # one camera's failure (a bad frame, a full disk) is its own
             r.error = f"{type(e).__name__}: {e}"
             log.exception("camera %s: frame %d failed", cid, frame.index)
             return
+        self._package_error(r)
         self.metrics.frames_processed.labels(camera=cid).inc()
         self.metrics.published(cid, (e.type for e in events))
         r.processed_at.append(time.monotonic())
@@ -650,8 +665,15 @@ class EdgeRunner:
             r.error = f"{type(e).__name__}: {e}"
             log.exception("camera %s: finishing failed", r.camera.id)
             return []
+        self._package_error(r)
         self.metrics.published(r.camera.id, (e.type for e in events))
         return events
+
+    def _drain(self, r: CameraRun) -> None:
+        """Wait for the packages a camera still running at the stop handed to the writer (counted as published)."""
+        events = r.worker.drain()
+        self._package_error(r)
+        self.metrics.published(r.camera.id, (e.type for e in events))
 
     # -- reporting ------------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ from prometheus_client.registry import Collector
 from nonsite.ops.cameras import ViewStatus
 from nonsite.streams.health import SourceHealth, SourceState
 
-STAGES = ("decode", "queue", "detect", "track", "rules", "evidence")
+STAGES = ("decode", "queue", "detect", "track", "rules", "evidence", "package")
 
 # 1 ms .. 10 s: a detector call on a CPU is tens of ms; a batch on a busy box can take seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -16,16 +16,25 @@ overlapping partial boxes of one object of one class (``tracker.split_boxes``). 
 snapshot and re-registers the zones after a small shift. A type that keeps a
 clean reference still of its zones (``reference``: the left-object types) adds it as role ``reference``: the
 zone before the object came, beside the onset and confirmation stills.
+
+Writing a package (decoding the pre-roll, encoding the clip, the stills, the plate reading, the store and the bus)
+takes a camera's box hundreds of milliseconds. Under the runner it happens off the detection loop, on a
+:class:`PackageWriter`: the loop hands a due violation over with everything it needs taken at that moment (zone,
+camera, sequence number) and goes on with the next frame of every camera; :meth:`EdgeWorker.process` returns the
+events whose packages were written since its last call, :meth:`EdgeWorker.finish` waits for all of its own. Without
+a writer (``nonsite eval``, the tests of one worker) the package is written inside the call, as before.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +53,7 @@ from nonsite.bus.events import (
     ViolationEvent,
     new_event_id,
 )
-from nonsite.config import CameraConfig, NonsiteConfig
+from nonsite.config import CameraConfig, NonsiteConfig, ZoneConfig
 from nonsite.evidence.capture import CameraMeta, Still, write_package_blobs
 from nonsite.evidence.store import Store
 from nonsite.ops.cameras import ViewStatus
@@ -76,8 +85,9 @@ class PlateReadingLike(Protocol):
 
 StageHook = Callable[[str, float], None]
 """``hook(stage, seconds)`` after each processed frame: ``track`` (the tracker), ``rules`` (the rule engine) and
-``evidence`` (the rest: appearance, stills, clips, publishing); the frame that builds the rule engine reports
-``track`` only (not a representative sample of the other two)."""
+``evidence`` (the rest: appearance, stills, clips, and publishing when there is no writer); the frame that builds the
+rule engine reports ``track`` only (not a representative sample of the other two). After each package written:
+``package`` (plate reading, stills, clip, store and bus; on the writer's thread when there is one)."""
 
 PlateReader = Callable[[np.ndarray, tuple[float, float, float, float]], "PlateReadingLike | None"]
 """``reader(image_bgr, vehicle_xyxy)`` -> a reading that matched a configured format, or None."""
@@ -139,11 +149,63 @@ class _Open:
     confirm: Still | None = None
     second: Still | None = None
     closeup: tuple[float, float, float, float] | None = None
-    plate: PlateReadingLike | None = None
+    plate_views: list[tuple[Still, tuple[float, float, float, float]]] = field(default_factory=list)
+    """Stills and vehicle boxes to read the plate from (read when the package is written)."""
     reference: Still | None = None
     publish_at: float = float("inf")
     closed: bool = False
     event_id: str = field(default_factory=new_event_id)
+
+
+class PackageWriter:
+    """Writes evidence packages and publishes their events on one thread of its own, in the order handed over
+    (so a camera's events keep their order), while the detection loop goes on with every camera's frames.
+
+    ``max_pending``: packages handed over and not yet written; a hand-off past it waits for a free place (a box
+    whose cameras confirm faster than it can write stops taking frames instead of filling its memory with
+    clips). ``nice``: added to the thread's niceness (Linux sets it per thread; the clip encoder's threads inherit it):
+    on a full box the detector and the cameras' readers come first, packages take the CPU left over. The thread
+    starts at the first hand-off; :meth:`close` waits for what was handed over and ends it (a later hand-off
+    starts a new one)."""
+
+    def __init__(self, max_pending: int = 32, nice: int = 0) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice must be 0..19, got {nice}")
+        self.nice = nice
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, job: Callable[[], ViolationEvent]) -> Future[ViolationEvent]:
+        self._slots.acquire()
+        try:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence-writer",
+                                                    initializer=self._lower_priority)
+                future = self._pool.submit(job)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _f: self._slots.release())
+        return future
+
+    def _lower_priority(self) -> None:
+        if self.nice and hasattr(os, "setpriority"):
+            try:
+                tid = threading.get_native_id()  # this thread only (Linux), relative to where the edge runs
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.nice))
+            except OSError as e:  # a platform that nices whole processes only: the writer runs as the rest
+                log.warning("the package writer runs at normal priority: %s", e)
+
+    def close(self) -> None:
+        """Wait for every package handed over, then end the thread."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 class SequenceCounter:
@@ -189,10 +251,17 @@ class EdgeWorker:
         *,
         on_stage: StageHook | None = None,
         views_dir: Path | None = None,
+        writer: PackageWriter | None = None,
     ) -> None:
         """``views_dir``: where the view guard keeps each camera's reference snapshot (the runner passes
-        ``DATA_DIR/edge/views``); None keeps it in memory only."""
+        ``DATA_DIR/edge/views``); None keeps it in memory only. ``writer``: where packages are written (the
+        runner's, shared by its cameras); None writes them inside :meth:`process`."""
         self.on_stage = on_stage
+        self.writer = writer
+        self._writing: deque[Future[ViolationEvent]] = deque()
+        """Packages handed to the writer, oldest first, whose events :meth:`process` has not returned yet."""
+        self.error: str | None = None
+        """The last package that could not be written (with a writer; without one the call raises), until read."""
         self.views_dir = views_dir
         self.camera, self.cfg, self.store, self.bus, self.model = camera, cfg, store, bus, model
         self.sequence = sequence
@@ -274,8 +343,17 @@ class EdgeWorker:
         """The reference snapshot of the zones (JPEG), or None before the first frame / without a guard."""
         return self.view.reference_jpeg() if self.view is not None else None
 
-    def process(self, frame: Frame, detections: sv.Detections | None) -> list[ViolationEvent]:
-        """Advance this camera by one sampled frame; returns the events published during it.
+    def encode_preroll(self, image: np.ndarray) -> bytes:
+        """The pre-roll JPEG of a frame, as :meth:`process` would store it; safe on any thread (the runner's
+        reader threads encode each frame before it is queued, off the detection loop)."""
+        return self.ring.encode(image)
+
+    def process(self, frame: Frame, detections: sv.Detections | None, *,
+                jpeg: bytes | None = None) -> list[ViolationEvent]:
+        """Advance this camera by one sampled frame; returns the events published during it (with a writer: the
+        events whose packages were written since the last call).
+
+        ``jpeg``: the frame's pre-roll JPEG when it is already encoded (:meth:`encode_preroll`).
 
         ``detections`` None: the motion gate skipped the detector on this frame (:mod:`nonsite.pipeline.gating`,
         nothing moved in or near the zones): the last detected frame's detections stand for it, through the
@@ -289,7 +367,10 @@ class EdgeWorker:
             self.engine = RuleEngine(self._zones_camera, self.cfg.rules, frame.shape, timezone=self.cfg.timezone)
         self.stats.frames += 1
         self.stats.last_ts = frame.ts
-        self.ring.append(frame.ts, frame.image)
+        if jpeg is not None:
+            self.ring.append_jpeg(frame.ts, jpeg)
+        else:
+            self.ring.append(frame.ts, frame.image)
         latest = self.ring.latest()
         if latest is not None:
             for o in (*self.open.values(), *self.pending):
@@ -366,10 +447,11 @@ class EdgeWorker:
                     and o.episode.last_true == frame.ts):
                 o.second = Still(frame.ts, self._picture(frame), list(o.episode.last_boxes))
                 if o.confirm is not None:
-                    self._read_plate(o, o.second, o.episode.last_xyxy)
+                    self._offer_plate(o, o.second, o.episode.last_xyxy)
 
     def finish(self) -> list[ViolationEvent]:
-        """End of stream: close episodes and publish what is confirmed with the post-roll there is."""
+        """End of stream: close episodes and publish what is confirmed with the post-roll there is; with a writer,
+        wait until every package of this camera is written (the events are returned)."""
         if self.engine is not None and self.stats.last_ts is not None:
             for ev in self.engine.finish(self.stats.last_ts):
                 self._on_rule_event(ev, None)
@@ -400,9 +482,9 @@ class EdgeWorker:
             o.closeup = ev.main_xyxy
             o.publish_at = frame.ts + self.cfg.evidence.post_roll_s
             if ev.main_xyxy is not None:
-                self._read_plate(o, o.confirm, ev.main_xyxy)
+                self._offer_plate(o, o.confirm, ev.main_xyxy)
                 if o.second is not None:
-                    self._read_plate(o, o.second, ev.main_xyxy)
+                    self._offer_plate(o, o.second, ev.main_xyxy)
             self.pending.append(o)
         elif ev.kind in ("retracted", "ended"):
             if self.open.pop(key, None) is not None:
@@ -422,21 +504,30 @@ class EdgeWorker:
         image = cv2.imdecode(np.frombuffer(ref[1], np.uint8), cv2.IMREAD_COLOR)
         return Still(ref[0], image) if image is not None else None
 
-    def _read_plate(self, o: _Open, still: Still, xyxy: tuple[float, float, float, float]) -> None:
-        """Keep the most confident plate reading of the vehicle over the stills offered (never invented: a
-        reader returns only readings that match a configured format)."""
+    def _offer_plate(self, o: _Open, still: Still, xyxy: tuple[float, float, float, float]) -> None:
+        """A still to read the vehicle's plate from, when its type and zone read plates and a reader is there (the
+        reading itself is done with the package, :meth:`_read_plate`)."""
         vt = self._types.get(o.episode.rule)
         if self.plate_reader is None or self.engine is None or vt is None or vt.reads_plate is None:
             return
-        if not vt.reads_plate(self.engine.zone_config(o.episode.zone_id)):
-            return
-        try:
-            reading = self.plate_reader(still.image, xyxy)
-        except Exception:  # OCR trouble never costs the violation itself
-            log.exception("camera %s: plate reading failed; the event goes out without a plate", self.camera.id)
-            return
-        if reading is not None and (o.plate is None or reading.confidence > o.plate.confidence):
-            o.plate = reading
+        if vt.reads_plate(self.engine.zone_config(o.episode.zone_id)):
+            o.plate_views.append((still, xyxy))
+
+    def _read_plate(self, o: _Open) -> PlateReadingLike | None:
+        """The most confident plate reading of the vehicle over the stills offered (never invented: a reader
+        returns only readings that match a configured format)."""
+        best: PlateReadingLike | None = None
+        if self.plate_reader is None:
+            return None
+        for still, xyxy in o.plate_views:
+            try:
+                reading = self.plate_reader(still.image, xyxy)
+            except Exception:  # OCR trouble never costs the violation itself
+                log.exception("camera %s: plate reading failed; the event goes out without a plate", self.camera.id)
+                continue
+            if reading is not None and (best is None or reading.confidence > best.confidence):
+                best = reading
+        return best
 
     def _due(self, o: _Open, now: float) -> bool:
         if o.publish_at > now:
@@ -447,20 +538,67 @@ class EdgeWorker:
     def _publish_due(self, now: float) -> list[ViolationEvent]:
         due = [o for o in self.pending if self._due(o, now)]
         self.pending = [o for o in self.pending if not self._due(o, now)]
-        return [self._publish(o) for o in due]
+        jobs = [self._package(o) for o in due]
+        if self.writer is None:
+            return [self._published(job()) for job in jobs]
+        for job in jobs:
+            self._writing.append(self.writer.submit(job))
+        return self._collect(wait=now == float("inf"))
 
-    def _publish(self, o: _Open) -> ViolationEvent:
+    def drain(self) -> list[ViolationEvent]:
+        """Wait until every package this camera handed to the writer is written; their events (none without a
+        writer: those were returned by the calls that wrote them)."""
+        return self._collect(wait=True)
+
+    def _collect(self, *, wait: bool) -> list[ViolationEvent]:
+        """The events of the packages the writer has written, in hand-off order (all of them with ``wait``); a
+        package that failed is logged and kept in :attr:`error`."""
+        out: list[ViolationEvent] = []
+        while self._writing and (wait or self._writing[0].done()):
+            future = self._writing.popleft()
+            try:
+                out.append(self._published(future.result()))
+            except Exception as e:
+                self.error = f"an evidence package could not be written: {type(e).__name__}: {e}"
+                log.error("camera %s: %s", self.camera.id, self.error, exc_info=e)
+        return out
+
+    def _published(self, event: ViolationEvent) -> ViolationEvent:
+        self.stats.published[event.type] = self.stats.published.get(event.type, 0) + 1
+        return event
+
+    def _package(self, o: _Open) -> Callable[[], ViolationEvent]:
+        """What writing ``o`` needs, taken now on the loop's thread (the zone where it lies in the image now, the
+        camera, the rule hash, the clip's frames): the package then comes out the same whenever and on whichever
+        thread it is written, even if the view guard moves the zones meanwhile. The sequence number is taken
+        when it is written: packages are written one at a time in hand-off order, so the numbers keep it."""
+        zone = next(z for z in self._zones_camera.zones if z.id == o.episode.zone_id)
+        camera, meta, rule_hash = self.camera, self._meta, self.rule_hash
+        clip = o.clip.frames()
+
+        def write() -> ViolationEvent:
+            started = time.perf_counter()
+            sequence = self.sequence.next(camera.id)  # a file write: here, in hand-off order (one writer thread)
+            event = self._publish(o, zone, camera, meta, rule_hash, sequence, clip)
+            if self.on_stage is not None:
+                self.on_stage("package", time.perf_counter() - started)
+            return event
+
+        return write
+
+    def _publish(self, o: _Open, zone: ZoneConfig, camera: CameraConfig, meta: CameraMeta, rule_hash: str,
+                 sequence: int, clip: list[tuple[float, bytes]]) -> ViolationEvent:
         ep, confirm = o.episode, o.confirm
         assert confirm is not None and o.closeup is not None and ep.confirmed_at is not None
-        zone = next(z for z in self._zones_camera.zones if z.id == ep.zone_id)
+        plate = self._read_plate(o)
         extra_stills = [(SECOND_STILL_ROLE, o.second)] if o.second is not None else []
         if o.reference is not None:
             extra_stills.append((REFERENCE_ROLE, o.reference))
-        extra_images = [(PLATE_ROLE, o.plate.crop)] if o.plate is not None else []
+        extra_images = [(PLATE_ROLE, plate.crop)] if plate is not None else []
         items = write_package_blobs(
-            self.store, event_id=o.event_id, violation_type=ep.rule, camera=self._meta, zone_id=zone.id,
+            self.store, event_id=o.event_id, violation_type=ep.rule, camera=meta, zone_id=zone.id,
             zone_polygon=list(zone.polygon), onset=o.onset, confirm=confirm, closeup_xyxy=o.closeup,
-            clip=o.clip.frames(), sequence=self.sequence.next(self.camera.id), timezone=self.cfg.timezone,
+            clip=clip, sequence=sequence, timezone=self.cfg.timezone,
             jpeg_quality=self.cfg.evidence.jpeg_quality, extra_stills=extra_stills, extra_images=extra_images,
         )
         boxes = {"onset": o.onset.boxes, "confirm": confirm.boxes}
@@ -469,23 +607,22 @@ class EdgeWorker:
         if o.reference is not None:
             boxes[REFERENCE_ROLE] = []
         hint = None
-        if o.plate is not None:
-            hint = OffenderHint(plate=o.plate.text, plate_confidence=round(float(o.plate.confidence), 4),
-                                plate_format=o.plate.format, plate_role=PLATE_ROLE)
-        loc = self.camera.location
+        if plate is not None:
+            hint = OffenderHint(plate=plate.text, plate_confidence=round(float(plate.confidence), 4),
+                                plate_format=plate.format, plate_role=PLATE_ROLE)
+        loc = camera.location
         event = ViolationEvent(
-            event_id=o.event_id, type=ep.rule, camera_id=self.camera.id, camera_name=self.camera.name,
+            event_id=o.event_id, type=ep.rule, camera_id=camera.id, camera_name=camera.name,
             zone_id=zone.id, zone_name=zone.name,
             started_at=datetime.fromtimestamp(ep.onset, UTC),
             confirmed_at=datetime.fromtimestamp(ep.confirmed_at, UTC),
             track_ids=[*sorted(ep.track_ids), *sorted(ep.related_track_ids - ep.track_ids)],
             boxes=boxes,
             confidence=round(min(max(ep.confidence, 0.0), 1.0), 4),
-            dwell_s=round(ep.confirmed_at - ep.onset, 3), model=self.model, rule_config_hash=self.rule_hash,
+            dwell_s=round(ep.confirmed_at - ep.onset, 3), model=self.model, rule_config_hash=rule_hash,
             evidence=items, location=Location(address=loc.address, lat=loc.lat, lon=loc.lon),
             offender_hint=hint,
         )
-        self.bus.publish(TOPIC_VIOLATIONS, self.camera.id, event.model_dump_json().encode())
-        self.stats.published[ep.rule] = self.stats.published.get(ep.rule, 0) + 1
-        log.info("camera %s: %s in zone %s published as %s", self.camera.id, ep.rule, zone.id, o.event_id)
+        self.bus.publish(TOPIC_VIOLATIONS, camera.id, event.model_dump_json().encode())
+        log.info("camera %s: %s in zone %s published as %s", camera.id, ep.rule, zone.id, o.event_id)
         return event

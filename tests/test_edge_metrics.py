@@ -55,6 +55,9 @@ def test_counters_match_what_was_processed(tmp_path: Path, media_dir: Path, dete
         assert sample(m, "nonsite_stage_latency_seconds_sum", camera=cid, stage="decode") > 0
         for kind, n in s.published.items():
             assert sample(m, "nonsite_events_published_total", camera=cid, type=kind) == n
+        if s.published:  # one package written (off the loop) per event published
+            assert sample(m, "nonsite_stage_latency_seconds_count", camera=cid,
+                          stage="package") == sum(s.published.values())
     # The dog camera publishes its stray dog: the events counter is exercised on real video.
     assert sample(m, "nonsite_events_published_total", camera="cam-dog", type="stray_dog") >= 1
     # Detector calls: the batch sizes add up to every processed frame (batches of at most two).
@@ -63,7 +66,7 @@ def test_counters_match_what_was_processed(tmp_path: Path, media_dir: Path, dete
     assert sum(size * n for size, n in calls.items()) == total and set(calls) <= {1, 2}
     assert sample(m, "nonsite_cameras") == 2
     assert sample(m, "process_resident_memory_bytes") > 50e6
-    assert set(STAGES) == {"decode", "queue", "detect", "track", "rules", "evidence"}
+    assert set(STAGES) == {"decode", "queue", "detect", "track", "rules", "evidence", "package"}
 
 
 def test_registries_are_independent() -> None:

@@ -9,6 +9,7 @@ time), and the rest as counts. Rates and latencies are measured in bench/.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -109,9 +110,9 @@ def test_each_camera_is_detected_at_its_own_fps(tmp_path: Path, media_dir: Path,
     seen: dict[str, list[float]] = {"slow": [], "fast": []}
     process = EdgeWorker.process
 
-    def recording(self: EdgeWorker, frame, detections):  # type: ignore[no-untyped-def]
+    def recording(self: EdgeWorker, frame, detections, **kw):  # type: ignore[no-untyped-def]
         seen[self.camera.id].append(frame.ts)
-        return process(self, frame, detections)
+        return process(self, frame, detections, **kw)
 
     monkeypatch.setattr(EdgeWorker, "process", recording)
     cfg = config(tmp_path, [camera("slow", media_dir / DOG, fps=1, live=True),
@@ -228,10 +229,10 @@ def test_the_next_batch_is_detected_while_this_one_is_processed(
 
     process, finish = EdgeWorker.process, EdgeWorker.finish
 
-    def logged_process(self: EdgeWorker, frame, detections):  # type: ignore[no-untyped-def]
+    def logged_process(self: EdgeWorker, frame, detections, **kw):  # type: ignore[no-untyped-def]
         with lock:
             events.append(("process", frame.index))
-        return process(self, frame, detections)
+        return process(self, frame, detections, **kw)
 
     def logged_finish(self: EdgeWorker):  # type: ignore[no-untyped-def]
         with lock:
@@ -252,3 +253,40 @@ def test_the_next_batch_is_detected_while_this_one_is_processed(
         running = {"detect-start": True, "detect-end": False}.get(kind, running)
         inside += kind == "process" and running
     assert (inside > 0) == overlap
+
+
+def test_the_loop_neither_encodes_the_pre_roll_nor_writes_packages(tmp_path: Path, media_dir: Path, yolo,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The detection loop's thread only tracks, applies the rules and forms batches: each camera's reader thread
+    encodes its frames' pre-roll JPEGs, the runner's writer thread writes the packages (an alert on one camera
+    used to pause every camera of the box while its clip was encoded, bench/loop_profile.py)."""
+    from nonsite.pipeline import worker as worker_module
+    from nonsite.streams.ringbuffer import RingBuffer
+
+    encoders: list[str] = []
+    writers: list[str] = []
+    nice: list[int] = []
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    encode, write = RingBuffer.encode, worker_module.write_package_blobs
+
+    def encoding(self, image):  # type: ignore[no-untyped-def]
+        encoders.append(threading.current_thread().name)
+        return encode(self, image)
+
+    def writing(*args, **kw):  # type: ignore[no-untyped-def]
+        writers.append(threading.current_thread().name)
+        nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - base)
+        return write(*args, **kw)
+
+    monkeypatch.setattr(RingBuffer, "encode", encoding)
+    monkeypatch.setattr(worker_module, "write_package_blobs", writing)
+    cfg = config(tmp_path, [camera("dog", media_dir / DOG, fps=5)],
+                 rules={"stray_dog": {"dwell_s": 3, "max_gap_s": 1.5}}, edge={"writer_nice": 7})
+    r = runner(cfg, yolo)
+    stats = r.run(threading.Event())
+    assert stats["dog"].published.get("stray_dog", 0) >= 1
+    assert len(encoders) == stats["dog"].frames and set(encoders) == {"read-dog"}
+    assert writers and all(name.startswith("evidence-writer") for name in writers)
+    assert set(nice) == {7} and os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # that thread only
+    assert r.metrics.value("nonsite_events_published_total", camera="dog", type="stray_dog") == \
+        stats["dog"].published["stray_dog"]

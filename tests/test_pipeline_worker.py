@@ -1,11 +1,16 @@
 """The edge worker on synthetic frames and scripted detections, through the real tracker, rules, evidence
-store and embedded bus: two-stage stills, plate reading by an injected reader, one alert per episode."""
+store and embedded bus: two-stage stills, plate reading by an injected reader, one alert per episode.
+
+Every test of the ``world`` fixture runs twice: packages written inside ``process`` (no writer: ``nonsite eval``)
+and handed to a :class:`PackageWriter` (the runner's way); the evidence and events must come out the same."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,9 +20,10 @@ from nonsite.bus.embedded import EmbeddedBus
 from nonsite.bus.events import TOPIC_VIOLATIONS, ModelInfo, ViolationEvent
 from nonsite.config import CameraConfig, NonsiteConfig
 from nonsite.evidence.local import LocalStore
+from nonsite.pipeline import worker as worker_module
 from nonsite.pipeline.detections import make_detections
 from nonsite.pipeline.violations import models
-from nonsite.pipeline.worker import EdgeWorker, PlateReader, SequenceCounter
+from nonsite.pipeline.worker import EdgeWorker, PackageWriter, PlateReader, SequenceCounter
 from nonsite.streams.base import Frame
 
 T0 = 1_715_000_000.0
@@ -65,6 +71,8 @@ class World:
             dets = make_detections([CAR] * n, ["car"] * n, confidence=[0.9] * n)
             f = Frame("cam-1", i, T0 + i / FPS, image(i, colour))
             self.published += [(i, e) for e in self.worker.process(f, dets)]
+        if frames:  # with a writer: what was handed over by now is written before the test looks
+            self.published += [(start + frames - 1, e) for e in self.worker.drain()]
 
     def finish(self) -> None:
         self.published += [(-1, e) for e in self.worker.finish()]
@@ -73,9 +81,10 @@ class World:
         return {item.role: self.store.get(item.key) for item in event.evidence}
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[Callable[..., World]]:
+@pytest.fixture(params=["inline", "writer"])
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., World]]:
     buses: list[EmbeddedBus] = []
+    writer = PackageWriter() if request.param == "writer" else None
 
     def make(cfg: NonsiteConfig | None = None, plate_reader: PlateReader | None = None) -> World:
         cfg = cfg or config()
@@ -83,10 +92,12 @@ def world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         bus = EmbeddedBus(tmp_path / "bus.sqlite")
         buses.append(bus)
         w = EdgeWorker(cfg.cameras[0], cfg, store, bus, ModelInfo(name="m", version="1", sha256="0" * 64),
-                       SequenceCounter(tmp_path / "seq.json"), plate_reader=plate_reader)
+                       SequenceCounter(tmp_path / "seq.json"), plate_reader=plate_reader, writer=writer)
         return World(w, store, bus, [])
 
     yield make
+    if writer is not None:
+        writer.close()
     for b in buses:
         b.close()
 
@@ -235,3 +246,130 @@ def test_the_runner_drives_a_worker_through_its_methods(world: Callable[..., Wor
     w.play(lambda i: RED, 1, start=18)
     assert w.worker.engine is not None and w.worker.tracker is tracker  # same tracks, new rules
     assert frame_index(w.worker.snapshot() or b"") == 18
+
+
+# -- the package writer: packages written off the detection loop ------------------------------------------------
+
+
+def writer_world(tmp_path: Path, writer: PackageWriter, plate_reader: PlateReader | None = None) -> World:
+    cfg = config(min_still_gap_s=0)
+    w = EdgeWorker(cfg.cameras[0], cfg, LocalStore(tmp_path / "evidence"), EmbeddedBus(tmp_path / "bus.sqlite"),
+                   ModelInfo(name="m", version="1", sha256="0" * 64), SequenceCounter(tmp_path / "seq.json"),
+                   plate_reader=plate_reader, writer=writer)
+    return World(w, w.store, w.bus, [])  # type: ignore[arg-type]
+
+
+def test_a_package_being_written_does_not_hold_the_camera(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is slow (a package held until the test lets it go): the camera's next frames are processed all
+    the same, and the event comes out once its package is written, with the evidence it would have had."""
+    entered, release, returned = threading.Event(), threading.Event(), threading.Event()
+    write = worker_module.write_package_blobs
+    seen: dict[str, Any] = {}
+
+    def held(*args: Any, **kw: Any) -> Any:
+        seen["thread"] = threading.current_thread().name
+        entered.set()
+        release.wait(60)
+        try:
+            return write(*args, **kw)
+        finally:
+            returned.set()
+
+    monkeypatch.setattr(worker_module, "write_package_blobs", held)
+    readers: list[str] = []
+
+    def reader(img: np.ndarray, xyxy: tuple[float, float, float, float]) -> Reading | None:
+        readers.append(threading.current_thread().name)
+        return None
+
+    writer = PackageWriter()
+    try:
+        w = writer_world(tmp_path, writer, reader)
+        for i in range(40):  # confirmed at 2 s (frame 10), due after the post-roll: handed over around frame 12
+            dets = make_detections([CAR], ["car"], confidence=[0.9])
+            w.published += [(i, e) for e in w.worker.process(Frame("cam-1", i, T0 + i / FPS, image(i, GREY)), dets)]
+        assert entered.wait(30)
+        # 40 frames processed while the package is still being written: the write did not stop the camera
+        assert w.worker.stats.frames == 40 and not returned.is_set()
+        assert w.published == [] and w.worker.stats.published == {}
+        release.set()
+        events = w.worker.finish()
+    finally:
+        release.set()
+        writer.close()
+    assert [e.type for e in events] == ["sidewalk_parking"] and w.worker.stats.published == {"sidewalk_parking": 1}
+    assert seen["thread"].startswith("evidence-writer") and readers and set(readers) == {seen["thread"]}
+    assert {"onset", "confirm", "closeup", "clip"} <= {item.role for item in events[0].evidence}
+    onset = [frame_index(w.store.get(i.key)) for i in events[0].evidence if i.role == "onset"]
+    assert onset == [round((events[0].started_at.timestamp() - T0) * FPS)]
+    msgs = w.bus.consumer(TOPIC_VIOLATIONS, "t").poll(timeout_s=0.1)
+    assert [ViolationEvent.model_validate_json(m.value).event_id for m in msgs] == [events[0].event_id]
+
+
+def test_a_package_that_cannot_be_written_is_the_cameras_error_and_the_next_one_goes_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write = worker_module.write_package_blobs
+    calls: list[int] = []
+
+    def first_fails(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return write(*args, **kw)
+
+    monkeypatch.setattr(worker_module, "write_package_blobs", first_fails)
+    writer = PackageWriter()
+    try:
+        w = writer_world(tmp_path, writer)
+        # a grey car parked 4 s, gone 8 s, then a red one: two violations
+        w.play(lambda i: GREY if i < 20 else (RED if i >= 60 else None), 100)
+        w.finish()
+    finally:
+        writer.close()
+    assert len(calls) == 2
+    assert [e.type for _, e in w.published] == ["sidewalk_parking"]
+    assert w.worker.error is not None and "No space left on device" in w.worker.error
+    assert w.worker.stats.published == {"sidewalk_parking": 1}
+
+
+def test_the_writer_keeps_the_order_and_bounds_what_waits() -> None:
+    writer = PackageWriter(max_pending=2)
+    gate = threading.Event()
+    order: list[int] = []
+    threads: set[str] = set()
+
+    def job(n: int) -> Callable[[], Any]:
+        def run() -> Any:
+            gate.wait(60)
+            order.append(n)
+            threads.add(threading.current_thread().name)
+            return n
+        return run
+
+    try:
+        first = [writer.submit(job(0)), writer.submit(job(1))]
+        third: list[Any] = []
+        t = threading.Thread(target=lambda: third.append(writer.submit(job(2))))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and third == []  # a third hand-off waits for a free place: the clips do not pile up
+        gate.set()
+        t.join(30)
+        assert not t.is_alive()
+        assert [f.result(30) for f in [*first, *third]] == [0, 1, 2]
+    finally:
+        gate.set()
+        writer.close()
+    assert order == [0, 1, 2] and len(threads) == 1
+    writer.submit(job(3)).result(30)  # closed: a later hand-off starts the thread again
+    writer.close()
+    with pytest.raises(ValueError, match="at least 1"):
+        PackageWriter(max_pending=0)
+
+
+def test_a_frame_encoded_before_it_is_processed_is_the_pre_roll_as_given(world: Callable[..., World]) -> None:
+    w = world()
+    picture = image(7, None)
+    jpeg = w.worker.encode_preroll(picture)
+    w.worker.process(Frame("cam-1", 7, T0, picture), make_detections([], []), jpeg=jpeg)
+    assert w.worker.snapshot() == jpeg and frame_index(jpeg) == 7
