@@ -72,6 +72,12 @@ class EdgeConfig(Section):
         "writes them off the detection loop; past it, the loop waits for the writer (memory stays bounded when "
         "cameras confirm faster than the box can encode clips).",
     )
+    writer_threads: int = Field(
+        2, ge=1, le=16,
+        description="Threads writing evidence packages side by side (several cameras confirming at once, or one "
+        "camera confirming several objects); a camera's packages still get their sequence numbers and are "
+        "published in order.",
+    )
     writer_nice: int = Field(
         10, ge=0, le=19,
         description="Niceness added to the package writer's thread (Linux; 0 = as the rest of the edge): "

@@ -182,11 +182,15 @@ class EdgeRunner:
         self.overlap = True
         """Detect the next batch while this one is processed (see :meth:`run`); False: one after the other, as
         before (bench/ measures both side by side)."""
+        self.off_loop = True
+        """Each camera's reader encodes its frames' pre-roll JPEG and the package writer writes the evidence
+        packages; False: the loop does both itself, as before (bench/ measures both side by side). Read when a
+        camera starts."""
         self.metrics = metrics if metrics is not None else EdgeMetrics()
         self.metrics.watch(self._samples)
         self._sequence = SequenceCounter(Path(cfg.data_dir) / "edge" / "sequence.json")
-        self._writer = PackageWriter(cfg.edge.writer_queue, cfg.edge.writer_nice)
-        """Writes the cameras' evidence packages off the loop (one thread, in hand-off order)."""
+        self._writer = PackageWriter(cfg.edge.writer_queue, cfg.edge.writer_nice, cfg.edge.writer_threads)
+        """Writes the cameras' evidence packages off the loop (each camera's in hand-off order)."""
         self._scheduler: RoundRobin[str, Any] = RoundRobin(self.max_batch, group=_frame_size)
         self._lock = threading.RLock()
         self._cameras: dict[str, CameraConfig] = {}
@@ -267,6 +271,9 @@ class EdgeRunner:
                 r.frames.resize(size)
 
     def _start(self, run: CameraRun) -> None:
+        run.worker.writer = self._writer if self.off_loop else None
+        if run.worker.writer is not None and run.worker.reads_plates():
+            self._writer.soon(run.worker.warm_up)
         run.thread = threading.Thread(target=self._read, args=(run,), name=f"read-{run.camera.id}", daemon=True)
         run.thread.start()
 
@@ -441,8 +448,9 @@ class EdgeRunner:
                     break
                 self.metrics.stage(cid, "decode", frame.decode_s)
                 gated = run.gate is not None and not run.gate.decide(frame.image, frame.ts)
-                jpeg = run.worker.encode_preroll(frame.image)  # here, not in the loop: the reader threads encode
-                # side by side, and the loop's thread stays on tracking, rules and the next batch
+                # here, not in the loop: the reader threads encode side by side, and the loop's thread stays on
+                # tracking, rules and the next batch
+                jpeg = run.worker.encode_preroll(frame.image) if run.worker.writer is not None else None
                 if not run.frames.put(_Queued(frame, time.perf_counter(), gated, run.detector, jpeg), run.stop):
                     break
                 self._wake.set()  # a frame is waiting: the loop need not sleep out its poll

@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,7 +55,7 @@ from nonsite.bus.events import (
     new_event_id,
 )
 from nonsite.config import CameraConfig, NonsiteConfig, ZoneConfig
-from nonsite.evidence.capture import CameraMeta, Still, write_package_blobs
+from nonsite.evidence.capture import CameraMeta, Still, clip_video, write_package_blobs
 from nonsite.evidence.store import Store
 from nonsite.ops.cameras import ViewStatus
 from nonsite.pipeline.appearance import add_appearance
@@ -157,9 +158,59 @@ class _Open:
     event_id: str = field(default_factory=new_event_id)
 
 
+def _done(job: Callable[[], ViolationEvent]) -> Future[ViolationEvent]:
+    """``job`` run now, as a finished future."""
+    future: Future[ViolationEvent] = Future()
+    try:
+        future.set_result(job())
+    except Exception as e:
+        future.set_exception(e)
+    return future
+
+
+class SharedClips:
+    """clip.mp4 of a camera's packages, each clip encoded once: packages confirmed on the same frame (cars parked in
+    a row when the camera starts or its view comes back) have the same frames, and encoding a clip is most of a
+    package's cost. A clip is known by its frames' timestamps, sizes and CRC-32s; the last ``keep`` videos are
+    kept (no frames: a few MB). Two packages asking at once share one encoding."""
+
+    def __init__(self, preset: str, keep: int = 2) -> None:
+        self.preset = preset
+        self._lock = threading.Lock()
+        self._recent: deque[tuple[tuple[tuple[float, int, int], ...], Future[bytes | None]]] = deque(maxlen=keep)
+        self.encoded = 0
+        """Clips encoded (the others were shared)."""
+
+    def video(self, clip: list[tuple[float, bytes]]) -> bytes | None:
+        key = tuple((ts, len(data), zlib.crc32(data)) for ts, data in clip)
+        with self._lock:
+            found = next((f for k, f in self._recent if k == key), None)
+            if found is None:
+                future: Future[bytes | None] = Future()
+                self._recent.append((key, future))
+                self.encoded += 1
+        if found is not None:
+            return found.result()
+        try:
+            future.set_result(clip_video(clip, self.preset))
+        except BaseException as e:
+            future.set_exception(e)
+            raise
+        return future.result()
+
+
+@dataclass
+class _Turn:
+    """A package's two points of order among its camera's packages (:meth:`EdgeWorker._package`)."""
+
+    numbered: threading.Event = field(default_factory=threading.Event)
+    published: threading.Event = field(default_factory=threading.Event)
+
+
 class PackageWriter:
-    """Writes evidence packages and publishes their events on one thread of its own, in the order handed over
-    (so a camera's events keep their order), while the detection loop goes on with every camera's frames.
+    """Writes evidence packages and publishes their events on ``threads`` threads of its own, started in the order
+    handed over, while the detection loop goes on with every camera's frames. A camera's packages keep their
+    order (sequence numbers, publication) whatever the number of threads (:meth:`EdgeWorker._package`).
 
     ``max_pending``: packages handed over and not yet written; a hand-off past it waits for a free place (a box
     whose cameras confirm faster than it can write stops taking frames instead of filling its memory with
@@ -168,9 +219,12 @@ class PackageWriter:
     starts at the first hand-off; :meth:`close` waits for what was handed over and ends it (a later hand-off
     starts a new one)."""
 
-    def __init__(self, max_pending: int = 32, nice: int = 0) -> None:
+    def __init__(self, max_pending: int = 32, nice: int = 0, threads: int = 1) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be at least 1, got {max_pending}")
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.threads = threads
         if not 0 <= nice <= 19:
             raise ValueError(f"nice must be 0..19, got {nice}")
         self.nice = nice
@@ -182,15 +236,23 @@ class PackageWriter:
         self._slots.acquire()
         try:
             with self._lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence-writer",
-                                                    initializer=self._lower_priority)
-                future = self._pool.submit(job)
+                future = self._started().submit(job)
         except BaseException:
             self._slots.release()
             raise
         future.add_done_callback(lambda _f: self._slots.release())
         return future
+
+    def soon(self, job: Callable[[], object]) -> None:
+        """Run ``job`` on a writer thread (after what was handed over), not counted as a package."""
+        with self._lock:
+            self._started().submit(job)
+
+    def _started(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="evidence-writer",
+                                            initializer=self._lower_priority)
+        return self._pool
 
     def _lower_priority(self) -> None:
         if self.nice and hasattr(os, "setpriority"):
@@ -201,7 +263,7 @@ class PackageWriter:
                 log.warning("the package writer runs at normal priority: %s", e)
 
     def close(self) -> None:
-        """Wait for every package handed over, then end the thread."""
+        """Wait for every package handed over, then end the threads."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
@@ -260,6 +322,10 @@ class EdgeWorker:
         self.writer = writer
         self._writing: deque[Future[ViolationEvent]] = deque()
         """Packages handed to the writer, oldest first, whose events :meth:`process` has not returned yet."""
+        self._turn: _Turn | None = None
+        """The order point of this camera's last package handed over."""
+        self._clips = SharedClips(cfg.evidence.clip_preset)
+        """This camera's clips, each encoded once however many packages share it."""
         self.error: str | None = None
         """The last package that could not be written (with a writer; without one the call raises), until read."""
         self.views_dir = views_dir
@@ -342,6 +408,23 @@ class EdgeWorker:
     def reference(self) -> bytes | None:
         """The reference snapshot of the zones (JPEG), or None before the first frame / without a guard."""
         return self.view.reference_jpeg() if self.view is not None else None
+
+    def reads_plates(self) -> bool:
+        """Whether a violation of this camera may have its plate read (a reader is there and one of its zones'
+        kinds is watched by a type that reads plates)."""
+        kinds = {z.kind for z in self.camera.zones}
+        return self.plate_reader is not None and any(
+            vt.reads_plate is not None and kinds.intersection(vt.watches) for vt in self._types.values())
+
+    def warm_up(self) -> None:
+        """Load the plate reader's models now (on the writer's thread, when the camera starts) rather than with the
+        camera's first violation, which would go out a second later."""
+        if self.plate_reader is None or not self.reads_plates():
+            return
+        try:
+            self.plate_reader(np.zeros((64, 64, 3), np.uint8), (0.0, 0.0, 64.0, 64.0))
+        except Exception:  # the first real reading reports it
+            log.debug("camera %s: warming the plate reader failed", self.camera.id, exc_info=True)
 
     def encode_preroll(self, image: np.ndarray) -> bytes:
         """The pre-roll JPEG of a frame, as :meth:`process` would store it; safe on any thread (the runner's
@@ -542,7 +625,10 @@ class EdgeWorker:
         if self.writer is None:
             return [self._published(job()) for job in jobs]
         for job in jobs:
-            self._writing.append(self.writer.submit(job))
+            try:
+                self._writing.append(self.writer.submit(job))
+            except RuntimeError:  # the interpreter is shutting down: written here, nothing lost
+                self._writing.append(_done(job))
         return self._collect(wait=now == float("inf"))
 
     def drain(self) -> list[ViolationEvent]:
@@ -570,24 +656,42 @@ class EdgeWorker:
     def _package(self, o: _Open) -> Callable[[], ViolationEvent]:
         """What writing ``o`` needs, taken now on the loop's thread (the zone where it lies in the image now, the
         camera, the rule hash, the clip's frames): the package then comes out the same whenever and on whichever
-        thread it is written, even if the view guard moves the zones meanwhile. The sequence number is taken
-        when it is written: packages are written one at a time in hand-off order, so the numbers keep it."""
+        thread it is written, even if the view guard moves the zones meanwhile.
+
+        Packages of one camera may be written side by side (a writer with several threads), but they take their
+        sequence numbers and are published in hand-off order: each waits for the camera's previous one at those
+        two points (the writer starts packages in hand-off order, so the previous one is already under way)."""
         zone = next(z for z in self._zones_camera.zones if z.id == o.episode.zone_id)
         camera, meta, rule_hash = self.camera, self._meta, self.rule_hash
         clip = o.clip.frames()
+        prev, turn = self._turn, _Turn()
+        self._turn = turn
 
         def write() -> ViolationEvent:
             started = time.perf_counter()
-            sequence = self.sequence.next(camera.id)  # a file write: here, in hand-off order (one writer thread)
-            event = self._publish(o, zone, camera, meta, rule_hash, sequence, clip)
+            try:
+                if prev is not None:
+                    prev.numbered.wait()
+                sequence = self.sequence.next(camera.id)  # a file write: here, off the loop
+            finally:
+                turn.numbered.set()
+            try:
+                event = self._write(o, zone, camera, meta, rule_hash, sequence, clip)
+                if prev is not None:
+                    prev.published.wait()
+                self.bus.publish(TOPIC_VIOLATIONS, camera.id, event.model_dump_json().encode())
+            finally:
+                turn.published.set()
+            log.info("camera %s: %s in zone %s published as %s", camera.id, event.type, zone.id, o.event_id)
             if self.on_stage is not None:
                 self.on_stage("package", time.perf_counter() - started)
             return event
 
         return write
 
-    def _publish(self, o: _Open, zone: ZoneConfig, camera: CameraConfig, meta: CameraMeta, rule_hash: str,
-                 sequence: int, clip: list[tuple[float, bytes]]) -> ViolationEvent:
+    def _write(self, o: _Open, zone: ZoneConfig, camera: CameraConfig, meta: CameraMeta, rule_hash: str,
+               sequence: int, clip: list[tuple[float, bytes]]) -> ViolationEvent:
+        """The package's blobs into the store; the event that names them (not yet published)."""
         ep, confirm = o.episode, o.confirm
         assert confirm is not None and o.closeup is not None and ep.confirmed_at is not None
         plate = self._read_plate(o)
@@ -600,6 +704,7 @@ class EdgeWorker:
             zone_polygon=list(zone.polygon), onset=o.onset, confirm=confirm, closeup_xyxy=o.closeup,
             clip=clip, sequence=sequence, timezone=self.cfg.timezone,
             jpeg_quality=self.cfg.evidence.jpeg_quality, extra_stills=extra_stills, extra_images=extra_images,
+            clip_preset=self.cfg.evidence.clip_preset, clip_encoder=self._clips.video,
         )
         boxes = {"onset": o.onset.boxes, "confirm": confirm.boxes}
         if o.second is not None:
@@ -623,6 +728,4 @@ class EdgeWorker:
             evidence=items, location=Location(address=loc.address, lat=loc.lat, lon=loc.lon),
             offender_hint=hint,
         )
-        self.bus.publish(TOPIC_VIOLATIONS, camera.id, event.model_dump_json().encode())
-        log.info("camera %s: %s in zone %s published as %s", camera.id, ep.rule, zone.id, o.event_id)
         return event

@@ -6,6 +6,7 @@ and handed to a :class:`PackageWriter` (the runner's way); the evidence and even
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -373,3 +374,114 @@ def test_a_frame_encoded_before_it_is_processed_is_the_pre_roll_as_given(world: 
     jpeg = w.worker.encode_preroll(picture)
     w.worker.process(Frame("cam-1", 7, T0, picture), make_detections([], []), jpeg=jpeg)
     assert w.worker.snapshot() == jpeg and frame_index(jpeg) == 7
+
+
+def test_one_cameras_packages_are_written_side_by_side_and_published_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two writer threads: the camera's second package is written while its first is still held, but the first is
+    numbered and published first."""
+    write = worker_module.write_package_blobs
+    release = threading.Event()
+    entered: list[tuple[str, int]] = []
+    second_written = threading.Event()
+
+    def held_first(*args: Any, **kw: Any) -> Any:
+        entered.append((kw["event_id"], kw["sequence"]))
+        if len(entered) == 1:
+            release.wait(60)
+        out = write(*args, **kw)
+        if len(entered) == 2:
+            second_written.set()
+        return out
+
+    monkeypatch.setattr(worker_module, "write_package_blobs", held_first)
+    writer = PackageWriter(threads=2)
+    try:
+        w = writer_world(tmp_path, writer)
+        for i in range(100):  # a grey car parked 4 s, gone 8 s, then a red one: two violations
+            colour = GREY if i < 20 else (RED if i >= 60 else None)
+            dets = make_detections([CAR] * bool(colour), ["car"] * bool(colour), confidence=[0.9] * bool(colour))
+            w.worker.process(Frame("cam-1", i, T0 + i / FPS, image(i, colour)), dets)
+        assert second_written.wait(30)  # the red car's package is in the store while the grey one's is held
+        assert w.bus.consumer(TOPIC_VIOLATIONS, "early").poll(timeout_s=0.2) == []  # ... and not published before it
+        release.set()
+        events = w.worker.finish()
+    finally:
+        release.set()
+        writer.close()
+    assert [e.event_id for e in events] == [event_id for event_id, _ in entered]
+    assert [seq for _, seq in entered] == [1, 2]
+    msgs = w.bus.consumer(TOPIC_VIOLATIONS, "t").poll(timeout_s=0.1)
+    assert [ViolationEvent.model_validate_json(m.value).event_id for m in msgs] == [e.event_id for e in events]
+    with pytest.raises(ValueError, match="at least 1"):
+        PackageWriter(threads=0)
+
+
+def x264_options(mp4: bytes) -> bytes:
+    """The encoder settings x264 writes into its stream (an SEI message)."""
+    start = mp4.index(b"options: ") + len(b"options: ")
+    return mp4[start:mp4.index(b"\0", start)]
+
+
+@pytest.mark.parametrize(("preset", "mark"), [("superfast", b"subme=1"), ("ultrafast", b"subme=0"),
+                                               ("veryfast", b"subme=2")])
+def test_the_clip_is_encoded_with_the_configured_preset(world: Callable[..., World], preset: str,
+                                                        mark: bytes) -> None:
+    w = world(config(min_still_gap_s=0) if preset == "superfast" else config(min_still_gap_s=0, clip_preset=preset))
+    w.play(lambda i: GREY, 30)
+    (_, event), = w.published
+    options = x264_options(w.roles(event)["clip"])
+    assert mark in options.split(), options  # superfast is the default
+
+
+def test_objects_confirmed_together_share_one_clip_encoding(world: Callable[..., World],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two cars parked side by side from the first frame: two violations, two complete packages, one clip encoded
+    (the same frames); a third car later gets its own."""
+    encoded: list[int] = []
+    real = worker_module.clip_video
+
+    def counting(clip: list[tuple[float, bytes]], preset: str = "superfast") -> bytes | None:
+        encoded.append(len(clip))
+        return real(clip, preset)
+
+    monkeypatch.setattr(worker_module, "clip_video", counting)
+    w = world(config(min_still_gap_s=0))
+    left, right, late = (40.0, 250.0, 180.0, 380.0), (400.0, 250.0, 600.0, 380.0), (220.0, 60.0, 380.0, 200.0)
+    for i in range(60):
+        boxes = [left, right] + ([late] if i >= 30 else [])
+        img = image(i, None)
+        for x1, y1, x2, y2 in boxes:
+            img[int(y1):int(y2), int(x1):int(x2)] = GREY
+        dets = make_detections(boxes, ["car"] * len(boxes), confidence=[0.9] * len(boxes))
+        w.published += [(i, e) for e in w.worker.process(Frame("cam-1", i, T0 + i / FPS, img), dets)]
+    w.finish()
+    events = [e for _, e in w.published]
+    assert len(events) == 3 and len({e.event_id for e in events}) == 3
+    clips = [w.roles(e)["clip"] for e in events]
+    assert len(encoded) == 2  # the pair's clip once, the late car's once
+    first_two = sorted(events, key=lambda e: e.started_at)[:2]
+    assert w.roles(first_two[0])["clip"] == w.roles(first_two[1])["clip"]
+    assert len(set(clips)) == 2
+    for e in events:  # each package names its clip by the bytes stored under its own key
+        item = next(i for i in e.evidence if i.role == "clip")
+        assert hashlib.sha256(w.store.get(item.key)).hexdigest() == item.sha256
+
+
+def test_the_plate_reader_is_loaded_when_a_parking_camera_starts(world: Callable[..., World]) -> None:
+    calls: list[tuple[int, ...]] = []
+
+    def reader(img: np.ndarray, xyxy: tuple[float, float, float, float]) -> Reading | None:
+        calls.append(img.shape)
+        return None
+
+    w = world(plate_reader=reader)
+    assert w.worker.reads_plates()
+    w.worker.warm_up()  # the runner does this on its writer thread when the camera starts
+    assert len(calls) == 1
+    dogs = models().config.model_validate({"cameras": [{"id": "cam-1", "source": {"url": "x.mp4"}, "zones": [
+        {"id": "all", "kind": "no_stray_dogs", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]]}]}]})
+    d = world(dogs, plate_reader=reader)
+    assert not d.worker.reads_plates()
+    d.worker.warm_up()
+    assert len(calls) == 1  # a camera without a plate-reading type loads nothing
