@@ -13,7 +13,7 @@ import os
 import statistics
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -215,8 +215,8 @@ def _even(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def encode_clip(frames: Iterator[tuple[float, np.ndarray]] | list[tuple[float, np.ndarray]],
-                last_frame_s: float | None = None) -> bytes:
-    """H.264 (yuv420p) MP4 of BGR ``frames`` given as (epoch seconds, image) in time order.
+                last_frame_s: float | None = None, preset: str = "superfast") -> bytes:
+    """H.264 (yuv420p, CRF 21, x264 ``preset``) MP4 of BGR ``frames`` given as (epoch seconds, image) in time order.
 
     Presentation times follow the timestamps (millisecond time base, variable frame rate); the moov atom is
     placed first (faststart) so browsers start playing before the whole file arrives.
@@ -232,7 +232,7 @@ def encode_clip(frames: Iterator[tuple[float, np.ndarray]] | list[tuple[float, n
         path = os.path.join(tmp, "clip.mp4")
         container = av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"})
         try:
-            stream = container.add_stream("libx264", rate=30, options={"crf": "21", "preset": "veryfast"})
+            stream = container.add_stream("libx264", rate=30, options={"crf": "21", "preset": preset})
             stream.width = size[0] + size[0] % 2
             stream.height = size[1] + size[1] % 2
             stream.pix_fmt = "yuv420p"
@@ -303,6 +303,8 @@ def write_package_blobs(
     jpeg_quality: int = 92,
     extra_stills: Sequence[tuple[str, Still]] = (),
     extra_images: Sequence[tuple[str, np.ndarray]] = (),
+    clip_preset: str = "superfast",
+    clip_encoder: Callable[[list[tuple[float, bytes]]], bytes | None] | None = None,
 ) -> list[EvidenceItem]:
     """Write the event's blobs under ``events/<event_id>/`` and describe them.
 
@@ -314,7 +316,9 @@ def write_package_blobs(
     ``extra_stills``: more overview stills as (role, still), e.g. ``("overview_2", still)`` taken during the
     episode so that two overview stills lie at least a set time apart; each is written as ``<role>.jpg``
     and ``<role>_annotated.jpg``. ``extra_images``: more images as (role, image) written as they are, e.g.
-    ``("plate", crop)``. Roles must be listed in :data:`~nonsite.evidence.package.ROLE_FILES`.
+    ``("plate", crop)``. Roles must be listed in :data:`~nonsite.evidence.package.ROLE_FILES`. ``clip_preset``:
+    the x264 preset of the clip (``evidence.clip_preset``). ``clip_encoder``: makes clip.mp4 of ``clip`` instead
+    of :func:`clip_video` (the edge worker's, which encodes a clip that several packages share only once).
     """
     prefix = package_prefix(event_id)
     tz = _zone(timezone)
@@ -367,16 +371,25 @@ def write_package_blobs(
     for role, img in images:
         put(role, encode_jpeg(img, jpeg_quality), JPEG)
 
-    decoded = _decoded_clip(clip)
-    first = next(decoded, None)
-    if first is not None:
-        def frames() -> Iterator[tuple[float, np.ndarray]]:
-            yield first
-            yield from decoded
-        video = encode_clip(frames())
-    else:
+    video = clip_video(clip, clip_preset) if clip_encoder is None else clip_encoder(clip)
+    if video is None:
         if clip:
             log.warning("event %s: no clip frame decodes; writing the two stills as the clip", event_id)
-        video = encode_clip([(0.0, onset_img), (STILLS_CLIP_FRAME_S, confirm_img)], last_frame_s=STILLS_CLIP_FRAME_S)
+        video = encode_clip([(0.0, onset_img), (STILLS_CLIP_FRAME_S, confirm_img)], last_frame_s=STILLS_CLIP_FRAME_S,
+                            preset=clip_preset)
     put("clip", video, MP4)
     return items
+
+
+def clip_video(clip: list[tuple[float, bytes]], preset: str = "superfast") -> bytes | None:
+    """clip.mp4 of the JPEG frames of ``clip`` (corrupt frames skipped); None when no frame decodes."""
+    decoded = _decoded_clip(clip)
+    first = next(decoded, None)
+    if first is None:
+        return None
+
+    def frames() -> Iterator[tuple[float, np.ndarray]]:
+        yield first
+        yield from decoded
+
+    return encode_clip(frames(), preset=preset)
