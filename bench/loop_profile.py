@@ -10,9 +10,9 @@ each, gating on, the live run's short dwells so alerts happen) and samples the l
   or working. Waiting for frames shows as ``threading:wait`` under ``edge:run``'s idle wait, waiting for the
   detector under ``_base:wait`` (the batch in flight), and work as the worker's calls.
 - ``cameras``: frames sampled, processed, detected and dropped per camera, and ``cores_used`` of the process.
-- ``threads``: the cores each kind of thread used over the sampled seconds (``/proc/self/task``): the loop, the
-  detector thread (the runtime's own threads count as ``runtime``), the cameras' readers (decode, motion gate,
-  pre-roll JPEG), the package writer: where the box's CPU goes.
+- ``threads``: the cores each kind of thread used over the sampled seconds (``run.ThreadCores``): the loop, the
+  detector thread and the runtime's own threads, the cameras' readers (decode, motion gate, pre-roll JPEG), the
+  package writer: where the box's CPU goes.
 
 A loop that waits for frames while cameras drop theirs is blocked in bursts: the stacks say by what.
 """
@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -36,35 +34,6 @@ sys.path.insert(0, str(HERE))
 import run as bench  # noqa: E402  (bench/run.py: the live mix and the detector set-up)
 
 
-def thread_cpu() -> dict[int, float]:
-    """CPU seconds (user + system) of each thread of this process, by native thread id."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, float] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
-        except OSError:  # the thread ended
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
-def thread_kind(tid: int, loop: int | None) -> str:
-    """What a thread is, by its Python name (the runtime's native threads have none)."""
-    if tid == loop:
-        return "loop"
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    name = names.get(tid)
-    if name is None:
-        return "runtime (detector's own threads)"
-    for prefix, kind in (("read-", "readers (decode, gate, pre-roll JPEG)"), ("detect", "detector thread"),
-                         ("evidence-writer", "package writer"), ("MainThread", "bench main")):
-        if name.startswith(prefix):
-            return kind
-    return "other Python threads"
-
-
 def profile(n_cams: int, seconds: float, top: int) -> dict[str, Any]:
     det = bench.detector("openvino")
     with bench.live_edge(det, n_cams, 5.0, 4) as edge:
@@ -72,30 +41,25 @@ def profile(n_cams: int, seconds: float, top: int) -> dict[str, Any]:
         time.sleep(3.0)  # past the cameras' start
         seen: collections.Counter[str] = collections.Counter()
         samples = 0
-        kinds: dict[int, str] = {}
-        before = thread_cpu()
+        threads = bench.ThreadCores(edge.thread)
+        threads.start()
         start, cpu = time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds:
             time.sleep(0.01)
             if samples % 50 == 0:  # threads come and go (the writer starts at the first package)
-                kinds.update({t: thread_kind(t, edge.thread.native_id) for t in thread_cpu() if t not in kinds})
+                threads.look()
             frame = sys._current_frames().get(edge.thread.ident or -1)
             if frame is None:
                 continue
             stack = traceback.extract_stack(frame)[-4:][::-1]
             seen[" < ".join(f"{Path(f.filename).stem}:{f.name}:{f.lineno}" for f in stack)] += 1
             samples += 1
-        wall = time.perf_counter() - start
-        cores = (time.process_time() - cpu) / wall
-        after = thread_cpu()
-        kinds.update({t: thread_kind(t, edge.thread.native_id) for t in after if t not in kinds})
-        by_kind: collections.Counter[str] = collections.Counter()
-        for t, used in after.items():
-            by_kind[kinds.get(t, "other")] += used - before.get(t, 0.0)
+        cores = (time.process_time() - cpu) / (time.perf_counter() - start)
+        by_thread = threads.stop()
         per_camera = bench.camera_counts(edge.runner.metrics, edge.cams)
     return {"cameras": n_cams, "seconds": seconds, "samples": samples, "cores_used": round(cores, 2),
             "share": [{"share": round(v / samples, 3), "stack": k} for k, v in seen.most_common(top)] if samples
-            else [], "threads": {k: round(v / wall, 2) for k, v in by_kind.most_common()}, "per_camera": per_camera}
+            else [], "threads": by_thread, "per_camera": per_camera}
 
 
 def main() -> int:

@@ -20,8 +20,9 @@ Exposed series (``camera`` = camera id):
 ``nonsite_detector_latency_seconds``        one detector call, by ``backend`` and ``batch_size``
 ``nonsite_stage_latency_seconds``           per frame and ``stage``: decode, queue (wait for the
                                             detector), detect (the batch it was in), track, rules,
-                                            evidence (the rest of the worker: pre-roll JPEG, capture,
-                                            publish)
+                                            evidence (the rest of the worker: appearance, stills, clip
+                                            frames, hand-off); per package: package (plate, stills,
+                                            clip, store and bus, on the package writer's thread)
 ``nonsite_queue_depth``                     frames waiting for the detector (gauge)
 ``nonsite_camera_up``                       1 when frames arrive, else 0 (gauge)
 ``nonsite_camera_state``                    1 for the camera's current state (connecting, up, down,
