@@ -11,8 +11,8 @@ each, gating on, the live run's short dwells so alerts happen) and samples the l
   detector under ``_base:wait`` (the batch in flight), and work as the worker's calls.
 - ``cameras``: frames sampled, processed, detected and dropped per camera, and ``cores_used`` of the process.
 - ``threads``: the cores each kind of thread used over the sampled seconds (``run.ThreadCores``): the loop, the
-  detector thread and the runtime's own threads, the cameras' readers (decode, motion gate, pre-roll JPEG), the
-  package writer: where the box's CPU goes.
+  detector thread and the runtime's own threads, the cameras' readers (decode, motion gate), the pre-roll JPEG
+  encoders, the package writer: where the box's CPU goes.
 
 A loop that waits for frames while cameras drop theirs is blocked in bursts: the stacks say by what.
 """

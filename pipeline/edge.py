@@ -62,8 +62,6 @@ class _Queued:
     """The motion gate held it back from the detector: it rides along a batch without taking a place in it."""
     detector: Detector | None = None
     """The detector of its camera: a batch holds frames for one detector."""
-    jpeg: bytes | None = None
-    """The frame's pre-roll JPEG, encoded by the reader thread (off the detection loop)."""
 
 
 @dataclass
@@ -77,6 +75,9 @@ class _Job:
     """Indexes into ``work`` of the frames sent to the detector (the others were gated)."""
     t0: float
     dets: Future[list[sv.Detections | None]]
+    jpegs: list[Future[bytes] | None]
+    """The frames' pre-roll JPEGs, encoded on the runner's encoder threads while the batch is detected (None: the
+    worker encodes it itself)."""
 
 
 @dataclass
@@ -145,6 +146,16 @@ def _frame_size(item: Any) -> tuple[int, tuple[int, ...]] | None:
     return None
 
 
+def _encoded(jpeg: Future[bytes] | None) -> bytes | None:
+    """The pre-roll JPEG the encoder made, or None (the worker then encodes it and reports what went wrong)."""
+    if jpeg is None:
+        return None
+    try:
+        return jpeg.result()
+    except Exception:
+        return None
+
+
 def _only_zones_differ(a: CameraConfig, b: CameraConfig) -> bool:
     return a.model_dump(exclude={"zones"}) == b.model_dump(exclude={"zones"})
 
@@ -183,9 +194,11 @@ class EdgeRunner:
         """Detect the next batch while this one is processed (see :meth:`run`); False: one after the other, as
         before (bench/ measures both side by side)."""
         self.off_loop = True
-        """Each camera's reader encodes its frames' pre-roll JPEG and the package writer writes the evidence
-        packages; False: the loop does both itself, as before (bench/ measures both side by side). Read when a
-        camera starts."""
+        """The encoder threads encode the frames' pre-roll JPEGs while their batch is detected and the package writer
+        writes the evidence packages; False: the loop does both itself, as before (bench/ measures both side by
+        side). Read when a camera starts."""
+        self._encoder: ThreadPoolExecutor | None = None
+        """Pre-roll JPEG encoding of the frames of the batch being detected (while :meth:`run` runs)."""
         self.metrics = metrics if metrics is not None else EdgeMetrics()
         self.metrics.watch(self._samples)
         self._sequence = SequenceCounter(Path(cfg.data_dir) / "edge" / "sequence.json")
@@ -448,10 +461,7 @@ class EdgeRunner:
                     break
                 self.metrics.stage(cid, "decode", frame.decode_s)
                 gated = run.gate is not None and not run.gate.decide(frame.image, frame.ts)
-                # here, not in the loop: the reader threads encode side by side, and the loop's thread stays on
-                # tracking, rules and the next batch
-                jpeg = run.worker.encode_preroll(frame.image) if run.worker.writer is not None else None
-                if not run.frames.put(_Queued(frame, time.perf_counter(), gated, run.detector, jpeg), run.stop):
+                if not run.frames.put(_Queued(frame, time.perf_counter(), gated, run.detector), run.stop):
                     break
                 self._wake.set()  # a frame is waiting: the loop need not sleep out its poll
         except SourceError as e:
@@ -485,6 +495,10 @@ class EdgeRunner:
         # busy during the Python work of a batch are then busy with the next batch's inference, so the detector
         # never waits on that work (bench/: pipeline / bare detector). Workers are still only touched here.
         detector = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
+        # Two threads: the frames of a batch are encoded side by side while it is detected (a camera's frames are
+        # not held to one thread, so one fast file camera is not bound by its reader), and only frames that are
+        # processed are encoded (a live camera's dropped frames never are).
+        encoder = self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="preroll")
         pending: _Job | None = None
         try:
             while not stop.is_set():
@@ -537,6 +551,8 @@ class EdgeRunner:
                 with contextlib.suppress(Exception):
                     pending.dets.result()
             detector.shutdown(wait=True)
+            encoder.shutdown(wait=True)
+            self._encoder = None
             with self._lock:
                 self._running = False
                 runs = list(self._runs.values())
@@ -613,7 +629,11 @@ class EdgeRunner:
                 log.error("detector failed on a frame of camera %s: %s", work[todo[0]][0].camera.id, e)
                 return [None] * len(images)
 
-        return _Job(work, ended, todo, t0, pool.submit(detect))
+        encoder = self._encoder
+        jpegs: list[Future[bytes] | None] = [
+            encoder.submit(r.worker.encode_preroll, q.frame.image)
+            if encoder is not None and r.worker.writer is not None else None for r, q in work]
+        return _Job(work, ended, todo, t0, pool.submit(detect), jpegs)
 
     def _complete(self, job: _Job) -> None:
         """Process every frame of a detected batch in order (gated ones with their camera's last detections),
@@ -625,7 +645,7 @@ class EdgeRunner:
         for i, d in zip(job.todo, found, strict=True):
             dets[i] = d
             self.metrics.frames_detected.labels(camera=work[i][0].camera.id).inc()
-        for (r, q), d in zip(work, dets, strict=True):
+        for (r, q), d, jpeg in zip(work, dets, job.jpegs, strict=True):
             cid = r.camera.id
             self.metrics.stage(cid, "queue", job.t0 - q.at)
             if d is None and not q.gated:
@@ -637,7 +657,7 @@ class EdgeRunner:
                 self.metrics.frames_gated.labels(camera=cid).inc()
             else:
                 self.metrics.stage(cid, "detect", detect_s)
-            self._process(r, q.frame, d, q.jpeg)
+            self._process(r, q.frame, d, _encoded(jpeg))
         for r in job.ended:
             r.done = True
             self._finish(r)

@@ -20,9 +20,10 @@ zone before the object came, beside the onset and confirmation stills.
 Writing a package (decoding the pre-roll, encoding the clip, the stills, the plate reading, the store and the bus)
 takes a camera's box hundreds of milliseconds. Under the runner it happens off the detection loop, on a
 :class:`PackageWriter`: the loop hands a due violation over with everything it needs taken at that moment (zone,
-camera, sequence number) and goes on with the next frame of every camera; :meth:`EdgeWorker.process` returns the
-events whose packages were written since its last call, :meth:`EdgeWorker.finish` waits for all of its own. Without
-a writer (``nonsite eval``, the tests of one worker) the package is written inside the call, as before.
+camera, clip frames) and goes on with the next frame of every camera; a camera's packages are numbered and
+published in hand-off order, however many writer threads; :meth:`EdgeWorker.process` returns the events whose
+packages were written since its last call, :meth:`EdgeWorker.finish` waits for all of its own. Without a writer
+(``nonsite eval``, the tests of one worker) the package is written inside the call, as before.
 """
 
 from __future__ import annotations
@@ -214,10 +215,10 @@ class PackageWriter:
 
     ``max_pending``: packages handed over and not yet written; a hand-off past it waits for a free place (a box
     whose cameras confirm faster than it can write stops taking frames instead of filling its memory with
-    clips). ``nice``: added to the thread's niceness (Linux sets it per thread; the clip encoder's threads inherit it):
-    on a full box the detector and the cameras' readers come first, packages take the CPU left over. The thread
-    starts at the first hand-off; :meth:`close` waits for what was handed over and ends it (a later hand-off
-    starts a new one)."""
+    clips). ``nice``: added to the threads' niceness (Linux sets it per thread; the clip encoder's threads inherit it):
+    on a full box the detector and the cameras' readers come first, packages take the CPU left over. The threads
+    start at the first hand-off; :meth:`close` waits for what was handed over and ends them (a later hand-off
+    starts new ones)."""
 
     def __init__(self, max_pending: int = 32, nice: int = 0, threads: int = 1) -> None:
         if max_pending < 1:
@@ -427,8 +428,8 @@ class EdgeWorker:
             log.debug("camera %s: warming the plate reader failed", self.camera.id, exc_info=True)
 
     def encode_preroll(self, image: np.ndarray) -> bytes:
-        """The pre-roll JPEG of a frame, as :meth:`process` would store it; safe on any thread (the runner's
-        reader threads encode each frame before it is queued, off the detection loop)."""
+        """The pre-roll JPEG of a frame, as :meth:`process` would store it; safe on any thread (the runner's encoder
+        threads encode a batch's frames while it is detected, off the detection loop)."""
         return self.ring.encode(image)
 
     def process(self, frame: Frame, detections: sv.Detections | None, *,
