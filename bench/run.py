@@ -710,14 +710,19 @@ def measure_eval(precision: str, model: str, quick: bool) -> dict[str, Any]:
 
 
 def ensure_quantized(models: list[str]) -> dict[str, Any]:
-    """The int8 IR of each model, built (``nonsite models quantize``) when not in the cache yet."""
-    from nonsite.models.quantize import cached_int8, quantize_model
+    """The int8 IR of each model, built (``nonsite models quantize``) when not in the cache yet, or when the cached one
+    was calibrated on fewer frames than ``nonsite models quantize`` uses (``make test`` builds one on 64 frames
+    when the cache has none: the bench measures the model a user builds, not the test's)."""
+    from nonsite.models.quantize import DEFAULT_FRAMES, cached_int8, quantize_model
     from nonsite.models.registry import resolve
 
     os.environ.setdefault("NONSITE_MEDIA_DIR", str(media_dir()))
     out = {}
     for m in models:
         found = cached_int8(resolve(m), 640)
+        if found is not None and json.loads(found.with_suffix(".json").read_text(encoding="utf-8")).get(
+                "calibration_frames", 0) < DEFAULT_FRAMES * 3 // 4:
+            found = None
         if found is not None:
             meta = json.loads(found.with_suffix(".json").read_text(encoding="utf-8"))
             out[m] = {"built_now": False, "path": str(found), "seconds": meta.get("seconds"),
