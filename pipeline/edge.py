@@ -258,7 +258,7 @@ class EdgeRunner:
         detector = self.detector_for(camera)
         worker = EdgeWorker(camera, self.cfg, self.store, self.bus, model_info(detector), self._sequence,
                             on_stage=lambda stage, seconds: self.metrics.stage(cid, stage, seconds),
-                            views_dir=Path(self.cfg.data_dir) / "edge" / "views", writer=self._writer)
+                            views_dir=Path(self.cfg.data_dir) / "edge" / "views")
         # A live camera keeps only its newest frames; files read ahead (see _readahead).
         with self._lock:
             files = sum(1 for r in self._runs.values() if not r.live) + 1
@@ -284,7 +284,7 @@ class EdgeRunner:
                 r.frames.resize(size)
 
     def _start(self, run: CameraRun) -> None:
-        run.worker.writer = self._writer if self.off_loop else None
+        run.worker.writer = self._writer if self.off_loop else None  # before: a worker writes its own packages
         if run.worker.writer is not None and run.worker.reads_plates():
             self._writer.soon(run.worker.warm_up)
         run.thread = threading.Thread(target=self._read, args=(run,), name=f"read-{run.camera.id}", daemon=True)
@@ -445,8 +445,7 @@ class EdgeRunner:
 
     def _swap_zones(self, run: CameraRun, camera: CameraConfig) -> None:
         """New zones for a running camera (:meth:`EdgeWorker.replace_zones`); the source carries on."""
-        events = run.worker.replace_zones(camera)
-        self.metrics.published(run.camera.id, (e.type for e in events))
+        self._published(run, run.worker.replace_zones(camera))
         run.camera = camera
         if run.gate is not None:
             run.gate.region = zones_region(camera, self.cfg.edge.gating.margin)
@@ -563,8 +562,8 @@ class EdgeRunner:
             for r in runs:
                 if r.thread is not None:
                     r.thread.join(timeout=5)
-            for r in runs:
-                self._drain(r)
+            for r in runs:  # the packages of cameras still running at the stop
+                self._published(r, r.worker.drain())
             self._writer.close()
             if self.rechecks is not None:
                 self.rechecks.stop()
@@ -663,10 +662,12 @@ class EdgeRunner:
             self._finish(r)
             r.finished.set()
 
-    def _package_error(self, r: CameraRun) -> None:
-        """A package the writer could not write (logged by the worker) becomes the camera's error."""
+    def _published(self, r: CameraRun, events: list[ViolationEvent]) -> None:
+        """Count the events a worker call returned; a package the writer could not write (logged by the worker)
+        becomes the camera's error."""
         if r.worker.error is not None:
             r.error, r.worker.error = r.worker.error, None
+        self.metrics.published(r.camera.id, (e.type for e in events))
 
     def _process(self, r: CameraRun, frame: Frame, d: sv.Detections | None, jpeg: bytes | None = None) -> None:
         cid = r.camera.id
@@ -676,9 +677,8 @@ class EdgeRunner:
             r.error = f"{type(e).__name__}: {e}"
             log.exception("camera %s: frame %d failed", cid, frame.index)
             return
-        self._package_error(r)
         self.metrics.frames_processed.labels(camera=cid).inc()
-        self.metrics.published(cid, (e.type for e in events))
+        self._published(r, events)
         r.processed_at.append(time.monotonic())
         if self.rechecks is not None:
             try:
@@ -693,15 +693,8 @@ class EdgeRunner:
             r.error = f"{type(e).__name__}: {e}"
             log.exception("camera %s: finishing failed", r.camera.id)
             return []
-        self._package_error(r)
-        self.metrics.published(r.camera.id, (e.type for e in events))
+        self._published(r, events)
         return events
-
-    def _drain(self, r: CameraRun) -> None:
-        """Wait for the packages a camera still running at the stop handed to the writer (counted as published)."""
-        events = r.worker.drain()
-        self._package_error(r)
-        self.metrics.published(r.camera.id, (e.type for e in events))
 
     # -- reporting ------------------------------------------------------------------------------
 

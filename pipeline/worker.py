@@ -179,8 +179,6 @@ class SharedClips:
         self.preset = preset
         self._lock = threading.Lock()
         self._recent: deque[tuple[tuple[tuple[float, int, int], ...], Future[bytes | None]]] = deque(maxlen=keep)
-        self.encoded = 0
-        """Clips encoded (the others were shared)."""
 
     def video(self, clip: list[tuple[float, bytes]]) -> bytes | None:
         key = tuple((ts, len(data), zlib.crc32(data)) for ts, data in clip)
@@ -189,7 +187,6 @@ class SharedClips:
             if found is None:
                 future: Future[bytes | None] = Future()
                 self._recent.append((key, future))
-                self.encoded += 1
         if found is not None:
             return found.result()
         try:
@@ -620,8 +617,11 @@ class EdgeWorker:
         return gap <= 0 or o.second is not None or o.closed or now == float("inf")
 
     def _publish_due(self, now: float) -> list[ViolationEvent]:
-        due = [o for o in self.pending if self._due(o, now)]
-        self.pending = [o for o in self.pending if not self._due(o, now)]
+        due: list[_Open] = []
+        waiting: list[_Open] = []
+        for o in self.pending:
+            (due if self._due(o, now) else waiting).append(o)
+        self.pending = waiting
         jobs = [self._package(o) for o in due]
         if self.writer is None:
             return [self._published(job()) for job in jobs]

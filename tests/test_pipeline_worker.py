@@ -485,3 +485,21 @@ def test_the_plate_reader_is_loaded_when_a_parking_camera_starts(world: Callable
     assert not d.worker.reads_plates()
     d.worker.warm_up()
     assert len(calls) == 1  # a camera without a plate-reading type loads nothing
+
+
+def test_a_package_the_writer_no_longer_takes_is_written_by_the_camera(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interpreter shutting down under a running edge: the writer refuses new work; the package is written
+    where it was due and its event goes out, not lost."""
+    writer = PackageWriter()
+
+    def refused(job: Any) -> Any:
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    monkeypatch.setattr(writer, "submit", refused)
+    w = writer_world(tmp_path, writer)
+    w.play(lambda i: GREY, 30)
+    assert [e.type for _, e in w.published] == ["sidewalk_parking"]
+    assert w.worker.error is None
+    msgs = w.bus.consumer(TOPIC_VIOLATIONS, "t").poll(timeout_s=0.1)
+    assert [ViolationEvent.model_validate_json(m.value).event_id for m in msgs] == [w.published[0][1].event_id]
