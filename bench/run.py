@@ -433,11 +433,12 @@ def thread_cpu() -> dict[int, float]:
     return out
 
 
-def thread_kind(tid: int, loop: int | None) -> str:
-    """What an edge thread is, by its Python name (the inference runtime's native threads have none)."""
+def thread_kind(tid: int, loop: int | None, names: dict[int | None, str]) -> str:
+    """What an edge thread is, by its Python name (``names``: native id -> name; the inference runtime's native
+    threads have none)."""
     if tid == loop:
         return "loop"
-    name = {t.native_id: t.name for t in threading.enumerate()}.get(tid)
+    name = names.get(tid)
     if name is None:
         return "runtime"
     for prefix, kind in (("read-", "readers"), ("detect", "detector"), ("evidence-writer", "writer"),
@@ -458,7 +459,8 @@ class ThreadCores:
         self.kinds: dict[int, str] = {}
 
     def look(self) -> None:
-        self.kinds.update({t: thread_kind(t, self.loop.native_id) for t in thread_cpu() if t not in self.kinds})
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        self.kinds.update({t: thread_kind(t, self.loop.native_id, names) for t in thread_cpu() if t not in self.kinds})
 
     def start(self) -> None:
         self.look()
