@@ -287,6 +287,7 @@ def test_the_loop_neither_encodes_the_pre_roll_nor_writes_packages(tmp_path: Pat
     assert stats["dog"].published.get("stray_dog", 0) >= 1
     assert len(encoders) == stats["dog"].frames and all(name.startswith("preroll") for name in encoders)
     assert writers and all(name.startswith("evidence-writer") for name in writers)
-    assert set(nice) == {7} and os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # that thread only
+    assert set(nice) == {min(19, base + 7) - base}  # 7 nicer than the edge (at most 19)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # that thread only
     assert r.metrics.value("nonsite_events_published_total", camera="dog", type="stray_dog") == \
         stats["dog"].published["stray_dog"]
