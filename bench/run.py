@@ -442,7 +442,7 @@ def thread_kind(tid: int, loop: int | None, names: dict[int | None, str]) -> str
     if name is None:
         return "runtime"
     for prefix, kind in (("read-", "readers"), ("detect", "detector"), ("evidence-writer", "writer"),
-                         ("preroll", "pre-roll"), ("MainThread", "bench")):
+                         ("evidence-ahead", "writer"), ("preroll", "pre-roll"), ("MainThread", "bench")):
         if name.startswith(prefix):
             return kind
     return "other"

@@ -104,7 +104,9 @@ class EvidenceConfig(Section):
     pre_roll_s: float = Field(3.0, ge=0, le=60, description="Seconds of video kept before the violation onset.")
     post_roll_s: float = Field(2.0, ge=0, le=60, description="Seconds of video recorded after confirmation.")
     max_clip_s: float = Field(
-        120.0, gt=0, description="Longest clip written; a longer episode keeps its start and end."
+        120.0, gt=0, description="Longest stretch of an episode in its clip, up to the confirmation: a longer episode "
+        "keeps its start and end. The frames after the confirmation (post_roll_s, and any wait for the second "
+        "overview still) follow whole."
     )
     jpeg_quality: int = Field(92, ge=50, le=100, description="JPEG quality of stills.")
     clip_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = Field(

@@ -7,6 +7,7 @@ that names these blobs by key and sha256 (claim-check). The sealer later adds ``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import av
@@ -34,6 +36,7 @@ MP4 = "video/mp4"
 CLOSEUP_MIN_SIDE = 256
 CLOSEUP_MARGIN = 0.3  # of the box's width/height, on each side
 STILLS_CLIP_FRAME_S = 1.0  # each still's duration when the clip falls back to the two stills
+_MS = Fraction(1, 1000)  # the clip's time base
 
 
 @dataclass
@@ -214,66 +217,97 @@ def _even(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return img
 
 
+class ClipEncoder:
+    """clip.mp4 made frame by frame: H.264 (yuv420p, CRF 21, x264 ``preset``) of BGR frames pushed as (epoch seconds,
+    image) in time order, into a temporary file until :meth:`close` returns the video (or :meth:`discard` drops it).
+    Frames are sized like the first one. Presentation times follow the timestamps (millisecond time base, variable
+    frame rate); the moov atom is placed first (faststart) so browsers start playing before the whole file arrives.
+    One thread at a time."""
+
+    def __init__(self, preset: str = "superfast") -> None:
+        self.preset = preset
+        self.frames = 0
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._container: Any = None
+        self._stream: Any = None
+        self._t0 = 0.0
+        self._size = (0, 0)
+        self._durations: dict[int, int] = {}
+        self._intervals: list[int] = []
+        self._last_pts: int | None = None
+
+    def _open(self, ts: float, img: np.ndarray) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="nonsite-clip-")
+        self._t0, self._size = ts, (img.shape[1], img.shape[0])
+        self._container = av.open(os.path.join(self._tmp.name, "clip.mp4"), mode="w", format="mp4",
+                                  options={"movflags": "+faststart"})
+        stream = self._container.add_stream("libx264", rate=30, options={"crf": "21", "preset": self.preset})
+        stream.width = self._size[0] + self._size[0] % 2
+        stream.height = self._size[1] + self._size[1] % 2
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = _MS
+        stream.time_base = _MS
+        self._stream = stream
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        for p in packets:
+            if p.pts is not None and p.pts in self._durations:
+                p.duration = self._durations[p.pts]
+            self._container.mux(p)
+
+    def push(self, ts: float, img: np.ndarray) -> None:
+        if self._container is None:
+            self._open(ts, img)
+        pts = int(round((ts - self._t0) * 1000))
+        if self._last_pts is not None:
+            pts = max(pts, self._last_pts + 1)  # strictly increasing even for equal timestamps
+            self._durations[self._last_pts] = pts - self._last_pts
+            self._intervals.append(pts - self._last_pts)
+        frame = av.VideoFrame.from_ndarray(_even(img, self._size), format="bgr24")
+        frame.pts = pts
+        frame.time_base = _MS
+        self._last_pts = pts
+        self.frames += 1
+        self._mux(self._stream.encode(frame))
+
+    def close(self, last_frame_s: float | None = None) -> bytes:
+        """The video; the last frame lasts ``last_frame_s`` (default: the median interval, or 1 s)."""
+        if self._container is None or self._last_pts is None:
+            raise ValueError("a clip needs at least one frame")
+        try:
+            if last_frame_s is not None:
+                self._durations[self._last_pts] = max(1, int(round(last_frame_s * 1000)))
+            else:
+                self._durations[self._last_pts] = int(statistics.median(self._intervals)) if self._intervals else 1000
+            self._mux(self._stream.encode(None))
+            self._container.close()
+            self._container = None
+            with open(os.path.join(self._tmp.name, "clip.mp4"), "rb") as f:  # type: ignore[union-attr]
+                return f.read()
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Drop the video (and its temporary file)."""
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.close()
+            self._container = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
 def encode_clip(frames: Iterator[tuple[float, np.ndarray]] | list[tuple[float, np.ndarray]],
                 last_frame_s: float | None = None, preset: str = "superfast") -> bytes:
-    """H.264 (yuv420p, CRF 21, x264 ``preset``) MP4 of BGR ``frames`` given as (epoch seconds, image) in time order.
-
-    Presentation times follow the timestamps (millisecond time base, variable frame rate); the moov atom is
-    placed first (faststart) so browsers start playing before the whole file arrives.
-    """
-    it = iter(frames)
-    first = next(it, None)
-    if first is None:
-        raise ValueError("a clip needs at least one frame")
-    t0, img0 = first
-    size = (img0.shape[1], img0.shape[0])
-    tb = Fraction(1, 1000)
-    with tempfile.TemporaryDirectory(prefix="nonsite-clip-") as tmp:
-        path = os.path.join(tmp, "clip.mp4")
-        container = av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"})
-        try:
-            stream = container.add_stream("libx264", rate=30, options={"crf": "21", "preset": preset})
-            stream.width = size[0] + size[0] % 2
-            stream.height = size[1] + size[1] % 2
-            stream.pix_fmt = "yuv420p"
-            stream.codec_context.time_base = tb
-            stream.time_base = tb
-            durations: dict[int, int] = {}
-            intervals: list[int] = []
-            last_pts: int | None = None
-
-            def mux(packets: list[av.Packet]) -> None:
-                for p in packets:
-                    if p.pts is not None and p.pts in durations:
-                        p.duration = durations[p.pts]
-                    container.mux(p)
-
-            def push(ts: float, img: np.ndarray) -> None:
-                nonlocal last_pts
-                pts = int(round((ts - t0) * 1000))
-                if last_pts is not None:
-                    pts = max(pts, last_pts + 1)  # strictly increasing even for equal timestamps
-                    durations[last_pts] = pts - last_pts
-                    intervals.append(pts - last_pts)
-                frame = av.VideoFrame.from_ndarray(_even(img, size), format="bgr24")
-                frame.pts = pts
-                frame.time_base = tb
-                last_pts = pts
-                mux(stream.encode(frame))
-
-            push(t0, img0)
-            for ts, img in it:
-                push(ts, img)
-            assert last_pts is not None
-            if last_frame_s is not None:
-                durations[last_pts] = max(1, int(round(last_frame_s * 1000)))
-            else:
-                durations[last_pts] = int(statistics.median(intervals)) if intervals else 1000
-            mux(stream.encode(None))
-        finally:
-            container.close()
-        with open(path, "rb") as f:
-            return f.read()
+    """clip.mp4 of BGR ``frames`` given as (epoch seconds, image) in time order (:class:`ClipEncoder`)."""
+    encoder = ClipEncoder(preset)
+    try:
+        for ts, img in frames:
+            encoder.push(ts, img)
+        return encoder.close(last_frame_s)
+    finally:
+        encoder.discard()
 
 
 def _decoded_clip(clip: list[tuple[float, bytes]]) -> Iterator[tuple[float, np.ndarray]]:
@@ -297,14 +331,14 @@ def write_package_blobs(
     onset: Still,
     confirm: Still,
     closeup_xyxy: tuple[float, float, float, float],
-    clip: list[tuple[float, bytes]],
+    clip: Sequence[tuple[float, bytes]] = (),
     sequence: int,
     timezone: str,
     jpeg_quality: int = 92,
     extra_stills: Sequence[tuple[str, Still]] = (),
     extra_images: Sequence[tuple[str, np.ndarray]] = (),
     clip_preset: str = "superfast",
-    clip_encoder: Callable[[list[tuple[float, bytes]]], bytes | None] | None = None,
+    video: Callable[[], bytes | None] | None = None,
 ) -> list[EvidenceItem]:
     """Write the event's blobs under ``events/<event_id>/`` and describe them.
 
@@ -317,8 +351,9 @@ def write_package_blobs(
     episode so that two overview stills lie at least a set time apart; each is written as ``<role>.jpg``
     and ``<role>_annotated.jpg``. ``extra_images``: more images as (role, image) written as they are, e.g.
     ``("plate", crop)``. Roles must be listed in :data:`~nonsite.evidence.package.ROLE_FILES`. ``clip_preset``:
-    the x264 preset of the clip (``evidence.clip_preset``). ``clip_encoder``: makes clip.mp4 of ``clip`` instead
-    of :func:`clip_video` (the edge worker's, which encodes a clip that several packages share only once).
+    the x264 preset of the clip (``evidence.clip_preset``). ``video``: makes clip.mp4 instead of
+    :func:`clip_video` of ``clip`` (the edge worker's :class:`~nonsite.pipeline.worker.EpisodeClip`, encoded while the
+    package waited for its post-roll); None from it, as from :func:`clip_video`, means no clip frame decodes.
     """
     prefix = package_prefix(event_id)
     tz = _zone(timezone)
@@ -371,13 +406,13 @@ def write_package_blobs(
     for role, img in images:
         put(role, encode_jpeg(img, jpeg_quality), JPEG)
 
-    video = clip_video(clip, clip_preset) if clip_encoder is None else clip_encoder(clip)
-    if video is None:
-        if clip:
+    mp4 = clip_video(list(clip), clip_preset) if video is None else video()
+    if mp4 is None:
+        if clip or video is not None:
             log.warning("event %s: no clip frame decodes; writing the two stills as the clip", event_id)
-        video = encode_clip([(0.0, onset_img), (STILLS_CLIP_FRAME_S, confirm_img)], last_frame_s=STILLS_CLIP_FRAME_S,
-                            preset=clip_preset)
-    put("clip", video, MP4)
+        mp4 = encode_clip([(0.0, onset_img), (STILLS_CLIP_FRAME_S, confirm_img)], last_frame_s=STILLS_CLIP_FRAME_S,
+                          preset=clip_preset)
+    put("clip", mp4, MP4)
     return items
 
 

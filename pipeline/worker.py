@@ -28,19 +28,19 @@ packages were written since its last call, :meth:`EdgeWorker.finish` waits for a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -56,7 +56,7 @@ from nonsite.bus.events import (
     new_event_id,
 )
 from nonsite.config import CameraConfig, NonsiteConfig, ZoneConfig
-from nonsite.evidence.capture import CameraMeta, Still, clip_video, write_package_blobs
+from nonsite.evidence.capture import CameraMeta, ClipEncoder, Still, write_package_blobs
 from nonsite.evidence.store import Store
 from nonsite.ops.cameras import ViewStatus
 from nonsite.pipeline.appearance import add_appearance
@@ -69,6 +69,7 @@ from nonsite.streams.base import Frame
 from nonsite.streams.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PLATE_ROLE = "plate"
 SECOND_STILL_ROLE = "overview_2"
@@ -144,19 +145,31 @@ class _Clip:
 
 
 @dataclass
+class _PlateView:
+    """A still and the vehicle's box in it to read the plate from; with a writer, the reading started ahead."""
+
+    still: Still
+    xyxy: tuple[float, float, float, float]
+    reading: Future[PlateReadingLike | None] | None = None
+
+
+@dataclass
 class _Open:
     episode: Episode
     onset: Still
-    clip: _Clip
+    clip: _Clip | None
+    """The clip's frames until the confirmation (then :attr:`video` takes them over)."""
     confirm: Still | None = None
     second: Still | None = None
     closeup: tuple[float, float, float, float] | None = None
-    plate_views: list[tuple[Still, tuple[float, float, float, float]]] = field(default_factory=list)
-    """Stills and vehicle boxes to read the plate from (read when the package is written)."""
+    plate_views: list[_PlateView] = field(default_factory=list)
+    """The stills to read the plate from."""
     reference: Still | None = None
     publish_at: float = float("inf")
     closed: bool = False
     event_id: str = field(default_factory=new_event_id)
+    video: EpisodeClip | None = None
+    """The clip from the confirmation on, encoded while the package waits."""
 
 
 def _done(job: Callable[[], ViolationEvent]) -> Future[ViolationEvent]:
@@ -167,34 +180,6 @@ def _done(job: Callable[[], ViolationEvent]) -> Future[ViolationEvent]:
     except Exception as e:
         future.set_exception(e)
     return future
-
-
-class SharedClips:
-    """clip.mp4 of a camera's packages, each clip encoded once: packages confirmed on the same frame (cars parked in
-    a row when the camera starts or its view comes back) have the same frames, and encoding a clip is most of a
-    package's cost. A clip is known by its frames' timestamps, sizes and CRC-32s; the last ``keep`` videos are
-    kept (no frames: a few MB). Two packages asking at once share one encoding."""
-
-    def __init__(self, preset: str, keep: int = 2) -> None:
-        self.preset = preset
-        self._lock = threading.Lock()
-        self._recent: deque[tuple[tuple[tuple[float, int, int], ...], Future[bytes | None]]] = deque(maxlen=keep)
-
-    def video(self, clip: list[tuple[float, bytes]]) -> bytes | None:
-        key = tuple((ts, len(data), zlib.crc32(data)) for ts, data in clip)
-        with self._lock:
-            found = next((f for k, f in self._recent if k == key), None)
-            if found is None:
-                future: Future[bytes | None] = Future()
-                self._recent.append((key, future))
-        if found is not None:
-            return found.result()
-        try:
-            future.set_result(clip_video(clip, self.preset))
-        except BaseException as e:
-            future.set_exception(e)
-            raise
-        return future.result()
 
 
 @dataclass
@@ -208,7 +193,9 @@ class _Turn:
 class PackageWriter:
     """Writes evidence packages and publishes their events on ``threads`` threads of its own, started in the order
     handed over, while the detection loop goes on with every camera's frames. A camera's packages keep their
-    order (sequence numbers, publication) whatever the number of threads (:meth:`EdgeWorker._package`).
+    order (sequence numbers, publication) whatever the number of threads (:meth:`EdgeWorker._package`). Work done
+    ahead for packages not yet due (:meth:`soon`: a clip's frames, plate readings) runs on a thread of its own, so a
+    package due now never queues behind another's preparation.
 
     ``max_pending``: packages handed over and not yet written; a hand-off past it waits for a free place (a box
     whose cameras confirm faster than it can write stops taking frames instead of filling its memory with
@@ -229,6 +216,7 @@ class PackageWriter:
         self._slots = threading.BoundedSemaphore(max_pending)
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._ahead: ThreadPoolExecutor | None = None
 
     def submit(self, job: Callable[[], ViolationEvent]) -> Future[ViolationEvent]:
         self._slots.acquire()
@@ -241,10 +229,14 @@ class PackageWriter:
         future.add_done_callback(lambda _f: self._slots.release())
         return future
 
-    def soon(self, job: Callable[[], object]) -> None:
-        """Run ``job`` on a writer thread (after what was handed over), not counted as a package."""
+    def soon(self, job: Callable[[], T]) -> Future[T]:
+        """Run ``job`` ahead of a package, on the writer's thread for such work (in the order given), not counted as
+        a package."""
         with self._lock:
-            self._started().submit(job)
+            if self._ahead is None:
+                self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence-ahead",
+                                                 initializer=self._lower_priority)
+            return self._ahead.submit(job)
 
     def _started(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -261,11 +253,107 @@ class PackageWriter:
                 log.warning("the package writer runs at normal priority: %s", e)
 
     def close(self) -> None:
-        """Wait for every package handed over, then end the threads."""
+        """Wait for every package and all work handed over, then end the threads."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+            pools, self._pool, self._ahead = (self._pool, self._ahead), None, None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+
+class EpisodeClip:
+    """clip.mp4 of a confirmed episode, encoded while its package waits for the post-roll (and the second still):
+    the frames its clip held at the confirmation (``frames``: the pre-roll and the episode, the start and the end of
+    a long one), then every frame the camera takes until the package is written (:meth:`add`, on the loop's
+    thread). With a writer, the frames are decoded and encoded on the writer's threads as they come, a few at a
+    time; :meth:`video` (the package) then encodes the last ones and closes the file. Without one, :meth:`video`
+    encodes them all. Packages confirmed on the same frame from the same frames (cars parked in a row when the
+    camera starts or its view returns) share one: encoding is most of a package's cost."""
+
+    BATCH = 5
+    """Frames that wait before a writer thread is asked to encode them."""
+
+    def __init__(self, frames: list[tuple[float, bytes]], preset: str, writer: PackageWriter | None) -> None:
+        self.frames = frames
+        """The frames at the confirmation (the packages that share this clip are found by them)."""
+        self.writer = writer
+        self._pending: deque[tuple[float, bytes]] = deque(sorted(frames, key=lambda f: f[0]))
+        self._encoder = ClipEncoder(preset)
+        self._lock = threading.Lock()  # one thread encodes at a time
+        self._asked = False
+        self._sealed = False
+        self._closed = False
+        self._video: bytes | None = None
+        self._ask()
+
+    def add(self, ts: float, jpeg: bytes) -> None:
+        """The camera's next frame (the loop's thread); ignored once the clip is sealed."""
+        if not self._sealed:
+            self._pending.append((ts, jpeg))
+            self._ask()
+
+    def seal(self) -> None:
+        """No more frames (the loop's thread, when the package is handed over: its clip ends with the frame it was
+        due on, whenever the writer gets to it; a package sharing this clip and handed over later gets the same)."""
+        self._sealed = True
+
+    def _ask(self) -> None:
+        if self.writer is None or self._asked or len(self._pending) < self.BATCH:
+            return
+        self._asked = True
+        try:
+            self.writer.soon(self._encode_some)
+        except RuntimeError:  # the writer is shutting down: video() encodes them
+            self._asked = False
+
+    def _encode_some(self) -> None:
+        """The frames waiting, one at a time (the package, when it comes, takes the rest)."""
+        self._asked = False
+        while True:
+            with self._lock:
+                if self._closed or not self._encode_one():
+                    return
+
+    def _encode_pending(self) -> None:
+        while self._encode_one():
+            pass
+
+    def _encode_one(self) -> bool:
+        """Encode the next frame waiting (under the lock); False when none waits."""
+        try:
+            ts, data = self._pending.popleft()
+        except IndexError:
+            return False
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            log.warning("skipping a clip frame at ts=%.3f that does not decode as JPEG (%d bytes)", ts, len(data))
+        else:
+            self._encoder.push(ts, img)
+        return True
+
+    def video(self) -> bytes | None:
+        """clip.mp4 (None when no frame decodes); made once, the packages sharing the clip get the same bytes."""
+        with self._lock:
+            if not self._closed:
+                try:
+                    self._encode_pending()
+                    self._video = self._encoder.close() if self._encoder.frames else None
+                finally:
+                    self._closed = True
+                    self._pending.clear()
+                    self._encoder.discard()
+            return self._video
+
+    def discard(self) -> None:
+        """The camera stops without writing the package: drop the frames and the temporary file."""
+        with self._lock:
+            self._closed = True
+            self._pending.clear()
+            self._encoder.discard()
+
+    def same_frames(self, frames: list[tuple[float, bytes]]) -> bool:
+        return len(frames) == len(self.frames) and all(
+            a[0] == b[0] and a[1] is b[1] for a, b in zip(frames, self.frames, strict=True))
 
 
 class SequenceCounter:
@@ -322,8 +410,8 @@ class EdgeWorker:
         """Packages handed to the writer, oldest first, whose events :meth:`process` has not returned yet."""
         self._turn: _Turn | None = None
         """The order point of this camera's last package handed over."""
-        self._clips = SharedClips(cfg.evidence.clip_preset)
-        """This camera's clips, each encoded once however many packages share it."""
+        self._new_clips: tuple[float, list[EpisodeClip]] = (float("nan"), [])
+        """The clips started on the last confirming frame (packages confirmed on it from the same frames share one)."""
         self.error: str | None = None
         """The last package that could not be written (with a writer; without one the call raises), until read."""
         self.views_dir = views_dir
@@ -454,8 +542,11 @@ class EdgeWorker:
             self.ring.append(frame.ts, frame.image)
         latest = self.ring.latest()
         if latest is not None:
-            for o in (*self.open.values(), *self.pending):
-                o.clip.add(*latest)
+            for o in self.open.values():
+                if o.clip is not None:
+                    o.clip.add(*latest)
+            for video in {id(o.video): o.video for o in self.pending if o.video is not None}.values():
+                video.add(*latest)
         if detections is None:
             self.stats.gated += 1
             detections = self._held if self._held is not None else sv.Detections.empty()
@@ -548,6 +639,9 @@ class EdgeWorker:
         self.engine = None
         self.view = None
         self.open.clear()
+        for o in self.pending:
+            if o.video is not None:
+                o.video.discard()
         self.pending.clear()
 
     def _on_rule_event(self, ev: RuleEvent, frame: Frame | None) -> None:
@@ -562,6 +656,8 @@ class EdgeWorker:
             o.confirm = Still(frame.ts, self._picture(frame), ev.boxes)
             o.closeup = ev.main_xyxy
             o.publish_at = frame.ts + self.cfg.evidence.post_roll_s
+            o.video = self._episode_clip(o.clip.frames() if o.clip is not None else [], frame.ts)
+            o.clip = None
             if ev.main_xyxy is not None:
                 self._offer_plate(o, o.confirm, ev.main_xyxy)
                 if o.second is not None:
@@ -573,6 +669,20 @@ class EdgeWorker:
             for o in self.pending:
                 if o.episode is ev.episode:
                     o.closed = True
+
+    def _episode_clip(self, frames: list[tuple[float, bytes]], ts: float) -> EpisodeClip:
+        """The clip of an episode confirmed on the frame at ``ts``: the one started on this frame from the same
+        frames, or a new one."""
+        at, started = self._new_clips
+        if at != ts:
+            started = []
+            self._new_clips = (ts, started)
+        for video in started:
+            if video.same_frames(frames):
+                return video
+        video = EpisodeClip(frames, self.cfg.evidence.clip_preset, self.writer)
+        started.append(video)
+        return video
 
     def _reference(self, ep: Episode) -> Still | None:
         """The type's clean reference still of the episode's zone (the "before" picture), when it keeps one."""
@@ -586,26 +696,38 @@ class EdgeWorker:
         return Still(ref[0], image) if image is not None else None
 
     def _offer_plate(self, o: _Open, still: Still, xyxy: tuple[float, float, float, float]) -> None:
-        """A still to read the vehicle's plate from, when its type and zone read plates and a reader is there (the
-        reading itself is done with the package, :meth:`_read_plate`)."""
+        """A still to read the vehicle's plate from, when its type and zone read plates and a reader is there: with a
+        writer, read ahead on its thread (the package, written later, then picks the best reading); without one, or
+        when the package comes first, read with the package (:meth:`_read_plate`)."""
         vt = self._types.get(o.episode.rule)
         if self.plate_reader is None or self.engine is None or vt is None or vt.reads_plate is None:
             return
-        if vt.reads_plate(self.engine.zone_config(o.episode.zone_id)):
-            o.plate_views.append((still, xyxy))
+        if not vt.reads_plate(self.engine.zone_config(o.episode.zone_id)):
+            return
+        view = _PlateView(still, xyxy)
+        if self.writer is not None:
+            with contextlib.suppress(RuntimeError):  # the writer is shutting down: read with the package
+                view.reading = self.writer.soon(lambda: self._plate(still, xyxy))
+        o.plate_views.append(view)
+
+    def _plate(self, still: Still, xyxy: tuple[float, float, float, float]) -> PlateReadingLike | None:
+        """The plate read from one still (None: no reading matches a configured format, or the reader failed)."""
+        assert self.plate_reader is not None
+        try:
+            return self.plate_reader(still.image, xyxy)
+        except Exception:  # OCR trouble never costs the violation itself
+            log.exception("camera %s: plate reading failed; the event goes out without a plate", self.camera.id)
+            return None
 
     def _read_plate(self, o: _Open) -> PlateReadingLike | None:
         """The most confident plate reading of the vehicle over the stills offered (never invented: a reader
         returns only readings that match a configured format)."""
         best: PlateReadingLike | None = None
-        if self.plate_reader is None:
-            return None
-        for still, xyxy in o.plate_views:
-            try:
-                reading = self.plate_reader(still.image, xyxy)
-            except Exception:  # OCR trouble never costs the violation itself
-                log.exception("camera %s: plate reading failed; the event goes out without a plate", self.camera.id)
-                continue
+        for view in o.plate_views:
+            if view.reading is None or view.reading.cancel():  # not read ahead (yet): read here
+                reading = self._plate(view.still, view.xyxy)
+            else:
+                reading = view.reading.result()
             if reading is not None and (best is None or reading.confidence > best.confidence):
                 best = reading
         return best
@@ -664,7 +786,9 @@ class EdgeWorker:
         two points (the writer starts packages in hand-off order, so the previous one is already under way)."""
         zone = next(z for z in self._zones_camera.zones if z.id == o.episode.zone_id)
         camera, meta, rule_hash = self.camera, self._meta, self.rule_hash
-        clip = o.clip.frames()
+        video = o.video
+        assert video is not None
+        video.seal()
         prev, turn = self._turn, _Turn()
         self._turn = turn
 
@@ -677,7 +801,7 @@ class EdgeWorker:
             finally:
                 turn.numbered.set()
             try:
-                event = self._write(o, zone, camera, meta, rule_hash, sequence, clip)
+                event = self._write(o, zone, camera, meta, rule_hash, sequence, video)
                 if prev is not None:
                     prev.published.wait()
                 self.bus.publish(TOPIC_VIOLATIONS, camera.id, event.model_dump_json().encode())
@@ -691,7 +815,7 @@ class EdgeWorker:
         return write
 
     def _write(self, o: _Open, zone: ZoneConfig, camera: CameraConfig, meta: CameraMeta, rule_hash: str,
-               sequence: int, clip: list[tuple[float, bytes]]) -> ViolationEvent:
+               sequence: int, video: EpisodeClip) -> ViolationEvent:
         """The package's blobs into the store; the event that names them (not yet published)."""
         ep, confirm = o.episode, o.confirm
         assert confirm is not None and o.closeup is not None and ep.confirmed_at is not None
@@ -703,9 +827,9 @@ class EdgeWorker:
         items = write_package_blobs(
             self.store, event_id=o.event_id, violation_type=ep.rule, camera=meta, zone_id=zone.id,
             zone_polygon=list(zone.polygon), onset=o.onset, confirm=confirm, closeup_xyxy=o.closeup,
-            clip=clip, sequence=sequence, timezone=self.cfg.timezone,
+            sequence=sequence, timezone=self.cfg.timezone,
             jpeg_quality=self.cfg.evidence.jpeg_quality, extra_stills=extra_stills, extra_images=extra_images,
-            clip_preset=self.cfg.evidence.clip_preset, clip_encoder=self._clips.video,
+            clip_preset=self.cfg.evidence.clip_preset, video=video.video,
         )
         boxes = {"onset": o.onset.boxes, "confirm": confirm.boxes}
         if o.second is not None:

@@ -7,12 +7,14 @@ and handed to a :class:`PackageWriter` (the runner's way); the evidence and even
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -434,18 +436,48 @@ def test_the_clip_is_encoded_with_the_configured_preset(world: Callable[..., Wor
     assert mark in options.split(), options  # superfast is the default
 
 
+class CountingEncoder(worker_module.ClipEncoder):  # type: ignore[name-defined,misc]
+    """The real clip encoder, noting each clip made and each frame pushed (with the thread that pushed it)."""
+
+    made: list[int] = []
+    pushes: list[str] = []
+
+    def push(self, ts: float, img: np.ndarray) -> None:
+        CountingEncoder.pushes.append(threading.current_thread().name)
+        super().push(ts, img)
+
+    def close(self, last_frame_s: float | None = None) -> bytes:
+        CountingEncoder.made.append(self.frames)
+        return super().close(last_frame_s)
+
+
+@pytest.fixture
+def counting(monkeypatch: pytest.MonkeyPatch) -> type[CountingEncoder]:
+    CountingEncoder.made, CountingEncoder.pushes = [], []
+    monkeypatch.setattr(worker_module, "ClipEncoder", CountingEncoder)
+    return CountingEncoder
+
+
+def clip_frames(mp4: bytes) -> tuple[float, list[int]]:
+    """A clip's first frame index (:func:`image`: by its grey level, which H.264 moves by a fraction) and each
+    frame's distance from it in frames (by the presentation times: the camera's timestamps, in ms)."""
+    with av.open(io.BytesIO(mp4)) as container:
+        frames = list(container.decode(video=0))
+    return (float(frames[0].to_ndarray(format="bgr24")[5:35, 5:35].mean()) / 2,
+            [round(float(f.time) * FPS) for f in frames])
+
+
+def assert_clip(mp4: bytes, expected: list[int]) -> None:
+    """The clip holds exactly the frames ``expected``, in order."""
+    first, offsets = clip_frames(mp4)
+    assert offsets == [i - expected[0] for i in expected]
+    assert abs(first - expected[0]) < 1.0, (first, expected[0])
+
+
 def test_objects_confirmed_together_share_one_clip_encoding(world: Callable[..., World],
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+                                                            counting: type[CountingEncoder]) -> None:
     """Two cars parked side by side from the first frame: two violations, two complete packages, one clip encoded
     (the same frames); a third car later gets its own."""
-    encoded: list[int] = []
-    real = worker_module.clip_video
-
-    def counting(clip: list[tuple[float, bytes]], preset: str = "superfast") -> bytes | None:
-        encoded.append(len(clip))
-        return real(clip, preset)
-
-    monkeypatch.setattr(worker_module, "clip_video", counting)
     w = world(config(min_still_gap_s=0))
     left, right, late = (40.0, 250.0, 180.0, 380.0), (400.0, 250.0, 600.0, 380.0), (220.0, 60.0, 380.0, 200.0)
     for i in range(60):
@@ -459,13 +491,69 @@ def test_objects_confirmed_together_share_one_clip_encoding(world: Callable[...,
     events = [e for _, e in w.published]
     assert len(events) == 3 and len({e.event_id for e in events}) == 3
     clips = [w.roles(e)["clip"] for e in events]
-    assert len(encoded) == 2  # the pair's clip once, the late car's once
+    assert len(counting.made) == 2  # the pair's clip once, the late car's once
     first_two = sorted(events, key=lambda e: e.started_at)[:2]
     assert w.roles(first_two[0])["clip"] == w.roles(first_two[1])["clip"]
     assert len(set(clips)) == 2
     for e in events:  # each package names its clip by the bytes stored under its own key
         item = next(i for i in e.evidence if i.role == "clip")
         assert hashlib.sha256(w.store.get(item.key)).hexdigest() == item.sha256
+
+
+def test_the_clip_runs_from_the_pre_roll_to_the_frame_the_package_was_due(world: Callable[..., World]) -> None:
+    """A car parked from frame 10 (dwell 2 s, pre-roll 1 s, post-roll 0.4 s at 5 fps): the clip holds every frame
+    from 1 s before it came to 0.4 s after the confirmation, in order, written the same with or without a writer."""
+    w = world(config(min_still_gap_s=0))
+    w.play(lambda i: GREY if i >= 10 else None, 40)
+    (_, event), = w.published
+    confirm_i = frame_index(w.roles(event)["confirm"])
+    assert_clip(w.roles(event)["clip"], list(range(10 - 5, confirm_i + 3)))  # the car came at frame 10
+
+
+def test_a_long_episode_keeps_its_start_and_end_then_every_frame_after_the_confirmation(
+        world: Callable[..., World]) -> None:
+    """max_clip_s 2: a 6 s dwell keeps the clip's first and last second up to the confirmation; the post-roll
+    after it is whole."""
+    cfg = models().config.model_validate({**config(min_still_gap_s=0, max_clip_s=2, pre_roll_s=0).model_dump(
+        mode="json", exclude_defaults=True), "rules": {"sidewalk_parking": {"dwell_s": 6}}})
+    w = world(cfg)
+    w.play(lambda i: GREY, 50)
+    (_, event), = w.published
+    blobs = w.roles(event)
+    onset_i, confirm_i = frame_index(blobs["onset"]), frame_index(blobs["confirm"])
+    assert (confirm_i - onset_i) / FPS == pytest.approx(6.0)
+    head = list(range(onset_i, onset_i + 6))  # the first second (both ends)
+    tail = list(range(confirm_i - 5, confirm_i + 1))  # the last second up to the confirmation
+    posted = len(clip_frames(blobs["clip"])[1]) - len(head) - len(tail)
+    assert posted in (2, 3)  # post-roll 0.4 s: 2 frames, or 3 where the float timestamps fall a hair short of it
+    assert_clip(blobs["clip"], head + tail + list(range(confirm_i + 1, confirm_i + 1 + posted)))
+
+
+def test_with_a_writer_the_clip_is_encoded_while_the_package_waits(tmp_path: Path,
+                                                                  counting: type[CountingEncoder]) -> None:
+    """The package waits 3 s after the confirmation for its second still: the writer encodes the clip's frames
+    meanwhile, off the loop, so when the package is due what is left to encode is the last few frames."""
+    writer = PackageWriter()
+    cfg = config(min_still_gap_s=5.0)  # onset + 5 s: 3 s after the confirmation (dwell 2 s)
+    store, bus = LocalStore(tmp_path / "evidence"), EmbeddedBus(tmp_path / "bus.sqlite")
+    w = World(EdgeWorker(cfg.cameras[0], cfg, store, bus, ModelInfo(name="m", version="1", sha256="0" * 64),
+                         SequenceCounter(tmp_path / "seq.json"), writer=writer), store, bus, [])
+    try:
+        for i in range(24):  # confirmed on frame 11; due on frame 26 (the second still)
+            dets = make_detections([CAR], ["car"], confidence=[0.9])
+            w.worker.process(Frame("cam-1", i, T0 + i / FPS, image(i, GREY)), dets)
+        assert w.worker.pending and w.worker.pending[0].video is not None
+        writer.soon(lambda: None).result(30)  # the work ahead is done
+        ahead = len(counting.pushes)
+        assert ahead >= 24 - 5 - worker_module.EpisodeClip.BATCH  # all but the last few frames (pre-roll from frame 0)
+        assert set(counting.pushes) == {"evidence-ahead_0"}  # off the loop
+        w.play(lambda i: GREY, 16, start=24)
+    finally:
+        writer.close()
+        w.bus.close()
+    (_, event), = w.published
+    assert counting.made == [len(clip_frames(w.roles(event)["clip"])[1])]
+    assert counting.made[0] - ahead <= 5  # frames 24 to 26 (and one more at most), with the package
 
 
 def test_the_plate_reader_is_loaded_when_a_parking_camera_starts(world: Callable[..., World]) -> None:
