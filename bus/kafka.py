@@ -209,6 +209,21 @@ class KafkaBus:
                          self.cfg.bootstrap_servers, "on" if self._producer.config.get("enable_idempotence") else "off")
             return self._producer
 
+    def _drop_producer(self) -> None:
+        """Close the producer after a failed send: the next attempt connects afresh. A broker that came back without
+        its state (restarted on empty disks; Tansu in memory) knows neither the producer's id nor its sequence
+        numbers, and a producer kept across it failed every send for good (tests/test_bus_kafka.py)."""
+        with self._producer_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=0)  # its unsent records are still in the outbox: nothing to flush
+            except Exception as e:  # noqa: BLE001 (a flush that timed out: stop its sender thread all the same)
+                log.debug("closing the failed kafka producer %s: %s", self.client_id, e)
+                sender = getattr(producer, "_sender", None)
+                if sender is not None:
+                    sender.force_close()
+
     def _send(self, topic: str, key: str, value: bytes) -> None:
         producer = self._producer_or_connect()
         future = producer.send(topic, key=key.encode("utf-8"), value=value)
@@ -265,6 +280,7 @@ class KafkaBus:
                 if self._stop.is_set():
                     break
                 self._down(e)
+                self._drop_producer()
                 self._stop.wait(delay)
                 delay = min(delay * 2, _RELAY_MAX_S)
 

@@ -151,6 +151,37 @@ def test_broker_down_publish_goes_to_the_outbox_and_replays_in_order(
         broker.close()
 
 
+def test_a_publisher_connected_before_the_broker_was_killed_delivers_after_it_returns(tmp_path: Path) -> None:
+    """The broker dies (SIGKILL) under a connected publisher and comes back empty (Tansu keeps memory only, like a
+    broker whose disks were replaced): what was published before, during and after reaches it, in order, once.
+    The publisher's producer from before knows a producer id and sequence numbers the new broker never saw."""
+    broker = Tansu()
+    broker.start()
+    bus = KafkaBus(kafka_config(broker, partitions=1), tmp_path, role="sealer")
+    try:
+        for i in range(3):
+            bus.publish(TOPIC_VIOLATIONS, "cam-1", f"{i}".encode())
+        assert bus.drain(30)
+        broker.kill()
+        for i in range(3, 6):
+            bus.publish(TOPIC_VIOLATIONS, "cam-1", f"{i}".encode())
+        time.sleep(2)
+        broker.start()
+        for i in range(6, 8):
+            bus.publish(TOPIC_VIOLATIONS, "cam-1", f"{i}".encode())
+        assert bus.drain(60), f"outbox not drained: {bus.pending()} left"
+        c = bus.consumer(TOPIC_VIOLATIONS, "g")
+        got = [int(m.value) for m in drain(c, 5)]
+        assert got == list(range(3, 8))  # the broker's log starts over: what reached it after its restart
+        assert drain(c, 1, timeout_s=2) == []
+        c.close()
+        # the producers given up on were closed: one sender thread is left, the live producer's
+        assert [t.name for t in threading.enumerate()].count(f"{bus.client_id}-network-thread") == 1
+    finally:
+        bus.close()
+        broker.close()
+
+
 def test_the_outbox_survives_a_restart_of_the_publisher(tmp_path: Path) -> None:
     broker = Tansu()
     cfg = kafka_config(broker, partitions=1)
