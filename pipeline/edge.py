@@ -197,6 +197,10 @@ class EdgeRunner:
         """The encoder threads encode the frames' pre-roll JPEGs while their batch is detected and the package writer
         writes the evidence packages; False: the loop does both itself, as before (bench/ measures both side by
         side). Read when a camera starts."""
+        self.ahead = True
+        """The package writer encodes a confirmed violation's clip and reads its plate while the package waits for its
+        post-roll; False: all of it when the package is due, as before (bench/ measures both side by side). Read
+        when a camera starts."""
         self._encoder: ThreadPoolExecutor | None = None
         """Pre-roll JPEG encoding of the frames of the batch being detected (while :meth:`run` runs)."""
         self.metrics = metrics if metrics is not None else EdgeMetrics()
@@ -285,6 +289,7 @@ class EdgeRunner:
 
     def _start(self, run: CameraRun) -> None:
         run.worker.writer = self._writer if self.off_loop else None  # before: a worker writes its own packages
+        run.worker.ahead = self.ahead
         if run.worker.writer is not None and run.worker.reads_plates():
             self._writer.soon(run.worker.warm_up)
         run.thread = threading.Thread(target=self._read, args=(run,), name=f"read-{run.camera.id}", daemon=True)

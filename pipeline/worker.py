@@ -410,6 +410,9 @@ class EdgeWorker:
         """Packages handed to the writer, oldest first, whose events :meth:`process` has not returned yet."""
         self._turn: _Turn | None = None
         """The order point of this camera's last package handed over."""
+        self.ahead = True
+        """With a writer: encode a confirmed violation's clip and read its plate while the package waits (False: when
+        it is due; bench/ compares both)."""
         self._new_clips: tuple[float, list[EpisodeClip]] = (float("nan"), [])
         """The clips started on the last confirming frame (packages confirmed on it from the same frames share one)."""
         self.error: str | None = None
@@ -680,7 +683,7 @@ class EdgeWorker:
         for video in started:
             if video.same_frames(frames):
                 return video
-        video = EpisodeClip(frames, self.cfg.evidence.clip_preset, self.writer)
+        video = EpisodeClip(frames, self.cfg.evidence.clip_preset, self.writer if self.ahead else None)
         started.append(video)
         return video
 
@@ -705,7 +708,7 @@ class EdgeWorker:
         if not vt.reads_plate(self.engine.zone_config(o.episode.zone_id)):
             return
         view = _PlateView(still, xyxy)
-        if self.writer is not None:
+        if self.writer is not None and self.ahead:
             with contextlib.suppress(RuntimeError):  # the writer is shutting down: read with the package
                 view.reading = self.writer.soon(lambda: self._plate(still, xyxy))
         o.plate_views.append(view)
