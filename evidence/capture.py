@@ -310,14 +310,20 @@ def encode_clip(frames: Iterator[tuple[float, np.ndarray]] | list[tuple[float, n
         encoder.discard()
 
 
+def decode_clip_frame(ts: float, data: bytes) -> np.ndarray | None:
+    """A clip frame's JPEG as BGR; None (logged) when it does not decode: the clip skips it."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        log.warning("skipping a clip frame at ts=%.3f that does not decode as JPEG (%d bytes)", ts, len(data))
+    return img
+
+
 def _decoded_clip(clip: list[tuple[float, bytes]]) -> Iterator[tuple[float, np.ndarray]]:
     """Decode the JPEG frames one by one (never the whole clip in memory), in time order; skip corrupt ones."""
     for ts, data in sorted(clip, key=lambda c: c[0]):
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            log.warning("skipping a clip frame at ts=%.3f that does not decode as JPEG (%d bytes)", ts, len(data))
-            continue
-        yield ts, img
+        img = decode_clip_frame(ts, data)
+        if img is not None:
+            yield ts, img
 
 
 def write_package_blobs(

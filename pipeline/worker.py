@@ -56,7 +56,7 @@ from nonsite.bus.events import (
     new_event_id,
 )
 from nonsite.config import CameraConfig, NonsiteConfig, ZoneConfig
-from nonsite.evidence.capture import CameraMeta, ClipEncoder, Still, write_package_blobs
+from nonsite.evidence.capture import CameraMeta, ClipEncoder, Still, decode_clip_frame, write_package_blobs
 from nonsite.evidence.store import Store
 from nonsite.ops.cameras import ViewStatus
 from nonsite.pipeline.appearance import add_appearance
@@ -324,10 +324,8 @@ class EpisodeClip:
             ts, data = self._pending.popleft()
         except IndexError:
             return False
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            log.warning("skipping a clip frame at ts=%.3f that does not decode as JPEG (%d bytes)", ts, len(data))
-        else:
+        img = decode_clip_frame(ts, data)
+        if img is not None:
             self._encoder.push(ts, img)
         return True
 
