@@ -217,8 +217,15 @@ def _even(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return img
 
 
+X264_PARAMS = "bframes=0"
+"""No B-frames in clip.mp4. A clip encoded while its package waits keeps an open encoder per waiting violation, and
+x264's B-frame machinery is half of one: at 1620 x 1080, superfast, 100 MiB -> 48 MiB per open encoder, 15 % less
+CPU, a file 3-5 % larger (60 frames of a busy street, this box, 2026-12-06). A clip without B-frames also plays and
+seeks frame-accurately in every browser (no reordering)."""
+
+
 class ClipEncoder:
-    """clip.mp4 made frame by frame: H.264 (yuv420p, CRF 21, x264 ``preset``) of BGR frames pushed as (epoch seconds,
+    """clip.mp4 made frame by frame: H.264 (yuv420p, CRF 21, x264 ``preset``, no B-frames) of BGR frames pushed as (epoch seconds,
     image) in time order, into a temporary file until :meth:`close` returns the video (or :meth:`discard` drops it).
     Frames are sized like the first one. Presentation times follow the timestamps (millisecond time base, variable
     frame rate); the moov atom is placed first (faststart) so browsers start playing before the whole file arrives.
@@ -241,7 +248,8 @@ class ClipEncoder:
         self._t0, self._size = ts, (img.shape[1], img.shape[0])
         self._container = av.open(os.path.join(self._tmp.name, "clip.mp4"), mode="w", format="mp4",
                                   options={"movflags": "+faststart"})
-        stream = self._container.add_stream("libx264", rate=30, options={"crf": "21", "preset": self.preset})
+        stream = self._container.add_stream("libx264", rate=30, options={"crf": "21", "preset": self.preset,
+                                                                          "x264-params": X264_PARAMS})
         stream.width = self._size[0] + self._size[0] % 2
         stream.height = self._size[1] + self._size[1] % 2
         stream.pix_fmt = "yuv420p"

@@ -434,6 +434,7 @@ def test_the_clip_is_encoded_with_the_configured_preset(world: Callable[..., Wor
     (_, event), = w.published
     options = x264_options(w.roles(event)["clip"])
     assert mark in options.split(), options  # superfast is the default
+    assert b"bframes=0" in options.split(), options  # half the memory of an encoder open while a package waits
 
 
 class CountingEncoder(worker_module.ClipEncoder):  # type: ignore[name-defined,misc]
