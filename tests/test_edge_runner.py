@@ -266,8 +266,15 @@ def test_the_loop_neither_encodes_the_pre_roll_nor_writes_packages(tmp_path: Pat
     encoders: list[str] = []
     writers: list[str] = []
     nice: list[int] = []
+    clip_pushes: list[tuple[str, int]] = []
     base = os.getpriority(os.PRIO_PROCESS, 0)
     encode, write = RingBuffer.encode, worker_module.write_package_blobs
+    push = worker_module.ClipEncoder.push
+
+    def pushing(self, ts, img):  # type: ignore[no-untyped-def]
+        clip_pushes.append((threading.current_thread().name,
+                            os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - base))
+        return push(self, ts, img)
 
     def encoding(self, image):  # type: ignore[no-untyped-def]
         encoders.append(threading.current_thread().name)
@@ -280,6 +287,7 @@ def test_the_loop_neither_encodes_the_pre_roll_nor_writes_packages(tmp_path: Pat
 
     monkeypatch.setattr(RingBuffer, "encode", encoding)
     monkeypatch.setattr(worker_module, "write_package_blobs", writing)
+    monkeypatch.setattr(worker_module.ClipEncoder, "push", pushing)
     cfg = config(tmp_path, [camera("dog", media_dir / DOG, fps=5)],
                  rules={"stray_dog": {"dwell_s": 3, "max_gap_s": 1.5}}, edge={"writer_nice": 7})
     r = runner(cfg, yolo)
@@ -288,6 +296,10 @@ def test_the_loop_neither_encodes_the_pre_roll_nor_writes_packages(tmp_path: Pat
     assert len(encoders) == stats["dog"].frames and all(name.startswith("preroll") for name in encoders)
     assert writers and all(name.startswith("evidence-writer") for name in writers)
     assert set(nice) == {min(19, base + 7) - base}  # 7 nicer than the edge (at most 19)
+    # the clip is encoded while its package waits, on the writer's own thread for that, as nice as the writer
+    assert any(name.startswith("evidence-ahead") for name, _ in clip_pushes), clip_pushes
+    assert all(name.startswith(("evidence-ahead", "evidence-writer")) for name, _ in clip_pushes), clip_pushes
+    assert {n for _, n in clip_pushes} == {min(19, base + 7) - base}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # that thread only
     assert r.metrics.value("nonsite_events_published_total", camera="dog", type="stray_dog") == \
         stats["dog"].published["stray_dog"]
