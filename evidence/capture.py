@@ -225,8 +225,9 @@ seeks frame-accurately in every browser (no reordering)."""
 
 
 class ClipEncoder:
-    """clip.mp4 made frame by frame: H.264 (yuv420p, CRF 21, x264 ``preset``, no B-frames) of BGR frames pushed as (epoch seconds,
-    image) in time order, into a temporary file until :meth:`close` returns the video (or :meth:`discard` drops it).
+    """clip.mp4 made frame by frame: H.264 (yuv420p, CRF 21, x264 ``preset``, no B-frames) of BGR frames pushed as
+    (epoch seconds, image) in time order, into a temporary file until :meth:`close` returns the video (or
+    :meth:`discard` drops it).
     Frames are sized like the first one. Presentation times follow the timestamps (millisecond time base, variable
     frame rate); the moov atom is placed first (faststart) so browsers start playing before the whole file arrives.
     One thread at a time."""
