@@ -498,6 +498,13 @@ def cmd_models_quantize(a: argparse.Namespace) -> int:
     return quantize_command(a.model, imgsz=a.imgsz, frames=a.frames)
 
 
+def cmd_models_qualify(a: argparse.Namespace) -> int:
+    from nonsite.models.cli import qualify_command
+
+    return qualify_command(a.model, imgsz=a.imgsz, dataset=Path(a.dataset),
+                           precisions=[p.strip() for p in a.precisions.split(",") if p.strip()])
+
+
 def cmd_cameras_probe(a: argparse.Namespace) -> int:
     from nonsite.config import cliargs
     from nonsite.streams.probe import ProbeError, probe, save_snapshot
@@ -677,6 +684,15 @@ def _add_models(sub: Subparsers) -> None:
     mq.add_argument("--imgsz", type=int, default=640, help="the detector's imgsz (default 640)")
     mq.add_argument("--frames", type=int, default=300, help="calibration frames (default 300)")
     mq.set_defaults(fn=cmd_models_quantize)
+    mqa = m.add_parser("qualify", help="eval and time each precision of a model on this CPU; precision: auto then "
+                       "runs the fastest whose eval matches fp32")
+    mqa.add_argument("--model", default="yolo11n-coco", help="registry name or .pt/.onnx path (default yolo11n-coco)")
+    mqa.add_argument("--imgsz", type=int, default=640, help="the detector's imgsz (default 640)")
+    mqa.add_argument("--dataset", default=str(Path(__file__).resolve().parent / "tests" / "data" / "eval"),
+                     help="the eval set (nonsite eval's layout; default tests/data/eval)")
+    mqa.add_argument("--precisions", default="fp32,bf16,int8",
+                     help="precisions to qualify, those this CPU runs natively (default fp32,bf16,int8)")
+    mqa.set_defaults(fn=cmd_models_qualify)
 
 
 def _add_cameras(sub: Subparsers) -> None:

@@ -694,6 +694,7 @@ def measure_eval(precision: str, model: str, quick: bool) -> dict[str, Any]:
     """``nonsite eval`` on tests/data/eval (every clip; gating as configured by default: on) with the OpenVINO
     detector at ``precision`` on ``model``: the scores per type and the run's wall time."""
     from nonsite.config import NonsiteConfig
+    from nonsite.models.qualify import eval_summary
     from nonsite.pipeline.evaluation import evaluate, load_dataset
 
     os.environ.setdefault("NONSITE_MEDIA_DIR", str(media_dir()))
@@ -706,12 +707,10 @@ def measure_eval(precision: str, model: str, quick: bool) -> dict[str, Any]:
     start = time.perf_counter()
     results, scores = evaluate(clips, cfg, det)
     wall = time.perf_counter() - start
-    per_type = {t: {k: v[k] for k in ("episodes", "tp", "fp", "fn", "precision", "recall", "median_delay_s")}
-                for t, v in scores["per_type"].items() if v["episodes"] or v["tp"] or v["fp"]}
-    alerts = sorted((r.name, a.type, a.zone, a.confirm_s) for r in results for a in r.alerts)
     return {"precision": precision, "ran": getattr(det, "precision", None), "model": det.weights.name,
-            "clips": len(clips), "frames": scores["frames"], "detector_calls": scores["detector_calls"],
-            "wall_s": round(wall, 2), "per_type": per_type, "alerts": [list(a) for a in alerts]}
+            "clips": len(clips), "wall_s": round(wall, 2), "dataset": "tests/data/eval" + (" (quick: every 4th clip)"
+                                                                                        if quick else ""),
+            **eval_summary(results, scores)}
 
 
 def ensure_quantized(models: list[str]) -> dict[str, Any]:
@@ -745,19 +744,6 @@ def measure_latency(alerts: int) -> dict[str, Any]:
     from latency import measure
 
     return {"embedded": measure("embedded", media_dir(), alerts), "kafka": measure("kafka", media_dir(), alerts)}
-
-
-def eval_matches(a: dict[str, Any], b: dict[str, Any], tolerance_s: float) -> bool:
-    """The same TP / FP / FN per type, and every alert confirmed at the same time within ``tolerance_s``."""
-    keys = ("tp", "fp", "fn")
-    if set(a["per_type"]) != set(b["per_type"]):
-        return False
-    if any(a["per_type"][t][k] != b["per_type"][t][k] for t in a["per_type"] for k in keys):
-        return False
-    if len(a["alerts"]) != len(b["alerts"]):
-        return False
-    return all(x[:3] == y[:3] and abs(x[3] - y[3]) <= tolerance_s
-               for x, y in zip(a["alerts"], b["alerts"], strict=True))
 
 
 def summary_markdown(res: dict[str, Any]) -> list[str]:
@@ -831,8 +817,9 @@ def precision_markdown(res: dict[str, Any]) -> list[str]:
                           ("R", "recall"), ("median delay s", "median_delay_s"), ("wall s", "wall_s")])
     lines += [""]
     for model, c in res.get("precision_choice", {}).items():
+        order = " > ".join(f"{p} {v}" for p, v in c.get("scores", {}).items()) or " > ".join(c["speed_order"])
         lines.append(f"- {model}: eval matches fp32 (same TP/FP/FN per type, every alert within one frame): "
-                     f"{', '.join(c['matches_fp32'])}; speed order at batch 1: {' > '.join(c['speed_order'])}; "
+                     f"{', '.join(c['matches_fp32'])}; speed order (geometric mean of batch 1 and 4): {order}; "
                      f"fastest matching: **{c['fastest_matching']}**; `precision: auto` here picks "
                      f"**{c['auto_picks']}** ({c['auto_reason']}).")
     for model, q in res.get("int8_models", {}).items():
@@ -1210,24 +1197,42 @@ PRECISIONS = ("fp32", "bf16", "int8")
 
 def precision_choice(speed: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dict[str, Any]:
     """Per model: which precisions' eval matches fp32's (alerts confirmed within one frame at 5 fps), their
-    speed order at batch 1, the fastest matching one, and what ``precision: auto`` picks on this CPU."""
+    speed order, the fastest matching one, and what ``precision: auto`` picks on this CPU. The measurements are
+    a model's qualification on this CPU (what ``nonsite models qualify`` measures): written where ``auto`` reads
+    it, and ``auto_picks`` is the backend's own choice from it."""
     from nonsite.models.precision import choose_precision, cpu_flags
+    from nonsite.models.qualify import build_record, load_qualification, qualification_path, save_record
+    from nonsite.models.quantize import cached_int8
+    from nonsite.models.registry import resolve
 
     out: dict[str, Any] = {}
     for model in dict.fromkeys(r["model"] for r in speed):
         ev = {e["precision"]: e for e in evals if e["model"] == model}
-        sp = {r["precision_asked"]: r["fps"] for r in speed if r["model"] == model and r["batch"] == 1}
         if "fp32" not in ev:
             continue
-        ran = {r["precision_asked"]: r["precision"] for r in speed if r["model"] == model}
+        rows = [r for r in speed if r["model"] == model]
+        fps: dict[str, dict[int, float]] = {}
+        for r in rows:
+            fps.setdefault(r["precision_asked"], {})[r["batch"]] = r["fps"]
+        ran = {r["precision_asked"]: r["precision"] for r in rows}
+        weights = resolve(model)
+        int8 = cached_int8(weights, 640)
+        dataset = next(iter(ev.values())).get("dataset", "tests/data/eval")
+        record = build_record(weights, 640, int8_xml=int8, dataset=dataset, speeds=fps, ran=ran, evals=ev)
+        full = "quick" not in dataset
+        if full:  # a --quick run's eval (every 4th clip) does not qualify a model
+            save_record(record, qualification_path(weights, 640))
+        q = record["precisions"]
         # a precision the CPU ran as f32 computed the very same numbers as fp32
-        matches = [p for p in PRECISIONS if (p in ev and eval_matches(ev["fp32"], ev[p], 0.2 + 1e-6))
-                   or (p in ran and p != "fp32" and ran[p] == "f32")]
-        order = sorted((p for p in sp if p == "fp32" or ran.get(p) != "f32"), key=lambda p: -sp[p])  # not f32 twice
-        fastest = next((p for p in order if p in matches), "fp32")
-        auto, why = choose_precision(cpu_flags(), [p for p in PRECISIONS if p in sp])
+        matches = [p for p in PRECISIONS if (p in q and q[p]["matches_fp32"]) or (p != "fp32" and ran.get(p) == "f32")]
+        order = sorted(q, key=lambda p: -q[p]["score"])
+        fastest = next((p for p in order if q[p]["matches_fp32"]), "fp32")
+        qualified, note = load_qualification(weights, 640, int8) if full else (None, "quick run: not qualified")
+        available = ["fp32", "bf16", *(["int8"] if int8 is not None else [])]
+        auto, why = choose_precision(cpu_flags(), available, qualified=qualified, note=note)
         out[model] = {"matches_fp32": matches, "speed_order": order, "fastest_matching": fastest,
-                      "auto_picks": auto, "auto_reason": why}
+                      "scores": {p: q[p]["score"] for p in order}, "auto_picks": auto, "auto_reason": why,
+                      "qualification": str(qualification_path(weights, 640)) if full else None}
     return out
 
 

@@ -11,7 +11,8 @@ sees few shapes (one per camera resolution and batch size). OpenVINO chooses the
 as ``detector.openvino.precision`` says: fp32 (the same numbers as the other backends), bf16 (about twice as
 fast on CPUs with AMX or AVX512-BF16, see bench/), int8 (the NNCF-quantized IR that ``nonsite models quantize``
 builds, :mod:`nonsite.models.quantize`), or auto (the default: the fastest the CPU supports among those whose
-eval scores match fp32, :mod:`nonsite.models.precision`; logged at start).
+eval scores match fp32, as ``nonsite models qualify`` measured on this CPU, :mod:`nonsite.models.qualify` and
+:mod:`nonsite.models.precision`; logged at start).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from nonsite.config.detectors.openvino import OpenVinoSettings
 from nonsite.models.base import WeightsInfo
 from nonsite.models.postprocess import decode_yolo, prepare_batch, run_in_batches
 from nonsite.models.precision import choose_precision, cpu_flags
+from nonsite.models.qualify import load_qualification
 from nonsite.models.quantize import cached_int8
 from nonsite.models.registry import ResolvedWeights, WeightsError, resolve
 
@@ -72,7 +74,8 @@ class OpenVinoDetector:
         int8_path = cached_int8(resolved, cfg.imgsz)
         if want == "auto":
             available = ["fp32", "bf16", *(["int8"] if int8_path is not None else [])]
-            want, self.precision_reason = choose_precision(cpu_flags(), available)
+            qualified, note = load_qualification(resolved, cfg.imgsz, int8_path)
+            want, self.precision_reason = choose_precision(cpu_flags(), available, qualified=qualified, note=note)
         if want == "int8" and int8_path is None:
             raise WeightsError(f"detector.openvino.precision is int8 but model '{resolved.name}' has no int8 model "
                                f"at imgsz {cfg.imgsz}; build it: nonsite models quantize --model {resolved.name} "

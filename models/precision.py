@@ -1,6 +1,8 @@
 """Which inference precision the OpenVINO detector runs when ``detector.openvino.precision`` is ``auto``.
 
-A pure choice from the CPU's instruction-set flags (``/proc/cpuinfo``) and the precisions the model has
+A pure choice. When the model has been qualified on this CPU (``nonsite models qualify``, :mod:`nonsite.models.qualify`:
+each precision's eval on ``tests/data/eval`` against fp32's, and its speed here): the fastest precision whose eval
+matched. Otherwise from the CPU's instruction-set flags (``/proc/cpuinfo``) and the precisions the model has
 (fp32 and bf16 always, from the same ONNX; int8 once ``nonsite models quantize`` has built its IR): the first
 precision of :data:`PREFERENCE` that the model has and the CPU runs fast.
 
@@ -12,15 +14,16 @@ runs a bf16 request as f32 on a CPU without BF16 instructions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
 PREFERENCE = ("bf16", "fp32")
-"""Fastest first, among the precisions whose eval scores match fp32 (bench/results/latest.md, "Precision"). int8
-is left out: on the eval clips the NNCF int8 YOLO11n raised one false alert that fp32 does not (2026-12-05), so
-it runs only when asked for (``precision: int8``). Put it first (``INT8_FIRST``) once a calibration matches."""
+"""The order without a qualification: bf16 (about twice fp32's speed where native) before fp32. int8 is left out:
+whether a calibration matches fp32 differs by model and by build (on the eval clips one NNCF int8 YOLO11n raised a
+false alert that fp32 does not, 2026-12-05; another matched, 2026-12-06), so only a qualification brings it in."""
 INT8_FIRST = ("int8", "bf16", "fp32")
 """The order when int8's eval matches fp32: int8 is the fastest on CPUs with VNNI or AMX."""
 
@@ -57,12 +60,34 @@ def fast_on(flags: Iterable[str]) -> list[str]:
 
 
 def choose_precision(flags: Iterable[str], available: Iterable[str],
-                     preference: Iterable[str] = PREFERENCE) -> tuple[str, str]:
-    """``(precision, why)``: the first of ``preference`` that the model has (``available``) and the CPU runs fast
-    (``flags``); fp32 when none is."""
+                     preference: Iterable[str] = PREFERENCE,
+                     qualified: Mapping[str, Mapping[str, Any]] | None = None,
+                     note: str = "") -> tuple[str, str]:
+    """``(precision, why)``.
+
+    With ``qualified`` (the precisions of this model's qualification on this CPU, :mod:`nonsite.models.qualify`:
+    each with its ``score`` in frames/s and whether its eval ``matches_fp32``): the fastest one whose eval matched
+    that the model has and the CPU runs fast. Without: the first of ``preference`` that the model has
+    (``available``) and the CPU runs fast (``flags``); fp32 when none is. ``note`` (why no qualification applies,
+    or where it comes from) is added to the reason."""
     flags = frozenset(flags)
     have = set(available)
     fast = fast_on(flags)
+    if qualified:
+        ok = [p for p, q in qualified.items() if q.get("matches_fp32") and p in have and p in fast]
+        if ok:
+            best = max(ok, key=lambda p: float(qualified[p].get("score") or 0.0))
+
+            def said(p: str) -> str:
+                q = qualified[p]
+                why = "" if q.get("matches_fp32") else (" eval differs" + (f": {q['differs']}" if q.get("differs")
+                                                                          else ""))
+                return f"{p} {float(q.get('score') or 0):.1f}{why}"
+
+            listed = "; ".join(said(p) for p in sorted(qualified, key=lambda p: -float(qualified[p].get("score")
+                                                                                   or 0.0)))
+            return best, (f"the fastest whose eval matches fp32 ({note}; frames/s: {listed})" if note else
+                          f"the fastest whose eval matches fp32 (frames/s: {listed})")
     for p in preference:
         if p in have and p in fast:
             need = [f for f in NEEDS[p] if f in flags]
@@ -76,5 +101,7 @@ def choose_precision(flags: Iterable[str], available: Iterable[str],
                                  else f"{q}: not available")
                 elif q not in fast:
                     notes.append(f"{q}: the CPU lacks {' / '.join(NEEDS[q])}")
+            if note:
+                notes.append(note)
             return p, how + (f"; {'; '.join(notes)}" if notes else "")
-    return "fp32", "nothing faster is both available and supported by this CPU"
+    return "fp32", "nothing faster is both available and supported by this CPU" + (f"; {note}" if note else "")

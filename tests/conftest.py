@@ -9,6 +9,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# `precision: auto` reads a model's qualification on this machine (`nonsite models qualify`, `make bench`); the
+# tests see none, whatever a developer's weights cache holds, so they run the same precision everywhere. Tests of
+# qualifications point this at their own folder.
+import tempfile as _tempfile  # noqa: E402
+
+os.environ["NONSITE_QUALIFICATION_DIR"] = _tempfile.mkdtemp(prefix="nonsite-test-qualification-")
+
 
 def _shared(env: str, sub: str) -> Path:
     p = Path(os.environ.get(env) or (ROOT.parent / "shared" / sub))

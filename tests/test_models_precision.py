@@ -79,3 +79,32 @@ def test_config_accepts_the_precisions_and_auto_by_default() -> None:
     assert legacy.settings(OpenVinoSettings).precision == "int8"
     with pytest.raises((ConfigError, ValueError)):
         DetectorConfig.model_validate({"openvino": {"precision": "int4"}})
+
+
+def _q(**scores: tuple[float, bool]) -> dict[str, dict[str, object]]:
+    return {p: {"score": s, "matches_fp32": m} for p, (s, m) in scores.items()}
+
+
+def test_a_qualification_picks_the_fastest_precision_whose_eval_matches() -> None:
+    """The street model on a Xeon (bench, 2026-12-06): int8 matched fp32 and was fastest, bf16 raised two alerts
+    fp32 does not. Flags alone would pick bf16."""
+    street = _q(fp32=(27.2, True), bf16=(34.1, False), int8=(33.9, True))
+    chosen, why = choose_precision(XEON_SPR.split(), ALL, qualified=street, note="qualified 2026-12-06")
+    assert chosen == "int8"
+    assert "eval matches fp32" in why and "qualified 2026-12-06" in why and "bf16 34.1 eval differs" in why
+    coco = _q(fp32=(26.7, True), bf16=(51.3, True), int8=(38.8, True))  # all match: the fastest, bf16
+    assert choose_precision(XEON_SPR.split(), ALL, qualified=coco)[0] == "bf16"
+
+
+def test_a_qualification_never_picks_what_the_model_lacks_or_the_cpu_does_not_run_natively() -> None:
+    street = _q(fp32=(27.2, True), bf16=(34.1, False), int8=(33.9, True))
+    assert choose_precision(XEON_SPR.split(), FLOAT, qualified=street)[0] == "fp32"  # int8 IR deleted since
+    assert choose_precision(EPYC_AVX2.split(), ALL, qualified=street)[0] == "fp32"  # no VNNI / AMX here
+    only_bf16_differs = _q(fp32=(27.0, True), bf16=(50.0, False))
+    assert choose_precision(XEON_SPR.split(), FLOAT, qualified=only_bf16_differs)[0] == "fp32"
+
+
+def test_without_a_qualification_the_note_says_how_to_get_one() -> None:
+    chosen, why = choose_precision(XEON_SPR.split(), ALL, qualified=None,
+                                   note="not qualified on this machine (nonsite models qualify --model m)")
+    assert chosen == "bf16" and "nonsite models qualify --model m" in why

@@ -14,9 +14,10 @@ class OpenVinoSettings(Section):
     precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         "auto",
         description="Inference precision. auto: the fastest this CPU runs natively among those whose eval scores "
-        "match fp32 (bf16 on AMX / AVX512-BF16, else fp32; int8 is left out while its eval differs, see bench/; the "
-        "choice is logged at start). fp32 matches the other backends exactly; bf16 and int8 give slightly "
-        "different boxes and scores; int8 needs `nonsite models quantize --model MODEL` first.",
+        "match fp32, as `nonsite models qualify --model MODEL` measured on this CPU; without that qualification, "
+        "bf16 on AMX / AVX512-BF16, else fp32 (int8 only once qualified); the choice and its reason are logged at "
+        "start. fp32 matches the other backends exactly; bf16 and int8 give slightly different boxes and scores; "
+        "int8 needs `nonsite models quantize --model MODEL` first.",
     )
 
 
