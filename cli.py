@@ -499,7 +499,7 @@ def cmd_models_quantize(a: argparse.Namespace) -> int:
 
 
 def cmd_models_qualify(a: argparse.Namespace) -> int:
-    from nonsite.models.cli import qualify_command
+    from nonsite.pipeline.qualification import qualify_command
 
     return qualify_command(a.model, imgsz=a.imgsz, dataset=Path(a.dataset),
                            precisions=[p.strip() for p in a.precisions.split(",") if p.strip()])

@@ -313,34 +313,3 @@ def quantize_command(model: str, *, imgsz: int = 640, frames: int = 300, out: Te
           "auto)", file=out)
     return 0
 
-
-def qualify_command(model: str, *, imgsz: int = 640, dataset: Path, precisions: list[str],
-                    out: TextIO | None = None, min_s: float = 5.0) -> int:
-    """``nonsite models qualify``: each precision's eval and speed on this CPU, written where ``precision: auto``
-    reads it; prints what was measured and what ``auto`` now picks. 0, or 2 after a one-line error."""
-    from nonsite.models.precision import PRECISIONS, choose_precision, cpu_flags
-    from nonsite.models.qualify import load_qualification, qualify_model
-    from nonsite.models.quantize import cached_int8
-    from nonsite.models.registry import resolve
-    from nonsite.pipeline.evaluation import EvalError
-
-    out = out or sys.stdout
-    unknown = [p for p in precisions if p not in PRECISIONS]
-    if unknown:
-        return _err(f"--precisions: unknown {', '.join(unknown)}; use some of {', '.join(PRECISIONS)}")
-    try:
-        record, path = qualify_model(model, imgsz=imgsz, dataset=dataset, precisions=precisions, min_s=min_s,
-                                     progress=lambda m: print(m, file=out, flush=True))
-        weights = resolve(model)
-        int8 = cached_int8(weights, imgsz)
-    except (WeightsError, EvalError) as e:
-        return _err(str(e))
-    for p, q in sorted(record["precisions"].items(), key=lambda kv: -kv[1]["score"]):
-        verdict = "matches fp32" if q["matches_fp32"] else f"differs from fp32 ({q.get('differs', '')})"
-        fps = ", ".join(f"{v} at batch {b}" for b, v in q["fps"].items())
-        print(f"  {p:5} {q['score']:6.1f} frames/s ({fps}); eval {verdict}", file=out)
-    qualified, note = load_qualification(weights, imgsz, int8)
-    available = ["fp32", "bf16", *(["int8"] if int8 is not None else [])]
-    chosen, why = choose_precision(cpu_flags(), available, qualified=qualified, note=note)
-    print(f"wrote {path}; detector.openvino.precision: auto now runs {chosen} ({why})", file=out)
-    return 0

@@ -4,9 +4,10 @@
 halves depend on the model and the machine: on one Xeon the street model's int8 matched fp32 and was its fastest
 while its bf16 raised two alerts fp32 does not; YOLO11n's bf16 matched and ran faster than its int8
 (bench/results/latest.md, "Precision"). So the choice is measured, not guessed:
-``nonsite models qualify --model NAME`` (and ``make bench``, which measures the same things) runs the eval set
-(``tests/data/eval`` by default) at every precision this CPU runs natively, times each at batch 1 and 4 on the
-set's frames, and writes a *qualification* record to ``<weights cache>/precision/<model>-<imgsz>.json``.
+``nonsite models qualify --model NAME`` (:mod:`nonsite.pipeline.qualification`; ``make bench`` measures the same
+things) runs the eval set (``tests/data/eval`` by default) at every precision this CPU runs natively, times each at
+batch 1 and 4 on the set's frames, and writes a *qualification* record (this module) to
+``<weights cache>/precision/<model>-<imgsz>.json``.
 
 At start the OpenVINO backend reads the record (:func:`load_qualification`) and, when it is for these weights, this
 int8 IR and this CPU, runs the fastest precision whose eval matched (:func:`nonsite.models.precision.choose_precision`).
@@ -24,16 +25,13 @@ import json
 import logging
 import math
 import os
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from nonsite.models.precision import NEEDS, cpu_flags, fast_on
-from nonsite.models.registry import ResolvedWeights, WeightsError, cache_dir, resolve
+from nonsite.models.precision import NEEDS, cpu_flags
+from nonsite.models.registry import ResolvedWeights, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -213,103 +211,3 @@ def _openvino_version() -> str | None:
         return metadata.version("openvino")
     except Exception:  # noqa: BLE001 (not installed: the record still says what it can)
         return None
-
-
-# -- measuring --------------------------------------------------------------------------------------------
-
-
-def dataset_frames(clips: Iterable[Any], n: int = 32, per_clip: int = 8) -> list[np.ndarray]:
-    """Up to ``n`` real frames of the eval clips, ``per_clip`` from the start of each, for timing."""
-    import cv2
-
-    out: list[np.ndarray] = []
-    for clip in clips:
-        if clip.video is not None:
-            cap = cv2.VideoCapture(str(clip.video))
-            try:
-                for _ in range(per_clip):
-                    ok, frame = cap.read()
-                    if not ok:
-                        break
-                    out.append(frame)
-            finally:
-                cap.release()
-        elif clip.image is not None:
-            frame = cv2.imread(str(clip.image))
-            if frame is not None:
-                out.append(frame)
-        if len(out) >= n:
-            break
-    return out[:n]
-
-
-def time_precision(det: Any, frames: list[np.ndarray], batch: int, min_s: float) -> float:
-    """Frames/s of ``det`` on ``frames`` in batches of ``batch`` (after one untimed pass: OpenVINO compiles per
-    shape), repeated for at least ``min_s`` seconds."""
-    batches = [frames[i: i + batch] for i in range(0, len(frames), batch)]
-    for b in batches:
-        det.detect(b)
-    n, start = 0, time.perf_counter()
-    while True:
-        for b in batches:
-            det.detect(b)
-            n += len(b)
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_s:
-            return n / elapsed
-
-
-def qualify_model(model: str, *, imgsz: int = 640, dataset: Path, precisions: Sequence[str] | None = None,
-                  min_s: float = 5.0, progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Path]:
-    """Measure and write the qualification of ``model``: the eval of ``dataset`` and the speed at each precision
-    this CPU runs natively (``precisions`` limits them; int8 only when built), each batch size timed for ``min_s``
-    seconds in all (in :data:`ROUNDS` turns). Returns the record and its path."""
-    from nonsite.config import NonsiteConfig
-    from nonsite.config.detector import DetectorConfig
-    from nonsite.models import create_detector
-    from nonsite.models.quantize import cached_int8
-    from nonsite.pipeline.evaluation import evaluate, load_dataset
-
-    say = progress or (lambda _m: None)
-    weights = resolve(model)
-    int8_xml = cached_int8(weights, imgsz)
-    asked = list(precisions or ("fp32", "bf16", "int8"))
-    if "fp32" not in asked:
-        asked.insert(0, "fp32")
-    todo = [p for p in asked if p in fast_on(cpu_flags()) and (p != "int8" or int8_xml is not None)]
-    skipped = [p for p in asked if p not in todo]
-    if skipped:
-        say(f"not measured: {', '.join(skipped)} (this CPU does not run it natively, or no int8 model is built: "
-            f"nonsite models quantize --model {weights.name})")
-    clips = load_dataset(dataset)
-    frames = dataset_frames(clips)
-    if not frames:
-        raise WeightsError(f"{dataset}: no frame could be read for timing")
-    detectors: dict[str, Any] = {}
-    ran: dict[str, str] = {}
-    for p in todo:
-        det_cfg = {"backend": "openvino", "model": weights.name, "imgsz": imgsz, "openvino": {"precision": p}}
-        detectors[p] = create_detector(DetectorConfig.model_validate(det_cfg))
-        ran[p] = str(getattr(detectors[p], "precision", p))
-    # Timed in turns, ROUNDS times, the best of each kept: a moment of load elsewhere on the box slows one turn of
-    # one precision, not the precision.
-    speeds: dict[str, dict[int, float]] = {p: {} for p in todo}
-    for _ in range(ROUNDS):
-        for p in todo:
-            for b in BATCHES:
-                speeds[p][b] = max(speeds[p].get(b, 0.0), time_precision(detectors[p], frames, b, min_s / ROUNDS))
-    for p in todo:
-        say(f"{p}: runs {ran[p]}, " + ", ".join(f"{v:.1f} frames/s at batch {b}" for b, v in speeds[p].items()))
-    evals: dict[str, dict[str, Any]] = {}
-    for p in todo:
-        if p != "fp32" and ran[p] == "f32":
-            continue
-        det_cfg = {"backend": "openvino", "model": weights.name, "imgsz": imgsz, "openvino": {"precision": p}}
-        start = time.perf_counter()
-        results, scores = evaluate(clips, NonsiteConfig.model_validate({"detector": det_cfg}), detectors[p])
-        evals[p] = eval_summary(results, scores)
-        say(f"{p}: eval of {len(clips)} clips ({scores['frames']} frames) in {time.perf_counter() - start:.0f} s, "
-            f"{len(evals[p]['alerts'])} alerts")
-    record = build_record(weights, imgsz, int8_xml=int8_xml, dataset=str(dataset), speeds=speeds, ran=ran,
-                          evals=evals)
-    return record, save_record(record, qualification_path(weights, imgsz))

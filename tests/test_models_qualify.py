@@ -13,7 +13,6 @@ import pytest
 
 from nonsite.config.detector import DetectorConfig
 from nonsite.models import create_detector
-from nonsite.models.cli import qualify_command
 from nonsite.models.precision import cpu_flags, fast_on
 from nonsite.models.qualify import (
     build_record,
@@ -25,6 +24,7 @@ from nonsite.models.qualify import (
     save_record,
 )
 from nonsite.models.registry import resolve
+from nonsite.pipeline.qualification import qualify_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
