@@ -93,16 +93,18 @@ def decode(cams: list[dict[str, Any]], limit: int) -> dict[str, list[np.ndarray]
     return out
 
 
-def detector(backend: str, precision: str = "", model: str = ""):  # noqa: ANN201
-    """The backend's detector; ``precision`` (openvino: fp32, bf16, int8, auto) and ``model`` when given."""
+def detector(backend: str, precision: str = "", model: str = "", streams: str = ""):  # noqa: ANN201
+    """The backend's detector; ``precision`` (openvino: fp32, bf16, int8, auto), ``model`` and ``streams`` (openvino:
+    0 auto, 1 one request per batch) when given."""
     from nonsite.config import DetectorConfig
     from nonsite.models import create_detector
 
     cfg: dict[str, Any] = {"backend": backend}
     if model:
         cfg["model"] = model
-    if precision and backend == "openvino":
-        cfg["openvino"] = {"precision": precision}
+    if backend == "openvino" and (precision or streams):
+        cfg["openvino"] = {**({"precision": precision} if precision else {}),
+                           **({"streams": int(streams)} if streams else {})}
     return create_detector(DetectorConfig.model_validate(cfg))
 
 
@@ -212,12 +214,13 @@ def stage_figures(registry: Any, camera_ids: list[str]) -> dict[str, dict[str, f
 # -- the measurements, each run in its own process -----------------------------------------------
 
 
-def measure_detector(backend: str, batch: int, frames: int, precision: str = "", model: str = "") -> dict[str, Any]:
+def measure_detector(backend: str, batch: int, frames: int, precision: str = "", model: str = "",
+                     streams: str = "") -> dict[str, Any]:
     per_video = max(1, frames // len(VIDEOS))
     cams = [{"id": f"v{i}", "fps": min(SOURCE_FPS[v], per_video / d * 1.0001), "source": {"url": str(media_dir() / v)}}
             for i, (v, d) in enumerate(VIDEOS)]
     images = [im for v in decode(cams, per_video).values() for im in v]
-    det = detector(backend, precision, model)
+    det = detector(backend, precision, model, streams)
     warm_up(det, images, batch)
     batches = [images[i : i + batch] for i in range(0, len(images), batch)]
     cpu = time.process_time()
@@ -226,7 +229,9 @@ def measure_detector(backend: str, batch: int, frames: int, precision: str = "",
     return {"backend": backend, "batch": batch, "frames": n, "seconds": round(seconds, 3), "precision_asked": precision,
             "cores_used": round(cores, 2),
             "fps": round(n / seconds, 2), "ms_per_frame": round(seconds / n * 1000, 2),
-            "precision": getattr(det, "precision", "f32"), "model": det.weights.name}
+            "precision": getattr(det, "precision", "f32"), "model": det.weights.name,
+            "streams": ("one request per batch" if streams == "1" else "throughput streams")
+            if backend == "openvino" and batch > 1 else ""}
 
 
 def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int, overlap: bool = True) -> dict[str, Any]:
@@ -757,6 +762,12 @@ def summary_markdown(res: dict[str, Any]) -> list[str]:
                          "after": b["ratio"], "how": "serial loop -> overlapped loop (`ratio`)"})
             rows.append({"figure": f"  the same per CPU second, {n} camera(s)", "before": a["cpu_ratio"],
                          "after": b["cpu_ratio"], "how": "`cpu_ratio`"})
+    ov4 = {r.get("streams"): r["fps"] for r in res.get("detectors", []) if r["backend"] == "openvino"
+           and r["batch"] == 4}
+    if "one request per batch" in ov4 and "throughput streams" in ov4:
+        rows.append({"figure": "bare detector frames/s, OpenVINO batch 4", "before": ov4["one request per batch"],
+                     "after": ov4["throughput streams"],
+                     "how": "one request of the batch on every core -> single-frame requests on throughput streams"})
     g = res.get("gating") or {}
     if g.get("peer"):
         rows.append({"figure": "nonsite over the naive peer (goal >= 1.5x off, >= 3x on)",
@@ -947,7 +958,8 @@ def markdown(res: dict[str, Any]) -> str:
         *summary_markdown(res),
         "## Bare detector (YOLO11n COCO, 640, every core)", "",
         *table(res["detectors"], [("backend", "backend"), ("batch", "batch"), ("precision", "precision"),
-                                  ("frames/s", "fps"), ("ms/frame", "ms_per_frame"), ("cores used", "cores_used")]),
+                                  ("how a batch runs", "streams"), ("frames/s", "fps"), ("ms/frame", "ms_per_frame"),
+                                  ("cores used", "cores_used")]),
         "", f"Fastest at batch 1: **{res['fastest_backend']}**.", "",
         *precision_markdown(res),
         "## Pipeline from files (decode, detect, track, rules, evidence)", "",
@@ -1014,7 +1026,7 @@ def main() -> int:
     if a.child:
         kind, *rest = a.child
         if kind == "detector":
-            out = measure_detector(rest[0], int(rest[1]), int(rest[2]), *rest[3:5])
+            out = measure_detector(rest[0], int(rest[1]), int(rest[2]), *rest[3:6])
         elif kind == "pipeline":
             out = measure_pipeline(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), rest[4] == "overlapped")
         elif kind == "gating":
@@ -1073,6 +1085,12 @@ def main() -> int:
             if row:
                 det_rows.append(row)
                 print(f"  {row['fps']} frames/s ({row['precision']})", flush=True)
+            if b == "openvino" and batch > 1:  # side by side: the batch as one request, as before streams
+                step(f"bare detector: {b}, batch {batch}, one request per batch (streams: 1)")
+                row = child(["detector", b, str(batch), str(frames), "", "", "1"])
+                if row:
+                    det_rows.append(row)
+                    print(f"  {row['fps']} frames/s ({row['precision']})", flush=True)
     res["detectors"] = det_rows
     ones = [r for r in det_rows if r["batch"] == 1]
     fastest = max(ones, key=lambda r: r["fps"])["backend"] if ones else "openvino"

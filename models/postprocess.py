@@ -55,17 +55,29 @@ def letterbox(img: np.ndarray, shape: tuple[int, int], imgsz: int | None = None)
     return img, Letterbox(gain=r, left=left, top=top, orig_hw=(h, w))
 
 
+def batch_shape(images: Sequence[np.ndarray], imgsz: int, stride: int, fixed_hw: tuple[int, int] | None
+                ) -> tuple[int, int]:
+    """The input (h, w) of a batch: ``fixed_hw`` for a model with a fixed input, else the smallest stride-multiple
+    shape holding every image scaled to ``imgsz`` (ultralytics' rect mode, the same scale for every image)."""
+    if fixed_hw:
+        return fixed_hw
+    shapes = [rect_shape(im.shape[:2], imgsz, stride) for im in images]
+    return max(s[0] for s in shapes), max(s[1] for s in shapes)
+
+
+def prepare_one(image: np.ndarray, shape: tuple[int, int], imgsz: int | None) -> tuple[np.ndarray, Letterbox]:
+    """One image of a batch of input ``shape`` as a 1 x 3 x h x w float32 RGB blob, and where it was placed
+    (``imgsz`` None for a model with a fixed input: the largest scale that fits)."""
+    check_image(image)
+    padded, lb = letterbox(image, shape, imgsz)
+    return cv2.dnn.blobFromImage(padded, scalefactor=1 / 255.0, swapRB=True), lb
+
+
 def prepare_batch(images: Sequence[np.ndarray], imgsz: int, stride: int, fixed_hw: tuple[int, int] | None
                   ) -> tuple[np.ndarray, list[Letterbox]]:
-    """One NCHW float32 RGB blob for a batch of BGR images and where each image was placed in it.
-
-    The batch shape is ``fixed_hw`` for a model with a fixed input, else the smallest stride-multiple shape
-    holding every image scaled to ``imgsz`` (ultralytics' rect mode, the same scale for every image)."""
-    if fixed_hw:
-        shape = fixed_hw
-    else:
-        shapes = [rect_shape(im.shape[:2], imgsz, stride) for im in images]
-        shape = max(s[0] for s in shapes), max(s[1] for s in shapes)
+    """One NCHW float32 RGB blob for a batch of BGR images and where each image was placed in it (input shape:
+    :func:`batch_shape`)."""
+    shape = batch_shape(images, imgsz, stride, fixed_hw)
     padded: list[np.ndarray] = []
     lbs: list[Letterbox] = []
     for im in images:

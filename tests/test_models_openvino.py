@@ -80,9 +80,30 @@ def test_batches_match_singles_and_compiled_shapes_are_reused(ov_det: OpenVinoDe
         _match(b, s, min_conf=0.4)
         _match(s, b, min_conf=0.4)
     shapes = set(ov_det._compiled)
-    assert (2, 384, 640) in shapes and (1, 384, 640) in shapes  # 640x360 frames: letterboxed to 640x384
+    # 640x360 frames: letterboxed to 640x384; a batch of two runs as single-frame requests on the throughput
+    # streams (batch 0 in the cache's key), a lone frame on a model of its own
+    assert (0, 384, 640) in shapes and (1, 384, 640) in shapes and (2, 384, 640) not in shapes
     ov_det.detect(frames)
     assert set(ov_det._compiled) == shapes  # nothing compiled again
+
+
+def test_a_batch_on_throughput_streams_finds_what_one_request_of_the_batch_finds(models_dir: Path, images) -> None:
+    """streams auto (the default) and streams 1 (the whole batch as one request): the same boxes, classes and
+    scores for a batch of frames of two sizes (the photograph pads the 640x360 frames to its shape in both)."""
+    one = create_detector(DetectorConfig.model_validate({"backend": "openvino", "openvino": {
+        "precision": "fp32", "streams": 1}}))
+    auto = create_detector(DetectorConfig.model_validate({"backend": "openvino", "openvino": {"precision": "fp32"}}))
+    batch = [images[1], images[0], images[2], images[1]]
+    a, b = one.detect(batch), auto.detect(batch)
+    # the portrait photograph (640 x 480 letterboxed) and the 640x360 frames (384 x 640): a 640 x 640 batch
+    assert (4, 640, 640) in one._compiled  # type: ignore[attr-defined]
+    assert (0, 640, 640) in auto._compiled and (4, 640, 640) not in auto._compiled  # type: ignore[attr-defined]
+    for x, y in zip(a, b, strict=True):
+        assert len(x) == len(y) >= 3
+        assert (x.class_id == y.class_id).all()
+        assert np.allclose(x.xyxy, y.xyxy, atol=0.5) and np.allclose(x.confidence, y.confidence, atol=1e-3)
+    with pytest.raises(ValueError, match="streams"):
+        DetectorConfig.model_validate({"backend": "openvino", "openvino": {"streams": -1}})
 
 
 def test_bad_input_and_models(ov_det: OpenVinoDetector, images) -> None:
