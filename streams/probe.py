@@ -146,6 +146,9 @@ def _check_reachable(url: str, timeout_s: float) -> None:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
         raise ProbeError("unreachable", f"host name '{host}' cannot be resolved; check the camera address") from None
+    except UnicodeError:  # an empty or over-long label ('.x', 'a..b'): often a password with '@' and '/' unencoded
+        raise ProbeError("unreachable", f"'{host}' is not a valid host name; check the camera address (characters "
+                         "such as @ / # ? in the user name or password must be percent-encoded)") from None
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
             pass
