@@ -11,7 +11,7 @@ sees few shapes (one per camera resolution). A lone frame runs on a model compil
 every core). A batch of frames (one of each of several cameras) runs, by default (``streams``), as single-frame
 requests on a model compiled for throughput: OpenVINO's streams (2 on a 2-core box, each on its share of the cores)
 run them side by side, and each frame is letterboxed while the one before runs and decoded while the ones after
-run. On a 2-core Xeon that did 7-17 % more frames/s than one request of the batch at bf16 (int8 3 %, fp32 11 %),
+run. On a 2-core Xeon that did 7-22 % more frames/s than one request of the batch at bf16 (int8 3 %, fp32 11 %),
 with the same detections, and half the memory (two compiled models per frame size instead of four: batch 1 to 4).
 
 OpenVINO chooses the inference precision as ``detector.openvino.precision`` says: fp32 (the same numbers as the

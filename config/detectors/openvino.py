@@ -23,7 +23,7 @@ class OpenVinoSettings(Section):
         0, ge=0, le=64,
         description="How a batch of frames (one frame of each of several cameras) runs. 0 (auto): as single-frame "
         "requests in parallel on OpenVINO's throughput streams (2 on a 2-core box, each on its share of the cores), "
-        "each frame letterboxed while the one before runs: 7-17 % more frames/s at bf16 than one request of the "
+        "each frame letterboxed while the one before runs: 7-22 % more frames/s at bf16 than one request of the "
         "whole batch on every core, the same detections, half the compiled models' memory (YOLO11n on 2 cores, "
         "bench/README.md); a lone frame still runs on every core, the fastest for one frame. 1: the whole batch "
         "as one request on every core (as before). N > 1: N streams.",
