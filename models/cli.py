@@ -312,4 +312,3 @@ def quantize_command(model: str, *, imgsz: int = 640, frames: int = 300, out: Te
           f"{r.seconds:.0f} s: {r.path} ({r.bytes / 1e6:.1f} MB); use it: detector.openvino.precision: int8 (or "
           "auto)", file=out)
     return 0
-

@@ -23,7 +23,8 @@ PRECISIONS = ("fp32", "bf16", "int8")
 PREFERENCE = ("bf16", "fp32")
 """The order without a qualification: bf16 (about twice fp32's speed where native) before fp32. int8 is left out:
 whether a calibration matches fp32 differs by model and by build (on the eval clips one NNCF int8 YOLO11n raised a
-false alert that fp32 does not, 2026-12-05; another matched, 2026-12-06), so only a qualification brings it in."""
+false alert that fp32 does not, 2026-12-05, another confirmed two alerts later, 2026-12-06, while the street model's
+int8 matched), so only a qualification brings it in."""
 INT8_FIRST = ("int8", "bf16", "fp32")
 """The order when int8's eval matches fp32: int8 is the fastest on CPUs with VNNI or AMX."""
 
