@@ -155,18 +155,6 @@ def replay(per_cam: dict[str, list[np.ndarray]], calls: list[tuple[int, tuple[in
     return batches
 
 
-def time_detector(det: Any, batches: list[list[np.ndarray]], min_s: float = 0.0) -> tuple[float, int]:
-    """Seconds and frames to detect ``batches`` (repeated until ``min_s`` has passed)."""
-    n = 0
-    start = time.perf_counter()
-    while True:
-        for b in batches:
-            det.detect(b)
-            n += len(b)
-        if time.perf_counter() - start >= min_s:
-            return time.perf_counter() - start, n
-
-
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -224,7 +212,9 @@ def measure_detector(backend: str, batch: int, frames: int, precision: str = "",
     warm_up(det, images, batch)
     batches = [images[i : i + batch] for i in range(0, len(images), batch)]
     cpu = time.process_time()
-    seconds, n = time_detector(det, batches, min_s=5.0)
+    from nonsite.pipeline.qualification import time_batches
+
+    seconds, n = time_batches(det, batches, min_s=5.0)
     cores = (time.process_time() - cpu) / seconds
     return {"backend": backend, "batch": batch, "frames": n, "seconds": round(seconds, 3), "precision_asked": precision,
             "cores_used": round(cores, 2),
@@ -301,7 +291,9 @@ def measure_pipeline(backend: str, n_cams: int, frames: int, max_batch: int, ove
     batches = replay({cid: fr[: per_cam[cid]] for cid, fr in per_frames.items()}, calls_made)
     del per_frames
     cpu = time.process_time()
-    bare_s, bare_n = time_detector(det.inner, batches)
+    from nonsite.pipeline.qualification import time_batches
+
+    bare_s, bare_n = time_batches(det.inner, batches)
     bare_cores = (time.process_time() - cpu) / bare_s
     assert bare_n == processed, (bare_n, processed)
     del batches
@@ -755,9 +747,9 @@ def summary_markdown(res: dict[str, Any]) -> list[str]:
     """Issue 16's figures before and after, each pair measured side by side in this run."""
     rows: list[dict[str, Any]] = []
     pipe = {(p["backend"], p["cameras"], p.get("loop")): p for p in res.get("pipeline", [])}
-    for backend, n, loop in sorted(pipe, key=lambda k: k[1]):  # the backend measured both ways (not onnx's row)
-        a, b = pipe.get((backend, n, "serial")), pipe.get((backend, n, "overlapped"))
-        if loop == "serial" and a and b:
+    for backend, n, _ in sorted((k for k in pipe if k[2] == "serial"), key=lambda k: k[1]):  # measured both ways
+        a, b = pipe[(backend, n, "serial")], pipe.get((backend, n, "overlapped"))
+        if b:
             rows.append({"figure": f"pipeline / bare detector, {n} camera(s) (goal >= 0.9)", "before": a["ratio"],
                          "after": b["ratio"], "how": "serial loop -> overlapped loop (`ratio`)"})
             rows.append({"figure": f"  the same per CPU second, {n} camera(s)", "before": a["cpu_ratio"],
@@ -1218,8 +1210,7 @@ def precision_choice(speed: list[dict[str, Any]], evals: list[dict[str, Any]]) -
     speed order, the fastest matching one, and what ``precision: auto`` picks on this CPU. The measurements are
     a model's qualification on this CPU (what ``nonsite models qualify`` measures): written where ``auto`` reads
     it, and ``auto_picks`` is the backend's own choice from it."""
-    from nonsite.models.precision import choose_precision, cpu_flags
-    from nonsite.models.qualify import build_record, load_qualification, qualification_path, save_record
+    from nonsite.models.qualify import auto_precision, build_record, qualification_path, save_record
     from nonsite.models.quantize import cached_int8
     from nonsite.models.registry import resolve
 
@@ -1245,9 +1236,7 @@ def precision_choice(speed: list[dict[str, Any]], evals: list[dict[str, Any]]) -
         matches = [p for p in PRECISIONS if (p in q and q[p]["matches_fp32"]) or (p != "fp32" and ran.get(p) == "f32")]
         order = sorted(q, key=lambda p: -q[p]["score"])
         fastest = next((p for p in order if q[p]["matches_fp32"]), "fp32")
-        qualified, note = load_qualification(weights, 640, int8) if full else (None, "quick run: not qualified")
-        available = ["fp32", "bf16", *(["int8"] if int8 is not None else [])]
-        auto, why = choose_precision(cpu_flags(), available, qualified=qualified, note=note)
+        auto, why = auto_precision(weights, 640, int8)  # a quick run's record is not saved: the one on disk, or flags
         out[model] = {"matches_fp32": matches, "speed_order": order, "fastest_matching": fastest,
                       "scores": {p: q[p]["score"] for p in order}, "auto_picks": auto, "auto_reason": why,
                       "qualification": str(qualification_path(weights, 640)) if full else None}

@@ -44,8 +44,7 @@ from nonsite.models.postprocess import (
     prepare_one,
     run_in_batches,
 )
-from nonsite.models.precision import choose_precision, cpu_flags
-from nonsite.models.qualify import load_qualification
+from nonsite.models.qualify import auto_precision
 from nonsite.models.quantize import cached_int8
 from nonsite.models.registry import ResolvedWeights, WeightsError, resolve
 
@@ -86,9 +85,7 @@ class OpenVinoDetector:
         self.precision_reason = "configured"
         int8_path = cached_int8(resolved, cfg.imgsz)
         if want == "auto":
-            available = ["fp32", "bf16", *(["int8"] if int8_path is not None else [])]
-            qualified, note = load_qualification(resolved, cfg.imgsz, int8_path)
-            want, self.precision_reason = choose_precision(cpu_flags(), available, qualified=qualified, note=note)
+            want, self.precision_reason = auto_precision(resolved, cfg.imgsz, int8_path)
         if want == "int8" and int8_path is None:
             raise WeightsError(f"detector.openvino.precision is int8 but model '{resolved.name}' has no int8 model "
                                f"at imgsz {cfg.imgsz}; build it: nonsite models quantize --model {resolved.name} "

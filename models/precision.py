@@ -75,20 +75,14 @@ def choose_precision(flags: Iterable[str], available: Iterable[str],
     have = set(available)
     fast = fast_on(flags)
     if qualified:
-        ok = [p for p, q in qualified.items() if q.get("matches_fp32") and p in have and p in fast]
-        if ok:
-            best = max(ok, key=lambda p: float(qualified[p].get("score") or 0.0))
-
-            def said(p: str) -> str:
-                q = qualified[p]
-                why = "" if q.get("matches_fp32") else (" eval differs" + (f": {q['differs']}" if q.get("differs")
-                                                                          else ""))
-                return f"{p} {float(q.get('score') or 0):.1f}{why}"
-
-            listed = "; ".join(said(p) for p in sorted(qualified, key=lambda p: -float(qualified[p].get("score")
-                                                                                   or 0.0)))
-            return best, (f"the fastest whose eval matches fp32 ({note}; frames/s: {listed})" if note else
-                          f"the fastest whose eval matches fp32 (frames/s: {listed})")
+        ranked = sorted(qualified, key=lambda p: -float(qualified[p].get("score") or 0.0))  # fastest first
+        best = next((p for p in ranked if qualified[p].get("matches_fp32") and p in have and p in fast), None)
+        if best is not None:
+            listed = "; ".join(
+                f"{p} {float(qualified[p].get('score') or 0):.1f}"
+                + ("" if qualified[p].get("matches_fp32") else f" eval differs: {qualified[p].get('differs', '?')}")
+                for p in ranked)
+            return best, f"the fastest whose eval matches fp32 ({note + '; ' if note else ''}frames/s: {listed})"
     for p in preference:
         if p in have and p in fast:
             need = [f for f in NEEDS[p] if f in flags]

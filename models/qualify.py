@@ -20,9 +20,7 @@ confirmed at the same time within ``tolerance_s`` (one frame at 5 fps).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import math
 import os
 from collections.abc import Sequence
@@ -30,10 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nonsite.models.precision import NEEDS, cpu_flags
-from nonsite.models.registry import ResolvedWeights, cache_dir
-
-log = logging.getLogger(__name__)
+from nonsite.models.precision import NEEDS, choose_precision, cpu_flags
+from nonsite.models.registry import ResolvedWeights, cache_dir, sha256_file
 
 FORMAT = 1
 """Bumped when the record's meaning changes, so old records are measured again."""
@@ -68,19 +64,11 @@ def cpu_identity(cpuinfo: str | None = None) -> dict[str, Any]:
     return {"name": name, "flags": sorted(relevant & cpu_flags(cpuinfo)), "cores": os.cpu_count()}
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def int8_sha256(int8_xml: Path | None) -> str | None:
     """The identity of an int8 IR: its weights file (``.bin``), which a new calibration rewrites."""
     if int8_xml is None or not int8_xml.with_suffix(".bin").is_file():
         return None
-    return file_sha256(int8_xml.with_suffix(".bin"))
+    return sha256_file(int8_xml.with_suffix(".bin"))
 
 
 # -- eval results: what is compared ------------------------------------------------------------------------
@@ -202,6 +190,15 @@ def load_qualification(weights: ResolvedWeights, imgsz: int, int8_xml: Path | No
         del precisions["int8"]
         note += f"; the int8 model was rebuilt since (not qualified; {redo})"
     return precisions, note
+
+
+def auto_precision(weights: ResolvedWeights, imgsz: int, int8_xml: Path | None) -> tuple[str, str]:
+    """``(precision, why)`` of ``detector.openvino.precision: auto`` for these weights on this CPU: the precisions the
+    model has (fp32 and bf16 always, int8 once built), this model's qualification when one applies, the CPU's flags
+    otherwise (:func:`nonsite.models.precision.choose_precision`)."""
+    available = ["fp32", "bf16", *(["int8"] if int8_xml is not None else [])]
+    qualified, note = load_qualification(weights, imgsz, int8_xml)
+    return choose_precision(cpu_flags(), available, qualified=qualified, note=note)
 
 
 def _openvino_version() -> str | None:

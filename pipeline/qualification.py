@@ -13,13 +13,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from nonsite.models.precision import PRECISIONS, choose_precision, cpu_flags, fast_on
+from nonsite.models.precision import PRECISIONS, cpu_flags, fast_on
 from nonsite.models.qualify import (
     BATCHES,
     ROUNDS,
+    auto_precision,
     build_record,
     eval_summary,
-    load_qualification,
     qualification_path,
     save_record,
 )
@@ -53,20 +53,25 @@ def dataset_frames(clips: Iterable[Any], n: int = 32, per_clip: int = 8) -> list
     return out[:n]
 
 
-def time_precision(det: Any, frames: list[np.ndarray], batch: int, min_s: float) -> float:
-    """Frames/s of ``det`` on ``frames`` in batches of ``batch`` (after one untimed pass: OpenVINO compiles per
-    shape), repeated for at least ``min_s`` seconds."""
-    batches = [frames[i: i + batch] for i in range(0, len(frames), batch)]
-    for b in batches:
-        det.detect(b)
-    n, start = 0, time.perf_counter()
+def time_batches(det: Any, batches: list[list[np.ndarray]], min_s: float = 0.0) -> tuple[float, int]:
+    """Seconds and frames to detect ``batches``, repeated until ``min_s`` has passed (also the bench's timing)."""
+    n = 0
+    start = time.perf_counter()
     while True:
         for b in batches:
             det.detect(b)
             n += len(b)
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_s:
-            return n / elapsed
+        if time.perf_counter() - start >= min_s:
+            return time.perf_counter() - start, n
+
+
+def time_precision(det: Any, frames: list[np.ndarray], batch: int, min_s: float) -> float:
+    """Frames/s of ``det`` on ``frames`` in batches of ``batch`` (after one untimed pass: OpenVINO compiles per
+    shape), repeated for at least ``min_s`` seconds."""
+    batches = [frames[i: i + batch] for i in range(0, len(frames), batch)]
+    time_batches(det, batches)
+    seconds, n = time_batches(det, batches, min_s)
+    return n / seconds
 
 
 def qualify_model(model: str, *, imgsz: int = 640, dataset: Path, precisions: Sequence[str] | None = None,
@@ -93,12 +98,10 @@ def qualify_model(model: str, *, imgsz: int = 640, dataset: Path, precisions: Se
     frames = dataset_frames(clips)
     if not frames:
         raise WeightsError(f"{dataset}: no frame could be read for timing")
-    detectors: dict[str, Any] = {}
-    ran: dict[str, str] = {}
-    for p in todo:
-        det_cfg = {"backend": "openvino", "model": weights.name, "imgsz": imgsz, "openvino": {"precision": p}}
-        detectors[p] = create_detector(DetectorConfig.model_validate(det_cfg))
-        ran[p] = str(getattr(detectors[p], "precision", p))
+    det_cfgs = {p: {"backend": "openvino", "model": weights.name, "imgsz": imgsz, "openvino": {"precision": p}}
+                for p in todo}
+    detectors = {p: create_detector(DetectorConfig.model_validate(det_cfgs[p])) for p in todo}
+    ran = {p: str(getattr(detectors[p], "precision", p)) for p in todo}
     # Timed in turns, ROUNDS times, the best of each kept: a moment of load elsewhere on the box slows one turn of
     # one precision, not the precision.
     speeds: dict[str, dict[int, float]] = {p: {} for p in todo}
@@ -112,9 +115,8 @@ def qualify_model(model: str, *, imgsz: int = 640, dataset: Path, precisions: Se
     for p in todo:
         if p != "fp32" and ran[p] == "f32":
             continue
-        det_cfg = {"backend": "openvino", "model": weights.name, "imgsz": imgsz, "openvino": {"precision": p}}
         start = time.perf_counter()
-        results, scores = evaluate(clips, NonsiteConfig.model_validate({"detector": det_cfg}), detectors[p])
+        results, scores = evaluate(clips, NonsiteConfig.model_validate({"detector": det_cfgs[p]}), detectors[p])
         evals[p] = eval_summary(results, scores)
         say(f"{p}: eval of {len(clips)} clips ({scores['frames']} frames) in {time.perf_counter() - start:.0f} s, "
             f"{len(evals[p]['alerts'])} alerts")
@@ -137,7 +139,6 @@ def qualify_command(model: str, *, imgsz: int = 640, dataset: Path, precisions: 
         record, path = qualify_model(model, imgsz=imgsz, dataset=dataset, precisions=precisions, min_s=min_s,
                                      progress=lambda m: print(m, file=out, flush=True))
         weights = resolve(model)
-        int8 = cached_int8(weights, imgsz)
     except (WeightsError, EvalError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -145,8 +146,6 @@ def qualify_command(model: str, *, imgsz: int = 640, dataset: Path, precisions: 
         verdict = "matches fp32" if q["matches_fp32"] else f"differs from fp32 ({q.get('differs', '')})"
         fps = ", ".join(f"{v} at batch {b}" for b, v in q["fps"].items())
         print(f"  {p:5} {q['score']:6.1f} frames/s ({fps}); eval {verdict}", file=out)
-    qualified, note = load_qualification(weights, imgsz, int8)
-    available = ["fp32", "bf16", *(["int8"] if int8 is not None else [])]
-    chosen, why = choose_precision(cpu_flags(), available, qualified=qualified, note=note)
+    chosen, why = auto_precision(weights, imgsz, cached_int8(weights, imgsz))
     print(f"wrote {path}; detector.openvino.precision: auto now runs {chosen} ({why})", file=out)
     return 0
