@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -118,6 +119,20 @@ class PlatesConfig(Section):
     crop_padding: float = Field(
         0.15, ge=0, le=1, description="The plate crop kept in the evidence is padded by this fraction of its height."
     )
+    runtime: Literal["onnxruntime", "openvino"] = Field(
+        "onnxruntime",
+        description="What runs the OCR's models (the same ONNX files, from the rapidocr wheel). onnxruntime "
+        "(rapidocr's own) frees its working memory after each reading. openvino reads the same plates with the "
+        "same confidences about 3x faster, so a burst of violations is packaged sooner on a busy box, but keeps "
+        "working memory for the sizes of search region it has seen: about 340 MiB more per box once many sizes "
+        "were read (bench/README.md, plate reading).",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="Arithmetic of the OCR with runtime: openvino. fp32 reads exactly as onnxruntime does; bf16 is "
+        "about 1.6x faster again where the CPU computes bf16 natively (AMX, AVX-512 BF16), and its confidences "
+        "may differ in the third decimal, which can move a reading across min_confidence.",
+    )
 
     @model_validator(mode="after")
     def _formats(self) -> PlatesConfig:
@@ -125,6 +140,9 @@ class PlatesConfig(Section):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"plate format name '{dup[0]}' appears twice; give every format its own name")
+        if self.precision == "bf16" and self.runtime != "openvino":
+            raise ValueError("plates.precision bf16 needs plates.runtime: openvino (onnxruntime runs the OCR in fp32); "
+                             "set runtime: openvino or precision: fp32")
         if self.enabled and not self.formats:
             raise ValueError("plates.formats is empty, so no plate could ever be kept; list formats or set "
                              "enabled: false")

@@ -1,7 +1,8 @@
 """Licence-plate reading on a vehicle box, with an offline OCR whose models ship inside its package.
 
 The OCR is RapidOCR (``rapidocr`` on PyPI): PaddleOCR's PP-OCR text detection and recognition models as
-ONNX files inside the wheel, run with ONNX Runtime; nothing is downloaded at run time.
+ONNX files inside the wheel, run with ONNX Runtime (rapidocr's own default) or OpenVINO (``plates.runtime``: the
+same readings about 3x faster, for more memory); nothing is downloaded at run time.
 
 How a plate is read (:meth:`PlateReader.read`):
 
@@ -19,6 +20,7 @@ How a plate is read (:meth:`PlateReader.read`):
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import re
@@ -26,6 +28,8 @@ import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -200,11 +204,54 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"read() takes a BGR uint8 image of shape (H, W, 3), got {desc}.")
 
 
+def _openvino_params(ocr: Any) -> dict[str, Any]:
+    """rapidocr parameters that run its own ONNX files (those its ONNX Runtime engine runs, checked against the
+    sha256 of its model list) on its OpenVINO engine, which would otherwise download OpenVINO models."""
+    from rapidocr import EngineType
+    from rapidocr.inference_engine.base import FileInfo, InferSession
+
+    out: dict[str, Any] = {}
+    for part in ("Det", "Rec"):
+        c = ocr.cfg[part]
+        info = InferSession.get_model_url(FileInfo(
+            engine_type=EngineType.ONNXRUNTIME, ocr_version=c.ocr_version, task_type=c.task_type,
+            lang_type=c.lang_type, model_type=c.model_type))
+        path = Path(ocr.cfg.Global.model_root_dir) / Path(str(info["model_dir"])).name
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != info["SHA256"]:
+            raise PlateReaderError(
+                f"The OCR model {path} is missing or not the one rapidocr lists (sha256); reinstall rapidocr (its "
+                f"wheel carries the models) or set plates.runtime: onnxruntime.")
+        out[f"{part}.engine_type"] = EngineType.OPENVINO
+        out[f"{part}.model_path"] = str(path)
+    return out
+
+
+def _compile_for(ocr: Any, precision: str) -> None:
+    """Compile the OCR's OpenVINO models again with the arithmetic asked for: rapidocr compiles them with
+    OpenVINO's default, which is bf16 on a CPU with AMX and fp32 elsewhere (its settings cannot name a
+    precision)."""
+    import openvino as ov
+
+    core = ov.Core()
+    for part in (ocr.text_det, ocr.text_rec):
+        session = part.session
+        compiled = core.compile_model(session.model, "CPU", {
+            "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
+            # Every search region has its own size: kernels kept per input shape only add memory (measured: no
+            # slower without them, and about 40 % less growth over many sizes).
+            "CPU_RUNTIME_CACHE_CAPACITY": 0,
+        })
+        session.session = compiled.create_infer_request()
+
+
+_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+
+
 class PlateReader:
     """Reads plates with RapidOCR (models bundled in its wheel, loaded once).
 
-    :meth:`read` is thread-safe: calls are serialised on one OCR instance (its ONNX sessions use all
-    cores already)."""
+    :meth:`read` is thread-safe: calls are serialised on one OCR instance (its sessions use all cores
+    already)."""
 
     def __init__(self, cfg: PlatesConfig | None = None) -> None:
         self.config = cfg or PlatesConfig()
@@ -224,12 +271,18 @@ class PlateReader:
             "Det.limit_side_len": 1280,
         }
         try:
+            if self.config.runtime == "openvino":
+                params.update(_openvino_params(RapidOCR(params=params)))  # a RapidOCR loads its models lazily
             self._ocr = RapidOCR(params=params)
             # Load the detection and recognition models now, not on the first vehicle.
             blank = np.full((48, 160, 3), 255, np.uint8)
             self._ocr(blank, use_det=True, use_cls=False, use_rec=False)
             self._ocr(blank, use_det=False, use_cls=False, use_rec=True)
-        except Exception as e:  # noqa: BLE001 (rapidocr/onnxruntime raise many types on a broken install)
+            if self.config.runtime == "openvino":
+                _compile_for(self._ocr, self.config.precision)
+        except PlateReaderError:
+            raise
+        except Exception as e:  # noqa: BLE001 (rapidocr/onnxruntime/openvino raise many types on a broken install)
             raise PlateReaderError(
                 f"The OCR models of rapidocr could not be loaded ({type(e).__name__}: {e}); reinstall rapidocr "
                 f"(its wheel carries the models) or set plates.enabled: false."

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from nonsite.config.plates import PlateFormat, PlatesConfig, mainland_formats
 from nonsite.models.plates import (
     PlateReader,
+    PlateReaderError,
     compile_formats,
     get_reader,
     match_format,
@@ -157,6 +158,9 @@ def test_plate_config_validation() -> None:
     assert PlatesConfig(formats=[], enabled=False).formats == []
     with pytest.raises(ValidationError):
         PlateFormat(name="Has Spaces", pattern="x", description="names are short identifiers")
+    with pytest.raises(ValidationError, match="bf16 needs plates.runtime: openvino"):
+        PlatesConfig(precision="bf16")
+    assert PlatesConfig(runtime="openvino", precision="bf16").precision == "bf16"
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -367,3 +371,37 @@ def test_shared_reader_per_config_and_offline_loading(monkeypatch: pytest.Monkey
     fresh = PlateReader()
     img = paste_plate(_img(media_dir, HONDA[0]), render_plate("京A12345"), _grow(HONDA_PLATE_QUAD, 1.12, 1.25))
     assert fresh.read(img, HONDA[1]).text == "京A12345"
+
+
+def test_openvino_reads_every_plate_exactly_as_onnxruntime(reader: PlateReader, media_dir: Path,
+                                                            city: np.ndarray) -> None:
+    """plates.runtime: openvino runs the same ONNX files: every text the OCR finds, with its confidence and box, is
+    what ONNX Runtime finds (fp32), on readable synthetic plates, a real Indian plate and a street without plates."""
+    ov = PlateReader(PlatesConfig(runtime="openvino"))
+    honda = _img(media_dir, HONDA[0])
+    cases = [(paste_plate(honda, render_plate(p, k), _grow(HONDA_PLATE_QUAD, 1.12, 1.25)), HONDA[1])
+             for p, k, _ in SYNTHETIC]
+    cases += [(honda, HONDA[1]), (city, HYUNDAI_REAR)]
+
+    def seen(r: PlateReader, img: np.ndarray, box: tuple[int, int, int, int]) -> list[tuple[str, float, tuple]]:
+        return [(c.text, round(c.confidence, 3), tuple(round(v) for v in c.xyxy)) for c in r.scan(img, box)]
+
+    for img, box in cases:
+        assert seen(ov, img, box) == seen(reader, img, box)
+    assert [ov.read(img, box) == reader.read(img, box) for img, box in cases] == [True] * len(cases)
+    assert [ov.read(img, box).text for img, box in cases[: len(SYNTHETIC)]] == [p for p, _, _ in SYNTHETIC]
+
+
+def test_openvino_refuses_ocr_models_other_than_the_wheels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OpenVINO runtime loads rapidocr's own ONNX files by path: one that does not hash to the sha256 of
+    rapidocr's model list is refused with a one-line way out, never run."""
+    from rapidocr.inference_engine.base import InferSession
+
+    real = InferSession.get_model_url
+
+    def tampered(info: object) -> dict[str, str]:
+        return {**real(info), "SHA256": "0" * 64}
+
+    monkeypatch.setattr(InferSession, "get_model_url", staticmethod(tampered))
+    with pytest.raises(PlateReaderError, match="not the one rapidocr lists .* plates.runtime: onnxruntime"):
+        PlateReader(PlatesConfig(runtime="openvino"))
