@@ -373,9 +373,10 @@ class LiveEdge:
 
 
 @contextlib.contextmanager
-def live_edge(det: Any, n_cams: int, fps: float, max_batch: int) -> Any:
+def live_edge(det: Any, n_cams: int, fps: float, max_batch: int, plates: str = "onnxruntime") -> Any:
     """``n_cams`` simulated live cameras (:func:`live_cameras`) on an edge runner with ``det`` warmed up on their
-    frame sizes (gating on, the default); the runner stops and the files go when the block ends."""
+    frame sizes (gating on, the default), plates read on ``plates`` (``plates.runtime``); the runner stops and the
+    files go when the block ends."""
     from nonsite.bus.embedded import EmbeddedBus
     from nonsite.config import NonsiteConfig
     from nonsite.evidence.local import LocalStore
@@ -387,7 +388,8 @@ def live_edge(det: Any, n_cams: int, fps: float, max_batch: int) -> Any:
         warm_up(det, [im for v in warm.values() for im in v], max_batch)
         rss_model = current_rss_mb()
         with tempfile.TemporaryDirectory(prefix="nonsite-bench-") as tmp:
-            cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {"max_batch": max_batch}})
+            cfg = NonsiteConfig.model_validate({"data_dir": tmp, "cameras": cams, "edge": {"max_batch": max_batch},
+                                                "plates": {"runtime": plates}})
             bus = TimedBus(EmbeddedBus(Path(tmp) / "bus.sqlite"))
             runner = EdgeRunner(cfg, det, LocalStore(Path(tmp) / "evidence"), bus)  # type: ignore[arg-type]
             edge = LiveEdge(cams, cfg, runner, bus, rss_model)
@@ -474,18 +476,18 @@ class ThreadCores:
 
 
 def measure_live(backend: str, n_cams: int, fps: float, seconds: float, max_batch: int,
-                 loop_work: str = "off") -> dict[str, Any]:
+                 loop_work: str = "off", plates: str = "onnxruntime") -> dict[str, Any]:
     """Simulated live cameras (:func:`live_cameras`) with motion gating on (the default) for ``seconds`` after
     :data:`LIVE_WARMUP_S`: what the box detects, what it drops, how late frames and alerts are, the memory and
     where the CPU goes. ``loop_work`` "in": the loop encodes the pre-roll and writes the packages itself (as before
     the package writer; ``EdgeRunner.off_loop``); "package": the package writer does all of a package's work when it
     is due, none ahead (as before the clip was encoded while the package waits; ``EdgeRunner.ahead``); for the
-    side-by-side figures."""
+    side-by-side figures. ``plates``: the runtime that reads the plates (``plates.runtime``)."""
     from nonsite.bus.events import ViolationEvent
 
     rss_start = current_rss_mb()
     det = detector(backend)
-    with live_edge(det, n_cams, fps, max_batch) as edge:
+    with live_edge(det, n_cams, fps, max_batch, plates) as edge:
         cams, cfg, bus, rss_model = edge.cams, edge.cfg, edge.bus, edge.rss_model
         edge.runner.off_loop = loop_work != "in"
         edge.runner.ahead = loop_work != "package"
@@ -528,7 +530,7 @@ def measure_live(backend: str, n_cams: int, fps: float, seconds: float, max_batc
     worst = round(max(excess), 2) if excess else None
     return {
         "backend": backend, "cameras": n_cams, "camera_fps": fps, "seconds": seconds, "max_batch": max_batch,
-        "loop_work": loop_work, "warmup_s": LIVE_WARMUP_S,
+        "loop_work": loop_work, "plates": plates, "warmup_s": LIVE_WARMUP_S,
         "dropped_pct_with_start": round(100 * dropped_all / sampled_all, 2) if sampled_all else 0.0,
         "cores_by_thread": by_thread,
         "still_cameras": sum(1 for c in cams if c["id"].startswith("still")),
@@ -737,6 +739,12 @@ def ensure_quantized(models: list[str]) -> dict[str, Any]:
     return out
 
 
+def measure_plates(runtime: str, precision: str, quick: bool) -> dict[str, Any]:
+    from plates import measure
+
+    return measure(runtime, precision, media_dir(), repeats=2 if quick else 5, sizes=20 if quick else 120)
+
+
 def measure_latency(alerts: int) -> dict[str, Any]:
     from latency import measure
 
@@ -791,6 +799,20 @@ def summary_markdown(res: dict[str, Any]) -> list[str]:
             rows.append({"figure": f"live alert lag {label}, {n} cameras (goal <= 2 s)",
                          "before": side["package"][key], "after": side["off"][key],
                          "how": "clip encoded and plate read when the package is due -> while it waits"})
+    by_rt = {r["runtime"] + ("" if r["precision"] == "fp32" else " " + r["precision"]): r
+             for r in res.get("plates", [])}
+    if "onnxruntime" in by_rt and "openvino" in by_rt:
+        ort, ov = by_rt["onnxruntime"], by_rt["openvino"]
+        rows.append({"figure": "plate reading, ms per vehicle (8 regions)", "before": round(ort["ms_total"] / 8, 1),
+                     "after": round(ov["ms_total"] / 8, 1),
+                     "how": "plates.runtime onnxruntime -> openvino (readings "
+                            + ("identical" if ov["same_as_onnxruntime"] else "DIFFER") + ")"})
+    lp = {(r["cameras"], r.get("plates", "onnxruntime")): r for r in res.get("live_plates", [])}
+    for n in sorted({c for c, _ in lp}):
+        if (n, "onnxruntime") in lp and (n, "openvino") in lp:
+            b, o = lp[(n, "onnxruntime")], lp[(n, "openvino")]
+            rows.append({"figure": f"live alert lag max, {n} cameras (goal <= 2 s)", "before": b["alert_lag_max_s"],
+                         "after": o["alert_lag_max_s"], "how": "plates.runtime onnxruntime -> openvino"})
     for r in (res.get("latency") or {}).values():
         rows.append({"figure": f"alert latency p50 / p95, {r['bus']} bus (goal < 1 / 2 s)", "before": None,
                      "after": f"{r['p50_s']} / {r['p95_s']} s", "how": "new figure"})
@@ -853,6 +875,24 @@ def live_markdown(res: dict[str, Any]) -> list[str]:
     trows = [{"run": f"{r['cameras']} cameras" + named.get(r.get("loop_work", ""), ""),
               **r.get("cores_by_thread", {}), "all": r["cores_used"], "dropped": r["dropped_pct"]} for r in runs]
     lines += table(trows, [("run", "run"), *[(k, k) for k in kinds], ("all", "all"), ("dropped %", "dropped")])
+    return [*lines, ""]
+
+
+def plates_markdown(res: dict[str, Any]) -> list[str]:
+    lines = ["", "## Plate reading: ONNX Runtime and OpenVINO (`plates.runtime`), one process each", ""]
+    rows = [{**r, "what": f"{r['runtime']} {r['precision']}",
+             "same": "yes" if r["same_as_onnxruntime"] else "no"} for r in res["plates"]]
+    lines += table(rows, [("runtime", "what"), ("ms, 8 regions", "ms_total"),
+                          ("ms per random box", "sizes_ms_mean"), ("texts, confidences, boxes as onnxruntime", "same"),
+                          ("load s", "load_s"), ("MiB after loading", "rss_load_mb"),
+                          ("MiB after the random boxes", "rss_after_sizes_mb"), ("random boxes", "sizes")])
+    if res.get("live_plates"):
+        lines += ["", "Live cameras with each runtime (the same runs as above otherwise):", ""]
+        lines += table(res["live_plates"], [("cameras", "cameras"), ("plates", "plates"), ("alerts", "alerts"),
+                                            ("alert lag max s", "alert_lag_max_s"),
+                                            ("alert lag median s", "alert_lag_median_s"),
+                                            ("dropped %", "dropped_pct"), ("cores used", "cores_used"),
+                                            ("RSS per camera MiB", "rss_per_camera_mb"), ("served", "served")])
     return [*lines, ""]
 
 
@@ -983,6 +1023,8 @@ def markdown(res: dict[str, Any]) -> str:
         for r in res["live"]:
             r["qw"] = f"{r.get('queue_wait_ms')} / {r.get('queue_wait_p95_ms')}"
         lines += live_markdown(res)
+    if res.get("plates"):
+        lines += plates_markdown(res)
     if res.get("latency"):
         lines += ["", "## Alert latency (edge publication -> case in the queue)", ""]
         lines += table(list(res["latency"].values()), [("bus", "bus"), ("alerts", "alerts"), ("cases", "cases"),
@@ -1029,8 +1071,10 @@ def main() -> int:
             out = measure_eval(rest[0], rest[1], rest[2] == "quick")
         elif kind == "latency":
             out = measure_latency(int(rest[0]))
+        elif kind == "plates":
+            out = measure_plates(rest[0], rest[1], rest[2] == "quick")
         else:
-            out = measure_live(rest[0], int(rest[1]), float(rest[2]), float(rest[3]), int(rest[4]), *rest[5:6])
+            out = measure_live(rest[0], int(rest[1]), float(rest[2]), float(rest[3]), int(rest[4]), *rest[5:7])
         print(json.dumps(out))
         return 0
 
@@ -1157,10 +1201,29 @@ def main() -> int:
     step(f"live: {fastest}, {n_side} cameras, nothing done ahead of a package (as before)")
     before = child(["live", fastest, str(n_side), "5", str(live_s), str(preferred_batch(fastest)), "package"])
     res["live_ahead"] = [r for r in (before, after) if r]
+    # Plates read on OpenVINO instead of ONNX Runtime, from the first camera count whose alerts came late.
+    n_plates = res["cameras_per_box"] + 1
+    res["live_plates"] = [r for r in res["live"] if r["cameras"] == n_plates][:1]
+    for n in (n_plates,) if a.quick else (n_plates, n_plates + 1):
+        if not any(r["cameras"] == n for r in res["live_plates"]):
+            step(f"live: {fastest}, {n} cameras, plates on ONNX Runtime")
+            r = child(["live", fastest, str(n), "5", str(live_s), str(preferred_batch(fastest))])
+            res["live_plates"] += [r] if r else []
+        step(f"live: {fastest}, {n} cameras, plates on OpenVINO (plates.runtime: openvino)")
+        r = child(["live", fastest, str(n), "5", str(live_s), str(preferred_batch(fastest)), "off", "openvino"])
+        res["live_plates"] += [r] if r else []
+    save()
 
     step(f"gating and the naive peer: {fastest}, eval clips")
     res["gating"] = child(["gating", fastest, str(preferred_batch(fastest)), "quick" if a.quick else "full", "peer"],
                           timeout=3600)
+    save()
+    step("plate reading: ONNX Runtime, OpenVINO fp32 and bf16, one process each")
+    res["plates"] = [r for r in (child(["plates", rt, prec, "quick" if a.quick else "full"])
+                                 for rt, prec in (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")))
+                     if r]
+    for r in res["plates"]:
+        r["same_as_onnxruntime"] = r["found_sha256"] == res["plates"][0]["found_sha256"]
     save()
     step("alert latency: embedded and Kafka (Tansu)")
     res["latency"] = child(["latency", "5" if a.quick else "30"])

@@ -1,0 +1,89 @@
+"""Plate reading: what one OCR runtime (``plates.runtime``, ``plates.precision``) costs in time and memory.
+
+One child process per runtime (memory is per process), all in the same bench run:
+
+- speed: the plate search of fixed regions, each read ``repeats`` times after one warm-up: four synthetic mainland
+  plates pasted on a real car (the test suite's), that car's real Indian plate, and three vehicle boxes of a 1080p
+  street photograph without plates (the OCR finds signs there: what a busy camera mostly feeds it);
+- the readings: every text found with its confidence (three decimals) and box, to compare between runtimes;
+- memory: the process's resident memory after loading the OCR, then after ``sizes`` reads of vehicle boxes of
+  random sizes and places on the photograph (the same seed for every runtime): a camera's vehicles come in every
+  size, and a runtime that keeps working memory per input size grows with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STREET = "street_pedestrians_city.jpg"
+STREET_BOXES = ((400, 500, 900, 800), (100, 600, 300, 750), (1000, 300, 1700, 1000))
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def _regions(media: Path) -> list[tuple[str, np.ndarray, tuple[int, int, int, int]]]:
+    import cv2
+
+    from nonsite.tests.test_models_plates import HONDA, HONDA_PLATE_QUAD, SYNTHETIC, _grow, paste_plate, render_plate
+
+    honda = cv2.imread(str(media / HONDA[0]))
+    out = [(plate, paste_plate(honda, render_plate(plate, kind), _grow(HONDA_PLATE_QUAD, 1.12, 1.25)), HONDA[1])
+           for plate, kind, _ in SYNTHETIC[:4]]
+    out.append(("indian plate", honda, HONDA[1]))
+    street = cv2.resize(cv2.imread(str(media / STREET)), (1920, 1080))
+    out += [(f"street {i + 1}", street, box) for i, box in enumerate(STREET_BOXES)]
+    return out
+
+
+def measure(runtime: str, precision: str, media: Path, repeats: int = 5, sizes: int = 120) -> dict[str, Any]:
+    import cv2
+
+    from nonsite.config.plates import PlatesConfig
+    from nonsite.models.plates import PlateReader
+
+    regions = _regions(media)
+    rss0 = _rss_mb()
+    t = time.perf_counter()
+    reader = PlateReader(PlatesConfig(runtime=runtime, precision=precision))  # type: ignore[arg-type]
+    load_s = time.perf_counter() - t
+    rss_loaded = _rss_mb()
+    found: dict[str, list[Any]] = {}
+    ms: dict[str, float] = {}
+    for name, img, box in regions:
+        reader.scan(img, box)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            cands = reader.scan(img, box)
+        ms[name] = round((time.perf_counter() - t) / repeats * 1000, 1)
+        found[name] = [[c.text, round(c.confidence, 3), [round(v) for v in c.xyxy]] for c in cands]
+    reads = {name: (r.text if (r := reader.read(img, box)) else None) for name, img, box in regions}
+    street = cv2.resize(cv2.imread(str(media / STREET)), (1920, 1080))
+    rng = random.Random(16)
+    t = time.perf_counter()
+    for _ in range(sizes):
+        x, y = rng.randint(0, 1400), rng.randint(200, 700)
+        w, h = rng.randint(60, 500), rng.randint(40, 350)
+        reader.scan(street, (x, y, min(1919, x + w), min(1079, y + h)))
+    sizes_s = time.perf_counter() - t
+    return {
+        "runtime": runtime, "precision": precision, "repeats": repeats,
+        "load_s": round(load_s, 2),
+        "ms": ms, "ms_total": round(sum(ms.values()), 1),
+        "found": found, "found_sha256": hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:16],
+        "reads": reads,
+        "sizes": sizes, "sizes_ms_mean": round(sizes_s / sizes * 1000, 1),
+        "rss_load_mb": round(rss_loaded - rss0, 1),
+        "rss_after_sizes_mb": round(_rss_mb() - rss0, 1),
+    }
