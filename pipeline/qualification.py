@@ -89,11 +89,13 @@ def qualify_model(model: str, *, imgsz: int = 640, dataset: Path, precisions: Se
     asked = list(precisions or ("fp32", "bf16", "int8"))
     if "fp32" not in asked:
         asked.insert(0, "fp32")
-    todo = [p for p in asked if p in fast_on(cpu_flags()) and (p != "int8" or int8_xml is not None)]
-    skipped = [p for p in asked if p not in todo]
-    if skipped:
-        say(f"not measured: {', '.join(skipped)} (this CPU does not run it natively, or no int8 model is built: "
-            f"nonsite models quantize --model {weights.name})")
+    native = fast_on(cpu_flags())
+    todo = [p for p in asked if p in native and (p != "int8" or int8_xml is not None)]
+    for p in asked:
+        if p not in native:
+            say(f"not measured: {p} (this CPU does not run it natively)")
+        elif p not in todo:
+            say(f"not measured: {p} (no int8 model is built: nonsite models quantize --model {weights.name})")
     clips = load_dataset(dataset)
     frames = dataset_frames(clips)
     if not frames:

@@ -142,6 +142,21 @@ def test_qualify_reports_bad_input_in_one_line(models_dir: Path, qdir: Path, tmp
     assert not qdir.exists()  # nothing written
 
 
+def test_qualify_says_why_each_precision_was_not_measured(models_dir: Path, qdir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """One reason each: a precision this CPU does not run natively, and an int8 that is not built yet."""
+    from nonsite.pipeline import qualification
+
+    monkeypatch.setattr(qualification, "fast_on", lambda _flags: ("fp32", "int8"))
+    monkeypatch.setattr(qualification, "cached_int8", lambda _w, _s: None)
+    out = io.StringIO()
+    qualify_command("yolo11n-coco", dataset=tmp_path, precisions=["fp32", "bf16", "int8"], out=out)
+    said = out.getvalue()
+    assert "not measured: bf16 (this CPU does not run it natively)" in said
+    assert "not measured: int8 (no int8 model is built: nonsite models quantize --model yolo11n-coco" in said
+    assert "natively, or" not in said
+
+
 def test_the_difference_names_the_alert_that_moved() -> None:
     """What the log says of the int8 YOLO11n (2026-12-06): the same alerts, two confirmed later."""
     later = _eval([("dog-road", "stray_dog", "road", 12.0), ("dog-park", "stray_dog", "park", 6.4)], tp=2, fp=0)
