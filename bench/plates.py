@@ -1,10 +1,12 @@
-"""Plate reading: what one OCR runtime (``plates.runtime``, ``plates.precision``) costs in time and memory.
+"""Plate reading: what one OCR runtime (``plates.runtime``, ``plates.precision``, ``plates.threads``) costs in time,
+CPU and memory.
 
 One child process per runtime (memory is per process), all in the same bench run:
 
 - speed: the plate search of fixed regions, each read ``repeats`` times after one warm-up: four synthetic mainland
   plates pasted on a real car (the test suite's), that car's real Indian plate, and three vehicle boxes of a 1080p
-  street photograph without plates (the OCR finds signs there: what a busy camera mostly feeds it);
+  street photograph without plates (the OCR finds signs there: what a busy camera mostly feeds it). Wall time, and
+  the CPU time of the whole process: a runtime's threads that wait for each other spend CPU the detector lacks;
 - the readings: every text found with its confidence (three decimals) and box, to compare between runtimes;
 - memory: the process's resident memory after loading the OCR, then after ``sizes`` reads of vehicle boxes of
   random sizes and places on the photograph (the same seed for every runtime): a camera's vehicles come in every
@@ -47,7 +49,8 @@ def _regions(media: Path) -> list[tuple[str, np.ndarray, tuple[int, int, int, in
     return out
 
 
-def measure(runtime: str, precision: str, media: Path, repeats: int = 5, sizes: int = 120) -> dict[str, Any]:
+def measure(runtime: str, precision: str, threads: int, media: Path, repeats: int = 5,
+            sizes: int = 120) -> dict[str, Any]:
     import cv2
 
     from nonsite.config.plates import PlatesConfig
@@ -56,16 +59,18 @@ def measure(runtime: str, precision: str, media: Path, repeats: int = 5, sizes: 
     regions = _regions(media)
     rss0 = _rss_mb()
     t = time.perf_counter()
-    reader = PlateReader(PlatesConfig(runtime=runtime, precision=precision))  # type: ignore[arg-type]
+    reader = PlateReader(PlatesConfig(runtime=runtime, precision=precision, threads=threads))  # type: ignore[arg-type]
     load_s = time.perf_counter() - t
     rss_loaded = _rss_mb()
     found: dict[str, list[Any]] = {}
     ms: dict[str, float] = {}
+    cpu = 0.0
     for name, img, box in regions:
         reader.scan(img, box)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for _ in range(repeats):
             cands = reader.scan(img, box)
+        cpu += time.process_time() - c
         ms[name] = round((time.perf_counter() - t) / repeats * 1000, 1)
         found[name] = [[c.text, round(c.confidence, 3), [round(v) for v in c.xyxy]] for c in cands]
     reads = {name: (r.text if (r := reader.read(img, box)) else None) for name, img, box in regions}
@@ -78,9 +83,9 @@ def measure(runtime: str, precision: str, media: Path, repeats: int = 5, sizes: 
         reader.scan(street, (x, y, min(1919, x + w), min(1079, y + h)))
     sizes_s = time.perf_counter() - t
     return {
-        "runtime": runtime, "precision": precision, "repeats": repeats,
+        "runtime": runtime, "precision": precision, "threads": threads, "repeats": repeats,
         "load_s": round(load_s, 2),
-        "ms": ms, "ms_total": round(sum(ms.values()), 1),
+        "ms": ms, "ms_total": round(sum(ms.values()), 1), "cpu_ms_total": round(cpu / repeats * 1000, 1),
         "found": found, "found_sha256": hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:16],
         "reads": reads,
         "sizes": sizes, "sizes_ms_mean": round(sizes_s / sizes * 1000, 1),

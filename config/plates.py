@@ -127,6 +127,13 @@ class PlatesConfig(Section):
         "working memory for the sizes of search region it has seen: about 340 MiB more per box once many sizes "
         "were read (bench/README.md, plate reading).",
     )
+    threads: int = Field(
+        1, ge=0, le=256,
+        description="CPU threads of one plate reading (0: all cores). Plates are read on the evidence writer's "
+        "threads, beside the detector: one thread spends about a quarter less CPU per reading than two that wait "
+        "for each other (bench/README.md, plate reading), and leaves the other cores to the detector; a reading "
+        "alone then takes longer.",
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
         description="Arithmetic of the OCR with runtime: openvino. fp32 reads exactly as onnxruntime does; bf16 is "

@@ -226,8 +226,8 @@ def _openvino_params(ocr: Any) -> dict[str, Any]:
     return out
 
 
-def _compile_for(ocr: Any, precision: str) -> None:
-    """Compile the OCR's OpenVINO models again with the arithmetic asked for: rapidocr compiles them with
+def _compile_for(ocr: Any, precision: str, threads: int) -> None:
+    """Compile the OCR's OpenVINO models again with the arithmetic and threads asked for: rapidocr compiles them with
     OpenVINO's default, which is bf16 on a CPU with AMX and fp32 elsewhere (its settings cannot name a
     precision)."""
     import openvino as ov
@@ -237,6 +237,7 @@ def _compile_for(ocr: Any, precision: str) -> None:
         session = part.session
         compiled = core.compile_model(session.model, "CPU", {
             "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
+            **({"INFERENCE_NUM_THREADS": threads} if threads else {}),
             # Every search region has its own size: kernels kept per input shape only add memory (measured: no
             # slower without them, and about 40 % less growth over many sizes).
             "CPU_RUNTIME_CACHE_CAPACITY": 0,
@@ -270,6 +271,9 @@ class PlateReader:
             "Det.limit_type": "max",  # the region is already scaled for OCR: never upscale it again
             "Det.limit_side_len": 1280,
         }
+        if self.config.threads:
+            params["EngineConfig.onnxruntime.intra_op_num_threads"] = self.config.threads
+            params["EngineConfig.onnxruntime.inter_op_num_threads"] = 1
         try:
             if self.config.runtime == "openvino":
                 params.update(_openvino_params(RapidOCR(params=params)))  # a RapidOCR loads its models lazily
@@ -279,7 +283,7 @@ class PlateReader:
             self._ocr(blank, use_det=True, use_cls=False, use_rec=False)
             self._ocr(blank, use_det=False, use_cls=False, use_rec=True)
             if self.config.runtime == "openvino":
-                _compile_for(self._ocr, self.config.precision)
+                _compile_for(self._ocr, self.config.precision, self.config.threads)
         except PlateReaderError:
             raise
         except Exception as e:  # noqa: BLE001 (rapidocr/onnxruntime/openvino raise many types on a broken install)

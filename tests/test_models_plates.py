@@ -392,6 +392,21 @@ def test_openvino_reads_every_plate_exactly_as_onnxruntime(reader: PlateReader, 
     assert [ov.read(img, box).text for img, box in cases[: len(SYNTHETIC)]] == [p for p, _, _ in SYNTHETIC]
 
 
+def test_a_reading_runs_on_the_threads_asked_for() -> None:
+    """plates.threads reaches both runtimes: one thread by default (the reading shares the box with the detector),
+    all cores with 0; OpenVINO at the arithmetic asked for (its own default is bf16 on an AMX CPU)."""
+    one = PlateReader()
+    for part in (one._ocr.text_det, one._ocr.text_rec):
+        assert part.session.session.get_session_options().intra_op_num_threads == 1
+    every = PlateReader(PlatesConfig(threads=0))
+    assert every._ocr.text_det.session.session.get_session_options().intra_op_num_threads == 0  # ORT: all cores
+    ov = PlateReader(PlatesConfig(runtime="openvino"))
+    for part in (ov._ocr.text_det, ov._ocr.text_rec):
+        compiled = part.session.session.get_compiled_model()
+        assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+        assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+
+
 def test_openvino_refuses_ocr_models_other_than_the_wheels(monkeypatch: pytest.MonkeyPatch) -> None:
     """The OpenVINO runtime loads rapidocr's own ONNX files by path: one that does not hash to the sha256 of
     rapidocr's model list is refused with a one-line way out, never run."""
