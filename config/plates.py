@@ -124,7 +124,7 @@ class PlatesConfig(Section):
         description="What runs the OCR's models (the same ONNX files, from the rapidocr wheel). onnxruntime "
         "(rapidocr's own) frees its working memory after each reading. openvino reads the same plates with the "
         "same confidences about 3x faster, so a burst of violations is packaged sooner on a busy box, but keeps "
-        "working memory for the sizes of search region it has seen: about 340 MiB more per box once many sizes "
+        "working memory for the sizes of search region it has seen: about 300 MiB more per box once many sizes "
         "were read (bench/README.md, plate reading).",
     )
     threads: int = Field(
