@@ -251,8 +251,8 @@ _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 class PlateReader:
     """Reads plates with RapidOCR (models bundled in its wheel, loaded once).
 
-    :meth:`read` is thread-safe: calls are serialised on one OCR instance (its sessions use all cores
-    already)."""
+    :meth:`read` is thread-safe: calls are serialised on one OCR instance (a reading runs on ``plates.threads``
+    threads: one by default, beside the detector)."""
 
     def __init__(self, cfg: PlatesConfig | None = None) -> None:
         self.config = cfg or PlatesConfig()
