@@ -15,8 +15,6 @@ One child process per runtime (memory is per process), all in the same bench run
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import time
 from pathlib import Path
@@ -73,7 +71,6 @@ def measure(runtime: str, precision: str, threads: int, media: Path, repeats: in
         cpu += time.process_time() - c
         ms[name] = round((time.perf_counter() - t) / repeats * 1000, 1)
         found[name] = [[c.text, round(c.confidence, 3), [round(v) for v in c.xyxy]] for c in cands]
-    reads = {name: (r.text if (r := reader.read(img, box)) else None) for name, img, box in regions}
     street = cv2.resize(cv2.imread(str(media / STREET)), (1920, 1080))
     rng = random.Random(16)
     t = time.perf_counter()
@@ -86,8 +83,7 @@ def measure(runtime: str, precision: str, threads: int, media: Path, repeats: in
         "runtime": runtime, "precision": precision, "threads": threads, "repeats": repeats,
         "load_s": round(load_s, 2),
         "ms": ms, "ms_total": round(sum(ms.values()), 1), "cpu_ms_total": round(cpu / repeats * 1000, 1),
-        "found": found, "found_sha256": hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:16],
-        "reads": reads,
+        "found": found,
         "sizes": sizes, "sizes_ms_mean": round(sizes_s / sizes * 1000, 1),
         "rss_load_mb": round(rss_loaded - rss0, 1),
         "rss_after_sizes_mb": round(_rss_mb() - rss0, 1),

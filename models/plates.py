@@ -20,7 +20,6 @@ How a plate is read (:meth:`PlateReader.read`):
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import re
@@ -35,6 +34,7 @@ import cv2
 import numpy as np
 
 from nonsite.config.plates import PlatesConfig
+from nonsite.models.registry import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def _openvino_params(ocr: Any) -> dict[str, Any]:
             engine_type=EngineType.ONNXRUNTIME, ocr_version=c.ocr_version, task_type=c.task_type,
             lang_type=c.lang_type, model_type=c.model_type))
         path = Path(ocr.cfg.Global.model_root_dir) / Path(str(info["model_dir"])).name
-        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != info["SHA256"]:
+        if not path.is_file() or sha256_file(path) != info["SHA256"]:
             raise PlateReaderError(
                 f"The OCR model {path} is missing or not the one rapidocr lists (sha256); reinstall rapidocr (its "
                 f"wheel carries the models) or set plates.runtime: onnxruntime.")

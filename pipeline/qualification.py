@@ -61,8 +61,9 @@ def time_batches(det: Any, batches: list[list[np.ndarray]], min_s: float = 0.0) 
         for b in batches:
             det.detect(b)
             n += len(b)
-        if time.perf_counter() - start >= min_s:
-            return time.perf_counter() - start, n
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_s:
+            return elapsed, n
 
 
 def time_precision(det: Any, frames: list[np.ndarray], batch: int, min_s: float) -> float:

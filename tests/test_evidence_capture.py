@@ -89,8 +89,8 @@ def test_package_blobs_on_real_frames(tmp_path: Path, frames: list[np.ndarray]) 
     assert (decoded[0].width, decoded[0].height) == (w, h)
     times = [float(f.time) for f in decoded]
     assert times == pytest.approx([i * 0.05 for i in range(len(frames))], abs=0.002)
-    # The clip shows the scene in its colours: each decoded frame against its source, per channel (swapped chroma
-    # planes, a wrong colour matrix or range would shift the means by far more than H.264 and JPEG loss).
+    # The clip shows the scene in its colours: each decoded frame against its source, pixel by pixel (swapped
+    # chroma planes: 10.7), and per channel mean (a full / limited range mix-up shifts every mean).
     for got, src in ((decoded[0], frames[0]), (decoded[-1], frames[-1])):
         bgr = got.to_ndarray(format="bgr24").astype(float)
         assert np.abs(bgr - src).mean() < 4  # 1.7 here; 10.7 with the chroma planes swapped
