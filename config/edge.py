@@ -75,8 +75,9 @@ class EdgeConfig(Section):
     writer_threads: int = Field(
         2, ge=1, le=16,
         description="Threads writing evidence packages side by side (several cameras confirming at once, or one "
-        "camera confirming several objects); a camera's packages still get their sequence numbers and are "
-        "published in order.",
+        "camera confirming several objects), and as many again for the work done while packages wait (their "
+        "clips' frames, plate readings); a camera's packages still get their sequence numbers and are published "
+        "in order.",
     )
     writer_nice: int = Field(
         10, ge=0, le=19,

@@ -291,7 +291,7 @@ class EdgeRunner:
         run.worker.writer = self._writer if self.off_loop else None  # before: a worker writes its own packages
         run.worker.ahead = self.ahead
         if run.worker.writer is not None and run.worker.reads_plates():
-            self._writer.soon(run.worker.warm_up)
+            self._writer.soon(run.worker.warm_up, "plates")
         run.thread = threading.Thread(target=self._read, args=(run,), name=f"read-{run.camera.id}", daemon=True)
         run.thread.start()
 

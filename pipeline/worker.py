@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -194,7 +194,7 @@ class PackageWriter:
     """Writes evidence packages and publishes their events on ``threads`` threads of its own, started in the order
     handed over, while the detection loop goes on with every camera's frames. A camera's packages keep their
     order (sequence numbers, publication) whatever the number of threads (:meth:`EdgeWorker._package`). Work done
-    ahead for packages not yet due (:meth:`soon`: a clip's frames, plate readings) runs on a thread of its own, so a
+    ahead for packages not yet due (:meth:`soon`: a clip's frames, plate readings) runs on threads of its own, so a
     package due now never queues behind another's preparation.
 
     ``max_pending``: packages handed over and not yet written; a hand-off past it waits for a free place (a box
@@ -216,7 +216,7 @@ class PackageWriter:
         self._slots = threading.BoundedSemaphore(max_pending)
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._ahead: ThreadPoolExecutor | None = None
+        self._ahead: dict[str, ThreadPoolExecutor] = {}
 
     def submit(self, job: Callable[[], ViolationEvent]) -> Future[ViolationEvent]:
         self._slots.acquire()
@@ -229,14 +229,19 @@ class PackageWriter:
         future.add_done_callback(lambda _f: self._slots.release())
         return future
 
-    def soon(self, job: Callable[[], T]) -> Future[T]:
-        """Run ``job`` ahead of a package, on the writer's thread for such work (in the order given), not counted as
-        a package."""
+    def soon(self, job: Callable[[], T], lane: Literal["clips", "plates"] = "clips") -> Future[T]:
+        """Run ``job`` ahead of a package, not counted as a package, on the writer's threads for such work (started in
+        the order given within a lane). ``clips``: as many threads as write packages. ``plates`` (plate readings,
+        and loading the reader): one, as the reader reads one still at a time. A burst of confirmations (cars
+        parked in a row, several cameras at once) brings plate readings and clips' frames together: on one thread
+        they queued behind each other while the other core idled."""
         with self._lock:
-            if self._ahead is None:
-                self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence-ahead",
-                                                 initializer=self._lower_priority)
-            return self._ahead.submit(job)
+            pool = self._ahead.get(lane)
+            if pool is None:
+                pool = self._ahead[lane] = ThreadPoolExecutor(
+                    max_workers=self.threads if lane == "clips" else 1, thread_name_prefix=f"evidence-ahead-{lane}",
+                    initializer=self._lower_priority)
+            return pool.submit(job)
 
     def _started(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -255,7 +260,7 @@ class PackageWriter:
     def close(self) -> None:
         """Wait for every package and all work handed over, then end the threads."""
         with self._lock:
-            pools, self._pool, self._ahead = (self._pool, self._ahead), None, None
+            pools, self._pool, self._ahead = (self._pool, *self._ahead.values()), None, {}
         for pool in pools:
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -307,12 +312,17 @@ class EpisodeClip:
             self._asked = False
 
     def _encode_some(self) -> None:
-        """The frames waiting, one at a time (the package, when it comes, takes the rest)."""
+        """The frames waiting, one at a time (the package, when it comes, takes the rest). When another thread is
+        encoding this clip, it takes these frames too: this thread goes on with other work instead of waiting."""
         self._asked = False
         while True:
-            with self._lock:
+            if not self._lock.acquire(blocking=False):
+                return
+            try:
                 if self._closed or not self._encode_one():
                     return
+            finally:
+                self._lock.release()
 
     def _encode_pending(self) -> None:
         while self._encode_one():
@@ -708,7 +718,7 @@ class EdgeWorker:
         view = _PlateView(still, xyxy)
         if self.writer is not None and self.ahead:
             with contextlib.suppress(RuntimeError):  # the writer is shutting down: read with the package
-                view.reading = self.writer.soon(lambda: self._plate(still, xyxy))
+                view.reading = self.writer.soon(lambda: self._plate(still, xyxy), "plates")
         o.plate_views.append(view)
 
     def _plate(self, still: Still, xyxy: tuple[float, float, float, float]) -> PlateReadingLike | None:

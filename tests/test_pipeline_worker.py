@@ -547,7 +547,7 @@ def test_with_a_writer_the_clip_is_encoded_while_the_package_waits(tmp_path: Pat
         writer.soon(lambda: None).result(30)  # the work ahead is done
         ahead = len(counting.pushes)
         assert ahead >= 24 - 5 - worker_module.EpisodeClip.BATCH  # all but the last few frames (pre-roll from frame 0)
-        assert set(counting.pushes) == {"evidence-ahead_0"}  # off the loop
+        assert set(counting.pushes) == {"evidence-ahead-clips_0"}  # off the loop
         w.play(lambda i: GREY, 16, start=24)
     finally:
         writer.close()
@@ -574,6 +574,49 @@ def test_the_plate_reader_is_loaded_when_a_parking_camera_starts(world: Callable
     assert not d.worker.reads_plates()
     d.worker.warm_up()
     assert len(calls) == 1  # a camera without a plate-reading type loads nothing
+
+
+def meet(writer: PackageWriter, lanes: tuple[str, str], wait_s: float = 30) -> bool:
+    """Whether two jobs handed to ``writer`` ahead, in these lanes, run at once (each waits for the other)."""
+    both = threading.Barrier(2, timeout=wait_s)
+    jobs = [writer.soon(both.wait, lane) for lane in lanes]  # type: ignore[arg-type]
+    try:
+        return sorted(job.result(60) for job in jobs) == [0, 1]
+    except threading.BrokenBarrierError:
+        return False
+
+
+def test_work_ahead_runs_on_as_many_threads_as_write_packages() -> None:
+    """A burst of confirmations brings clips' frames and plate readings together: clips run on as many threads as
+    write packages, and plate readings (one reader, one still at a time) on a lane of their own, so neither queues
+    behind the other. On one thread, the first job would wait alone for the second and give up."""
+    two, one = PackageWriter(threads=2), PackageWriter(threads=1)
+    try:
+        assert meet(two, ("clips", "clips"))
+        assert meet(one, ("clips", "plates"))
+        assert not meet(one, ("clips", "clips"), wait_s=0.5)
+        assert not meet(two, ("plates", "plates"), wait_s=0.5)
+    finally:
+        two.close()
+        one.close()
+
+
+def test_a_clip_being_encoded_elsewhere_does_not_hold_up_a_thread(counting: type[CountingEncoder]) -> None:
+    """A second job for a clip that another thread is encoding returns at once (that thread takes the frames), and
+    the clip still holds every frame."""
+    clip = worker_module.EpisodeClip([(T0 + i / FPS, cv2.imencode(".jpg", image(i, GREY))[1].tobytes())
+                                      for i in range(6)], "ultrafast", None)
+    with clip._lock:  # another thread is encoding this clip
+        other = threading.Thread(target=clip._encode_some)
+        other.start()
+        other.join(30)
+        assert not other.is_alive()
+        assert counting.pushes == []
+    clip.add(T0 + 6 / FPS, cv2.imencode(".jpg", image(6, GREY))[1].tobytes())
+    clip.seal()
+    video = clip.video()
+    assert video is not None
+    assert_clip(video, list(range(7)))
 
 
 def test_a_package_the_writer_no_longer_takes_is_written_by_the_camera(tmp_path: Path,
