@@ -1280,7 +1280,7 @@ PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def precision_choice(speed: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per model: which precisions' eval matches fp32's (alerts confirmed within one frame at 5 fps), their
+    """Per model: which precisions' eval matches fp32's (alerts confirmed within one frame of their clip), their
     speed order, the fastest matching one, and what ``precision: auto`` picks on this CPU. The measurements are
     a model's qualification on this CPU (what ``nonsite models qualify`` measures): written where ``auto`` reads
     it, and ``auto_picks`` is the backend's own choice from it."""

@@ -15,7 +15,8 @@ Without a record it falls back to the CPU's flags (bf16 where native, else fp32;
 line. A record of another CPU, of other weights or of an int8 IR since rebuilt is not used (the log says which).
 
 "Matches" is :func:`eval_matches`: the same true/false positives and misses per violation type, and every alert
-confirmed at the same time within ``tolerance_s`` (one frame at 5 fps).
+confirmed at the same time within one frame of its clip (a clip sampled at 1 fps cannot tell apart alerts less than
+1 s apart), and never less than ``tolerance_s`` (one frame at 5 fps).
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from typing import Any
 from nonsite.models.precision import NEEDS, choose_precision, cpu_flags
 from nonsite.models.registry import ResolvedWeights, cache_dir, sha256_file
 
-FORMAT = 1
-"""Bumped when the record's meaning changes, so old records are measured again."""
+FORMAT = 2
+"""Bumped when the record's meaning changes, so old records are measured again (2: alerts compared within one frame
+of their clip, where 1 compared them within 0.2 s whatever the clip's fps)."""
 ENV_DIR = "NONSITE_QUALIFICATION_DIR"
 TOLERANCE_S = 0.2
-"""Alerts confirmed within this of fp32's count as the same (one frame at 5 fps)."""
+"""Alerts confirmed within this of fp32's count as the same (one frame at 5 fps), or within one frame of their clip
+where its frames lie further apart."""
 BATCHES = (1, 4)
 """Batch sizes timed: single frames (a quiet box) and the OpenVINO backend's preferred batch (a busy one)."""
 ROUNDS = 3
@@ -75,17 +78,23 @@ def int8_sha256(int8_xml: Path | None) -> str | None:
 
 
 def eval_summary(results: Sequence[Any], scores: dict[str, Any]) -> dict[str, Any]:
-    """What two eval runs are compared on: per type TP / FP / FN (and P, R, delay for the reader) and every
-    alert as ``[clip, type, zone, confirm_s]``."""
+    """What two eval runs are compared on: per type TP / FP / FN (and P, R, delay for the reader), every alert as
+    ``[clip, type, zone, confirm_s]`` and each clip's frame interval in seconds (``frame_s``)."""
     per_type = {t: {k: v[k] for k in ("episodes", "tp", "fp", "fn", "precision", "recall", "median_delay_s")}
                 for t, v in scores["per_type"].items() if v["episodes"] or v["tp"] or v["fp"]}
     alerts = sorted((r.name, a.type, a.zone, a.confirm_s) for r in results for a in r.alerts)
     return {"frames": scores["frames"], "detector_calls": scores["detector_calls"], "per_type": per_type,
-            "alerts": [list(a) for a in alerts]}
+            "alerts": [list(a) for a in alerts], "frame_s": {r.name: r.frame_s for r in results}}
+
+
+def _same_time(fp32: dict[str, Any], x: list[Any], y: list[Any], tolerance_s: float) -> bool:
+    """Alert ``y`` confirmed at the time of fp32's ``x``: within one frame of its clip, and ``tolerance_s`` at least."""
+    return abs(x[3] - y[3]) <= max(tolerance_s, fp32.get("frame_s", {}).get(x[0], 0.0)) + 1e-6
 
 
 def eval_matches(a: dict[str, Any], b: dict[str, Any], tolerance_s: float = TOLERANCE_S) -> bool:
-    """The same TP / FP / FN per type, and every alert confirmed at the same time within ``tolerance_s``."""
+    """The same TP / FP / FN per type, and every alert confirmed at the same time: within one frame of its clip
+    (``a``'s ``frame_s``), and ``tolerance_s`` at least."""
     keys = ("tp", "fp", "fn")
     if set(a["per_type"]) != set(b["per_type"]):
         return False
@@ -93,7 +102,7 @@ def eval_matches(a: dict[str, Any], b: dict[str, Any], tolerance_s: float = TOLE
         return False
     if len(a["alerts"]) != len(b["alerts"]):
         return False
-    return all(x[:3] == y[:3] and abs(x[3] - y[3]) <= tolerance_s + 1e-6
+    return all(x[:3] == y[:3] and _same_time(a, x, y, tolerance_s)
                for x, y in zip(a["alerts"], b["alerts"], strict=True))
 
 
@@ -113,7 +122,7 @@ def eval_difference(fp32: dict[str, Any], other: dict[str, Any], tolerance_s: fl
     for x, y in zip(fp32["alerts"], other["alerts"], strict=True):
         if x[:3] != y[:3]:
             diffs.append(f"{x[0]} {x[1]} in {x[2]} -> {y[0]} {y[1]} in {y[2]}")
-        elif abs(x[3] - y[3]) > tolerance_s + 1e-6:
+        elif not _same_time(fp32, x, y, tolerance_s):
             diffs.append(f"{x[0]} {x[1]} confirmed at {x[3]:g} s -> {y[3]:g} s")
     return "; ".join(diffs) or "the same"
 
@@ -141,7 +150,7 @@ def build_record(weights: ResolvedWeights, imgsz: int, *, int8_xml: Path | None,
             entry.update(matches_fp32=None, eval=None)
         else:
             same = p == "fp32" or eval_matches(evals["fp32"], ev, tolerance_s)
-            entry.update(matches_fp32=same, eval={k: ev[k] for k in ("per_type", "alerts")})
+            entry.update(matches_fp32=same, eval={k: ev[k] for k in ("per_type", "alerts", "frame_s") if k in ev})
             if not same:
                 entry["differs"] = eval_difference(evals["fp32"], ev, tolerance_s)
         precisions[p] = entry

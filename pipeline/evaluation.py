@@ -241,6 +241,8 @@ class ClipResult:
     """Frames the motion gate held back (processed with the last detections)."""
     model: str = ""
     """The weights the clip's camera ran on."""
+    frame_s: float = 0.0
+    """Seconds between the clip's frames (1 / the camera's fps): how finely its alerts' times are measured."""
 
     @property
     def tp(self) -> int:
@@ -333,7 +335,8 @@ def run_clip(clip: Clip, cfg: NonsiteConfig, detector: Detector | CameraDetector
                     round(e.confirmed_at.timestamp() - clip.start_ts, 3), e.event_id) for e in events]
     result = ClipResult(clip.name, str(clip.camera.source.url), frames, round(float(seconds or 0.0), 3),
                         [ep.model_dump() for ep in clip.truth], alerts, dwell,
-                        round(time.monotonic() - started, 2), calls, frames - calls, detector.weights.name)
+                        round(time.monotonic() - started, 2), calls, frames - calls, detector.weights.name,
+                        1.0 / clip.camera.fps)
     match(result)
     return result
 

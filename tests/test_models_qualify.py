@@ -19,11 +19,13 @@ from nonsite.models.qualify import (
     cpu_identity,
     eval_difference,
     eval_matches,
+    eval_summary,
     load_qualification,
     qualification_path,
     save_record,
 )
 from nonsite.models.registry import resolve
+from nonsite.pipeline.evaluation import ClipResult
 from nonsite.pipeline.qualification import qualify_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +157,28 @@ def test_qualify_says_why_each_precision_was_not_measured(models_dir: Path, qdir
     assert "not measured: bf16 (this CPU does not run it natively)" in said
     assert "not measured: int8 (no int8 model is built: nonsite models quantize --model yolo11n-coco" in said
     assert "natively, or" not in said
+
+
+def test_an_alert_may_move_by_one_frame_of_its_own_clip() -> None:
+    """A clip sampled at 1 fps cannot tell apart alerts less than 1 s apart: one frame there is 1 s (the street
+    model's int8 on an EPYC, 2026-12-06: hawker-cart-three-stops confirmed at 120 s -> 119 s), two are not; a
+    5 fps clip keeps 0.2 s."""
+    frames = {"frame_s": {"dog-road": 1.0, "dog-park": 0.2}}
+    fp32 = FP32 | frames
+    one = _eval([("dog-road", "stray_dog", "road", 9.0), ("dog-park", "stray_dog", "park", 6.6)], tp=2, fp=0) | frames
+    two = _eval([("dog-road", "stray_dog", "road", 8.0), ("dog-park", "stray_dog", "park", 6.4)], tp=2, fp=0) | frames
+    park = _eval([("dog-road", "stray_dog", "road", 10.0), ("dog-park", "stray_dog", "park", 6.8)], tp=2, fp=0)
+    assert eval_matches(fp32, one)
+    assert not eval_matches(fp32, two)
+    assert eval_difference(fp32, two) == "dog-road stray_dog confirmed at 10 s -> 8 s"
+    assert not eval_matches(fp32, park)  # two frames of the 5 fps clip
+    assert not eval_matches(FP32, one)  # without the clips' frame intervals: 0.2 s
+
+
+def test_an_eval_summary_holds_each_clips_frame_interval() -> None:
+    clip = ClipResult("hawker", "x.mp4", 150, 150.0, [], [], frame_s=1.0)
+    summary = eval_summary([clip], {"frames": 150, "detector_calls": 150, "per_type": {}})
+    assert summary["frame_s"] == {"hawker": 1.0}
 
 
 def test_the_difference_names_the_alert_that_moved() -> None:
