@@ -49,6 +49,7 @@ import supervision as sv
 from nonsite.bus.base import Bus
 from nonsite.bus.events import (
     TOPIC_VIOLATIONS,
+    BoxRecord,
     Location,
     ModelInfo,
     OffenderHint,
@@ -445,7 +446,7 @@ class EdgeWorker:
         self.stats = WorkerStats()
         self._held: sv.Detections | None = None
         """The last detected frame's detections (classes merged): what a gated frame (no detection) reuses."""
-        self._copied: tuple[Frame, np.ndarray] | None = None
+        self._copied: tuple[Frame, np.ndarray, dict[int, bytes]] | None = None
         """The copy of the frame being processed that its stills share (:meth:`_picture`)."""
 
     def _set_camera(self, camera: CameraConfig) -> None:
@@ -611,14 +612,14 @@ class EdgeWorker:
         latest = self.ring.latest()
         return latest[1] if latest is not None else None
 
-    def _picture(self, frame: Frame) -> np.ndarray:
-        """The picture of ``frame`` for a still: one copy per frame, shared by every still taken of it (a scene
+    def _still(self, frame: Frame, boxes: list[BoxRecord]) -> Still:
+        """A still of ``frame``: one copy of its picture per frame, shared by every still taken of it (a scene
         with many objects opens many episodes on one frame, and each used to keep a full-size copy of its own:
-        at 1080p most of a busy camera's memory, bench/memory.py). Stills are only read (annotating and cropping
-        make copies)."""
+        at 1080p most of a busy camera's memory, bench/memory.py), and so is its JPEG (:attr:`Still.jpegs`).
+        Stills are only read (annotating and cropping make copies)."""
         if self._copied is None or self._copied[0] is not frame:
-            self._copied = (frame, frame.image.copy())
-        return self._copied[1]
+            self._copied = (frame, frame.image.copy(), {})
+        return Still(frame.ts, self._copied[1], boxes, self._copied[2])
 
     def _second_stills(self, frame: Frame) -> None:
         """Take the second overview still of episodes that reached ``min_still_gap_s`` and are seen now."""
@@ -628,7 +629,7 @@ class EdgeWorker:
         for o in (*self.open.values(), *self.pending):
             if (o.second is None and not o.closed and frame.ts >= o.onset.ts + gap
                     and o.episode.last_true == frame.ts):
-                o.second = Still(frame.ts, self._picture(frame), list(o.episode.last_boxes))
+                o.second = self._still(frame, list(o.episode.last_boxes))
                 if o.confirm is not None:
                     self._offer_plate(o, o.second, o.episode.last_xyxy)
 
@@ -660,11 +661,11 @@ class EdgeWorker:
         if ev.kind == "onset" and frame is not None:
             self.stats.onsets += 1
             pre = self.ring.between(ev.episode.onset - self.cfg.evidence.pre_roll_s, frame.ts)
-            self.open[key] = _Open(ev.episode, Still(frame.ts, self._picture(frame), ev.boxes),
+            self.open[key] = _Open(ev.episode, self._still(frame, ev.boxes),
                                    _Clip(pre, self.cfg.evidence.max_clip_s), reference=self._reference(ev.episode))
         elif ev.kind == "confirmed" and frame is not None and key in self.open:
             o = self.open.pop(key)
-            o.confirm = Still(frame.ts, self._picture(frame), ev.boxes)
+            o.confirm = self._still(frame, ev.boxes)
             o.closeup = ev.main_xyxy
             o.publish_at = frame.ts + self.cfg.evidence.post_roll_s
             o.video = self._episode_clip(o.clip.frames() if o.clip is not None else [], frame.ts)
@@ -830,11 +831,17 @@ class EdgeWorker:
         """The package's blobs into the store; the event that names them (not yet published)."""
         ep, confirm = o.episode, o.confirm
         assert confirm is not None and o.closeup is not None and ep.confirmed_at is not None
-        plate = self._read_plate(o)
         extra_stills = [(SECOND_STILL_ROLE, o.second)] if o.second is not None else []
         if o.reference is not None:
             extra_stills.append((REFERENCE_ROLE, o.reference))
-        extra_images = [(PLATE_ROLE, plate.crop)] if plate is not None else []
+        readings: list[PlateReadingLike | None] = []
+
+        def extra_images() -> list[tuple[str, np.ndarray]]:
+            """The plate's crop, taken after the stills and the clip: a reading still under way ahead (the plates
+            lane reads one still at a time, and a burst queues there) finishes meanwhile."""
+            readings.append(self._read_plate(o))
+            return [(PLATE_ROLE, readings[0].crop)] if readings[0] is not None else []
+
         items = write_package_blobs(
             self.store, event_id=o.event_id, violation_type=ep.rule, camera=meta, zone_id=zone.id,
             zone_polygon=list(zone.polygon), onset=o.onset, confirm=confirm, closeup_xyxy=o.closeup,
@@ -842,6 +849,7 @@ class EdgeWorker:
             jpeg_quality=self.cfg.evidence.jpeg_quality, extra_stills=extra_stills, extra_images=extra_images,
             clip_preset=self.cfg.evidence.clip_preset, video=video.video,
         )
+        plate = readings[0]
         boxes = {"onset": o.onset.boxes, "confirm": confirm.boxes}
         if o.second is not None:
             boxes[SECOND_STILL_ROLE] = o.second.boxes

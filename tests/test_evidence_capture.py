@@ -13,7 +13,15 @@ import pytest
 from services.fixtures import read_frames
 
 from nonsite.bus.events import BoxRecord
-from nonsite.evidence.capture import CameraMeta, Still, ascii_text, encode_jpeg, local_time_text, write_package_blobs
+from nonsite.evidence.capture import (
+    CameraMeta,
+    Still,
+    ascii_text,
+    encode_clip,
+    encode_jpeg,
+    local_time_text,
+    write_package_blobs,
+)
 from nonsite.evidence.local import LocalStore
 
 T0 = 1714543402.25  # 2024-05-01 06:03:22.250 UTC = 14:03:22.250 in Asia/Shanghai
@@ -132,6 +140,29 @@ def test_bad_input_is_refused_before_writing(tmp_path: Path, frames: list[np.nda
     with pytest.raises(ValueError, match="unknown time zone"):
         _write(store, frames, [], timezone="Mars/Olympus")
     assert list(store.list("")) == []
+
+
+def test_images_given_by_a_function_are_taken_after_the_clip(tmp_path: Path, frames: list[np.ndarray]) -> None:
+    """The plate's crop comes from a reading that may still be under way on another thread: the function that gives
+    it is called once the stills and the clip are written, and its image is stored like any other."""
+    store = LocalStore(tmp_path)
+    order: list[str] = []
+    crop = frames[0][100:140, 200:320]
+
+    def video() -> bytes:
+        order.append("clip")
+        return encode_clip([(T0, frames[0]), (T0 + 0.2, frames[1])])
+
+    def plate() -> list[tuple[str, np.ndarray]]:
+        order.append("plate")
+        assert {p.name for p in (tmp_path / "events" / "evt-1").iterdir()} >= {"onset.jpg", "closeup.jpg"}
+        return [("plate", crop)]
+
+    items = _write(store, frames, [], video=video, extra_images=plate)
+    assert order == ["clip", "plate"]
+    assert _decode_jpeg(store.get(items["plate"].key)).shape == crop.shape
+    with pytest.raises(ValueError, match="unknown evidence role 'licence'"):
+        _write(store, frames, [], event_id="evt-2", extra_images=lambda: [("licence", crop)])
 
 
 def test_local_time_text() -> None:
