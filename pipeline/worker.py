@@ -447,7 +447,7 @@ class EdgeWorker:
         self._held: sv.Detections | None = None
         """The last detected frame's detections (classes merged): what a gated frame (no detection) reuses."""
         self._copied: tuple[Frame, np.ndarray, dict[int, bytes]] | None = None
-        """The copy of the frame being processed that its stills share (:meth:`_picture`)."""
+        """The copy of the frame being processed that its stills share, and its JPEG by quality (:meth:`_still`)."""
 
     def _set_camera(self, camera: CameraConfig) -> None:
         """The camera's zones and rules: thresholds, the class groups its types merge, the rule hash, the meta."""
