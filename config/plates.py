@@ -123,9 +123,10 @@ class PlatesConfig(Section):
         "onnxruntime",
         description="What runs the OCR's models (the same ONNX files, from the rapidocr wheel). onnxruntime "
         "(rapidocr's own) frees its working memory after each reading. openvino reads the same plates with the "
-        "same confidences about 3x faster, so a burst of violations is packaged sooner on a busy box, but keeps "
-        "working memory for the sizes of search region it has seen: about 300 MiB more per box once many sizes "
-        "were read (bench/README.md, plate reading).",
+        "same confidences, 2.4x faster on a Xeon with AMX but no faster on an AMD EPYC (one thread each: 224 -> "
+        "95 and 117 -> 114 CPU ms per vehicle), and keeps working memory for the sizes of search region it has "
+        "seen: about 300 MiB more per box once many sizes were read (bench/README.md, plate reading). Measure it "
+        "on the box (make bench, plates) before choosing it.",
     )
     threads: int = Field(
         1, ge=0, le=256,
