@@ -395,6 +395,7 @@ def write_package_blobs(
     for role, _ in extra_stills:
         if role not in ROLE_FILES or f"{role}_annotated" not in ROLE_FILES:
             raise ValueError(f"unknown still role {role!r}; add it and {role}_annotated to ROLE_FILES")
+
     def checked(given: Sequence[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
         for role, _ in given:
             if role not in ROLE_FILES:
