@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,7 @@ STREET = "street_pedestrians_city.jpg"
 STREET_BOXES = ((400, 500, 900, 800), (100, 600, 300, 750), (1000, 300, 1700, 1000))
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
-def _regions(media: Path) -> list[tuple[str, np.ndarray, tuple[int, int, int, int]]]:
+def _regions(media: Path, street: np.ndarray) -> list[tuple[str, np.ndarray, tuple[int, int, int, int]]]:
     import cv2
 
     from nonsite.tests.test_models_plates import HONDA, HONDA_PLATE_QUAD, SYNTHETIC, _grow, paste_plate, render_plate
@@ -42,36 +36,36 @@ def _regions(media: Path) -> list[tuple[str, np.ndarray, tuple[int, int, int, in
     out = [(plate, paste_plate(honda, render_plate(plate, kind), _grow(HONDA_PLATE_QUAD, 1.12, 1.25)), HONDA[1])
            for plate, kind, _ in SYNTHETIC[:4]]
     out.append(("indian plate", honda, HONDA[1]))
-    street = cv2.resize(cv2.imread(str(media / STREET)), (1920, 1080))
     out += [(f"street {i + 1}", street, box) for i, box in enumerate(STREET_BOXES)]
     return out
 
 
-def measure(runtime: str, precision: str, threads: int, media: Path, repeats: int = 5,
+def measure(runtime: str, precision: str, threads: int, media: Path, rss_mb: Callable[[], float], repeats: int = 5,
             sizes: int = 120) -> dict[str, Any]:
+    """``rss_mb``: the process's resident memory now (bench/run.py's ``current_rss_mb``)."""
     import cv2
 
     from nonsite.config.plates import PlatesConfig
     from nonsite.models.plates import PlateReader
 
-    regions = _regions(media)
-    rss0 = _rss_mb()
+    street = cv2.resize(cv2.imread(str(media / STREET)), (1920, 1080))
+    regions = _regions(media, street)
+    rss0 = rss_mb()
     t = time.perf_counter()
     reader = PlateReader(PlatesConfig(runtime=runtime, precision=precision, threads=threads))  # type: ignore[arg-type]
     load_s = time.perf_counter() - t
-    rss_loaded = _rss_mb()
+    rss_loaded = rss_mb()
     found: dict[str, list[Any]] = {}
     ms: dict[str, float] = {}
     cpu = 0.0
     for name, img, box in regions:
         reader.scan(img, box)
-        t, c = time.perf_counter(), time.process_time()
+        t, cpu_t = time.perf_counter(), time.process_time()
         for _ in range(repeats):
             cands = reader.scan(img, box)
-        cpu += time.process_time() - c
+        cpu += time.process_time() - cpu_t
         ms[name] = round((time.perf_counter() - t) / repeats * 1000, 1)
         found[name] = [[c.text, round(c.confidence, 3), [round(v) for v in c.xyxy]] for c in cands]
-    street = cv2.resize(cv2.imread(str(media / STREET)), (1920, 1080))
     rng = random.Random(16)
     t = time.perf_counter()
     for _ in range(sizes):
@@ -86,5 +80,5 @@ def measure(runtime: str, precision: str, threads: int, media: Path, repeats: in
         "found": found,
         "sizes": sizes, "sizes_ms_mean": round(sizes_s / sizes * 1000, 1),
         "rss_load_mb": round(rss_loaded - rss0, 1),
-        "rss_after_sizes_mb": round(_rss_mb() - rss0, 1),
+        "rss_after_sizes_mb": round(rss_mb() - rss0, 1),
     }

@@ -747,7 +747,8 @@ PLATE_RUNS = (("onnxruntime", "fp32", 1), ("onnxruntime", "fp32", 0), ("openvino
 def measure_plates(runtime: str, precision: str, threads: int, quick: bool) -> dict[str, Any]:
     from plates import measure
 
-    return measure(runtime, precision, threads, media_dir(), repeats=2 if quick else 5, sizes=20 if quick else 120)
+    return measure(runtime, precision, threads, media_dir(), current_rss_mb, repeats=2 if quick else 5,
+                   sizes=20 if quick else 120)
 
 
 def measure_latency(alerts: int) -> dict[str, Any]:

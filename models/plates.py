@@ -2,7 +2,7 @@
 
 The OCR is RapidOCR (``rapidocr`` on PyPI): PaddleOCR's PP-OCR text detection and recognition models as
 ONNX files inside the wheel, run with ONNX Runtime (rapidocr's own default) or OpenVINO (``plates.runtime``: the
-same readings about 3x faster, for more memory); nothing is downloaded at run time.
+same readings, faster on some CPUs, for more memory); nothing is downloaded at run time.
 
 How a plate is read (:meth:`PlateReader.read`):
 
