@@ -49,13 +49,13 @@ class Still:
     which nobody changes): packages confirmed together (cars parked in a row) encode their common stills once.
     None: encoded for each package."""
 
-    def jpeg(self, image: np.ndarray, quality: int) -> bytes:
-        """``image`` (this still's, checked) as JPEG at ``quality``: the shared encoding when there is one."""
-        if self.jpegs is None:
-            return encode_jpeg(image, quality)
-        data = self.jpegs.get(quality)
-        if data is None:  # two threads may both encode it: the same bytes, and either is kept
-            data = self.jpegs[quality] = encode_jpeg(image, quality)
+    def jpeg(self, quality: int) -> bytes:
+        """The image as JPEG at ``quality``: the shared encoding when there is one."""
+        data = None if self.jpegs is None else self.jpegs.get(quality)
+        if data is None:
+            data = encode_jpeg(_bgr(self.image, "a still"), quality)
+            if self.jpegs is not None:  # two threads may both encode it: the same bytes, and either is kept
+                self.jpegs[quality] = data
         return data
 
 
@@ -367,7 +367,7 @@ def write_package_blobs(
     timezone: str,
     jpeg_quality: int = 92,
     extra_stills: Sequence[tuple[str, Still]] = (),
-    extra_images: Sequence[tuple[str, np.ndarray]] | Callable[[], Sequence[tuple[str, np.ndarray]]] = (),
+    extra_images: Callable[[], Sequence[tuple[str, np.ndarray]]] | None = None,
     clip_preset: str = "superfast",
     video: Callable[[], bytes | None] | None = None,
 ) -> list[EvidenceItem]:
@@ -380,9 +380,9 @@ def write_package_blobs(
 
     ``extra_stills``: more overview stills as (role, still), e.g. ``("overview_2", still)`` taken during the
     episode so that two overview stills lie at least a set time apart; each is written as ``<role>.jpg``
-    and ``<role>_annotated.jpg``. ``extra_images``: more images as (role, image) written as they are, e.g.
-    ``("plate", crop)``, or a function that gives them: called last, after the clip, so that work they wait for
-    (the plate reading, done ahead on another thread) goes on meanwhile. Roles must be listed in
+    and ``<role>_annotated.jpg``. ``extra_images``: a function giving more images as (role, image), written as they
+    are, e.g. ``[("plate", crop)]``: called last, after the clip, so that work they wait for (the plate reading,
+    done ahead on another thread) goes on meanwhile; its roles are checked then. Roles must be listed in
     :data:`~nonsite.evidence.package.ROLE_FILES`. ``clip_preset``: the x264 preset of the clip
     (``evidence.clip_preset``). ``video``: makes clip.mp4 instead of :func:`clip_video` of ``clip`` (the edge
     worker's :class:`~nonsite.pipeline.worker.EpisodeClip`, encoded while the package waited for its post-roll);
@@ -396,13 +396,6 @@ def write_package_blobs(
         if role not in ROLE_FILES or f"{role}_annotated" not in ROLE_FILES:
             raise ValueError(f"unknown still role {role!r}; add it and {role}_annotated to ROLE_FILES")
 
-    def checked(given: Sequence[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
-        for role, _ in given:
-            if role not in ROLE_FILES:
-                raise ValueError(f"unknown evidence role {role!r}; add it to ROLE_FILES")
-        return [(role, _bgr(img, f"the {role} image")) for role, img in given]
-
-    images = [] if callable(extra_images) else checked(extra_images)
     extras = [(role, s, _bgr(s.image, f"the {role} still")) for role, s in extra_stills]
     items: list[EvidenceItem] = []
 
@@ -428,8 +421,8 @@ def write_package_blobs(
             label,
         ]
 
-    put("onset", onset.jpeg(onset_img, jpeg_quality), JPEG)
-    put("confirm", confirm.jpeg(confirm_img, jpeg_quality), JPEG)
+    put("onset", onset.jpeg(jpeg_quality), JPEG)
+    put("confirm", confirm.jpeg(jpeg_quality), JPEG)
     put("onset_annotated",
         encode_jpeg(annotate(onset_img, onset.boxes, zone_polygon, fields(onset, "ONSET")), jpeg_quality), JPEG)
     put("confirm_annotated",
@@ -437,11 +430,9 @@ def write_package_blobs(
         JPEG)
     put("closeup", encode_jpeg(closeup, jpeg_quality), JPEG)
     for role, still, img in extras:
-        put(role, still.jpeg(img, jpeg_quality), JPEG)
+        put(role, still.jpeg(jpeg_quality), JPEG)
         put(f"{role}_annotated",
             encode_jpeg(annotate(img, still.boxes, zone_polygon, fields(still, role.upper())), jpeg_quality), JPEG)
-    for role, img in images:
-        put(role, encode_jpeg(img, jpeg_quality), JPEG)
 
     mp4 = clip_video(list(clip), clip_preset) if video is None else video()
     if mp4 is None:
@@ -450,9 +441,12 @@ def write_package_blobs(
         mp4 = encode_clip([(0.0, onset_img), (STILLS_CLIP_FRAME_S, confirm_img)], last_frame_s=STILLS_CLIP_FRAME_S,
                           preset=clip_preset)
     put("clip", mp4, MP4)
-    if callable(extra_images):
-        for role, img in checked(extra_images()):
-            put(role, encode_jpeg(img, jpeg_quality), JPEG)
+    images = list(extra_images()) if extra_images is not None else []
+    for role, _ in images:
+        if role not in ROLE_FILES:
+            raise ValueError(f"unknown evidence role {role!r}; add it to ROLE_FILES")
+    for role, img in [(role, _bgr(img, f"the {role} image")) for role, img in images]:  # all checked, then written
+        put(role, encode_jpeg(img, jpeg_quality), JPEG)
     return items
 
 

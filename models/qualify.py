@@ -150,7 +150,7 @@ def build_record(weights: ResolvedWeights, imgsz: int, *, int8_xml: Path | None,
             entry.update(matches_fp32=None, eval=None)
         else:
             same = p == "fp32" or eval_matches(evals["fp32"], ev, tolerance_s)
-            entry.update(matches_fp32=same, eval={k: ev[k] for k in ("per_type", "alerts", "frame_s") if k in ev})
+            entry.update(matches_fp32=same, eval={k: ev[k] for k in ("per_type", "alerts")})
             if not same:
                 entry["differs"] = eval_difference(evals["fp32"], ev, tolerance_s)
         precisions[p] = entry
