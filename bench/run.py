@@ -894,8 +894,10 @@ def plates_markdown(res: dict[str, Any]) -> list[str]:
     lines = ["", "## Plate reading: ONNX Runtime and OpenVINO (`plates.runtime`), one process each", ""]
     rows = [{**r, "what": f"{r['runtime']} {r['precision']}, {r.get('threads') or 'all'} thread(s)",
              "same": "yes" if r["same_as_onnxruntime"] else "no"} for r in res["plates"]]
-    lines += table(rows, [("runtime", "what"), ("ms, 8 regions", "ms_total"), ("CPU ms, 8 regions", "cpu_ms_total"),
-                          ("ms per random box", "sizes_ms_mean"), ("texts, confidences, boxes as onnxruntime", "same"),
+    n = len(res["plates"][0]["ms"])
+    lines += table(rows, [("runtime", "what"), (f"ms, {n} regions", "ms_total"),
+                          (f"CPU ms, {n} regions", "cpu_ms_total"), ("ms per random box", "sizes_ms_mean"),
+                          ("texts, confidences, boxes as onnxruntime", "same"),
                           ("load s", "load_s"), ("MiB after loading", "rss_load_mb"),
                           ("MiB after the random boxes", "rss_after_sizes_mb"), ("random boxes", "sizes")])
     if res.get("live_plates"):
